@@ -1,0 +1,113 @@
+"""Frozen data returned across the store's boundary: never ORM objects (async lazy loads fail)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ProductView:
+    sku: str
+    price: Decimal
+    unit: str  # counted noun, nominative singular: "бутылка"
+    name: str  # said after the noun: "воды «Жемчужная роса» 19 л"
+    unit_en: str | None = None
+    name_en: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderLineView:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    amount: Decimal
+    unit: str
+    name: str
+    unit_en: str | None = None
+    name_en: str | None = None
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    number: str
+    issued_at: datetime
+    subtotal: Decimal  # without VAT
+    vat_rate: Decimal
+    vat_amount: Decimal
+    total: Decimal  # what the customer pays
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order_id: str  # external id (import) or generated number ("A-1002")
+    customer_id: str
+    ordered_at: datetime
+    lines: tuple[OrderLineView, ...]
+    total: Decimal
+    source: str  # "import" | "ivr" | "operator"
+    delivery_date: date | None = None
+    invoice: InvoiceView | None = None
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    customer_id: str
+    last_name: str
+    first_name: str
+    patronymic: str
+    language: str  # "ru" | "en"
+    address: str
+    phones: tuple[str, ...]  # E.164
+
+
+LookupStatus = Literal["found", "unknown", "shared", "invalid"]
+
+
+@dataclass(frozen=True)
+class CallerLookup:
+    """Who is calling: exactly one customer ("found"), nobody, several, or an unusable number."""
+
+    status: LookupStatus
+    number: str | None  # E.164 when the raw caller id could be normalized
+    customer: CustomerView | None = None
+    last_order: OrderView | None = None
+    candidate_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: OrderView
+    invoice: InvoiceView
+    created: bool  # False when the same call key had already placed it (idempotent replay)
+
+
+@dataclass(frozen=True)
+class CallView:
+    call_id: str  # Asterisk linkedid (or uniqueid)
+    caller_number: str | None  # raw caller id as Asterisk sent it
+    normalized_number: str | None
+    customer_id: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    reason: str | None
+    order_id: str | None
+
+
+@dataclass(frozen=True)
+class TimelineEventView:
+    seq: int
+    at: datetime
+    call_id: str | None
+    customer_id: str | None
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CustomerCard:
+    customer: CustomerView
+    orders: tuple[OrderView, ...]  # newest first, each with lines and invoice

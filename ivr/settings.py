@@ -1,0 +1,215 @@
+"""One typed, frozen Settings object: defaults < config/ivr.toml < local file < IVR_* environment.
+
+Settings are built once in the composition root and passed down; nothing reads them as a global.
+Environment overrides use double underscores between section and key, e.g.
+``IVR_AGI__PORT=4574`` or ``IVR_DATABASE__URL=postgresql+asyncpg://…``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "ivr.toml"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    # A peer that has not finished the env block by then is dropped.
+    env_timeout: float = 5.0
+    # Longest a non-blocking command (SET VARIABLE, ANSWER…) may take to answer.
+    command_timeout: float = 10.0
+    # Extra slack on top of a blocking command's own audio/timeout length.
+    media_slack: float = 30.0
+    # Where Asterisk finds our prompts: the same directory as prompts.dir unless Asterisk
+    # runs in a container that mounts it elsewhere.
+    asterisk_prompts_dir: str = ""
+    max_connections: int = 2000
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///var/ivr.sqlite3"
+    # Deadline of one CRM step (lookup, order) inside a call; past it the caller goes to a human.
+    call_deadline: float = 3.0
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_token: str = "change-me"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    dir: str = "var/prompts"
+    engine: str = "espeak-ng"
+    voice_ru: str = "ru"
+    voice_en: str = "en-us"
+    # Words per minute for espeak-ng; a phone line wants it a little slower than default.
+    rate: int = 150
+    tts_deadline: float = 10.0
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    # Seconds the caller has to press a menu key after the prompt.
+    menu_timeout: float = 6.0
+    # Seconds for a quantity (digits then #).
+    quantity_timeout: float = 8.0
+    # No-input / invalid-input attempts before the caller is handed to an operator.
+    max_attempts: int = 2
+    max_quantity: int = 50
+    default_language: str = "ru"
+
+
+@dataclass(frozen=True)
+class OrderSettings:
+    vat_rate: Decimal = Decimal("20")
+    # Prices in the catalogue include VAT (Russian retail practice).
+    prices_include_vat: bool = True
+    currency: str = "RUB"
+    invoice_prefix: str = "СЧ-"
+    order_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    timezone: str = "Europe/Moscow"
+    # Orders placed before the cut-off are delivered on the next delivery day.
+    cutoff: time = time(14, 0)
+    # ISO weekdays (1 = Monday) on which we deliver.
+    days: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    holidays: tuple[date, ...] = ()
+    window_start: int = 9
+    window_end: int = 14
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    agi: AgiSettings = field(default_factory=AgiSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    orders: OrderSettings = field(default_factory=OrderSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some keys of some sections changed: ``s.replace(agi={"port": 0})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **_coerce_section(type(getattr(self, name)), values))
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(value)
+                return lowered in {"1", "true", "yes", "on"}
+            return bool(value)
+        if annotation is int:
+            return int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is Decimal:
+            return Decimal(str(value))
+        if annotation is str:
+            return str(value)
+        if annotation is time:
+            return value if isinstance(value, time) else time.fromisoformat(str(value))
+        if annotation == tuple[int, ...]:
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(int(v) for v in items if str(v).strip())
+        if annotation == tuple[date, ...]:
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(v if isinstance(v, date) else date.fromisoformat(str(v).strip()) for v in items if str(v).strip())
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from exc
+    raise SettingsError(f"{key}: unsupported setting type {annotation}")
+
+
+def _coerce_section(section_type: type, values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    hints = get_type_hints(section_type)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise SettingsError(f"{prefix}{key}: unknown setting")
+        out[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return out
+
+
+def _merge(settings: Settings, data: Mapping[str, Any], source: str) -> Settings:
+    hints = get_type_hints(Settings)
+    sections: dict[str, dict[str, Any]] = {}
+    for name, values in data.items():
+        if name not in hints:
+            raise SettingsError(f"{source}: unknown section [{name}]")
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"{source}: [{name}] must be a table")
+        _coerce_section(hints[name], values, f"{source}: {name}.")  # validate with a clear prefix
+        sections[name] = dict(values)
+    return settings.replace(**sections)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, value in environ.items():
+        if not key.startswith("IVR_") or "__" not in key:
+            continue
+        section, _, name = key[4:].lower().partition("__")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_settings(
+    config_file: Path | None = None,
+    local_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from the layered sources; raises SettingsError naming the bad key."""
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    config_file = config_file or Path(environ.get("IVR_CONFIG", DEFAULT_CONFIG))
+    files = [config_file]
+    if local_file is None and environ.get("IVR_LOCAL_CONFIG"):
+        local_file = Path(environ["IVR_LOCAL_CONFIG"])
+    if local_file is not None:
+        files.append(local_file)
+    for path in files:
+        if path.exists():
+            with path.open("rb") as fh:
+                try:
+                    data = tomllib.load(fh)
+                except tomllib.TOMLDecodeError as exc:
+                    raise SettingsError(f"{path}: {exc}") from exc
+            settings = _merge(settings, data, str(path))
+    return _merge(settings, _env_overrides(environ), "environment")
