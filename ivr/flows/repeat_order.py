@@ -1,0 +1,235 @@
+"""The repeat-order call as a pure state machine.
+
+    start ─► LookupCaller ─► found, has an order ─► MENU ─1─► PlaceOrder ─► Finish(done)
+                         └─► anyone else ─► Finish(operator)  ├─2─► EDIT each line ─► CONFIRM ─1─► PlaceOrder
+                                                              └─0─► Finish(operator)
+
+Two failed inputs in a row (no input or a key that means nothing) hand the caller to an operator,
+and so does every failed external step: nobody is ever left in silence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ivr.flows.model import (
+    Action,
+    Ask,
+    CallerLooked,
+    Customer,
+    Digits,
+    Event,
+    Finish,
+    Item,
+    LookupCaller,
+    OrderPlaced,
+    PlaceOrder,
+    PromptRef,
+    Result,
+    StepFailed,
+)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    max_attempts: int = 2
+    max_quantity: int = 50
+    menu_timeout: float = 6.0
+    quantity_timeout: float = 8.0
+
+
+class Stage(enum.Enum):
+    LOOKUP = "lookup"
+    MENU = "menu"
+    EDIT = "edit"
+    CONFIRM = "confirm"
+    PLACING = "placing"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class State:
+    stage: Stage = Stage.LOOKUP
+    customer: Customer | None = None
+    last_order: tuple[Item, ...] = ()
+    draft: tuple[Item, ...] = ()  # the order being built by "change quantity"
+    edit_index: int = 0
+    failures: int = 0  # failed inputs in a row at the current question
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.customer.customer_id if self.customer else None
+
+
+class FlowError(RuntimeError):
+    """The runner fed an event the flow cannot take in its current stage (a runner bug)."""
+
+
+_TO_OPERATOR = (PromptRef("to_operator"),)
+_TECHNICAL = (PromptRef("technical_problem"),)
+
+# Why a caller we looked up cannot be served by the robot; the reason goes to IVR_REASON.
+_LOOKUP_REASONS = {"unknown": "unknown_number", "shared": "shared_number", "invalid": "no_caller_id"}
+
+
+class RepeatOrderFlow:
+    def __init__(self, config: FlowConfig | None = None) -> None:
+        self.config = config or FlowConfig()
+
+    def start(self) -> tuple[State, Action]:
+        return State(), LookupCaller()
+
+    def step(self, state: State, event: Event) -> tuple[State, Action]:
+        if isinstance(event, StepFailed):
+            return self._finish(state, "operator", event.reason, _TECHNICAL)
+        handler = {
+            Stage.LOOKUP: self._on_lookup,
+            Stage.MENU: self._on_menu,
+            Stage.EDIT: self._on_quantity,
+            Stage.CONFIRM: self._on_confirm,
+            Stage.PLACING: self._on_placed,
+        }.get(state.stage)
+        if handler is None:
+            raise FlowError(f"no event expected in stage {state.stage.value}")
+        return handler(state, event)
+
+    # --- stages ---------------------------------------------------------------------------------
+
+    def _on_lookup(self, state: State, event: Event) -> tuple[State, Action]:
+        if not isinstance(event, CallerLooked):
+            raise FlowError(f"lookup expects CallerLooked, got {type(event).__name__}")
+        state = dataclasses.replace(state, customer=event.customer, last_order=event.last_order)
+        if event.status != "found" or event.customer is None:
+            reason = _LOOKUP_REASONS.get(event.status, "unknown_number")
+            return self._finish(state, "operator", reason, _TO_OPERATOR)
+        if not event.last_order:
+            return self._finish(state, "operator", "no_previous_order", _TO_OPERATOR)
+        state = dataclasses.replace(state, stage=Stage.MENU)
+        greeting = PromptRef("greeting_menu", {"customer": event.customer, "order": event.last_order})
+        return state, self._menu_question((greeting,))
+
+    def _on_menu(self, state: State, event: Event) -> tuple[State, Action]:
+        digits = self._digits(event)
+        if digits.digits == "1":
+            return self._place(state, state.last_order)
+        if digits.digits == "2":
+            editing = dataclasses.replace(
+                state, stage=Stage.EDIT, draft=state.last_order, edit_index=0, failures=0
+            )
+            return editing, self._quantity_question(editing, ())
+        if digits.digits == "0":
+            return self._finish(state, "operator", "caller_request", _TO_OPERATOR)
+        return self._retry(state, digits, lambda lead: self._menu_question((*lead, PromptRef("menu"))))
+
+    def _on_quantity(self, state: State, event: Event) -> tuple[State, Action]:
+        digits = self._digits(event)
+        item = state.draft[state.edit_index]
+        ask_again = lambda lead: self._quantity_question(state, lead)  # noqa: E731
+        if digits.digits == "":
+            if digits.timed_out:
+                return self._retry(state, digits, ask_again)
+            quantity = item.quantity  # a bare "#" keeps the line as it was
+        elif digits.digits.isdigit():
+            # Digits typed without "#" before the timeout still count: the caller meant them.
+            quantity = int(digits.digits)
+        else:
+            return self._retry(state, digits, ask_again)
+        if quantity > self.config.max_quantity:
+            too_large = (PromptRef("quantity_too_large", {"max": self.config.max_quantity}),)
+            return self._retry(state, digits, ask_again, lead=too_large)
+        draft = tuple(
+            line.with_quantity(quantity) if index == state.edit_index else line
+            for index, line in enumerate(state.draft)
+        )
+        state = dataclasses.replace(state, draft=draft, edit_index=state.edit_index + 1, failures=0)
+        if state.edit_index < len(draft):
+            return state, self._quantity_question(state, ())
+        kept = tuple(line for line in draft if line.quantity > 0)
+        if not kept:
+            return self._finish(state, "operator", "order_emptied", (PromptRef("order_emptied"),))
+        state = dataclasses.replace(state, stage=Stage.CONFIRM, draft=kept)
+        return state, self._confirm_question(state, ())
+
+    def _on_confirm(self, state: State, event: Event) -> tuple[State, Action]:
+        digits = self._digits(event)
+        if digits.digits == "1":
+            return self._place(state, state.draft)
+        if digits.digits == "0":
+            return self._finish(state, "operator", "caller_request", _TO_OPERATOR)
+        return self._retry(state, digits, lambda lead: self._confirm_question(state, lead))
+
+    def _on_placed(self, state: State, event: Event) -> tuple[State, Action]:
+        if not isinstance(event, OrderPlaced):
+            raise FlowError(f"placing expects OrderPlaced, got {type(event).__name__}")
+        readback = PromptRef(
+            "order_placed",
+            {
+                "number": event.order_id,
+                "total": event.total,
+                "delivery_date": event.delivery_date,
+                "today": event.today,
+                "window_start": event.window_start,
+                "window_end": event.window_end,
+            },
+        )
+        state = dataclasses.replace(state, stage=Stage.DONE)
+        finish = Finish("done", "order_placed", state.customer_id, (readback,), order_id=event.order_id)
+        return state, finish
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _digits(event: Event) -> Digits:
+        if not isinstance(event, Digits):
+            raise FlowError(f"expected Digits, got {type(event).__name__}")
+        return event
+
+    def _retry(
+        self,
+        state: State,
+        digits: Digits,
+        ask_again: Callable[[tuple[PromptRef, ...]], Ask],
+        lead: tuple[PromptRef, ...] | None = None,
+    ) -> tuple[State, Action]:
+        """Count a failed input; the last allowed one goes to a human, otherwise explain and ask again."""
+        no_input = digits.digits == "" and digits.timed_out
+        failures = state.failures + 1
+        if failures >= self.config.max_attempts:
+            reason = "no_input" if no_input else "invalid_input"
+            return self._finish(state, "operator", reason, _TO_OPERATOR)
+        state = dataclasses.replace(state, failures=failures)
+        if lead is None:
+            lead = (PromptRef("no_input" if no_input else "invalid_input"),)
+        return state, ask_again(lead)
+
+    def _place(self, state: State, items: tuple[Item, ...]) -> tuple[State, Action]:
+        assert state.customer is not None  # only reachable after a successful lookup
+        state = dataclasses.replace(state, stage=Stage.PLACING, failures=0)
+        lines = tuple((item.sku, item.quantity) for item in items if item.quantity > 0)
+        return state, PlaceOrder(state.customer.customer_id, lines)
+
+    def _finish(
+        self, state: State, result: Result, reason: str, prompts: tuple[PromptRef, ...]
+    ) -> tuple[State, Action]:
+        done = dataclasses.replace(state, stage=Stage.DONE)
+        return done, Finish(result, reason, state.customer_id, prompts)
+
+    def _menu_question(self, prompts: tuple[PromptRef, ...]) -> Ask:
+        return Ask(prompts, max_digits=1, timeout=self.config.menu_timeout, step="menu")
+
+    def _quantity_question(self, state: State, lead: tuple[PromptRef, ...]) -> Ask:
+        item = state.draft[state.edit_index]
+        question = PromptRef("ask_quantity", {"item": item, "max": self.config.max_quantity})
+        return Ask(
+            (*lead, question),
+            max_digits=len(str(self.config.max_quantity)) + 1,
+            timeout=self.config.quantity_timeout,
+            step=f"quantity:{item.sku}",
+        )
+
+    def _confirm_question(self, state: State, lead: tuple[PromptRef, ...]) -> Ask:
+        confirm = PromptRef("confirm_order", {"order": state.draft})
+        return Ask((*lead, confirm), max_digits=1, timeout=self.config.menu_timeout, step="confirm")

@@ -1,0 +1,177 @@
+"""Table-driven tests of the pure repeat-order flow: every branch, no I/O, no mocks."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from ivr.flows.model import (
+    Ask,
+    CallerLooked,
+    Customer,
+    Digits,
+    Finish,
+    Item,
+    LookupCaller,
+    OrderPlaced,
+    PlaceOrder,
+    StepFailed,
+)
+from ivr.flows.repeat_order import FlowConfig, FlowError, RepeatOrderFlow, Stage, State
+
+ALEXEY = Customer("C-1", "Иванов", "Алексей", "Сергеевич", "ru")
+WATER = Item("W19", 4, "бутылка", "воды «Жемчужная роса» 19 л")
+CUPS = Item("CUP", 2, "упаковка", "стаканчиков")
+FOUND = CallerLooked("found", ALEXEY, (WATER, CUPS))
+PLACED = OrderPlaced("A-1002", Decimal("1920.00"), date(2026, 11, 28), date(2026, 11, 27), 9, 14)
+
+
+def key(k: str) -> Digits:
+    return Digits(k, timed_out=False)
+
+
+SILENCE = Digits("", timed_out=True)
+HASH = Digits("", timed_out=False)
+
+
+def drive(events, config: FlowConfig | None = None):
+    """Feed events in order; return every action the flow asked for."""
+    flow = RepeatOrderFlow(config or FlowConfig())
+    state, action = flow.start()
+    actions = [action]
+    for event in events:
+        assert not isinstance(action, Finish), f"flow already finished, cannot take {event}"
+        state, action = flow.step(state, event)
+        actions.append(action)
+    return state, actions
+
+
+# (name, events, expected result, expected reason, expected order lines or None)
+CASES = [
+    ("repeat_with_1", [FOUND, key("1"), PLACED], "done", "order_placed", (("W19", 4), ("CUP", 2))),
+    ("operator_with_0", [FOUND, key("0")], "operator", "caller_request", None),
+    ("unknown_number", [CallerLooked("unknown")], "operator", "unknown_number", None),
+    ("shared_number", [CallerLooked("shared")], "operator", "shared_number", None),
+    ("withheld_number", [CallerLooked("invalid")], "operator", "no_caller_id", None),
+    ("no_previous_order", [CallerLooked("found", ALEXEY, ())], "operator", "no_previous_order", None),
+    ("two_timeouts", [FOUND, SILENCE, SILENCE], "operator", "no_input", None),
+    ("two_invalid_keys", [FOUND, key("7"), key("9")], "operator", "invalid_input", None),
+    ("invalid_then_silence", [FOUND, key("7"), SILENCE], "operator", "no_input", None),
+    ("timeout_then_repeat", [FOUND, SILENCE, key("1"), PLACED], "done", "order_placed", (("W19", 4), ("CUP", 2))),
+    ("lookup_failed", [StepFailed("database_timeout")], "operator", "database_timeout", None),
+    ("order_failed", [FOUND, key("1"), StepFailed("database_error")], "operator", "database_error", None),
+    (
+        "change_both_quantities",
+        [FOUND, key("2"), key("6"), key("10"), key("1"), PLACED],
+        "done",
+        "order_placed",
+        (("W19", 6), ("CUP", 10)),
+    ),
+    ("hash_keeps_quantity", [FOUND, key("2"), HASH, key("3"), key("1"), PLACED], "done", "order_placed",
+     (("W19", 4), ("CUP", 3))),
+    ("zero_removes_line", [FOUND, key("2"), key("0"), HASH, key("1"), PLACED], "done", "order_placed",
+     (("CUP", 2),)),
+    ("partial_digits_count", [FOUND, key("2"), Digits("5", timed_out=True), HASH, key("1"), PLACED], "done",
+     "order_placed", (("W19", 5), ("CUP", 2))),
+    ("all_lines_removed", [FOUND, key("2"), key("0"), key("0")], "operator", "order_emptied", None),
+    ("too_large_twice", [FOUND, key("2"), key("99"), key("51")], "operator", "invalid_input", None),
+    ("too_large_then_ok", [FOUND, key("2"), key("99"), key("50"), HASH, key("1"), PLACED], "done",
+     "order_placed", (("W19", 50), ("CUP", 2))),
+    ("silence_at_quantity", [FOUND, key("2"), SILENCE, SILENCE], "operator", "no_input", None),
+    ("star_at_quantity_is_invalid", [FOUND, key("2"), key("*"), key("*")], "operator", "invalid_input", None),
+    ("operator_at_confirm", [FOUND, key("2"), HASH, HASH, key("0")], "operator", "caller_request", None),
+    ("invalid_twice_at_confirm", [FOUND, key("2"), HASH, HASH, key("5"), key("5")], "operator", "invalid_input",
+     None),
+]
+
+
+@pytest.mark.parametrize(("name", "events", "result", "reason", "lines"), CASES, ids=[c[0] for c in CASES])
+def test_flow_branches(name, events, result, reason, lines):
+    _state, actions = drive(events)
+    final = actions[-1]
+    assert isinstance(final, Finish)
+    assert (final.result, final.reason) == (result, reason)
+    placed = [a for a in actions if isinstance(a, PlaceOrder)]
+    if lines is None:
+        assert not any(isinstance(e, OrderPlaced) for e in events)
+    else:
+        assert [p.lines for p in placed] == [lines]
+        assert placed[0].customer_id == "C-1"
+        assert final.order_id == "A-1002"
+    assert final.prompts, "the caller always hears something before the call moves on"
+
+
+def test_starts_with_lookup():
+    assert isinstance(RepeatOrderFlow().start()[1], LookupCaller)
+
+
+def test_greeting_carries_customer_and_last_order_and_is_a_one_key_menu():
+    _s, actions = drive([FOUND])
+    ask = actions[-1]
+    assert isinstance(ask, Ask) and ask.max_digits == 1 and ask.step == "menu"
+    (greeting,) = ask.prompts
+    assert greeting.prompt_id == "greeting_menu"
+    assert greeting.params["customer"] is ALEXEY
+    assert greeting.params["order"] == (WATER, CUPS)
+
+
+def test_no_input_is_explained_and_the_menu_repeated():
+    _s, actions = drive([FOUND, SILENCE])
+    assert [p.prompt_id for p in actions[-1].prompts] == ["no_input", "menu"]
+    _s, actions = drive([FOUND, key("8")])
+    assert [p.prompt_id for p in actions[-1].prompts] == ["invalid_input", "menu"]
+
+
+def test_valid_input_resets_the_failure_count():
+    # one silence at the menu, then one at the first quantity: neither question failed twice
+    state, actions = drive([FOUND, SILENCE, key("2"), SILENCE])
+    assert isinstance(actions[-1], Ask) and state.stage is Stage.EDIT and state.failures == 1
+
+
+def test_quantity_question_names_the_line_and_allows_enough_digits():
+    _s, actions = drive([FOUND, key("2")], FlowConfig(max_quantity=120))
+    ask = actions[-1]
+    assert ask.prompts[-1].prompt_id == "ask_quantity"
+    assert ask.prompts[-1].params["item"] == WATER
+    assert ask.max_digits >= 3
+
+
+def test_confirm_reads_back_only_kept_lines():
+    _s, actions = drive([FOUND, key("2"), key("0"), key("7")])
+    confirm = actions[-1].prompts[-1]
+    assert confirm.prompt_id == "confirm_order"
+    assert confirm.params["order"] == (CUPS.with_quantity(7),)
+
+
+def test_readback_carries_number_total_and_delivery():
+    _s, actions = drive([FOUND, key("1"), PLACED])
+    (readback,) = actions[-1].prompts
+    assert readback.prompt_id == "order_placed"
+    assert readback.params["number"] == "A-1002"
+    assert readback.params["total"] == Decimal("1920.00")
+    assert readback.params["delivery_date"] == date(2026, 11, 28)
+
+
+def test_failures_say_why_to_the_caller():
+    _s, actions = drive([FOUND, key("1"), StepFailed("database_timeout")])
+    assert [p.prompt_id for p in actions[-1].prompts] == ["technical_problem"]
+    assert actions[-1].customer_id == "C-1"
+
+
+def test_wrong_event_for_stage_is_a_runner_bug():
+    flow = RepeatOrderFlow()
+    with pytest.raises(FlowError):
+        flow.step(State(), key("1"))
+    with pytest.raises(FlowError):
+        flow.step(State(stage=Stage.DONE), key("1"))
+
+
+def test_flow_is_deterministic_and_does_not_mutate_state():
+    flow = RepeatOrderFlow()
+    state, _ = flow.start()
+    s1, a1 = flow.step(state, FOUND)
+    s2, a2 = flow.step(state, FOUND)
+    assert (s1, a1) == (s2, a2)
+    assert state == State()
