@@ -1,0 +1,91 @@
+"""Engine, sessions and schema upgrade for both backends (SQLite embedded, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
+
+# Execution option read by the SQLite "begin" hook: write units of work ask for BEGIN IMMEDIATE so
+# two writers queue on busy_timeout instead of failing with "database is locked" when a reader
+# upgrades to a writer after another transaction committed (WAL snapshot conflict).
+SQLITE_BEGIN = "sqlite_begin"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """Async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or "mode=memory" in str(parsed)
+        if not in_memory and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if not in_memory:
+            kwargs["pool_size"] = pool_size
+        engine = create_async_engine(url, **kwargs)
+        _install_sqlite_hooks(engine)
+        return engine
+    kwargs.update(pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(url, **kwargs)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (not the sqlite3 module) decide when a transaction begins: see _on_begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, much faster commits
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    """Sessions whose objects stay readable after commit (services build DTOs after committing)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.exists() else Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema at ``url`` to ``revision``; running it again is a no-op."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_upgrade, url, revision)
+    finally:
+        await engine.dispose()
+    log.info("db_upgraded", backend=make_url(url).get_backend_name(), revision=revision)
+
+
+def _run_upgrade(connection: Connection, url: str, revision: str) -> None:
+    cfg = alembic_config(url)
+    # env.py uses this connection instead of opening its own (alembic's "connection sharing" recipe).
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)

@@ -1,0 +1,57 @@
+"""The store's own exceptions: callers never need to catch SQLAlchemy or driver errors."""
+
+from __future__ import annotations
+
+
+class CrmError(Exception):
+    """Base of every error the CRM store raises on purpose."""
+
+
+class UnknownCustomer(CrmError):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"unknown customer: {customer_id!r}")
+        self.customer_id = customer_id
+
+
+class UnknownProduct(CrmError):
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"unknown product: {sku!r}")
+        self.sku = sku
+
+
+class InactiveProduct(CrmError):
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"product is no longer sold: {sku!r}")
+        self.sku = sku
+
+
+class InvalidQuantity(CrmError):
+    def __init__(self, sku: str, quantity: object) -> None:
+        super().__init__(f"quantity must be a non-negative integer, got {quantity!r} for {sku!r}")
+        self.sku = sku
+        self.quantity = quantity
+
+
+class EmptyOrder(CrmError):
+    def __init__(self) -> None:
+        super().__init__("order has no line with a positive quantity")
+
+
+class IdempotencyConflict(CrmError):
+    """The idempotency key was already used for an order of another customer."""
+
+    def __init__(self, idempotency_key: str, order_id: str) -> None:
+        super().__init__(f"idempotency key {idempotency_key!r} already placed order {order_id!r} "
+                         "for another customer")
+        self.idempotency_key = idempotency_key
+        self.order_id = order_id
+
+
+class InvalidSource(CrmError):
+    def __init__(self, source: str) -> None:
+        super().__init__(f"order source must be 'import', 'ivr' or 'operator', got {source!r}")
+        self.source = source
+
+
+class ImportFileError(CrmError):
+    """The file as a whole cannot be imported (missing, unreadable, no header, missing columns)."""

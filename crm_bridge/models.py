@@ -1,0 +1,227 @@
+"""SQLAlchemy declarative models of the CRM store.
+
+Services read these through explicit queries and return DTOs, so relationships are not declared:
+there is nothing a caller could lazy-load by accident (async lazy loads fail).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from crm_bridge.money import money
+
+# Deterministic constraint names: migrations and both backends agree on them.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always reads back tz-aware (SQLite drops the offset and returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """Numeric(12, 2) that always reads back as a quantized Decimal (SQLite goes through float)."""
+
+    impl = Numeric(12, 2)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else money(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else money(value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64), unique=True)
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    patronymic: Mapped[str] = mapped_column(String(100), default="")
+    language: Mapped[str] = mapped_column(String(2), default="ru")
+    address: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Phone(Base):
+    """One number may belong to several customers (family, office): lookup then says "shared"."""
+
+    __tablename__ = "phones"
+    __table_args__ = (UniqueConstraint("number", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(20), index=True)  # E.164
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+
+
+class Product(Base):
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    price: Mapped[Decimal] = mapped_column(Money)
+    unit: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(200))
+    unit_en: Mapped[str | None] = mapped_column(String(50))
+    name_en: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index(None, "customer_id", "ordered_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    ordered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(String(16))  # import | ivr | operator
+    # Unique: the database itself refuses a second order for the same call action (races included).
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    call_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    delivery_date: Mapped[date | None] = mapped_column(Date)
+    total: Mapped[Decimal] = mapped_column(Money)
+
+
+class OrderLine(Base):
+    """A sold line with a snapshot of the product's wording, so history reads back as it was sold."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (UniqueConstraint("order_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[Decimal] = mapped_column(Money)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    unit: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(200))
+    unit_en: Mapped[str | None] = mapped_column(String(50))
+    name_en: Mapped[str | None] = mapped_column(String(200))
+
+
+class Invoice(Base):
+    """One invoice per order; its lines are the order's lines (an invoice never differs from them)."""
+
+    __tablename__ = "invoices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(64), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    subtotal: Mapped[Decimal] = mapped_column(Money)
+    vat_rate: Mapped[Decimal] = mapped_column(Numeric(5, 2))
+    vat_amount: Mapped[Decimal] = mapped_column(Money)
+    total: Mapped[Decimal] = mapped_column(Money)
+
+
+class SequenceCounter(Base):
+    """Gapless counters (order and invoice numbers): incremented inside the business transaction."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (Index(None, "started_at"),)
+
+    call_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Asterisk linkedid
+    caller_number: Mapped[str | None] = mapped_column(String(200))  # raw, as Asterisk sent it
+    normalized_number: Mapped[str | None] = mapped_column(String(20), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    channel: Mapped[str | None] = mapped_column(String(200))
+    script: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(50))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    # External order number, not a FK: the call log must never fail on a referential detail.
+    order_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class TimelineEvent(Base):
+    """Append-only log of what happened in a call; ordered by the autoincrement id."""
+
+    __tablename__ = "timeline_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    call_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # External customer id, not a FK, for the same reason as calls.order_id.
+    customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+__all__ = [
+    "Base",
+    "Call",
+    "Customer",
+    "Invoice",
+    "Order",
+    "OrderLine",
+    "Phone",
+    "Product",
+    "SequenceCounter",
+    "TimelineEvent",
+    "func",
+]
