@@ -1,0 +1,149 @@
+"""The FastAGI env block: ``agi_key: value`` lines ending with one empty line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ivr.agi.errors import AgiEnvError
+
+MAX_ENV_LINE = 8192
+MAX_ENV_LINES = 256
+
+_KEY_RE = re.compile(r"agi_[A-Za-z0-9_]+")
+_ARG_RE = re.compile(r"arg_(\d+)")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_UNKNOWN = {"", "unknown"}
+
+
+def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class AgiEnv:
+    raw: Mapping[str, str]
+    script: str
+    options: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, str]) -> AgiEnv:
+        """Build from the env keys without their ``agi_`` prefix."""
+        target = raw.get("network_script", "")
+        if not target and raw.get("request"):
+            parts = urlsplit(raw["request"])
+            target = parts.path + ("?" + parts.query if parts.query else "")
+        path, _, query = target.partition("?")
+        query = query.partition("#")[0]
+        script = unquote(path, errors="replace").strip("/")
+        options: dict[str, str] = {}
+        try:
+            for key, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+                if key:
+                    options[key] = value
+        except ValueError:  # pragma: no cover - parse_qsl is lenient unless strict_parsing
+            options = {}
+        numbered = sorted(
+            (int(m.group(1)), value) for key, value in raw.items() if (m := _ARG_RE.fullmatch(key))
+        )
+        return cls(
+            raw=_frozen(raw),
+            script=script,
+            options=_frozen(options),
+            args=tuple(value for _, value in numbered),
+        )
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.raw.get(key, default)
+
+    @property
+    def channel(self) -> str:
+        return self.get("channel")
+
+    @property
+    def uniqueid(self) -> str:
+        return self.get("uniqueid")
+
+    @property
+    def caller_id(self) -> str | None:
+        value = self.get("callerid")
+        return None if value.strip().lower() in _UNKNOWN else value
+
+    @property
+    def caller_name(self) -> str | None:
+        value = self.get("calleridname")
+        return None if value.strip().lower() in _UNKNOWN else value
+
+    @property
+    def language(self) -> str:
+        return self.get("language")
+
+    @property
+    def context(self) -> str:
+        return self.get("context")
+
+    @property
+    def extension(self) -> str:
+        return self.get("extension")
+
+
+def parse_env_line(line: bytes) -> tuple[str, str]:
+    """Parse one env line (terminator already removed) into (key without ``agi_``, value)."""
+    if len(line) > MAX_ENV_LINE:
+        raise AgiEnvError(f"env line too long ({len(line)} bytes)")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AgiEnvError("env line is not UTF-8 (binary junk)") from None
+    if _CONTROL_RE.search(text):
+        raise AgiEnvError("control characters in env line")
+    key, sep, value = text.partition(":")
+    if not sep or not _KEY_RE.fullmatch(key):
+        raise AgiEnvError(f"not an agi_ env line: {text[:60]!r}")
+    if value.startswith(" "):
+        value = value[1:]
+    return key[4:], value
+
+
+async def read_env(
+    reader: asyncio.StreamReader,
+    timeout: float,  # noqa: ASYNC109 - one overall deadline, part of the API
+    *,
+    max_line: int = MAX_ENV_LINE,
+    max_lines: int = MAX_ENV_LINES,
+) -> AgiEnv:
+    """Read the env block with ONE overall deadline; raise AgiEnvError on anything but a clean block."""
+    raw: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(max_lines + 1):
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:
+                    raise AgiEnvError(
+                        f"connection closed before the end of the env block "
+                        f"({len(raw)} keys, {len(exc.partial)} bytes pending)"
+                    ) from None
+                except asyncio.LimitOverrunError:
+                    raise AgiEnvError("env line too long") from None
+                except (ConnectionError, OSError) as exc:
+                    raise AgiEnvError(f"connection error while reading env: {exc!r}") from None
+                if len(line) > max_line + 2:
+                    raise AgiEnvError(f"env line too long ({len(line)} bytes)")
+                line = line[:-1]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line:
+                    if not raw:
+                        raise AgiEnvError("empty env block")
+                    return AgiEnv.from_raw(raw)
+                key, value = parse_env_line(line)
+                raw[key] = value
+            raise AgiEnvError(f"env block longer than {max_lines} lines")
+    except TimeoutError:
+        raise AgiEnvError(f"env block not finished within {timeout:g}s ({len(raw)} keys)") from None

@@ -1,0 +1,197 @@
+"""FastAGI server on asyncio streams: env with a deadline, routing on the script, one task per call.
+
+Whatever happens inside a call (handler exception, hang-up, timeout, cancel), the socket is closed
+in ``finally``: Asterisk never closes a FastAGI socket itself, so the channel and its CDR would hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+
+from ivr.agi.channel import AgiChannel
+from ivr.agi.env import read_env
+from ivr.agi.errors import AgiEnvError, AgiError, AgiHangup
+
+Handler = Callable[[AgiChannel], Awaitable[None]]
+
+STREAM_LIMIT = 64 * 1024
+_WRITER_CLOSE_WAIT = 1.0
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), _WRITER_CLOSE_WAIT)
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+    except Exception:
+        writer.transport.abort()
+
+
+class FastAgiServer:
+    def __init__(
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        host: str,
+        port: int,
+        env_timeout: float,
+        command_timeout: float,
+        max_connections: int = 2000,
+        logger: Any = None,
+        hangup_grace: float = 5.0,
+    ) -> None:
+        """``hangup_grace``: after the caller hung up, a handler still running this long is cancelled."""
+        self._routes = dict(routes)
+        self._host = host
+        self._port = port
+        self._env_timeout = env_timeout
+        self._command_timeout = command_timeout
+        self._max_connections = max_connections
+        self._hangup_grace = hangup_grace
+        self._log = logger if logger is not None else structlog.get_logger("ivr.agi")
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections = 0
+        self._active_calls = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_calls(self) -> int:
+        """Connections currently being served (env reading included)."""
+        return self._connections
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(
+            self._on_connection, self._host, self._port, limit=STREAM_LIMIT, reuse_address=True
+        )
+        self._log.info("agi_server_started", host=self._host, port=self.port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let calls finish for up to ``grace`` seconds, then cancel them."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = {t for t in self._tasks if not t.done()}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._log.warning("agi_calls_cancelled_at_stop", count=len(pending))
+                await asyncio.wait(pending, timeout=_WRITER_CLOSE_WAIT * 3)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), _WRITER_CLOSE_WAIT)
+        self._log.info("agi_server_stopped")
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        overloaded = self._connections >= self._max_connections
+        self._connections += 1
+        log = self._log.bind(peer=_peer_name(writer))
+        channel: AgiChannel | None = None
+        try:
+            try:
+                env = await read_env(reader, self._env_timeout)
+            except AgiEnvError as exc:
+                log.warning("agi_env_rejected", reason=str(exc))
+                return
+            log = log.bind(script=env.script, uniqueid=env.uniqueid)
+            channel = AgiChannel(reader, writer, env, command_timeout=self._command_timeout, logger=log)
+            if overloaded:
+                log.warning("agi_overloaded", max_connections=self._max_connections)
+                await self._fail(channel, "overloaded", log)
+                return
+            handler = self._routes.get(env.script)
+            if handler is None:
+                log.warning("agi_unknown_script", routes=sorted(self._routes))
+                await self._fail(channel, "unknown_script", log)
+                return
+            log.info("agi_call_started", caller_id=env.caller_id, channel=env.channel)
+            await self._run_handler(handler, channel, log)
+        except asyncio.CancelledError:
+            log.info("agi_call_cancelled")
+            raise
+        except Exception:  # a bug here must never touch other calls
+            log.exception("agi_connection_failed")
+        finally:
+            self._connections -= 1
+            try:
+                if channel is not None:
+                    await channel.close()
+                else:
+                    await _close_writer(writer)
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
+            log.debug("agi_socket_closed")
+
+    async def _run_handler(self, handler: Handler, channel: AgiChannel, log: Any) -> None:
+        handler_task = asyncio.ensure_future(handler(channel))
+        watchdog = asyncio.create_task(self._hangup_watchdog(channel, handler_task, log))
+        try:
+            await handler_task
+            log.info("agi_call_finished", hung_up=channel.hung_up)
+        except AgiHangup as exc:
+            log.info("agi_call_hung_up", detail=str(exc))
+        except asyncio.CancelledError:
+            if watchdog.done() and not watchdog.cancelled() and channel.hung_up:
+                current = asyncio.current_task()
+                if current is None or not current.cancelling():
+                    log.info("agi_handler_cancelled_after_hangup", grace=self._hangup_grace)
+                    return
+            raise
+        except AgiError as exc:
+            log.warning("agi_handler_failed", error=repr(exc))
+            await self._fail(channel, "agi_error", log)
+        except Exception:
+            log.exception("agi_handler_crashed")
+            await self._fail(channel, "handler_error", log)
+        finally:
+            watchdog.cancel()
+            if not handler_task.done():
+                handler_task.cancel()
+                await asyncio.wait({handler_task}, timeout=_WRITER_CLOSE_WAIT)
+
+    async def _hangup_watchdog(self, channel: AgiChannel, handler_task: asyncio.Future[Any], log: Any) -> None:
+        await channel.hangup_event.wait()
+        await asyncio.sleep(self._hangup_grace)
+        if not handler_task.done():
+            log.warning("agi_handler_outlived_hangup", grace=self._hangup_grace)
+            handler_task.cancel()
+
+    async def _fail(self, channel: AgiChannel, reason: str, log: Any) -> None:
+        """Best effort: tell the dialplan to send the caller to an operator."""
+        if channel.connection_lost:
+            return
+        try:
+            await channel.set_variable("IVR_RESULT", "operator")
+            await channel.set_variable("IVR_REASON", reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("agi_fail_vars_not_set", reason=reason, error=repr(exc))
