@@ -86,7 +86,7 @@ class OrderSettings:
     prices_include_vat: bool = True
     currency: str = "RUB"
     invoice_prefix: str = "СЧ-"
-    order_prefix: str = ""
+    order_prefix: str = "A-"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,168 @@
+"""`ivr call`: a caller without Asterisk.
+
+Connects to the running FastAGI server and plays Asterisk's part byte for byte (env block, one reply
+per command, ``HANGUP`` lines), so a newcomer can watch a whole call in the terminal: each prompt's
+text, the keys "pressed" and the result handed back to the dialplan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ivr.agi.wire import split_agi_args
+
+# What Asterisk answers to commands a FastAGI script may send outside the media path.
+_SIMPLE_REPLIES = {
+    "ANSWER": "200 result=0",
+    "VERBOSE": "200 result=1",
+    "NOOP": "200 result=0",
+    "EXEC": "200 result=0",
+    "CHANNEL STATUS": "200 result=6",
+    "SET MUSIC": "200 result=0",
+    "DATABASE PUT": "200 result=1",
+}
+
+
+@dataclass
+class CallResult:
+    completed: bool
+    variables: dict[str, str] = field(default_factory=dict)
+    prompts: list[str] = field(default_factory=list)
+
+
+def _prompt_text(path: str) -> str:
+    """The words of a prompt: the cache keeps them beside the audio as <name>.txt."""
+    try:
+        return Path(path + ".txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        return f"<{path}>"
+
+
+def _play(path: str) -> None:
+    player = shutil.which("aplay") or shutil.which("play")
+    if player:
+        subprocess.run([player, "-q", path + ".wav"], check=False, capture_output=True)
+
+
+def _env_block(script: str, host: str, port: int, caller_id: str, uniqueid: str) -> bytes:
+    env = {
+        "network": "yes",
+        "network_script": script,
+        "request": f"agi://{host}:{port}/{script}",
+        "channel": f"PJSIP/ivr-call-{uniqueid.replace('.', '')}",
+        "language": "ru",
+        "type": "PJSIP",
+        "uniqueid": uniqueid,
+        "version": "22.10.1",
+        "callerid": caller_id or "unknown",
+        "calleridname": "unknown",
+        "callingpres": "0" if caller_id else "32",
+        "callingani2": "0",
+        "callington": "0",
+        "callingtns": "0",
+        "dnid": "unknown",
+        "rdnis": "unknown",
+        "context": "ivr-inbound",
+        "extension": "start",
+        "priority": "3",
+        "enhanced": "0.0",
+        "accountcode": "",
+        "threadid": "1",
+    }
+    return "".join(f"agi_{k}: {v}\n" for k, v in env.items()).encode() + b"\n"
+
+
+def _answer_get_data(answer: str | None, max_digits: int) -> str:
+    """Asterisk's GET DATA reply for what the caller typed (None: typed nothing)."""
+    if not answer:
+        return "200 result= (timeout)"
+    digits = answer.rstrip("#")
+    if answer.endswith("#") or len(digits) >= max_digits:
+        return f"200 result={digits}"
+    return f"200 result={digits} (timeout)"
+
+
+async def place_call(
+    *,
+    host: str,
+    port: int,
+    script: str,
+    caller_id: str,
+    answers: list[str],
+    play: bool = False,
+    out: TextIO,
+    timeout: float = 60.0,
+) -> CallResult:
+    uniqueid = f"{time.time():.6f}".replace(".", "")[:10] + ".1"
+    result = CallResult(completed=False)
+    pending = list(answers)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    except (OSError, TimeoutError) as exc:
+        print(f"cannot reach the FastAGI server at {host}:{port}: {exc}", file=out)
+        print("the dialplan would now continue with AGISTATUS=FAILURE and queue the caller", file=out)
+        return result
+    writer.write(_env_block(script, host, port, caller_id, uniqueid))
+    await writer.drain()
+    print(f"calling {host}:{port}/{script} as {caller_id or 'withheld number'}", file=out)
+    try:
+        while True:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            if not line:
+                break  # the server closed the socket: the dialplan continues
+            reply = _reply(line.decode("utf-8", "replace").rstrip("\r\n"), result, pending, uniqueid, caller_id,
+                           play, out)
+            writer.write((reply + "\n").encode())
+            await writer.drain()
+        result.completed = True
+    except TimeoutError:
+        print(f"the server said nothing for {timeout:.0f} s; hanging up", file=out)
+    finally:
+        writer.close()
+    outcome = result.variables.get("IVR_RESULT", "")
+    route = "Hangup()" if outcome == "done" else "Queue(operators)"
+    summary = " ".join(f"{k}={v}" for k, v in sorted(result.variables.items()) if k.startswith("IVR_"))
+    print(f"result: {summary or 'IVR_RESULT unset'} -> dialplan: {route}", file=out)
+    return result
+
+
+def _reply(
+    command: str, result: CallResult, pending: list[str], uniqueid: str, caller_id: str, play: bool, out: TextIO
+) -> str:
+    words = split_agi_args(command)
+    verb = " ".join(words[:2]).upper() if len(words) > 1 else command.upper()
+    if verb == "GET VARIABLE" and len(words) == 3:
+        name = words[2]
+        known = {"CHANNEL(linkedid)": uniqueid, "CALLERID(num)": caller_id, **result.variables}
+        return f"200 result=1 ({known[name]})" if name in known else "200 result=0"
+    if verb == "SET VARIABLE" and len(words) == 4:
+        result.variables[words[2]] = words[3]
+        return "200 result=1"
+    if verb in ("STREAM FILE", "GET DATA") and len(words) >= 3:
+        path = words[2]
+        if not Path(path + ".wav").exists():
+            print(f"  !! Asterisk cannot play {path}: the file does not exist", file=out)
+            return "200 result=-1 endpos=0"
+        text = _prompt_text(path)
+        result.prompts.append(text)
+        print(f"  robot: {text}", file=out)
+        if play:
+            _play(path)
+        if verb == "STREAM FILE":
+            return "200 result=0 endpos=8000"
+        max_digits = int(words[4]) if len(words) > 4 and words[4].isdigit() else 1024
+        answer = pending.pop(0) if pending else None
+        print(f"  caller: {answer or '(says nothing)'}", file=out)
+        return _answer_get_data(answer, max_digits)
+    if command.upper() == "HANGUP":
+        return "200 result=1\nHANGUP"
+    for prefix, reply in _SIMPLE_REPLIES.items():
+        if command.upper().startswith(prefix):
+            return reply
+    return "510 Invalid or unknown command"
