@@ -100,11 +100,13 @@ def spell_number(n: int, gender: Gender = "m", case: str = "nomn") -> str:
 
 
 def _inflect_numeral_word(word: str, case: str) -> str:
-    for parse in morph().parse(word):
-        if parse.tag.POS in ("NUMR", "ADJF", "NOUN") and "nomn" in parse.tag:
-            inflected = parse.inflect({case})
-            if inflected is not None:
-                return inflected.word
+    # Numeral readings first ("сто" is also read as a noun, which would not decline as "ста").
+    for pos in (("NUMR", "ADJF"), ("NOUN",)):
+        for parse in morph().parse(word):
+            if parse.tag.POS in pos and "nomn" in parse.tag:
+                inflected = parse.inflect({case})
+                if inflected is not None:
+                    return inflected.word
     raise ValueError(f"pymorphy3 cannot put numeral word {word!r} in case {case}")
 
 

@@ -68,12 +68,17 @@ class PromptCache:
             self.misses += 1
             task = asyncio.create_task(self._build(text, self._voice(language), wav))
             self._inflight[key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            task.add_done_callback(lambda t: self._finished(key, t))
         else:
             self.hits += 1  # someone is synthesizing it right now: wait for that one
         # shield: a caller that hangs up must not cancel the synthesis the others wait for.
         await asyncio.shield(task)
         return base
+
+    def _finished(self, key: str, task: asyncio.Task[Path]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, raised to every waiter: no "never retrieved" noise
 
     async def _build(self, text: str, voice: str, wav: Path) -> Path:
         audio = await self.engine.synthesize(text, voice)
