@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,15 @@ SQLITE_BEGIN = "sqlite_begin"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
+def _json_dumps(value: Any) -> str:
+    # Timeline payloads carry Decimal totals and datetimes: store their exact text, never fail.
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """Async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         in_memory = database in ("", ":memory:") or "mode=memory" in str(parsed)

@@ -111,3 +111,14 @@ class TimelineEventView:
 class CustomerCard:
     customer: CustomerView
     orders: tuple[OrderView, ...]  # newest first, each with lines and invoice
+
+
+@dataclass(frozen=True)
+class TimelineEventIn:
+    """One timeline event to store; ``data`` must be JSON-serializable (Decimal/datetime become str)."""
+
+    at: datetime
+    call_id: str | None
+    customer_id: str | None
+    kind: str
+    data: dict[str, Any]

@@ -1,0 +1,383 @@
+"""CrmStore: the unit-of-work boundary. One session per call, one commit at the end, DTOs out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_bridge import repositories as repo
+from crm_bridge.db import SQLITE_BEGIN
+from crm_bridge.delivery import DeliveryRules, delivery_date
+from crm_bridge.dto import (
+    CallerLookup,
+    CallView,
+    CustomerCard,
+    OrderLineView,
+    PlacedOrder,
+    ProductView,
+    TimelineEventIn,
+    TimelineEventView,
+)
+from crm_bridge.errors import (
+    EmptyOrder,
+    IdempotencyConflict,
+    InactiveProduct,
+    InvalidQuantity,
+    InvalidSource,
+    UnknownCustomer,
+    UnknownProduct,
+)
+from crm_bridge.models import Invoice, Order, OrderLine, Product, as_utc
+from crm_bridge.money import money, vat_split
+from crm_bridge.phones import normalize_phone
+from crm_bridge.views import (
+    call_view,
+    customer_view,
+    line_view,
+    order_view,
+    product_view,
+    timeline_view,
+)
+
+log = structlog.get_logger(__name__)
+
+ORDER_SOURCES = frozenset({"import", "ivr", "operator"})
+ORDER_SEQUENCE = "order"
+INVOICE_SEQUENCE = "invoice"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    vat_rate: Decimal = Decimal("20")
+    prices_include_vat: bool = True
+    invoice_prefix: str = "СЧ-"
+    order_prefix: str = "A-"
+    delivery: DeliveryRules = field(default_factory=DeliveryRules)
+    timezone: str = "Europe/Moscow"
+
+
+class CrmStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], config: StoreConfig | None = None) -> None:
+        self.sessions = sessions
+        self.config = config or StoreConfig()
+        self._tz = ZoneInfo(self.config.timezone)  # fail at start-up on a bad zone, not mid-call
+
+    @asynccontextmanager
+    async def _unit(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            if write:
+                # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
+                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+            yield session
+
+    # --- callers -------------------------------------------------------------------------------
+
+    async def lookup_caller(self, raw_number: str | None) -> CallerLookup:
+        """Who is calling, in at most two queries (the call is waiting on this)."""
+        number = normalize_phone(raw_number)
+        if number is None:
+            return CallerLookup(status="invalid", number=None)
+        async with self._unit() as session:
+            owners = await repo.customers_by_phone(session, number)
+            if not owners:
+                return CallerLookup(status="unknown", number=number)
+            if len(owners) > 1:
+                ids = tuple(customer.customer_id for customer, _ in owners)
+                return CallerLookup(status="shared", number=number, candidate_ids=ids)
+            customer, phones = owners[0]
+            last = await repo.last_order_of(session, customer.id)
+        last_order = None
+        if last is not None:
+            order, invoice, lines = last
+            # Read back with today's wording, but the quantities and prices as sold.
+            views = [line_view(line, product) for line, product in lines]
+            last_order = order_view(order, customer.customer_id, views, invoice)
+        return CallerLookup(
+            status="found",
+            number=number,
+            customer=customer_view(customer, phones),
+            last_order=last_order,
+        )
+
+    async def get_customer_card(self, customer_id: str) -> CustomerCard | None:
+        async with self._unit() as session:
+            customer = await repo.customer_by_external_id(session, customer_id)
+            if customer is None:
+                return None
+            phones = await repo.phones_of(session, [customer.id])
+            orders = await repo.orders_of_customer(session, customer.id)
+            lines = await repo.lines_of_orders(session, [o.id for o, _ in orders])
+        # History reads back as it was sold: snapshot wording, not today's catalogue.
+        views = tuple(
+            order_view(order, customer_id, [line_view(line) for line in lines.get(order.id, [])], invoice)
+            for order, invoice in orders
+        )
+        return CustomerCard(customer=customer_view(customer, phones.get(customer.id, [])), orders=views)
+
+    # --- catalogue and orders ------------------------------------------------------------------
+
+    async def list_products(self, *, active_only: bool = True) -> list[ProductView]:
+        async with self._unit() as session:
+            products = await repo.all_products(session, active_only=active_only)
+        return [product_view(p) for p in products]
+
+    async def price_lines(self, lines: Sequence[tuple[str, int]]) -> tuple[OrderLineView, ...]:
+        """Lines at today's prices; zero quantities dropped; unknown/inactive products raise."""
+        wanted = _positive_lines(lines)
+        if not wanted:
+            return ()
+        async with self._unit() as session:
+            products = await repo.products_by_sku(session, [sku for sku, _ in wanted])
+        return tuple(_priced(products, sku, qty) for sku, qty in wanted)
+
+    async def place_order(
+        self,
+        *,
+        idempotency_key: str,
+        customer_id: str,
+        lines: Sequence[tuple[str, int]],
+        source: str,
+        call_id: str | None = None,
+        now: datetime | None = None,
+    ) -> PlacedOrder:
+        """Create order + lines + invoice in one transaction, once per ``idempotency_key``.
+
+        A replay (retry, AGI reconnect, a concurrent duplicate) returns the first order with
+        ``created=False``. Races are settled by the unique index on the key, not by a prior read.
+        """
+        if source not in ORDER_SOURCES:
+            raise InvalidSource(source)
+        wanted = _positive_lines(lines)
+        if not wanted:
+            raise EmptyOrder()
+        ordered_at = as_utc(now) if now is not None else datetime.now(UTC)
+        try:
+            async with self._unit(write=True) as session:
+                existing = await self._replay(session, idempotency_key, customer_id)
+                if existing is not None:
+                    return existing
+                placed = await self._create_order(
+                    session, idempotency_key, customer_id, wanted, source, call_id, ordered_at
+                )
+                await session.commit()
+        except IntegrityError:
+            # Someone committed the same key between our read and our insert: theirs wins.
+            async with self._unit() as session:
+                existing = await self._replay(session, idempotency_key, customer_id)
+            if existing is None:
+                raise
+            return existing
+        log.info(
+            "order_placed",
+            order_id=placed.order.order_id,
+            invoice=placed.invoice.number,
+            customer_id=customer_id,
+            total=str(placed.invoice.total),
+            source=source,
+            call_id=call_id,
+        )
+        return placed
+
+    async def _replay(self, session: AsyncSession, key: str, customer_id: str) -> PlacedOrder | None:
+        found = await repo.order_by_idempotency_key(session, key)
+        if found is None:
+            return None
+        order, invoice, owner = found
+        if owner != customer_id:
+            raise IdempotencyConflict(key, order.order_id)
+        lines = (await repo.lines_of_orders(session, [order.id])).get(order.id, [])
+        view = order_view(order, owner, [line_view(line) for line in lines], invoice)
+        assert view.invoice is not None  # orders with a key are only made here, always with one
+        log.info("order_replayed", order_id=order.order_id, idempotency_key=key)
+        return PlacedOrder(order=view, invoice=view.invoice, created=False)
+
+    async def _create_order(
+        self,
+        session: AsyncSession,
+        key: str,
+        customer_id: str,
+        wanted: list[tuple[str, int]],
+        source: str,
+        call_id: str | None,
+        ordered_at: datetime,
+    ) -> PlacedOrder:
+        customer = await repo.customer_by_external_id(session, customer_id)
+        if customer is None:
+            raise UnknownCustomer(customer_id)
+        products = await repo.products_by_sku(session, [sku for sku, _ in wanted])
+        priced = [_priced(products, sku, qty) for sku, qty in wanted]
+        subtotal, vat, payable = vat_split(
+            sum((line.amount for line in priced), Decimal(0)),
+            self.config.vat_rate,
+            included=self.config.prices_include_vat,
+        )
+        order = Order(
+            order_id=await self._free_order_number(session),
+            customer_id=customer.id,
+            ordered_at=ordered_at,
+            source=source,
+            idempotency_key=key,
+            call_id=call_id,
+            delivery_date=self._delivery_date(ordered_at),
+            total=sum((line.amount for line in priced), Decimal(0)),
+        )
+        session.add(order)
+        await session.flush()  # a duplicate key fails here, before the invoice number is taken
+        session.add_all(
+            OrderLine(order_id=order.id, line_no=no, **_line_columns(line))
+            for no, line in enumerate(priced, start=1)
+        )
+        invoice = Invoice(
+            number=f"{self.config.invoice_prefix}{await repo.next_sequence_value(session, INVOICE_SEQUENCE)}",
+            order_id=order.id,
+            issued_at=ordered_at,
+            subtotal=subtotal,
+            vat_rate=self.config.vat_rate,
+            vat_amount=vat,
+            total=payable,
+        )
+        session.add(invoice)
+        await session.flush()
+        view = order_view(order, customer_id, priced, invoice)
+        assert view.invoice is not None
+        return PlacedOrder(order=view, invoice=view.invoice, created=True)
+
+    async def _free_order_number(self, session: AsyncSession) -> str:
+        """Next generated order number, skipping any an import already used (imports bring their own)."""
+        while True:
+            number = f"{self.config.order_prefix}{await repo.next_sequence_value(session, ORDER_SEQUENCE)}"
+            if not await repo.orders_by_external_ids(session, [number]):
+                return number
+            log.warning("order_number_taken_by_import", order_id=number)
+
+    def _delivery_date(self, ordered_at: datetime) -> date:
+        return delivery_date(ordered_at.astimezone(self._tz), self.config.delivery)
+
+    # --- calls and timeline --------------------------------------------------------------------
+
+    async def record_call_start(
+        self,
+        *,
+        call_id: str,
+        caller_number: str | None,
+        normalized_number: str | None,
+        customer_id: str | None,
+        channel: str | None,
+        script: str | None,
+        started_at: datetime,
+    ) -> bool:
+        """Insert the call; False when it already exists (AGI reconnect with the same linkedid)."""
+        async with self._unit(write=True) as session:
+            created = await repo.insert_call_if_absent(
+                session,
+                {
+                    "call_id": call_id,
+                    "caller_number": caller_number,
+                    "normalized_number": normalized_number,
+                    "customer_id": repo.customer_pk_subquery(customer_id),
+                    "channel": channel,
+                    "script": script,
+                    "started_at": as_utc(started_at),
+                },
+            )
+            await session.commit()
+        return created
+
+    async def record_call_end(
+        self,
+        call_id: str,
+        *,
+        outcome: str | None,
+        reason: str | None,
+        ended_at: datetime,
+        customer_id: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        """Close the call; a call whose start was never recorded is created (the log must not lose it)."""
+        values: dict[str, Any] = {"outcome": outcome, "reason": reason, "ended_at": as_utc(ended_at)}
+        if customer_id is not None:
+            values["customer_id"] = repo.customer_pk_subquery(customer_id)
+        if order_id is not None:
+            values["order_id"] = order_id
+        async with self._unit(write=True) as session:
+            if not await repo.update_call(session, call_id, values):
+                log.warning("call_end_without_start", call_id=call_id)
+                await repo.insert_call_if_absent(
+                    session, {"call_id": call_id, "started_at": values["ended_at"], **values}
+                )
+            await session.commit()
+
+    async def add_timeline_events(self, events: Sequence[TimelineEventIn]) -> None:
+        rows = [
+            {
+                "at": as_utc(e.at),
+                "call_id": e.call_id,
+                "customer_id": e.customer_id,
+                "kind": e.kind,
+                "data": dict(e.data),
+            }
+            for e in events
+        ]
+        if not rows:
+            return
+        async with self._unit(write=True) as session:
+            await repo.insert_timeline_events(session, rows)
+            await session.commit()
+
+    async def list_calls(self, limit: int = 50, offset: int = 0) -> list[CallView]:
+        async with self._unit() as session:
+            rows = await repo.calls_page(session, max(0, limit), max(0, offset))
+        return [call_view(call, customer_id) for call, customer_id in rows]
+
+    async def get_call(self, call_id: str) -> CallView | None:
+        async with self._unit() as session:
+            row = await repo.call_by_id(session, call_id)
+        return None if row is None else call_view(*row)
+
+    async def call_timeline(self, call_id: str) -> list[TimelineEventView]:
+        async with self._unit() as session:
+            events = await repo.timeline_of_call(session, call_id)
+        return [timeline_view(e) for e in events]
+
+
+def _positive_lines(lines: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Validate quantities (ints ≥ 0; bool is not a quantity) and drop the zero ones."""
+    out = []
+    for sku, qty in lines:
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 0:
+            raise InvalidQuantity(sku, qty)
+        if qty > 0:
+            out.append((sku, qty))
+    return out
+
+
+def _priced(products: dict[str, Product], sku: str, quantity: int) -> OrderLineView:
+    product = products.get(sku)
+    if product is None:
+        raise UnknownProduct(sku)
+    if not product.active:
+        raise InactiveProduct(sku)
+    return OrderLineView(
+        sku=sku,
+        quantity=quantity,
+        unit_price=product.price,
+        amount=money(product.price * quantity),
+        unit=product.unit,
+        name=product.name,
+        unit_en=product.unit_en,
+        name_en=product.name_en,
+    )
+
+
+def _line_columns(line: OrderLineView) -> dict[str, Any]:
+    return dataclasses.asdict(line)

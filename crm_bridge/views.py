@@ -1,0 +1,108 @@
+"""ORM rows -> frozen DTOs. The only place that knows both shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from crm_bridge import models as m
+from crm_bridge.dto import (
+    CallView,
+    CustomerView,
+    InvoiceView,
+    OrderLineView,
+    OrderView,
+    ProductView,
+    TimelineEventView,
+)
+
+
+def customer_view(customer: m.Customer, phones: Iterable[str]) -> CustomerView:
+    return CustomerView(
+        customer_id=customer.customer_id,
+        last_name=customer.last_name,
+        first_name=customer.first_name,
+        patronymic=customer.patronymic,
+        language=customer.language,
+        address=customer.address,
+        phones=tuple(phones),
+    )
+
+
+def product_view(product: m.Product) -> ProductView:
+    return ProductView(
+        sku=product.sku,
+        price=product.price,
+        unit=product.unit,
+        name=product.name,
+        unit_en=product.unit_en,
+        name_en=product.name_en,
+    )
+
+
+def line_view(line: m.OrderLine, current: m.Product | None = None) -> OrderLineView:
+    """Sold quantity and prices always; wording from ``current`` when given, else the snapshot."""
+    wording = current if current is not None else line
+    return OrderLineView(
+        sku=line.sku,
+        quantity=line.quantity,
+        unit_price=line.unit_price,
+        amount=line.amount,
+        unit=wording.unit,
+        name=wording.name,
+        unit_en=wording.unit_en,
+        name_en=wording.name_en,
+    )
+
+
+def invoice_view(invoice: m.Invoice) -> InvoiceView:
+    return InvoiceView(
+        number=invoice.number,
+        issued_at=invoice.issued_at,
+        subtotal=invoice.subtotal,
+        vat_rate=invoice.vat_rate,
+        vat_amount=invoice.vat_amount,
+        total=invoice.total,
+    )
+
+
+def order_view(
+    order: m.Order,
+    customer_id: str,
+    lines: Iterable[OrderLineView],
+    invoice: m.Invoice | None,
+) -> OrderView:
+    return OrderView(
+        order_id=order.order_id,
+        customer_id=customer_id,
+        ordered_at=order.ordered_at,
+        lines=tuple(lines),
+        total=order.total,
+        source=order.source,
+        delivery_date=order.delivery_date,
+        invoice=invoice_view(invoice) if invoice is not None else None,
+    )
+
+
+def call_view(call: m.Call, customer_id: str | None) -> CallView:
+    return CallView(
+        call_id=call.call_id,
+        caller_number=call.caller_number,
+        normalized_number=call.normalized_number,
+        customer_id=customer_id,
+        started_at=call.started_at,
+        ended_at=call.ended_at,
+        outcome=call.outcome,
+        reason=call.reason,
+        order_id=call.order_id,
+    )
+
+
+def timeline_view(event: m.TimelineEvent) -> TimelineEventView:
+    return TimelineEventView(
+        seq=event.id,
+        at=event.at,
+        call_id=event.call_id,
+        customer_id=event.customer_id,
+        kind=event.kind,
+        data=dict(event.data or {}),
+    )
