@@ -245,5 +245,8 @@ def test_prompts_never_import_ivr():
     import subprocess
     import sys
 
-    code = "import sys, prompts.phrasebook, prompts.russian; assert not any(m.split('.')[0] == 'ivr' for m in sys.modules)"
+    code = (
+        "import sys, prompts.phrasebook, prompts.russian; "
+        "assert not any(m.split('.')[0] == 'ivr' for m in sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
