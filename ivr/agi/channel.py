@@ -53,7 +53,7 @@ def quote_arg(arg: str) -> str:
 
 def build_command(command: str, *args: str) -> str:
     """``COMMAND "arg1" "arg2"\\n`` — command words unquoted, arguments via quote_arg."""
-    words = " ".join(command.split())
+    words = re.sub(" +", " ", command.strip(" "))
     if not _COMMAND_RE.fullmatch(words):
         raise ValueError(f"invalid AGI command word(s): {command!r}")
     return " ".join([words, *(quote_arg(a) for a in args)]) + "\n"
