@@ -82,16 +82,22 @@ class PromptCache:
 
     async def _build(self, text: str, voice: str, wav: Path) -> Path:
         audio = await self.engine.synthesize(text, voice)
-        await asyncio.to_thread(self._convert_and_write, audio, wav)
+        await asyncio.to_thread(self._convert_and_write, audio, text, wav)
         return wav
 
-    def _convert_and_write(self, audio: bytes, wav: Path) -> None:
+    def _convert_and_write(self, audio: bytes, text: str, wav: Path) -> None:
         try:
             data = to_asterisk_wav(audio)
         except AudioError as exc:
             raise TtsError(f"{self.engine.name} returned audio we cannot convert: {exc}") from exc
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{wav.stem}.", suffix=".tmp")
+        # The words beside the audio (<key>.txt): `ivr call` and people reading the directory see
+        # what each file says. Written before the .wav, so a playable prompt always has its text.
+        self._write_atomic(wav.with_suffix(".txt"), text.encode("utf-8"))
+        self._write_atomic(wav, data)
+
+    def _write_atomic(self, target: Path, data: bytes) -> None:
+        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as tmp:
                 tmp.write(data)
@@ -99,7 +105,7 @@ class PromptCache:
                     tmp.flush()
                     os.fsync(tmp.fileno())
             os.chmod(tmp_name, FILE_MODE)
-            os.replace(tmp_name, wav)
+            os.replace(tmp_name, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)

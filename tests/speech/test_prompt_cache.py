@@ -34,7 +34,14 @@ class CountingEngine:
 
 
 def leftovers(directory):
-    return [p.name for p in directory.iterdir() if not p.name.endswith(".wav")]
+    """Files that are neither a prompt nor its text (e.g. a temporary file left behind)."""
+    return [p.name for p in directory.iterdir() if not p.name.endswith((".wav", ".txt"))]
+
+
+async def test_prompt_text_is_kept_beside_the_audio(tmp_path):
+    cache = PromptCache(tmp_path, CountingEngine(), VOICES)
+    base = await cache.path_for("Здравствуйте.", "ru")
+    assert base.with_suffix(".txt").read_text(encoding="utf-8") == "Здравствуйте."
 
 
 async def test_same_text_twice_synthesizes_once(tmp_path):
