@@ -1,0 +1,102 @@
+"""Upsert customers and their phones by external customer_id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_bridge import repositories as repo
+from crm_bridge.importers import cells
+from crm_bridge.importers.report import ImportReport
+from crm_bridge.importers.tabular import Row, Table
+from crm_bridge.models import Customer, Phone
+
+NAME_FIELDS = ("last_name", "first_name", "patronymic")
+
+
+def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
+    """(customer_id, fields) with only the columns the file has: absent columns are left untouched."""
+    values = row.values
+    customer_id = cells.text(values.get("customer_id"))
+    if not customer_id:
+        raise ValueError("missing customer_id")
+    fields: dict[str, Any] = {name: cells.text(values.get(name)) for name in NAME_FIELDS if name in columns}
+    full = cells.text(values.get("full_name"))
+    if full and not (fields.get("last_name") or fields.get("first_name")):
+        fields.update(zip(NAME_FIELDS, cells.split_full_name(full), strict=True))
+    if not (fields.get("last_name") or fields.get("first_name")):
+        raise ValueError("missing name")
+    if "address" in columns:
+        fields["address"] = cells.text(values.get("address"))
+    if "language" in columns:
+        fields["language"] = cells.language(values.get("language"))
+    if "phones" in columns:
+        fields["phones"] = cells.phones(values.get("phones"))
+    return customer_id, fields
+
+
+async def load(session: AsyncSession, table: Table, report: ImportReport) -> None:
+    parsed: dict[str, tuple[int, dict[str, Any]]] = {}
+    for row in table.rows:
+        try:
+            customer_id, fields = parse_row(row, table.columns)
+        except ValueError as exc:
+            report.error(table.file, row.line, str(exc))
+            continue
+        if customer_id in parsed:
+            report.error(table.file, row.line, f"customer_id {customer_id!r} repeats line {parsed[customer_id][0]}")
+            continue
+        parsed[customer_id] = (row.line, fields)
+
+    existing = await repo.customers_by_external_ids(session, list(parsed))
+    phone_rows = await repo.phone_rows_of(session, [c.id for c in existing.values()])
+
+    fresh: list[tuple[Customer, list[str]]] = []
+    for customer_id, (_, fields) in parsed.items():
+        numbers = fields.pop("phones", None)
+        customer = existing.get(customer_id)
+        if customer is None:
+            customer = Customer(customer_id=customer_id, **_defaults(fields))
+            session.add(customer)
+            fresh.append((customer, numbers or []))
+            report.created += 1
+            continue
+        changed = _assign(customer, fields)
+        if numbers is not None:
+            changed |= await _replace_phones(session, customer, phone_rows.get(customer.id, []), numbers)
+        if changed:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+
+    if fresh:
+        await session.flush()  # new customers need their ids before their phones
+        session.add_all(Phone(number=n, customer_id=c.id) for c, numbers in fresh for n in numbers)
+    await session.flush()
+
+
+def _defaults(fields: dict[str, Any]) -> dict[str, Any]:
+    base = {"last_name": "", "first_name": "", "patronymic": "", "address": "", "language": "ru"}
+    return base | fields
+
+
+def _assign(customer: Customer, fields: dict[str, Any]) -> bool:
+    changed = False
+    for name, value in fields.items():
+        if getattr(customer, name) != value:
+            setattr(customer, name, value)
+            changed = True
+    return changed
+
+
+async def _replace_phones(session: AsyncSession, customer: Customer, current: list[Phone],
+                          numbers: list[str]) -> bool:
+    have = {p.number for p in current}
+    if have == set(numbers):
+        return False
+    for phone in current:
+        if phone.number not in numbers:
+            await session.delete(phone)
+    session.add_all(Phone(number=n, customer_id=customer.id) for n in numbers if n not in have)
+    return True

@@ -1,0 +1,122 @@
+"""Read a CSV or XLSX file into header-mapped rows with their line numbers (blocking: run in a thread)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crm_bridge.errors import ImportFileError
+from crm_bridge.importers.columns import Layout, normalize_header
+
+CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
+XLSX_SUFFIXES = {".xlsx", ".xlsm"}
+DELIMITERS = (";", ",", "\t")
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    values: dict[str, Any]  # canonical column -> raw cell (str for CSV; str/int/float/datetime for XLSX)
+
+
+@dataclass(frozen=True)
+class Table:
+    file: str
+    columns: frozenset[str]
+    rows: list[Row]
+
+
+def read_table(path: Path, layout: Layout) -> Table:
+    if not path.is_file():
+        raise ImportFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if suffix in XLSX_SUFFIXES or (suffix not in CSV_SUFFIXES and magic.startswith(b"PK")):
+        raw_rows = _xlsx_rows(path)
+    elif suffix in CSV_SUFFIXES:
+        raw_rows = _csv_rows(path)
+    else:
+        raise ImportFileError(f"{path}: not a CSV or XLSX file (use .csv or .xlsx; .xls must be re-saved)")
+    return _map(path, raw_rows, layout)
+
+
+def _map(path: Path, raw_rows: list[tuple[int, list[Any]]], layout: Layout) -> Table:
+    data = [(line, cells) for line, cells in raw_rows if any(not _blank(c) for c in cells)]
+    if not data:
+        raise ImportFileError(f"{path}: empty file, no header row")
+    header_line, header = data[0]
+    lookup = layout.lookup()
+    positions: dict[str, int] = {}
+    for index, title in enumerate(header):
+        canonical = lookup.get(normalize_header(title))
+        if canonical is None:
+            continue  # extra columns (notes, e-mail…) are ignored
+        if canonical in positions:
+            raise ImportFileError(f"{path}:{header_line}: two columns mean {canonical!r}")
+        positions[canonical] = index
+    for group in layout.required:
+        if not any(name in positions for name in group):
+            wanted = " or ".join(repr(name) for name in group)
+            found = ", ".join(repr(str(t)) for t in header if not _blank(t))
+            raise ImportFileError(
+                f"{path}:{header_line}: missing column {wanted} for {layout.kind} (header: {found})"
+            )
+    rows = [
+        Row(line, {name: (cells[i] if i < len(cells) else None) for name, i in positions.items()})
+        for line, cells in data[1:]
+    ]
+    return Table(file=str(path), columns=frozenset(positions), rows=rows)
+
+
+def _blank(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    # utf-8-sig also reads plain UTF-8; cp1251 is what Russian Excel writes as "CSV".
+    for encoding in ("utf-8-sig", "cp1251"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise ImportFileError(f"{path}: cannot decode the file as UTF-8 or Windows-1251")
+
+
+def _csv_rows(path: Path) -> list[tuple[int, list[Any]]]:
+    text = _decode(path.read_bytes(), path)
+    if "\x00" in text:
+        raise ImportFileError(f"{path}: binary data in a CSV file")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    # The header holds no numbers, so counting separators there is safer than csv.Sniffer on data
+    # rows where "1 200,50" would vote for a comma.
+    delimiter = max(DELIMITERS, key=first.count) if first else ";"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[tuple[int, list[Any]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            rows.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ImportFileError(f"{path}:{start}: broken CSV ({exc})") from exc
+    return rows
+
+
+def _xlsx_rows(path: Path) -> list[tuple[int, list[Any]]]:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise ImportFileError(f"{path}: not a readable XLSX workbook ({exc})") from exc
+    try:
+        sheet = workbook.worksheets[0]
+        return [(number, list(cells)) for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1)]
+    finally:
+        workbook.close()  # read-only workbooks keep the file open until closed
