@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -63,7 +64,11 @@ class FastAgiServer:
         self._command_timeout = command_timeout
         self._max_connections = max_connections
         self._hangup_grace = hangup_grace
-        self._log = logger if logger is not None else structlog.get_logger("ivr.agi")
+        if logger is None:
+            logger = structlog.get_logger("ivr.agi")
+        elif not hasattr(logger, "bind"):  # a stdlib logging.Logger
+            logger = structlog.wrap_logger(logger, wrapper_class=structlog.stdlib.BoundLogger)
+        self._log = logger
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections = 0
@@ -151,7 +156,7 @@ class FastAgiServer:
             log.debug("agi_socket_closed")
 
     async def _run_handler(self, handler: Handler, channel: AgiChannel, log: Any) -> None:
-        handler_task = asyncio.ensure_future(handler(channel))
+        handler_task = asyncio.ensure_future(self._invoke(handler, channel))
         watchdog = asyncio.create_task(self._hangup_watchdog(channel, handler_task, log))
         try:
             await handler_task
@@ -176,6 +181,12 @@ class FastAgiServer:
             if not handler_task.done():
                 handler_task.cancel()
                 await asyncio.wait({handler_task}, timeout=_WRITER_CLOSE_WAIT)
+
+    @staticmethod
+    async def _invoke(handler: Handler, channel: AgiChannel) -> None:
+        result = handler(channel)  # a plain function is tolerated, not only a coroutine function
+        if inspect.isawaitable(result):
+            await result
 
     async def _hangup_watchdog(self, channel: AgiChannel, handler_task: asyncio.Future[Any], log: Any) -> None:
         await channel.hangup_event.wait()

@@ -280,3 +280,21 @@ async def test_200_concurrent_sessions(serve):
         assert f.variables["IVR_RESULT"] == f"+7916{i:07d}|{1 + i % 2}|{i:04d}"
     await asyncio.sleep(0.05)
     assert server.active_calls == 0
+
+
+async def test_plain_function_route_and_stdlib_logger(serve):
+    import logging
+
+    calls = []
+
+    def plain(ch: AgiChannel) -> None:
+        calls.append(ch.env.script)
+
+    def plain_broken(ch: AgiChannel) -> None:
+        raise ValueError("oops")
+
+    server = await serve({"plain": plain, "broken": plain_broken}, logger=logging.getLogger("test.agi"))
+    fake = await normal_call(server.port, script="plain")
+    assert calls == ["plain"] and fake.commands == []
+    fake = await normal_call(server.port, script="broken")
+    assert fake.variables == {"IVR_RESULT": "operator", "IVR_REASON": "handler_error"}
