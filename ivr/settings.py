@@ -151,7 +151,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return tuple(int(v) for v in items if str(v).strip())
         if annotation == tuple[date, ...]:
             items = value.split(",") if isinstance(value, str) else value
-            return tuple(v if isinstance(v, date) else date.fromisoformat(str(v).strip()) for v in items if str(v).strip())
+            return tuple(
+                v if isinstance(v, date) else date.fromisoformat(str(v).strip()) for v in items if str(v).strip()
+            )
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from exc
     raise SettingsError(f"{key}: unsupported setting type {annotation}")

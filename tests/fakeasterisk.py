@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ivr.agi.wire import split_agi_args
+
 
 class _Marker:
     def __init__(self, name: str) -> None:
@@ -119,33 +121,8 @@ BLOCKING = frozenset(
 DIGIT_INPUT = frozenset({"STREAM FILE", "CONTROL STREAM FILE", "GET DATA", "GET OPTION", "WAIT FOR DIGIT"})
 
 
-def parse_agi_args(line: str) -> list[str]:
-    """Split a command line the way Asterisk's res_agi ``parse_args`` does.
-
-    Whitespace separates, double quotes group (``""`` is an empty argument), a backslash escapes the
-    next character (inside or outside quotes), single quotes are ordinary characters.
-    """
-    args: list[str] = []
-    current: list[str] = []
-    quoted = escaped = started = False
-    for ch in line:
-        if escaped:
-            current.append(ch)
-            escaped, started = False, True
-        elif ch == "\\":
-            escaped = started = True
-        elif ch == '"':
-            quoted, started = not quoted, True
-        elif ch in " \t" and not quoted:
-            if started:
-                args.append("".join(current))
-                current, started = [], False
-        else:
-            current.append(ch)
-            started = True
-    if started:
-        args.append("".join(current))
-    return args
+# Asterisk's own argument splitting (res_agi parse_args); shared with `ivr call`.
+parse_agi_args = split_agi_args
 
 
 @dataclass(frozen=True)

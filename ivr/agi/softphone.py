@@ -97,7 +97,7 @@ async def place_call(
     answers: list[str],
     play: bool = False,
     out: TextIO,
-    timeout: float = 60.0,
+    idle_limit: float = 60.0,
 ) -> CallResult:
     uniqueid = f"{time.time():.6f}".replace(".", "")[:10] + ".1"
     result = CallResult(completed=False)
@@ -113,7 +113,7 @@ async def place_call(
     print(f"calling {host}:{port}/{script} as {caller_id or 'withheld number'}", file=out)
     try:
         while True:
-            line = await asyncio.wait_for(reader.readline(), timeout)
+            line = await asyncio.wait_for(reader.readline(), idle_limit)
             if not line:
                 break  # the server closed the socket: the dialplan continues
             reply = _reply(line.decode("utf-8", "replace").rstrip("\r\n"), result, pending, uniqueid, caller_id,
@@ -122,7 +122,7 @@ async def place_call(
             await writer.drain()
         result.completed = True
     except TimeoutError:
-        print(f"the server said nothing for {timeout:.0f} s; hanging up", file=out)
+        print(f"the server said nothing for {idle_limit:.0f} s; hanging up", file=out)
     finally:
         writer.close()
     outcome = result.variables.get("IVR_RESULT", "")
