@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,7 +38,7 @@ from crm_bridge.errors import (
     UnknownCustomer,
     UnknownProduct,
 )
-from crm_bridge.models import Invoice, Order, OrderLine, Product, as_utc
+from crm_bridge.models import Call, Invoice, Order, OrderLine, Product, as_utc
 from crm_bridge.money import money, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.views import (
@@ -305,15 +306,19 @@ class CrmStore:
     ) -> None:
         """Close the call; a call whose start was never recorded is created (the log must not lose it)."""
         values: dict[str, Any] = {"outcome": outcome, "reason": reason, "ended_at": as_utc(ended_at)}
-        if customer_id is not None:
-            values["customer_id"] = repo.customer_pk_subquery(customer_id)
         if order_id is not None:
             values["order_id"] = order_id
+        customer_pk = repo.customer_pk_subquery(customer_id)
+        # An unknown customer id must not erase the customer the call was started with.
+        update = dict(values)
+        if customer_pk is not None:
+            update["customer_id"] = func.coalesce(customer_pk, Call.customer_id)
         async with self._unit(write=True) as session:
-            if not await repo.update_call(session, call_id, values):
+            if not await repo.update_call(session, call_id, update):
                 log.warning("call_end_without_start", call_id=call_id)
                 await repo.insert_call_if_absent(
-                    session, {"call_id": call_id, "started_at": values["ended_at"], **values}
+                    session,
+                    {"call_id": call_id, "started_at": values["ended_at"], "customer_id": customer_pk, **values},
                 )
             await session.commit()
 

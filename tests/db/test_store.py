@@ -353,3 +353,12 @@ async def test_timeline_reads_back_in_insertion_order(seeded: CrmStore) -> None:
     assert events[-1].data == {"total": "1400.00"}  # Decimal stored as its exact string
     assert events[0].at == at and events[0].at.tzinfo is not None
     assert await seeded.call_timeline("none") == []
+
+
+async def test_call_end_with_an_unknown_customer_keeps_the_known_one(seeded: CrmStore) -> None:
+    at = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    await seeded.record_call_start(call_id="c", caller_number="89161234567", normalized_number=IVANOV_PHONE,
+                                   customer_id="C1", channel=None, script=None, started_at=at)
+    await seeded.record_call_end("c", outcome="operator", reason="shared", ended_at=at, customer_id="NOBODY")
+    call = await seeded.get_call("c")
+    assert call is not None and (call.customer_id, call.outcome) == ("C1", "operator")
