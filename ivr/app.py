@@ -1,0 +1,161 @@
+"""Composition root: the only module that knows every part and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_bridge.db import create_engine, session_factory, upgrade
+from crm_bridge.delivery import DeliveryRules
+from crm_bridge.phones import normalize_phone
+from crm_bridge.services import CrmStore, StoreConfig
+from ivr.agi.server import FastAgiServer
+from ivr.calls.notifier import CallNotifier
+from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
+from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
+from ivr.settings import Settings
+from ivr.speech.prompt_cache import PromptCache
+from ivr.speech.speaker import Speaker
+from ivr.speech.tts import engine_by_name
+from ivr.web.api import build_web_app
+
+log = structlog.get_logger("ivr.app")
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    d = settings.delivery
+    return StoreConfig(
+        vat_rate=settings.orders.vat_rate,
+        prices_include_vat=settings.orders.prices_include_vat,
+        invoice_prefix=settings.orders.invoice_prefix,
+        order_prefix=settings.orders.order_prefix,
+        delivery=DeliveryRules(
+            cutoff=d.cutoff, days=d.days, holidays=d.holidays, window_start=d.window_start, window_end=d.window_end
+        ),
+        timezone=d.timezone,
+    )
+
+
+def build_store(settings: Settings) -> tuple[AsyncEngine, CrmStore]:
+    engine = create_engine(settings.database.url, pool_size=settings.database.pool_size)
+    return engine, CrmStore(session_factory(engine), store_config(settings))
+
+
+def build_prompt_cache(settings: Settings) -> PromptCache:
+    p = settings.prompts
+    engine = engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
+    return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en})
+
+
+@dataclass
+class Service:
+    """Everything `ivr serve` runs, started and stopped in order."""
+
+    settings: Settings
+    engine: AsyncEngine
+    store: CrmStore
+    notifier: CallNotifier
+    agi: FastAgiServer
+    web_runner: web.AppRunner | None = None
+    web_port: int | None = None
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        await self.agi.stop(grace)
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+        await self.engine.dispose()
+        self._stopped.set()
+
+
+async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
+    if migrate:
+        await upgrade(settings.database.url)
+    engine, store = build_store(settings)
+    notifier = CallNotifier(store)
+    speaker = Speaker(
+        build_prompt_cache(settings),
+        asterisk_dir=settings.agi.asterisk_prompts_dir or None,
+        deadline=settings.prompts.tts_deadline,
+    )
+    f = settings.flow
+    flow = RepeatOrderFlow(
+        FlowConfig(
+            max_attempts=f.max_attempts,
+            max_quantity=f.max_quantity,
+            menu_timeout=f.menu_timeout,
+            quantity_timeout=f.quantity_timeout,
+        )
+    )
+    handler = RepeatOrderCall(
+        flow=flow,
+        store=store,
+        speaker=speaker,
+        notifier=notifier,
+        normalize=normalize_phone,
+        config=CallConfig(
+            db_deadline=settings.database.call_deadline,
+            default_language=f.default_language,
+            timezone=settings.delivery.timezone,
+            window_start=settings.delivery.window_start,
+            window_end=settings.delivery.window_end,
+            media_slack=settings.agi.media_slack,
+        ),
+    )
+    agi = FastAgiServer(
+        {"repeat-order": handler},
+        host=settings.agi.host,
+        port=settings.agi.port,
+        env_timeout=settings.agi.env_timeout,
+        command_timeout=settings.agi.command_timeout,
+        max_connections=settings.agi.max_connections,
+    )
+    await agi.start()
+    service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi)
+    if settings.web.enabled:
+        runner = web.AppRunner(build_web_app(store, api_token=settings.web.api_token))
+        await runner.setup()
+        site = web.TCPSite(runner, settings.web.host, settings.web.port)
+        await site.start()
+        service.web_runner = runner
+        sockets = site._server.sockets if site._server else ()  # the real port when 0 was asked for
+        service.web_port = sockets[0].getsockname()[1] if sockets else settings.web.port
+    log.info(
+        "service_started",
+        agi=f"{settings.agi.host}:{agi.port}",
+        web=f"{settings.web.host}:{service.web_port}" if settings.web.enabled else None,
+        database=_safe_url(settings.database.url),
+        prompts=settings.prompts.dir,
+        tts=settings.prompts.engine,
+    )
+    return service
+
+
+async def serve_forever(settings: Settings) -> None:
+    service = await start_service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("service_stopping", active_calls=service.agi.active_calls)
+    await service.stop()
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

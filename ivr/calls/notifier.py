@@ -1,0 +1,77 @@
+"""One method per call event; each event fans out to the log, the timeline table and live listeners.
+
+Timeline rows of a call are buffered and written in batches (after an order and at the end of the
+call) so that a busy call costs the database a few transactions, not one per key press. Live
+listeners (the console's WebSocket) get every event at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from crm_bridge.dto import TimelineEventIn
+
+log = structlog.get_logger("ivr.calls")
+
+
+class TimelineStore(Protocol):
+    async def add_timeline_events(self, events: list[TimelineEventIn]) -> None: ...
+
+
+Listener = Callable[[TimelineEventIn], None]
+
+
+@dataclass
+class CallEvents:
+    """The events of one call, with the ids known so far."""
+
+    call_id: str
+    customer_id: str | None = None
+    pending: list[TimelineEventIn] = field(default_factory=list)
+
+
+class CallNotifier:
+    def __init__(self, store: TimelineStore, *, write_deadline: float = 5.0, clock=lambda: datetime.now(UTC)):
+        self._store = store
+        self._write_deadline = write_deadline
+        self._clock = clock
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Register a live listener; returns the function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def open(self, call_id: str) -> CallEvents:
+        return CallEvents(call_id)
+
+    def emit(self, call: CallEvents, kind: str, **data: Any) -> None:
+        event = TimelineEventIn(
+            at=self._clock(), call_id=call.call_id, customer_id=call.customer_id, kind=kind, data=data
+        )
+        call.pending.append(event)
+        log.info(kind, call_id=call.call_id, customer_id=call.customer_id, **data)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must never break a call
+                log.exception("listener_failed", kind=kind)
+
+    async def flush(self, call: CallEvents) -> bool:
+        """Write the buffered events; on failure keep them for the next flush and log why."""
+        if not call.pending:
+            return True
+        batch, call.pending = call.pending, []
+        try:
+            await asyncio.wait_for(self._store.add_timeline_events(batch), self._write_deadline)
+        except Exception as exc:
+            call.pending = batch + call.pending
+            log.error("timeline_write_failed", call_id=call.call_id, events=len(batch), error=repr(exc))
+            return False
+        return True

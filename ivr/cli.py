@@ -1,0 +1,151 @@
+"""`ivr serve | call | import | demo-data | db upgrade | prompts build`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ivr.settings import Settings, SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivr", description="Repeat-order phone robot beside Asterisk")
+    parser.add_argument("--config", type=Path, help="config file (default: config/ivr.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the FastAGI server and the web API")
+    serve.add_argument("--demo", action="store_true", help="load the demo data set first (idempotent)")
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+
+    imp = sub.add_parser("import", help="load customers, products or orders from CSV/XLSX")
+    imp.add_argument("kind", choices=["customers", "products", "orders"])
+    imp.add_argument("files", nargs="+", type=Path)
+
+    sub.add_parser("demo-data", help="load a small realistic demo data set (idempotent)")
+
+    prompts = sub.add_parser("prompts", help="synthesized prompts")
+    prompts.add_argument("action", choices=["build"])
+
+    call = sub.add_parser("call", help="place a call to the running server, exactly as Asterisk would")
+    call.add_argument("number", help="caller id, e.g. +79161234567 (empty string: withheld)")
+    call.add_argument(
+        "--keys", default="", help="answers to the questions, comma-separated, e.g. '2,6#,#,1' (default: none)"
+    )
+    call.add_argument("--host", help="FastAGI host (default: agi.host)")
+    call.add_argument("--port", type=int, help="FastAGI port (default: agi.port)")
+    call.add_argument("--script", default="repeat-order", help="script name, may carry options: repeat-order?lang=en")
+    call.add_argument("--play", action="store_true", help="play each prompt if aplay/play is installed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config)
+    except SettingsError as exc:
+        print(f"ivr: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from ivr.logs import configure_logging
+
+    configure_logging(settings.log.level, settings.log.json)
+    command = {
+        "serve": _serve,
+        "db": _db,
+        "import": _import,
+        "demo-data": _demo,
+        "prompts": _prompts,
+        "call": _call,
+    }[args.command]
+    try:
+        return asyncio.run(command(settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from ivr.app import serve_forever
+
+    if args.demo:
+        await _demo(settings, args)
+    await serve_forever(settings)
+    return 0
+
+
+async def _db(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_bridge.db import upgrade
+
+    await upgrade(settings.database.url)
+    print("database schema is up to date")
+    return 0
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_bridge.db import upgrade
+    from crm_bridge.importers import ImportFileError, import_file
+    from ivr.app import build_store
+
+    await upgrade(settings.database.url)
+    engine, store = build_store(settings)
+    failed = False
+    try:
+        for path in args.files:
+            try:
+                report = await import_file(store, args.kind, path)
+            except ImportFileError as exc:
+                print(f"{path}: {exc}", file=sys.stderr)
+                failed = True
+                continue
+            for error in report.errors:
+                print(f"{error.file}:{error.line}: {error.reason}", file=sys.stderr)
+            print(
+                f"{path}: {report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
+                f"{len(report.errors)} rejected"
+            )
+            failed = failed or not report.ok
+    finally:
+        await engine.dispose()
+    return 1 if failed else 0
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_bridge.db import session_factory, upgrade
+    from crm_bridge.demo import load_demo_data
+    from ivr.app import build_store
+
+    await upgrade(settings.database.url)
+    engine, _store = build_store(settings)
+    try:
+        report = await load_demo_data(session_factory(engine))
+    finally:
+        await engine.dispose()
+    print(f"demo data: {report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+    return 0 if report.ok else 1
+
+
+async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
+    from ivr.app import build_prompt_cache
+    from ivr.speech.prompt_cache import build_static
+
+    cache = build_prompt_cache(settings)
+    built = await build_static(cache, ("ru", "en"))
+    print(f"{built} static prompts ready in {settings.prompts.dir} ({cache.misses} synthesized)")
+    return 0
+
+
+async def _call(settings: Settings, args: argparse.Namespace) -> int:
+    from ivr.agi.softphone import place_call
+
+    result = await place_call(
+        host=args.host or settings.agi.host,
+        port=args.port or settings.agi.port,
+        script=args.script,
+        caller_id=args.number,
+        answers=[a for a in args.keys.split(",")] if args.keys else [],
+        play=args.play,
+        out=sys.stdout,
+    )
+    return 0 if result.completed else 1

@@ -1,0 +1,92 @@
+"""A real FastAGI server running the real repeat-order handler on a real store, for call-through tests.
+
+Only the caller side is fake (tests/fakeasterisk.py speaks Asterisk's exact bytes); the database,
+the speech synthesis (espeak-ng) and the prompt files are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crm_bridge.phones import normalize_phone
+from crm_bridge.services import CrmStore
+from ivr.agi.server import FastAgiServer
+from ivr.calls.notifier import CallNotifier
+from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
+from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
+from ivr.speech.prompt_cache import PromptCache
+from ivr.speech.speaker import Speaker
+from ivr.speech.tts import EspeakEngine
+from tests.fakeasterisk import FakeAsterisk
+
+VOICES = {"ru": "ru", "en": "en-us"}
+
+
+@dataclass
+class CallHarness:
+    server: FastAgiServer
+    store: Any
+    notifier: CallNotifier
+    prompts_dir: Path
+    live_events: list = field(default_factory=list)
+
+    async def call(self, caller_id: str = "+79161234567", inputs: list | None = None, *, script: str = "repeat-order",
+                   fake: FakeAsterisk | None = None, uniqueid: str | None = None, timeout: float = 30.0,
+                   **connect: Any) -> FakeAsterisk:
+        """Place one call and wait until our server closes the socket (Asterisk never does)."""
+        fake = fake or FakeAsterisk(inputs=inputs or [], check_files=True)
+        await fake.connect("127.0.0.1", self.server.port, script=script, caller_id=caller_id, uniqueid=uniqueid,
+                           **connect)
+        assert await fake.wait_closed(timeout), "the server must close the socket at the end of every call"
+        return fake
+
+
+async def start_harness(
+    store: Any,
+    prompts_dir: Path,
+    *,
+    engine: Any = None,
+    flow: FlowConfig | None = None,
+    db_deadline: float = 3.0,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    hangup_grace: float = 5.0,
+) -> CallHarness:
+    cache = PromptCache(prompts_dir, engine or EspeakEngine(), VOICES)
+    notifier = CallNotifier(store)
+    handler = RepeatOrderCall(
+        flow=RepeatOrderFlow(flow or FlowConfig(menu_timeout=1.0, quantity_timeout=1.0)),
+        store=store,
+        speaker=Speaker(cache),
+        notifier=notifier,
+        config=CallConfig(db_deadline=db_deadline),
+        normalize=normalize_phone,
+        clock=clock,
+    )
+    server = FastAgiServer({"repeat-order": handler}, host="127.0.0.1", port=0, env_timeout=2.0,
+                           command_timeout=5.0, hangup_grace=hangup_grace)
+    await server.start()
+    harness = CallHarness(server=server, store=store, notifier=notifier, prompts_dir=prompts_dir)
+    notifier.subscribe(harness.live_events.append)
+    return harness
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll until predicate() is truthy (call rows are written right after the socket closes)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+__all__ = ["CallHarness", "CrmStore", "start_harness", "wait_for"]

@@ -1,0 +1,299 @@
+"""Whole calls through the real server, store and speech, driven by a fake Asterisk over TCP.
+
+Demo data: C001 Алексей Сергеевич (+79161234567, last order 4 × WATER-19), C002 Мария Ивановна
+(+79031112233, two lines), C003 John Smith (English), C004/C005 share +74951234567, C006 has no
+orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from crm_bridge.demo import load_demo_data
+from crm_bridge.models import Invoice, Order
+from tests.calls.harness import start_harness, wait_for
+from tests.fakeasterisk import HANGUP, TIMEOUT, FakeAsterisk
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory) -> Path:
+    # Shared by every test: the cache means each phrase is synthesized once per run.
+    return tmp_path_factory.mktemp("prompts")
+
+
+@pytest.fixture
+async def calls(store, prompts_dir):
+    await load_demo_data(store.sessions)
+    harness = await start_harness(store, prompts_dir)
+    yield harness
+    await harness.server.stop(1.0)
+
+
+async def count(store, model) -> int:
+    async with store.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model))
+
+
+async def ended_call(store, call_id: str):
+    async def ended():
+        call = await store.get_call(call_id)
+        return call if call is not None and call.outcome else None
+
+    return await wait_for(ended)
+
+
+def prompt_texts(events) -> list[str]:
+    return [e.data["text"] for e in events if e.kind == "prompt.played"]
+
+
+async def test_known_caller_repeats_last_order_with_1(calls):
+    fake = await calls.call("+79161234567", ["1"])
+    assert fake.variables["IVR_RESULT"] == "done"
+    assert fake.variables["IVR_REASON"] == "order_placed"
+    assert fake.variables["IVR_CUSTOMER_ID"] == "C001"
+    order_id = fake.variables["IVR_ORDER_ID"]
+    call = await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    assert (call.outcome, call.order_id, call.customer_id) == ("order_placed", order_id, "C001")
+
+    card = await calls.store.get_customer_card("C001")
+    placed = next(o for o in card.orders if o.order_id == order_id)
+    assert [(line.sku, line.quantity) for line in placed.lines] == [("WATER-19", 4)]
+    assert placed.source == "ivr" and placed.invoice is not None
+    assert placed.invoice.total == Decimal("1400.00")  # 4 × 350 at today's price
+    assert placed.delivery_date is not None
+
+    events = await calls.store.call_timeline(call.call_id)
+    texts = prompt_texts(events)
+    assert texts[0].startswith("Здравствуйте, Алексей Сергеевич. Ваш прошлый заказ: четыре бутылки воды")
+    assert "Чтобы повторить заказ, нажмите 1" in texts[0]
+    assert "одна тысяча четыреста рублей" in texts[1] and "Доставка" in texts[1]
+    kinds = [e.kind for e in events]
+    assert kinds.index("prompt.played") < kinds.index("dtmf.received") < kinds.index("order.created")
+    assert kinds[-1] == "call.ended"
+    assert [e.data["digits"] for e in events if e.kind == "dtmf.received"] == ["1"]
+    # barge-in: the menu is a GET DATA, so a key typed during the greeting is taken
+    assert any(c.startswith("GET DATA ") for c in fake.commands)
+
+
+async def test_every_prompt_asterisk_is_asked_to_play_exists_as_8khz_wav(calls):
+    fake = await calls.call("+79031112233", ["2", "3#", "#", "1"])
+    assert fake.variables["IVR_RESULT"] == "done"
+    assert fake.played, "prompts were played"
+    for path in fake.played:
+        wav = Path(path + ".wav")
+        assert wav.is_file(), path
+        assert wav.read_bytes()[:4] == b"RIFF"
+
+
+async def test_change_quantity_then_confirm(calls):
+    fake = await calls.call("+79031112233", ["2", "5#", "0#", "1"])
+    assert fake.variables["IVR_RESULT"] == "done"
+    await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    card = await calls.store.get_customer_card("C002")
+    placed = next(o for o in card.orders if o.order_id == fake.variables["IVR_ORDER_ID"])
+    assert [(line.sku, line.quantity) for line in placed.lines] == [("WATER-19", 5)]
+    events = await calls.store.call_timeline(fake.channel_vars["CHANNEL(linkedid)"])
+    texts = prompt_texts(events)
+    assert any(t.startswith("Ваш новый заказ: пять бутылок") for t in texts)
+
+
+async def test_same_call_never_places_two_orders(calls):
+    linkedid = "1795750999.77"
+    history = await count(calls.store, Order)
+    first = await calls.call("+79161234567", ["1"], uniqueid=linkedid)
+    # Asterisk re-runs the AGI on the same call (same linkedid): the caller presses 1 again
+    second = await calls.call("+79161234567", ["1"], uniqueid=linkedid)
+    assert first.variables["IVR_ORDER_ID"] == second.variables["IVR_ORDER_ID"]
+    assert await count(calls.store, Order) == history + 1
+    assert await count(calls.store, Invoice) == 1
+
+
+async def test_concurrent_calls_from_different_customers_all_get_orders(calls):
+    fakes = await asyncio.gather(
+        calls.call("+79161234567", ["1"]), calls.call("+79031112233", ["1"]), calls.call("+79265554433", ["1"])
+    )
+    assert [f.variables["IVR_RESULT"] for f in fakes] == ["done"] * 3
+    assert len({f.variables["IVR_ORDER_ID"] for f in fakes}) == 3
+    assert await count(calls.store, Invoice) == 3
+
+
+@pytest.mark.parametrize(
+    ("caller_id", "inputs", "reason", "customer"),
+    [
+        ("+79161234567", ["0"], "caller_request", "C001"),
+        ("+79990001122", [], "unknown_number", None),
+        ("", [], "no_caller_id", None),
+        ("anonymous", [], "no_caller_id", None),
+        ("+74951234567", [], "shared_number", None),
+        ("+79857778899", [], "no_previous_order", "C006"),
+        ("+79161234567", [TIMEOUT, TIMEOUT], "no_input", "C001"),
+        ("+79161234567", ["7", "9"], "invalid_input", "C001"),
+        ("+79031112233", ["2", "0#", "0#"], "order_emptied", "C002"),
+        ("+79031112233", ["2", "#", "#", "0"], "caller_request", "C002"),
+    ],
+)
+async def test_calls_the_robot_cannot_finish_go_to_an_operator(calls, caller_id, inputs, reason, customer):
+    fake = await calls.call(caller_id, inputs)
+    assert fake.variables["IVR_RESULT"] == "operator"
+    assert fake.variables["IVR_REASON"] == reason
+    assert fake.variables.get("IVR_CUSTOMER_ID") == customer
+    assert "IVR_ORDER_ID" not in fake.variables
+    call = await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    assert (call.outcome, call.reason) == ("operator", reason)
+    events = await calls.store.call_timeline(call.call_id)
+    assert prompt_texts(events), "nobody is handed over in silence"
+    assert "call.escalated" in [e.kind for e in events]
+    assert await count(calls.store, Invoice) == 0
+
+
+async def test_russian_number_formats_reach_the_same_customer(calls):
+    for raw in ("89161234567", "79161234567", "+7 (916) 123-45-67", "9161234567"):
+        fake = await calls.call(raw, ["0"])
+        assert fake.variables["IVR_CUSTOMER_ID"] == "C001", raw
+
+
+async def test_english_customer_hears_the_english_catalogue(calls):
+    fake = await calls.call("+79265554433", ["1"])
+    await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    events = await calls.store.call_timeline(fake.channel_vars["CHANNEL(linkedid)"])
+    greeting = prompt_texts(events)[0]
+    assert greeting.startswith("Hello, John.")
+    assert "three bottles" in greeting
+
+
+async def test_lang_option_in_the_script_name_overrides(calls):
+    fake = await calls.call("+79161234567", ["0"], script="repeat-order?lang=en")
+    await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    events = await calls.store.call_timeline(fake.channel_vars["CHANNEL(linkedid)"])
+    assert prompt_texts(events)[0].startswith("Hello, Alexey.")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "hangup_at", "step"),
+    [
+        ([HANGUP], None, "menu"),
+        (["2", HANGUP], None, "quantity:WATER-19"),
+        (["2", "#", HANGUP], None, "quantity:CUPS-100"),
+        (["2", "#", "#", HANGUP], None, "confirm"),
+        ([], ("ANSWER", 1), "start"),
+        (["0"], ("STREAM FILE", 1), "handover"),
+    ],
+)
+async def test_hangup_at_every_step_is_recorded_and_closed(calls, inputs, hangup_at, step):
+    fake = FakeAsterisk(inputs=inputs, check_files=True)
+    if hangup_at:
+        fake.hangup_at(*hangup_at)
+    fake = await calls.call("+79031112233", fake=fake, timeout=5)
+    call = await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    assert (call.outcome, call.reason) == ("abandoned", f"hangup_at_{step}")
+    assert await count(calls.store, Invoice) == 0
+
+
+async def test_hangup_during_the_goodbye_keeps_the_order(calls):
+    fake = FakeAsterisk(inputs=["1"], check_files=True).hangup_at("STREAM FILE", 1)
+    fake = await calls.call("+79161234567", fake=fake)
+    call = await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+    assert call.outcome == "order_placed" and call.order_id
+    assert await count(calls.store, Invoice) == 1
+
+
+async def test_hangup_while_idle_closes_the_socket_at_once(store, prompts_dir):
+    """The caller hangs up while we wait for a slow CRM: Asterisk sends HANGUP, we must close."""
+    await load_demo_data(store.sessions)
+
+    class SlowLookup:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def lookup_caller(self, raw):
+            await asyncio.sleep(2.5)
+            return await self.inner.lookup_caller(raw)
+
+    harness = await start_harness(SlowLookup(store), prompts_dir, db_deadline=5.0)
+    try:
+        fake = FakeAsterisk(check_files=True)
+        await fake.connect("127.0.0.1", harness.server.port)
+        await fake.wait_for_command("GET VARIABLE")
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        await fake.hangup()
+        assert await fake.wait_closed(1.0)
+        assert asyncio.get_running_loop().time() - started < 0.5
+        call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
+        assert (call.outcome, call.reason) == ("abandoned", "hangup_at_lookup")
+    finally:
+        await harness.server.stop(1.0)
+
+
+async def test_database_slower_than_its_deadline_sends_the_caller_to_an_operator(store, prompts_dir):
+    class StuckStore:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def lookup_caller(self, raw):
+            await asyncio.sleep(30)
+
+    harness = await start_harness(StuckStore(store), prompts_dir, db_deadline=0.3)
+    try:
+        fake = await harness.call("+79161234567", timeout=5)
+        assert fake.variables["IVR_RESULT"] == "operator"
+        assert fake.variables["IVR_REASON"] == "database_timeout"
+    finally:
+        await harness.server.stop(1.0)
+
+
+async def test_database_down_still_reaches_a_human(prompts_dir, tmp_path):
+    """Nothing listens where the database should be: every CRM step fails, the caller is queued."""
+    from crm_bridge.db import create_engine, session_factory
+    from crm_bridge.services import CrmStore
+
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    harness = await start_harness(CrmStore(session_factory(engine)), prompts_dir, db_deadline=2.0)
+    try:
+        fake = await harness.call("+79161234567", timeout=10)
+        assert fake.variables["IVR_RESULT"] == "operator"
+        assert fake.variables["IVR_REASON"] in {"database_error", "database_timeout"}
+        assert fake.played, "the caller heard why"
+    finally:
+        await harness.server.stop(1.0)
+        await engine.dispose()
+
+
+async def test_speech_failure_never_plays_a_missing_file(store, tmp_path):
+    from ivr.speech.tts import TtsError
+
+    class BrokenEngine:
+        name = "broken"
+
+        async def synthesize(self, text, voice):
+            raise TtsError("no voice")
+
+    await load_demo_data(store.sessions)
+    harness = await start_harness(store, tmp_path / "prompts", engine=BrokenEngine())
+    try:
+        fake = await harness.call("+79161234567", ["1"])
+        assert fake.variables["IVR_RESULT"] == "operator"
+        assert fake.variables["IVR_REASON"] == "tts_error"
+        assert fake.played == []  # never asked Asterisk to play a file that does not exist
+    finally:
+        await harness.server.stop(1.0)
+
+
+async def test_live_listeners_get_every_event_in_order(calls):
+    fake = await calls.call("+79161234567", ["1"])
+    linkedid = fake.channel_vars["CHANNEL(linkedid)"]
+    await ended_call(calls.store, linkedid)
+    kinds = [e.kind for e in calls.live_events if e.call_id == linkedid]
+    assert kinds[0] == "call.started" and kinds[-1] == "call.ended"
+    assert "order.created" in kinds
