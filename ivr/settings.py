@@ -130,18 +130,28 @@ class Settings:
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     try:
         if annotation is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                    raise ValueError(value)
-                return lowered in {"1", "true", "yes", "on"}
-            return bool(value)
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()  # a string from the environment (or 0/1 in TOML)
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(value)
+            return lowered in {"1", "true", "yes", "on"}
         if annotation is int:
+            # int(True) == 1 and int(4573.9) == 4573: a bool or a fractional number is a mistake.
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
             return int(value)
         if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if annotation is Decimal:
-            return Decimal(str(value))
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = Decimal(str(value).strip())  # InvalidOperation (not a ValueError) is caught below
+            if not number.is_finite():
+                raise ValueError(value)
+            return number
         if annotation is str:
             return str(value)
         if annotation is time:
@@ -154,7 +164,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return tuple(
                 v if isinstance(v, date) else date.fromisoformat(str(v).strip()) for v in items if str(v).strip()
             )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise SettingsError(f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from exc
     raise SettingsError(f"{key}: unsupported setting type {annotation}")
 
@@ -200,13 +210,18 @@ def load_settings(
     """Build Settings from the layered sources; raises SettingsError naming the bad key."""
     environ = os.environ if environ is None else environ
     settings = Settings()
-    config_file = config_file or Path(environ.get("IVR_CONFIG", DEFAULT_CONFIG))
-    files = [config_file]
+    if config_file is None and environ.get("IVR_CONFIG"):
+        config_file = Path(environ["IVR_CONFIG"])
+    # A file named explicitly (argument, IVR_CONFIG, IVR_LOCAL_CONFIG) must exist: a typo in its path
+    # must not silently start the service on the defaults (api_token "change-me", SQLite…).
+    files = [(config_file, True)] if config_file is not None else [(DEFAULT_CONFIG, False)]
     if local_file is None and environ.get("IVR_LOCAL_CONFIG"):
         local_file = Path(environ["IVR_LOCAL_CONFIG"])
     if local_file is not None:
-        files.append(local_file)
-    for path in files:
+        files.append((local_file, True))
+    for path, required in files:
+        if required and not path.is_file():
+            raise SettingsError(f"{path}: no such configuration file")
         if path.exists():
             with path.open("rb") as fh:
                 try:

@@ -65,7 +65,9 @@ async def errors_and_auth(request: web.Request, handler) -> web.StreamResponse:
         expected = request.app[TOKEN_KEY]
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token.strip(), expected):
+        # Compare bytes: hmac.compare_digest refuses non-ASCII str (a TypeError, i.e. a 500).
+        given = token.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given, expected.encode("utf-8")):
             return api_error(401, "unauthorized", "a valid bearer token is required")
     try:
         return await handler(request)
