@@ -7,6 +7,10 @@ class CrmError(Exception):
     """Base of every error the CRM store raises on purpose."""
 
 
+class StoreUnavailable(CrmError):
+    """The database could not be reached or failed: the IVR sends the caller to an operator."""
+
+
 class UnknownCustomer(CrmError):
     def __init__(self, customer_id: str) -> None:
         super().__init__(f"unknown customer: {customer_id!r}")

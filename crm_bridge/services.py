@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge import repositories as repo
@@ -35,6 +35,7 @@ from crm_bridge.errors import (
     InactiveProduct,
     InvalidQuantity,
     InvalidSource,
+    StoreUnavailable,
     UnknownCustomer,
     UnknownProduct,
 )
@@ -75,11 +76,18 @@ class CrmStore:
 
     @asynccontextmanager
     async def _unit(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
-            if write:
-                # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
-                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-            yield session
+        try:
+            async with self.sessions() as session:
+                if write:
+                    # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
+                    await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+                yield session
+        except IntegrityError:
+            raise  # place_order settles idempotency races with it
+        except (DBAPIError, OSError) as exc:
+            # Driver and network failures become our own error: callers catch CrmError only.
+            log.warning("store_unavailable", error=str(exc).splitlines()[0][:200])
+            raise StoreUnavailable(str(exc).splitlines()[0][:200]) from exc
 
     # --- callers -------------------------------------------------------------------------------
 

@@ -362,3 +362,17 @@ async def test_call_end_with_an_unknown_customer_keeps_the_known_one(seeded: Crm
     await seeded.record_call_end("c", outcome="operator", reason="shared", ended_at=at, customer_id="NOBODY")
     call = await seeded.get_call("c")
     assert call is not None and (call.customer_id, call.outcome) == ("C1", "operator")
+
+
+async def test_an_unreachable_database_raises_our_own_error() -> None:
+    from crm_bridge.db import create_engine, session_factory
+    from crm_bridge.errors import CrmError, StoreUnavailable
+
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    try:
+        store = CrmStore(session_factory(engine))
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.lookup_caller(IVANOV_PHONE)
+        assert isinstance(caught.value, CrmError)
+    finally:
+        await engine.dispose()
