@@ -60,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": _prompts,
         "call": _call,
     }[args.command]
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return asyncio.run(command(settings, args))
     except KeyboardInterrupt:
         return 130
+    except (OSError, SQLAlchemyError) as exc:  # database down, port taken…: one line, not a traceback
+        print(f"ivr {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,7 +101,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 report = await import_file(store, args.kind, path)
             except ImportFileError as exc:
-                print(f"{path}: {exc}", file=sys.stderr)
+                print(f"ivr: {exc}", file=sys.stderr)  # the message starts with the path already
                 failed = True
                 continue
             for error in report.errors:
@@ -131,8 +136,9 @@ async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
     from ivr.speech.prompt_cache import build_static
 
     cache = build_prompt_cache(settings)
-    built = await build_static(cache, ("ru", "en"))
-    print(f"{built} static prompts ready in {settings.prompts.dir} ({cache.misses} synthesized)")
+    synthesized = await build_static(cache, ("ru", "en"))  # newly synthesized; the rest were cached
+    ready = cache.hits + cache.misses
+    print(f"{ready} static prompts ready in {settings.prompts.dir} ({synthesized} synthesized)")
     return 0
 
 

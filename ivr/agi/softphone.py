@@ -99,7 +99,10 @@ async def place_call(
     out: TextIO,
     idle_limit: float = 60.0,
 ) -> CallResult:
-    uniqueid = f"{time.time():.6f}".replace(".", "")[:10] + ".1"
+    # Asterisk's form "<epoch>.<sequence>"; it becomes the linkedid, i.e. the call id and the order's
+    # idempotency key, so two calls must never share it (cutting it to whole seconds made a second
+    # call within the same second a "reconnect" of the first that replayed its order).
+    uniqueid = f"{time.time():.6f}"
     result = CallResult(completed=False)
     pending = list(answers)
     try:
@@ -123,6 +126,8 @@ async def place_call(
         result.completed = True
     except TimeoutError:
         print(f"the server said nothing for {idle_limit:.0f} s; hanging up", file=out)
+    except OSError as exc:  # reset by the peer mid-call: a message, not a traceback
+        print(f"the connection to the FastAGI server broke: {exc!r}", file=out)
     finally:
         writer.close()
     outcome = result.variables.get("IVR_RESULT", "")
