@@ -61,7 +61,10 @@ def quantity_phrase(n: int, unit: str, name: str | None) -> str:
     counted = unit if n == 1 else pluralize(unit)
     text = f"{spell_number(n)} {counted}"
     if name:
-        text += f" of {name}"
+        # Catalogues write name_en either as "Pearl Dew water" or as "of Pearl Dew water"
+        # (mirroring the Russian genitive); both read as "… bottles of Pearl Dew water".
+        name = name.strip()
+        text += f" {name}" if name.lower().startswith("of ") else f" of {name}"
     return text
 
 

@@ -28,6 +28,7 @@ def test_quantity_phrase():
     assert english.quantity_phrase(4, "19-litre bottle", "Pearl Dew water") == (
         "four 19-litre bottles of Pearl Dew water"
     )
+    assert english.quantity_phrase(2, "bottle", "of Pearl Dew water") == "two bottles of Pearl Dew water"
 
 
 @pytest.mark.parametrize(
