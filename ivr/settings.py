@@ -102,6 +102,52 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class AmiSettings:
+    """Asterisk Manager Interface; optional: with no username the service runs without it."""
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = ""
+    secret: str = ""
+    ping_interval: float = 20.0
+    action_timeout: float = 5.0
+    reconnect_min: float = 1.0
+    reconnect_max: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.username)
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    # Where MixMonitor writes (the dialplan's IVR_RECORDINGS_DIR), as this service sees it.
+    dir: str = "/var/spool/asterisk/monitor/ivr"
+    # The same directory as Asterisk sees it, when the two differ (containers).
+    asterisk_dir: str = ""
+
+
+@dataclass(frozen=True)
+class HoursSettings:
+    """Operator business hours; outside them the robot still takes orders and promises a callback."""
+
+    timezone: str = "Europe/Moscow"
+    open: time = time(9, 0)
+    close: time = time(20, 0)
+    days: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    holidays: tuple[date, ...] = ()
+    # How soon after the next opening a callback is due.
+    callback_delay_minutes: int = 30
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    # Queue member interface -> the operator's name, e.g. {"PJSIP/101" = "Анна Смирнова"}.
+    names: dict[str, str] = field(default_factory=dict)
+    queue: str = "operators"
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     json: bool = False
@@ -116,6 +162,10 @@ class Settings:
     flow: FlowSettings = field(default_factory=FlowSettings)
     orders: OrderSettings = field(default_factory=OrderSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    ami: AmiSettings = field(default_factory=AmiSettings)
+    recordings: RecordingSettings = field(default_factory=RecordingSettings)
+    hours: HoursSettings = field(default_factory=HoursSettings)
+    operators: OperatorSettings = field(default_factory=OperatorSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
