@@ -214,6 +214,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return tuple(
                 v if isinstance(v, date) else date.fromisoformat(str(v).strip()) for v in items if str(v).strip()
             )
+        if annotation == dict[str, str]:
+            if isinstance(value, str):  # environment: "PJSIP/101=Анна,PJSIP/102=Олег"
+                pairs = (item.split("=", 1) for item in value.split(",") if item.strip())
+                return {k.strip(): v.strip() for k, v in pairs}
+            if not isinstance(value, Mapping):
+                raise TypeError(value)
+            return {str(k): str(v) for k, v in value.items()}
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise SettingsError(f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from exc
     raise SettingsError(f"{key}: unsupported setting type {annotation}")
