@@ -19,6 +19,7 @@ from crm_bridge.demo import load_demo_data
 from ivr.agi.softphone import place_call
 from ivr.app import start_service
 from ivr.settings import load_settings
+from tests.calls.harness import wait_for
 
 TOKEN = "cli-t0ken"
 
@@ -93,7 +94,12 @@ async def test_known_caller_repeats_the_last_order(service):
     assert result.prompts[0] == lines[1].removeprefix("  robot: ")
 
     # the service recorded it: the read API of the same service shows the call and the order
-    calls = (await api(service, "/api/v1/calls"))["calls"]
+    # (the call row is closed just after the server hangs up, so wait for its outcome)
+    async def ended_calls():
+        calls = (await api(service, "/api/v1/calls"))["calls"]
+        return calls if calls and all(c["outcome"] for c in calls) else None
+
+    calls = await wait_for(ended_calls)
     assert [(c["customer_id"], c["order_id"], c["outcome"]) for c in calls] == [("C001", order_id, "order_placed")]
     card = await api(service, "/api/v1/customers/C001")
     assert card["orders"][0]["order_id"] == order_id and card["orders"][0]["invoice"]["total"] == "1400.00"

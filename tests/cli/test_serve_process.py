@@ -80,7 +80,10 @@ def test_serve_call_and_sigterm(tmp_path):
         assert "IVR_REASON=order_placed IVR_RESULT=done -> dialplan: Hangup()" in out
         assert "Traceback" not in caller.stderr
 
-        calls = get_json(web_port, "/api/v1/calls")["calls"]
+        deadline = time.monotonic() + 10  # the call row is closed just after the server hangs up
+        while not (calls := get_json(web_port, "/api/v1/calls")["calls"]) or not calls[0]["outcome"]:
+            assert time.monotonic() < deadline, calls
+            time.sleep(0.05)
         assert [(c["customer_id"], c["outcome"]) for c in calls] == [("C001", "order_placed")]
 
         server.send_signal(signal.SIGTERM)
