@@ -95,6 +95,19 @@ class CallView:
     outcome: str | None
     reason: str | None
     order_id: str | None
+    # Filled by the AMI call tracker (None until known); appended so positional uses keep working.
+    queue: str | None = None
+    queue_entered_at: datetime | None = None
+    wait_seconds: float | None = None
+    answered_at: datetime | None = None
+    talk_seconds: float | None = None
+    operator_interface: str | None = None
+    operator_name: str | None = None
+    hangup_by: str | None = None  # "caller" | "operator" | "system"
+    recording_path: str | None = None
+    recording_seconds: float | None = None
+    recording_bytes: int | None = None
+    transfers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,26 @@ class TimelineEventView:
 class CustomerCard:
     customer: CustomerView
     orders: tuple[OrderView, ...]  # newest first, each with lines and invoice
+
+
+CallbackStatus = Literal["open", "done", "no_answer", "cancelled"]
+
+
+@dataclass(frozen=True)
+class CallbackTaskView:
+    """A customer to call back; at most one task per customer (or number) is open at a time."""
+
+    task_id: int
+    customer_id: str | None  # external customer id
+    number: str | None  # E.164
+    reason: str  # "abandoned_in_queue", several joined by "; " when the customer called again
+    due_at: datetime
+    status: str  # CallbackStatus
+    created_at: datetime
+    updated_at: datetime
+    call_id: str | None  # the call that opened the task
+    attempts: int  # requests folded into this task + unanswered call-backs
+    note: str | None
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,11 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Float,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -201,6 +203,19 @@ class Call(Base):
     reason: Mapped[str | None] = mapped_column(String(200))
     # External order number, not a FK: the call log must never fail on a referential detail.
     order_id: Mapped[str | None] = mapped_column(String(64))
+    # What the AMI call tracker learns after the IVR: queue, operator, hang-up and recording.
+    queue: Mapped[str | None] = mapped_column(String(100))
+    queue_entered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+    operator_interface: Mapped[str | None] = mapped_column(String(200))
+    operator_name: Mapped[str | None] = mapped_column(String(200))
+    hangup_by: Mapped[str | None] = mapped_column(String(16))  # caller | operator | system
+    recording_path: Mapped[str | None] = mapped_column(String(500))
+    recording_seconds: Mapped[float | None] = mapped_column(Float)
+    recording_bytes: Mapped[int | None] = mapped_column(Integer)
+    transfers: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class TimelineEvent(Base):
@@ -217,9 +232,45 @@ class TimelineEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class CallbackTask(Base):
+    """A customer to call back (abandoned in the queue, asked for it…).
+
+    At most ONE open task per customer (or per number when the customer is unknown): the database
+    enforces it with a partial unique index on ``open_key`` (``customer:<id>`` / ``number:<e164>``,
+    NULL once the task is closed), so concurrent abandoned calls can never open two.
+    """
+
+    __tablename__ = "callback_tasks"
+    __table_args__ = (
+        Index(
+            None,
+            "open_key",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index(None, "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # External customer id, not a FK (like timeline_events.customer_id): a task outlives a re-import.
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    number: Mapped[str | None] = mapped_column(String(20))  # E.164
+    reason: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16))  # open | done | no_answer | cancelled
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    call_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    note: Mapped[str | None] = mapped_column(Text)
+    open_key: Mapped[str | None] = mapped_column(String(100))
+
+
 __all__ = [
     "Base",
     "Call",
+    "CallbackTask",
     "Customer",
     "Invoice",
     "Order",

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from crm_bridge import models as m
 from crm_bridge.dto import (
+    CallbackTaskView,
     CallView,
     CustomerView,
     InvoiceView,
@@ -94,6 +95,34 @@ def call_view(call: m.Call, customer_id: str | None) -> CallView:
         outcome=call.outcome,
         reason=call.reason,
         order_id=call.order_id,
+        queue=call.queue,
+        queue_entered_at=call.queue_entered_at,
+        wait_seconds=call.wait_seconds,
+        answered_at=call.answered_at,
+        talk_seconds=call.talk_seconds,
+        operator_interface=call.operator_interface,
+        operator_name=call.operator_name,
+        hangup_by=call.hangup_by,
+        recording_path=call.recording_path,
+        recording_seconds=call.recording_seconds,
+        recording_bytes=call.recording_bytes,
+        transfers=call.transfers,
+    )
+
+
+def callback_task_view(task: m.CallbackTask) -> CallbackTaskView:
+    return CallbackTaskView(
+        task_id=task.id,
+        customer_id=task.customer_id,
+        number=task.number,
+        reason=task.reason,
+        due_at=task.due_at,
+        status=task.status,
+        created_at=task.created_at,
+        updated_at=task.updated_at,
+        call_id=task.call_id,
+        attempts=task.attempts,
+        note=task.note,
     )
 
 
