@@ -13,6 +13,7 @@ from sqlalchemy.orm import aliased
 
 from crm_bridge.models import (
     Call,
+    CallbackTask,
     Customer,
     Invoice,
     Order,
@@ -252,3 +253,32 @@ async def timeline_of_call(session: AsyncSession, call_id: str) -> list[Timeline
     stmt = select(TimelineEvent).where(TimelineEvent.call_id == call_id).order_by(TimelineEvent.id)
     return list((await session.execute(stmt)).scalars())
 
+
+
+# --- callback tasks ----------------------------------------------------------------------------
+
+
+async def open_callback_task_by_key(session: AsyncSession, open_key: str) -> CallbackTask | None:
+    """The open task of ``open_key``, locked for update on PostgreSQL (SQLite holds the write lock)."""
+    stmt = (
+        select(CallbackTask)
+        .where(CallbackTask.open_key == open_key, CallbackTask.status == "open")
+        .with_for_update()
+    )
+    return (await session.execute(stmt)).scalar()
+
+
+async def callback_task_by_id(session: AsyncSession, task_id: int, *, lock: bool = False) -> CallbackTask | None:
+    stmt = select(CallbackTask).where(CallbackTask.id == task_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar()
+
+
+async def callback_tasks_page(
+    session: AsyncSession, status: str | None, limit: int, offset: int
+) -> list[CallbackTask]:
+    stmt = select(CallbackTask).order_by(CallbackTask.due_at, CallbackTask.id).limit(limit).offset(offset)
+    if status is not None:
+        stmt = stmt.where(CallbackTask.status == status)
+    return list((await session.execute(stmt)).scalars())

@@ -6,13 +6,13 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,9 +20,11 @@ from crm_bridge import repositories as repo
 from crm_bridge.db import SQLITE_BEGIN
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
+    CallbackTaskView,
     CallerLookup,
     CallView,
     CustomerCard,
+    CustomerView,
     OrderLineView,
     PlacedOrder,
     ProductView,
@@ -39,11 +41,12 @@ from crm_bridge.errors import (
     UnknownCustomer,
     UnknownProduct,
 )
-from crm_bridge.models import Call, Invoice, Order, OrderLine, Product, as_utc
+from crm_bridge.models import Call, CallbackTask, Invoice, Order, OrderLine, Product, as_utc
 from crm_bridge.money import money, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.views import (
     call_view,
+    callback_task_view,
     customer_view,
     line_view,
     order_view,
@@ -54,6 +57,16 @@ from crm_bridge.views import (
 log = structlog.get_logger(__name__)
 
 ORDER_SOURCES = frozenset({"import", "ivr", "operator"})
+# Outcomes the AMI call tracker refines after the IVR ("abandoned" -> "abandoned_in_ivr" …): the IVR
+# runner's own end-of-call write, when it arrives late, must not undo them.
+REFINED_OUTCOMES = frozenset(
+    {"operator_answered", "abandoned_in_queue", "abandoned_in_ivr", "callback_requested", "queue_timeout"}
+)
+# Columns update_call may set; customer_id is the EXTERNAL id (mapped to the FK like record_call_end).
+CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id"}
+CALLBACK_CLOSE_STATUSES = frozenset({"done", "no_answer", "cancelled"})
+# "No answer" keeps the task open and tries again this much later.
+CALLBACK_RETRY = timedelta(hours=1)
 ORDER_SEQUENCE = "order"
 INVOICE_SEQUENCE = "invoice"
 
@@ -319,6 +332,11 @@ class CrmStore:
         customer_pk = repo.customer_pk_subquery(customer_id)
         # An unknown customer id must not erase the customer the call was started with.
         update = dict(values)
+        # The AMI tracker may already have refined the outcome (the call ended after the AGI did):
+        # keep its outcome and end time then; the runner's reason still says where the IVR stopped.
+        refined = Call.outcome.in_(sorted(REFINED_OUTCOMES))
+        update["outcome"] = case((refined, Call.outcome), else_=outcome)
+        update["ended_at"] = case((refined, Call.ended_at), else_=values["ended_at"])
         if customer_pk is not None:
             update["customer_id"] = func.coalesce(customer_pk, Call.customer_id)
         async with self._unit(write=True) as session:
@@ -328,6 +346,34 @@ class CrmStore:
                     session,
                     {"call_id": call_id, "started_at": values["ended_at"], "customer_id": customer_pk, **values},
                 )
+            await session.commit()
+
+    async def update_call(self, call_id: str, **fields: Any) -> None:
+        """Set some columns of a call, creating the row when we never saw the call begin.
+
+        AMI-only calls (our FastAGI was down, a direct queue call, the tracker started mid-call)
+        get a row whose ``started_at`` is ``fields["started_at"]`` or now; on an existing row
+        ``started_at`` is left alone (the IVR's own start time wins). ``customer_id`` is the
+        external id; an unknown one never erases a known customer. Unknown field names raise
+        ValueError (a typo must not be silently dropped).
+        """
+        unknown = set(fields) - CALL_FIELDS
+        if unknown:
+            raise ValueError(f"unknown call fields: {sorted(unknown)}")
+        values = {k: (as_utc(v) if isinstance(v, datetime) else v) for k, v in fields.items()}
+        started_at = values.pop("started_at", None) or datetime.now(UTC)
+        customer_id = values.pop("customer_id", None)
+        customer_pk = repo.customer_pk_subquery(customer_id)
+        update = dict(values)
+        if customer_pk is not None:
+            update["customer_id"] = func.coalesce(customer_pk, Call.customer_id)
+        async with self._unit(write=True) as session:
+            if not update or not await repo.update_call(session, call_id, update):
+                inserted = await repo.insert_call_if_absent(
+                    session, {"call_id": call_id, "started_at": started_at, "customer_id": customer_pk, **values}
+                )
+                if not inserted and update:  # created concurrently (IVR start): apply ours on top
+                    await repo.update_call(session, call_id, update)
             await session.commit()
 
     async def add_timeline_events(self, events: Sequence[TimelineEventIn]) -> None:
@@ -361,6 +407,112 @@ class CrmStore:
         async with self._unit() as session:
             events = await repo.timeline_of_call(session, call_id)
         return [timeline_view(e) for e in events]
+
+
+    # --- customers by number ----------------------------------------------------------------------
+
+    async def customer_by_number(self, number: str) -> CustomerView | None:
+        """The single owner of ``number`` (raw or E.164); None when nobody or several own it."""
+        normalized = normalize_phone(number)
+        if normalized is None:
+            return None
+        async with self._unit() as session:
+            owners = await repo.customers_by_phone(session, normalized)
+        if len(owners) != 1:
+            return None
+        customer, phones = owners[0]
+        return customer_view(customer, phones)
+
+    # --- callback tasks ------------------------------------------------------------------------
+
+    async def open_callback_task(
+        self,
+        *,
+        customer_id: str | None,
+        number: str | None,
+        reason: str,
+        due_at: datetime,
+        call_id: str | None,
+    ) -> tuple[CallbackTaskView, bool]:
+        """Open a callback task, or fold the request into the one already open for this customer.
+
+        "Who" is the customer, or the number when the customer is unknown. While a task is open
+        for them, a new request returns it with ``created=False``: attempts + 1, the new reason
+        appended when different, the earlier due time kept. The partial unique index on
+        ``open_key`` settles races (a concurrent duplicate gets IntegrityError and folds in).
+        """
+        if customer_id:
+            open_key = f"customer:{customer_id}"
+        elif number:
+            open_key = f"number:{number}"
+        else:
+            raise ValueError("a callback task needs a customer id or a number")
+        due = as_utc(due_at)
+        for _ in range(3):
+            try:
+                async with self._unit(write=True) as session:
+                    now = datetime.now(UTC)
+                    task = await repo.open_callback_task_by_key(session, open_key)
+                    created = task is None
+                    if task is None:
+                        task = CallbackTask(
+                            customer_id=customer_id, number=number, reason=reason, due_at=due, status="open",
+                            created_at=now, updated_at=now, call_id=call_id, attempts=1, open_key=open_key,
+                        )
+                        session.add(task)
+                    else:
+                        task.attempts += 1
+                        if reason not in task.reason.split("; "):
+                            task.reason = f"{task.reason}; {reason}"
+                        task.number = task.number or number
+                        task.due_at = min(task.due_at, due)
+                        task.updated_at = now
+                    await session.flush()
+                    view = callback_task_view(task)
+                    await session.commit()
+            except IntegrityError:
+                continue  # someone opened it between our read and our insert: fold into theirs
+            log.info("callback_task_opened" if created else "callback_task_repeated", task_id=view.task_id,
+                     customer_id=customer_id, number=number, reason=reason, call_id=call_id, attempts=view.attempts)
+            return view, created
+        raise StoreUnavailable("callback task: could not settle a concurrent insert")
+
+    async def list_tasks(
+        self, status: str | None = "open", limit: int = 100, offset: int = 0
+    ) -> list[CallbackTaskView]:
+        """Tasks with ``status`` (None: all), the earliest due first."""
+        async with self._unit() as session:
+            tasks = await repo.callback_tasks_page(session, status, max(0, limit), max(0, offset))
+        return [callback_task_view(t) for t in tasks]
+
+    async def close_task(self, task_id: int, status: str, note: str | None = None) -> CallbackTaskView | None:
+        """Record the result of a call-back; None when the task does not exist.
+
+        ``done`` / ``cancelled`` close the task. ``no_answer`` closes only this attempt: the task
+        stays open, due again in an hour, attempts + 1. A task that is no longer open is returned
+        unchanged (closing twice is harmless). ``note`` is appended to earlier notes.
+        """
+        if status not in CALLBACK_CLOSE_STATUSES:
+            raise ValueError(f"callback status must be one of {sorted(CALLBACK_CLOSE_STATUSES)}, got {status!r}")
+        async with self._unit(write=True) as session:
+            task = await repo.callback_task_by_id(session, task_id, lock=True)
+            if task is None:
+                return None
+            if task.status == "open":
+                now = datetime.now(UTC)
+                if note:
+                    task.note = f"{task.note}\n{note}" if task.note else note
+                if status == "no_answer":
+                    task.attempts += 1
+                    task.due_at = now + CALLBACK_RETRY
+                else:
+                    task.status = status
+                    task.open_key = None
+                task.updated_at = now
+                await session.flush()
+            view = callback_task_view(task)
+            await session.commit()
+        return view
 
 
 def _positive_lines(lines: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
