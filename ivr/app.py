@@ -16,6 +16,7 @@ from crm_bridge.delivery import DeliveryRules
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr.agi.server import FastAgiServer
+from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
@@ -39,6 +40,14 @@ def store_config(settings: Settings) -> StoreConfig:
             cutoff=d.cutoff, days=d.days, holidays=d.holidays, window_start=d.window_start, window_end=d.window_end
         ),
         timezone=d.timezone,
+    )
+
+
+def business_hours(settings: Settings) -> BusinessHours:
+    h = settings.hours
+    return BusinessHours(
+        timezone=h.timezone, open=h.open, close=h.close, days=h.days, holidays=h.holidays,
+        callback_delay_minutes=h.callback_delay_minutes,
     )
 
 
@@ -91,6 +100,8 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
             max_quantity=f.max_quantity,
             menu_timeout=f.menu_timeout,
             quantity_timeout=f.quantity_timeout,
+            open_hour=settings.hours.open.hour,
+            close_hour=settings.hours.close.hour,
         )
     )
     handler = RepeatOrderCall(
@@ -101,6 +112,8 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         normalize=normalize_phone,
         config=CallConfig(
             db_deadline=settings.database.call_deadline,
+            order_deadline=settings.database.order_deadline,
+            hours=business_hours(settings),
             default_language=f.default_language,
             timezone=settings.delivery.timezone,
             window_start=settings.delivery.window_start,

@@ -45,6 +45,8 @@ class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///var/ivr.sqlite3"
     # Deadline of one CRM step (lookup, order) inside a call; past it the caller goes to a human.
     call_deadline: float = 3.0
+    # An order write (the caller pressed 1 and waits for the confirmation) may take longer.
+    order_deadline: float = 6.0
     pool_size: int = 10
 
 

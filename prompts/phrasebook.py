@@ -35,6 +35,11 @@ PROMPT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "technical_problem": (),
     "goodbye": (),
     "order_emptied": (),
+    "after_hours_callback": ("open_hour", "close_hour"),
+    "after_hours_no_number": ("open_hour", "close_hour"),
+    "callback_promised": (),
+    "callback_impossible": (),
+    "queue_callback_offer": (),
 }
 
 LANGUAGES = ("ru", "en")
@@ -178,7 +183,7 @@ class _RussianSpeaker:
                 return _plain(russian.join_list([self.item(line) for line in _order_lines(value, name)]))
             case "item":
                 return _plain(self.item(_line(value, name)))
-            case "max" | "window_start" | "window_end":
+            case "max" | "window_start" | "window_end" | "open_hour" | "close_hour":
                 n = _check(value, int, name)
                 return _Spoken(lambda spec: russian.spell_number(n, "m", spec or "nomn"))
             case "number":
@@ -214,7 +219,7 @@ class _EnglishSpeaker:
             case "max":
                 n = _check(value, int, name)
                 return _plain(english.spell_number(n))
-            case "window_start" | "window_end":
+            case "window_start" | "window_end" | "open_hour" | "close_hour":
                 return _plain(english.hour_phrase(_check(value, int, name)))
             case "number":
                 tokens = [english.transliterate(t) for t in _order_number_tokens(str(value))]

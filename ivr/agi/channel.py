@@ -192,7 +192,13 @@ class AgiChannel:
             why = f"reader crashed: {exc!r}"
             self.log.exception("agi_reader_crashed")
         finally:
-            self._mark_lost(why)
+            if self._closed:
+                # We closed the socket ourselves: that is the end of the session, not the caller
+                # hanging up (the server's hang-up watchdog must not cancel the handler's bookkeeping).
+                self.connection_lost = True
+                self._replies.put_nowait(_EOF)
+            else:
+                self._mark_lost(why)
 
     async def _read_usage(self, first: str) -> AgiReply | AgiError | None:
         lines = [first]

@@ -18,14 +18,16 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from crm_bridge.dto import CallerLookup, OrderLineView, PlacedOrder
+from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, PlacedOrder
 from crm_bridge.errors import CrmError
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
+from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.flows.model import (
     Action,
     Ask,
+    CallbackRecorded,
     CallerLooked,
     Customer,
     Digits,
@@ -36,6 +38,7 @@ from ivr.flows.model import (
     OrderPlaced,
     PlaceOrder,
     PromptRef,
+    RequestCallback,
     StepFailed,
 )
 from ivr.flows.repeat_order import RepeatOrderFlow, State
@@ -56,16 +59,23 @@ class CallStore(Protocol):
 
     async def record_call_end(self, call_id: str, **kwargs) -> None: ...
 
+    async def open_callback_task(
+        self, *, customer_id: str | None, number: str | None, reason: str, due_at: datetime, call_id: str | None
+    ) -> tuple[CallbackTaskView, bool]: ...
+
 
 @dataclass(frozen=True)
 class CallConfig:
     db_deadline: float = 3.0
+    # The caller has pressed 1 and waits for the confirmation: an order write gets longer.
+    order_deadline: float = 6.0
     default_language: str = "ru"
     timezone: str = "Europe/Moscow"
     window_start: int = 9
     window_end: int = 14
     # Slack on top of a prompt's own length before we consider Asterisk gone silent.
     media_slack: float = 30.0
+    hours: BusinessHours = BusinessHours()
 
 
 class RepeatOrderCall:
@@ -104,6 +114,9 @@ class _Call:
         self.language = self.env.options.get("lang") or handler._config.default_language
         self.step = "start"  # where the caller is, for "abandoned at …"
         self.order_id: str | None = None
+        self.callback_task: int | None = None
+        self.start_write: asyncio.Future | None = None
+        self.order_write: asyncio.Future | None = None
         self.events: CallEvents = handler._notifier.open(self.env.uniqueid or "unknown")
         self.log = log.bind(uniqueid=self.env.uniqueid, script=self.env.script)
 
@@ -114,7 +127,7 @@ class _Call:
         try:
             outcome, reason = await self._run_until_hangup()
         except AgiHangup:
-            if self.order_id:  # hung up during the goodbye: the order stands
+            if self.order_id or await self._order_in_flight():  # the caller pressed 1, then hung up
                 outcome, reason = "order_placed", "hangup_after_order"
             else:
                 outcome, reason = "abandoned", f"hangup_at_{self.step}"
@@ -150,9 +163,16 @@ class _Call:
         self.events.call_id = call_id
         self.log = self.log.bind(call_id=call_id)
         raw = self.env.caller_id
-        await self._record_start(call_id, raw)
+        # The call row is written beside the conversation, not before it: the caller hears the
+        # greeting one database round trip sooner.
+        self.h._notifier.emit(self.events, "call.started", caller=raw, channel=self.env.channel,
+                              script=self.env.script, language=self.language)
+        self.start_write = asyncio.ensure_future(self._record_start(call_id, raw))
         flow = self.h._flow
-        state, action = flow.start()
+        operators_open = self.h._config.hours.is_open(self.h._clock())
+        if not operators_open:
+            self.h._notifier.emit(self.events, "call.after_hours")
+        state, action = flow.start(operators_open=operators_open)
         while not isinstance(action, Finish):
             event = await self._perform(state, action)
             state, action = flow.step(state, event)
@@ -180,6 +200,9 @@ class _Call:
         if isinstance(action, PlaceOrder):
             self.step = "order"
             return await self._place(action)
+        if isinstance(action, RequestCallback):
+            self.step = "callback"
+            return await self._request_callback(action)
         raise TypeError(f"unknown action {action!r}")
 
     async def _lookup(self) -> Event:
@@ -224,11 +247,12 @@ class _Call:
         return Digits(got.digits, got.timed_out)
 
     async def _place(self, action: PlaceOrder) -> Event:
-        store = self.h._store
-        # Shielded: once sent, the order either commits or not, even if the caller hangs up or the
-        # deadline passes; the idempotency key makes any retry for this call return the same order.
-        write = asyncio.ensure_future(
-            store.place_order(
+        # Shielded from the caller's hang-up: once they pressed 1 the order goes through (run()
+        # waits for it). Not shielded from the deadline: past it the write is cancelled and rolled
+        # back, so a caller told "technical problem" never gets an order behind the operator's back.
+        # The idempotency key (the call's linkedid) makes any retry return the same order.
+        self.order_write = write = asyncio.ensure_future(
+            self.h._store.place_order(
                 idempotency_key=f"ivr:{self.events.call_id}",
                 customer_id=action.customer_id,
                 lines=action.lines,
@@ -237,10 +261,11 @@ class _Call:
             )
         )
         try:
-            placed = await asyncio.wait_for(asyncio.shield(write), self.h._config.db_deadline)
+            placed = await asyncio.wait_for(asyncio.shield(write), self.h._config.order_deadline)
         except TimeoutError:
-            write.add_done_callback(self._late_order)
-            return self._failed("database_timeout", "order")
+            placed = await self._cancel_order(write)
+            if placed is None:
+                return self._failed("database_timeout", "order")
         except CrmError as exc:
             self.log.warning("order_rejected", error=repr(exc))
             return self._failed("order_rejected", "order")
@@ -266,11 +291,59 @@ class _Call:
             window_end=cfg.window_end,
         )
 
-    def _late_order(self, write: asyncio.Future) -> None:
-        if write.cancelled() or write.exception() is not None:
-            self.log.warning("late_order_not_placed", error=repr(write.exception()) if not write.cancelled() else None)
-            return
-        self.log.warning("late_order_placed_after_deadline", order_id=write.result().order.order_id)
+    async def _request_callback(self, action: RequestCallback) -> Event:
+        number = self.h._normalize(self.env.caller_id)
+        if number is None and action.customer_id is None:
+            return CallbackRecorded(created=False)  # nobody to call back
+        due = self.h._config.hours.callback_due(self.h._clock())
+        try:
+            task, created = await asyncio.wait_for(
+                self.h._store.open_callback_task(
+                    customer_id=action.customer_id, number=number, reason=action.reason, due_at=due,
+                    call_id=self.events.call_id,
+                ),
+                self.h._config.db_deadline,
+            )
+        except TimeoutError:
+            return self._failed("database_timeout", "callback")
+        except Exception as exc:
+            self.log.error("callback_failed", error=repr(exc))
+            return self._failed("database_error", "callback")
+        self.callback_task = task.task_id
+        self.h._notifier.emit(
+            self.events, "callback.created", task_id=task.task_id, reason=action.reason,
+            due_at=task.due_at.isoformat(), reused=not created,
+        )
+        return CallbackRecorded(created=True)
+
+    async def _cancel_order(self, write: asyncio.Future) -> PlacedOrder | None:
+        """Past the deadline: cancel the write; if it committed in the meantime, keep its result."""
+        write.cancel()
+        try:
+            return await write
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # we are being cancelled ourselves
+                raise
+            self.log.warning("order_cancelled_at_deadline", deadline=self.h._config.order_deadline)
+            return None
+        except Exception as exc:
+            self.log.error("order_failed", error=repr(exc))
+            return None
+
+    async def _order_in_flight(self) -> bool:
+        """After a hang-up: wait for an order write that was under way; True if it was placed."""
+        write = self.order_write
+        if write is None or write.cancelled():
+            return False
+        try:
+            placed = await asyncio.wait_for(asyncio.shield(write), self.h._config.order_deadline)
+        except Exception:
+            write.cancel()
+            return False
+        self.order_id = placed.order.order_id
+        self.h._notifier.emit(self.events, "order.created", order_id=self.order_id, invoice=placed.invoice.number,
+                              total=str(placed.invoice.total), replayed=not placed.created, after_hangup=True)
+        return True
 
     def _failed(self, reason: str, step: str) -> StepFailed:
         self.h._notifier.emit(self.events, "step.failed", step=step, reason=reason)
@@ -287,7 +360,12 @@ class _Call:
             self.h._notifier.emit(self.events, "call.escalated", reason=finish.reason)
         await self._say(finish.prompts)
         await self._hand_over(finish.result, finish.reason, finish.customer_id, finish.order_id)
-        outcome = "order_placed" if finish.result == "done" else finish.result
+        if finish.order_id:
+            outcome = "order_placed"
+        elif finish.result == "done":  # outside business hours, no order: a callback or the hours
+            outcome = "callback_requested" if self.callback_task else "after_hours"
+        else:
+            outcome = finish.result
         return outcome, finish.reason
 
     async def _say(self, prompts: tuple[PromptRef, ...]) -> None:
@@ -324,8 +402,6 @@ class _Call:
             self.log.error("handover_failed", error=repr(exc))
 
     async def _record_start(self, call_id: str, raw: str | None) -> None:
-        self.h._notifier.emit(self.events, "call.started", caller=raw, channel=self.env.channel,
-                              script=self.env.script, language=self.language)
         try:
             await asyncio.wait_for(
                 self.h._store.record_call_start(
@@ -338,6 +414,9 @@ class _Call:
             self.log.error("call_start_not_recorded", error=repr(exc))
 
     async def _record_end(self, outcome: str, reason: str) -> None:
+        if self.start_write is not None:  # the row must exist before its end is written
+            with contextlib.suppress(Exception):
+                await self.start_write
         self.h._notifier.emit(self.events, "call.ended", outcome=outcome, reason=reason, step=self.step)
         # The timeline first: a call row with an outcome means its whole story is readable.
         await self.h._notifier.flush(self.events)

@@ -74,6 +74,14 @@ class PlaceOrder:
     lines: tuple[tuple[str, int], ...]  # (sku, quantity)
 
 
+@dataclass(frozen=True)
+class RequestCallback:
+    """Operators are off duty: leave a callback task for the caller (customer or number)."""
+
+    customer_id: str | None
+    reason: str
+
+
 Result = Literal["done", "operator", "error"]
 
 
@@ -88,7 +96,7 @@ class Finish:
     order_id: str | None = None
 
 
-Action = LookupCaller | Ask | PlaceOrder | Finish
+Action = LookupCaller | Ask | PlaceOrder | RequestCallback | Finish
 
 
 # --- events: what the runner tells the flow back ----------------------------------------------------
@@ -126,4 +134,11 @@ class StepFailed:
     reason: str
 
 
-Event = CallerLooked | Digits | OrderPlaced | StepFailed
+@dataclass(frozen=True)
+class CallbackRecorded:
+    """The outcome of RequestCallback: False when there is nobody to call back (withheld number)."""
+
+    created: bool
+
+
+Event = CallerLooked | Digits | OrderPlaced | CallbackRecorded | StepFailed

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ivr.flows.model import (
     Action,
     Ask,
+    CallbackRecorded,
     CallerLooked,
     Customer,
     Digits,
@@ -28,6 +29,7 @@ from ivr.flows.model import (
     OrderPlaced,
     PlaceOrder,
     PromptRef,
+    RequestCallback,
     Result,
     StepFailed,
 )
@@ -39,6 +41,9 @@ class FlowConfig:
     max_quantity: int = 50
     menu_timeout: float = 6.0
     quantity_timeout: float = 8.0
+    # Operators' hours, read to callers who need a human when nobody is there.
+    open_hour: int = 9
+    close_hour: int = 20
 
 
 class Stage(enum.Enum):
@@ -47,6 +52,7 @@ class Stage(enum.Enum):
     EDIT = "edit"
     CONFIRM = "confirm"
     PLACING = "placing"
+    CALLBACK = "callback"
     DONE = "done"
 
 
@@ -58,6 +64,8 @@ class State:
     draft: tuple[Item, ...] = ()  # the order being built by "change quantity"
     edit_index: int = 0
     failures: int = 0  # failed inputs in a row at the current question
+    operators_open: bool = True  # inside business hours: a human can take over
+    handover_reason: str = ""  # why the caller needs a human (kept while a callback is recorded)
 
     @property
     def customer_id(self) -> str | None:
@@ -79,18 +87,21 @@ class RepeatOrderFlow:
     def __init__(self, config: FlowConfig | None = None) -> None:
         self.config = config or FlowConfig()
 
-    def start(self) -> tuple[State, Action]:
-        return State(), LookupCaller()
+    def start(self, *, operators_open: bool = True) -> tuple[State, Action]:
+        return State(operators_open=operators_open), LookupCaller()
 
     def step(self, state: State, event: Event) -> tuple[State, Action]:
         if isinstance(event, StepFailed):
-            return self._finish(state, "operator", event.reason, _TECHNICAL)
+            if state.stage is Stage.CALLBACK:  # even the callback could not be saved: say the hours
+                return self._after_hours(state, recorded=False)
+            return self._to_operator(state, event.reason, _TECHNICAL)
         handler = {
             Stage.LOOKUP: self._on_lookup,
             Stage.MENU: self._on_menu,
             Stage.EDIT: self._on_quantity,
             Stage.CONFIRM: self._on_confirm,
             Stage.PLACING: self._on_placed,
+            Stage.CALLBACK: self._on_callback,
         }.get(state.stage)
         if handler is None:
             raise FlowError(f"no event expected in stage {state.stage.value}")
@@ -104,9 +115,9 @@ class RepeatOrderFlow:
         state = dataclasses.replace(state, customer=event.customer, last_order=event.last_order)
         if event.status != "found" or event.customer is None:
             reason = _LOOKUP_REASONS.get(event.status, "unknown_number")
-            return self._finish(state, "operator", reason, _TO_OPERATOR)
+            return self._to_operator(state, reason, _TO_OPERATOR)
         if not event.last_order:
-            return self._finish(state, "operator", "no_previous_order", _TO_OPERATOR)
+            return self._to_operator(state, "no_previous_order", _TO_OPERATOR)
         state = dataclasses.replace(state, stage=Stage.MENU)
         greeting = PromptRef("greeting_menu", {"customer": event.customer, "order": event.last_order})
         return state, self._menu_question((greeting,))
@@ -121,7 +132,7 @@ class RepeatOrderFlow:
             )
             return editing, self._quantity_question(editing, ())
         if digits.digits == "0":
-            return self._finish(state, "operator", "caller_request", _TO_OPERATOR)
+            return self._to_operator(state, "caller_request", _TO_OPERATOR)
         return self._retry(state, digits, lambda lead: self._menu_question((*lead, PromptRef("menu"))))
 
     def _on_quantity(self, state: State, event: Event) -> tuple[State, Action]:
@@ -149,7 +160,7 @@ class RepeatOrderFlow:
             return state, self._quantity_question(state, ())
         kept = tuple(line for line in draft if line.quantity > 0)
         if not kept:
-            return self._finish(state, "operator", "order_emptied", (PromptRef("order_emptied"),))
+            return self._to_operator(state, "order_emptied", (PromptRef("order_emptied"),))
         state = dataclasses.replace(state, stage=Stage.CONFIRM, draft=kept)
         return state, self._confirm_question(state, ())
 
@@ -158,7 +169,7 @@ class RepeatOrderFlow:
         if digits.digits == "1":
             return self._place(state, state.draft)
         if digits.digits == "0":
-            return self._finish(state, "operator", "caller_request", _TO_OPERATOR)
+            return self._to_operator(state, "caller_request", _TO_OPERATOR)
         return self._retry(state, digits, lambda lead: self._confirm_question(state, lead))
 
     def _on_placed(self, state: State, event: Event) -> tuple[State, Action]:
@@ -178,6 +189,18 @@ class RepeatOrderFlow:
         state = dataclasses.replace(state, stage=Stage.DONE)
         finish = Finish("done", "order_placed", state.customer_id, (readback,), order_id=event.order_id)
         return state, finish
+
+    def _on_callback(self, state: State, event: Event) -> tuple[State, Action]:
+        if not isinstance(event, CallbackRecorded):
+            raise FlowError(f"callback expects CallbackRecorded, got {type(event).__name__}")
+        return self._after_hours(state, recorded=event.created)
+
+    def _after_hours(self, state: State, *, recorded: bool) -> tuple[State, Action]:
+        hours = {"open_hour": self.config.open_hour, "close_hour": self.config.close_hour}
+        prompt = PromptRef("after_hours_callback" if recorded else "after_hours_no_number", hours)
+        reason = f"after_hours:{state.handover_reason}"
+        # "done": nobody is in the queue now, so the dialplan says goodbye instead of queueing.
+        return self._finish(state, "done", reason, (prompt,))
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -199,7 +222,7 @@ class RepeatOrderFlow:
         failures = state.failures + 1
         if failures >= self.config.max_attempts:
             reason = "no_input" if no_input else "invalid_input"
-            return self._finish(state, "operator", reason, _TO_OPERATOR)
+            return self._to_operator(state, reason, _TO_OPERATOR)
         state = dataclasses.replace(state, failures=failures)
         if lead is None:
             lead = (PromptRef("no_input" if no_input else "invalid_input"),)
@@ -210,6 +233,13 @@ class RepeatOrderFlow:
         state = dataclasses.replace(state, stage=Stage.PLACING, failures=0)
         lines = tuple((item.sku, item.quantity) for item in items if item.quantity > 0)
         return state, PlaceOrder(state.customer.customer_id, lines)
+
+    def _to_operator(self, state: State, reason: str, prompts: tuple[PromptRef, ...]) -> tuple[State, Action]:
+        """Hand the caller to a human, or outside business hours promise a callback instead."""
+        if state.operators_open:
+            return self._finish(state, "operator", reason, prompts)
+        waiting = dataclasses.replace(state, stage=Stage.CALLBACK, handover_reason=reason)
+        return waiting, RequestCallback(state.customer_id, reason)
 
     def _finish(
         self, state: State, result: Result, reason: str, prompts: tuple[PromptRef, ...]

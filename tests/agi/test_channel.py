@@ -317,3 +317,16 @@ async def test_close_is_idempotent_and_prompt(serve):
     rec, fake = await run_call(serve, body)
     assert rec.results == [True]
     assert fake.open_duration is not None and fake.open_duration < 1.0
+
+
+async def test_our_own_close_is_not_a_caller_hangup(serve):
+    """Bookkeeping after we close must not be cut short by the server's hang-up watchdog."""
+
+    async def body(ch: AgiChannel):
+        await ch.answer()
+        await ch.close()
+        await asyncio.sleep(0.05)  # let the reader task finish
+        return (ch.hung_up, ch.hangup_event.is_set(), ch.connection_lost)
+
+    rec, _fake = await run_call(serve, body)
+    assert rec.results == [(False, False, True)]

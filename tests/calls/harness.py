@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
 from ivr.agi.server import FastAgiServer
+from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
@@ -25,6 +26,8 @@ from ivr.speech.tts import EspeakEngine
 from tests.fakeasterisk import FakeAsterisk
 
 VOICES = {"ru": "ru", "en": "en-us"}
+# Operators on duty around the clock, so that tests do not depend on when they run.
+ALWAYS_OPEN = BusinessHours(open=time(0, 0), close=time(23, 59, 59, 999999), days=(1, 2, 3, 4, 5, 6, 7))
 
 
 @dataclass
@@ -55,6 +58,7 @@ async def start_harness(
     db_deadline: float = 3.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     hangup_grace: float = 5.0,
+    hours: BusinessHours = ALWAYS_OPEN,
 ) -> CallHarness:
     cache = PromptCache(prompts_dir, engine or EspeakEngine(), VOICES)
     notifier = CallNotifier(store)
@@ -63,7 +67,7 @@ async def start_harness(
         store=store,
         speaker=Speaker(cache),
         notifier=notifier,
-        config=CallConfig(db_deadline=db_deadline),
+        config=CallConfig(db_deadline=db_deadline, order_deadline=db_deadline, hours=hours),
         normalize=normalize_phone,
         clock=clock,
     )

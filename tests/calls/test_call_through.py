@@ -297,3 +297,48 @@ async def test_live_listeners_get_every_event_in_order(calls):
     kinds = [e.kind for e in calls.live_events if e.call_id == linkedid]
     assert kinds[0] == "call.started" and kinds[-1] == "call.ended"
     assert "order.created" in kinds
+
+
+class SlowOrders:
+    """The real store, but order writes wait first (a database under load)."""
+
+    def __init__(self, inner, delay: float):
+        self.inner, self.delay = inner, delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def place_order(self, **kwargs):
+        await asyncio.sleep(self.delay)
+        return await self.inner.place_order(**kwargs)
+
+
+async def test_order_past_its_deadline_is_rolled_back_not_left_behind_the_operator(store, prompts_dir):
+    await load_demo_data(store.sessions)
+    harness = await start_harness(SlowOrders(store, 1.0), prompts_dir, db_deadline=0.3)
+    try:
+        fake = await harness.call("+79161234567", ["1"], timeout=10)
+        assert fake.variables["IVR_RESULT"] == "operator"
+        assert fake.variables["IVR_REASON"] == "database_timeout"
+        await asyncio.sleep(1.2)  # long enough for a write that was not cancelled to land
+        assert await count(store, Invoice) == 0
+    finally:
+        await harness.server.stop(1.0)
+
+
+async def test_caller_who_hangs_up_right_after_pressing_1_still_gets_the_order(store, prompts_dir):
+    await load_demo_data(store.sessions)
+    harness = await start_harness(SlowOrders(store, 0.5), prompts_dir, db_deadline=3.0)
+    try:
+        fake = FakeAsterisk(inputs=["1"], check_files=True)
+        await fake.connect("127.0.0.1", harness.server.port)
+        await fake.wait_for_command("GET DATA")
+        await asyncio.sleep(0.1)  # the key was sent; the order write is under way
+        await fake.hangup()
+        assert await fake.wait_closed(2.0)
+        call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
+        assert (call.outcome, call.reason) == ("order_placed", "hangup_after_order")
+        assert call.order_id
+        assert await count(store, Invoice) == 1
+    finally:
+        await harness.server.stop(1.0)

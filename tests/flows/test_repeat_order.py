@@ -9,6 +9,7 @@ import pytest
 
 from ivr.flows.model import (
     Ask,
+    CallbackRecorded,
     CallerLooked,
     Customer,
     Digits,
@@ -17,6 +18,7 @@ from ivr.flows.model import (
     LookupCaller,
     OrderPlaced,
     PlaceOrder,
+    RequestCallback,
     StepFailed,
 )
 from ivr.flows.repeat_order import FlowConfig, FlowError, RepeatOrderFlow, Stage, State
@@ -175,3 +177,53 @@ def test_flow_is_deterministic_and_does_not_mutate_state():
     s2, a2 = flow.step(state, FOUND)
     assert (s1, a1) == (s2, a2)
     assert state == State()
+
+
+# --- outside business hours -------------------------------------------------------------------------
+
+
+def drive_closed(events):
+    flow = RepeatOrderFlow(FlowConfig(open_hour=9, close_hour=20))
+    state, action = flow.start(operators_open=False)
+    actions = [action]
+    for event in events:
+        state, action = flow.step(state, event)
+        actions.append(action)
+    return actions
+
+
+@pytest.mark.parametrize(
+    ("events", "reason", "customer"),
+    [
+        ([FOUND, key("0")], "caller_request", "C-1"),
+        ([CallerLooked("unknown")], "unknown_number", None),
+        ([FOUND, SILENCE, SILENCE], "no_input", "C-1"),
+        ([FOUND, key("1"), StepFailed("database_timeout")], "database_timeout", "C-1"),
+    ],
+)
+def test_after_hours_a_request_for_a_human_becomes_a_callback(events, reason, customer):
+    actions = drive_closed([*events, CallbackRecorded(created=True)])
+    request = actions[-2]
+    assert isinstance(request, RequestCallback)
+    assert (request.customer_id, request.reason) == (customer, reason)
+    final = actions[-1]
+    assert (final.result, final.reason) == ("done", f"after_hours:{reason}")
+    (said,) = final.prompts
+    assert said.prompt_id == "after_hours_callback"
+    assert said.params == {"open_hour": 9, "close_hour": 20}
+
+
+def test_after_hours_withheld_number_is_told_the_hours_without_a_promise():
+    actions = drive_closed([CallerLooked("invalid"), CallbackRecorded(created=False)])
+    assert actions[-1].prompts[0].prompt_id == "after_hours_no_number"
+    assert actions[-1].result == "done"
+
+
+def test_after_hours_callback_that_cannot_be_saved_still_ends_politely():
+    actions = drive_closed([CallerLooked("unknown"), StepFailed("database_error")])
+    assert actions[-1].prompts[0].prompt_id == "after_hours_no_number"
+
+
+def test_after_hours_repeat_orders_still_work():
+    actions = drive_closed([FOUND, key("1"), PLACED])
+    assert (actions[-1].result, actions[-1].reason) == ("done", "order_placed")

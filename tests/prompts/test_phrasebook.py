@@ -50,6 +50,8 @@ SAMPLE_PARAMS = {
     "today": TODAY,
     "window_start": 9,
     "window_end": 14,
+    "open_hour": 9,
+    "close_hour": 20,
 }
 
 MENU_RU = (
@@ -229,6 +231,7 @@ def test_static_prompt_ids_take_no_params():
     ids = static_prompt_ids()
     assert set(ids) == {
         "menu", "no_input", "invalid_input", "to_operator", "technical_problem", "goodbye", "order_emptied",
+        "callback_promised", "callback_impossible", "queue_callback_offer",
     }
     for language in ("ru", "en"):
         for prompt_id in ids:
@@ -250,3 +253,10 @@ def test_prompts_never_import_ivr():
         "assert not any(m.split('.')[0] == 'ivr' for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_after_hours_prompts_say_the_hours_in_words():
+    ru = Phrasebook.load("ru").render("after_hours_callback", open_hour=9, close_hour=20)
+    assert "с девяти до двадцати часов" in ru and "перезвоним" in ru
+    en = Phrasebook.load("en").render("after_hours_no_number", open_hour=9, close_hour=20)
+    assert "from nine in the morning to eight in the evening" in en
