@@ -58,6 +58,10 @@ def test_serve_call_and_sigterm(tmp_path):
             "IVR_AGI__PORT": str(agi_port),
             "IVR_WEB__PORT": str(web_port),
             "IVR_WEB__API_TOKEN": TOKEN,
+            "IVR_HOURS__OPEN": "00:00",  # operators always on duty: independent of the hour of the run
+            "IVR_HOURS__CLOSE": "23:59:59.999999",
+            "IVR_HOURS__DAYS": "1,2,3,4,5,6,7",
+            "IVR_HOURS__HOLIDAYS": "",
             "IVR_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3",
             "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
         }
