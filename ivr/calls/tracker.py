@@ -1,0 +1,660 @@
+"""Follows every call through AMI events: queue wait, operator, hang-up, recording, callback.
+
+The AMI client calls ``handle(message)`` for every event, in order. Each message goes through the
+pure table in ``ivr.ami.events`` and is applied to a small in-memory state per call (Linkedid):
+channels alive, queue, operator, the IVR's variables, the recording path. Facts go to three places:
+
+- the timeline (``CallNotifier``: log + timeline table + live listeners, e.g. the operator's
+  screen pop on ``operator.ringing`` / ``operator.answered``),
+- the call row (``store.update_call``; the row is created for calls the IVR never saw),
+- callback tasks, for callers who gave up in the queue (or asked for a call-back).
+
+A call ends when the last of its channels hangs up (the Cdr may come after; it is mapped back to
+its call). Finished calls leave memory; a call silent for ``idle_hours`` is evicted. After an AMI
+reconnect, ``resync`` reconciles with the channels Asterisk still has (CoreShowChannels).
+
+Nothing here raises into the AMI loop: malformed or unknown events are logged and skipped, store
+failures are logged and the tracking goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
+from crm_bridge.phones import normalize_phone
+from ivr.ami.events import CallEvent, Rejected, translate
+from ivr.calls.notifier import CallEvents, CallNotifier
+from ivr.calls.recordings import RecordingInfo, RecordingLocator
+
+log = structlog.get_logger("ivr.calls.tracker")
+
+# Outcomes that ask for a callback task (reason = the outcome).
+CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout", "callback_requested"})
+# How many finished calls we remember (late Cdr events, stray hang-ups of a finished call).
+FINISHED_MEMORY = 10_000
+
+
+class TrackerStore(Protocol):
+    async def update_call(self, call_id: str, **fields: Any) -> None: ...
+
+    async def get_call(self, call_id: str) -> CallView | None: ...
+
+    async def customer_by_number(self, number: str) -> CustomerView | None: ...
+
+    async def open_callback_task(
+        self, *, customer_id: str | None, number: str | None, reason: str, due_at: datetime, call_id: str | None
+    ) -> tuple[CallbackTaskView, bool]: ...
+
+
+class HoursLike(Protocol):
+    timezone: str
+    open: time
+    close: time
+    days: tuple[int, ...]
+    holidays: tuple[date, ...]
+    callback_delay_minutes: int
+
+
+def is_open(at: datetime, hours: HoursLike) -> bool:
+    local = at.astimezone(ZoneInfo(hours.timezone))
+    return (
+        local.isoweekday() in hours.days
+        and local.date() not in hours.holidays
+        and hours.open <= local.time().replace(tzinfo=None) < hours.close
+    )
+
+
+def callback_due_at(now: datetime, hours: HoursLike) -> datetime:
+    """Now inside business hours; otherwise the next opening plus the configured delay (UTC)."""
+    if is_open(now, hours):
+        return now.astimezone(UTC)
+    tz = ZoneInfo(hours.timezone)
+    local = now.astimezone(tz)
+    delay = timedelta(minutes=hours.callback_delay_minutes)
+    for ahead in range(0, 400):  # a year of holidays at most
+        day = local.date() + timedelta(days=ahead)
+        if day.isoweekday() not in hours.days or day in hours.holidays:
+            continue
+        opening = datetime.combine(day, hours.open, tzinfo=tz)
+        if opening > local:
+            return (opening + delay).astimezone(UTC)
+    return (now + delay).astimezone(UTC)  # no working day configured: best effort
+
+
+@dataclass
+class _Operator:
+    state: str = "free"  # ringing | talking | free
+    call_id: str | None = None
+    name: str | None = None
+    since: datetime | None = None
+
+
+@dataclass
+class _Call:
+    call_id: str
+    events: CallEvents
+    since: datetime
+    last_seen: datetime
+    channels: dict[str, str | None] = field(default_factory=dict)  # uniqueid -> channel name
+    gone: set[str] = field(default_factory=set)  # uniqueids that hung up
+    caller: str | None = None
+    first_channel: str | None = None
+    relevant: bool = False  # touched our IVR, a queue or a recording: worth a call row
+    row_checked: bool = False
+    row_outcome: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    queue: str | None = None
+    queue_entered_at: datetime | None = None
+    in_queue: bool = False
+    queue_abandoned: bool = False
+    queue_left_unanswered: bool = False
+    wait_seconds: float | None = None
+    ringing: set[str] = field(default_factory=set)
+    answered_at: datetime | None = None
+    operator_interface: str | None = None
+    operator_name: str | None = None
+    talk_seconds: float | None = None
+    hangup_by: str | None = None
+    transfers: int = 0
+    recording: str | None = None  # as Asterisk reported it
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.events.customer_id
+
+    @property
+    def state(self) -> str:
+        if self.answered_at is not None:
+            return "operator"
+        if self.in_queue:
+            return "queue"
+        return "ivr"
+
+
+class CallTracker:
+    def __init__(
+        self,
+        store: TrackerStore,
+        notifier: CallNotifier,
+        *,
+        recordings: RecordingLocator,
+        operator_names: Mapping[str, str],
+        hours: HoursLike,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        logger: Any = None,
+        db_deadline: float = 5.0,
+        idle_hours: float = 6.0,
+        recording_retry_delay: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._recordings = recordings
+        self._names = dict(operator_names)
+        self._hours = hours
+        self._clock = clock
+        self._log = logger or log
+        self._db_deadline = db_deadline
+        self._idle = timedelta(hours=idle_hours)
+        self._retry_delay = recording_retry_delay
+        self._calls: dict[str, _Call] = {}
+        self._finished: OrderedDict[str, CallEvents | None] = OrderedDict()  # call_id -> events if ours
+        self._uniqueids: OrderedDict[str, str] = OrderedDict()  # uniqueid -> call_id (for Cdr)
+        self._operators: dict[str, _Operator] = {i: _Operator(name=n) for i, n in self._names.items()}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_sweep: datetime | None = None
+
+    # --- the AMI side ----------------------------------------------------------------------------
+
+    async def handle(self, message: Mapping[str, str]) -> None:
+        """Translate one AMI message and apply it; never raises."""
+        try:
+            event = translate(message)
+            if event is None:
+                return
+            if isinstance(event, Rejected):
+                self._log.warning("ami_event_rejected", ami_event=event.event, reason=event.reason)
+                return
+            await self._apply(event)
+            self._sweep_idle()
+        except Exception:
+            self._log.exception("ami_event_failed", ami_event=_event_name(message))
+
+    async def resync(self, items: list[dict[str, str]]) -> None:
+        """Reconcile with CoreShowChannel items after a reconnect (events were lost meanwhile)."""
+        try:
+            await self._resync(items)
+        except Exception:
+            self._log.exception("resync_failed")
+
+    async def drain(self) -> None:
+        """Wait for the background work (late recordings); for tests and shutdown."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- views for the console -------------------------------------------------------------------
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """Calls in progress for the wallboard (JSON-ready: times are ISO strings)."""
+        out = []
+        for call in sorted(self._calls.values(), key=lambda c: c.since):
+            if not call.relevant:
+                continue
+            since = {"operator": call.answered_at, "queue": call.queue_entered_at}.get(call.state) or call.since
+            out.append(
+                {
+                    "call_id": call.call_id,
+                    "state": call.state,
+                    "since": since.isoformat(),
+                    "queue": call.queue,
+                    "operator": call.operator_interface,
+                    "operator_name": call.operator_name,
+                    "customer_id": call.customer_id,
+                    "caller": call.caller,
+                }
+            )
+        return out
+
+    def operator_state(self) -> dict[str, dict[str, Any]]:
+        """Per queue-member interface: ringing | talking | free, with the current call."""
+        return {
+            interface: {
+                "state": op.state,
+                "call_id": op.call_id,
+                "name": op.name,
+                "since": op.since.isoformat() if op.since else None,
+            }
+            for interface, op in sorted(self._operators.items())
+        }
+
+    # --- applying events -------------------------------------------------------------------------
+
+    async def _apply(self, event: CallEvent) -> None:
+        if event.kind == "cdr":
+            await self._cdr(event)
+            return
+        if event.call_id in self._finished:
+            return  # a stray event of a call we already closed (e.g. the last Local half hanging up)
+        at = event.at or self._clock()
+        call = self._call(event.call_id, at)
+        call.last_seen = at
+        data = event.data
+        self._note_channel(call, data)
+        handler = getattr(self, "_on_" + event.kind.replace(".", "_"))
+        await handler(call, data, at)
+
+    def _call(self, call_id: str, at: datetime) -> _Call:
+        call = self._calls.get(call_id)
+        if call is None:
+            call = _Call(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
+            self._calls[call_id] = call
+        return call
+
+    def _note_channel(self, call: _Call, data: dict[str, Any]) -> None:
+        """Every event names a live channel: also how calls first seen mid-call learn theirs."""
+        uniqueid = data.get("uniqueid")
+        if uniqueid and uniqueid not in call.gone:
+            call.channels.setdefault(uniqueid, data.get("channel"))
+            self._remember_uniqueid(uniqueid, call.call_id)
+            if call.first_channel is None:
+                call.first_channel = data.get("channel")
+        dest = data.get("dest_uniqueid")
+        if dest and dest not in call.gone:
+            call.channels.setdefault(dest, data.get("dest_channel"))
+            self._remember_uniqueid(dest, call.call_id)
+        caller = data.get("caller")
+        # The caller's number: from the call's own first channel or the channel waiting in the queue.
+        if caller and call.caller is None and (uniqueid == call.call_id or data.get("queue")):
+            call.caller = caller
+
+    def _remember_uniqueid(self, uniqueid: str, call_id: str) -> None:
+        self._uniqueids[uniqueid] = call_id
+        self._uniqueids.move_to_end(uniqueid)
+        while len(self._uniqueids) > FINISHED_MEMORY * 4:
+            self._uniqueids.popitem(last=False)
+
+    async def _on_channel_created(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        if data.get("context") == "ivr-inbound":
+            call.relevant = True
+
+    async def _on_channel_hungup(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        uniqueid = data["uniqueid"]
+        call.channels.pop(uniqueid, None)
+        call.gone.add(uniqueid)
+        if not call.channels:
+            await self._finalize(call, at, cause=data.get("cause_txt"))
+
+    async def _on_queue_joined(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.relevant = True
+        call.queue = data["queue"]
+        call.queue_entered_at = at
+        call.in_queue = True
+        call.queue_abandoned = call.queue_left_unanswered = False
+        await self._ensure_row(call)
+        self._notifier.emit(call.events, "queue.entered", queue=call.queue, position=data.get("position"),
+                            count=data.get("count"))
+        await self._update(call, queue=call.queue, queue_entered_at=at)
+        await self._flush(call)
+
+    async def _on_queue_left(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        # Sent before AgentConnect when answered, after QueueCallerAbandon when not: decide later.
+        call.in_queue = False
+        if call.answered_at is None and not call.queue_abandoned:
+            call.queue_left_unanswered = True
+
+    async def _on_queue_abandoned(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.relevant = True
+        call.queue = call.queue or data["queue"]
+        call.in_queue = False
+        call.queue_abandoned = True
+        call.wait_seconds = data["hold_time"]
+        await self._ensure_row(call)
+        self._notifier.emit(call.events, "queue.abandoned", queue=call.queue, wait_seconds=call.wait_seconds,
+                            position=data.get("position"), original_position=data.get("original_position"))
+        await self._update(call, queue=call.queue, wait_seconds=call.wait_seconds)
+
+    async def _on_operator_ringing(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.relevant = True
+        await self._ensure_row(call)
+        interface = data["interface"]
+        name = self._operator_name(interface, data.get("member_name"))
+        call.ringing.add(interface)
+        self._set_operator(interface, "ringing", call.call_id, name, at)
+        self._notifier.emit(
+            call.events, "operator.ringing", operator_interface=interface, operator_name=name,
+            queue=data.get("queue") or call.queue, caller=call.caller,
+        )
+
+    async def _on_operator_no_answer(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        interface = data["interface"]
+        name = self._operator_name(interface, data.get("member_name"))
+        call.ringing.discard(interface)
+        self._free_operator(interface, call.call_id, at)
+        self._notifier.emit(call.events, "operator.no_answer", operator_interface=interface, operator_name=name,
+                            ring_seconds=data.get("ring_time"))
+
+    async def _on_operator_answered(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.relevant = True
+        await self._ensure_row(call)
+        interface = data["interface"]
+        name = self._operator_name(interface, data.get("member_name"))
+        call.in_queue = False
+        call.queue_left_unanswered = False
+        call.queue = call.queue or data.get("queue")
+        call.answered_at = at
+        call.operator_interface, call.operator_name = interface, name
+        call.wait_seconds = data["hold_time"]
+        for other in call.ringing - {interface}:  # ringall: the others stop ringing
+            self._free_operator(other, call.call_id, at)
+        call.ringing.clear()
+        self._set_operator(interface, "talking", call.call_id, name, at)
+        self._notifier.emit(
+            call.events, "operator.answered", operator_interface=interface, operator_name=name,
+            hold_time=data["hold_time"], ring_time=data.get("ring_time"), queue=call.queue, caller=call.caller,
+        )
+        await self._flush(call)
+        await self._update(call, queue=call.queue, answered_at=at, operator_interface=interface,
+                           operator_name=name, wait_seconds=call.wait_seconds)
+
+    async def _on_operator_completed(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.talk_seconds = data["talk_time"]
+        reason = data.get("reason")
+        if reason == "agent":
+            call.hangup_by = "operator"
+        elif reason == "caller":
+            call.hangup_by = "caller"
+        self._free_operator(data["interface"], call.call_id, at)
+
+    async def _on_call_transferred(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.transfers += 1
+        self._notifier.emit(call.events, "call.transferred", **{k: v for k, v in data.items() if v is not None})
+        if call.relevant:
+            await self._update(call, transfers=call.transfers)
+
+    async def _on_recording_started(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        call.relevant = True
+        if data.get("file") and call.recording is None:
+            call.recording = data["file"]
+
+    async def _on_recording_stopped(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        if data.get("file") and call.recording is None:
+            call.recording = data["file"]
+
+    async def _on_variable_set(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        name, value = data["variable"], data["value"]
+        call.relevant = True
+        call.variables[name] = value
+        if name == "IVR_CUSTOMER_ID" and value:
+            call.events.customer_id = value
+        elif name == "IVR_RECORDING" and value:
+            call.recording = value  # our dialplan's own name wins over MixMonitor's
+        elif name == "MIXMONITOR_FILENAME" and value and "IVR_RECORDING" not in call.variables:
+            call.recording = value
+
+    async def _cdr(self, event: CallEvent) -> None:
+        call_id = self._uniqueids.get(event.call_id)
+        if call_id is None:
+            return  # a channel we never saw: not worth a guess
+        live = self._calls.get(call_id)
+        events = live.events if live is not None else self._finished.get(call_id)
+        if events is None or (live is not None and not live.relevant):
+            return
+        self._notifier.emit(events, "cdr", **event.data)
+        if live is None:  # the call is over: its timeline was flushed already
+            await self._notifier.flush(events)
+
+    # --- the end of a call -----------------------------------------------------------------------
+
+    async def _finalize(self, call: _Call, at: datetime, *, cause: str | None = None,
+                        reason: str | None = None) -> None:
+        self._calls.pop(call.call_id, None)
+        for interface, op in self._operators.items():
+            if op.call_id == call.call_id:
+                self._free_operator(interface, call.call_id, at)
+        if not call.relevant:
+            row = await self._read_row(call.call_id)
+            if row is None:
+                self._remember_finished(call.call_id, None)
+                return  # not a call of ours (internal, other contexts): no row, no timeline
+            call.relevant = True
+        self._remember_finished(call.call_id, call.events)
+        await self._ensure_row(call)
+        vanished = reason == "ended_while_disconnected"
+        outcome = self._outcome(call, vanished=vanished)
+        hangup_by = call.hangup_by
+        if hangup_by is None and not vanished:
+            hangup_by = "system" if outcome in ("order_placed", "queue_timeout") else "caller"
+        talk = call.talk_seconds
+        if talk is None and call.answered_at is not None:
+            talk = round((at - call.answered_at).total_seconds(), 3)
+        wait = call.wait_seconds
+        if wait is None and call.queue_entered_at is not None:
+            wait = round(((call.answered_at or at) - call.queue_entered_at).total_seconds(), 3)
+        self._notifier.emit(call.events, "call.hungup", who=hangup_by, outcome=outcome, cause=cause,
+                            talk_seconds=talk, wait_seconds=wait, reason=reason)
+        if outcome in CALLBACK_OUTCOMES:
+            await self._open_callback(call, outcome, at)
+        await self._flush(call)
+        fields: dict[str, Any] = {"ended_at": at, "hangup_by": hangup_by, "talk_seconds": talk,
+                                  "wait_seconds": wait, "transfers": call.transfers}
+        if outcome is not None:
+            fields["outcome"] = outcome
+        if reason is not None:
+            fields["reason"] = reason
+        if call.customer_id:
+            fields["customer_id"] = call.customer_id
+        order_id = call.variables.get("IVR_ORDER_ID")
+        if order_id:
+            fields["order_id"] = order_id
+        await self._update(call, **{k: v for k, v in fields.items() if v is not None})
+        self._log.info("call_tracked", call_id=call.call_id, outcome=outcome, hangup_by=hangup_by,
+                       wait_seconds=wait, talk_seconds=talk, operator=call.operator_interface)
+        if call.recording:
+            await self._recording(call)
+
+    def _outcome(self, call: _Call, *, vanished: bool) -> str | None:
+        ivr_result = call.variables.get("IVR_RESULT", "")
+        if call.answered_at is not None:
+            return "operator_answered"
+        if call.variables.get("IVR_CALLBACK", "").strip() in ("1", "yes", "true"):
+            return "callback_requested"
+        if call.queue is not None and not vanished:
+            if call.queue_abandoned or not call.queue_left_unanswered:  # abandoned, or hung up while waiting
+                return "abandoned_in_queue"
+            return "queue_timeout"  # Queue() gave up (timeout, empty…): the caller did not
+        if ivr_result == "done" or call.variables.get("IVR_ORDER_ID") or call.row_outcome == "order_placed":
+            return "order_placed"
+        if call.queue is not None:  # vanished while queued: we cannot know how it ended
+            return call.row_outcome
+        if vanished and call.row_outcome is None:
+            return None
+        return "abandoned_in_ivr"  # never reached the queue: hung up during the robot
+
+    async def _open_callback(self, call: _Call, outcome: str, at: datetime) -> None:
+        customer_id = call.customer_id
+        number = normalize_phone(call.caller)
+        if customer_id is None and number is not None:
+            customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
+            if customer is not None:
+                customer_id = call.events.customer_id = customer.customer_id
+        if customer_id is None and number is None:
+            self._log.warning("callback_without_number", call_id=call.call_id, caller=call.caller)
+            return
+        due = callback_due_at(at, self._hours)
+        opened = await self._db(
+            self._store.open_callback_task(customer_id=customer_id, number=number, reason=outcome, due_at=due,
+                                           call_id=call.call_id),
+            "open_callback_task",
+        )
+        if opened is None:
+            return
+        task, created = opened
+        self._notifier.emit(call.events, "callback.created", task_id=task.task_id, created=created,
+                            due_at=task.due_at.isoformat(), attempts=task.attempts, reason=outcome,
+                            number=number)
+
+    async def _recording(self, call: _Call) -> None:
+        reported = call.recording
+        local = self._recordings.local_path(reported)
+        if local is None:
+            self._log.warning("recording_path_refused", call_id=call.call_id, path=(reported or "")[:300])
+            self._notifier.emit(call.events, "recording.refused", path=(reported or "")[:300])
+            await self._flush(call)
+            return
+        info = await self._recordings.describe(local)
+        if info is not None:
+            await self._recording_ready(call, info)
+            return
+        # MixMonitor closes the file when the channel goes: look again shortly, off the event stream.
+        task = asyncio.get_running_loop().create_task(self._recording_later(call, local))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recording_later(self, call: _Call, local: Path) -> None:
+        await asyncio.sleep(self._retry_delay)
+        info = await self._recordings.describe(local)
+        if info is None:
+            self._log.warning("recording_missing", call_id=call.call_id, path=str(local))
+            self._notifier.emit(call.events, "recording.missing", path=str(local))
+            await self._flush(call)
+            return
+        await self._recording_ready(call, info)
+
+    async def _recording_ready(self, call: _Call, info: RecordingInfo) -> None:
+        self._notifier.emit(call.events, "recording.ready", path=str(info.path), seconds=info.seconds,
+                            bytes=info.bytes)
+        await self._flush(call)
+        await self._update(call, recording_path=str(info.path), recording_seconds=info.seconds,
+                           recording_bytes=info.bytes)
+
+    def _remember_finished(self, call_id: str, events: CallEvents | None) -> None:
+        self._finished[call_id] = events
+        while len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+
+    # --- resync and eviction ---------------------------------------------------------------------
+
+    async def _resync(self, items: list[dict[str, str]]) -> None:
+        now = self._clock()
+        alive: dict[str, list[dict[str, str]]] = {}
+        for item in items:
+            linkedid = (item.get("Linkedid") or "").strip()
+            if linkedid:
+                alive.setdefault(linkedid, []).append(item)
+        for call_id in [c for c in self._calls if c not in alive]:
+            call = self._calls[call_id]
+            self._log.warning("call_ended_while_disconnected", call_id=call_id)
+            await self._finalize(call, now, reason="ended_while_disconnected")
+        for call_id, channels in alive.items():
+            if call_id in self._finished:
+                continue
+            known = call_id in self._calls
+            call = self._call(call_id, now)
+            call.channels = {}
+            for item in channels:
+                uniqueid = (item.get("Uniqueid") or "").strip()
+                if uniqueid:
+                    call.channels[uniqueid] = item.get("Channel")
+                    self._remember_uniqueid(uniqueid, call_id)
+                caller = (item.get("CallerIDNum") or "").strip()
+                if uniqueid == call_id and caller and caller.lower() not in ("<unknown>", "unknown"):
+                    call.caller = call.caller or caller
+                if item.get("Context") == "ivr-inbound":
+                    call.relevant = True
+                if (item.get("Application") or "").lower() == "queue" and call.answered_at is None:
+                    call.relevant = True
+                    call.queue = call.queue or (item.get("ApplicationData") or "").split(",")[0] or None
+                    if item.get("BridgeId"):  # bridged inside Queue(): an operator has it
+                        call.answered_at = call.answered_at or now
+                        call.in_queue = False
+                    else:
+                        call.in_queue = True
+                        call.queue_entered_at = call.queue_entered_at or now
+            if not known:
+                self._log.info("call_found_on_resync", call_id=call_id, channels=len(call.channels))
+
+    def _sweep_idle(self) -> None:
+        now = self._clock()
+        if self._last_sweep is not None and now - self._last_sweep < timedelta(minutes=1):
+            return
+        self._last_sweep = now
+        for call_id in [c.call_id for c in self._calls.values() if now - c.last_seen > self._idle]:
+            self._calls.pop(call_id)
+            self._remember_finished(call_id, None)
+            for interface, op in self._operators.items():
+                if op.call_id == call_id:
+                    self._free_operator(interface, call_id, now)
+            self._log.warning("call_evicted_idle", call_id=call_id)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _operator_name(self, interface: str, member_name: str | None) -> str:
+        return self._names.get(interface) or member_name or interface
+
+    def _set_operator(self, interface: str, state: str, call_id: str, name: str, at: datetime) -> None:
+        self._operators[interface] = _Operator(state=state, call_id=call_id, name=name, since=at)
+
+    def _free_operator(self, interface: str, call_id: str, at: datetime) -> None:
+        op = self._operators.get(interface)
+        if op is not None and op.call_id not in (None, call_id):
+            return  # already busy with another call
+        name = op.name if op is not None else self._names.get(interface)
+        self._operators[interface] = _Operator(state="free", call_id=None, name=name, since=at)
+
+    async def _ensure_row(self, call: _Call) -> None:
+        """Once per call: learn the IVR's row (customer, outcome), or create it for AMI-only calls."""
+        if call.row_checked:
+            return
+        call.row_checked = True
+        row = await self._read_row(call.call_id)
+        if row is not None:
+            call.row_outcome = row.outcome
+            if call.events.customer_id is None and row.customer_id:
+                call.events.customer_id = row.customer_id
+            call.caller = call.caller or row.caller_number
+        else:
+            await self._update(call, started_at=call.since, caller_number=call.caller,
+                               normalized_number=normalize_phone(call.caller), channel=call.first_channel)
+        if call.events.customer_id is None and call.caller:
+            number = normalize_phone(call.caller)
+            if number is not None:
+                customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
+                if customer is not None:
+                    call.events.customer_id = customer.customer_id
+
+    async def _read_row(self, call_id: str) -> CallView | None:
+        return await self._db(self._store.get_call(call_id), "get_call")
+
+    async def _update(self, call: _Call, **fields: Any) -> None:
+        await self._db(self._store.update_call(call.call_id, **fields), "update_call")
+
+    async def _flush(self, call: _Call) -> None:
+        await self._notifier.flush(call.events)
+
+    async def _db(self, work: Any, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(work, self._db_deadline)
+        except Exception as exc:  # the tracking goes on; the row is refined at the next write
+            self._log.error("tracker_store_failed", operation=what, error=repr(exc)[:300])
+            return None
+
+
+def _event_name(message: Mapping[str, str]) -> str | None:
+    with contextlib.suppress(Exception):
+        return str(message.get("Event"))
+    return None
