@@ -128,6 +128,7 @@ class _Call:
     hangup_by: str | None = None
     transfers: int = 0
     recording: str | None = None  # as Asterisk reported it
+    cdrs: list[dict[str, Any]] = field(default_factory=list)  # Cdr seen before we knew the call is ours
 
     @property
     def customer_id(self) -> str | None:
@@ -412,7 +413,10 @@ class CallTracker:
             return  # a channel we never saw: not worth a guess
         live = self._calls.get(call_id)
         events = live.events if live is not None else self._finished.get(call_id)
-        if events is None or (live is not None and not live.relevant):
+        if events is None:
+            return
+        if live is not None and not live.relevant:
+            live.cdrs.append(event.data)  # Local channels end (with a Cdr) before the call is known as ours
             return
         self._notifier.emit(events, "cdr", **event.data)
         if live is None:  # the call is over: its timeline was flushed already
@@ -434,6 +438,8 @@ class CallTracker:
             call.relevant = True
         self._remember_finished(call.call_id, call.events)
         await self._ensure_row(call)
+        for cdr in call.cdrs:
+            self._notifier.emit(call.events, "cdr", **cdr)
         vanished = reason == "ended_while_disconnected"
         outcome = self._outcome(call, vanished=vanished)
         hangup_by = call.hangup_by
@@ -450,8 +456,12 @@ class CallTracker:
         if outcome in CALLBACK_OUTCOMES:
             await self._open_callback(call, outcome, at)
         await self._flush(call)
-        fields: dict[str, Any] = {"ended_at": at, "hangup_by": hangup_by, "talk_seconds": talk,
-                                  "wait_seconds": wait, "transfers": call.transfers}
+        fields: dict[str, Any] = {
+            "ended_at": at, "hangup_by": hangup_by, "talk_seconds": talk, "wait_seconds": wait,
+            "transfers": call.transfers, "queue": call.queue, "queue_entered_at": call.queue_entered_at,
+            "answered_at": call.answered_at, "operator_interface": call.operator_interface,
+            "operator_name": call.operator_name,
+        }
         if outcome is not None:
             fields["outcome"] = outcome
         if reason is not None:
