@@ -19,6 +19,7 @@ from ivr.agi.server import FastAgiServer
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
+from ivr.calls.screen_pop import OperatorBoard
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
@@ -88,6 +89,8 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         await upgrade(settings.database.url)
     engine, store = build_store(settings)
     notifier = CallNotifier(store)
+    board = OperatorBoard(store, settings.operators.names)
+    notifier.subscribe(board.on_event)
     speaker = Speaker(
         build_prompt_cache(settings),
         asterisk_dir=settings.agi.asterisk_prompts_dir or None,
@@ -132,7 +135,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     await agi.start()
     service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi)
     if settings.web.enabled:
-        runner = web.AppRunner(build_web_app(store, api_token=settings.web.api_token))
+        runner = web.AppRunner(build_web_app(store, api_token=settings.web.api_token, board=board))
         await runner.setup()
         site = web.TCPSite(runner, settings.web.host, settings.web.port)
         await site.start()

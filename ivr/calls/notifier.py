@@ -52,11 +52,13 @@ class CallNotifier:
         return CallEvents(call_id)
 
     def emit(self, call: CallEvents, kind: str, **data: Any) -> None:
+        if call.customer_id is None and isinstance(data.get("customer_id"), str):
+            call.customer_id = data["customer_id"]  # learnt along the way (e.g. from an AMI variable)
         event = TimelineEventIn(
             at=self._clock(), call_id=call.call_id, customer_id=call.customer_id, kind=kind, data=data
         )
         call.pending.append(event)
-        log.info(kind, call_id=call.call_id, customer_id=call.customer_id, **data)
+        log.info(kind, **{"call_id": call.call_id, "customer_id": call.customer_id, **data})
         for listener in list(self._listeners):
             try:
                 listener(event)

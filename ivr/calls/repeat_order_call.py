@@ -387,7 +387,8 @@ class _Call:
     async def _hand_over(self, result: str, reason: str, customer_id: str | None = None,
                          order_id: str | None = None) -> None:
         """Tell the dialplan what to do next; these variables also work after a hang-up."""
-        values = {"IVR_RESULT": result, "IVR_REASON": reason}
+        # IVR_LANGUAGE lets later scripts on this channel (the queue's callback key) speak the same language.
+        values = {"IVR_RESULT": result, "IVR_REASON": reason, "IVR_LANGUAGE": self.language}
         customer_id = customer_id or self.events.customer_id
         if customer_id:
             values["IVR_CUSTOMER_ID"] = customer_id

@@ -123,3 +123,40 @@ async def build_static(cache: PromptCache, languages: Iterable[str]) -> int:
         texts = {phrasebook.render(prompt_id) for prompt_id in static_prompt_ids()}
         await asyncio.gather(*(cache.path_for(text, language) for text in sorted(texts)))
     return cache.misses - before
+
+
+# Prompts the dialplan plays by a fixed name (queues_ivr.conf's periodic announcement).
+DIALPLAN_PROMPTS = ("queue_callback_offer",)
+
+
+async def build_named(cache: PromptCache, languages: Iterable[str], prompt_ids: Iterable[str] = DIALPLAN_PROMPTS
+                      ) -> list[Path]:
+    """Write ``<dir>/named/<prompt_id>-<language>.wav`` for prompts Asterisk plays by name.
+
+    The content-addressed cache names change with the text; the dialplan needs a stable name.
+    """
+    named_dir = cache.directory / "named"
+    written: list[Path] = []
+    ids = tuple(prompt_ids)
+    for language in languages:
+        phrasebook = Phrasebook.load(language)
+        for prompt_id in ids:
+            source = (await cache.path_for(phrasebook.render(prompt_id), language)).with_suffix(".wav")
+            target = named_dir / f"{prompt_id}-{language}.wav"
+            await asyncio.to_thread(_copy_atomic, source, target)
+            written.append(target)
+    return written
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(source.read_bytes())
+        os.chmod(tmp_name, FILE_MODE)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise

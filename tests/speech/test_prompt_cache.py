@@ -175,3 +175,14 @@ async def test_real_espeak_cache_hit_and_file(tmp_path):
     assert (channels, width, rate) == (1, 2, 8000)
     assert 1.5 < seconds < 10
     assert leftovers(tmp_path) == []
+
+
+async def test_dialplan_prompts_get_stable_names(tmp_path):
+    from ivr.speech.prompt_cache import build_named
+
+    cache = PromptCache(tmp_path, CountingEngine(), VOICES)
+    written = await build_named(cache, ("ru", "en"))
+    assert sorted(p.name for p in written) == ["queue_callback_offer-en.wav", "queue_callback_offer-ru.wav"]
+    assert all(p.read_bytes()[:4] == b"RIFF" and p.parent == tmp_path / "named" for p in written)
+    again = await build_named(cache, ("ru",))
+    assert again[0].read_bytes() == written[1].read_bytes()

@@ -1,0 +1,185 @@
+"""The operator's screen pop: who is calling and why, the moment the operator's phone rings.
+
+The board listens to every call event (CallNotifier listeners get them synchronously, before any
+database write), keeps each recent call's IVR path in memory, and when the AMI tracker reports
+``operator.ringing`` / ``operator.answered`` it builds the card (customer, last orders, the reason
+the robot gave up, the prompts heard and keys pressed) and pushes it to that operator's feeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from crm_bridge.dto import CallView, CustomerCard, TimelineEventIn
+
+log = structlog.get_logger("ivr.screen_pop")
+
+# The IVR path worth showing an operator: what the caller heard and pressed, and how it ended.
+_PATH_KINDS = {
+    "call.started", "caller.identified", "prompt.played", "dtmf.received", "order.created", "step.failed",
+    "call.escalated", "callback.created", "queue.entered", "operator.no_answer",
+}
+_RECENT_CALLS = 2000
+_LAST_ORDERS = 3
+
+
+class CardStore(Protocol):
+    async def get_customer_card(self, customer_id: str) -> CustomerCard | None: ...
+
+    async def get_call(self, call_id: str) -> CallView | None: ...
+
+
+def operator_key(interface: str) -> str:
+    """A short id for URLs: 'PJSIP/101' -> '101', 'Local/101@operator-agent/n' -> '101'."""
+    rest = interface.split("/", 1)[1] if "/" in interface else interface
+    return rest.split("@", 1)[0].split("/", 1)[0]
+
+
+class OperatorBoard:
+    def __init__(self, store: CardStore, operator_names: Mapping[str, str] | None = None) -> None:
+        self._store = store
+        self._names = dict(operator_names or {})
+        self._paths: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._customers: dict[str, str] = {}
+        self._facts: dict[str, dict[str, Any]] = {}  # per call: reason, candidates, caller
+        self._cards: dict[str, dict[str, Any]] = {}  # operator key -> current card
+        self._feeds: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- events in ------------------------------------------------------------------------------
+
+    def on_event(self, event: TimelineEventIn) -> None:
+        """Notifier listener: must be fast and never raise."""
+        if event.call_id is None:
+            return
+        call_id = event.call_id
+        if event.customer_id:
+            self._customers[call_id] = event.customer_id
+        facts = self._facts.setdefault(call_id, {})
+        data = event.data
+        if event.kind == "call.started":
+            facts["caller"] = data.get("caller")
+        elif event.kind == "caller.identified":
+            facts["lookup"] = data.get("status")
+            facts["candidates"] = data.get("candidates") or []
+        elif event.kind == "call.escalated":
+            facts["ivr_reason"] = data.get("reason")
+        if event.kind in _PATH_KINDS:
+            path = self._paths.setdefault(call_id, [])
+            path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
+            self._paths.move_to_end(call_id)
+            while len(self._paths) > _RECENT_CALLS:
+                old, _ = self._paths.popitem(last=False)
+                self._facts.pop(old, None)
+                self._customers.pop(old, None)
+        if event.kind in ("operator.ringing", "operator.answered", "operator.completed", "call.hungup",
+                          "operator.no_answer"):
+            self._spawn(self._operator_event(event))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _operator_event(self, event: TimelineEventIn) -> None:
+        try:
+            interface = event.data.get("operator_interface")
+            if event.kind == "call.hungup":
+                # The call is over: free every operator who had it on screen.
+                for key, card in list(self._cards.items()):
+                    if card.get("call", {}).get("call_id") == event.call_id:
+                        self._publish(key, {**card, "state": "free", "updated_at": _now()})
+                return
+            if not interface:
+                return
+            key = operator_key(interface)
+            if event.kind in ("operator.completed", "operator.no_answer"):
+                card = self._cards.get(key)
+                if card and card.get("call", {}).get("call_id") == event.call_id:
+                    self._publish(key, {**card, "state": "free", "updated_at": _now()})
+                return
+            state = "ringing" if event.kind == "operator.ringing" else "talking"
+            card = await self.build_card(event.call_id, interface, event.customer_id or event.data.get("customer_id"))
+            self._publish(key, {**card, "state": state})
+        except Exception:
+            log.exception("screen_pop_failed", call_id=event.call_id, kind=event.kind)
+
+    # --- the card ---------------------------------------------------------------------------------
+
+    async def build_card(self, call_id: str, interface: str, customer_id: str | None) -> dict[str, Any]:
+        facts = self._facts.get(call_id, {})
+        call = await self._store.get_call(call_id)
+        customer_id = customer_id or self._customers.get(call_id) or (call.customer_id if call else None)
+        card = await self._store.get_customer_card(customer_id) if customer_id else None
+        path = list(self._paths.get(call_id, ()))
+        return {
+            "operator": operator_key(interface),
+            "operator_interface": interface,
+            "operator_name": self._names.get(interface),
+            "updated_at": _now(),
+            "call": {
+                "call_id": call_id,
+                "caller_number": (call.caller_number if call else None) or facts.get("caller"),
+                "started_at": call.started_at.isoformat() if call else None,
+                "ivr_reason": facts.get("ivr_reason") or (call.reason if call else None),
+                "lookup": facts.get("lookup"),
+                "candidates": facts.get("candidates", []),
+            },
+            "customer": asdict(card.customer) if card else None,
+            "last_orders": [_order(o) for o in card.orders[:_LAST_ORDERS]] if card else [],
+            "ivr_path": path,
+        }
+
+    # --- feeds out --------------------------------------------------------------------------------
+
+    def current(self, operator: str) -> dict[str, Any] | None:
+        return self._cards.get(operator)
+
+    def subscribe(self, operator: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
+        self._feeds.setdefault(operator, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, operator: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._feeds.get(operator, set()).discard(queue)
+
+    def _publish(self, operator: str, card: dict[str, Any]) -> None:
+        self._cards[operator] = card
+        for queue in list(self._feeds.get(operator, ())):
+            if queue.full():  # a stalled browser must not grow memory: drop its oldest card
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(card)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _shown(data: Mapping[str, Any]) -> dict[str, Any]:
+    keep = ("step", "text", "digits", "timed_out", "status", "reason", "order_id", "queue", "task_id")
+    return {k: data[k] for k in keep if k in data}
+
+
+def _order(order) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "ordered_at": order.ordered_at.isoformat(),
+        "total": str(order.total),
+        "source": order.source,
+        "lines": [{"sku": line.sku, "quantity": line.quantity, "unit": line.unit, "name": line.name}
+                  for line in order.lines],
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

@@ -1,0 +1,172 @@
+"""Operator-side API: the screen pop (JSON and WebSocket), callback tasks, orders placed by operators."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from crm_bridge.dto import CallbackTaskView, PlacedOrder
+from crm_bridge.errors import (
+    CrmError,
+    EmptyOrder,
+    IdempotencyConflict,
+    InactiveProduct,
+    InvalidQuantity,
+    UnknownCustomer,
+    UnknownProduct,
+)
+from ivr.calls.screen_pop import OperatorBoard
+from ivr.web.common import STORE_KEY, api_error, to_json
+
+log = structlog.get_logger("ivr.web")
+
+BOARD_KEY = web.AppKey("operator_board", OperatorBoard)
+MAX_LINES = 50
+MAX_KEY_LENGTH = 200
+
+# crm_bridge errors -> (HTTP status, stable error id)
+_ORDER_ERRORS: list[tuple[type[CrmError], int, str]] = [
+    (UnknownCustomer, 404, "customer_not_found"),
+    (UnknownProduct, 422, "unknown_product"),
+    (InactiveProduct, 422, "inactive_product"),
+    (InvalidQuantity, 422, "invalid_quantity"),
+    (EmptyOrder, 422, "empty_order"),
+    (IdempotencyConflict, 409, "idempotency_conflict"),
+]
+
+
+class OperatorStore(Protocol):
+    async def place_order(self, **kwargs: Any) -> PlacedOrder: ...
+
+    async def list_tasks(self, status: str | None = "open", limit: int = 100, offset: int = 0
+                         ) -> list[CallbackTaskView]: ...
+
+    async def close_task(self, task_id: int, status: str, note: str | None = None) -> CallbackTaskView | None: ...
+
+
+async def current_card(request: web.Request) -> web.Response:
+    card = request.app[BOARD_KEY].current(request.match_info["operator"])
+    if card is None:
+        return to_json({"operator": request.match_info["operator"], "state": "free", "call": None})
+    return to_json(card)
+
+
+async def operator_feed(request: web.Request) -> web.StreamResponse:
+    """WebSocket: the current card at once, then every change while the socket is open."""
+    operator = request.match_info["operator"]
+    board = request.app[BOARD_KEY]
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    queue = board.subscribe(operator)
+    try:
+        current = board.current(operator)
+        await ws.send_str(json.dumps(current or {"operator": operator, "state": "free", "call": None},
+                                     ensure_ascii=False, default=str))
+        receive = None
+        while not ws.closed:
+            receive = receive or asyncio.ensure_future(ws.receive())
+            card_wait = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({receive, card_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if card_wait in done:
+                await ws.send_str(json.dumps(card_wait.result(), ensure_ascii=False, default=str))
+            else:
+                card_wait.cancel()
+            if receive in done:
+                message = receive.result()
+                receive = None
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+        if receive is not None:
+            receive.cancel()
+    finally:
+        board.unsubscribe(operator, queue)
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    status = request.query.get("status", "open")
+    if status not in ("open", "done", "no_answer", "cancelled", "all"):
+        return api_error(400, "bad_query", "status must be open, done, no_answer, cancelled or all")
+    tasks = await request.app[STORE_KEY].list_tasks(status=None if status == "all" else status)
+    return to_json({"tasks": tasks})
+
+
+async def update_task(request: web.Request) -> web.Response:
+    try:
+        task_id = int(request.match_info["task_id"])
+        body = await request.json()
+    except (ValueError, json.JSONDecodeError):
+        return api_error(400, "bad_request", "expected a numeric task id and a JSON body")
+    status = body.get("status") if isinstance(body, dict) else None
+    if status not in ("done", "no_answer", "cancelled"):
+        return api_error(422, "invalid_status", "status must be done, no_answer or cancelled")
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        return api_error(422, "invalid_note", "note must be a string")
+    task = await request.app[STORE_KEY].close_task(task_id, status, note)
+    if task is None:
+        return api_error(404, "task_not_found", "no task with this id")
+    return to_json(task)
+
+
+def _parse_lines(body: Any) -> list[tuple[str, int]]:
+    if not isinstance(body, dict) or not isinstance(body.get("lines"), list) or not body["lines"]:
+        raise ValueError("body must be {\"lines\": [{\"sku\": \"…\", \"quantity\": N}, …]}")
+    if len(body["lines"]) > MAX_LINES:
+        raise ValueError(f"at most {MAX_LINES} lines")
+    lines = []
+    for line in body["lines"]:
+        if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
+            raise ValueError("every line needs a sku string")
+        quantity = line.get("quantity")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            raise ValueError("quantity must be a positive integer")
+        lines.append((line["sku"], quantity))
+    return lines
+
+
+async def place_operator_order(request: web.Request) -> web.Response:
+    """POST /api/v1/customers/{id}/orders, idempotent with an Idempotency-Key header."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        return api_error(400, "idempotency_key_required",
+                         f"send an Idempotency-Key header (1..{MAX_KEY_LENGTH} characters)")
+    try:
+        body = await request.json()
+        lines = _parse_lines(body)
+    except json.JSONDecodeError:
+        return api_error(400, "bad_json", "the body is not JSON")
+    except ValueError as exc:
+        return api_error(422, "invalid_order", str(exc))
+    call_id = body.get("call_id") if isinstance(body.get("call_id"), str) else None
+    try:
+        placed = await request.app[STORE_KEY].place_order(
+            idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=lines,
+            source="operator", call_id=call_id,
+        )
+    except CrmError as exc:
+        for error_type, status, error_id in _ORDER_ERRORS:
+            if isinstance(exc, error_type):
+                return api_error(status, error_id, str(exc))
+        raise
+    log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
+    return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
+                   status=201 if placed.created else 200)
+
+
+def add_operator_routes(app: web.Application, board: OperatorBoard | None) -> None:
+    app.router.add_get("/api/v1/tasks", list_tasks)
+    app.router.add_post("/api/v1/tasks/{task_id}", update_task)
+    app.router.add_post("/api/v1/customers/{customer_id}/orders", place_operator_order)
+    if board is not None:
+        app[BOARD_KEY] = board
+        app.router.add_get("/api/v1/operators/{operator}/current", current_card)
+        app.router.add_get("/api/v1/operators/{operator}/feed", operator_feed)
+

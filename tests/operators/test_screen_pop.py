@@ -1,0 +1,121 @@
+"""The operator's screen pop: a real escalated IVR call, then the events the AMI tracker emits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from crm_bridge.demo import load_demo_data
+from ivr.calls.screen_pop import OperatorBoard, operator_key
+from ivr.web.api import build_web_app
+from tests.calls.harness import start_harness
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+async def setup(store, tmp_path_factory):
+    await load_demo_data(store.sessions)
+    harness = await start_harness(store, tmp_path_factory.mktemp("prompts"))
+    board = OperatorBoard(store, {"PJSIP/101": "Анна Смирнова"})
+    harness.notifier.subscribe(board.on_event)
+    client = TestClient(TestServer(build_web_app(store, api_token=TOKEN, board=board)))
+    await client.start_server()
+    yield harness, board, client
+    await client.close()
+    await board.close()
+    await harness.server.stop(1.0)
+
+
+def ring(harness, call_id: str, kind: str = "operator.ringing", interface: str = "PJSIP/101", **data):
+    """What the AMI call tracker emits when the queue rings an operator."""
+    events = harness.notifier.open(call_id)
+    harness.notifier.emit(events, kind, operator_interface=interface, **data)
+
+
+@pytest.mark.parametrize(
+    ("interface", "key"),
+    [("PJSIP/101", "101"), ("Local/101@operator-agent/n", "101"), ("SIP/anna", "anna"), ("101", "101")],
+)
+def test_operator_key(interface, key):
+    assert operator_key(interface) == key
+
+
+async def test_escalated_call_pops_the_customer_card_within_300_ms(setup):
+    harness, board, client = setup
+    fake = await harness.call("+79031112233", ["7", "0"])  # one wrong key, then "operator"
+    call_id = fake.channel_vars["CHANNEL(linkedid)"]
+    assert fake.variables["IVR_REASON"] == "caller_request"
+
+    ws = await client.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
+    first = json.loads((await ws.receive()).data)
+    assert first["state"] == "free"
+
+    started = asyncio.get_running_loop().time()
+    ring(harness, call_id, customer_id="C002")
+    card = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    assert asyncio.get_running_loop().time() - started < 0.3
+    assert card["state"] == "ringing"
+    assert card["operator_name"] == "Анна Смирнова"
+    assert card["customer"]["first_name"] == "Мария" and card["customer"]["customer_id"] == "C002"
+    assert card["call"]["ivr_reason"] == "caller_request"
+    assert card["call"]["caller_number"] == "+79031112233"
+    heard = [step["text"] for step in card["ivr_path"] if step["kind"] == "prompt.played"]
+    assert heard[0].startswith("Здравствуйте, Мария Ивановна")
+    assert [step["digits"] for step in card["ivr_path"] if step["kind"] == "dtmf.received"] == ["7", "0"]
+    assert card["last_orders"][0]["lines"][0]["sku"] == "WATER-19"
+
+    ring(harness, call_id, kind="operator.answered", customer_id="C002")
+    answered = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    assert answered["state"] == "talking"
+
+    response = await client.get("/api/v1/operators/101/current", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (await response.json())["state"] == "talking"
+
+    harness.notifier.emit(harness.notifier.open(call_id), "call.hungup", who="caller")
+    freed = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    assert freed["state"] == "free"
+    await ws.close()
+
+
+async def test_unknown_caller_card_shows_the_number_and_no_customer(setup):
+    harness, board, client = setup
+    fake = await harness.call("+79990001122")
+    call_id = fake.channel_vars["CHANNEL(linkedid)"]
+    ring(harness, call_id)
+    for _ in range(50):
+        if board.current("101"):
+            break
+        await asyncio.sleep(0.01)
+    card = board.current("101")
+    assert card["customer"] is None
+    assert card["call"]["ivr_reason"] == "unknown_number"
+    assert card["call"]["lookup"] == "unknown"
+
+
+async def test_shared_number_card_lists_the_candidates(setup):
+    harness, board, client = setup
+    fake = await harness.call("+74951234567")
+    ring(harness, fake.channel_vars["CHANNEL(linkedid)"])
+    for _ in range(50):
+        if board.current("101"):
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(board.current("101")["call"]["candidates"]) == ["C004", "C005"]
+
+
+async def test_feed_requires_the_token(setup):
+    _harness, _board, client = setup
+    response = await client.get("/api/v1/operators/101/feed")
+    assert response.status == 401
+    assert (await response.json())["error"]["id"] == "unauthorized"
+
+
+async def test_current_card_of_an_idle_operator(setup):
+    _harness, _board, client = setup
+    response = await client.get("/api/v1/operators/102/current", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status == 200
+    assert (await response.json()) == {"operator": "102", "state": "free", "call": None}
