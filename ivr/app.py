@@ -16,6 +16,7 @@ from crm_bridge.delivery import DeliveryRules
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr.agi.server import FastAgiServer
+from ivr.calls.callback_request_call import CallbackRequestCall
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
@@ -124,8 +125,18 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
             media_slack=settings.agi.media_slack,
         ),
     )
+    callback = CallbackRequestCall(
+        store=store,
+        speaker=speaker,
+        notifier=notifier,
+        hours=business_hours(settings),
+        normalize=normalize_phone,
+        db_deadline=settings.database.call_deadline,
+        media_slack=settings.agi.media_slack,
+        default_language=f.default_language,
+    )
     agi = FastAgiServer(
-        {"repeat-order": handler},
+        {"repeat-order": handler, "callback-request": callback},
         host=settings.agi.host,
         port=settings.agi.port,
         env_timeout=settings.agi.env_timeout,

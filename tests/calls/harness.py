@@ -16,6 +16,7 @@ from typing import Any
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
 from ivr.agi.server import FastAgiServer
+from ivr.calls.callback_request_call import CallbackRequestCall
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
@@ -62,16 +63,20 @@ async def start_harness(
 ) -> CallHarness:
     cache = PromptCache(prompts_dir, engine or EspeakEngine(), VOICES)
     notifier = CallNotifier(store)
+    handler_speaker = Speaker(cache)
     handler = RepeatOrderCall(
         flow=RepeatOrderFlow(flow or FlowConfig(menu_timeout=1.0, quantity_timeout=1.0)),
         store=store,
-        speaker=Speaker(cache),
+        speaker=handler_speaker,
         notifier=notifier,
         config=CallConfig(db_deadline=db_deadline, order_deadline=db_deadline, hours=hours),
         normalize=normalize_phone,
         clock=clock,
     )
-    server = FastAgiServer({"repeat-order": handler}, host="127.0.0.1", port=0, env_timeout=2.0,
+    callback = CallbackRequestCall(store=store, speaker=handler_speaker, notifier=notifier, hours=hours,
+                                   normalize=normalize_phone, db_deadline=db_deadline, clock=clock)
+    routes = {"repeat-order": handler, "callback-request": callback}
+    server = FastAgiServer(routes, host="127.0.0.1", port=0, env_timeout=2.0,
                            command_timeout=5.0, hangup_grace=hangup_grace)
     await server.start()
     harness = CallHarness(server=server, store=store, notifier=notifier, prompts_dir=prompts_dir)
