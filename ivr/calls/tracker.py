@@ -491,8 +491,8 @@ class CallTracker:
             return "order_placed"
         if call.queue is not None:  # vanished while queued: we cannot know how it ended
             return call.row_outcome
-        if vanished and call.row_outcome is None:
-            return None
+        if vanished and call.row_outcome != "abandoned":
+            return call.row_outcome  # lost track before the queue: only the IVR's own word is certain
         return "abandoned_in_ivr"  # never reached the queue: hung up during the robot
 
     async def _open_callback(self, call: _Call, outcome: str, at: datetime) -> None:
