@@ -24,16 +24,16 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import structlog
 
 from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
 from crm_bridge.phones import normalize_phone
 from ivr.ami.events import CallEvent, Rejected, translate
+from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.calls.recordings import RecordingInfo, RecordingLocator
 
@@ -55,41 +55,6 @@ class TrackerStore(Protocol):
     async def open_callback_task(
         self, *, customer_id: str | None, number: str | None, reason: str, due_at: datetime, call_id: str | None
     ) -> tuple[CallbackTaskView, bool]: ...
-
-
-class HoursLike(Protocol):
-    timezone: str
-    open: time
-    close: time
-    days: tuple[int, ...]
-    holidays: tuple[date, ...]
-    callback_delay_minutes: int
-
-
-def is_open(at: datetime, hours: HoursLike) -> bool:
-    local = at.astimezone(ZoneInfo(hours.timezone))
-    return (
-        local.isoweekday() in hours.days
-        and local.date() not in hours.holidays
-        and hours.open <= local.time().replace(tzinfo=None) < hours.close
-    )
-
-
-def callback_due_at(now: datetime, hours: HoursLike) -> datetime:
-    """Now inside business hours; otherwise the next opening plus the configured delay (UTC)."""
-    if is_open(now, hours):
-        return now.astimezone(UTC)
-    tz = ZoneInfo(hours.timezone)
-    local = now.astimezone(tz)
-    delay = timedelta(minutes=hours.callback_delay_minutes)
-    for ahead in range(0, 400):  # a year of holidays at most
-        day = local.date() + timedelta(days=ahead)
-        if day.isoweekday() not in hours.days or day in hours.holidays:
-            continue
-        opening = datetime.combine(day, hours.open, tzinfo=tz)
-        if opening > local:
-            return (opening + delay).astimezone(UTC)
-    return (now + delay).astimezone(UTC)  # no working day configured: best effort
 
 
 @dataclass
@@ -151,7 +116,7 @@ class CallTracker:
         *,
         recordings: RecordingLocator,
         operator_names: Mapping[str, str],
-        hours: HoursLike,
+        hours: BusinessHours,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         logger: Any = None,
         db_deadline: float = 5.0,
@@ -505,7 +470,7 @@ class CallTracker:
         if customer_id is None and number is None:
             self._log.warning("callback_without_number", call_id=call.call_id, caller=call.caller)
             return
-        due = callback_due_at(at, self._hours)
+        due = self._hours.callback_due(at)
         opened = await self._db(
             self._store.open_callback_task(customer_id=customer_id, number=number, reason=outcome, due_at=due,
                                            call_id=call.call_id),

@@ -10,10 +10,10 @@ import pytest
 
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.services import CrmStore
+from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.recordings import RecordingLocator
 from ivr.calls.tracker import CallTracker
-from ivr.settings import HoursSettings
 
 # Thursday 2026-11-26 10:00 Moscow (07:00 UTC): inside business hours.
 OPEN_HOURS = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -58,7 +58,7 @@ def make_rig(store: CrmStore, recordings: Path, clock: Clock | None = None) -> R
         notifier,
         recordings=RecordingLocator(recordings, ASTERISK_DIR),
         operator_names=OPERATORS,
-        hours=HoursSettings(),
+        hours=BusinessHours(),
         clock=clock,
         recording_retry_delay=0.05,
     )

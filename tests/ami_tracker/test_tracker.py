@@ -10,8 +10,7 @@ from structlog.testing import capture_logs
 
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
-from ivr.calls.tracker import callback_due_at
-from ivr.settings import HoursSettings
+from ivr.calls.hours import BusinessHours
 from tests.ami_tracker.conftest import OPEN_HOURS, REAL_WAV, Clock, Rig, make_rig
 from tests.ami_tracker.traces import CALL_IDS, events
 from tests.db.seed import IVANOV_PHONE, seed
@@ -210,12 +209,12 @@ async def test_abandon_outside_business_hours_is_due_after_the_next_opening(stor
 
 
 def test_callback_due_time_rules() -> None:
-    hours = HoursSettings(holidays=(datetime(2026, 11, 30).date(),))
-    assert callback_due_at(OPEN_HOURS, hours) == OPEN_HOURS
+    hours = BusinessHours(holidays=(datetime(2026, 11, 30).date(),))
+    assert hours.callback_due(OPEN_HOURS) == OPEN_HOURS
     early = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 07:00 Moscow, same day opening at 09:00
-    assert callback_due_at(early, hours) == datetime(2026, 11, 26, 6, 30, tzinfo=UTC)
+    assert hours.callback_due(early) == datetime(2026, 11, 26, 6, 30, tzinfo=UTC)
     saturday_night = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)  # Monday is a holiday -> Tuesday
-    assert callback_due_at(saturday_night, hours) == datetime(2026, 12, 1, 6, 30, tzinfo=UTC)
+    assert hours.callback_due(saturday_night) == datetime(2026, 12, 1, 6, 30, tzinfo=UTC)
 
 
 # --- the IVR's own outcomes, refined --------------------------------------------------------------
