@@ -16,11 +16,14 @@ from crm_bridge.delivery import DeliveryRules
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr.agi.server import FastAgiServer
+from ivr.ami.client import AmiClient
 from ivr.calls.callback_request_call import CallbackRequestCall
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
+from ivr.calls.recordings import RecordingLocator
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.calls.screen_pop import OperatorBoard
+from ivr.calls.tracker import CallTracker
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
@@ -73,16 +76,28 @@ class Service:
     store: CrmStore
     notifier: CallNotifier
     agi: FastAgiServer
+    board: OperatorBoard
+    tracker: CallTracker
+    ami: AmiClient
     web_runner: web.AppRunner | None = None
     web_port: int | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float = 10.0) -> None:
         await self.agi.stop(grace)
+        await self.ami.stop()
+        await self.tracker.drain()
         if self.web_runner is not None:
             await self.web_runner.cleanup()
+        await self.board.close()
         await self.engine.dispose()
         self._stopped.set()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "agi": {"listening": self.agi.port is not None, "active_calls": self.agi.active_calls},
+            "ami": self.ami.health(),
+        }
 
 
 async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
@@ -143,8 +158,19 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         command_timeout=settings.agi.command_timeout,
         max_connections=settings.agi.max_connections,
     )
+    tracker = CallTracker(
+        store,
+        notifier,
+        recordings=RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
+        operator_names=settings.operators.names,
+        hours=business_hours(settings),
+    )
+    # AMI is optional: without a username the client says so once and stays idle.
+    ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync)
     await agi.start()
-    service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi)
+    await ami.start()
+    service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi, board=board,
+                      tracker=tracker, ami=ami)
     if settings.web.enabled:
         runner = web.AppRunner(build_web_app(store, api_token=settings.web.api_token, board=board))
         await runner.setup()
@@ -160,6 +186,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         database=_safe_url(settings.database.url),
         prompts=settings.prompts.dir,
         tts=settings.prompts.engine,
+        ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
     )
     return service
 

@@ -34,7 +34,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces" / "ami"
+from tests.shared_traces import TRACES as SHARED_TRACES
+
+TRACES = SHARED_TRACES / "ami"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
 Headers = Sequence[tuple[str, str]]

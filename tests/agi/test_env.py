@@ -7,10 +7,11 @@ import pytest
 
 from ivr.agi.env import AgiEnv, read_env
 from ivr.agi.errors import AgiEnvError
+from tests.shared_traces import TRACES as SHARED_TRACES
 
 pytestmark = pytest.mark.timeout(10)
 
-TRACE = Path("/work/shared/asterisk-traces/agi/full.txt")
+TRACE = SHARED_TRACES / "agi" / "full.txt"
 
 # Copy of the env block of full.txt (Asterisk 22.10.1), exact bytes.
 FULL_ENV = (

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
 
-TRACES = Path("/work/shared/asterisk-traces/ami")
+from tests.shared_traces import TRACES as SHARED_TRACES
+
+TRACES = SHARED_TRACES / "ami"
 _LINE = re.compile(r"^\[\+\s*[\d.]+\] S> (?P<body>.*?)(?:\\r\\n)?$")
 
 
