@@ -65,15 +65,24 @@ class CallNotifier:
             except Exception:  # a broken listener must never break a call
                 log.exception("listener_failed", kind=kind)
 
+    def take(self, call: CallEvents) -> list[TimelineEventIn]:
+        """Hand the buffered events to a caller that writes them itself (with the call's end)."""
+        batch, call.pending = call.pending, []
+        return batch
+
+    def give_back(self, call: CallEvents, batch: list[TimelineEventIn]) -> None:
+        """That write failed: keep the events for the next flush."""
+        call.pending = batch + call.pending
+
     async def flush(self, call: CallEvents) -> bool:
         """Write the buffered events; on failure keep them for the next flush and log why."""
-        if not call.pending:
+        batch = self.take(call)
+        if not batch:
             return True
-        batch, call.pending = call.pending, []
         try:
             await asyncio.wait_for(self._store.add_timeline_events(batch), self._write_deadline)
         except Exception as exc:
-            call.pending = batch + call.pending
+            self.give_back(call, batch)
             log.error("timeline_write_failed", call_id=call.call_id, events=len(batch), error=repr(exc))
             return False
         return True

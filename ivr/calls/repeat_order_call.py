@@ -280,7 +280,6 @@ class _Call:
             delivery_date=order.delivery_date.isoformat() if order.delivery_date else None,
             lines=[{"sku": line.sku, "quantity": line.quantity} for line in order.lines],
         )
-        await self.h._notifier.flush(self.events)
         cfg = self.h._config
         return OrderPlaced(
             order_id=order.order_id,
@@ -418,19 +417,23 @@ class _Call:
         if self.start_write is not None:  # the row must exist before its end is written
             with contextlib.suppress(Exception):
                 await self.start_write
-        self.h._notifier.emit(self.events, "call.ended", outcome=outcome, reason=reason, step=self.step)
-        # The timeline first: a call row with an outcome means its whole story is readable.
-        await self.h._notifier.flush(self.events)
+        notifier = self.h._notifier
+        notifier.emit(self.events, "call.ended", outcome=outcome, reason=reason, step=self.step)
+        # The row's end and the rest of the timeline in one transaction: a call row with an outcome
+        # means its whole story is readable.
+        events = notifier.take(self.events)
         try:
             await asyncio.wait_for(
                 self.h._store.record_call_end(
                     self.events.call_id, outcome=outcome, reason=reason, ended_at=self.h._clock(),
-                    customer_id=self.events.customer_id, order_id=self.order_id,
+                    customer_id=self.events.customer_id, order_id=self.order_id, events=events,
                 ),
                 self.h._config.db_deadline,
             )
         except Exception as exc:
             self.log.error("call_end_not_recorded", error=repr(exc), outcome=outcome)
+            notifier.give_back(self.events, events)
+            await notifier.flush(self.events)  # at least the story, if the database answers again
 
 
 def _item(line: OrderLineView) -> Item:

@@ -53,6 +53,9 @@ class OperatorBoard:
         self._cards: dict[str, dict[str, Any]] = {}  # operator key -> current card
         self._feeds: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Cards are built (database reads) and published strictly in event order, so "talking"
+        # never overtakes "ringing", nor "free" a card still being built. A build takes a few ms.
+        self._order = asyncio.Lock()
 
     # --- events in ------------------------------------------------------------------------------
 
@@ -90,8 +93,11 @@ class OperatorBoard:
         task.add_done_callback(self._tasks.discard)
 
     async def _operator_event(self, event: TimelineEventIn) -> None:
+        async with self._order:
+            await self._apply_operator_event(event, event.data.get("operator_interface"))
+
+    async def _apply_operator_event(self, event: TimelineEventIn, interface: str | None) -> None:
         try:
-            interface = event.data.get("operator_interface")
             if event.kind == "call.hungup":
                 # The call is over: free every operator who had it on screen.
                 for key, card in list(self._cards.items()):
