@@ -30,6 +30,7 @@ from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
 from ivr.speech.tts import engine_by_name
 from ivr.web.api import build_web_app
+from ivr.web.console.deps import ConsoleDeps
 
 log = structlog.get_logger("ivr.app")
 
@@ -172,7 +173,19 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi, board=board,
                       tracker=tracker, ami=ami)
     if settings.web.enabled:
-        runner = web.AppRunner(build_web_app(store, api_token=settings.web.api_token, board=board))
+        console = ConsoleDeps(
+            store=store,
+            board=board,
+            tracker=tracker,
+            recordings_dir=Path(settings.recordings.dir),
+            health=service.health,
+            service_level_seconds=settings.web.service_level_seconds,
+            cookie_secure=settings.web.cookie_secure,
+            session_hours=settings.web.session_hours,
+            timezone=settings.delivery.timezone,
+        )
+        web_app = build_web_app(store, api_token=settings.web.api_token, board=board, console=console)
+        runner = web.AppRunner(web_app)
         await runner.setup()
         site = web.TCPSite(runner, settings.web.host, settings.web.port)
         await site.start()

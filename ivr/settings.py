@@ -56,6 +56,11 @@ class WebSettings:
     port: int = 8080
     api_token: str = "change-me"
     enabled: bool = True
+    # Console sessions: cookies are Secure (browsers accept them on http://localhost too).
+    cookie_secure: bool = True
+    session_hours: float = 12.0
+    # Service level: the share of queued callers an operator answered within this many seconds.
+    service_level_seconds: int = 20
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from aiohttp import web
 from crm_bridge.dto import CallView, CustomerCard, TimelineEventView
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.web.common import STORE_KEY, TOKEN_KEY, api_error, errors_and_auth, to_json
+from ivr.web.console.app import add_console
+from ivr.web.console.deps import ConsoleDeps
 from ivr.web.operator_api import add_operator_routes
 
 log = structlog.get_logger("ivr.web")
@@ -70,7 +72,9 @@ async def call_timeline(request: web.Request) -> web.Response:
     return to_json({"call": call, "events": await store.call_timeline(call_id)})
 
 
-def build_web_app(store: ReadStore, *, api_token: str, board: OperatorBoard | None = None) -> web.Application:
+def build_web_app(
+    store: ReadStore, *, api_token: str, board: OperatorBoard | None = None, console: ConsoleDeps | None = None
+) -> web.Application:
     app = web.Application(middlewares=[errors_and_auth])
     app[STORE_KEY] = store
     app[TOKEN_KEY] = api_token
@@ -78,4 +82,6 @@ def build_web_app(store: ReadStore, *, api_token: str, board: OperatorBoard | No
     app.router.add_get("/api/v1/calls", list_calls)
     app.router.add_get("/api/v1/calls/{call_id}/timeline", call_timeline)
     add_operator_routes(app, board)
+    if console is not None:
+        add_console(app, console)
     return app

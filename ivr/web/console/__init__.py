@@ -1,0 +1,1 @@
+"""The browser console: operators, supervisors and admins (server-rendered pages + small JS)."""

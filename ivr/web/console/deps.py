@@ -1,0 +1,28 @@
+"""What the console pages need from the service, passed once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ivr.calls.screen_pop import OperatorBoard
+
+DEPS_KEY = web.AppKey("console_deps", Any)
+
+
+@dataclass
+class ConsoleDeps:
+    store: Any  # crm_bridge.services.CrmStore
+    board: OperatorBoard | None = None
+    tracker: Any = None  # ivr.calls.tracker.CallTracker: live_calls(), operator_state()
+    recordings_dir: Path = Path("/var/spool/asterisk/monitor/ivr")
+    health: Callable[[], dict[str, Any]] | None = None  # the service's component health
+    service_level_seconds: int = 20
+    cookie_secure: bool = True
+    session_hours: float = 12.0
+    timezone: str = "Europe/Moscow"
+    metrics: Any = None  # ivr.web.console.metrics.Metrics
