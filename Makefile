@@ -1,17 +1,26 @@
 # The two commands of the README:  `make run`  and  `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := espeak-ng sox festival festvox-ru
+# Speech (espeak-ng, festival + Russian voice, sox) and the invoice PDF font; tests add a browser.
+RUN_PACKAGES := espeak-ng sox festival festvox-ru fonts-dejavu-core
+TEST_PACKAGES := $(RUN_PACKAGES) chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test system-deps lint bench
+.PHONY: run test system-deps test-system-deps lint bench
 
-system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+define install_missing
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+system-deps:
+	$(call install_missing,$(RUN_PACKAGES))
+
+test-system-deps:
+	$(call install_missing,$(TEST_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,9 +31,10 @@ $(VENV)/.installed: pyproject.toml
 run: system-deps $(VENV)/.installed
 	$(VENV)/bin/ivr serve --demo
 
-test: system-deps $(VENV)/.installed
+test: test-system-deps $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
 bench: system-deps $(VENV)/.installed
-	$(PY) bench/agi_load.py
+	$(PY) bench/agi_load.py --backend both
+	$(PY) bench/ami_replay.py --backend both
