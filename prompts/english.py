@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from num2words import num2words
+
+from prompts.amounts import rubles_and_kopecks
 
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
@@ -70,11 +72,7 @@ def quantity_phrase(n: int, unit: str, name: str | None) -> str:
 
 def money_phrase(amount: Decimal) -> str:
     """Decimal('1920') -> 'one thousand nine hundred twenty roubles' (the currency stays roubles)."""
-    amount = Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    if amount < 0:
-        raise ValueError("negative amounts are not spoken in prompts")
-    rubles = int(amount)
-    kopecks = int((amount - rubles) * 100)
+    rubles, kopecks = rubles_and_kopecks(amount)
     text = f"{spell_number(rubles)} {'rouble' if rubles == 1 else 'roubles'}"
     if kopecks:
         text += f" and {spell_number(kopecks)} {'kopeck' if kopecks == 1 else 'kopecks'}"

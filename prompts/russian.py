@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import re
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Literal
 
 import pymorphy3
 from num2words import num2words
+
+from prompts.amounts import rubles_and_kopecks
 
 Gender = Literal["m", "f", "n"]
 
@@ -156,11 +158,7 @@ def quantity_phrase(n: int, unit: str, name: str = "") -> str:
 
 def money_phrase(amount: Decimal) -> str:
     """Decimal('1200.50') -> 'одна тысяча двести рублей пятьдесят копеек' (kopecks only when non-zero)."""
-    amount = Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    if amount < 0:
-        raise ValueError("negative amounts are not spoken in prompts")
-    rubles = int(amount)
-    kopecks = int((amount - rubles) * 100)
+    rubles, kopecks = rubles_and_kopecks(amount)
     text = f"{spell_number(rubles, noun_gender('рубль'))} {agree_noun('рубль', rubles)}"
     if kopecks:
         text += f" {spell_number(kopecks, noun_gender('копейка'))} {agree_noun('копейка', kopecks)}"

@@ -93,11 +93,13 @@ class PromptCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         # The words beside the audio (<key>.txt): `ivr call` and people reading the directory see
         # what each file says. Written before the .wav, so a playable prompt always has its text.
-        self._write_atomic(wav.with_suffix(".txt"), text.encode("utf-8"))
-        self._write_atomic(wav, data)
+        self.write_atomic(wav.with_suffix(".txt"), text.encode("utf-8"))
+        self.write_atomic(wav, data)
 
-    def _write_atomic(self, target: Path, data: bytes) -> None:
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{target.name}.", suffix=".tmp")
+    def write_atomic(self, target: Path, data: bytes) -> None:
+        """Write a file Asterisk may read at any moment: temp file beside it, then rename."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as tmp:
                 tmp.write(data)
@@ -143,20 +145,6 @@ async def build_named(cache: PromptCache, languages: Iterable[str], prompt_ids: 
         for prompt_id in ids:
             source = (await cache.path_for(phrasebook.render(prompt_id), language)).with_suffix(".wav")
             target = named_dir / f"{prompt_id}-{language}.wav"
-            await asyncio.to_thread(_copy_atomic, source, target)
+            await asyncio.to_thread(cache.write_atomic, target, source.read_bytes())
             written.append(target)
     return written
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(source.read_bytes())
-        os.chmod(tmp_name, FILE_MODE)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
