@@ -267,6 +267,38 @@ class CallbackTask(Base):
     open_key: Mapped[str | None] = mapped_column(String(100))
 
 
+class User(Base):
+    """A console user (operator, supervisor, admin). ``username`` is stored casefolded: unique without case."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string
+    role: Mapped[str] = mapped_column(String(16))  # operator | supervisor | admin
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    operator_interface: Mapped[str | None] = mapped_column(String(200))  # queue member, e.g. PJSIP/101
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in browser. ``id`` is the SHA-256 (hex) of the cookie's random token: a leaked table
+    cannot be replayed as cookies."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # absolute end of the session
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
 __all__ = [
     "Base",
     "Call",
@@ -279,5 +311,7 @@ __all__ = [
     "Product",
     "SequenceCounter",
     "TimelineEvent",
+    "User",
+    "WebSession",
     "func",
 ]
