@@ -1,9 +1,10 @@
-"""`ivr serve | call | import | demo-data | db upgrade | prompts build`."""
+"""`ivr serve | call | import | demo-data | db upgrade | prompts build | users add|list|passwd`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--port", type=int, help="FastAGI port (default: agi.port)")
     call.add_argument("--script", default="repeat-order", help="script name, may carry options: repeat-order?lang=en")
     call.add_argument("--play", action="store_true", help="play each prompt if aplay/play is installed")
+
+    users = sub.add_parser("users", help="console users (operators, supervisors, admins)")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    users_add = users_sub.add_parser("add", help="create a user; the password is read from stdin or a prompt")
+    users_add.add_argument("username")
+    users_add.add_argument("--role", required=True, help="operator | supervisor | admin")
+    users_add.add_argument("--name", default="", help="name shown in the console")
+    users_add.add_argument("--interface", help="the operator's queue member interface, e.g. PJSIP/101")
+    users_add.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    users_sub.add_parser("list", help="list the users")
+    users_passwd = users_sub.add_parser("passwd", help="set a new password (ends the user's sessions)")
+    users_passwd.add_argument("username")
+    users_passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
     return parser
 
 
@@ -59,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo-data": _demo,
         "prompts": _prompts,
         "call": _call,
+        "users": _users,
     }[args.command]
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -155,3 +170,52 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
         out=sys.stdout,
     )
     return 0 if result.completed else 1
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    """From the first stdin line (--password-stdin) or an interactive prompt typed twice; never argv."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != first:
+        print("ivr users: the passwords do not match", file=sys.stderr)
+        return None
+    return first
+
+
+async def _users(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_bridge.accounts import ROLES, AccountError, AccountStore
+    from crm_bridge.db import upgrade
+    from ivr.app import build_store
+
+    if args.action == "add" and args.role not in ROLES:
+        print(f"ivr users: unknown role {args.role!r}: use one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    password = _read_password(args) if args.action in ("add", "passwd") else None
+    if args.action in ("add", "passwd") and password is None:
+        return 2
+    await upgrade(settings.database.url)
+    engine, store = build_store(settings)
+    accounts = AccountStore(store.sessions)
+    try:
+        if args.action == "list":
+            for user in await accounts.list_users():
+                state = "active" if user.active else "inactive"
+                print(f"{user.username}\t{user.role}\t{state}\t{user.operator_interface or '-'}\t{user.display_name}")
+            return 0
+        if args.action == "passwd":
+            account = await accounts.get_user_by_username(args.username)
+            if account is None:
+                print(f"ivr users: no user {args.username!r}", file=sys.stderr)
+                return 1
+            await accounts.set_password(account.id, password)
+            print(f"password of {account.username} changed; their sessions ended")
+            return 0
+        account = await accounts.create_user(args.username, password, args.role, args.name, args.interface)
+        print(f"user {account.username} created ({account.role})")
+        return 0
+    except AccountError as exc:
+        print(f"ivr users: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()

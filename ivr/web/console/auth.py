@@ -282,7 +282,10 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         refused = await _check_page_request(request)
         if refused is not None:
             return refused
-    return await handler(request)
+    response = await handler(request)
+    if request.get(_CLEAR_COOKIE_KEY) and not response.prepared and COOKIE not in response.cookies:
+        response.del_cookie(COOKIE, path="/")  # a dead session's cookie: the browser may drop it
+    return response
 
 
 async def _check_page_request(request: web.Request) -> web.Response | None:
@@ -304,11 +307,6 @@ async def _check_page_request(request: web.Request) -> web.Response | None:
         log.warning("csrf_refused", path=request.path, user=current_user(request).username)
         return _forbidden(request, "Форма устарела или пришла не с этой страницы. Обновите страницу и повторите.")
     return None
-
-
-async def _clear_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    if request.get(_CLEAR_COOKIE_KEY) and COOKIE not in response.cookies:
-        response.del_cookie(COOKIE, path="/")
 
 
 # --- sign-in / sign-out -----------------------------------------------------------------------------
@@ -547,7 +545,6 @@ def setup(app: web.Application, deps: ConsoleDeps) -> None:
     app[AUTH_KEY] = AuthState(accounts=AccountStore(deps.store.sessions), deps=deps)
     # Outermost: the user is known before errors_and_auth decides about /api/.
     app.middlewares.insert(0, session_middleware)
-    app.on_response_prepare.append(_clear_stale_cookie)
     app.router.add_get("/", home)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
