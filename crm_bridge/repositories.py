@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -282,3 +282,88 @@ async def callback_tasks_page(
     if status is not None:
         stmt = stmt.where(CallbackTask.status == status)
     return list((await session.execute(stmt)).scalars())
+
+
+# --- console: customer search, customer timeline, invoices ---------------------------------------
+
+
+def like_escape(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def customers_matching_tokens(
+    session: AsyncSession, token_patterns: Sequence[Sequence[str]], limit: int
+) -> list[Customer]:
+    """Customers where EVERY token matches a name part or the customer id.
+
+    ``token_patterns``: per token, the LIKE patterns (already escaped, with ``%``) that may match it;
+    callers pass case variants because SQLite's LIKE/lower() fold ASCII only. The result is a
+    bounded candidate set: the service re-checks it with a Unicode casefold.
+    """
+    columns = (Customer.last_name, Customer.first_name, Customer.patronymic, Customer.customer_id)
+    stmt = select(Customer)
+    for patterns in token_patterns:
+        stmt = stmt.where(or_(*(column.like(p, escape="\\") for column in columns for p in patterns)))
+    stmt = stmt.order_by(Customer.last_name, Customer.first_name, Customer.customer_id).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def customers_with_phone_like(session: AsyncSession, pattern: str, limit: int) -> list[Customer]:
+    """Customers owning a phone whose E.164 form matches the LIKE ``pattern`` (escaped)."""
+    owners = select(Phone.customer_id).where(Phone.number.like(pattern, escape="\\"))
+    stmt = (
+        select(Customer)
+        .where(Customer.id.in_(owners))
+        .order_by(Customer.last_name, Customer.first_name, Customer.customer_id)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def timeline_of_customer(
+    session: AsyncSession, customer_id: str, customer_pk: int, limit: int
+) -> list[TimelineEvent]:
+    """The newest ``limit`` events of every call of the customer and of the customer themself.
+
+    A call belongs to the customer when its row says so or when any of its events names them
+    (events before identification carry no customer id, the call's later ones do).
+    """
+    named = select(TimelineEvent.call_id).where(
+        TimelineEvent.customer_id == customer_id, TimelineEvent.call_id.is_not(None)
+    )
+    owned = select(Call.call_id).where(Call.customer_id == customer_pk)
+    stmt = (
+        select(TimelineEvent)
+        .where(
+            or_(
+                TimelineEvent.customer_id == customer_id,
+                TimelineEvent.call_id.in_(named),
+                TimelineEvent.call_id.in_(owned),
+            )
+        )
+        .order_by(TimelineEvent.at.desc(), TimelineEvent.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def calls_of_customer(session: AsyncSession, customer_pk: int, limit: int) -> list[Call]:
+    stmt = (
+        select(Call)
+        .where(Call.customer_id == customer_pk)
+        .order_by(Call.started_at.desc(), Call.call_id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def invoice_by_number(session: AsyncSession, number: str) -> tuple[Invoice, Order, Customer] | None:
+    stmt = (
+        select(Invoice, Order, Customer)
+        .join(Order, Order.id == Invoice.order_id)
+        .join(Customer, Customer.id == Order.customer_id)
+        .where(Invoice.number == number)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row[0], row[1], row[2])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from crm_bridge.dto import (
     CallView,
     CustomerCard,
     CustomerView,
+    InvoiceView,
     OrderLineView,
+    OrderView,
     PlacedOrder,
     ProductView,
     TimelineEventIn,
@@ -41,7 +44,7 @@ from crm_bridge.errors import (
     UnknownCustomer,
     UnknownProduct,
 )
-from crm_bridge.models import Call, CallbackTask, Invoice, Order, OrderLine, Product, as_utc
+from crm_bridge.models import Call, CallbackTask, Customer, Invoice, Order, OrderLine, Product, as_utc
 from crm_bridge.money import money, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.views import (
@@ -513,6 +516,141 @@ class CrmStore:
             view = callback_task_view(task)
             await session.commit()
         return view
+
+    # --- console: search, customer timeline, invoices --------------------------------------------
+
+    async def search_customers(self, query: str, limit: int = 50) -> list[CustomerView]:
+        """Customers matching ``query``: a customer id, a phone in any Russian format, or name parts.
+
+        Name parts match case-insensitively in any alphabet (``иванов`` finds «Иванов»; a typed ё
+        also finds е), every word of the query must match the last name, first name, patronymic
+        or customer id. SQLite folds ASCII only, so the SQL filter tries the case variants a person
+        types (as typed, lower, UPPER, Capitalized) to get a bounded candidate set, which is then
+        checked with ``str.casefold``. Digits match phones: the normalized E.164 number exactly, or
+        a run of at least 4 digits anywhere in a number. Exact id and phone matches come first.
+        """
+        text = " ".join((query or "").split())[:200]
+        limit = max(1, min(int(limit), 200))
+        if not text:
+            return []
+        found: dict[str, Customer] = {}
+        async with self._unit() as session:
+            exact = await repo.customer_by_external_id(session, text)
+            if exact is not None:
+                found[exact.customer_id] = exact
+            digits = re.sub(r"\D", "", text)
+            if digits and not re.search(r"[^\d\s+()\-.]", text):  # a phone number, perhaps partial
+                number = normalize_phone(text)
+                if number is not None:
+                    for customer, _ in await repo.customers_by_phone(session, number):
+                        found.setdefault(customer.customer_id, customer)
+                if len(digits) >= 4:
+                    pattern = f"%{repo.like_escape(digits)}%"
+                    for customer in await repo.customers_with_phone_like(session, pattern, limit):
+                        found.setdefault(customer.customer_id, customer)
+            tokens = _search_tokens(text)
+            if tokens and len(found) < limit:
+                patterns = [[f"%{repo.like_escape(v)}%" for v in _case_variants(t)] for t in tokens]
+                candidates = await repo.customers_matching_tokens(session, patterns, limit * 10)
+                for customer in candidates:
+                    if _name_matches(customer, tokens):
+                        found.setdefault(customer.customer_id, customer)
+            chosen = list(found.values())[:limit]
+            phones = await repo.phones_of(session, [c.id for c in chosen])
+        return [customer_view(c, phones.get(c.id, [])) for c in chosen]
+
+    async def customer_timeline(self, customer_id: str, limit: int = 200) -> list[TimelineEventView]:
+        """What happened with a customer, NEWEST FIRST (``at`` descending, then ``seq`` descending).
+
+        Every stored event of every call of the customer (see repo.timeline_of_customer), plus one
+        entry per order (kind ``order.placed``, data: order_id, total, source, invoice,
+        delivery_date, lines) and one per call of theirs that has no stored event in the window
+        (kind ``call.recorded``: an AMI-only call; data: outcome, reason, caller_number, operator).
+        Those built entries are not stored events: their ``seq`` is 0. At most ``limit`` entries.
+        Unknown customer: an empty list.
+        """
+        limit = max(1, min(int(limit), 1000))
+        async with self._unit() as session:
+            customer = await repo.customer_by_external_id(session, customer_id)
+            if customer is None:
+                return []
+            events = await repo.timeline_of_customer(session, customer_id, customer.id, limit)
+            orders = await repo.orders_of_customer(session, customer.id)
+            calls = await repo.calls_of_customer(session, customer.id, limit)
+            line_counts = await repo.lines_of_orders(session, [o.id for o, _ in orders[:limit]])
+        entries = [timeline_view(e) for e in events]
+        oldest = entries[-1].at if len(entries) >= limit else None
+        for order, invoice in orders[:limit]:
+            entries.append(
+                TimelineEventView(
+                    seq=0, at=order.ordered_at, call_id=order.call_id, customer_id=customer_id,
+                    kind="order.placed",
+                    data={
+                        "order_id": order.order_id,
+                        "total": str(order.total),
+                        "source": order.source,
+                        "invoice": invoice.number if invoice is not None else None,
+                        "delivery_date": order.delivery_date.isoformat() if order.delivery_date else None,
+                        "lines": len(line_counts.get(order.id, [])),
+                    },
+                )
+            )
+        seen_calls = {e.call_id for e in events if e.call_id}
+        for call in calls:
+            if call.call_id in seen_calls or (oldest is not None and call.started_at < oldest):
+                continue
+            entries.append(
+                TimelineEventView(
+                    seq=0, at=call.started_at, call_id=call.call_id, customer_id=customer_id,
+                    kind="call.recorded",
+                    data={
+                        "outcome": call.outcome,
+                        "reason": call.reason,
+                        "caller_number": call.caller_number,
+                        "operator": call.operator_name or call.operator_interface,
+                    },
+                )
+            )
+        entries.sort(key=lambda e: (e.at, e.seq), reverse=True)
+        return entries[:limit]
+
+    async def get_invoice(self, number: str) -> tuple[InvoiceView, OrderView, CustomerView] | None:
+        """An invoice with its order (lines as sold) and its customer; None when no such number."""
+        async with self._unit() as session:
+            row = await repo.invoice_by_number(session, number)
+            if row is None:
+                return None
+            invoice, order, customer = row
+            lines = (await repo.lines_of_orders(session, [order.id])).get(order.id, [])
+            phones = await repo.phones_of(session, [customer.id])
+        view = order_view(order, customer.customer_id, [line_view(line) for line in lines], invoice)
+        assert view.invoice is not None
+        return view.invoice, view, customer_view(customer, phones.get(customer.id, []))
+
+
+_PUNCT = ",;.:!?\"«»()"
+
+
+def _search_tokens(text: str) -> list[str]:
+    """Whitespace-separated words of a query without surrounding punctuation (at most 5), longest first."""
+    words = [w.strip(_PUNCT) for w in text.split()]
+    return sorted(dict.fromkeys(w for w in words if w), key=len, reverse=True)[:5]
+
+
+def _fold(text: str) -> str:
+    return text.casefold().replace("ё", "е")
+
+
+def _case_variants(token: str) -> set[str]:
+    variants = {token, token.lower(), token.upper(), token.capitalize(), token.title()}
+    # ё is often typed as е (and stored either way): try both spellings of the typed word.
+    return variants | {v.replace("ё", "е").replace("Ё", "Е") for v in variants}
+
+
+def _name_matches(customer: Customer, tokens: Sequence[str]) -> bool:
+    fields = [_fold(f or "") for f in (customer.last_name, customer.first_name, customer.patronymic,
+                                       customer.customer_id)]
+    return all(any(_fold(token) in field for field in fields) for token in tokens)
 
 
 def _positive_lines(lines: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -1,9 +1,156 @@
-"""Scaffold: replaced by the module's real implementation."""
+"""The operator screen: the live card of the signed-in operator, new and repeated orders, call-backs.
+
+- ``GET /operator`` (operator, supervisor, admin). The operator's key is
+  ``operator_key(user.operator_interface)`` ('PJSIP/101' -> '101'); a supervisor or an admin may
+  look at any operator's screen with ``?operator=101``. The page is rendered complete on the server
+  (the current card, the open call-back tasks, the product list) and ``static/operator.js`` then
+  keeps the card live from the WebSocket ``/api/v1/operators/{key}/feed`` and sends the actions:
+  orders to ``POST /api/v1/customers/{id}/orders`` (one Idempotency-Key per form, so a double
+  click never makes two orders) and task results to ``POST /api/v1/tasks/{id}``.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from aiohttp import web
 
-def setup(app: Any, deps: Any) -> None:
-    return None
+from ivr.calls.screen_pop import operator_key
+from ivr.web.console.auth import current_user, require
+from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.render import render
+
+# Why the robot handed the caller over (IVR_REASON), in the words an operator reads at a glance.
+IVR_REASONS: dict[str, str] = {
+    "caller_request": "клиент попросил оператора",
+    "unknown_number": "номер не найден в базе",
+    "shared_number": "номер принадлежит нескольким клиентам",
+    "no_caller_id": "номер не определился (скрыт)",
+    "no_previous_order": "у клиента нет прошлых заказов",
+    "no_input": "клиент не нажимал кнопки",
+    "invalid_input": "клиент дважды нажал не те кнопки",
+    "order_emptied": "клиент убрал из заказа все позиции",
+    "order_rejected": "заказ не принят (товар недоступен)",
+    "order_placed": "заказ оформлен роботом",
+    "database_timeout": "сбой базы данных (не ответила вовремя)",
+    "database_error": "сбой базы данных",
+    "tts_error": "сбой синтеза речи",
+    "playback_failed": "сбой воспроизведения",
+    "internal_error": "внутренняя ошибка робота",
+    "unknown_script": "неизвестный сценарий",
+    "overloaded": "робот перегружен",
+    "after_hours": "звонок в нерабочее время",
+    "callback_requested": "клиент просил перезвонить",
+    "abandoned_in_queue": "клиент не дождался ответа в очереди",
+    "queue_timeout": "очередь не дождалась оператора",
+}
+
+LOOKUP_STATUSES: dict[str, str] = {
+    "found": "клиент найден по номеру",
+    "unknown": "номер не найден в базе",
+    "shared": "номер принадлежит нескольким клиентам",
+    "invalid": "номер не определился",
+}
+
+STATES: dict[str, str] = {"ringing": "Звонит", "talking": "Разговор", "free": "Свободен"}
+
+TASK_REASONS: dict[str, str] = {
+    "abandoned_in_queue": "не дождался ответа в очереди",
+    "callback_requested": "просил перезвонить",
+    "queue_timeout": "очередь не дождалась оператора",
+    "after_hours": "звонил в нерабочее время",
+}
+
+EMPTY_CARD: dict[str, Any] = {"state": "free", "call": None, "customer": None, "last_orders": [], "ivr_path": []}
+
+_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def reason_text(reason: str | None) -> str:
+    """'caller_request' -> 'клиент попросил оператора'; 'after_hours:no_input' -> both parts."""
+    if not reason:
+        return ""
+    parts = [p for p in reason.split(":") if p]
+    return "; ".join(IVR_REASONS.get(p, p) for p in parts)
+
+
+def task_reason_text(reason: str) -> str:
+    return "; ".join(TASK_REASONS.get(p, reason_text(p)) for p in reason.split("; ") if p)
+
+
+def path_step(step: dict[str, Any]) -> tuple[str, str]:
+    """One IVR path entry as (who/what, text): what the caller heard, pressed, and how it ended."""
+    kind = step.get("kind")
+    if kind == "prompt.played":
+        return "Робот", str(step.get("text") or step.get("step") or "")
+    if kind == "dtmf.received":
+        if step.get("timed_out") and not step.get("digits"):
+            return "Клиент", "ничего не нажал"
+        return "Клиент", f"нажал {step.get('digits') or '—'}"
+    if kind == "call.started":
+        return "Звонок", "начат"
+    if kind == "caller.identified":
+        return "Поиск", LOOKUP_STATUSES.get(str(step.get("status")), str(step.get("status") or ""))
+    if kind == "call.escalated":
+        return "Передан", reason_text(step.get("reason"))
+    if kind == "step.failed":
+        return "Сбой", f"{step.get('step') or ''}: {reason_text(step.get('reason'))}".strip(": ")
+    if kind == "order.created":
+        return "Заказ", f"оформлен {step.get('order_id') or ''}".strip()
+    if kind == "callback.created":
+        return "Перезвон", "задача на перезвон создана"
+    if kind == "queue.entered":
+        return "Очередь", str(step.get("queue") or "")
+    if kind == "operator.no_answer":
+        return "Оператор", "не ответил"
+    return str(kind or ""), str(step.get("text") or step.get("reason") or "")
+
+
+def _chosen_key(request: web.Request, user: Any) -> tuple[str | None, str | None]:
+    """(operator key, error) for this request."""
+    asked = request.query.get("operator", "").strip()
+    if asked and user.role in ("supervisor", "admin"):
+        if not _KEY.match(asked):
+            return None, "Неверный номер оператора: только латинские буквы, цифры, точка, дефис, подчёркивание."
+        return asked, None
+    interface = getattr(user, "operator_interface", None)
+    if interface:
+        return operator_key(interface), None
+    return None, None
+
+
+@require("operator", "supervisor", "admin")
+async def operator_page(request: web.Request) -> web.Response:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    user = current_user(request)
+    key, error = _chosen_key(request, user)
+    card: dict[str, Any] | None = None
+    if key:
+        current = deps.board.current(key) if deps.board is not None else None
+        card = {**EMPTY_CARD, "operator": key, **(current or {})}
+    products = await deps.store.list_products()
+    tasks = await deps.store.list_tasks("open", limit=200)
+    ivr_steps = [path_step(step) for step in (card or {}).get("ivr_path", [])] if card else []
+    return render(
+        request,
+        "operator.html",
+        status=400 if error else 200,
+        error=error,
+        operator=key,
+        own=bool(getattr(user, "operator_interface", None)) and key == operator_key(user.operator_interface),
+        live=deps.board is not None,
+        card=card,
+        ivr_steps=ivr_steps,
+        products=products,
+        product_json=[{"sku": p.sku, "price": str(p.price), "unit": p.unit, "name": p.name} for p in products],
+        tasks=tasks,
+        states=STATES,
+        reason_text=reason_text,
+        task_reason_text=task_reason_text,
+        labels={"reasons": IVR_REASONS, "lookups": LOOKUP_STATUSES, "states": STATES},
+    )
+
+
+def setup(app: web.Application, deps: ConsoleDeps) -> None:
+    app.router.add_get("/operator", operator_page)

@@ -1,0 +1,246 @@
+// The operator screen: live card from the WebSocket feed, orders (idempotent), call-back tasks.
+// Everything coming from the server is put on the page with textContent (never innerHTML).
+"use strict";
+(() => {
+  const data = JSON.parse(document.getElementById("operator-data").textContent);
+  const labels = data.labels;
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value == null) continue;
+      if (name === "className") node.className = value;
+      else if (name === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      if (child == null || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  // crypto.randomUUID exists only in secure contexts (HTTPS, localhost); a console on plain HTTP in
+  // the office network still needs unique keys, so fall back to getRandomValues (available everywhere).
+  const uuid = () => (crypto.randomUUID ? crypto.randomUUID()
+    : "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
+      (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
+  const customerHref = (id) => "/customers/" + encodeURIComponent(id);
+  const money = (value) => {
+    const [whole, cents] = Number(value).toFixed(2).split(".");
+    return whole.replace(/\B(?=(\d{3})+(?!\d))/g, " ") + "," + cents + " ₽";
+  };
+  const when = (iso) => (iso ? new Date(iso).toLocaleString("ru-RU") : "");
+  const reasonText = (reason) =>
+    (reason || "").split(":").filter(Boolean).map((p) => labels.reasons[p] || p).join("; ");
+
+  function pathStep(step) {
+    switch (step.kind) {
+      case "prompt.played": return ["Робот", step.text || step.step || ""];
+      case "dtmf.received":
+        if (step.timed_out && !step.digits) return ["Клиент", "ничего не нажал"];
+        return ["Клиент", "нажал " + (step.digits || "—")];
+      case "call.started": return ["Звонок", "начат"];
+      case "caller.identified": return ["Поиск", labels.lookups[step.status] || step.status || ""];
+      case "call.escalated": return ["Передан", reasonText(step.reason)];
+      case "step.failed": return ["Сбой", [step.step, reasonText(step.reason)].filter(Boolean).join(": ")];
+      case "order.created": return ["Заказ", ("оформлен " + (step.order_id || "")).trim()];
+      case "callback.created": return ["Перезвон", "задача на перезвон создана"];
+      case "queue.entered": return ["Очередь", step.queue || ""];
+      case "operator.no_answer": return ["Оператор", "не ответил"];
+      default: return [step.kind || "", step.text || step.reason || ""];
+    }
+  }
+
+  // --- orders ---------------------------------------------------------------------------------
+
+  async function placeOrder(customerId, lines, key, callId) {
+    const response = await fetch("/api/v1/customers/" + encodeURIComponent(customerId) + "/orders", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": ivr.csrf(), "Idempotency-Key": key },
+      body: JSON.stringify({ lines, call_id: callId || undefined }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
+    return body;
+  }
+
+  const placedText = (result) =>
+    "Заказ " + result.order.order_id + " оформлен, счёт " + result.invoice.number + ", сумма " +
+    money(result.invoice.total) + (result.order.delivery_date ? ", доставка " + result.order.delivery_date : "") +
+    (result.created ? "" : " (уже был оформлен)");
+
+  let currentCallId = data.card && data.card.call ? data.card.call.call_id : null;
+
+  // One key per (call, order) shown: a double click, a retry or a redrawn card replays, never duplicates.
+  const repeatKeys = new Map();
+  function armRepeat(button) {
+    const slot = (currentCallId || "") + "|" + button.dataset.order;
+    if (!repeatKeys.has(slot)) repeatKeys.set(slot, uuid());
+    button.dataset.key = repeatKeys.get(slot);
+    button.addEventListener("click", async () => {
+      const result = button.parentElement.querySelector(".repeat-result");
+      const lines = JSON.parse(button.dataset.lines).map((l) => ({ sku: l.sku, quantity: l.quantity }));
+      button.disabled = true;
+      try {
+        const placed = await placeOrder(button.dataset.customer, lines, button.dataset.key, currentCallId);
+        ivr.text(result, placedText(placed));
+        result.className = "repeat-result ok";
+      } catch (error) {
+        ivr.text(result, "Ошибка: " + error.message);
+        result.className = "repeat-result bad";
+        button.disabled = false; // the same key: retrying can never make a second order
+      }
+    });
+  }
+
+  const form = document.getElementById("order-form");
+  const lineTable = document.getElementById("order-lines");
+  const template = lineTable.querySelector(".order-line").cloneNode(true);
+  const orderResult = document.getElementById("order-result");
+  let formKey = uuid();
+  let formDone = false;
+
+  function bindRemove(row) {
+    row.querySelector(".remove-line").addEventListener("click", () => {
+      if (lineTable.querySelectorAll(".order-line").length > 1) row.remove();
+    });
+  }
+  lineTable.querySelectorAll(".order-line").forEach(bindRemove);
+  document.getElementById("add-line").addEventListener("click", () => {
+    const row = template.cloneNode(true);
+    lineTable.append(row);
+    bindRemove(row);
+  });
+  // Changing the order after it was placed starts a new order (and a new key).
+  form.addEventListener("input", () => {
+    if (formDone) { formKey = uuid(); formDone = false; ivr.text(orderResult, ""); }
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = document.getElementById("place-order");
+    const customerId = form.elements.customer_id.value.trim();
+    const lines = [...lineTable.querySelectorAll(".order-line")].map((row) => ({
+      sku: row.querySelector("select").value,
+      quantity: parseInt(row.querySelector("input").value, 10),
+    })).filter((l) => l.sku && l.quantity > 0);
+    if (!customerId || !lines.length) { ivr.text(orderResult, "Укажите клиента и хотя бы одну строку."); return; }
+    button.disabled = true;
+    try {
+      const placed = await placeOrder(customerId, lines, formKey, currentCallId);
+      ivr.text(orderResult, placedText(placed));
+      orderResult.className = "ok";
+      formDone = true;
+    } catch (error) {
+      ivr.text(orderResult, "Ошибка: " + error.message);
+      orderResult.className = "bad";
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // --- call-back tasks ------------------------------------------------------------------------
+
+  document.querySelectorAll(".task-action").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const cell = button.closest("td");
+      const result = cell.querySelector(".task-result");
+      cell.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      try {
+        const task = await ivr.post("/api/v1/tasks/" + encodeURIComponent(button.dataset.taskId),
+                                    { status: button.dataset.status });
+        if (task.status === "open") {
+          ivr.text(result, "не дозвонились, повтор " + when(task.due_at) + " (попыток: " + task.attempts + ")");
+          cell.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+        } else {
+          ivr.text(result, "закрыта");
+          button.closest("tr").classList.add("muted");
+        }
+      } catch (error) {
+        ivr.text(result, "Ошибка: " + error.message);
+        cell.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+      }
+    });
+  });
+
+  // --- the live card --------------------------------------------------------------------------
+
+  function person(c) { return [c.last_name, c.first_name, c.patronymic].filter(Boolean).join(" "); }
+
+  function renderCard(card) {
+    const state = document.getElementById("call-state");
+    state.className = "state-" + card.state;
+    ivr.text(state, labels.states[card.state] || card.state);
+    const body = document.getElementById("card-body");
+    const parts = [];
+    const call = card.call;
+    currentCallId = call ? call.call_id : null;
+    if (!call) {
+      parts.push(el("p", { className: "muted" }, "Сейчас звонка нет. Карточка появится, когда зазвонит телефон."));
+    } else {
+      parts.push(el("p", null, "Номер: ", el("strong", { className: "caller" }, call.caller_number || "скрыт")));
+      if (call.ivr_reason) {
+        parts.push(el("p", null, "Почему у оператора: ", el("strong", { className: "reason" }, reasonText(call.ivr_reason))));
+      }
+      if (call.lookup === "shared" && call.candidates && call.candidates.length) {
+        const p = el("p", null, "Номер принадлежит клиентам: ");
+        call.candidates.forEach((id, i) => {
+          if (i) p.append(", ");
+          p.append(el("a", { href: customerHref(id) }, id));
+        });
+        parts.push(p);
+      }
+      const c = card.customer;
+      if (c) {
+        parts.push(el("h2", null, el("a", { href: customerHref(c.customer_id) }, person(c))));
+        parts.push(el("p", null, "Адрес: " + (c.address || "—")));
+        parts.push(el("p", { className: "muted" }, "Телефоны: " + (c.phones || []).join(", ") + " · клиент " + c.customer_id));
+        form.elements.customer_id.value = c.customer_id;
+      } else {
+        parts.push(el("p", { className: "muted" }, "Клиент не определён: найдите его в ",
+                      el("a", { href: "/customers" }, "поиске клиентов"), "."));
+      }
+      if (card.ivr_path && card.ivr_path.length) {
+        parts.push(el("h2", null, "Что было в меню робота"));
+        const ol = el("ol", { className: "ivr-path" });
+        for (const step of card.ivr_path) {
+          const [who, text] = pathStep(step);
+          ol.append(el("li", null, el("span", { className: "muted" }, who + ":"), " " + text));
+        }
+        parts.push(ol);
+      }
+      if (c && card.last_orders && card.last_orders.length) {
+        parts.push(el("h2", null, "Последние заказы"));
+        const table = el("table", { className: "last-orders" },
+          el("tr", null, el("th", null, "Заказ"), el("th", null, "Дата"), el("th", null, "Состав"),
+             el("th", null, "Сумма"), el("th", null, "")));
+        for (const order of card.last_orders) {
+          const lines = el("td");
+          for (const line of order.lines) lines.append(line.quantity + " × " + line.unit + " " + line.name, el("br"));
+          const button = el("button", { type: "button", className: "repeat-order",
+            dataset: { customer: c.customer_id, order: order.order_id, lines: JSON.stringify(order.lines) } }, "Повторить заказ");
+          armRepeat(button);
+          table.append(el("tr", null, el("td", null, order.order_id), el("td", null, when(order.ordered_at)), lines,
+                          el("td", null, money(order.total)),
+                          el("td", null, button, el("span", { className: "repeat-result" }))));
+        }
+        parts.push(table);
+      }
+    }
+    body.replaceChildren(...parts);
+  }
+
+  document.querySelectorAll(".repeat-order").forEach(armRepeat);
+  if (data.operator && data.live) {
+    const status = document.getElementById("feed-status");
+    let lastCard = null;
+    ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (card) => {
+      ivr.text(status, "обновлено " + new Date().toLocaleTimeString("ru-RU"));
+      const signature = JSON.stringify(card);
+      if (signature === lastCard) return; // a reconnect re-sends the current card: keep the armed buttons
+      lastCard = signature;
+      renderCard(card);
+    });
+  }
+})();
