@@ -31,6 +31,7 @@ from ivr.speech.speaker import Speaker
 from ivr.speech.tts import engine_by_name
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
+from ivr.web.console.metrics import Metrics
 
 log = structlog.get_logger("ivr.app")
 
@@ -108,8 +109,14 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     notifier = CallNotifier(store)
     board = OperatorBoard(store, settings.operators.names)
     notifier.subscribe(board.on_event)
+    # Prometheus metrics (GET /metrics): call ends and queue waits from the notifier, AGI command
+    # latency from the FastAGI server's hook, TTS cache and active calls read at scrape time.
+    metrics = Metrics()
+    notifier.subscribe(metrics.listener)
+    prompt_cache = build_prompt_cache(settings)
+    metrics.bind_prompt_cache(prompt_cache)
     speaker = Speaker(
-        build_prompt_cache(settings),
+        prompt_cache,
         asterisk_dir=settings.agi.asterisk_prompts_dir or None,
         deadline=settings.prompts.tts_deadline,
     )
@@ -158,7 +165,9 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         env_timeout=settings.agi.env_timeout,
         command_timeout=settings.agi.command_timeout,
         max_connections=settings.agi.max_connections,
+        on_command=metrics.observe_agi,
     )
+    metrics.bind_agi_server(agi)
     tracker = CallTracker(
         store,
         notifier,
@@ -183,6 +192,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
             cookie_secure=settings.web.cookie_secure,
             session_hours=settings.web.session_hours,
             timezone=settings.delivery.timezone,
+            metrics=metrics,
         )
         web_app = build_web_app(store, api_token=settings.web.api_token, board=board, console=console)
         runner = web.AppRunner(web_app)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,8 +120,12 @@ class AgiChannel:
         *,
         command_timeout: float,
         logger: Any = None,
+        on_command: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``on_command(verb, seconds)``: called after every answered command with its verb
+        (``"STREAM FILE"``) and round-trip time (write to reply); None costs nothing."""
         self.env = env
+        self.on_command = on_command
         self.command_timeout = command_timeout
         self.log = logger if logger is not None else structlog.get_logger("ivr.agi")
         self.hangup_event = asyncio.Event()
@@ -242,6 +248,8 @@ class AgiChannel:
             if self.connection_lost or self._closed:
                 raise AgiConnectionLost(f"FastAGI connection lost; not sending {shown!r}")
             answered = False
+            observer = self.on_command
+            started = time.perf_counter() if observer is not None else 0.0
             try:
                 self._writer.write(line.encode("utf-8"))
             except (ConnectionError, OSError, RuntimeError) as exc:
@@ -262,6 +270,8 @@ class AgiChannel:
             finally:
                 if not answered:
                     self._stale += 1
+        if observer is not None:
+            self._observe(observer, command, time.perf_counter() - started)
         self.log.debug("agi_reply", command=shown, reply=reply.raw)
         if reply.code == 200:
             return reply
@@ -271,6 +281,12 @@ class AgiChannel:
         if reply.code == 520:
             raise AgiCommandError(520, "Invalid command syntax", command=shown, usage=reply.data or "")
         raise AgiCommandError(reply.code, reply.data or reply.raw, command=shown)
+
+    def _observe(self, observer: Callable[[str, float], None], command: str, seconds: float) -> None:
+        try:
+            observer(" ".join(command.split()).upper(), seconds)
+        except Exception:  # metrics must never break a call
+            self.log.exception("agi_observer_failed")
 
     # ------------------------------------------------------------------ helpers
 

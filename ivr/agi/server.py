@@ -55,9 +55,15 @@ class FastAgiServer:
         max_connections: int = 2000,
         logger: Any = None,
         hangup_grace: float = 5.0,
+        on_command: Callable[[str, float], None] | None = None,
     ) -> None:
-        """``hangup_grace``: after the caller hung up, a handler still running this long is cancelled."""
+        """``hangup_grace``: after the caller hung up, a handler still running this long is cancelled.
+
+        ``on_command(verb, seconds)``: handed to every call's AgiChannel (command latency metrics);
+        a public attribute, so it may also be set after construction.
+        """
         self._routes = dict(routes)
+        self.on_command = on_command
         self._host = host
         self._port = port
         self._env_timeout = env_timeout
@@ -129,7 +135,8 @@ class FastAgiServer:
                 log.warning("agi_env_rejected", reason=str(exc))
                 return
             log = log.bind(script=env.script, uniqueid=env.uniqueid)
-            channel = AgiChannel(reader, writer, env, command_timeout=self._command_timeout, logger=log)
+            channel = AgiChannel(reader, writer, env, command_timeout=self._command_timeout, logger=log,
+                                 on_command=self.on_command)
             if overloaded:
                 log.warning("agi_overloaded", max_connections=self._max_connections)
                 await self._fail(channel, "overloaded", log)

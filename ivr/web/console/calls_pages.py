@@ -1,9 +1,413 @@
-"""Scaffold: replaced by the module's real implementation."""
+"""The call log in the console: the searchable list, one call with its timeline, its recording.
+
+- ``GET /calls`` — any signed-in role. Filters (query string): ``from`` / ``to`` (local days,
+  inclusive), ``caller`` (any Russian format or a few digits), ``customer`` (id or name),
+  ``outcome``, ``operator`` (``PJSIP/101`` or ``101``), ``page``. Newest first, 50 a page.
+- ``GET /calls/{call_id}`` — any signed-in role: the call's fields, its timeline in order, the
+  transcript when a sidecar file exists (``<recording>.txt`` / ``.json``, or the recording's name
+  with ``.txt`` / ``.json`` instead of its extension), and the player
+  ``<audio controls preload="metadata">``. Player and transcript are for supervisors and admins
+  only: operators see every call and its timeline, never the recording nor its words.
+- ``GET /calls/{call_id}/recording`` — supervisors and admins: the file itself, confined to
+  ``deps.recordings_dir`` by ``RecordingLocator`` (no ``..``, no other absolute path, symlinks
+  resolved; any refusal is a plain 404), served by aiohttp's FileResponse, so HTTP Range works
+  (206 + Content-Range, 416 when unsatisfiable) and the browser can seek.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import structlog
+from aiohttp import web
+
+from crm_bridge.call_search import (
+    CallFilters,
+    call_with_customer,
+    known_operators,
+    known_outcomes,
+    parse_day,
+    search_calls,
+)
+from ivr.calls.recordings import RecordingLocator
+from ivr.web.common import ROLE_RANK
+from ivr.web.console.auth import current_user, require
+from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.render import render
+
+log = structlog.get_logger("ivr.web.calls")
+
+PAGE_SIZE = 50
+MAX_CALL_ID = 64  # calls.call_id is String(64)
+TRANSCRIPT_MAX_BYTES = 512 * 1024
+AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".gsm": "audio/x-gsm"}
+
+OUTCOME_LABELS = {
+    "order_placed": "Заказ оформлен роботом",
+    "operator_answered": "Ответил оператор",
+    "operator": "Передан оператору",
+    "abandoned_in_queue": "Сбросил в очереди",
+    "abandoned_in_ivr": "Сбросил в меню робота",
+    "abandoned": "Сбросил",
+    "queue_timeout": "Очередь не дождалась",
+    "callback_requested": "Просил перезвонить",
+    "after_hours": "Нерабочее время",
+    "error": "Ошибка",
+}
+
+REASON_LABELS = {
+    "order_placed": "заказ оформлен",
+    "hangup_after_order": "положил трубку после заказа",
+    "caller_request": "попросил оператора",
+    "unknown_number": "неизвестный номер",
+    "shared_number": "номер у нескольких клиентов",
+    "no_caller_id": "номер скрыт",
+    "no_previous_order": "нет прошлого заказа",
+    "no_input": "не нажал ничего",
+    "invalid_input": "неверный ввод",
+    "order_emptied": "обнулил заказ",
+    "order_rejected": "заказ отклонён",
+    "database_timeout": "база не ответила вовремя",
+    "database_error": "ошибка базы",
+    "tts_error": "ошибка синтеза речи",
+    "playback_failed": "ошибка воспроизведения",
+    "internal_error": "внутренняя ошибка",
+    "unknown_script": "неизвестный сценарий",
+    "overloaded": "перегрузка",
+    "after_hours": "нерабочее время",
+    "callback_requested": "просил перезвонить",
+    "ended_while_disconnected": "закончился без связи с AMI",
+}
+
+EVENT_LABELS = {
+    "call.started": "Звонок начат",
+    "caller.identified": "Абонент определён",
+    "prompt.played": "Робот сказал",
+    "dtmf.received": "Нажаты клавиши",
+    "order.created": "Заказ создан",
+    "step.failed": "Шаг не удался",
+    "call.escalated": "Передан оператору",
+    "call.error": "Ошибка",
+    "call.after_hours": "Нерабочее время",
+    "call.ended": "Робот закончил",
+    "callback.created": "Задача перезвонить",
+    "callback.impossible": "Перезвонить невозможно",
+    "queue.entered": "Вошёл в очередь",
+    "queue.abandoned": "Сбросил в очереди",
+    "operator.ringing": "Звонит оператору",
+    "operator.no_answer": "Оператор не ответил",
+    "operator.answered": "Ответил оператор",
+    "call.transferred": "Переведён",
+    "call.hungup": "Звонок завершён",
+    "recording.ready": "Запись готова",
+    "recording.missing": "Записи нет",
+    "recording.refused": "Путь записи отклонён",
+    "cdr": "CDR",
+}
+
+HANGUP_LABELS = {"caller": "абонент", "operator": "оператор", "system": "система"}
 
 
-def setup(app: Any, deps: Any) -> None:
+def outcome_label(outcome: str | None) -> str:
+    if not outcome:
+        return "идёт / не завершён"
+    return OUTCOME_LABELS.get(outcome, outcome)
+
+
+def reason_label(reason: str | None) -> str:
+    if not reason:
+        return ""
+    if reason in REASON_LABELS:
+        return REASON_LABELS[reason]
+    if reason.startswith("hangup_at_"):
+        return f"положил трубку ({reason.removeprefix('hangup_at_')})"
+    return reason
+
+
+def can_listen(user: Any) -> bool:
+    """Supervisors and admins hear recordings; operators do not."""
+    role = getattr(user, "role", None)
+    return ROLE_RANK.get(role or "", 0) >= ROLE_RANK["supervisor"]
+
+
+def _local(moment: datetime | None, zone: ZoneInfo, fmt: str = "%d.%m.%Y %H:%M:%S") -> str:
+    return "" if moment is None else moment.astimezone(zone).strftime(fmt)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    total = int(round(float(seconds)))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str], list[str]]:
+    """Filters from the query string, the values to show back in the form, and the problems."""
+    form = {
+        k: "".join(ch for ch in str(query.get(k, "")) if ch.isprintable()).strip()[:100]
+        for k in ("from", "to", "caller", "customer", "outcome", "operator")
+    }
+    errors = []
+    days: dict[str, date | None] = {}
+    for key in ("from", "to"):
+        days[key] = parse_day(form[key])
+        if form[key] and days[key] is None:
+            errors.append(f"Дата «{form[key]}» не распознана: нужна ГГГГ-ММ-ДД или ДД.ММ.ГГГГ.")
+            form[key] = ""
+    filters = CallFilters(
+        date_from=days["from"], date_to=days["to"], caller=form["caller"] or None, customer=form["customer"] or None,
+        outcome=form["outcome"] or None, operator=form["operator"] or None, timezone=timezone,
+    )
+    return filters, form, errors
+
+
+def _valid_call_id(call_id: str) -> bool:
+    """Call ids are Asterisk linkedids (``1700000000.123``): short, printable; anything else is no call
+    (PostgreSQL refuses NUL in text: it must never reach the database)."""
+    return 0 < len(call_id) <= MAX_CALL_ID and call_id.isprintable()
+
+
+def _page_number(query: Any) -> int:
+    try:
+        return max(1, min(int(query.get("page", "1")), 100_000))
+    except ValueError:
+        return 1
+
+
+def _row(row: Any, zone: ZoneInfo) -> dict[str, Any]:
+    call = row.call
+    return {
+        "call_id": call.call_id,
+        "started": _local(call.started_at, zone),
+        "caller": call.caller_number or call.normalized_number or "скрыт",
+        "normalized": call.normalized_number,
+        "customer_id": call.customer_id,
+        "customer_name": row.customer_name,
+        "outcome": call.outcome,
+        "outcome_label": outcome_label(call.outcome),
+        "reason": call.reason,
+        "reason_label": reason_label(call.reason),
+        "wait": _duration(call.wait_seconds),
+        "talk": _duration(call.talk_seconds),
+        "operator": call.operator_name or call.operator_interface,
+        "operator_interface": call.operator_interface,
+        "order_id": call.order_id,
+        "has_recording": bool(call.recording_path),
+    }
+
+
+async def calls_list(request: web.Request) -> web.Response:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    zone = ZoneInfo(deps.timezone)
+    filters, form, errors = _filters(request.query, deps.timezone)
+    page_no = _page_number(request.query)
+    sessions = deps.store.sessions
+    page = await search_calls(sessions, filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    outcomes = sorted(set(OUTCOME_LABELS) | set(await known_outcomes(sessions)))
+    operators = await known_operators(sessions)
+    pages = max(1, -(-page.total // PAGE_SIZE))
+    kept = {k: v for k, v in form.items() if v}
+
+    def page_url(number: int) -> str:
+        return "/calls?" + urlencode({**kept, "page": str(number)})
+
+    return render(
+        request,
+        "calls.html",
+        rows=[_row(r, zone) for r in page.rows],
+        form=form,
+        errors=errors,
+        total=page.total,
+        page_no=page_no,
+        pages=pages,
+        prev_url=page_url(page_no - 1) if page_no > 1 else None,
+        next_url=page_url(page_no + 1) if page_no < pages else None,
+        outcome_choices=[(o, outcome_label(o)) for o in outcomes],
+        operator_choices=[(i, f"{n} ({i})" if n else i) for i, n in operators],
+        can_listen=can_listen(current_user(request)),
+        timezone=deps.timezone,
+    )
+
+
+def _event_text(kind: str, data: dict[str, Any]) -> str:
+    """One line saying what happened, for the timeline."""
+    if kind == "prompt.played":
+        return str(data.get("text") or data.get("prompt") or "")
+    if kind == "dtmf.received":
+        if data.get("timed_out") and not data.get("digits"):
+            return "ничего не нажато"
+        return f"«{data.get('digits') or ''}»" + (" (время вышло)" if data.get("timed_out") else "")
+    if kind.startswith("operator."):
+        who = data.get("operator_name") or data.get("operator_interface") or ""
+        extra = ""
+        if kind == "operator.answered" and data.get("hold_time") is not None:
+            extra = f", ждал {_duration(data.get('hold_time'))}"
+        return f"{who}{extra}"
+    if kind == "queue.entered":
+        return f"очередь {data.get('queue') or ''}" + (f", позиция {data['position']}" if data.get("position") else "")
+    if kind == "queue.abandoned":
+        return f"ждал {_duration(data.get('wait_seconds'))}"
+    if kind.startswith("recording."):
+        seconds = data.get("seconds")
+        return f"{Path(str(data.get('path') or '')).name}" + (f", {_duration(seconds)}" if seconds is not None else "")
+    if kind == "call.ended":
+        return f"{outcome_label(data.get('outcome'))}: {reason_label(data.get('reason'))}"
+    if kind == "call.hungup":
+        who = HANGUP_LABELS.get(str(data.get("who")), data.get("who") or "")
+        return f"{outcome_label(data.get('outcome'))}" + (f", положил {who}" if who else "")
+    if kind == "call.escalated":
+        return reason_label(data.get("reason"))
+    if kind == "order.created":
+        return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}"
+    shown = {k: v for k, v in data.items() if v not in (None, "", [], {})}
+    return ", ".join(f"{k}={v}" for k, v in list(shown.items())[:8])[:300]
+
+
+def _sidecars(recording: Path) -> list[Path]:
+    """Where a transcript of ``recording`` may be: beside it, with .txt/.json appended or replacing."""
+    names = [recording.name + ".txt", recording.name + ".json"]
+    if recording.suffix:
+        names += [recording.stem + ".txt", recording.stem + ".json"]
+    return [recording.with_name(n) for n in names]
+
+
+def _read_confined(path: Path, locator: RecordingLocator) -> str | None:
+    local = locator.local_path(path)
+    if local is None:
+        return None
+    try:
+        fd = os.open(local, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(TRANSCRIPT_MAX_BYTES + 1)
+    if len(data) > TRANSCRIPT_MAX_BYTES:
+        data = data[:TRANSCRIPT_MAX_BYTES]
+    return data.decode("utf-8", errors="replace")
+
+
+def _transcript_lines(text: str, is_json: bool) -> list[dict[str, str]]:
+    """Lines of a transcript: plain text as is; JSON as {"text"}, {"segments": [...]}, or a list."""
+    if not is_json:
+        return [{"who": "", "at": "", "text": line} for line in text.splitlines() if line.strip()]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return [{"who": "", "at": "", "text": line} for line in text.splitlines() if line.strip()]
+    segments: Any = data
+    if isinstance(data, dict):
+        segments = data.get("segments") or data.get("utterances") or data.get("text") or []
+    if isinstance(segments, str):
+        return [{"who": "", "at": "", "text": line} for line in segments.splitlines() if line.strip()]
+    lines = []
+    for item in segments if isinstance(segments, list) else []:
+        if isinstance(item, str):
+            lines.append({"who": "", "at": "", "text": item})
+        elif isinstance(item, dict) and item.get("text"):
+            start = item.get("start")
+            at = _duration(start) if isinstance(start, int | float) else ""
+            who = str(item.get("speaker") or item.get("channel") or item.get("who") or "")
+            lines.append({"who": who, "at": at, "text": str(item["text"])})
+    return lines
+
+
+def load_transcript(recording_path: str | None, recordings_dir: Path) -> list[dict[str, str]] | None:
+    """The transcript lines of a recording, or None when there is no (readable) sidecar file."""
+    if not recording_path:
+        return None
+    locator = RecordingLocator(recordings_dir)
+    recording = locator.local_path(recording_path)
+    if recording is None:
+        return None
+    for sidecar in _sidecars(recording):
+        text = _read_confined(sidecar, locator)
+        if text is not None:
+            return _transcript_lines(text, sidecar.suffix == ".json")
     return None
+
+
+async def call_page(request: web.Request) -> web.Response:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    zone = ZoneInfo(deps.timezone)
+    call_id = request.match_info["call_id"]
+    row = await call_with_customer(deps.store.sessions, call_id) if _valid_call_id(call_id) else None
+    if row is None:
+        return render(request, "call.html", status=404, call=None, call_id=call_id, fields=[], events=[],
+                      transcript=None, player=False, info=None)
+    call = row.call
+    events = await deps.store.call_timeline(call_id)
+    listen = can_listen(current_user(request))
+    # The transcript is the recording's words: shown to those who may hear the recording.
+    transcript = load_transcript(call.recording_path, deps.recordings_dir) if listen else None
+    info = _row(row, zone)
+    fields = [
+        ("Начало", _local(call.started_at, zone)),
+        ("Конец", _local(call.ended_at, zone) or "идёт"),
+        ("Номер", call.caller_number or "скрыт"),
+        ("Номер (E.164)", call.normalized_number or "—"),
+        ("Итог", outcome_label(call.outcome)),
+        ("Причина", reason_label(call.reason) or "—"),
+        ("Очередь", call.queue or "—"),
+        ("В очереди с", _local(call.queue_entered_at, zone) or "—"),
+        ("Ожидание", _duration(call.wait_seconds)),
+        ("Ответ оператора", _local(call.answered_at, zone) or "—"),
+        ("Разговор", _duration(call.talk_seconds)),
+        ("Оператор", " ".join(x for x in (call.operator_name, f"({call.operator_interface})"
+                                           if call.operator_interface else None) if x) or "—"),
+        ("Положил трубку", HANGUP_LABELS.get(call.hangup_by or "", call.hangup_by or "—")),
+        ("Переводы", str(call.transfers or 0)),
+        ("Запись", _duration(call.recording_seconds) if call.recording_path else "нет"),
+    ]
+    timeline = [
+        {
+            "seq": e.seq,
+            "at": _local(e.at, zone, "%H:%M:%S"),
+            "kind": e.kind,
+            "label": EVENT_LABELS.get(e.kind, e.kind),
+            "text": _event_text(e.kind, e.data),
+        }
+        for e in events
+    ]
+    return render(request, "call.html", call=call, call_id=call_id, info=info, fields=fields, events=timeline,
+                  transcript=transcript, player=listen and bool(call.recording_path))
+
+
+async def call_recording(request: web.Request) -> web.StreamResponse:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    call_id = request.match_info["call_id"]
+    call = await deps.store.get_call(call_id) if _valid_call_id(call_id) else None
+    if call is None or not call.recording_path:
+        raise web.HTTPNotFound(reason="no recording for this call")
+    local = RecordingLocator(deps.recordings_dir).local_path(call.recording_path)
+    if local is None or not local.is_file():
+        log.warning("recording_not_served", call_id=call_id, path=call.recording_path[:300],
+                    refused=local is None)
+        raise web.HTTPNotFound(reason="no recording for this call")
+    headers = {
+        "Content-Type": AUDIO_TYPES.get(local.suffix.lower(), "application/octet-stream"),
+        "Cache-Control": "private, max-age=300",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="{_ascii_name(call_id)}{local.suffix.lower()}"',
+    }
+    user = current_user(request)
+    log.info("recording_served", call_id=call_id, user=getattr(user, "username", None),
+             range=request.headers.get("Range"))
+    return web.FileResponse(local, headers=headers)
+
+
+def _ascii_name(call_id: str) -> str:
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in call_id)
+    return safe.strip(".")[:80] or "recording"
+
+
+def setup(app: web.Application, deps: ConsoleDeps) -> None:
+    app.router.add_get("/calls", require("operator", "supervisor", "admin")(calls_list))
+    app.router.add_get("/calls/{call_id}", require("operator", "supervisor", "admin")(call_page))
+    app.router.add_get("/calls/{call_id}/recording", require("supervisor", "admin")(call_recording))

@@ -1,9 +1,252 @@
-"""Scaffold: replaced by the module's real implementation."""
+"""Live wallboard, health check and Prometheus metrics.
+
+- ``GET /wallboard`` — supervisors and admins: the page; ``static/wallboard.js`` polls the JSON
+  below every 2 s (no WebSocket, no library) and redraws.
+- ``GET /api/v1/wallboard`` — a supervisor/admin session or the API bearer token: calls in the
+  robot now, calls waiting in the queue (and the longest current wait), operators busy/free, orders
+  placed today (robot vs operator). The live part comes from the AMI call tracker; without it (no
+  tracker, or AMI not connected) ``ami.live`` is false, the page says "AMI не подключен", and the
+  robot's own count of calls (FastAGI connections) and today's orders are still shown.
+- ``GET /healthz`` — no authentication, JSON. 200 when the database answers ``SELECT 1`` within
+  ``DB_TIMEOUT`` and the FastAGI listener is listening; ``"status": "degraded"`` (still 200) when
+  AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status": "down"`` otherwise.
+- ``GET /metrics`` — Prometheus text format from ``deps.metrics`` (ivr.web.console.metrics, its
+  own registry). Allowed with the API bearer token (``Authorization: Bearer …``) or from the
+  loopback address (127.0.0.1 / ::1) — the local Prometheus agent needs no secret; anyone else
+  gets 403. Behind a reverse proxy on the same host every request looks local: do not proxy
+  ``/metrics`` (or have the proxy demand the token).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import ipaddress
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+from aiohttp import web
+from sqlalchemy import text
 
-def setup(app: Any, deps: Any) -> None:
-    return None
+from crm_bridge.call_search import orders_today
+from ivr.web.common import TOKEN_KEY, api_error, to_json
+from ivr.web.console.auth import require
+from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.metrics import CONTENT_TYPE
+from ivr.web.console.render import render
+
+log = structlog.get_logger("ivr.web.monitoring")
+
+DB_TIMEOUT = 2.0
+POLL_SECONDS = 2
+AMI_DOWN_TEXT = "AMI не подключен"
+
+
+# --- wallboard ----------------------------------------------------------------------------------------
+
+
+def _health(deps: ConsoleDeps) -> dict[str, Any]:
+    if deps.health is None:
+        return {}
+    try:
+        return dict(deps.health())
+    except Exception:
+        log.exception("health_failed")
+        return {}
+
+
+def _seconds_since(iso: str | None, now: datetime) -> float | None:
+    if not iso:
+        return None
+    try:
+        since = datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return max(0.0, round((now - since).total_seconds(), 1))
+
+
+def _configured_names(deps: ConsoleDeps) -> dict[str, str]:
+    """Operator names from the configuration ([operators] names), as the board was given them."""
+    names = getattr(deps.board, "_names", None)
+    return dict(names) if isinstance(names, dict) else {}
+
+
+def _operators(deps: ConsoleDeps, live: bool, now: datetime) -> list[dict[str, Any]]:
+    names = _configured_names(deps)
+    state: dict[str, dict[str, Any]] = {}
+    if live and deps.tracker is not None:
+        state = dict(deps.tracker.operator_state())
+    out = []
+    for interface in sorted(set(state) | set(names)):
+        current = state.get(interface) or {}
+        status = current.get("state") or ("free" if live else "unknown")
+        out.append({
+            "interface": interface,
+            "name": current.get("name") or names.get(interface) or interface,
+            "state": status,
+            "call_id": current.get("call_id"),
+            "since": current.get("since"),
+            "seconds": _seconds_since(current.get("since"), now) if status in ("ringing", "talking") else None,
+        })
+    return out
+
+
+async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    health = _health(deps)
+    ami = health.get("ami") if isinstance(health.get("ami"), dict) else {}
+    ami_status = ami.get("status") if ami else None
+    if deps.tracker is None:
+        ami_status = ami_status if ami_status and ami_status != "connected" else "disabled"
+    live = deps.tracker is not None and ami_status in (None, "connected")
+    agi = health.get("agi") if isinstance(health.get("agi"), dict) else {}
+
+    ivr_calls: list[dict[str, Any]] = []
+    queue_calls: list[dict[str, Any]] = []
+    operator_calls: list[dict[str, Any]] = []
+    if live:
+        for call in deps.tracker.live_calls():
+            item = dict(call)
+            item["seconds"] = _seconds_since(call.get("since"), now)
+            {"queue": queue_calls, "operator": operator_calls}.get(call.get("state"), ivr_calls).append(item)
+    queue_calls.sort(key=lambda c: -(c["seconds"] or 0))
+    operators = _operators(deps, live, now)
+
+    orders: dict[str, Any] | None
+    try:
+        counts = await asyncio.wait_for(orders_today(deps.store.sessions, deps.timezone, now=now), DB_TIMEOUT * 2)
+        orders = {
+            "day": counts.day.isoformat(), "ivr": counts.ivr, "operator": counts.operator, "other": counts.other,
+            "total": counts.total, "ivr_amount": str(counts.ivr_amount),
+            "operator_amount": str(counts.operator_amount),
+        }
+    except Exception as exc:
+        log.warning("wallboard_orders_failed", error=repr(exc)[:300])
+        orders = None
+
+    return {
+        "generated_at": now.isoformat(),
+        "poll_seconds": POLL_SECONDS,
+        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT},
+        "agi": {"listening": agi.get("listening"), "active_calls": agi.get("active_calls")},
+        "ivr": {"count": len(ivr_calls) if live else agi.get("active_calls"), "calls": ivr_calls},
+        "queue": {
+            "count": len(queue_calls) if live else None,
+            "longest_wait_seconds": queue_calls[0]["seconds"] if queue_calls else (0 if live else None),
+            "calls": queue_calls,
+        },
+        "operators": {
+            "talking": sum(1 for o in operators if o["state"] == "talking") if live else None,
+            "ringing": sum(1 for o in operators if o["state"] == "ringing") if live else None,
+            "busy": sum(1 for o in operators if o["state"] in ("talking", "ringing")) if live else None,
+            "free": sum(1 for o in operators if o["state"] == "free") if live else None,
+            "list": operators,
+            "calls": operator_calls,
+        },
+        "orders_today": orders,
+    }
+
+
+async def wallboard_page(request: web.Request) -> web.Response:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    return render(request, "wallboard.html", board=await wallboard_data(deps), poll_seconds=POLL_SECONDS)
+
+
+async def wallboard_json(request: web.Request) -> web.Response:
+    response = to_json(await wallboard_data(request.app[DEPS_KEY]))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- health ---------------------------------------------------------------------------------------------
+
+
+async def _database_ok(deps: ConsoleDeps) -> tuple[bool, str | None, float]:
+    started = time.perf_counter()
+
+    async def ping() -> None:
+        async with deps.store.sessions() as session:
+            await session.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(ping(), DB_TIMEOUT)
+    except TimeoutError:
+        return False, f"no answer within {DB_TIMEOUT:g} s", time.perf_counter() - started
+    except Exception as exc:
+        return False, (str(exc).splitlines() or [repr(exc)])[0][:200], time.perf_counter() - started
+    return True, None, time.perf_counter() - started
+
+
+async def healthz(request: web.Request) -> web.Response:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    db_ok, db_error, db_seconds = await _database_ok(deps)
+    health = _health(deps)
+    agi = health.get("agi") if isinstance(health.get("agi"), dict) else None
+    ami = health.get("ami") if isinstance(health.get("ami"), dict) else None
+    agi_ok = bool(agi and agi.get("listening"))
+    ami_status = (ami or {}).get("status") or "unknown"
+    ami_ok = ami_status == "connected"
+    status = "ok" if db_ok and agi_ok and ami_ok else "degraded" if db_ok and agi_ok else "down"
+    body = {
+        "status": status,
+        "database": {"ok": db_ok, "error": db_error, "seconds": round(db_seconds, 4)},
+        "fastagi": {
+            "ok": agi_ok,
+            "listening": bool(agi and agi.get("listening")),
+            "active_calls": (agi or {}).get("active_calls"),
+        },
+        "ami": {"ok": ami_ok, "status": ami_status, "last_error": (ami or {}).get("last_error")},
+    }
+    response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def metrics_allowed(request: web.Request) -> bool:
+    """The API bearer token, or a request from this host's loopback address."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        given = token.strip().encode("utf-8", "surrogateescape")
+        expected = request.app[TOKEN_KEY].encode("utf-8")
+        return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given, expected)
+    return _is_loopback(request.remote)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    if not metrics_allowed(request):
+        return api_error(403, "forbidden", "metrics need the API bearer token or a request from localhost")
+    if deps.metrics is None:
+        return api_error(404, "metrics_disabled", "metrics are not enabled in this process")
+    body = deps.metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def setup(app: web.Application, deps: ConsoleDeps) -> None:
+    app.router.add_get("/wallboard", require("supervisor", "admin")(wallboard_page))
+    app.router.add_get("/api/v1/wallboard", require("supervisor", "admin")(wallboard_json))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)

@@ -1,0 +1,133 @@
+"""Prometheus metrics of the service, on a private registry (never prometheus_client's global one).
+
+Exposed at ``GET /metrics`` (ivr.web.console.monitoring). What feeds each metric:
+
+``ivr_calls_total{outcome}`` (counter)
+    One per end-of-call event seen by the notifier listener (``Metrics.listener``):
+    ``call.ended`` — the IVR runner finished its part of a call (outcomes ``order_placed``,
+    ``operator``, ``abandoned``, ``error``, ``after_hours``, ``callback_requested``); and
+    ``call.hungup`` — the AMI tracker saw the whole call end (``operator_answered``,
+    ``abandoned_in_queue``, ``abandoned_in_ivr``, ``queue_timeout``, ``order_placed``, …).
+    With AMI on, a call that went through the robot is therefore counted twice: once with the
+    robot's outcome and once with the final one. An end without an outcome counts as ``unknown``.
+``ivr_agi_command_seconds{command}`` (histogram)
+    Round trip of every answered FastAGI command (write to reply) by verb (``STREAM FILE``,
+    ``GET DATA``…), from the ``on_command`` hook of ``FastAgiServer`` / ``AgiChannel``. Media
+    commands include the playback and the caller's typing.
+``ivr_queue_wait_seconds{result}`` (histogram)
+    The wait in the operators queue: ``operator.answered`` (hold_time, result="answered") and
+    ``queue.abandoned`` (wait_seconds, result="abandoned") from the AMI tracker.
+``ivr_tts_cache_hits_total`` / ``ivr_tts_cache_misses_total`` (counters)
+    Read at scrape time from the bound ``PromptCache`` objects (``hits`` / ``misses``).
+``ivr_active_agi_calls`` (gauge)
+    Read at scrape time from the bound ``FastAgiServer.active_calls``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from crm_bridge.dto import TimelineEventIn
+
+log = structlog.get_logger("ivr.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+AGI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+QUEUE_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+END_EVENTS = frozenset({"call.ended", "call.hungup"})
+_MAX_LABEL = 64
+
+
+def _label(value: Any, default: str = "unknown") -> str:
+    text = str(value).strip() if value is not None else ""
+    return text[:_MAX_LABEL] or default
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+class _LiveCollector(Collector):
+    """Values owned by other objects, read when Prometheus scrapes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            CounterMetricFamily("ivr_tts_cache_hits", "Synthesized prompts served from the cache"),
+            CounterMetricFamily("ivr_tts_cache_misses", "Prompts that had to be synthesized"),
+            GaugeMetricFamily("ivr_active_agi_calls", "FastAGI connections being served now"),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        caches = self._metrics.prompt_caches
+        yield CounterMetricFamily("ivr_tts_cache_hits", "Synthesized prompts served from the cache",
+                                  value=sum(int(getattr(c, "hits", 0)) for c in caches))
+        yield CounterMetricFamily("ivr_tts_cache_misses", "Prompts that had to be synthesized",
+                                  value=sum(int(getattr(c, "misses", 0)) for c in caches))
+        servers = self._metrics.agi_servers
+        yield GaugeMetricFamily("ivr_active_agi_calls", "FastAGI connections being served now",
+                                value=sum(int(getattr(s, "active_calls", 0)) for s in servers))
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("ivr_calls", "Calls that ended, by outcome (call.ended and call.hungup events)",
+                             ["outcome"], registry=self.registry)
+        self.agi_command = Histogram("ivr_agi_command_seconds", "FastAGI command round trip by verb",
+                                     ["command"], buckets=AGI_BUCKETS, registry=self.registry)
+        self.queue_wait = Histogram("ivr_queue_wait_seconds", "Wait in the operators queue",
+                                    ["result"], buckets=QUEUE_BUCKETS, registry=self.registry)
+        self.prompt_caches: list[Any] = []
+        self.agi_servers: list[Any] = []
+        self.registry.register(_LiveCollector(self))
+
+    # --- feeds ------------------------------------------------------------------------------------
+
+    def listener(self, event: TimelineEventIn) -> None:
+        """CallNotifier listener: synchronous, cheap, never raises."""
+        try:
+            kind = event.kind
+            data = event.data
+            if kind in END_EVENTS:
+                self.calls.labels(outcome=_label(data.get("outcome"))).inc()
+            elif kind == "operator.answered":
+                wait = _seconds(data.get("hold_time"))
+                if wait is not None:
+                    self.queue_wait.labels(result="answered").observe(wait)
+            elif kind == "queue.abandoned":
+                wait = _seconds(data.get("wait_seconds"))
+                if wait is not None:
+                    self.queue_wait.labels(result="abandoned").observe(wait)
+        except Exception:
+            log.exception("metrics_listener_failed", kind=getattr(event, "kind", None))
+
+    def observe_agi(self, verb: str, seconds: float) -> None:
+        """The FastAGI ``on_command`` hook."""
+        self.agi_command.labels(command=_label(verb)).observe(max(0.0, seconds))
+
+    def bind_prompt_cache(self, cache: Any) -> None:
+        if all(c is not cache for c in self.prompt_caches):
+            self.prompt_caches.append(cache)
+
+    def bind_agi_server(self, server: Any) -> None:
+        if all(s is not server for s in self.agi_servers):
+            self.agi_servers.append(server)
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
