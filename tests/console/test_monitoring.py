@@ -7,9 +7,11 @@ through the real FastAGI server and repeat-order handler (tests/calls/harness.py
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -184,12 +186,8 @@ async def test_healthz_ok_degraded_and_down(store):
         await client.close()
 
 
-@pytest.mark.parametrize("kind", ["closed_port", "unopenable_file"])
-async def test_healthz_503_when_the_database_does_not_answer(store, kind, tmp_path):
-    # PostgreSQL on a port nobody listens on; a SQLite "file" that is a directory.
-    url = {"closed_port": "postgresql+asyncpg://postgres@127.0.0.1:1/nothing",
-           "unopenable_file": f"sqlite+aiosqlite:///{tmp_path}"}[kind]
-    engine = create_engine(url)
+async def test_healthz_503_when_the_database_port_is_closed(store):
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")  # nobody listens on port 1
     dead = CrmStore(session_factory(engine))
     try:
         # The console (sessions, users) still runs on the real store; only the health check's store is dead.
@@ -206,6 +204,35 @@ async def test_healthz_503_when_the_database_does_not_answer(store, kind, tmp_pa
             await client.close()
     finally:
         await engine.dispose()
+
+
+class _HangingSession:
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def execute(self, statement):
+        await asyncio.sleep(3600)
+
+
+async def test_healthz_503_when_the_database_hangs(store, monkeypatch):
+    from ivr.web.console import monitoring
+
+    monkeypatch.setattr(monitoring, "DB_TIMEOUT", 0.2)
+    deps = deps_for(store, health=health())
+    client = await client_for(deps)
+    deps.store = SimpleNamespace(sessions=_HangingSession)
+    try:
+        started = asyncio.get_running_loop().time()
+        resp = await client.get("/healthz")
+        body = await resp.json()
+        assert resp.status == 503 and body["database"] == {"ok": False, "error": "no answer within 0.2 s",
+                                                            "seconds": body["database"]["seconds"]}
+        assert asyncio.get_running_loop().time() - started < 2
+    finally:
+        await client.close()
 
 
 # --- metrics ------------------------------------------------------------------------------------------------
