@@ -88,7 +88,8 @@ async def test_bad_credentials_mean_auth_failed_logged_once_and_no_hammering(fak
     assert "Authentication failed" in client.health()["last_error"]
     # attempts at ~0, then every 0.225..0.3 s: never a tight loop
     assert 2 <= fake.connection_count <= 5
-    assert fake.failed_logins == fake.connection_count
+    # the last connection may still be waiting for Asterisk's deliberate ~1 s "Authentication failed"
+    assert fake.connection_count - 1 <= fake.failed_logins <= fake.connection_count
     errors = logs.at_level("error")
     assert [e["event"] for e in errors] == ["ami_auth_failed"]  # one state change, one error
     assert errors[0]["username"] == username

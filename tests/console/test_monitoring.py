@@ -291,9 +291,9 @@ def test_metrics_listener_counts_and_never_raises():
     metrics.observe_agi("STREAM FILE", 0.012)
     metrics.observe_agi("GET DATA", 1.5)
     text = metrics.render().decode()
-    assert 'ivr_calls_total{outcome="order_placed"} 1.0' in text
-    assert 'ivr_calls_total{outcome="operator_answered"} 1.0' in text
-    assert 'ivr_calls_total{outcome="unknown"} 1.0' in text
+    assert 'ivr_calls_total{outcome="order_placed",stage="ivr"} 1.0' in text
+    assert 'ivr_calls_total{outcome="operator_answered",stage="call"} 1.0' in text
+    assert 'ivr_calls_total{outcome="unknown",stage="call"} 1.0' in text
     assert 'ivr_queue_wait_seconds_count{result="answered"} 1.0' in text
     assert 'ivr_queue_wait_seconds_sum{result="abandoned"} 40.5' in text
     assert 'ivr_agi_command_seconds_count{command="STREAM FILE"} 1.0' in text
@@ -335,8 +335,8 @@ async def test_metrics_after_a_real_call(store, prompts_dir):
     for name in ("ivr_calls_total", "ivr_agi_command_seconds_bucket", "ivr_queue_wait_seconds",
                  "ivr_tts_cache_hits_total", "ivr_tts_cache_misses_total", "ivr_active_agi_calls"):
         assert name in text, name
-    assert _value(text, 'ivr_calls_total{outcome="order_placed"}') == 1.0
-    assert _value(text, 'ivr_calls_total{outcome="operator"}') == 1.0
+    assert _value(text, 'ivr_calls_total{outcome="order_placed",stage="ivr"}') == 1.0
+    assert _value(text, 'ivr_calls_total{outcome="operator",stage="ivr"}') == 1.0
     assert _value(text, 'ivr_agi_command_seconds_count{command="ANSWER"}') == 2.0
     assert _value(text, 'ivr_agi_command_seconds_count{command="SET VARIABLE"}') >= 4.0
     media = [c for c in ("STREAM FILE", "GET DATA") if f'command="{c}"' in text]

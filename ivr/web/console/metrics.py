@@ -2,14 +2,14 @@
 
 Exposed at ``GET /metrics`` (ivr.web.console.monitoring). What feeds each metric:
 
-``ivr_calls_total{outcome}`` (counter)
+``ivr_calls_total{stage, outcome}`` (counter)
     One per end-of-call event seen by the notifier listener (``Metrics.listener``):
-    ``call.ended`` — the IVR runner finished its part of a call (outcomes ``order_placed``,
-    ``operator``, ``abandoned``, ``error``, ``after_hours``, ``callback_requested``); and
-    ``call.hungup`` — the AMI tracker saw the whole call end (``operator_answered``,
+    ``stage="ivr"``: ``call.ended`` — the IVR runner finished its part of a call (outcomes
+    ``order_placed``, ``operator``, ``abandoned``, ``error``, ``after_hours``, ``callback_requested``);
+    ``stage="call"``: ``call.hungup`` — the AMI tracker saw the whole call end (``operator_answered``,
     ``abandoned_in_queue``, ``abandoned_in_ivr``, ``queue_timeout``, ``order_placed``, …).
-    With AMI on, a call that went through the robot is therefore counted twice: once with the
-    robot's outcome and once with the final one. An end without an outcome counts as ``unknown``.
+    Sum one stage, never both: with AMI on, a call through the robot appears once in each.
+    An end without an outcome counts as ``unknown``.
 ``ivr_agi_command_seconds{command}`` (histogram)
     Round trip of every answered FastAGI command (write to reply) by verb (``STREAM FILE``,
     ``GET DATA``…), from the ``on_command`` hook of ``FastAgiServer`` / ``AgiChannel``. Media
@@ -84,8 +84,8 @@ class _LiveCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.calls = Counter("ivr_calls", "Calls that ended, by outcome (call.ended and call.hungup events)",
-                             ["outcome"], registry=self.registry)
+        self.calls = Counter("ivr_calls", "Calls that ended, by stage (ivr: the robot's part; call: the whole "
+                             "call, from AMI) and outcome", ["stage", "outcome"], registry=self.registry)
         self.agi_command = Histogram("ivr_agi_command_seconds", "FastAGI command round trip by verb",
                                      ["command"], buckets=AGI_BUCKETS, registry=self.registry)
         self.queue_wait = Histogram("ivr_queue_wait_seconds", "Wait in the operators queue",
@@ -102,7 +102,8 @@ class Metrics:
             kind = event.kind
             data = event.data
             if kind in END_EVENTS:
-                self.calls.labels(outcome=_label(data.get("outcome"))).inc()
+                stage = "ivr" if kind == "call.ended" else "call"
+                self.calls.labels(stage=stage, outcome=_label(data.get("outcome"))).inc()
             elif kind == "operator.answered":
                 wait = _seconds(data.get("hold_time"))
                 if wait is not None:
