@@ -213,6 +213,11 @@ class CrmStore:
         )
         return placed
 
+    async def order_for_key(self, idempotency_key: str, customer_id: str) -> PlacedOrder | None:
+        """The order a key already placed, if any (to settle a write whose outcome is unknown)."""
+        async with self._unit() as session:
+            return await self._replay(session, idempotency_key, customer_id)
+
     async def _replay(self, session: AsyncSession, key: str, customer_id: str) -> PlacedOrder | None:
         found = await repo.order_by_idempotency_key(session, key)
         if found is None:

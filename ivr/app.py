@@ -80,6 +80,7 @@ class Service:
     agi: FastAgiServer
     board: OperatorBoard
     tracker: CallTracker
+    calls: RepeatOrderCall
     ami: AmiClient
     web_runner: web.AppRunner | None = None
     web_port: int | None = None
@@ -87,6 +88,7 @@ class Service:
 
     async def stop(self, grace: float = 10.0) -> None:
         await self.agi.stop(grace)
+        await self.calls.drain(grace)  # the last calls' rows and timelines
         await self.ami.stop()
         await self.tracker.drain()
         if self.web_runner is not None:
@@ -180,7 +182,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     await agi.start()
     await ami.start()
     service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi, board=board,
-                      tracker=tracker, ami=ami)
+                      tracker=tracker, ami=ami, calls=handler)
     if settings.web.enabled:
         console = ConsoleDeps(
             store=store,

@@ -59,6 +59,8 @@ class CallStore(Protocol):
 
     async def record_call_end(self, call_id: str, **kwargs) -> None: ...
 
+    async def order_for_key(self, idempotency_key: str, customer_id: str) -> PlacedOrder | None: ...
+
     async def open_callback_task(
         self, *, customer_id: str | None, number: str | None, reason: str, due_at: datetime, call_id: str | None
     ) -> tuple[CallbackTaskView, bool]: ...
@@ -69,6 +71,9 @@ class CallConfig:
     db_deadline: float = 3.0
     # The caller has pressed 1 and waits for the confirmation: an order write gets longer.
     order_deadline: float = 6.0
+    # Writing the call row and its timeline keeps nobody waiting (the socket is closed first), so
+    # under a burst it may queue behind the callers' own steps for much longer before giving up.
+    record_deadline: float = 60.0
     default_language: str = "ru"
     timezone: str = "Europe/Moscow"
     window_start: int = 9
@@ -99,9 +104,22 @@ class RepeatOrderCall:
         self._config = config
         self._normalize = normalize
         self._clock = clock
+        self._bookkeeping: set[asyncio.Task[None]] = set()
 
     async def __call__(self, channel: AgiChannel) -> None:
         await _Call(self, channel).run()
+
+    def keep_books(self, coro) -> None:
+        """Run a call's final writes beside the server: the caller is gone, nothing waits on them,
+        and the server's hang-up watchdog (which cancels handlers) must not cut them short."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping.discard)
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """At shutdown: let the last calls' rows and timelines reach the database."""
+        if self._bookkeeping:
+            await asyncio.wait(set(self._bookkeeping), timeout=grace)
 
 
 class _Call:
@@ -140,7 +158,7 @@ class _Call:
         finally:
             # Close first: Asterisk holds the channel, its CDR and the queue until we do.
             await self.channel.close()
-            await self._record_end(outcome, reason)
+            self.h.keep_books(self._record_end(outcome, reason))
 
     async def _run_until_hangup(self) -> tuple[str, str]:
         """Run the call, but stop at once if Asterisk reports the caller gone while we are busy."""
@@ -263,7 +281,7 @@ class _Call:
         try:
             placed = await asyncio.wait_for(asyncio.shield(write), self.h._config.order_deadline)
         except TimeoutError:
-            placed = await self._cancel_order(write)
+            placed = await self._cancel_order(write, action)
             if placed is None:
                 return self._failed("database_timeout", "order")
         except CrmError as exc:
@@ -315,19 +333,33 @@ class _Call:
         )
         return CallbackRecorded(created=True)
 
-    async def _cancel_order(self, write: asyncio.Future) -> PlacedOrder | None:
-        """Past the deadline: cancel the write; if it committed in the meantime, keep its result."""
+    async def _cancel_order(self, write: asyncio.Future, action: PlaceOrder) -> PlacedOrder | None:
+        """Past the deadline: cancel the write, then settle what really happened.
+
+        A COMMIT already on its way (PostgreSQL) or running in aiosqlite's thread still lands after
+        the task is cancelled, so "cancelled" does not mean "rolled back": once the write has
+        finished unwinding, look the order up by its idempotency key. Found: the order stands and
+        the caller hears it. Not found: it was rolled back and the caller goes to an operator.
+        """
         write.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait({write}, timeout=self.h._config.order_deadline)
+        if write.done() and not write.cancelled() and write.exception() is None:
+            return write.result()
+        key = f"ivr:{self.events.call_id}"
         try:
-            return await write
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # we are being cancelled ourselves
-                raise
+            placed = await asyncio.wait_for(
+                self.h._store.order_for_key(key, action.customer_id), self.h._config.order_deadline
+            )
+        except Exception as exc:  # cannot tell: say so in the log and on the operator's screen
+            self.log.error("order_outcome_unknown", error=repr(exc), idempotency_key=key)
+            self.h._notifier.emit(self.events, "order.uncertain", idempotency_key=key)
+            return None
+        if placed is None:
             self.log.warning("order_cancelled_at_deadline", deadline=self.h._config.order_deadline)
-            return None
-        except Exception as exc:
-            self.log.error("order_failed", error=repr(exc))
-            return None
+        else:
+            self.log.warning("order_committed_after_deadline", order_id=placed.order.order_id)
+        return placed
 
     async def _order_in_flight(self) -> bool:
         """After a hang-up: wait for an order write that was under way; True if it was placed."""
@@ -408,7 +440,7 @@ class _Call:
                     call_id=call_id, caller_number=raw, normalized_number=self.h._normalize(raw),
                     customer_id=None, channel=self.env.channel, script=self.env.script, started_at=self.h._clock(),
                 ),
-                self.h._config.db_deadline,
+                self.h._config.record_deadline,
             )
         except Exception as exc:  # the call goes on; the lookup will fail open to a human if the DB is down
             self.log.error("call_start_not_recorded", error=repr(exc))
@@ -428,7 +460,7 @@ class _Call:
                     self.events.call_id, outcome=outcome, reason=reason, ended_at=self.h._clock(),
                     customer_id=self.events.customer_id, order_id=self.order_id, events=events,
                 ),
-                self.h._config.db_deadline,
+                self.h._config.record_deadline,
             )
         except Exception as exc:
             self.log.error("call_end_not_recorded", error=repr(exc), outcome=outcome)

@@ -65,7 +65,7 @@ class Rig:
         await self.fake_ami.stop()
         await self.web.close()
         await self.board.close()
-        await self.calls.server.stop(1.0)
+        await self.calls.stop()
 
     async def call_row(self, call_id: str, outcome: str):
         async def check():

@@ -38,6 +38,13 @@ class CallHarness:
     notifier: CallNotifier
     prompts_dir: Path
     live_events: list = field(default_factory=list)
+    handler: RepeatOrderCall | None = None
+
+    async def stop(self) -> None:
+        """Stop serving and let the last calls' rows reach the database (before it is disposed)."""
+        await self.server.stop(1.0)
+        if self.handler is not None:
+            await self.handler.drain(5.0)
 
     async def call(self, caller_id: str = "+79161234567", inputs: list | None = None, *, script: str = "repeat-order",
                    fake: FakeAsterisk | None = None, uniqueid: str | None = None, timeout: float = 30.0,
@@ -79,7 +86,7 @@ async def start_harness(
     server = FastAgiServer(routes, host="127.0.0.1", port=0, env_timeout=2.0,
                            command_timeout=5.0, hangup_grace=hangup_grace)
     await server.start()
-    harness = CallHarness(server=server, store=store, notifier=notifier, prompts_dir=prompts_dir)
+    harness = CallHarness(server=server, store=store, notifier=notifier, prompts_dir=prompts_dir, handler=handler)
     notifier.subscribe(harness.live_events.append)
     return harness
 

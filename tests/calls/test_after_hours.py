@@ -22,7 +22,7 @@ async def night(store, tmp_path_factory):
     harness = await start_harness(store, tmp_path_factory.mktemp("prompts"), hours=HOURS,
                                   clock=lambda: FRIDAY_NIGHT)
     yield harness
-    await harness.server.stop(1.0)
+    await harness.stop()
 
 
 async def ended(store, call_id):
@@ -92,7 +92,7 @@ async def test_queue_callback_key_creates_a_task_and_ends_the_call(store, tmp_pa
         assert again.variables["IVR_RESULT"] == "done"
         assert len(await store.list_tasks()) == 1
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
 
 
 async def test_queue_callback_key_without_a_number_returns_to_the_queue(store, tmp_path_factory):
@@ -103,4 +103,4 @@ async def test_queue_callback_key_without_a_number_returns_to_the_queue(store, t
         assert fake.variables["IVR_REASON"] == "callback_without_number"
         assert await store.list_tasks() == []
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()

@@ -31,7 +31,7 @@ async def calls(store, prompts_dir):
     await load_demo_data(store.sessions)
     harness = await start_harness(store, prompts_dir)
     yield harness
-    await harness.server.stop(1.0)
+    await harness.stop()
 
 
 async def count(store, model) -> int:
@@ -230,7 +230,7 @@ async def test_hangup_while_idle_closes_the_socket_at_once(store, prompts_dir):
         call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
         assert (call.outcome, call.reason) == ("abandoned", "hangup_at_lookup")
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
 
 
 async def test_database_slower_than_its_deadline_sends_the_caller_to_an_operator(store, prompts_dir):
@@ -250,7 +250,7 @@ async def test_database_slower_than_its_deadline_sends_the_caller_to_an_operator
         assert fake.variables["IVR_RESULT"] == "operator"
         assert fake.variables["IVR_REASON"] == "database_timeout"
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
 
 
 async def test_database_down_still_reaches_a_human(prompts_dir, tmp_path):
@@ -266,7 +266,7 @@ async def test_database_down_still_reaches_a_human(prompts_dir, tmp_path):
         assert fake.variables["IVR_REASON"] in {"database_error", "database_timeout"}
         assert fake.played, "the caller heard why"
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
         await engine.dispose()
 
 
@@ -287,7 +287,7 @@ async def test_speech_failure_never_plays_a_missing_file(store, tmp_path):
         assert fake.variables["IVR_REASON"] == "tts_error"
         assert fake.played == []  # never asked Asterisk to play a file that does not exist
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
 
 
 async def test_live_listeners_get_every_event_in_order(calls):
@@ -323,7 +323,7 @@ async def test_order_past_its_deadline_is_rolled_back_not_left_behind_the_operat
         await asyncio.sleep(1.2)  # long enough for a write that was not cancelled to land
         assert await count(store, Invoice) == 0
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
 
 
 async def test_caller_who_hangs_up_right_after_pressing_1_still_gets_the_order(store, prompts_dir):
@@ -341,4 +341,32 @@ async def test_caller_who_hangs_up_right_after_pressing_1_still_gets_the_order(s
         assert call.order_id
         assert await count(store, Invoice) == 1
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
+
+
+class CommitsThenStalls:
+    """The order commits, but the reply comes back after the deadline (a COMMIT that landed while
+    the caller's task was being cancelled): the order must be read back, not reported as failed."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def place_order(self, **kwargs):
+        placed = await self.inner.place_order(**kwargs)
+        await asyncio.sleep(5)
+        return placed
+
+
+async def test_order_that_committed_past_its_deadline_is_read_back_to_the_caller(store, prompts_dir):
+    await load_demo_data(store.sessions)
+    harness = await start_harness(CommitsThenStalls(store), prompts_dir, db_deadline=0.3)
+    try:
+        fake = await harness.call("+79161234567", ["1"], timeout=10)
+        assert fake.variables["IVR_RESULT"] == "done"
+        assert fake.variables["IVR_REASON"] == "order_placed"
+        assert await count(store, Invoice) == 1
+    finally:
+        await harness.stop()

@@ -331,7 +331,7 @@ async def test_metrics_after_a_real_call(store, prompts_dir):
         text = await (await client.get("/metrics")).text()
     finally:
         await client.close()
-        await harness.server.stop(1.0)
+        await harness.stop()
     for name in ("ivr_calls_total", "ivr_agi_command_seconds_bucket", "ivr_queue_wait_seconds",
                  "ivr_tts_cache_hits_total", "ivr_tts_cache_misses_total", "ivr_active_agi_calls"):
         assert name in text, name
@@ -361,6 +361,6 @@ async def test_a_failing_observer_never_breaks_a_call(store, prompts_dir):
     try:
         fake = await harness.call("+79161234567", ["1"])
     finally:
-        await harness.server.stop(1.0)
+        await harness.stop()
     assert fake.variables["IVR_RESULT"] == "done"
     assert seen[0] == "ANSWER" and "SET VARIABLE" in seen

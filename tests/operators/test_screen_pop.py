@@ -27,7 +27,7 @@ async def setup(store, tmp_path_factory):
     yield harness, board, client
     await client.close()
     await board.close()
-    await harness.server.stop(1.0)
+    await harness.stop()
 
 
 def ring(harness, call_id: str, kind: str = "operator.ringing", interface: str = "PJSIP/101", **data):

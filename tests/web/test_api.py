@@ -50,7 +50,7 @@ async def client(demo_store):
 async def harness(demo_store, prompts_dir):
     harness = await start_harness(demo_store, prompts_dir)
     yield harness
-    await harness.server.stop(1.0)
+    await harness.stop()
 
 
 async def place_call(harness, caller_id: str, keys: list[str]) -> tuple[str, dict[str, str]]:
