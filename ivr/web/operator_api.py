@@ -63,31 +63,38 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     queue = board.subscribe(operator)
+    receive: asyncio.Future[Any] | None = None
+    card_wait: asyncio.Future[Any] | None = None
     try:
         current = board.current(operator)
-        await ws.send_str(json.dumps(current or {"operator": operator, "state": "free", "call": None},
-                                     ensure_ascii=False, default=str))
-        receive = None
+        await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}))
         while not ws.closed:
+            # Wait for a new card or for the browser (a close, or anything it sends) at once.
             receive = receive or asyncio.ensure_future(ws.receive())
-            card_wait = asyncio.ensure_future(queue.get())
+            card_wait = card_wait or asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait({receive, card_wait}, return_when=asyncio.FIRST_COMPLETED)
             if card_wait in done:
-                await ws.send_str(json.dumps(card_wait.result(), ensure_ascii=False, default=str))
-            else:
-                card_wait.cancel()
+                await ws.send_str(_dumps(card_wait.result()))
+                card_wait = None
             if receive in done:
                 message = receive.result()
                 receive = None
                 if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
-        if receive is not None:
-            receive.cancel()
     finally:
         board.unsubscribe(operator, queue)
+        for pending in (receive, card_wait):
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
         with contextlib.suppress(Exception):
             await ws.close()
     return ws
+
+
+def _dumps(card: Any) -> str:
+    return json.dumps(card, ensure_ascii=False, default=str)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
