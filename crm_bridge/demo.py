@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crm_bridge.accounts import AccountStore
 from crm_bridge.importers import ImportReport, import_file
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -19,3 +20,22 @@ async def load_demo_data(sessions: Any) -> ImportReport:
         report = report.merge(await import_file(sessions, kind, DEMO_DIR / name))  # type: ignore[arg-type]
     report.kind = "demo"
     return report
+
+
+# Demo console accounts, created only into an empty user table (never next to real accounts).
+DEMO_PASSWORD = "demo-password"
+DEMO_USERS = (
+    ("admin", "admin", "Администратор (демо)", None),
+    ("supervisor", "supervisor", "Ольга, старший смены (демо)", None),
+    ("operator", "operator", "Анна, оператор (демо)", "PJSIP/101"),
+)
+
+
+async def create_demo_users(sessions: Any) -> list[str]:
+    """Create the demo accounts when there are no users at all; returns the names created."""
+    accounts = AccountStore(sessions)
+    if await accounts.list_users():
+        return []
+    for username, role, name, interface in DEMO_USERS:
+        await accounts.create_user(username, DEMO_PASSWORD, role, display_name=name, operator_interface=interface)
+    return [username for username, *_ in DEMO_USERS]

@@ -133,16 +133,20 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from crm_bridge.db import session_factory, upgrade
-    from crm_bridge.demo import load_demo_data
+    from crm_bridge.demo import DEMO_PASSWORD, create_demo_users, load_demo_data
     from ivr.app import build_store
 
     await upgrade(settings.database.url)
     engine, _store = build_store(settings)
     try:
         report = await load_demo_data(session_factory(engine))
+        demo_users = await create_demo_users(session_factory(engine))
     finally:
         await engine.dispose()
     print(f"demo data: {report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+    if demo_users:
+        print(f"demo console accounts (password {DEMO_PASSWORD!r}; replace them before real use): "
+              + ", ".join(demo_users))
     return 0 if report.ok else 1
 
 
