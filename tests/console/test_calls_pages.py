@@ -103,7 +103,7 @@ async def test_every_role_sees_the_list(client, user):
     assert rows(page) == ["1763712000.30", "1763625600.20", "1763622000.10"]  # newest first
     assert 'href="/customers/C001"' in page and "Иванов Алексей Сергеевич" in page
     assert "Заказ оформлен роботом" in page and "Ответил оператор" in page
-    assert "попросил оператора" in page and "неизвестный номер" in page
+    assert "клиент попросил оператора" in page and "номер не найден в базе" in page
     assert "0:14" in page and "1:15" in page  # wait and talk
     assert "A-1001" in page and "Анна" in page
     assert ("Запись" in page) == (user != "op1")

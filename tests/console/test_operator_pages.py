@@ -16,7 +16,9 @@ from crm_bridge.dto import TimelineEventIn
 from crm_bridge.models import Invoice
 from ivr.web.console.auth import auth_state
 from ivr.web.console.deps import DEPS_KEY
-from ivr.web.console.operator_pages import IVR_REASONS, path_step, reason_text
+from ivr.web.console.labels import REASON_LABELS as IVR_REASONS
+from ivr.web.console.labels import reason_text
+from ivr.web.console.operator_pages import path_step
 from tests.console.conftest import PASSWORD, login, start_client
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

@@ -39,6 +39,7 @@ from ivr.calls.recordings import RecordingLocator
 from ivr.web.common import ROLE_RANK
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import OUTCOME_LABELS, outcome_label, reason_text
 from ivr.web.console.render import render
 
 log = structlog.get_logger("ivr.web.calls")
@@ -48,42 +49,6 @@ MAX_CALL_ID = 64  # calls.call_id is String(64)
 TRANSCRIPT_MAX_BYTES = 512 * 1024
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".gsm": "audio/x-gsm"}
 
-OUTCOME_LABELS = {
-    "order_placed": "Заказ оформлен роботом",
-    "operator_answered": "Ответил оператор",
-    "operator": "Передан оператору",
-    "abandoned_in_queue": "Сбросил в очереди",
-    "abandoned_in_ivr": "Сбросил в меню робота",
-    "abandoned": "Сбросил",
-    "queue_timeout": "Очередь не дождалась",
-    "callback_requested": "Просил перезвонить",
-    "after_hours": "Нерабочее время",
-    "error": "Ошибка",
-}
-
-REASON_LABELS = {
-    "order_placed": "заказ оформлен",
-    "hangup_after_order": "положил трубку после заказа",
-    "caller_request": "попросил оператора",
-    "unknown_number": "неизвестный номер",
-    "shared_number": "номер у нескольких клиентов",
-    "no_caller_id": "номер скрыт",
-    "no_previous_order": "нет прошлого заказа",
-    "no_input": "не нажал ничего",
-    "invalid_input": "неверный ввод",
-    "order_emptied": "обнулил заказ",
-    "order_rejected": "заказ отклонён",
-    "database_timeout": "база не ответила вовремя",
-    "database_error": "ошибка базы",
-    "tts_error": "ошибка синтеза речи",
-    "playback_failed": "ошибка воспроизведения",
-    "internal_error": "внутренняя ошибка",
-    "unknown_script": "неизвестный сценарий",
-    "overloaded": "перегрузка",
-    "after_hours": "нерабочее время",
-    "callback_requested": "просил перезвонить",
-    "ended_while_disconnected": "закончился без связи с AMI",
-}
 
 EVENT_LABELS = {
     "call.started": "Звонок начат",
@@ -114,20 +79,6 @@ EVENT_LABELS = {
 HANGUP_LABELS = {"caller": "абонент", "operator": "оператор", "system": "система"}
 
 
-def outcome_label(outcome: str | None) -> str:
-    if not outcome:
-        return "идёт / не завершён"
-    return OUTCOME_LABELS.get(outcome, outcome)
-
-
-def reason_label(reason: str | None) -> str:
-    if not reason:
-        return ""
-    if reason in REASON_LABELS:
-        return REASON_LABELS[reason]
-    if reason.startswith("hangup_at_"):
-        return f"положил трубку ({reason.removeprefix('hangup_at_')})"
-    return reason
 
 
 def can_listen(user: Any) -> bool:
@@ -193,7 +144,7 @@ def _row(row: Any, zone: ZoneInfo) -> dict[str, Any]:
         "outcome": call.outcome,
         "outcome_label": outcome_label(call.outcome),
         "reason": call.reason,
-        "reason_label": reason_label(call.reason),
+        "reason_label": reason_text(call.reason),
         "wait": _duration(call.wait_seconds),
         "talk": _duration(call.talk_seconds),
         "operator": call.operator_name or call.operator_interface,
@@ -258,12 +209,12 @@ def _event_text(kind: str, data: dict[str, Any]) -> str:
         seconds = data.get("seconds")
         return f"{Path(str(data.get('path') or '')).name}" + (f", {_duration(seconds)}" if seconds is not None else "")
     if kind == "call.ended":
-        return f"{outcome_label(data.get('outcome'))}: {reason_label(data.get('reason'))}"
+        return f"{outcome_label(data.get('outcome'))}: {reason_text(data.get('reason'))}"
     if kind == "call.hungup":
         who = HANGUP_LABELS.get(str(data.get("who")), data.get("who") or "")
         return f"{outcome_label(data.get('outcome'))}" + (f", положил {who}" if who else "")
     if kind == "call.escalated":
-        return reason_label(data.get("reason"))
+        return reason_text(data.get("reason"))
     if kind == "order.created":
         return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}"
     shown = {k: v for k, v in data.items() if v not in (None, "", [], {})}
@@ -353,7 +304,7 @@ async def call_page(request: web.Request) -> web.Response:
         ("Номер", call.caller_number or "скрыт"),
         ("Номер (E.164)", call.normalized_number or "—"),
         ("Итог", outcome_label(call.outcome)),
-        ("Причина", reason_label(call.reason) or "—"),
+        ("Причина", reason_text(call.reason) or "—"),
         ("Очередь", call.queue or "—"),
         ("В очереди с", _local(call.queue_entered_at, zone) or "—"),
         ("Ожидание", _duration(call.wait_seconds)),

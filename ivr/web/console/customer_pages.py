@@ -20,7 +20,8 @@ from aiohttp import web
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.invoice_pdf import InvoiceFontMissing, build_invoice_pdf
-from ivr.web.console.operator_pages import LOOKUP_STATUSES, reason_text
+from ivr.web.console.labels import reason_text
+from ivr.web.console.operator_pages import LOOKUP_STATUSES
 from ivr.web.console.render import render
 
 log = structlog.get_logger("ivr.console")

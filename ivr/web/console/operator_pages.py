@@ -19,32 +19,10 @@ from aiohttp import web
 from ivr.calls.screen_pop import operator_key
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import REASON_LABELS, reason_text
 from ivr.web.console.render import render
 
 # Why the robot handed the caller over (IVR_REASON), in the words an operator reads at a glance.
-IVR_REASONS: dict[str, str] = {
-    "caller_request": "клиент попросил оператора",
-    "unknown_number": "номер не найден в базе",
-    "shared_number": "номер принадлежит нескольким клиентам",
-    "no_caller_id": "номер не определился (скрыт)",
-    "no_previous_order": "у клиента нет прошлых заказов",
-    "no_input": "клиент не нажимал кнопки",
-    "invalid_input": "клиент дважды нажал не те кнопки",
-    "order_emptied": "клиент убрал из заказа все позиции",
-    "order_rejected": "заказ не принят (товар недоступен)",
-    "order_placed": "заказ оформлен роботом",
-    "database_timeout": "сбой базы данных (не ответила вовремя)",
-    "database_error": "сбой базы данных",
-    "tts_error": "сбой синтеза речи",
-    "playback_failed": "сбой воспроизведения",
-    "internal_error": "внутренняя ошибка робота",
-    "unknown_script": "неизвестный сценарий",
-    "overloaded": "робот перегружен",
-    "after_hours": "звонок в нерабочее время",
-    "callback_requested": "клиент просил перезвонить",
-    "abandoned_in_queue": "клиент не дождался ответа в очереди",
-    "queue_timeout": "очередь не дождалась оператора",
-}
 
 LOOKUP_STATUSES: dict[str, str] = {
     "found": "клиент найден по номеру",
@@ -66,13 +44,6 @@ EMPTY_CARD: dict[str, Any] = {"state": "free", "call": None, "customer": None, "
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-
-def reason_text(reason: str | None) -> str:
-    """'caller_request' -> 'клиент попросил оператора'; 'after_hours:no_input' -> both parts."""
-    if not reason:
-        return ""
-    parts = [p for p in reason.split(":") if p]
-    return "; ".join(IVR_REASONS.get(p, p) for p in parts)
 
 
 def task_reason_text(reason: str) -> str:
@@ -148,7 +119,7 @@ async def operator_page(request: web.Request) -> web.Response:
         states=STATES,
         reason_text=reason_text,
         task_reason_text=task_reason_text,
-        labels={"reasons": IVR_REASONS, "lookups": LOOKUP_STATUSES, "states": STATES},
+        labels={"reasons": REASON_LABELS, "lookups": LOOKUP_STATUSES, "states": STATES},
     )
 
 

@@ -28,24 +28,12 @@ from crm_bridge.stats import CallStatistics, call_statistics
 from ivr.web.common import api_error, to_json
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import OUTCOME_LABELS
 from ivr.web.console.render import render
 
 # A period longer than this is refused: the page and the p90 read one row per call of the period.
 MAX_DAYS = 366
 
-OUTCOME_LABELS = {
-    "order_placed": "Заказ оформлен роботом",
-    "operator_answered": "Ответил оператор",
-    "operator": "Передан оператору",
-    "abandoned_in_queue": "Сбросил в очереди",
-    "abandoned_in_ivr": "Сбросил в меню робота",
-    "abandoned": "Сбросил",
-    "queue_timeout": "Очередь не дождалась",
-    "callback_requested": "Просил перезвонить",
-    "after_hours": "Нерабочее время",
-    "error": "Ошибка",
-    "in_progress": "Идёт / не завершён",
-}
 
 
 class BadPeriod(ValueError):
