@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_bridge import repositories as repo
 from crm_bridge.importers import cells
 from crm_bridge.importers.report import ImportReport
-from crm_bridge.importers.tabular import Row, Table
+from crm_bridge.importers.tabular import Row, Table, parse_unique_rows
 from crm_bridge.models import Customer, Phone
 
 NAME_FIELDS = ("last_name", "first_name", "patronymic")
@@ -37,17 +37,7 @@ def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
 
 
 async def load(session: AsyncSession, table: Table, report: ImportReport) -> None:
-    parsed: dict[str, tuple[int, dict[str, Any]]] = {}
-    for row in table.rows:
-        try:
-            customer_id, fields = parse_row(row, table.columns)
-        except ValueError as exc:
-            report.error(table.file, row.line, str(exc))
-            continue
-        if customer_id in parsed:
-            report.error(table.file, row.line, f"customer_id {customer_id!r} repeats line {parsed[customer_id][0]}")
-            continue
-        parsed[customer_id] = (row.line, fields)
+    parsed = parse_unique_rows(table, parse_row, "customer_id", report)
 
     existing = await repo.customers_by_external_ids(session, list(parsed))
     phone_rows = await repo.phone_rows_of(session, [c.id for c in existing.values()])

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_bridge import repositories as repo
 from crm_bridge.importers import cells
 from crm_bridge.importers.report import ImportReport
-from crm_bridge.importers.tabular import Row, Table
+from crm_bridge.importers.tabular import Row, Table, parse_unique_rows
 from crm_bridge.models import Product
 
 
@@ -32,17 +32,7 @@ def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
 
 
 async def load(session: AsyncSession, table: Table, report: ImportReport) -> None:
-    parsed: dict[str, tuple[int, dict[str, Any]]] = {}
-    for row in table.rows:
-        try:
-            sku, fields = parse_row(row, table.columns)
-        except ValueError as exc:
-            report.error(table.file, row.line, str(exc))
-            continue
-        if sku in parsed:
-            report.error(table.file, row.line, f"sku {sku!r} repeats line {parsed[sku][0]}")
-            continue
-        parsed[sku] = (row.line, fields)
+    parsed = parse_unique_rows(table, parse_row, "sku", report)
 
     existing = await repo.products_by_sku(session, list(parsed))
     for sku, (_, fields) in parsed.items():

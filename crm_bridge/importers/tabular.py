@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crm_bridge.errors import ImportFileError
 from crm_bridge.importers.columns import Layout, normalize_header
+from crm_bridge.importers.report import ImportReport
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
 XLSX_SUFFIXES = {".xlsx", ".xlsm"}
@@ -28,6 +30,30 @@ class Table:
     file: str
     columns: frozenset[str]
     rows: list[Row]
+
+
+def parse_unique_rows(
+    table: Table,
+    parse_row: Callable[[Row, frozenset[str]], tuple[str, dict[str, Any]]],
+    id_name: str,
+    report: ImportReport,
+) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Parse every row into (id, fields); a bad row or a repeated id is reported, the first row wins.
+
+    Returns id -> (line, fields) for the rows that can be loaded.
+    """
+    parsed: dict[str, tuple[int, dict[str, Any]]] = {}
+    for row in table.rows:
+        try:
+            key, fields = parse_row(row, table.columns)
+        except ValueError as exc:
+            report.error(table.file, row.line, str(exc))
+            continue
+        if key in parsed:
+            report.error(table.file, row.line, f"{id_name} {key!r} repeats line {parsed[key][0]}")
+            continue
+        parsed[key] = (row.line, fields)
+    return parsed
 
 
 def read_table(path: Path, layout: Layout) -> Table:
