@@ -59,3 +59,8 @@ class InvalidSource(CrmError):
 
 class ImportFileError(CrmError):
     """The file as a whole cannot be imported (missing, unreadable, no header, missing columns)."""
+
+
+class RecordRejected(CrmError):
+    """The database refused a value in a batch of call records (crm_bridge.call_log): retrying the
+    same batch cannot succeed, split it to find the bad record."""

@@ -230,6 +230,8 @@ class TimelineEvent(Base):
     customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(50))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Id of the record that wrote the row (crm_bridge.call_log): a replayed batch lands once.
+    event_uid: Mapped[str | None] = mapped_column(String(32), index=True, unique=True)
 
 
 class CallbackTask(Base):

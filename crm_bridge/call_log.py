@@ -1,0 +1,331 @@
+"""The call log written in batches: call starts, call ends, AMI call-field updates, timeline rows.
+
+Every fact about a call is a small frozen *record* with a unique ``uid``. ``CallLog.write`` puts
+any number of records, of any number of calls, into the database in ONE transaction with a few
+Core ``executemany`` statements (group commit): a call costs a fraction of a transaction instead
+of the 2–4 it cost when each write had its own (issue 7). Records are also plain JSON
+(``record_to_json`` / ``record_from_json``) so a batch can wait in a local spool file while the
+database is unreachable and be replayed later.
+
+Replaying a batch that was already committed (its COMMIT reply was lost, the process crashed after
+writing but before forgetting it) changes nothing, so a batch may be written *at least* once:
+
+- a call start is ``INSERT … ON CONFLICT DO NOTHING``;
+- a call end and an AMI update are upserts that set the same values again;
+- a timeline row carries the record's uid in ``timeline_events.event_uid`` (unique):
+  ``ON CONFLICT (event_uid) DO NOTHING``.
+
+Semantics kept from the one-call-per-transaction store methods (``CrmStore.record_call_start``,
+``record_call_end``, ``update_call``): a late IVR end never undoes an outcome the AMI tracker has
+refined (``REFINED_OUTCOMES``); a call end or update without a start still creates the row; an
+unknown customer id never erases a known customer; one call's records apply in submission order.
+That last point is why a batch runs in *waves*: wave k holds the k-th row record of every call,
+so one statement never touches a call twice and a call's start always runs before its end.
+
+Errors (drawn once, here): ``StoreUnavailable`` when the database cannot be reached or answer
+(connection refused or reset, timeout, SQLite locked or read-only): the batch is intact and can be
+retried. ``RecordRejected`` when the database refused a value (too long, wrong type, constraint):
+retrying the same batch cannot succeed; split it to find the record.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_bridge.db import SQLITE_BEGIN
+from crm_bridge.dto import TimelineEventIn
+from crm_bridge.errors import RecordRejected, StoreUnavailable
+from crm_bridge.models import Call, Customer, TimelineEvent, UtcDateTime, as_utc
+from crm_bridge.services import CALL_FIELDS, REFINED_OUTCOMES
+
+log = structlog.get_logger(__name__)
+
+
+def new_uid() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """The IVR answered a call (``CrmStore.record_call_start``). An existing row is left alone."""
+
+    call_id: str
+    started_at: datetime
+    caller_number: str | None = None
+    normalized_number: str | None = None
+    customer_id: str | None = None  # external id
+    channel: str | None = None
+    script: str | None = None
+    uid: str = field(default_factory=new_uid)
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    """The IVR is done with a call (``CrmStore.record_call_end``); creates the row when missing."""
+
+    call_id: str
+    outcome: str | None
+    reason: str | None
+    ended_at: datetime
+    customer_id: str | None = None  # external id; unknown or None keeps the row's customer
+    order_id: str | None = None  # None keeps the row's order
+    uid: str = field(default_factory=new_uid)
+
+
+@dataclass(frozen=True)
+class CallUpdate:
+    """Some columns the AMI tracker learnt (``CrmStore.update_call``); creates the row when missing.
+
+    ``started_at`` is used only when the row is created; ``customer_id`` (in ``fields``) is the
+    external id. Unknown column names raise ValueError at once: a typo must not reach the queue.
+    """
+
+    call_id: str
+    fields: Mapping[str, Any]
+    started_at: datetime
+    uid: str = field(default_factory=new_uid)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fields) - CALL_FIELDS
+        if unknown:
+            raise ValueError(f"unknown call fields: {sorted(unknown)}")
+        if "started_at" in self.fields:
+            raise ValueError("started_at is the record's own field, not an update")
+
+
+@dataclass(frozen=True)
+class TimelineRecord:
+    """One timeline row; ``uid`` becomes ``timeline_events.event_uid``."""
+
+    at: datetime
+    call_id: str | None
+    customer_id: str | None
+    kind: str
+    data: Mapping[str, Any]
+    uid: str = field(default_factory=new_uid)
+
+    @classmethod
+    def of(cls, event: TimelineEventIn) -> TimelineRecord:
+        return cls(at=event.at, call_id=event.call_id, customer_id=event.customer_id, kind=event.kind,
+                   data=dict(event.data))
+
+
+CallRecord = CallStart | CallEnd | CallUpdate | TimelineRecord
+RowRecord = CallStart | CallEnd | CallUpdate
+_TYPES: dict[str, type] = {"start": CallStart, "end": CallEnd, "update": CallUpdate, "timeline": TimelineRecord}
+_NAMES = {cls: name for name, cls in _TYPES.items()}
+_CALL_DATETIMES = frozenset(c.name for c in Call.__table__.columns if isinstance(c.type, UtcDateTime))
+
+
+# --- JSON (the spool's format) -------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    # Same rule as the database's JSON columns (crm_bridge.db): Decimal and friends become their text.
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def record_to_json(record: CallRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": _NAMES[type(record)]}
+    for name, value in vars(record).items():
+        out[name] = dict(value) if isinstance(value, Mapping) else value
+    # Round-trip through json so the dict holds only JSON types (datetimes as ISO text).
+    return json.loads(json.dumps(out, ensure_ascii=False, default=_json_default))
+
+
+def record_from_json(data: Mapping[str, Any]) -> CallRecord:
+    """Inverse of ``record_to_json``; raises ValueError/KeyError/TypeError on a malformed record."""
+    values = dict(data)
+    cls = _TYPES[values.pop("type")]
+    for name in ("started_at", "ended_at", "at"):
+        if name in values and isinstance(values[name], str):
+            values[name] = datetime.fromisoformat(values[name])
+    if cls is CallUpdate:
+        values["fields"] = {
+            k: (datetime.fromisoformat(v) if k in _CALL_DATETIMES and isinstance(v, str) else v)
+            for k, v in dict(values["fields"]).items()
+        }
+    return cls(**values)
+
+
+# --- the store side --------------------------------------------------------------------------------
+
+
+class CallLog:
+    """Writes batches of call records; one transaction per ``write``. Never commits anything else."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def write(self, records: Sequence[CallRecord]) -> None:
+        """All ``records`` in one transaction, or none of them (see the module doc for errors)."""
+        if not records:
+            return
+        try:
+            async with self.sessions() as session:
+                # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
+                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+                await _write(session, records)
+                await session.commit()
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).splitlines() or [repr(exc)])[0][:300]
+            if is_unavailable(exc):
+                raise StoreUnavailable(first_line) from exc
+            raise RecordRejected(first_line) from exc
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the failure says nothing about the records: the database was not there to answer.
+
+    SQLite reports "database is locked", "attempt to write a readonly database" and "unable to open"
+    as OperationalError; asyncpg's lost connections come out as InterfaceError / OperationalError or
+    with ``connection_invalidated``. Integrity, data and programming errors are the records' fault.
+    """
+    if isinstance(exc, (OSError, TimeoutError, StoreUnavailable)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            return True
+        return isinstance(exc.orig, (OSError, TimeoutError)) or _is_connection_error(exc.orig)
+    return False
+
+
+def _is_connection_error(orig: BaseException | None) -> bool:
+    # asyncpg's own connection errors (ConnectionDoesNotExistError, …) and PostgreSQL's class 08
+    # (connection exception) and 57P (operator intervention: shutdown, cannot connect now).
+    state = str(getattr(orig, "sqlstate", "") or "")
+    name = type(orig).__name__ if orig is not None else ""
+    return state.startswith(("08", "57P")) or "Connection" in name
+
+
+async def _write(session: AsyncSession, records: Sequence[CallRecord]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    waves, timeline = _waves(records)
+    customers = await _customer_pks(session, _customer_ids(records))
+    for wave in waves:
+        starts = [r for r in wave if isinstance(r, CallStart)]
+        ends = [r for r in wave if isinstance(r, CallEnd)]
+        updates: dict[tuple[str, ...], list[CallUpdate]] = {}
+        for r in wave:
+            if isinstance(r, CallUpdate):
+                updates.setdefault(tuple(sorted(r.fields)), []).append(r)
+        if starts:
+            stmt = insert(Call).on_conflict_do_nothing(index_elements=["call_id"])
+            await session.execute(stmt, [_start_row(r, customers) for r in starts])
+        if ends:
+            await session.execute(_end_statement(insert), [_end_row(r, customers) for r in ends])
+        for names, group in updates.items():
+            await session.execute(_update_statement(insert, names), [_update_row(r, customers) for r in group])
+    if timeline:
+        stmt = insert(TimelineEvent).on_conflict_do_nothing(index_elements=["event_uid"])
+        await session.execute(stmt, [_timeline_row(r) for r in timeline])
+
+
+def _waves(records: Iterable[CallRecord]) -> tuple[list[list[RowRecord]], list[TimelineRecord]]:
+    """Row records split so that wave k holds the k-th row record of each call; timeline rows apart
+    (they reference no row, and one statement inserts them in submission order)."""
+    depth: dict[str, int] = {}
+    waves: list[list[RowRecord]] = []
+    timeline: list[TimelineRecord] = []
+    for record in records:
+        if isinstance(record, TimelineRecord):
+            timeline.append(record)
+            continue
+        k = depth.get(record.call_id, 0)
+        depth[record.call_id] = k + 1
+        if k == len(waves):
+            waves.append([])
+        waves[k].append(record)
+    return waves, timeline
+
+
+def _customer_ids(records: Iterable[CallRecord]) -> set[str]:
+    ids: set[str] = set()
+    for r in records:
+        if isinstance(r, (CallStart, CallEnd)) and r.customer_id:
+            ids.add(r.customer_id)
+        elif isinstance(r, CallUpdate) and isinstance(r.fields.get("customer_id"), str):
+            ids.add(r.fields["customer_id"])
+    return ids
+
+
+async def _customer_pks(session: AsyncSession, ids: set[str]) -> dict[str, int]:
+    """External customer ids -> internal keys, one query per batch (unknown ids are absent)."""
+    if not ids:
+        return {}
+    found = await session.execute(select(Customer.customer_id, Customer.id).where(Customer.customer_id.in_(ids)))
+    return dict(found.tuples().all())
+
+
+def _start_row(r: CallStart, customers: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "call_id": r.call_id, "caller_number": r.caller_number, "normalized_number": r.normalized_number,
+        "customer_id": customers.get(r.customer_id) if r.customer_id else None, "channel": r.channel,
+        "script": r.script, "started_at": as_utc(r.started_at),
+    }
+
+
+def _end_statement(insert: Any) -> Any:
+    stmt = insert(Call)
+    new = stmt.excluded
+    # The AMI tracker may already have refined the outcome (the call ended after the AGI did):
+    # keep its outcome and end time then; the runner's reason still says where the IVR stopped.
+    refined = Call.outcome.in_(sorted(REFINED_OUTCOMES))
+    return stmt.on_conflict_do_update(
+        index_elements=["call_id"],
+        set_={
+            "outcome": case((refined, Call.outcome), else_=new.outcome),
+            "ended_at": case((refined, Call.ended_at), else_=new.ended_at),
+            "reason": new.reason,
+            "order_id": func.coalesce(new.order_id, Call.order_id),
+            "customer_id": func.coalesce(new.customer_id, Call.customer_id),
+        },
+    )
+
+
+def _end_row(r: CallEnd, customers: Mapping[str, int]) -> dict[str, Any]:
+    ended_at = as_utc(r.ended_at)
+    return {
+        "call_id": r.call_id, "started_at": ended_at, "ended_at": ended_at, "outcome": r.outcome,
+        "reason": r.reason, "order_id": r.order_id,
+        "customer_id": customers.get(r.customer_id) if r.customer_id else None,
+    }
+
+
+def _update_statement(insert: Any, names: tuple[str, ...]) -> Any:
+    stmt = insert(Call)
+    new = stmt.excluded
+    set_: dict[str, Any] = {n: new[n] for n in names if n != "customer_id"}
+    if "customer_id" in names:
+        set_["customer_id"] = func.coalesce(new.customer_id, Call.customer_id)
+    if not set_:
+        return stmt.on_conflict_do_nothing(index_elements=["call_id"])
+    return stmt.on_conflict_do_update(index_elements=["call_id"], set_=set_)
+
+
+def _update_row(r: CallUpdate, customers: Mapping[str, int]) -> dict[str, Any]:
+    row = {k: (as_utc(v) if isinstance(v, datetime) else v) for k, v in r.fields.items()}
+    if "customer_id" in row:
+        row["customer_id"] = customers.get(row["customer_id"]) if row["customer_id"] else None
+    return {"call_id": r.call_id, "started_at": as_utc(r.started_at), **row}
+
+
+def _timeline_row(r: TimelineRecord) -> dict[str, Any]:
+    return {"at": as_utc(r.at), "call_id": r.call_id, "customer_id": r.customer_id, "kind": r.kind,
+            "data": dict(r.data), "event_uid": r.uid}
