@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_bridge.call_log import CallLog
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.phones import normalize_phone
@@ -20,6 +21,8 @@ from ivr.ami.client import AmiClient
 from ivr.calls.callback_request_call import CallbackRequestCall
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
+from ivr.calls.record_spool import RecordSpool
+from ivr.calls.record_writer import RecordWriter
 from ivr.calls.recordings import RecordingLocator
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.calls.screen_pop import OperatorBoard
@@ -63,6 +66,15 @@ def build_store(settings: Settings) -> tuple[AsyncEngine, CrmStore]:
     return engine, CrmStore(session_factory(engine), store_config(settings))
 
 
+def build_record_writer(settings: Settings, store: CrmStore) -> RecordWriter:
+    """The process's one call-record writer (group commit, spool while the database is down)."""
+    r = settings.call_records
+    return RecordWriter(
+        CallLog(store.sessions), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
+        max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
+    )
+
+
 def build_prompt_cache(settings: Settings) -> PromptCache:
     p = settings.prompts
     engine = engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
@@ -76,6 +88,7 @@ class Service:
     settings: Settings
     engine: AsyncEngine
     store: CrmStore
+    records: RecordWriter
     notifier: CallNotifier
     agi: FastAgiServer
     board: OperatorBoard
@@ -91,6 +104,7 @@ class Service:
         await self.calls.drain(grace)  # the last calls' rows and timelines
         await self.ami.stop()
         await self.tracker.drain()
+        await self.records.drain(grace)  # written, or spooled for the next start
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.board.close()
@@ -108,7 +122,9 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     if migrate:
         await upgrade(settings.database.url)
     engine, store = build_store(settings)
-    notifier = CallNotifier(store)
+    records = build_record_writer(settings, store)
+    records.start()  # replays a spool a previous run left behind
+    notifier = CallNotifier(records)
     board = OperatorBoard(store, settings.operators.names)
     notifier.subscribe(board.on_event)
     # Prometheus metrics (GET /metrics): call ends and queue waits from the notifier, AGI command
@@ -117,6 +133,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     notifier.subscribe(metrics.listener)
     prompt_cache = build_prompt_cache(settings)
     metrics.bind_prompt_cache(prompt_cache)
+    metrics.bind_record_writer(records)
     speaker = Speaker(
         prompt_cache,
         asterisk_dir=settings.agi.asterisk_prompts_dir or None,
@@ -136,6 +153,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     handler = RepeatOrderCall(
         flow=flow,
         store=store,
+        records=records,
         speaker=speaker,
         notifier=notifier,
         normalize=normalize_phone,
@@ -173,6 +191,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     tracker = CallTracker(
         store,
         notifier,
+        records=records,
         recordings=RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
         operator_names=settings.operators.names,
         hours=business_hours(settings),
@@ -181,8 +200,8 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync)
     await agi.start()
     await ami.start()
-    service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi, board=board,
-                      tracker=tracker, ami=ami, calls=handler)
+    service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
+                      board=board, tracker=tracker, ami=ami, calls=handler)
     if settings.web.enabled:
         console = ConsoleDeps(
             store=store,

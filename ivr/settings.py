@@ -135,6 +135,21 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True)
+class CallRecordSettings:
+    # Call rows and timeline events wait here (append-only JSON lines) while the database is down.
+    spool_dir: str = "var/spool"
+    # Records queued in memory before submitters wait (backpressure, never a drop).
+    max_backlog: int = 20_000
+    # Records per transaction at most (group commit across calls).
+    max_batch: int = 1_000
+    # A batch taking longer than this counts as "database unreachable": it goes to the spool.
+    write_timeout: float = 10.0
+    # Replay of the spool: the first retry after this many seconds, doubling up to retry_max.
+    retry_min: float = 0.5
+    retry_max: float = 30.0
+
+
+@dataclass(frozen=True)
 class HoursSettings:
     """Operator business hours; outside them the robot still takes orders and promises a callback."""
 
@@ -171,6 +186,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
     recordings: RecordingSettings = field(default_factory=RecordingSettings)
+    call_records: CallRecordSettings = field(default_factory=CallRecordSettings)
     hours: HoursSettings = field(default_factory=HoursSettings)
     operators: OperatorSettings = field(default_factory=OperatorSettings)
     log: LogSettings = field(default_factory=LogSettings)

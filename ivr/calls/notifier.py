@@ -1,13 +1,14 @@
 """One method per call event; each event fans out to the log, the timeline table and live listeners.
 
-Timeline rows of a call are buffered and written in batches (after an order and at the end of the
-call) so that a busy call costs the database a few transactions, not one per key press. Live
-listeners (the console's WebSocket) get every event at once.
+Timeline rows of a call are buffered and handed to the process's record writer
+(``ivr.calls.record_writer``) in batches: at the end of the call together with its row, or by
+``flush``. The writer commits them with other calls' records and never drops them (it spools
+them while the database is down), so ``flush`` only waits for room in its queue. Live listeners
+(the console's WebSocket, the operator's screen pop) get every event at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from crm_bridge.dto import TimelineEventIn
 log = structlog.get_logger("ivr.calls")
 
 
-class TimelineStore(Protocol):
+class TimelineSink(Protocol):
+    """The record writer (``RecordWriter``); ``CrmStore`` fits too, writing at once."""
+
     async def add_timeline_events(self, events: list[TimelineEventIn]) -> None: ...
 
 
@@ -37,9 +40,8 @@ class CallEvents:
 
 
 class CallNotifier:
-    def __init__(self, store: TimelineStore, *, write_deadline: float = 5.0, clock=lambda: datetime.now(UTC)):
-        self._store = store
-        self._write_deadline = write_deadline
+    def __init__(self, records: TimelineSink, *, clock=lambda: datetime.now(UTC)):
+        self._records = records
         self._clock = clock
         self._listeners: list[Listener] = []
 
@@ -75,12 +77,13 @@ class CallNotifier:
         call.pending = batch + call.pending
 
     async def flush(self, call: CallEvents) -> bool:
-        """Write the buffered events; on failure keep them for the next flush and log why."""
+        """Hand the buffered events to the writer (waits while its queue is full); on an error
+        keep them for the next flush and log why."""
         batch = self.take(call)
         if not batch:
             return True
         try:
-            await asyncio.wait_for(self._store.add_timeline_events(batch), self._write_deadline)
+            await self._records.add_timeline_events(batch)
         except Exception as exc:
             self.give_back(call, batch)
             log.error("timeline_write_failed", call_id=call.call_id, events=len(batch), error=repr(exc))

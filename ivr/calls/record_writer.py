@@ -120,6 +120,7 @@ class RecordWriter:
             self.stats.spooled += len(group)
             log.warning("call_records_after_close_spooled", records=len(group))
             return
+        self.start()
         async with self._changed:
             # A group larger than the whole queue is let in alone rather than waiting forever.
             await self._changed.wait_for(
@@ -172,10 +173,11 @@ class RecordWriter:
 
     # --- life cycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._task is not None:
+    def start(self) -> None:
+        """Start the writer task (the first submit does it too); replays a spool left behind."""
+        if self._task is not None or self._closed:
             return
-        if await asyncio.to_thread(self._spool.has_batches):
+        if self._spool.has_batches():
             # A previous process left records behind: they go first, before anything new.
             self._spooling = True
             self._retry_at = 0.0

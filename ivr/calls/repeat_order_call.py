@@ -47,6 +47,14 @@ from ivr.speech.speaker import Speaker, SpeechError
 log = structlog.get_logger("ivr.calls")
 
 
+class CallRecords(Protocol):
+    """The process's record writer (``ivr.calls.record_writer.RecordWriter``): queued, never lost."""
+
+    async def record_call_start(self, **kwargs) -> None: ...
+
+    async def record_call_end(self, call_id: str, **kwargs) -> None: ...
+
+
 class CallStore(Protocol):
     async def lookup_caller(self, raw_number: str | None) -> CallerLookup: ...
 
@@ -54,10 +62,6 @@ class CallStore(Protocol):
         self, *, idempotency_key: str, customer_id: str, lines: Sequence[tuple[str, int]], source: str,
         call_id: str | None = None, now: datetime | None = None,
     ) -> PlacedOrder: ...
-
-    async def record_call_start(self, **kwargs) -> bool: ...
-
-    async def record_call_end(self, call_id: str, **kwargs) -> None: ...
 
     async def order_for_key(self, idempotency_key: str, customer_id: str) -> PlacedOrder | None: ...
 
@@ -71,9 +75,6 @@ class CallConfig:
     db_deadline: float = 3.0
     # The caller has pressed 1 and waits for the confirmation: an order write gets longer.
     order_deadline: float = 6.0
-    # Writing the call row and its timeline keeps nobody waiting (the socket is closed first), so
-    # under a burst it may queue behind the callers' own steps for much longer before giving up.
-    record_deadline: float = 60.0
     default_language: str = "ru"
     timezone: str = "Europe/Moscow"
     window_start: int = 9
@@ -91,6 +92,7 @@ class RepeatOrderCall:
         *,
         flow: RepeatOrderFlow,
         store: CallStore,
+        records: CallRecords,
         speaker: Speaker,
         notifier: CallNotifier,
         config: CallConfig,
@@ -99,6 +101,7 @@ class RepeatOrderCall:
     ) -> None:
         self._flow = flow
         self._store = store
+        self._records = records
         self._speaker = speaker
         self._notifier = notifier
         self._config = config
@@ -110,14 +113,15 @@ class RepeatOrderCall:
         await _Call(self, channel).run()
 
     def keep_books(self, coro) -> None:
-        """Run a call's final writes beside the server: the caller is gone, nothing waits on them,
-        and the server's hang-up watchdog (which cancels handlers) must not cut them short."""
+        """Run a call's final submit beside the server: the caller is gone, nothing waits on it
+        (it may wait for room in the record writer's queue), and the server's hang-up watchdog
+        (which cancels handlers) must not cut it short."""
         task = asyncio.get_running_loop().create_task(coro)
         self._bookkeeping.add(task)
         task.add_done_callback(self._bookkeeping.discard)
 
     async def drain(self, grace: float = 30.0) -> None:
-        """At shutdown: let the last calls' rows and timelines reach the database."""
+        """At shutdown: let the last calls' rows and timelines reach the record writer."""
         if self._bookkeeping:
             await asyncio.wait(set(self._bookkeeping), timeout=grace)
 
@@ -435,37 +439,31 @@ class _Call:
 
     async def _record_start(self, call_id: str, raw: str | None) -> None:
         try:
-            await asyncio.wait_for(
-                self.h._store.record_call_start(
-                    call_id=call_id, caller_number=raw, normalized_number=self.h._normalize(raw),
-                    customer_id=None, channel=self.env.channel, script=self.env.script, started_at=self.h._clock(),
-                ),
-                self.h._config.record_deadline,
+            await self.h._records.record_call_start(
+                call_id=call_id, caller_number=raw, normalized_number=self.h._normalize(raw),
+                customer_id=None, channel=self.env.channel, script=self.env.script, started_at=self.h._clock(),
             )
-        except Exception as exc:  # the call goes on; the lookup will fail open to a human if the DB is down
+        except Exception as exc:  # a bug, never the database: the writer queues, it does not fail
             self.log.error("call_start_not_recorded", error=repr(exc))
 
     async def _record_end(self, outcome: str, reason: str) -> None:
-        if self.start_write is not None:  # the row must exist before its end is written
+        if self.start_write is not None:  # the start goes into the writer's queue before the end
             with contextlib.suppress(Exception):
                 await self.start_write
         notifier = self.h._notifier
         notifier.emit(self.events, "call.ended", outcome=outcome, reason=reason, step=self.step)
-        # The row's end and the rest of the timeline in one transaction: a call row with an outcome
-        # means its whole story is readable.
+        # The row's end and the rest of the timeline as one group, committed together: a call row
+        # with an outcome means its whole story is readable.
         events = notifier.take(self.events)
         try:
-            await asyncio.wait_for(
-                self.h._store.record_call_end(
-                    self.events.call_id, outcome=outcome, reason=reason, ended_at=self.h._clock(),
-                    customer_id=self.events.customer_id, order_id=self.order_id, events=events,
-                ),
-                self.h._config.record_deadline,
+            await self.h._records.record_call_end(
+                self.events.call_id, outcome=outcome, reason=reason, ended_at=self.h._clock(),
+                customer_id=self.events.customer_id, order_id=self.order_id, events=events,
             )
         except Exception as exc:
             self.log.error("call_end_not_recorded", error=repr(exc), outcome=outcome)
             notifier.give_back(self.events, events)
-            await notifier.flush(self.events)  # at least the story, if the database answers again
+            await notifier.flush(self.events)
 
 
 def _item(line: OrderLineView) -> Item:

@@ -6,7 +6,8 @@ channels alive, queue, operator, the IVR's variables, the recording path. Facts 
 
 - the timeline (``CallNotifier``: log + timeline table + live listeners, e.g. the operator's
   screen pop on ``operator.ringing`` / ``operator.answered``),
-- the call row (``store.update_call``; the row is created for calls the IVR never saw),
+- the call row (``records.update_call``, queued in the process's record writer; the row is created
+  for calls the IVR never saw),
 - callback tasks, for callers who gave up in the queue (or asked for a call-back).
 
 A call ends when the last of its channels hangs up (the Cdr may come after; it is mapped back to
@@ -45,9 +46,15 @@ CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout", "callback_
 FINISHED_MEMORY = 10_000
 
 
-class TrackerStore(Protocol):
+class TrackerRecords(Protocol):
+    """The process's record writer (``ivr.calls.record_writer.RecordWriter``)."""
+
     async def update_call(self, call_id: str, **fields: Any) -> None: ...
 
+    async def sync(self) -> None: ...
+
+
+class TrackerStore(Protocol):
     async def get_call(self, call_id: str) -> CallView | None: ...
 
     async def customer_by_number(self, number: str) -> CustomerView | None: ...
@@ -114,6 +121,7 @@ class CallTracker:
         store: TrackerStore,
         notifier: CallNotifier,
         *,
+        records: TrackerRecords,
         recordings: RecordingLocator,
         operator_names: Mapping[str, str],
         hours: BusinessHours,
@@ -124,6 +132,7 @@ class CallTracker:
         recording_retry_delay: float = 1.0,
     ) -> None:
         self._store = store
+        self._records = records
         self._notifier = notifier
         self._recordings = recordings
         self._names = dict(operator_names)
@@ -613,10 +622,19 @@ class CallTracker:
                     call.events.customer_id = customer.customer_id
 
     async def _read_row(self, call_id: str) -> CallView | None:
-        return await self._db(self._store.get_call(call_id), "get_call")
+        async def read() -> CallView | None:
+            # The IVR's start of this call may still sit in the writer's queue: let it land first.
+            await self._records.sync()
+            return await self._store.get_call(call_id)
+
+        return await self._db(read(), "get_call")
 
     async def _update(self, call: _Call, **fields: Any) -> None:
-        await self._db(self._store.update_call(call.call_id, **fields), "update_call")
+        # Not bounded by db_deadline: the writer queues (and spools) it, it only waits for room.
+        try:
+            await self._records.update_call(call.call_id, **fields)
+        except Exception as exc:  # a bad field name is a bug: say so, keep tracking
+            self._log.error("tracker_store_failed", operation="update_call", error=repr(exc)[:300])
 
     async def _flush(self, call: _Call) -> None:
         await self._notifier.flush(call.events)

@@ -21,6 +21,9 @@ Exposed at ``GET /metrics`` (ivr.web.console.monitoring). What feeds each metric
     Read at scrape time from the bound ``PromptCache`` objects (``hits`` / ``misses``).
 ``ivr_active_agi_calls`` (gauge)
     Read at scrape time from the bound ``FastAgiServer.active_calls``.
+``ivr_call_records_backlog`` (gauge), ``ivr_call_records_spooling`` (gauge, 0/1),
+``ivr_call_records_written_total`` / ``_spooled_total`` / ``_dead_letters_total`` (counters)
+    Read at scrape time from the bound ``RecordWriter`` (``backlog``, ``spooling``, ``stats``).
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ class _LiveCollector(Collector):
             CounterMetricFamily("ivr_tts_cache_hits", "Synthesized prompts served from the cache"),
             CounterMetricFamily("ivr_tts_cache_misses", "Prompts that had to be synthesized"),
             GaugeMetricFamily("ivr_active_agi_calls", "FastAGI connections being served now"),
+            GaugeMetricFamily("ivr_call_records_backlog", "Call records queued, not yet written or spooled"),
+            GaugeMetricFamily("ivr_call_records_spooling", "1 while call records go to the local spool"),
+            CounterMetricFamily("ivr_call_records_written", "Call records committed to the database"),
+            CounterMetricFamily("ivr_call_records_spooled", "Call records written to the local spool"),
+            CounterMetricFamily("ivr_call_records_dead_letters", "Call records the database rejected"),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -79,6 +87,16 @@ class _LiveCollector(Collector):
         servers = self._metrics.agi_servers
         yield GaugeMetricFamily("ivr_active_agi_calls", "FastAGI connections being served now",
                                 value=sum(int(getattr(s, "active_calls", 0)) for s in servers))
+        writers = self._metrics.record_writers
+        yield GaugeMetricFamily("ivr_call_records_backlog", "Call records queued, not yet written or spooled",
+                                value=sum(w.backlog for w in writers))
+        yield GaugeMetricFamily("ivr_call_records_spooling", "1 while call records go to the local spool",
+                                value=int(any(w.spooling for w in writers)))
+        for name, help_text in (("written", "Call records committed to the database"),
+                                ("spooled", "Call records written to the local spool"),
+                                ("dead_letters", "Call records the database rejected")):
+            yield CounterMetricFamily(f"ivr_call_records_{name}", help_text,
+                                      value=sum(getattr(w.stats, name) for w in writers))
 
 
 class Metrics:
@@ -92,6 +110,7 @@ class Metrics:
                                     ["result"], buckets=QUEUE_BUCKETS, registry=self.registry)
         self.prompt_caches: list[Any] = []
         self.agi_servers: list[Any] = []
+        self.record_writers: list[Any] = []
         self.registry.register(_LiveCollector(self))
 
     # --- feeds ------------------------------------------------------------------------------------
@@ -126,6 +145,10 @@ class Metrics:
     def bind_agi_server(self, server: Any) -> None:
         if all(s is not server for s in self.agi_servers):
             self.agi_servers.append(server)
+
+    def bind_record_writer(self, writer: Any) -> None:
+        if all(w is not writer for w in self.record_writers):
+            self.record_writers.append(writer)
 
     # --- output -----------------------------------------------------------------------------------
 
