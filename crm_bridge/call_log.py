@@ -270,7 +270,7 @@ async def _customer_pks(session: AsyncSession, ids: set[str]) -> dict[str, int]:
     if not ids:
         return {}
     found = await session.execute(select(Customer.customer_id, Customer.id).where(Customer.customer_id.in_(ids)))
-    return dict(found.tuples().all())
+    return {customer_id: pk for customer_id, pk in found.all()}
 
 
 def _start_row(r: CallStart, customers: Mapping[str, int]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ class Rig:
         self.recordings_dir = self.tmp_path / "monitor"
         self.recordings_dir.mkdir()
         self.tracker = CallTracker(
-            self.store, self.calls.notifier,
+            self.store, self.calls.notifier, records=self.calls.records,
             recordings=RecordingLocator(self.recordings_dir, "/var/spool/asterisk/monitor"),
             operator_names={OPERATOR: "Анна Смирнова"}, hours=ALWAYS_OPEN, recording_retry_delay=0.05,
         )

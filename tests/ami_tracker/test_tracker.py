@@ -204,6 +204,7 @@ async def test_abandon_outside_business_hours_is_due_after_the_next_opening(stor
     # Saturday 2026-11-28 21:00 Moscow: closed; Sunday is not a working day -> Monday 09:00 + 30 min.
     rig = make_rig(store, recordings, Clock(datetime(2026, 11, 28, 18, 0, tzinfo=UTC)))
     await rig.feed(events("queue_abandon"))
+    await rig.records.drain(5.0)
     (task,) = await rig.store.list_tasks()
     assert task.due_at == datetime(2026, 11, 30, 6, 30, tzinfo=UTC)
 
@@ -399,6 +400,7 @@ async def test_resync_finalizes_a_call_that_vanished(rig: Rig) -> None:
     assert [e for e in logs if e["event"] == "call_ended_while_disconnected"]
     assert rig.tracker.live_calls() == []
     assert rig.tracker.operator_state()["Local/101@operator-agent/n"]["state"] == "free"
+    await rig.records.sync()
     call = await rig.store.get_call(CALL_IDS[MENU])
     assert call is not None
     assert (call.outcome, call.reason, call.talk_seconds, call.hangup_by) == (
@@ -488,6 +490,7 @@ async def test_recording_written_late_is_found_on_the_retry(rig: Rig) -> None:
     assert rig.tracker._tasks  # the first look found nothing: a retry is pending, the stream went on
     shutil.copy(REAL_WAV, target)
     await rig.tracker.drain()
+    await rig.records.sync()
     call = await rig.store.get_call(CALL_IDS[MENU])
     assert call is not None and (call.recording_seconds, call.recording_bytes) == (6.8, 108844)
 

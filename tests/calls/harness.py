@@ -13,12 +13,15 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
+from crm_bridge.call_log import CallLog
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
 from ivr.agi.server import FastAgiServer
 from ivr.calls.callback_request_call import CallbackRequestCall
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
+from ivr.calls.record_spool import RecordSpool
+from ivr.calls.record_writer import RecordWriter
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.speech.prompt_cache import PromptCache
@@ -36,6 +39,7 @@ class CallHarness:
     server: FastAgiServer
     store: Any
     notifier: CallNotifier
+    records: RecordWriter
     prompts_dir: Path
     live_events: list = field(default_factory=list)
     handler: RepeatOrderCall | None = None
@@ -45,6 +49,7 @@ class CallHarness:
         await self.server.stop(1.0)
         if self.handler is not None:
             await self.handler.drain(5.0)
+        await self.records.drain(5.0)
 
     async def call(self, caller_id: str = "+79161234567", inputs: list | None = None, *, script: str = "repeat-order",
                    fake: FakeAsterisk | None = None, uniqueid: str | None = None, timeout: float = 30.0,
@@ -69,11 +74,14 @@ async def start_harness(
     hours: BusinessHours = ALWAYS_OPEN,
 ) -> CallHarness:
     cache = PromptCache(prompts_dir, engine or EspeakEngine(), VOICES)
-    notifier = CallNotifier(store)
+    # The real record writer over the same database (its spool beside the prompts).
+    records = RecordWriter(CallLog(store.sessions), RecordSpool(prompts_dir.parent / "spool"))
+    notifier = CallNotifier(records)
     handler_speaker = Speaker(cache)
     handler = RepeatOrderCall(
         flow=RepeatOrderFlow(flow or FlowConfig(menu_timeout=1.0, quantity_timeout=1.0)),
         store=store,
+        records=records,
         speaker=handler_speaker,
         notifier=notifier,
         config=CallConfig(db_deadline=db_deadline, order_deadline=db_deadline, hours=hours),
@@ -86,7 +94,8 @@ async def start_harness(
     server = FastAgiServer(routes, host="127.0.0.1", port=0, env_timeout=2.0,
                            command_timeout=5.0, hangup_grace=hangup_grace)
     await server.start()
-    harness = CallHarness(server=server, store=store, notifier=notifier, prompts_dir=prompts_dir, handler=handler)
+    harness = CallHarness(server=server, store=store, notifier=notifier, records=records, prompts_dir=prompts_dir,
+                          handler=handler)
     notifier.subscribe(harness.live_events.append)
     return harness
 
