@@ -166,6 +166,12 @@ class RecordWriter:
         async with self._changed:
             await self._changed.wait_for(lambda: self._done_seq >= target)
 
+    async def caught_up(self) -> None:
+        """Wait until everything submitted so far is in the DATABASE (spool replayed, if any)."""
+        target = self._submitted_seq
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._done_seq >= target and not self._spooling)
+
     def retry_now(self) -> None:
         """Try the database (replay the spool) at once instead of at the next backoff step."""
         self._retry_at = 0.0
@@ -302,8 +308,10 @@ class RecordWriter:
             return
         await asyncio.to_thread(self._spool.clear)
         self.stats.replayed += len(records)
-        self._spooling = False
         self._backoff = self._retry_min
+        async with self._changed:
+            self._spooling = False
+            self._changed.notify_all()
         log.info("call_records_replayed", records=len(records))
 
     def _enter_spooling(self, error: str) -> None:
