@@ -280,6 +280,7 @@ class RecordWriter:
                 if len(part) == 1:
                     await self._dead_letter(part[0], str(exc))
                 else:
+                    log.warning("call_records_batch_rejected", records=len(part), error=str(exc)[:200])
                     middle = len(part) // 2
                     parts[0:0] = [part[:middle], part[middle:]]
                 continue

@@ -91,9 +91,9 @@ async def test_200_concurrent_calls_land_exactly_once_with_their_whole_timelines
         await writer.caught_up()
     await writer.drain(5.0)
     await assert_each_call_once_and_whole(sessions, call_ids)
-    assert writer.stats.written == 2_000 and writer.stats.spooled == 0
-    # Group commit: far fewer transactions than calls (one per record before).
-    assert writer.stats.transactions < len(call_ids)
+    assert (writer.stats.written, writer.stats.spooled, writer.stats.dead_letters) == (2_000, 0, 0)
+    # Group commit: far fewer transactions than calls (two to four per call before).
+    assert writer.stats.transactions <= len(call_ids) // 5
 
 
 async def test_records_keep_the_store_semantics(sessions, tmp_path) -> None:
