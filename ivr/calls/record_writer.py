@@ -88,6 +88,7 @@ class RecordWriter:
         self._queued = 0
         self._in_flight = 0
         self._pending: list[list[CallRecord]] = []  # the batch being written, split into parts
+        self._pending_upto = 0  # the last submission in it
         self._submitted_seq = 0
         self._done_seq = 0
         self._changed = asyncio.Condition()
@@ -216,19 +217,25 @@ class RecordWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._spooling and loop.time() >= self._retry_at:
-                await self._replay()
-            batch, upto = await self._take()
-            if batch:
-                await self._commit(batch)
-                self._in_flight = 0
-                await self._mark_done(upto)
-                continue
-            self._wake.clear()
-            timeout = max(0.0, self._retry_at - loop.time()) if self._spooling else None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            try:
+                if self._spooling and loop.time() >= self._retry_at:
+                    await self._replay()
+                if not self._pending:  # else: a batch an unexpected error interrupted, resumed
+                    batch, self._pending_upto = await self._take()
+                    self._pending = [batch] if batch else []
+                if self._pending:
+                    await self._commit()
+                    self._in_flight = 0
+                    await self._mark_done(self._pending_upto)
+                    continue
+                self._wake.clear()
+                timeout = max(0.0, self._retry_at - loop.time()) if self._spooling else None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+            except Exception:  # a bug must not stop the only writer: log, wait, go on (nothing dropped)
+                log.exception("call_record_writer_failed", pending=sum(map(len, self._pending)))
+                await asyncio.sleep(self._retry_max)
 
     async def _take(self) -> tuple[list[CallRecord], int]:
         """Whole groups, oldest first, up to ``max_batch`` records (at least one group)."""
@@ -244,8 +251,8 @@ class RecordWriter:
                 self._changed.notify_all()  # room for waiting submitters
         return batch, upto
 
-    async def _commit(self, batch: list[CallRecord]) -> None:
-        self._pending = [batch]
+    async def _commit(self) -> None:
+        """Write ``_pending`` (the batch, split into parts), or spool what the database cannot take."""
         while self._pending:
             if not self._spooling:
                 try:
