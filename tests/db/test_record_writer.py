@@ -160,7 +160,9 @@ async def test_a_spool_left_by_a_crash_is_written_once_at_start(sessions, tmp_pa
     await CallLog(sessions).write(committed)  # the crash came after COMMIT but before forgetting it
     spool.append(committed)
     spool.append(call_records("only-in-the-spool"))
-    spool.path.open("a").write('{"records": [{"type": "start", "call_')  # torn by the crash
+    with spool.path.open("a") as handle:
+        handle.write('{"records": [{"type": "start", "call_')  # torn by the crash
+    spool.close()  # the crashed process is gone: its slot is free
     writer = make_writer(sessions, spool.directory)
     writer.start()
     async with asyncio.timeout(DEADLINE):
@@ -180,16 +182,38 @@ async def test_shutdown_spools_what_the_database_cannot_take_and_the_next_start_
         async def write(self, records):
             await gate.wait()  # a database that never answers
 
-    first = RecordWriter(HangingLog(sessions), RecordSpool(tmp_path / "spool"), write_timeout=30.0)
+    first_spool = RecordSpool(tmp_path / "spool")
+    first = RecordWriter(HangingLog(sessions), first_spool, write_timeout=30.0)
     await submit_calls(first, ["a", "b", "c"])
     await first.drain(0.05)  # grace over: the in-flight batch and the queue go to the spool
     assert first.stats.spooled == 30 and first.backlog == 0
+    first_spool.close()  # the process exits
     second = make_writer(sessions, tmp_path / "spool")
     second.start()
     async with asyncio.timeout(DEADLINE):
         await second.caught_up()
     await second.drain(5.0)
     await assert_each_call_once_and_whole(sessions, ["a", "b", "c"])
+
+
+async def test_workers_sharing_a_spool_directory_never_touch_each_others_file(sessions, tmp_path) -> None:
+    live = RecordSpool(tmp_path / "spool")
+    live.append(call_records("owned-by-a-live-worker"))  # a running worker with its own spool
+    dead = [RecordSpool(tmp_path / "spool") for _ in range(2)]
+    for n, spool in enumerate(dead):
+        spool.append(call_records(f"left-by-dead-worker-{n}"))
+    assert [s.path.name for s in (live, *dead)] == ["spool-0.jsonl", "spool-1.jsonl", "spool-2.jsonl"]
+    for spool in dead:
+        spool.close()  # those workers died
+    # A new worker takes the first free slot (1) and adopts slot 2, which nobody holds any more.
+    writer = make_writer(sessions, tmp_path / "spool")
+    writer.start()
+    async with asyncio.timeout(DEADLINE):
+        await writer.caught_up()
+    await writer.drain(5.0)
+    await assert_each_call_once_and_whole(sessions, ["left-by-dead-worker-0", "left-by-dead-worker-1"])
+    assert not (tmp_path / "spool" / "spool-2.jsonl").exists()
+    assert [[r.call_id for r in batch][0] for batch in live.batches()] == ["owned-by-a-live-worker"]
 
 
 # --- the database goes away -------------------------------------------------------------------------
