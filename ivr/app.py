@@ -15,6 +15,7 @@ from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
+from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
 from ivr.ami.client import AmiClient
 from ivr.calls.callback_request_call import CallbackRequestCall
@@ -160,6 +161,14 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
     )
+    a = settings.agi
+    admission = Admission(
+        AdmissionLimits(
+            max_call_rate=a.max_call_rate, call_burst=a.call_burst, max_calls=a.max_connections,
+            max_loop_lag=a.max_loop_lag, max_record_backlog=a.max_record_backlog,
+        )
+    )
+    metrics.bind_admission(admission)
     agi = FastAgiServer(
         {"repeat-order": handler, "callback-request": callback},
         host=settings.agi.host,
@@ -168,6 +177,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         command_timeout=settings.agi.command_timeout,
         max_connections=settings.agi.max_connections,
         on_command=metrics.observe_agi,
+        admission=admission,
     )
     metrics.bind_agi_server(agi)
     tracker = CallTracker(
