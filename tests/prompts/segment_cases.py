@@ -71,7 +71,8 @@ def cases() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
                       "today": date(2026, 2, 27), "window_start": 0, "window_end": 12}
             yield f"{language}-number-{number}", language, "order_placed", params
         for hour in range(0, 25):
-            yield f"{language}-hours-{hour}", language, "after_hours_callback", {"open_hour": hour, "close_hour": 24 - hour}
+            params = {"open_hour": hour, "close_hour": 24 - hour}
+            yield f"{language}-hours-{hour}", language, "after_hours_callback", params
 
 
 if __name__ == "__main__":
