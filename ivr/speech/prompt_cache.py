@@ -132,18 +132,20 @@ class PromptCache:
     async def _build(self, text: str, voice: str, wav: Path) -> Path:
         self.syntheses += 1
         audio = await self.engine.synthesize(text, voice)
-        await asyncio.to_thread(self._convert_and_write, audio, text, wav)
-        self.note_written(wav.stat().st_size)
+        written = await asyncio.to_thread(self._convert_and_write, audio, text, wav)
+        self.note_written(written)
         return wav
 
-    def _convert_and_write(self, audio: bytes, text: str, wav: Path) -> None:
+    def _convert_and_write(self, audio: bytes, text: str, wav: Path) -> int:
         data = self._convert(audio)
         self.directory.mkdir(parents=True, exist_ok=True)
         # The words beside the audio (<key>.txt): `ivr call` and people reading the directory see
         # what each file says. Written before the .wav, so a playable prompt always has its text.
         # Only static prompts come here: their words carry no personal data.
-        self.write_atomic(wav.with_suffix(".txt"), text.encode("utf-8"))
+        words = text.encode("utf-8")
+        self.write_atomic(wav.with_suffix(".txt"), words)
         self.write_atomic(wav, data)
+        return len(words) + len(data)
 
     # --- bounded disk -------------------------------------------------------------------------------
 
