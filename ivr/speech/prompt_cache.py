@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hashlib
 import os
 import tempfile
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import structlog
 
+from crm_bridge.demo import DEMO_DIR
 from ivr.speech.audio import AudioError, to_asterisk_wav
 from ivr.speech.tts import TtsEngine, TtsError
 from prompts.phrasebook import Phrasebook, static_prompt_ids
+from prompts.vocabulary import vocabulary
 
 FILE_MODE = 0o644  # Asterisk runs as another user: it needs to read what we write
 # A composed per-call file is deleted when its call has played it; one left behind by a crash is
@@ -266,6 +269,38 @@ async def build_static(cache: PromptCache, languages: Iterable[str]) -> int:
         texts = {phrasebook.render(prompt_id) for prompt_id in static_prompt_ids()}
         await asyncio.gather(*(cache.path_for(text, language) for text in sorted(texts)))
     return cache.misses - before
+
+
+async def build_segments(cache: PromptCache, languages: Iterable[str], *, max_quantity: int = 50) -> tuple[int, int]:
+    """Synthesize the segment library (numbers, amounts, dates, hours, letters, template literals,
+    the demo products) so a call synthesizes nothing but a new customer's name, once.
+
+    Returns (units in the library, units newly synthesized). Runs one TTS process per CPU.
+    """
+    from ivr.speech.segments import SegmentLibrary  # segments imports this module
+
+    products = _demo_products()
+    library = SegmentLibrary(cache, memory_bytes=0)  # building only: keep nothing in memory
+    total = new = 0
+    for language in languages:
+        units = vocabulary(language, products, max_quantity)
+        total += len(units)
+        new += await library.ensure(sorted(units), language, concurrency=os.cpu_count() or 2)
+    return total, new
+
+
+@dataclass(frozen=True)
+class _ProductWords:
+    unit: str
+    name: str
+    unit_en: str | None
+    name_en: str | None
+
+
+def _demo_products() -> list[_ProductWords]:
+    with open(DEMO_DIR / "products.csv", encoding="utf-8", newline="") as f:
+        return [_ProductWords(r["unit"], r["name"], r["unit_en"] or None, r["name_en"] or None)
+                for r in csv.DictReader(f)]
 
 
 # Prompts the dialplan plays by a fixed name (queues_ivr.conf's periodic announcement).
