@@ -1,7 +1,9 @@
-"""CPU per Speaker.prepare() (warm): a greeting and an order read-back, including TTS child processes.
+"""CPU per warm Speaker.prepare(): a greeting and an order read-back, TTS child processes included.
 
-Usage: .venv/bin/python bench/prepare_cpu.py N PROMPTS_DIR  (run `ivr prompts build` into PROMPTS_DIR first).
+Usage: PYTHONPATH=. .venv/bin/python bench/prepare_cpu.py N PROMPTS_DIR
+(run `ivr prompts build` with IVR_PROMPTS__DIR=PROMPTS_DIR first). Works on main too (no release()).
 """
+
 import asyncio
 import os
 import sys
@@ -15,21 +17,41 @@ from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
 from ivr.speech.tts import EspeakEngine
 
-N = int(sys.argv[1])
-cust = Customer("C1", "Иванов", "Алексей", "Сергеевич", "ru")
-item = Item("W", 4, "бутылка", "воды «Жемчужная роса» 19 л")
-def greet(): return PromptRef("greeting_menu", {"customer": cust, "order": (item,)})
-def rb(i): return PromptRef("order_placed", {"number": f"A-{1000+i}", "total": Decimal("1400"), "delivery_date": date(2026,11,28), "today": date(2026,11,27), "window_start": 9, "window_end": 14})
-async def main():
-    d = Path(sys.argv[2])
-    sp = Speaker(PromptCache(d, EspeakEngine(), {"ru": "ru", "en": "en-us"}))
-    rel = getattr(sp, "release", lambda u: None)
-    for i in range(20):  # warm: name, library in memory
-        rel(await sp.prepare((greet(),), "ru")); rel(await sp.prepare((rb(5000+i),), "ru"))
-    for label, make in (("greeting", lambda i: greet()), ("readback", rb)):
-        t0 = time.process_time(); c0 = os.times(); w0 = time.perf_counter()
-        for i in range(N):
-            u = await sp.prepare((make(i),), "ru"); rel(u)
-        cpu = time.process_time() - t0; c1 = os.times(); kids = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
-        print(f"{label}: {1000*cpu/N:.2f} ms CPU in-process + {1000*kids/N:.2f} ms in TTS children per prepare (wall {1000*(time.perf_counter()-w0)/N:.2f} ms), tts_processes={getattr(sp,'tts_processes','n/a')}")
-asyncio.run(main())
+CUSTOMER = Customer("C1", "Иванов", "Алексей", "Сергеевич", "ru")
+WATER = Item("W", 4, "бутылка", "воды «Жемчужная роса» 19 л")
+
+
+def greeting(_: int) -> PromptRef:
+    return PromptRef("greeting_menu", {"customer": CUSTOMER, "order": (WATER,)})
+
+
+def readback(i: int) -> PromptRef:  # a new order number every call, as in production
+    return PromptRef("order_placed", {
+        "number": f"A-{1000 + i}", "total": Decimal("1400"), "delivery_date": date(2026, 11, 28),
+        "today": date(2026, 11, 27), "window_start": 9, "window_end": 14,
+    })
+
+
+def children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+async def main(n: int, directory: Path) -> None:
+    speaker = Speaker(PromptCache(directory, EspeakEngine(), {"ru": "ru", "en": "en-us"}))
+    release = getattr(speaker, "release", lambda _u: None)
+    for i in range(20):  # warm-up: the name once, units into memory
+        release(await speaker.prepare((greeting(i),), "ru"))
+        release(await speaker.prepare((readback(5000 + i),), "ru"))
+    for label, make in (("greeting", greeting), ("readback", readback)):
+        cpu0, kids0, wall0 = time.process_time(), children_cpu(), time.perf_counter()
+        for i in range(n):
+            release(await speaker.prepare((make(i),), "ru"))
+        cpu, kids = time.process_time() - cpu0, children_cpu() - kids0
+        wall = time.perf_counter() - wall0
+        print(f"{label}: {1000 * cpu / n:.2f} ms CPU in process + {1000 * kids / n:.2f} ms in TTS children "
+              f"per prepare (wall {1000 * wall / n:.2f} ms); tts_processes={getattr(speaker, 'tts_processes', 'n/a')}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2])))
