@@ -67,7 +67,8 @@ def build_store(settings: Settings) -> tuple[AsyncEngine, CrmStore]:
 def build_prompt_cache(settings: Settings) -> PromptCache:
     p = settings.prompts
     engine = engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
-    return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en})
+    return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
+                       max_bytes=p.cache_max_mb * 1024 * 1024)
 
 
 @dataclass

@@ -78,6 +78,9 @@ class PromptSettings:
     # Words per minute for espeak-ng; a phone line wants it a little slower than default.
     rate: int = 150
     tts_deadline: float = 10.0
+    # Size limit of prompts.dir (static prompts, segment units, per-call files); least recently
+    # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
+    cache_max_mb: int = 512
 
 
 @dataclass(frozen=True)
