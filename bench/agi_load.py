@@ -234,6 +234,8 @@ class ServerProcess:
     workers); the TTS programs they run count in CPU (reaped children) but not in RSS.
     """
 
+    has_workers = False  # the bench's own child runs the service in one process
+
     def __init__(self, kind: str, workdir: Path, *, db_url: str = "", prompts_dir: str = "") -> None:
         self.kind = kind
         tag = uuid.uuid4().hex[:6]
@@ -287,12 +289,17 @@ class ServerProcess:
             self.idle_rss = self.rss()
 
     def _tree(self) -> list[Any]:
-        """The Python processes of the server (the spawned TTS programs are not)."""
+        """The server's own processes: the root and its Python children (the workers of ``--workers N``).
+
+        Grandchildren are never counted: they are the TTS programs the workers start, and between fork
+        and exec such a child still looks like a Python process with the parent's whole RSS.
+        """
         if self._ps is None:
             return []
         procs = [self._ps]
-        with contextlib.suppress(Exception):
-            procs += [c for c in self._ps.children(recursive=True) if c.name().startswith("python")]
+        if self.has_workers:
+            with contextlib.suppress(Exception):
+                procs += [c for c in self._ps.children() if c.name().startswith("python")]
         return procs
 
     def rss(self) -> int:
@@ -398,6 +405,8 @@ class CliServerProcess(ServerProcess):
     There is no control channel: it is ready when its port accepts connections, stopped with SIGTERM
     (the supervisor forwards it to the workers), and the prompt-cache counters are not available.
     """
+
+    has_workers = True
 
     def __init__(self, workdir: Path, *, db_url: str, prompts_dir: str, workers: int) -> None:
         super().__init__(f"serve-w{workers}", workdir)
@@ -605,30 +614,44 @@ class InFlight:
 class HoldGate:
     """Held-open calls: every call's first GET DATA reply waits until ``target`` calls sit in GET DATA.
 
-    Then the parent samples the server's RSS and opens the gate; a call that has waited ``max_wait``
-    seconds is answered anyway (the server gives GET DATA its prompt length + timeout + 30 s media slack,
-    so the wait stays below that and no call is failed by the server for it).
+    Then the parent samples the server's RSS and releases the calls at ``release_rate`` per second, in
+    the order they arrived (all at once would turn the end of the test into a burst of orders). A call
+    that has waited ``max_wait`` seconds is answered anyway: the server gives GET DATA its prompt length
+    + timeout + 30 s media slack, so the wait stays below that and the server fails no call for it.
     """
 
-    def __init__(self, target: int, max_wait: float) -> None:
+    def __init__(self, target: int, max_wait: float, release_rate: float) -> None:
         self.target = target
         self.max_wait = max_wait
+        self.release_rate = release_rate
         self.held = 0
         self.peak_held = 0
         self.all_held = asyncio.Event()
-        self.release = asyncio.Event()
+        self._waiting: list[asyncio.Future[None]] = []
 
     async def hold(self) -> None:
         self.held += 1
         self.peak_held = max(self.peak_held, self.held)
         if self.held >= self.target:
             self.all_held.set()
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
         try:
-            await asyncio.wait_for(self.release.wait(), self.max_wait)
+            await asyncio.wait_for(turn, self.max_wait)
         except TimeoutError:
             pass
         finally:
             self.held -= 1
+
+    async def release(self) -> None:
+        """Answer the held calls in arrival order, paced; later arrivals pass straight through."""
+        self.max_wait = 0  # a call reaching GET DATA from now on is not held
+        start = time.perf_counter()
+        for i, turn in enumerate(list(self._waiting)):
+            await asyncio.sleep(max(0.0, start + i / self.release_rate - time.perf_counter()))
+            if not turn.done():
+                turn.set_result(None)
+        self._waiting.clear()
 
 
 async def one_call(
@@ -1040,7 +1063,9 @@ def summarize(
         "tts_per_call": round(tts / len(records), 3) if records else None,
         "peak_in_flight": peak_inflight,
         "rss_growth_mb": round(rss_growth / 2**20, 1),
-        "rss_per_call_kb": round(rss_growth / 1024 / peak_inflight, 1) if peak_inflight else None,
+        # Only with enough calls at once for the growth to be theirs and not the allocator's noise;
+        # the held-open scenario (--hold) is the measurement meant for this column.
+        "rss_per_call_kb": round(rss_growth / 1024 / peak_inflight, 1) if peak_inflight >= 50 else None,
         **extra,
     }
 
@@ -1181,7 +1206,7 @@ class Scenario:
     ceiling_step: bool = False
 
     def load(self, hold_wait: float) -> Load:
-        gate = HoldGate(self.calls, max_wait=hold_wait) if self.hold else None
+        gate = HoldGate(self.calls, max_wait=hold_wait, release_rate=self.rate or 100.0) if self.hold else None
         return Load(self.calls, concurrency=self.concurrency, rate=self.rate, hold=gate)
 
 
@@ -1237,12 +1262,11 @@ async def run_scenario(
             rss_growth_mb=round(growth / 2**20, 1),
             rss_per_call_kb=round(growth / 1024 / n, 1) if n else None,
         )
-        gate.release.set()
+        await gate.release()
 
     watcher = asyncio.create_task(measure_held(load.hold)) if load.hold else None
     records, wall, inflight = await run_load(server.port, callers, load, idle=args.call_timeout, budget=budget, tag=tag)
     if watcher is not None:
-        load.hold.release.set()
         await watcher
     cpu = server.stop_sampling()
     stats = await server.request("stats")
