@@ -1,32 +1,28 @@
-"""FastAGI load benchmark: N concurrent repeat-order calls against one ivr server process.
+"""FastAGI load benchmark: repeat-order calls against an ivr server, beside an echo floor, one table.
 
-    .venv/bin/python bench/agi_load.py --backend sqlite|postgres|both [--calls 1000] [--json out.json]
+    .venv/bin/python bench/agi_load.py --all                      # every goal of issue 7 (see bench/README.md)
+    .venv/bin/python bench/agi_load.py --backend sqlite --rate 20 --duration 5
+    .venv/bin/python bench/agi_load.py --backend postgres --find-ceiling --hold 2000 --workers 2
 
 What runs where
 ---------------
-* The server under test is ONE child process running ``ivr.app.start_service(settings)`` (this file
-  re-executed with ``--child ivr``): web disabled, AGI on 127.0.0.1 with an ephemeral port, a fresh
-  database with the demo data plus generated load customers, prompts in a temp dir. Its peak RSS
-  (psutil sampling + its own ``ru_maxrss``) and CPU time are its own, not the load generator's.
-* The baseline is a trivial echo FastAGI server (``--child echo``): reads the env block, then sends
-  the same 8 commands the repeat-order call sends (ANSWER, GET VARIABLE, GET DATA, STREAM FILE,
-  SET VARIABLE x4), one reply each, and closes. Same child-process setup, same load generator.
-* The load generator (this process, one asyncio loop) plays Asterisk byte for byte: env block, one
-  reply per command (ANSWER -> ``200 result=0``, GET VARIABLE CHANNEL(linkedid) -> a unique id per
-  call, GET DATA -> the caller presses "1", STREAM FILE -> ``200 result=0 endpos=N``, SET VARIABLE ->
-  ``200 result=1``); media is answered at once (no playback time), so this is the worst case for the
-  server: every call wants its next step immediately. Like Asterisk it checks that a prompt file exists
-  (``result=-1`` otherwise).
-* On a 2-core box the server, the load generator, espeak-ng children and PostgreSQL share the cores.
+* The server under test runs in its own process group: the bench's own child (``--child ivr``, which
+  calls ``ivr.app.start_service``: web disabled, AGI on 127.0.0.1 with an ephemeral port) or, with
+  ``--workers N``, ``python -m ivr serve --workers N`` configured through IVR_* variables. A fresh
+  database (demo data + generated load customers) and an empty prompts dir per server.
+* The floor is a trivial echo FastAGI server (``--child echo``) sending the same 8 commands, measured
+  with the same load in the same run; ratios are against it.
+* The load generator (this process, one asyncio loop) plays Asterisk 22 byte for byte; media is
+  answered at once (the worst case). Loads: burst (``--calls``/``--concurrency``), open loop
+  (``--rate``/``--duration``: call i starts at i/rate whatever the others do), ceiling steps
+  (``--find-ceiling``), held-open calls (``--hold``: replies to GET DATA wait until all N sit in it).
+* Server numbers: CPU of the server's processes including their reaped children (the TTS programs),
+  RSS of its Python processes (psutil), programs started (``bench/probe/sitecustomize.py``, an audit
+  hook on subprocess.Popen, exact). Database check per run: call rows with an outcome and a timeline
+  from call.started to call.ended, orders.
 
-Measured per run (at the client): calls/s, completed/failed, IVR_RESULT/IVR_REASON distribution,
-server think time per AGI command (time from sending a reply, or the env block, to receiving the next
-command; per command kind too), time from TCP connect to the first prompt (first STREAM FILE/GET
-DATA), whole call time, server peak RSS/CPU, and each against the echo baseline. After each run the
-database is checked: orders and invoices placed by ivr, and the outcomes the server recorded.
-
-Bounded: connects only to 127.0.0.1 (and a PostgreSQL on localhost), a global deadline
-(``--deadline``, default 300 s) over everything, a per-command idle limit per call.
+Bounded: connects only to 127.0.0.1 (and a PostgreSQL on localhost), a global deadline over
+everything (``--deadline``), a per-command idle limit per call.
 """
 
 from __future__ import annotations
