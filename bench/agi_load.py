@@ -607,6 +607,11 @@ class InFlight:
         self.now -= 1
 
 
+# A held call is answered after this long at most: the server waits for a GET DATA reply for the prompt's
+# length + its 6 s timeout + agi.media_slack (30 s), so 33 s never makes the server give up on a call.
+HOLD_MAX_WAIT = 33.0
+
+
 class HoldGate:
     """Held-open calls: every call's first GET DATA reply waits until ``target`` calls sit in GET DATA.
 
@@ -1235,7 +1240,7 @@ async def run_scenario(
     tag: str,
 ) -> dict[str, Any]:
     budget = min(deadline.left() - 30, args.run_timeout + (scenario.calls / scenario.rate if scenario.rate else 0))
-    load = scenario.load(hold_wait=args.hold_wait + 15)
+    load = scenario.load(hold_wait=HOLD_MAX_WAIT)
     log_mark = server.log_path.stat().st_size if server.log_path.exists() else 0
     loadavg_start = os.getloadavg()
     server.start_sampling()
@@ -1541,12 +1546,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ceiling rates, calls/s (default 25,50,100,150,200,250)",
     )
     g.add_argument("--hold", type=int, default=0, help="hold N calls open in GET DATA and measure RSS per call")
-    g.add_argument("--hold-rate", type=float, default=200.0, help="arrival rate of the held calls (default 200/s)")
+    g.add_argument(
+        "--hold-rate",
+        type=float,
+        default=100.0,
+        help="arrival rate of the held calls (default 100/s, below agi.max_call_rate=120 of main)",
+    )
     g.add_argument(
         "--hold-wait",
         type=float,
-        default=15.0,
-        help="seconds after the last arrival to wait for every call to reach GET DATA (default 15)",
+        default=10.0,
+        help="seconds after the last arrival to wait for every call to reach GET DATA (default 10)",
     )
     g.add_argument(
         "--workers", type=int, default=0, help="also run `python -m ivr serve --workers N` on PostgreSQL (2 with --all)"
