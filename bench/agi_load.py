@@ -727,14 +727,22 @@ class Load:
 
 
 async def run_load(
-    port: int, callers: list[str], load: Load, *, idle: float, budget: float, tag: str, check_files: bool = True
+    port: int,
+    callers: list[str],
+    load: Load,
+    *,
+    idle: float,
+    budget: float,
+    tag: str,
+    check_files: bool = True,
+    inflight: InFlight | None = None,
 ) -> tuple[list[CallRecord], float, InFlight]:
     base = int(time.time())
     # call ids "<epoch>.<tag>x<n>": a run's calls are found in the database by the prefix "<epoch>.<tag>x"
     records = [CallRecord(i, callers[i % len(callers)], f"{base}.{tag}x{i}") for i in range(load.calls)]
     go = asyncio.Event()
     sem = asyncio.Semaphore(load.concurrency) if load.concurrency else None
-    inflight = InFlight()
+    inflight = inflight or InFlight()
     t0 = time.perf_counter() + 0.05  # every task is parked on the start line before the first arrival
     tasks = [
         asyncio.create_task(
@@ -860,12 +868,12 @@ async def database_check(url: str) -> dict[str, Any]:
     }
 
 
-async def records_check(url: str, prefix: str, calls: int, *, settle: float = 20.0) -> dict[str, Any]:
+async def records_check(url: str, prefix: str, calls: int, *, settle: float = 30.0) -> dict[str, Any]:
     """Of one run's calls (ids starting with ``prefix``): how many have their row with an outcome and a
     timeline from call.started to call.ended, and how many orders ivr placed for them.
 
     The writer may still be committing when the last call closes: poll until every call is complete, or
-    the count stops moving for 2 s, or ``settle`` seconds pass; the report says how long it took.
+    the count stops moving for 5 s, or ``settle`` seconds pass; the report says how long it took.
     """
     from sqlalchemy import text
 
@@ -892,7 +900,7 @@ async def records_check(url: str, prefix: str, calls: int, *, settle: float = 20
             now = time.monotonic()
             if row != last:
                 last, stable_since = row, now
-            if row[1] >= calls or now - stable_since >= 2 or now - t0 >= settle:
+            if row[1] >= calls or now - stable_since >= 5 or now - t0 >= settle:
                 break
             await asyncio.sleep(0.25)
     finally:
@@ -1255,18 +1263,24 @@ async def run_scenario(
         for _ in range(5):  # a few readings 0.1 s apart: the last allocations of the last calls settle
             readings.append(server.rss())
             await asyncio.sleep(0.1)
-        n = gate.held
+        # Per connected call, held or not: a call the server already sent to an operator is gone, one
+        # still before its GET DATA (a slow lookup) holds memory too.
+        n = inflight.now
         growth = max(readings) - server.idle_rss
         held.update(
-            held=n,
+            held=gate.held,
+            connected=n,
             target=gate.target,
             rss_growth_mb=round(growth / 2**20, 1),
             rss_per_call_kb=round(growth / 1024 / n, 1) if n else None,
         )
         await gate.release()
 
+    inflight = InFlight()
     watcher = asyncio.create_task(measure_held(load.hold)) if load.hold else None
-    records, wall, inflight = await run_load(server.port, callers, load, idle=args.call_timeout, budget=budget, tag=tag)
+    records, wall, inflight = await run_load(
+        server.port, callers, load, idle=args.call_timeout, budget=budget, tag=tag, inflight=inflight
+    )
     if watcher is not None:
         await watcher
     cpu = server.stop_sampling()
