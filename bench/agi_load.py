@@ -1140,10 +1140,18 @@ def table_row(r: dict[str, Any]) -> list[str]:
         fmt(r["tts_per_call"]),
         fmt(r["orders_placed_pct"]) if r["server"] != "echo" else "(echo)",
         fmt(rec.get("complete_pct")),
-        fmt(r["rss_per_call_kb"]),
+        rss_cell(r),
         over,
         f"{r['loadavg_start'][0]:.2f} → {r['loadavg_end'][0]:.2f}",
     ]
+
+
+def rss_cell(r: dict[str, Any]) -> str:
+    """RSS per call; for a hold run that did not get every call into GET DATA, how many it held."""
+    held = r.get("held")
+    if held and held["held"] < held["target"]:
+        return f"{fmt(r['rss_per_call_kb'])} ({held['held']}/{held['target']} held)"
+    return fmt(r["rss_per_call_kb"])
 
 
 def markdown_table(runs: list[dict[str, Any]]) -> str:
@@ -1429,6 +1437,16 @@ def ceilings(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _git_commit() -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    return None
+
+
 def lookup_1m(args: argparse.Namespace) -> str:
     script = Path(__file__).resolve().parent / "lookup_1m.py"
     if not script.exists():
@@ -1484,13 +1502,14 @@ async def main_async(args: argparse.Namespace) -> int:
         "load generator in this process; media answered at once (no playback time)",
         "load_generator_ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "elapsed_s": round(args.deadline - deadline.left(), 1),
+        "commit": _git_commit(),
         "ceilings": ceilings(runs),
         "lookup_1m": lookup,
     }
     print(
         f"\n{meta['date']}  {meta['machine']}  python {meta['python']}  load average "
         f"{' '.join(f'{x:.2f}' for x in loadavg_start)} → {' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} "
-        f"(1/5/15 min), {meta['elapsed_s']} s\n"
+        f"(1/5/15 min), {meta['elapsed_s']} s, commit {meta['commit']}\n"
     )
     if runs:
         print(markdown_table(runs))
