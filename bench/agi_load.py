@@ -128,8 +128,12 @@ async def _child_ivr(args: argparse.Namespace) -> None:
     )
     configure_logging(settings.log.level, settings.log.json)
     service = await start_service(settings, migrate=False)
-    handler = service.agi._routes[SCRIPT]  # read-only peek at the prompt cache counters
-    cache = handler._speaker._cache
+    # A read-only peek at the prompt cache counters, for the details only: the table's TTS count comes
+    # from the spawn probe, so a Speaker that no longer has this shape costs nothing but these two numbers.
+    try:
+        cache = service.agi._routes[SCRIPT]._speaker._cache
+    except (AttributeError, KeyError):
+        cache = None
     _announce(
         port=service.agi.port,
         pid=os.getpid(),
@@ -141,8 +145,8 @@ async def _child_ivr(args: argparse.Namespace) -> None:
         line = (await _wait_stdin_line()).strip()
         if line == "stats" or not line or line == "stop":
             _announce(
-                cache_hits=cache.hits,
-                cache_misses=cache.misses,
+                cache_hits=getattr(cache, "hits", None),
+                cache_misses=getattr(cache, "misses", None),
                 active=service.agi.active_calls,
                 ru_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             )
