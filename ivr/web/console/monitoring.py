@@ -189,7 +189,7 @@ async def healthz(request: web.Request) -> web.Response:
     ami = health.get("ami") if isinstance(health.get("ami"), dict) else None
     agi_ok = bool(agi and agi.get("listening"))
     ami_status = (ami or {}).get("status") or "unknown"
-    ami_ok = ami_status == "connected"
+    ami_ok = ami_status in ("connected", "standby")  # standby: another process owns AMI (ivr/cluster)
     status = "ok" if db_ok and agi_ok and ami_ok else "degraded" if db_ok and agi_ok else "down"
     body = {
         "status": status,
@@ -200,6 +200,7 @@ async def healthz(request: web.Request) -> web.Response:
             "active_calls": (agi or {}).get("active_calls"),
         },
         "ami": {"ok": ami_ok, "status": ami_status, "last_error": (ami or {}).get("last_error")},
+        "worker": health.get("worker"),
     }
     response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
     response.headers["Cache-Control"] = "no-store"
