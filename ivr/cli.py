@@ -18,6 +18,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the FastAGI server and the web API")
     serve.add_argument("--demo", action="store_true", help="load the demo data set first (idempotent)")
+    serve.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes sharing the ports (PostgreSQL only; default 1: one process, no supervisor)",
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
@@ -88,11 +93,31 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from ivr.app import serve_forever
+    from ivr.cluster import is_postgres
 
+    if args.worker:  # the supervisor migrated (and loaded the demo data) already
+        await serve_forever(settings, migrate=False)
+        return 0
+    if args.workers < 1:
+        print("ivr serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not is_postgres(settings.database.url):
+        print(
+            "ivr serve: --workers > 1 needs PostgreSQL (database.url postgresql+asyncpg://…); "
+            "SQLite is the single-process embedded store",
+            file=sys.stderr,
+        )
+        return 2
     if args.demo:
         await _demo(settings, args)
-    await serve_forever(settings)
-    return 0
+    if args.workers == 1:
+        await serve_forever(settings)
+        return 0
+    from crm_bridge.db import upgrade
+    from ivr.cluster.supervisor import Supervisor, worker_command
+
+    await upgrade(settings.database.url)
+    return await Supervisor(args.workers, worker_command(str(args.config) if args.config else None)).run()
 
 
 async def _db(settings: Settings, args: argparse.Namespace) -> int:

@@ -75,13 +75,15 @@ class AmiOwnership:
         self._task: asyncio.Task[None] | None = None
         self._last_error: str | None = None
         self.acquisitions = 0
+        self.refusals = 0  # times the lock was asked for and held by another process
 
     @property
     def role(self) -> Role:
         return self._role
 
     def health(self) -> dict[str, Any]:
-        return {"role": self._role, "acquisitions": self.acquisitions, "last_error": self._last_error}
+        return {"role": self._role, "acquisitions": self.acquisitions, "refusals": self.refusals,
+                "last_error": self._last_error}
 
     async def start(self) -> None:
         if self._task is None:
@@ -107,6 +109,7 @@ class AmiOwnership:
                 while not await asyncio.wait_for(
                     conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", self._key), self._check_timeout
                 ):
+                    self.refusals += 1
                     if not logged_standby:
                         self._log.info("ami.standby", reason="another process holds the AMI lock")
                         logged_standby = True

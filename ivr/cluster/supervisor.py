@@ -1,0 +1,139 @@
+"""`ivr serve --workers N`: one supervisor process, N worker processes each running the whole service.
+
+Decisions:
+
+- Workers are fresh interpreters (``python -m ivr … serve --worker``), not forks: a fork would copy
+  the supervisor's event loop and open descriptors, and a worker must be exactly what `ivr serve`
+  is. Each listens on the same FastAGI and web ports with SO_REUSEPORT; the kernel spreads the
+  connections. The supervisor migrates the database (and loads demo data) once, before the workers
+  start, so N workers never race over the schema.
+- SIGTERM/SIGINT are forwarded to every worker; each stops like a single `ivr serve` (stops
+  accepting, lets calls finish within its grace), and the supervisor waits ``stop_timeout`` before
+  it kills what is left. It exits 0 when every worker exited 0 after being asked to stop.
+- A worker that dies without being asked is restarted after a backoff (1 s doubling to 30 s; back
+  to 1 s once a worker has run for ``stable_after`` s), logged in one line. A worker that dies
+  within ``stable_after`` of its very first start means the configuration is broken (port taken,
+  database unreachable): the supervisor stops everything and exits 1 instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger("ivr.cluster")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    starts: int = 0
+    backoff: float = BACKOFF_FIRST
+
+
+def worker_command(config: str | None) -> list[str]:
+    command = [sys.executable, "-m", "ivr"]
+    if config:
+        command += ["--config", config]
+    return [*command, "serve", "--worker"]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        count: int,
+        command: Sequence[str],
+        *,
+        stop_timeout: float = 30.0,
+        stable_after: float = 10.0,
+    ) -> None:
+        self._workers = [_Worker(i) for i in range(count)]
+        self._command = list(command)
+        self._stop_timeout = stop_timeout
+        self._stable_after = stable_after
+        self._stopping = asyncio.Event()
+        self._signal = signal.SIGTERM
+        self._failed: int | None = None
+
+    def request_stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self._signal = sig
+        self._stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        try:
+            for worker in self._workers:
+                await self._spawn(worker)
+            watchers = [asyncio.create_task(self._watch(w)) for w in self._workers]
+            await self._stopping.wait()
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            codes = await self._stop_all()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if self._failed is not None:
+            return 1
+        return 0 if all(code == 0 for code in codes) else 1
+
+    async def _spawn(self, worker: _Worker) -> None:
+        worker.process = await asyncio.create_subprocess_exec(*self._command)
+        worker.started_at = time.monotonic()
+        worker.starts += 1
+        log.info("worker.started", worker=worker.index, pid=worker.process.pid, start=worker.starts)
+
+    async def _watch(self, worker: _Worker) -> None:
+        while not self._stopping.is_set():
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - worker.started_at
+            if worker.starts == 1 and ran < self._stable_after:
+                log.error("worker.failed_at_start", worker=worker.index, pid=worker.process.pid, exit_code=code,
+                          ran_seconds=round(ran, 1))
+                self._failed = code
+                self.request_stop()
+                return
+            if ran >= self._stable_after:
+                worker.backoff = BACKOFF_FIRST
+            log.warning("worker.restarting", worker=worker.index, pid=worker.process.pid, exit_code=code,
+                        ran_seconds=round(ran, 1), backoff_seconds=worker.backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), worker.backoff)
+                return  # asked to stop during the backoff
+            worker.backoff = min(worker.backoff * 2, BACKOFF_MAX)
+            await self._spawn(worker)
+
+    async def _stop_all(self) -> list[int | None]:
+        running = [w.process for w in self._workers if w.process is not None and w.process.returncode is None]
+        log.info("workers.stopping", signal=self._signal.name, workers=len(running))
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(self._signal)
+        waits = [asyncio.create_task(p.wait()) for p in running]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=self._stop_timeout)
+            if pending:
+                log.error("workers.killed", count=len(pending), after_seconds=self._stop_timeout)
+                for process in running:
+                    if process.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            process.kill()
+                await asyncio.wait(pending)
+        return [w.process.returncode if w.process else None for w in self._workers]
