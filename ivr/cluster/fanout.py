@@ -114,6 +114,7 @@ class EventFanout:
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._pending: deque[str] = deque(maxlen=max_pending)
         self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()  # set whenever the sender found nothing left to send
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.sent = self.received = self.dropped = 0
@@ -153,15 +154,12 @@ class EventFanout:
         if task is None:
             return
         if self._pending and self.listening:
+            self._flushed.clear()
             self._wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), self._timeout)
+                await asyncio.wait_for(self._flushed.wait(), self._timeout)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-    async def _drained(self) -> None:
-        while self._pending and self.listening:
-            await asyncio.sleep(self._flush_interval)
 
     # ------------------------------------------------------------------------------------------------
 
@@ -170,11 +168,10 @@ class EventFanout:
         while True:
             conn = None
             try:
-                conn = await asyncio.wait_for(
-                    self._connect(self._dsn, server_settings={"application_name": "ivr-events"}), self._timeout
-                )
+                settings = {"application_name": f"ivr-events {self.origin}"}
+                conn = await asyncio.wait_for(self._connect(self._dsn, server_settings=settings), self._timeout)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await asyncio.wait_for(conn.add_listener(CHANNEL, self._on_notify), self._timeout)
                 self._listening.set()
                 if last_error is not None:
@@ -195,6 +192,7 @@ class EventFanout:
     async def _send_loop(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         while not lost.is_set():
             if not self._pending:
+                self._flushed.set()
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 lost_waiter = asyncio.ensure_future(lost.wait())
