@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from ivr.app import serve_forever
     from ivr.cluster import is_postgres
 
     if args.worker:  # the supervisor migrated (and loaded the demo data) already
+        from ivr.app import serve_forever
+
         await serve_forever(settings, migrate=False)
         return 0
     if args.workers < 1:
@@ -108,6 +109,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from ivr.app import serve_forever  # after the checks: it loads the whole service
+
     if args.demo:
         await _demo(settings, args)
     if args.workers == 1:

@@ -11,9 +11,10 @@ Decisions:
   accepting, lets calls finish within its grace), and the supervisor waits ``stop_timeout`` before
   it kills what is left. It exits 0 when every worker exited 0 after being asked to stop.
 - A worker that dies without being asked is restarted after a backoff (1 s doubling to 30 s; back
-  to 1 s once a worker has run for ``stable_after`` s), logged in one line. A worker that dies
-  within ``stable_after`` of its very first start means the configuration is broken (port taken,
-  database unreachable): the supervisor stops everything and exits 1 instead of looping.
+  to 1 s once a worker has run for ``stable_after`` s), logged in one line. A worker that *exits
+  with an error* within ``stable_after`` of its very first start means the configuration is broken
+  (port taken, database unreachable): the supervisor stops everything and exits 1 instead of
+  looping. A worker killed by a signal (OOM killer, kill -9) is always restarted.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - worker.started_at
-            if worker.starts == 1 and ran < self._stable_after:
+            if worker.starts == 1 and code > 0 and ran < self._stable_after:  # it gave up by itself
                 log.error("worker.failed_at_start", worker=worker.index, pid=worker.process.pid, exit_code=code,
                           ran_seconds=round(ran, 1))
                 self._failed = code
