@@ -110,7 +110,8 @@ class Service:
 
     def health(self) -> dict[str, object]:
         ami = self.ami.health()
-        role = "owner" if self.ami_ownership is None else self.ami_ownership.role
+        # owner/standby: decided by the AMI lock among processes; local: one process, no lock needed.
+        role = "local" if self.ami_ownership is None else self.ami_ownership.role
         if role == "standby":  # another process holds the AMI lock: healthy, just not the owner
             ami = {**ami, "status": "standby"}
         return {

@@ -56,8 +56,13 @@ async def test_sigkill_of_the_ami_owner_mid_load_loses_and_duplicates_no_order(t
             await servers[-1].wait_listening(servers[-1].web_port)
         try:
             await ami.wait_for_logins(1, timeout=30)
-            roles = {s.pid: (await s.health())["worker"]["ami"] for s in servers}
+            health = {s.pid: await s.health() for s in servers}
+            roles = {pid: h["worker"]["ami"] for pid, h in health.items()}
             assert sorted(roles.values()) == ["owner", "standby"], roles
+            # A standby is healthy: it is ready to take over, not broken.
+            assert sorted((h["status"], h["ami"]["status"]) for h in health.values()) == [
+                ("ok", "connected"), ("ok", "standby")
+            ]
             assert len(ami.clients) == 1  # only the owner is connected to Asterisk
             owner = next(s for s in servers if roles[s.pid] == "owner")
             survivor = next(s for s in servers if s is not owner)

@@ -10,6 +10,9 @@
 - ``GET /healthz`` — no authentication, JSON. 200 when the database answers ``SELECT 1`` within
   ``DB_TIMEOUT`` and the FastAGI listener is listening; ``"status": "degraded"`` (still 200) when
   AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status": "down"`` otherwise.
+  With several processes on one PostgreSQL (ivr/cluster) only one owns AMI: the others say
+  ``"standby"``, which is healthy. ``worker`` names the process that answered: ``pid`` and ``ami``
+  (``owner`` | ``standby`` | ``local``, the last for a single process that needs no lock).
 - ``GET /metrics`` — Prometheus text format from ``deps.metrics`` (ivr.web.console.metrics, its
   own registry). Allowed with the API bearer token (``Authorization: Bearer …``) or from the
   loopback address (127.0.0.1 / ::1) — the local Prometheus agent needs no secret; anyone else
