@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,8 +249,12 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     return service
 
 
-async def serve_forever(settings: Settings, *, migrate: bool = True) -> None:
+async def serve_forever(
+    settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None
+) -> None:
     service = await start_service(settings, migrate=migrate)
+    if on_started is not None:  # the supervisor of `ivr serve --workers N` waits for this
+        on_started()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

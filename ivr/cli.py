@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1,
         help="worker processes sharing the ports (PostgreSQL only; default 1: one process, no supervisor)",
     )
-    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
+    # Set by the supervisor only: this process is a worker; it writes one byte to the fd once serving.
+    serve.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
@@ -94,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from ivr.cluster import is_postgres
 
-    if args.worker:  # the supervisor migrated (and loaded the demo data) already
+    if args.worker_ready_fd is not None:  # the supervisor migrated (and loaded the demo data) already
         from ivr.app import serve_forever
+        from ivr.cluster.supervisor import report_ready
 
-        await serve_forever(settings, migrate=False)
+        await serve_forever(settings, migrate=False, on_started=lambda: report_ready(args.worker_ready_fd))
         return 0
     if args.workers < 1:
         print("ivr serve: --workers must be at least 1", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -90,3 +91,19 @@ async def test_two_workers_share_the_port_come_back_when_killed_and_stop_on_sigt
     output = server.output()
     assert "Traceback" not in output, output
     assert "workers.stopping" in output and output.count("service_started") == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_workers_that_cannot_start_stop_the_supervisor_instead_of_looping(tmp_path, pg_url):
+    with socket.socket() as taken:  # a port held without SO_REUSEPORT: every worker's bind fails
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = serve_env(tmp_path, pg_url, agi_port=taken.getsockname()[1], web_port=free_port())
+        server = Server(tmp_path, "supervisor", env, "--workers", "2")
+        try:
+            assert await server.stop(signal.SIGCONT, timeout=60) == 1  # SIGCONT: no request, just wait
+        finally:
+            server.kill()
+    output = server.output()
+    assert "worker.failed_at_start" in output and "worker.restarting" not in output
