@@ -105,8 +105,11 @@ class FastAgiServer:
         # A call burst arrives all at once; asyncio's default backlog of 100 makes the kernel drop
         # the rest of the SYNs and Asterisk's connects stall for a second (measured in bench/).
         backlog = max(128, min(self._max_connections, 4096))
+        # reuse_port: every worker of `ivr serve --workers N` binds the same port and the kernel
+        # spreads the connections (a socket without SO_REUSEPORT on the port still makes bind fail).
         self._server = await asyncio.start_server(
-            self._on_connection, self._host, self._port, limit=STREAM_LIMIT, reuse_address=True, backlog=backlog
+            self._on_connection, self._host, self._port, limit=STREAM_LIMIT, reuse_address=True, backlog=backlog,
+            reuse_port=True,
         )
         self.admission.start()
         self._log.info("agi_server_started", host=self._host, port=self.port)
