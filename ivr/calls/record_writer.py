@@ -72,7 +72,7 @@ class RecordWriter:
         store: RecordStore,
         spool: RecordSpool,
         *,
-        max_backlog: int = 20_000,
+        max_backlog: int = 50_000,
         max_batch: int = 1_000,
         write_timeout: float = 10.0,
         retry_min: float = 0.5,

@@ -24,6 +24,9 @@ Exposed at ``GET /metrics`` (ivr.web.console.monitoring). What feeds each metric
 ``ivr_call_records_backlog`` (gauge), ``ivr_call_records_spooling`` (gauge, 0/1),
 ``ivr_call_records_written_total`` / ``_spooled_total`` / ``_dead_letters_total`` (counters)
     Read at scrape time from the bound ``RecordWriter`` (``backlog``, ``spooling``, ``stats``).
+``ivr_calls_rejected_total{cause}`` (counter), ``ivr_event_loop_lag_seconds`` (gauge)
+    Admission control (``ivr.agi.admission``): calls sent to an operator at once as ``overloaded``,
+    by the limit that refused them; the smoothed event-loop lag it decides on.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from crm_bridge.dto import TimelineEventIn
+from ivr.agi.admission import CAUSES
 
 log = structlog.get_logger("ivr.metrics")
 
@@ -76,6 +80,8 @@ class _LiveCollector(Collector):
             CounterMetricFamily("ivr_call_records_written", "Call records committed to the database"),
             CounterMetricFamily("ivr_call_records_spooled", "Call records written to the local spool"),
             CounterMetricFamily("ivr_call_records_dead_letters", "Call records the database rejected"),
+            CounterMetricFamily("ivr_calls_rejected", "Calls refused as overloaded", labels=["cause"]),
+            GaugeMetricFamily("ivr_event_loop_lag_seconds", "Smoothed event-loop lag seen by admission control"),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -97,6 +103,15 @@ class _LiveCollector(Collector):
                                 ("dead_letters", "Call records the database rejected")):
             yield CounterMetricFamily(f"ivr_call_records_{name}", help_text,
                                       value=sum(getattr(w.stats, name) for w in writers))
+        rejected = CounterMetricFamily("ivr_calls_rejected", "Calls refused as overloaded", labels=["cause"])
+        lag = 0.0
+        for admission in self._metrics.admissions:
+            for cause in CAUSES:
+                rejected.add_metric([cause], admission.rejected.get(cause, 0))
+            lag = max(lag, admission.loop_lag)
+        yield rejected
+        yield GaugeMetricFamily("ivr_event_loop_lag_seconds", "Smoothed event-loop lag seen by admission control",
+                                value=lag)
 
 
 class Metrics:
@@ -111,6 +126,7 @@ class Metrics:
         self.prompt_caches: list[Any] = []
         self.agi_servers: list[Any] = []
         self.record_writers: list[Any] = []
+        self.admissions: list[Any] = []
         self.registry.register(_LiveCollector(self))
 
     # --- feeds ------------------------------------------------------------------------------------
@@ -141,6 +157,10 @@ class Metrics:
     def bind_prompt_cache(self, cache: Any) -> None:
         if all(c is not cache for c in self.prompt_caches):
             self.prompt_caches.append(cache)
+
+    def bind_admission(self, admission: Any) -> None:
+        if all(a is not admission for a in self.admissions):
+            self.admissions.append(admission)
 
     def bind_agi_server(self, server: Any) -> None:
         if all(s is not server for s in self.agi_servers):
