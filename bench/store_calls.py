@@ -14,16 +14,16 @@ beside ``IVR_TEST_DATABASE_URL`` / ``--pg-url``, dropped at the end) with 1,000 
 from __future__ import annotations
 
 import argparse
-import logging
 import asyncio
+import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ async def run_backend(backend: str, calls: int, pg_base: str) -> list[tuple[str,
             port = await relay.start()
             engine = create_engine(parsed.set(port=port).render_as_string(hide_password=False))
             store = CrmStore(session_factory(engine))
-            for (label, op), (_, _, row) in zip(_ops(store, "rt").items(), rows, strict=True):
+            for (_label, op), (_, _, row) in zip(_ops(store, "rt").items(), rows, strict=True):
                 for n in range(100_000, 100_050):
                     await op(n)
                 before = relay.round_trips

@@ -1,8 +1,24 @@
-"""Engine, sessions and schema upgrade for both backends (SQLite embedded, PostgreSQL in production)."""
+"""Engine, sessions and schema upgrade for both backends (SQLite embedded, PostgreSQL in production).
+
+Decisions (measured with bench/store_calls.py, see crm_bridge/README.md):
+
+* **No ``pool_pre_ping``.** It costs a round trip (two with the BEGIN/ROLLBACK asyncpg wraps it in)
+  on every checkout: 12 of the 35 round trips of a call. A dropped connection is detected when it is
+  used instead (``connection_invalidated`` on the error, the whole pool is then recycled) and the
+  store retries that unit of work once when it is safe to (``CrmStore``, ``errors.ConnectionLost``).
+* **PostgreSQL hot-path reads run in autocommit** (``autocommit(engine)``): a single statement is
+  its own transaction, so no BEGIN and no ROLLBACK round trips; asyncpg prepares each statement once
+  per connection (SQLAlchemy's per-connection prepared statement cache, 100 by default).
+* **SQLite has one writer at a time inside the process** (``sqlite_writer_lock``): write units of work
+  queue on an asyncio lock instead of spinning in ``busy_timeout`` (which blocks a worker thread per
+  waiter and still times out under a burst); other processes are kept out by ``BEGIN IMMEDIATE``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +60,42 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_hooks(engine)
         return engine
-    kwargs.update(pool_size=pool_size, pool_pre_ping=True)
+    # No pool_pre_ping: see the module docstring (retry once instead).
+    kwargs.update(pool_size=pool_size)
     return create_async_engine(url, **kwargs)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool in autocommit mode: each statement is its own transaction, no BEGIN/ROLLBACK.
+
+    PostgreSQL only: on SQLite our ``begin`` hook would open a transaction nobody commits.
+    """
+    if is_sqlite(engine):
+        raise ValueError("autocommit() is for PostgreSQL engines")
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def sqlite_writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    """The one asyncio lock every write unit of work on this SQLite engine holds; None on PostgreSQL.
+
+    SQLite allows one writer per database file. Without the lock, N concurrent writers each hold a
+    pooled connection and a thread spinning in busy_timeout; with it they wait in Python, cheaply
+    and in arrival order, and the writer that runs never finds the file locked by one of ours.
+    """
+    if not is_sqlite(engine):
+        return None
+    key = engine.sync_engine
+    lock = _WRITER_LOCKS.get(key)
+    if lock is None:
+        lock = _WRITER_LOCKS[key] = asyncio.Lock()
+    return lock
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

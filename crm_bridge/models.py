@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -179,12 +180,21 @@ class Invoice(Base):
 
 
 class SequenceCounter(Base):
-    """Gapless counters (order and invoice numbers): incremented inside the business transaction."""
+    """Gapless counters of order and invoice numbers on SQLite (taken inside the write transaction).
+
+    On PostgreSQL migration 0004 moved numbering to the sequences below and this table is left as it
+    was then (see crm_bridge/README.md, "Numbers").
+    """
 
     __tablename__ = "sequences"
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# PostgreSQL order and invoice numbers (migration 0004 starts them where the counters stood).
+ORDER_NUMBER_SEQUENCE = Sequence("order_number_seq", start=1001, metadata=Base.metadata)
+INVOICE_NUMBER_SEQUENCE = Sequence("invoice_number_seq", start=1, metadata=Base.metadata)
 
 
 class Call(Base):
@@ -300,6 +310,8 @@ class WebSession(Base):
 
 
 __all__ = [
+    "INVOICE_NUMBER_SEQUENCE",
+    "ORDER_NUMBER_SEQUENCE",
     "Base",
     "Call",
     "CallbackTask",
