@@ -140,8 +140,19 @@ async def upgrade(url: str, revision: str = "head") -> None:
     log.info("db_upgraded", backend=make_url(url).get_backend_name(), revision=revision)
 
 
-def _run_upgrade(connection: Connection, url: str, revision: str) -> None:
+async def downgrade(url: str, revision: str) -> None:
+    """Take the schema at ``url`` back to ``revision`` (each migration's ``downgrade``)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_upgrade, url, revision, command.downgrade)
+    finally:
+        await engine.dispose()
+    log.info("db_downgraded", backend=make_url(url).get_backend_name(), revision=revision)
+
+
+def _run_upgrade(connection: Connection, url: str, revision: str, step: Any = command.upgrade) -> None:
     cfg = alembic_config(url)
     # env.py uses this connection instead of opening its own (alembic's "connection sharing" recipe).
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
+    step(cfg, revision)

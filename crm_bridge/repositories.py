@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, insert, or_, select, text, update
+from sqlalchemy import ARRAY, Row, String, and_, any_, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
@@ -247,10 +247,14 @@ async def caller_rows(conn: AsyncConnection, number: str) -> Sequence[Row[Any]]:
     return (await conn.execute(CALLER_BY_PHONE, {"number": number})).all()
 
 
-def _order_inputs_statement() -> Any:
+def _order_inputs_statement(*, pg: bool) -> Any:
     """What placing an order needs to know, in one statement: the customer's key, whether the
     idempotency key was already used, and the wanted products (a one-row header LEFT JOIN products,
-    so an unknown customer or product still returns the header)."""
+    so an unknown customer or product still returns the header).
+
+    PostgreSQL takes the skus as one array (``= ANY``): the SQL text is the same for any number of
+    lines, so it is prepared once per connection; SQLite gets an expanding ``IN`` list.
+    """
     header = select(
         select(_customers.c.id)
         .where(_customers.c.customer_id == bindparam("customer_id"))
@@ -261,6 +265,10 @@ def _order_inputs_statement() -> Any:
         .scalar_subquery()
         .label("existing_pk"),
     ).subquery("wanted")
+    if pg:
+        wanted_sku = _products.c.sku == any_(bindparam("skus", type_=ARRAY(String)))
+    else:
+        wanted_sku = _products.c.sku.in_(bindparam("skus", expanding=True))
     return select(
         header.c.customer_pk,
         header.c.existing_pk,
@@ -271,17 +279,21 @@ def _order_inputs_statement() -> Any:
         _products.c.unit_en,
         _products.c.name_en,
         _products.c.active,
-    ).select_from(header.outerjoin(_products, _products.c.sku.in_(bindparam("skus", expanding=True))))
+    ).select_from(header.outerjoin(_products, wanted_sku))
 
 
-ORDER_INPUTS = _order_inputs_statement()
+ORDER_INPUTS = {
+    "postgresql": _order_inputs_statement(pg=True),
+    "sqlite": _order_inputs_statement(pg=False),
+}
 
 
 async def order_inputs(
     conn: AsyncConnection, customer_id: str, key: str, skus: Sequence[str]
 ) -> tuple[int | None, int | None, dict[str, Row[Any]]]:
     """(customer pk or None, pk of the order already placed under ``key`` or None, products by sku)."""
-    rows = (await conn.execute(ORDER_INPUTS, {"customer_id": customer_id, "key": key, "skus": sorted(set(skus))})).all()
+    statement = ORDER_INPUTS[conn.dialect.name]
+    rows = (await conn.execute(statement, {"customer_id": customer_id, "key": key, "skus": sorted(set(skus))})).all()
     products = {row.sku: row for row in rows if row.sku is not None}
     return rows[0].customer_pk, rows[0].existing_pk, products
 
