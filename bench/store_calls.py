@@ -9,6 +9,9 @@ beside ``IVR_TEST_DATABASE_URL`` / ``--pg-url``, dropped at the end) with 1,000 
 * statements per call: SQLAlchemy ``before_cursor_execute`` events (BEGIN/COMMIT/ROLLBACK excluded).
 * round trips per call (PostgreSQL): a counting TCP relay in front of the server (bench/roundtrips.py),
   in a separate pass of 200 calls so the relay's own CPU is not in the CPU figure.
+* ``--burst N``: the database work of N whole repeat-order calls all in flight at once (lookup, call
+  start, place order, call end with 8 timeline events), on a pool of 10: calls/s and failures (e.g.
+  "database is locked" on SQLite, pool timeouts).
 """
 
 from __future__ import annotations
@@ -125,7 +128,37 @@ def _ops(store: CrmStore, tag: str) -> dict[str, Callable[[int], Awaitable[Any]]
     return {"lookup_caller": lookup, "place_order": place}
 
 
-async def run_backend(backend: str, calls: int, pg_base: str) -> list[tuple[str, str, dict[str, float]]]:
+async def _burst(store: CrmStore, calls: int) -> dict[str, float]:
+    from crm_bridge.dto import TimelineEventIn
+
+    async def call(n: int) -> None:
+        call_id = f"burst-{n}"
+        now = datetime.now(UTC)
+        found = await store.lookup_caller(_phone(n))
+        assert found.customer is not None
+        await store.record_call_start(call_id=call_id, caller_number=_phone(n), normalized_number=_phone(n),
+                                      customer_id=found.customer.customer_id, channel=None, script="repeat-order",
+                                      started_at=now)
+        placed = await store.place_order(idempotency_key=f"{call_id}:repeat", customer_id=found.customer.customer_id,
+                                         lines=[("W19", 2)], source="ivr", call_id=call_id)
+        events = [TimelineEventIn(at=now, call_id=call_id, customer_id=found.customer.customer_id, kind="step",
+                                  data={"n": k}) for k in range(8)]
+        await store.record_call_end(call_id, outcome="order_placed", reason="order_placed", ended_at=now,
+                                    customer_id=found.customer.customer_id, order_id=placed.order.order_id,
+                                    events=events)
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(call(n) for n in range(calls)), return_exceptions=True)
+    elapsed = time.perf_counter() - t0
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures[:3]:
+        print(f"  failure: {type(failure).__name__}: {str(failure)[:150]}")
+    return {"calls": calls, "calls_per_s": calls / elapsed, "failed": len(failures)}
+
+
+async def run_backend(
+    backend: str, calls: int, pg_base: str, burst: int = 0
+) -> list[tuple[str, str, dict[str, float]]]:
     rows = []
     tmp = tempfile.TemporaryDirectory()
     if backend == "sqlite":
@@ -141,6 +174,8 @@ async def run_backend(backend: str, calls: int, pg_base: str) -> list[tuple[str,
         store = CrmStore(session_factory(engine))
         for label, op in _ops(store, "cpu").items():
             rows.append((backend, label, await _measure(store, op, calls, 0)))
+        if burst:
+            rows.append((backend, "burst", await _burst(store, burst)))
         await engine.dispose()
         if backend == "postgres":
             parsed = make_url(url)
@@ -148,7 +183,7 @@ async def run_backend(backend: str, calls: int, pg_base: str) -> list[tuple[str,
             port = await relay.start()
             engine = create_engine(parsed.set(port=port).render_as_string(hide_password=False))
             store = CrmStore(session_factory(engine))
-            for (_label, op), (_, _, row) in zip(_ops(store, "rt").items(), rows, strict=True):
+            for (_label, op), (_, _, row) in zip(_ops(store, "rt").items(), rows[:2], strict=True):
                 for n in range(100_000, 100_050):
                     await op(n)
                 before = relay.round_trips
@@ -168,6 +203,7 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     p.add_argument("--calls", type=int, default=1000)
+    p.add_argument("--burst", type=int, default=0, help="also run N whole calls' database work at once")
     p.add_argument("--pg-url", default=os.environ.get("IVR_TEST_DATABASE_URL",
                                                       "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
     args = p.parse_args()
@@ -176,7 +212,11 @@ async def main() -> None:
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(f"{'backend':9} {'call':14} {'cpu ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'stmts':>6} {'round trips':>11}")
     for backend in backends:
-        for b, label, r in await run_backend(backend, args.calls, args.pg_url):
+        for b, label, r in await run_backend(backend, args.calls, args.pg_url, args.burst):
+            if label == "burst":
+                print(f"{b:9} burst: {r['calls']:.0f} calls at once, {r['calls_per_s']:.1f} calls/s, "
+                      f"{r['failed']:.0f} failed")
+                continue
             rt = f"{r['round_trips']:.1f}" if "round_trips" in r else "-"
             print(f"{b:9} {label:14} {r['cpu_ms']:7.2f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} "
                   f"{r['statements']:6.1f} {rt:>11}")
