@@ -131,7 +131,9 @@ class Product(Base):
 
 class Order(Base):
     __tablename__ = "orders"
-    __table_args__ = (Index(None, "customer_id", "ordered_at"),)
+    # (customer, time, id): a customer's newest order is the first entry of a backward index scan,
+    # ties on ordered_at included (migration 0004; the lookup reads it on every call).
+    __table_args__ = (Index(None, "customer_id", "ordered_at", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -173,7 +173,7 @@ def _caller_statement() -> Any:
     """Phone -> owners, each with all their phones and their newest order (invoice, lines, products).
 
     One flat row per (owner, phone, line): the caller's few phones times the last order's few lines.
-    The newest order is a correlated ``LIMIT 1`` over ``ix_orders_customer_id_ordered_at``, the owners
+    The newest order is a correlated ``LIMIT 1`` over ``ix_orders_customer_id_ordered_at_id``, the owners
     come from ``ix_phones_number`` (see bench/lookup_1m.py for the plan at 1M customers / 5M orders).
     Shared numbers also get their owners' last orders: they are rare and go to an operator anyway,
     and one statement for every case keeps the lookup at one round trip.
