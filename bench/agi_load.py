@@ -1,32 +1,28 @@
-"""FastAGI load benchmark: N concurrent repeat-order calls against one ivr server process.
+"""FastAGI load benchmark: repeat-order calls against an ivr server, beside an echo floor, one table.
 
-    .venv/bin/python bench/agi_load.py --backend sqlite|postgres|both [--calls 1000] [--json out.json]
+    .venv/bin/python bench/agi_load.py --all                      # every goal of issue 7 (see bench/README.md)
+    .venv/bin/python bench/agi_load.py --backend sqlite --rate 20 --duration 5
+    .venv/bin/python bench/agi_load.py --backend postgres --find-ceiling --hold 2000 --workers 2
 
 What runs where
 ---------------
-* The server under test is ONE child process running ``ivr.app.start_service(settings)`` (this file
-  re-executed with ``--child ivr``): web disabled, AGI on 127.0.0.1 with an ephemeral port, a fresh
-  database with the demo data plus generated load customers, prompts in a temp dir. Its peak RSS
-  (psutil sampling + its own ``ru_maxrss``) and CPU time are its own, not the load generator's.
-* The baseline is a trivial echo FastAGI server (``--child echo``): reads the env block, then sends
-  the same 8 commands the repeat-order call sends (ANSWER, GET VARIABLE, GET DATA, STREAM FILE,
-  SET VARIABLE x4), one reply each, and closes. Same child-process setup, same load generator.
-* The load generator (this process, one asyncio loop) plays Asterisk byte for byte: env block, one
-  reply per command (ANSWER -> ``200 result=0``, GET VARIABLE CHANNEL(linkedid) -> a unique id per
-  call, GET DATA -> the caller presses "1", STREAM FILE -> ``200 result=0 endpos=N``, SET VARIABLE ->
-  ``200 result=1``); media is answered at once (no playback time), so this is the worst case for the
-  server: every call wants its next step immediately. Like Asterisk it checks that a prompt file exists
-  (``result=-1`` otherwise).
-* On a 2-core box the server, the load generator, espeak-ng children and PostgreSQL share the cores.
+* The server under test runs in its own process group: the bench's own child (``--child ivr``, which
+  calls ``ivr.app.start_service``: web disabled, AGI on 127.0.0.1 with an ephemeral port) or, with
+  ``--workers N``, ``python -m ivr serve --workers N`` configured through IVR_* variables. A fresh
+  database (demo data + generated load customers) and an empty prompts dir per server.
+* The floor is a trivial echo FastAGI server (``--child echo``) sending the same 8 commands, measured
+  with the same load in the same run; ratios are against it.
+* The load generator (this process, one asyncio loop) plays Asterisk 22 byte for byte; media is
+  answered at once (the worst case). Loads: burst (``--calls``/``--concurrency``), open loop
+  (``--rate``/``--duration``: call i starts at i/rate whatever the others do), ceiling steps
+  (``--find-ceiling``), held-open calls (``--hold``: replies to GET DATA wait until all N sit in it).
+* Server numbers: CPU of the server's processes including their reaped children (the TTS programs),
+  RSS of its Python processes (psutil), programs started (``bench/probe/sitecustomize.py``, an audit
+  hook on subprocess.Popen, exact). Database check per run: call rows with an outcome and a timeline
+  from call.started to call.ended, orders.
 
-Measured per run (at the client): calls/s, completed/failed, IVR_RESULT/IVR_REASON distribution,
-server think time per AGI command (time from sending a reply, or the env block, to receiving the next
-command; per command kind too), time from TCP connect to the first prompt (first STREAM FILE/GET
-DATA), whole call time, server peak RSS/CPU, and each against the echo baseline. After each run the
-database is checked: orders and invoices placed by ivr, and the outcomes the server recorded.
-
-Bounded: connects only to 127.0.0.1 (and a PostgreSQL on localhost), a global deadline
-(``--deadline``, default 300 s) over everything, a per-command idle limit per call.
+Bounded: connects only to 127.0.0.1 (and a PostgreSQL on localhost), a global deadline over
+everything (``--deadline``), a per-command idle limit per call.
 """
 
 from __future__ import annotations
@@ -42,6 +38,7 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,8 +128,12 @@ async def _child_ivr(args: argparse.Namespace) -> None:
     )
     configure_logging(settings.log.level, settings.log.json)
     service = await start_service(settings, migrate=False)
-    handler = service.agi._routes[SCRIPT]  # read-only peek at the prompt cache counters
-    cache = handler._speaker._cache
+    # A read-only peek at the prompt cache counters, for the details only: the table's TTS count comes
+    # from the spawn probe, so a Speaker that no longer has this shape costs nothing but these two numbers.
+    try:
+        cache = service.agi._routes[SCRIPT]._speaker._cache
+    except (AttributeError, KeyError):
+        cache = None
     _announce(
         port=service.agi.port,
         pid=os.getpid(),
@@ -144,8 +145,8 @@ async def _child_ivr(args: argparse.Namespace) -> None:
         line = (await _wait_stdin_line()).strip()
         if line == "stats" or not line or line == "stop":
             _announce(
-                cache_hits=cache.hits,
-                cache_misses=cache.misses,
+                cache_hits=getattr(cache, "hits", None),
+                cache_misses=getattr(cache, "misses", None),
                 active=service.agi.active_calls,
                 ru_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             )
@@ -204,12 +205,42 @@ async def _child_echo(args: argparse.Namespace) -> None:
     _announce(stopped=True, ru_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+PROBE_DIR = Path(__file__).resolve().parent / "probe"  # sitecustomize.py: counts the server's subprocesses
+TTS_PROGRAMS = {"espeak-ng", "espeak", "text2wave", "festival"}
+
+
+def _probe_env(spawn_log: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server under test: the spawn probe first on PYTHONPATH, then the repo."""
+    env = dict(os.environ)
+    path = [str(PROBE_DIR), str(ROOT)]
+    if env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    env["IVR_BENCH_SPAWN_LOG"] = str(spawn_log)
+    env.update(extra or {})
+    return env
+
+
+def _proc_cpu(p: Any) -> float:
+    """CPU seconds of a process plus its reaped children (espeak-ng's CPU lands there once waited for)."""
+    t = p.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class ServerProcess:
-    """A child server: started, sampled (RSS, CPU, child processes) and stopped by the parent."""
+    """A server under test in its own process group: started, sampled (RSS, CPU, spawned programs), stopped.
+
+    RSS and CPU are summed over the Python processes of the tree (one, or a supervisor and its
+    workers); the TTS programs they run count in CPU (reaped children) but not in RSS.
+    """
+
+    has_workers = False  # the bench's own child runs the service in one process
 
     def __init__(self, kind: str, workdir: Path, *, db_url: str = "", prompts_dir: str = "") -> None:
         self.kind = kind
-        self.log_path = workdir / f"server-{kind}-{uuid.uuid4().hex[:6]}.log"
+        tag = uuid.uuid4().hex[:6]
+        self.log_path = workdir / f"server-{kind}-{tag}.log"
+        self.spawn_log = workdir / f"spawns-{kind}-{tag}.log"
         self.argv = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -220,6 +251,7 @@ class ServerProcess:
             "--prompts-dir",
             prompts_dir,
         ]
+        self.env = _probe_env(self.spawn_log)
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
         self.port = 0
@@ -229,6 +261,9 @@ class ServerProcess:
         self._sampler: asyncio.Task | None = None
         self._ps = None
         self._log = None
+        self._cpu0: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
+        self._spawn_mark = 0
 
     async def start(self, timeout: float = 60) -> None:
         self._log = self.log_path.open("wb")
@@ -238,6 +273,7 @@ class ServerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
             cwd=str(ROOT),
+            env=self.env,
             start_new_session=True,
         )
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
@@ -245,35 +281,78 @@ class ServerProcess:
             raise RuntimeError(f"{self.kind} server did not start; see {self.log_path}:\n{self.tail_log()}")
         self.info = json.loads(line)
         self.port = int(self.info["port"])
+        self._attach()
+
+    def _attach(self) -> None:
         if psutil is not None:
             self._ps = psutil.Process(self.proc.pid)
-            self.idle_rss = self._ps.memory_info().rss
+            self.idle_rss = self.rss()
+
+    def _tree(self) -> list[Any]:
+        """The server's own processes: the root and its Python children (the workers of ``--workers N``).
+
+        Grandchildren are never counted: they are the TTS programs the workers start, and between fork
+        and exec such a child still looks like a Python process with the parent's whole RSS.
+        """
+        if self._ps is None:
+            return []
+        procs = [self._ps]
+        if self.has_workers:
+            with contextlib.suppress(Exception):
+                procs += [c for c in self._ps.children() if c.name().startswith("python")]
+        return procs
+
+    def rss(self) -> int:
+        total = 0
+        for p in self._tree():
+            with contextlib.suppress(Exception):
+                total += p.memory_info().rss
+        return total
+
+    def _cpu_by_pid(self) -> dict[int, float]:
+        out = {}
+        for p in self._tree():
+            with contextlib.suppress(Exception):
+                out[p.pid] = _proc_cpu(p)
+        return out
 
     def start_sampling(self) -> None:
+        self.idle_rss = self.rss()
         self.peak_rss = self.idle_rss
-        self.cpu_start = self.cpu_seconds()
+        self.peak_children = 0
+        self._cpu0 = self._cpu_by_pid()
+        self._cpu_last = dict(self._cpu0)
+        self._spawn_mark = self.spawn_log.stat().st_size if self.spawn_log.exists() else 0
         if self._ps is not None:
             self._sampler = asyncio.create_task(self._sample())
 
     async def _sample(self) -> None:
         while True:
             with contextlib.suppress(Exception):
-                self.peak_rss = max(self.peak_rss, self._ps.memory_info().rss)
-                self.peak_children = max(self.peak_children, len(self._ps.children()))
+                self.peak_rss = max(self.peak_rss, self.rss())
+                self.peak_children = max(self.peak_children, len(self._ps.children(recursive=True)))
+                self._cpu_last.update(self._cpu_by_pid())  # a worker that dies keeps its last reading
             await asyncio.sleep(0.05)
 
     def stop_sampling(self) -> float:
+        """Stop sampling; CPU seconds the server's processes used since start_sampling."""
         if self._sampler is not None:
             self._sampler.cancel()
-        return self.cpu_seconds() - self.cpu_start
-
-    def cpu_seconds(self) -> float:
+            self._sampler = None
         if self._ps is None:
             return float("nan")
-        with contextlib.suppress(Exception):
-            t = self._ps.cpu_times()
-            return t.user + t.system
-        return float("nan")
+        self._cpu_last.update(self._cpu_by_pid())
+        return sum(v - self._cpu0.get(pid, 0.0) for pid, v in self._cpu_last.items())
+
+    def spawns(self) -> Counter[str]:
+        """Programs started by the server since start_sampling, by name (from the spawn probe)."""
+        try:
+            with self.spawn_log.open("rb") as fh:
+                fh.seek(self._spawn_mark)
+                data = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return Counter()
+        return Counter(line.split(" ", 1)[1] for line in data.splitlines() if " " in line)
 
     async def request(self, command: str, timeout: float = 60) -> dict[str, Any]:
         self.proc.stdin.write((command + "\n").encode())
@@ -302,19 +381,105 @@ class ServerProcess:
         except Exception:
             pass
         finally:
-            if self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.proc.wait(), 10)
-            if self._log is not None:
-                self._log.close()
+            await self._reap()
         return result
+
+    async def _reap(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 10)
+        if self._log is not None:
+            self._log.close()
 
     def tail_log(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text("utf-8", "replace").splitlines()[-lines:])
         return ""
+
+
+class CliServerProcess(ServerProcess):
+    """``python -m ivr serve --workers N`` configured through IVR_* variables, as an operator runs it.
+
+    There is no control channel: it is ready when its port accepts connections, stopped with SIGTERM
+    (the supervisor forwards it to the workers), and the prompt-cache counters are not available.
+    """
+
+    has_workers = True
+
+    def __init__(self, workdir: Path, *, db_url: str, prompts_dir: str, workers: int) -> None:
+        super().__init__(f"serve-w{workers}", workdir)
+        self.port = _free_port()
+        self.argv = [sys.executable, "-m", "ivr", "serve", "--workers", str(workers)]
+        self.env = _probe_env(
+            self.spawn_log,
+            {
+                "IVR_AGI__HOST": HOST,
+                "IVR_AGI__PORT": str(self.port),
+                "IVR_WEB__ENABLED": "false",
+                "IVR_DATABASE__URL": db_url,
+                "IVR_PROMPTS__DIR": prompts_dir,
+            },
+        )
+
+    async def start(self, timeout: float = 60) -> None:
+        self._log = self.log_path.open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            cwd=str(ROOT),
+            env=self.env,
+            start_new_session=True,
+        )
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"`ivr serve` exited with {self.proc.returncode}:\n{self.tail_log(5)}")
+            try:
+                _r, w = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 1)
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.2)
+                continue
+            w.close()  # the server sees a peer that closed before its env block: logged, no call
+            break
+        else:
+            await self._reap()
+            raise RuntimeError(f"`ivr serve` did not listen on {self.port} within {timeout} s")
+        self.info = {"port": self.port, "pid": self.proc.pid, "argv": self.argv[1:]}
+        # the workers are up once the port answers; give every worker the chance to bind too
+        if psutil is not None:
+            for _ in range(50):
+                if len(psutil.Process(self.proc.pid).children()) >= 1:
+                    break
+                await asyncio.sleep(0.1)
+        self._attach()
+
+    async def request(self, command: str, timeout: float = 60) -> dict[str, Any]:
+        return {}
+
+    async def stop(self) -> dict[str, Any]:
+        if self.proc is None:
+            return {}
+        try:
+            if self.proc.returncode is None:
+                self.proc.send_signal(signal.SIGTERM)  # the supervisor forwards it to its workers
+                await asyncio.wait_for(self.proc.wait(), 60)
+        except Exception:
+            pass
+        finally:
+            await self._reap()
+        return {"returncode": self.proc.returncode}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,8 +544,10 @@ class CallRecord:
     index: int
     caller_id: str
     linkedid: str
+    late_s: float | None = None  # paced runs: how late the generator started this call (it must keep up)
     connect_s: float | None = None  # TCP connect duration
     first_prompt_s: float | None = None  # connect start -> first STREAM FILE / GET DATA received
+    result_s: float | None = None  # connect start -> SET VARIABLE IVR_RESULT received
     total_s: float | None = None  # connect start -> socket closed by the server
     think: list[tuple[str, float]] = field(default_factory=list)  # (command received, seconds)
     close_s: float | None = None  # last reply -> EOF
@@ -392,6 +559,10 @@ class CallRecord:
     @property
     def result(self) -> str:
         return self.variables.get("IVR_RESULT", "<unset>")
+
+    @property
+    def reason(self) -> str:
+        return self.variables.get("IVR_REASON", "<unset>")
 
 
 def reply_to(command: str, rec: CallRecord, check_files: bool) -> str:
@@ -425,16 +596,94 @@ def reply_to(command: str, rec: CallRecord, check_files: bool) -> str:
     return "510 Invalid or unknown command"
 
 
+class InFlight:
+    """Calls connected and not yet closed, and the most at once (the denominator of RSS per call)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+
+# A held call is answered after this long at most: the server waits for a GET DATA reply for the prompt's
+# length + its 6 s timeout + agi.media_slack (30 s), so 33 s never makes the server give up on a call.
+HOLD_MAX_WAIT = 33.0
+
+
+class HoldGate:
+    """Held-open calls: every call's first GET DATA reply waits until ``target`` calls sit in GET DATA.
+
+    Then the parent samples the server's RSS and releases the calls at ``release_rate`` per second, in
+    the order they arrived (all at once would turn the end of the test into a burst of orders). A call
+    that has waited ``max_wait`` seconds is answered anyway: the server gives GET DATA its prompt length
+    + timeout + 30 s media slack, so the wait stays below that and the server fails no call for it.
+    """
+
+    def __init__(self, target: int, max_wait: float, release_rate: float) -> None:
+        self.target = target
+        self.max_wait = max_wait
+        self.release_rate = release_rate
+        self.held = 0
+        self.peak_held = 0
+        self.all_held = asyncio.Event()
+        self._waiting: list[asyncio.Future[None]] = []
+
+    async def hold(self) -> None:
+        self.held += 1
+        self.peak_held = max(self.peak_held, self.held)
+        if self.held >= self.target:
+            self.all_held.set()
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await asyncio.wait_for(turn, self.max_wait)
+        except TimeoutError:
+            pass
+        finally:
+            self.held -= 1
+
+    async def release(self) -> None:
+        """Answer the held calls in arrival order, paced; later arrivals pass straight through."""
+        self.max_wait = 0  # a call reaching GET DATA from now on is not held
+        start = time.perf_counter()
+        for i, turn in enumerate(list(self._waiting)):
+            await asyncio.sleep(max(0.0, start + i / self.release_rate - time.perf_counter()))
+            if not turn.done():
+                turn.set_result(None)
+        self._waiting.clear()
+
+
 async def one_call(
-    rec: CallRecord, port: int, go: asyncio.Event, sem: asyncio.Semaphore, idle: float, check_files: bool
+    rec: CallRecord,
+    port: int,
+    go: asyncio.Event,
+    sem: asyncio.Semaphore | None,
+    idle: float,
+    check_files: bool,
+    *,
+    start_at: float | None = None,
+    inflight: InFlight | None = None,
+    gate: HoldGate | None = None,
 ) -> None:
     await go.wait()
-    async with sem:
+    if start_at is not None:  # open loop: the call arrives at its time, whatever the others are doing
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        rec.late_s = time.perf_counter() - start_at
+    async with sem if sem is not None else contextlib.nullcontext():
         writer = None
         t0 = time.perf_counter()
+        held = False
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), idle)
             rec.connect_s = time.perf_counter() - t0
+            if inflight is not None:
+                inflight.enter()
             writer.write(env_block(port, rec.caller_id, rec.linkedid, rec.index))
             sent = time.perf_counter()
             while True:
@@ -454,6 +703,11 @@ async def one_call(
                 rec.think.append((verb, now - sent))
                 if rec.first_prompt_s is None and verb in ("STREAM FILE", "GET DATA"):
                     rec.first_prompt_s = now - t0
+                if rec.result_s is None and command.startswith("SET VARIABLE IVR_RESULT"):
+                    rec.result_s = now - t0
+                if gate is not None and verb == "GET DATA" and not held:
+                    held = True
+                    await gate.hold()  # the caller "listens" until the gate opens
                 writer.write((reply_to(command, rec, check_files) + "\n").encode())
                 sent = time.perf_counter()
                 await writer.drain()
@@ -462,18 +716,56 @@ async def one_call(
         finally:
             if writer is not None:
                 writer.close()
+                if inflight is not None:
+                    inflight.leave()
+
+
+@dataclass
+class Load:
+    """How calls arrive: all at once with at most ``concurrency`` in flight (burst), or ``rate`` per second."""
+
+    calls: int
+    concurrency: int | None = None
+    rate: float | None = None
+    hold: HoldGate | None = None
 
 
 async def run_load(
-    port: int, callers: list[str], *, concurrency: int, idle: float, budget: float, tag: str, check_files: bool = True
-) -> tuple[list[CallRecord], float]:
+    port: int,
+    callers: list[str],
+    load: Load,
+    *,
+    idle: float,
+    budget: float,
+    tag: str,
+    check_files: bool = True,
+    inflight: InFlight | None = None,
+) -> tuple[list[CallRecord], float, InFlight]:
     base = int(time.time())
-    records = [CallRecord(i, c, f"{base}.{tag}{i}") for i, c in enumerate(callers)]
+    # call ids "<epoch>.<tag>x<n>": a run's calls are found in the database by the prefix "<epoch>.<tag>x"
+    records = [CallRecord(i, callers[i % len(callers)], f"{base}.{tag}x{i}") for i in range(load.calls)]
     go = asyncio.Event()
-    sem = asyncio.Semaphore(concurrency)
-    tasks = [asyncio.create_task(one_call(r, port, go, sem, idle, check_files)) for r in records]
-    await asyncio.sleep(0)  # every task is parked on the start line
-    t0 = time.perf_counter()
+    sem = asyncio.Semaphore(load.concurrency) if load.concurrency else None
+    inflight = inflight or InFlight()
+    t0 = time.perf_counter() + 0.05  # every task is parked on the start line before the first arrival
+    tasks = [
+        asyncio.create_task(
+            one_call(
+                r,
+                port,
+                go,
+                sem,
+                idle,
+                check_files,
+                start_at=t0 + r.index / load.rate if load.rate else None,
+                inflight=inflight,
+                gate=load.hold,
+            )
+        )
+        for r in records
+    ]
+    await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+    t0 = time.perf_counter() if not load.rate else t0
     go.set()
     _done, pending = await asyncio.wait(tasks, timeout=max(budget, 1))
     wall = time.perf_counter() - t0
@@ -484,7 +776,7 @@ async def run_load(
     for r in records:
         if r.total_s is None and r.error is None:
             r.error = "global deadline"
-    return records, wall
+    return records, wall, inflight
 
 
 # --------------------------------------------------------------------------------------------------
@@ -580,6 +872,54 @@ async def database_check(url: str) -> dict[str, Any]:
     }
 
 
+async def records_check(url: str, prefix: str, calls: int, *, settle: float = 30.0) -> dict[str, Any]:
+    """Of one run's calls (ids starting with ``prefix``): how many have their row with an outcome and a
+    timeline from call.started to call.ended, and how many orders ivr placed for them.
+
+    The writer may still be committing when the last call closes: poll until every call is complete, or
+    the count stops moving for 5 s, or ``settle`` seconds pass; the report says how long it took.
+    """
+    from sqlalchemy import text
+
+    from crm_bridge.db import create_engine
+
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = text(
+        "SELECT "
+        "(SELECT count(*) FROM calls WHERE call_id LIKE :p ESCAPE '\\'), "
+        "(SELECT count(*) FROM calls c WHERE c.call_id LIKE :p ESCAPE '\\' AND c.outcome IS NOT NULL "
+        " AND EXISTS (SELECT 1 FROM timeline_events t WHERE t.call_id = c.call_id AND t.kind = 'call.started') "
+        " AND EXISTS (SELECT 1 FROM timeline_events t WHERE t.call_id = c.call_id AND t.kind = 'call.ended')), "
+        "(SELECT count(*) FROM orders WHERE call_id LIKE :p ESCAPE '\\'), "
+        "(SELECT count(*) FROM timeline_events WHERE call_id LIKE :p ESCAPE '\\')"
+    )
+    engine = create_engine(url, pool_size=1)
+    t0 = time.monotonic()
+    last: tuple[int, ...] = ()
+    stable_since = t0
+    try:
+        while True:
+            async with engine.connect() as conn:
+                row = tuple((await conn.execute(query, {"p": like})).one())
+            now = time.monotonic()
+            if row != last:
+                last, stable_since = row, now
+            if row[1] >= calls or now - stable_since >= 5 or now - t0 >= settle:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await engine.dispose()
+    rows, complete, orders, events = last
+    return {
+        "call_rows": rows,
+        "complete": complete,
+        "complete_pct": round(100 * complete / calls, 2) if calls else None,
+        "orders_in_db": orders,
+        "timeline_events": events,
+        "settled_after_s": round(time.monotonic() - t0, 2),
+    }
+
+
 @contextlib.asynccontextmanager
 async def temporary_pg_database(base_url: str):
     """CREATE DATABASE <unique>, yield its URL, DROP DATABASE ... WITH (FORCE) (like tests/db/fixtures.py)."""
@@ -654,8 +994,16 @@ def summarize(
     cpu_s: float,
     child_stats: dict[str, Any],
     extra: dict[str, Any],
+    inflight: InFlight | None = None,
 ) -> dict[str, Any]:
     completed = [r for r in records if r.error is None]
+    placed = sum(1 for r in completed if r.result == "done" and r.reason == "order_placed")
+    overloaded = [r.result_s for r in completed if r.reason == "overloaded" and r.result_s is not None]
+    late = [r.late_s for r in records if r.late_s is not None]
+    spawns = server.spawns()
+    tts = sum(n for name, n in spawns.items() if name in TTS_PROGRAMS)
+    peak_inflight = inflight.peak if inflight is not None else 0
+    rss_growth = max(server.peak_rss - server.idle_rss, 0)
     think = [t for r in completed for _, t in r.think]
     by_verb: dict[str, list[float]] = {}
     for r in completed:
@@ -711,9 +1059,26 @@ def summarize(
         "server_idle_rss_mb": round(server.idle_rss / 2**20, 1) if server.idle_rss else None,
         "server_ru_maxrss_mb": round(child_stats.get("ru_maxrss_kb", 0) / 1024, 1) or None,
         "server_cpu_s": round(cpu_s, 2),
-        "server_cpu_ms_per_call": round(cpu_s * 1000 / max(len(completed), 1), 2),
+        "server_cpu_ms_per_call": round(cpu_s * 1000 / max(len(completed), 1), 2),  # incl. its TTS children
         "server_peak_child_processes": server.peak_children,
         "prompt_cache": {"hits": child_stats.get("cache_hits"), "misses": child_stats.get("cache_misses")},
+        "orders_placed": placed,
+        "orders_placed_pct": round(100 * placed / len(records), 2) if records else None,
+        "overloaded": len(overloaded),
+        "overloaded_answer_ms": {
+            "p50": ms(pct(overloaded, 50)),
+            "p99": ms(pct(overloaded, 99)),
+            "max": ms(max(overloaded, default=None)),
+        },
+        "arrival_late_ms": {"p99": ms(pct(late, 99)), "max": ms(max(late, default=None))} if late else None,
+        "spawned": dict(spawns.most_common()),
+        "tts_runs": tts,
+        "tts_per_call": round(tts / len(records), 3) if records else None,
+        "peak_in_flight": peak_inflight,
+        "rss_growth_mb": round(rss_growth / 2**20, 1),
+        # Only with enough calls at once for the growth to be theirs and not the allocator's noise;
+        # the held-open scenario (--hold) is the measurement meant for this column.
+        "rss_per_call_kb": round(rss_growth / 1024 / peak_inflight, 1) if peak_inflight >= 50 else None,
         **extra,
     }
 
@@ -733,8 +1098,8 @@ def add_ratios(run: dict[str, Any], echo: dict[str, Any] | None) -> None:
         "think_p99": ratio(run["think_ms"]["p99"], echo["think_ms"]["p99"]),
         "first_prompt_p50": ratio(run["first_prompt_ms"]["p50"], echo["first_prompt_ms"]["p50"]),
         "first_prompt_p99": ratio(run["first_prompt_ms"]["p99"], echo["first_prompt_ms"]["p99"]),
-        "server_peak_rss": ratio(run["server_peak_rss_mb"], echo["server_peak_rss_mb"]),
-        "server_cpu": ratio(run["server_cpu_s"], echo["server_cpu_s"]),
+        "cpu_ms_per_call": ratio(run["server_cpu_ms_per_call"], echo["server_cpu_ms_per_call"]),
+        "rss_per_call": ratio(run.get("rss_per_call_kb"), echo.get("rss_per_call_kb")),
     }
 
 
@@ -746,54 +1111,60 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def print_table(runs: list[dict[str, Any]]) -> None:
-    head = [
-        "run",
-        "ok/fail",
-        "done",
-        "calls/s",
-        "think p50/p99 ms",
-        "1st prompt p50/p99 ms",
-        "call p50/p99 ms",
-        "peak RSS MB",
-        "CPU s",
+TABLE_HEAD = [
+    "server",
+    "load",
+    "calls",
+    "calls/s",
+    "think p50/p99 ms",
+    "think p99 ×echo",
+    "1st prompt p50/p99 ms",
+    "CPU ms/call",
+    "TTS procs/call",
+    "orders placed %",
+    "records complete %",
+    "RSS/call KB",
+    "overloaded (p99 ms)",
+    "load avg start→end",
+]
+
+
+def table_row(r: dict[str, Any]) -> list[str]:
+    rec = r.get("records") or {}
+    over = f"{r['overloaded']} ({fmt(r['overloaded_answer_ms']['p99'])})" if r["overloaded"] else "0"
+    return [
+        r["server"],
+        r["scenario"],
+        f"{r['completed']}/{r['calls']}",
+        fmt(r["calls_per_s"]),
+        f"{fmt(r['think_ms']['p50'])} / {fmt(r['think_ms']['p99'])}",
+        fmt((r.get("vs_echo") or {}).get("think_p99")),
+        f"{fmt(r['first_prompt_ms']['p50'])} / {fmt(r['first_prompt_ms']['p99'])}",
+        fmt(r["server_cpu_ms_per_call"]),
+        fmt(r["tts_per_call"]),
+        fmt(r["orders_placed_pct"]) if r["server"] != "echo" else "(echo)",
+        fmt(rec.get("complete_pct")),
+        rss_cell(r),
+        over,
+        f"{r['loadavg_start'][0]:.2f} → {r['loadavg_end'][0]:.2f}",
     ]
-    rows = []
-    for r in runs:
-        rows.append(
-            [
-                r["name"],
-                f"{r['completed']}/{r['failed']}",
-                str(r["done"]),
-                fmt(r["calls_per_s"]),
-                f"{fmt(r['think_ms']['p50'])}/{fmt(r['think_ms']['p99'])}",
-                f"{fmt(r['first_prompt_ms']['p50'])}/{fmt(r['first_prompt_ms']['p99'])}",
-                f"{fmt(r['call_ms']['p50'])}/{fmt(r['call_ms']['p99'])}",
-                fmt(r["server_peak_rss_mb"]),
-                fmt(r["server_cpu_s"]),
-            ]
-        )
-        if "vs_echo" in r:
-            v = r["vs_echo"]
-            rows.append(
-                [
-                    "  x echo",
-                    "",
-                    "",
-                    fmt(v["calls_per_s"]),
-                    f"{fmt(v['think_p50'])}/{fmt(v['think_p99'])}",
-                    f"{fmt(v['first_prompt_p50'])}/{fmt(v['first_prompt_p99'])}",
-                    "",
-                    fmt(v["server_peak_rss"]),
-                    fmt(v["server_cpu"]),
-                ]
-            )
-    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
-    line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))  # noqa: E731
-    print(line(head))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
+
+
+def rss_cell(r: dict[str, Any]) -> str:
+    """RSS per call; for a hold run that did not get every call into GET DATA, how many it held."""
+    held = r.get("held")
+    if held and held["held"] < held["target"]:
+        return f"{fmt(r['rss_per_call_kb'])} ({held['held']}/{held['target']} held)"
+    return fmt(r["rss_per_call_kb"])
+
+
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + " --- |" * len(TABLE_HEAD)]
+    lines += ["| " + " | ".join(table_row(r)) + " |" for r in runs]
+    return "\n".join(lines)
+
+
+def print_details(runs: list[dict[str, Any]]) -> None:
     for r in runs:
         print(f"\n{r['name']}: results {r['results']}")
         if r["client_errors"]:
@@ -807,19 +1178,19 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             "  think by command (p50/p99/max ms): "
             + ", ".join(f"{k} {fmt(v['p50'])}/{fmt(v['p99'])}/{fmt(v['max'])}" for k, v in by.items())
         )
-        extra = {
-            k: r[k]
-            for k in (
-                "prompt_cache",
-                "server_cpu_ms_per_call",
-                "server_peak_child_processes",
-                "server_ru_maxrss_mb",
-                "connect_ms",
-                "db_check",
-            )
-            if k in r
-        }
-        print(f"  {json.dumps(extra, ensure_ascii=False)}")
+        keys = (
+            "spawned",
+            "prompt_cache",
+            "peak_in_flight",
+            "held",
+            "rss_growth_mb",
+            "server_idle_rss_mb",
+            "server_peak_rss_mb",
+            "arrival_late_ms",
+            "connect_ms",
+            "records",
+        )
+        print(f"  {json.dumps({k: r[k] for k in keys if r.get(k) is not None}, ensure_ascii=False)}")
         if r.get("server_log_problems"):
             print(f"  server log warnings/errors: {r['server_log_problems']}")
             for key, lines in r.get("server_log_examples", {}).items():
@@ -831,6 +1202,10 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 # scenarios
 # --------------------------------------------------------------------------------------------------
 
+# The issue's ceiling: the highest rate with >= 99 % of orders placed and first-prompt p99 <= 150 ms.
+CEILING_ORDERS_PCT = 99.0
+CEILING_FIRST_PROMPT_P99_MS = 150.0
+
 
 class Deadline:
     def __init__(self, seconds: float) -> None:
@@ -840,172 +1215,324 @@ class Deadline:
         return self.end - time.monotonic()
 
 
-async def run_echo(args: argparse.Namespace, workdir: Path, deadline: Deadline) -> dict[str, Any]:
-    prompts = workdir / "echo-prompts"
-    prompts.mkdir()
-    (prompts / "echo.wav").write_bytes(b"RIFF" + b"\0" * 40)
-    server = ServerProcess("echo", workdir, prompts_dir=str(prompts))
-    await server.start()
-    try:
-        callers = [f"+7916{7_000_000 + i:07d}" for i in range(args.calls)]
-        server.start_sampling()
-        records, wall = await run_load(
-            server.port,
-            callers,
-            concurrency=args.concurrency,
-            idle=args.call_timeout,
-            budget=min(deadline.left() - 30, args.run_timeout),
-            tag="e",
-        )
-        cpu = server.stop_sampling()
-        stats = await server.request("stats")
-    finally:
-        await server.stop()
-    return summarize("echo baseline", records, wall, server, cpu, stats, {})
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape run against a server: burst (calls, concurrency), paced (rate, calls) or hold."""
+
+    key: str
+    calls: int
+    concurrency: int | None = None
+    rate: float | None = None
+    hold: bool = False
+    ceiling_step: bool = False
+
+    def load(self, hold_wait: float) -> Load:
+        gate = HoldGate(self.calls, max_wait=hold_wait, release_rate=self.rate or 100.0) if self.hold else None
+        return Load(self.calls, concurrency=self.concurrency, rate=self.rate, hold=gate)
 
 
-async def run_ivr(
-    args: argparse.Namespace, backend: str, url: str, workdir: Path, deadline: Deadline, *, cold: bool
+@dataclass(frozen=True)
+class Variant:
+    """A server under test: the echo floor, or ivr on a backend, in-process child or ``ivr serve --workers N``."""
+
+    name: str
+    backend: str | None = None  # None: echo
+    workers: int = 0  # 0: the bench's own child (start_service); N: `python -m ivr serve --workers N`
+    cold: bool = False
+
+
+def ceiling_ok(run: dict[str, Any]) -> bool:
+    placed = run["orders_placed_pct"] if run["server"] != "echo" else 100 * run["done"] / max(run["calls"], 1)
+    p99 = run["first_prompt_ms"]["p99"]
+    return (
+        placed is not None and placed >= CEILING_ORDERS_PCT and p99 is not None and p99 <= CEILING_FIRST_PROMPT_P99_MS
+    )
+
+
+async def run_scenario(
+    args: argparse.Namespace,
+    variant: Variant,
+    server: ServerProcess,
+    scenario: Scenario,
+    callers: list[str],
+    deadline: Deadline,
+    url: str | None,
+    tag: str,
 ) -> dict[str, Any]:
-    name = f"ivr {backend} {'cold' if cold else 'warm'}"
-    data = await prepare_database(url, workdir, args.calls, args.names)
-    prompts = workdir / f"prompts-{backend}-{'cold' if cold else 'warm'}"
-    server = ServerProcess("ivr", workdir, db_url=url, prompts_dir=str(prompts))
-    await server.start()
+    budget = min(deadline.left() - 30, args.run_timeout + (scenario.calls / scenario.rate if scenario.rate else 0))
+    load = scenario.load(hold_wait=HOLD_MAX_WAIT)
+    log_mark = server.log_path.stat().st_size if server.log_path.exists() else 0
+    loadavg_start = os.getloadavg()
+    server.start_sampling()
+    held: dict[str, Any] = {}
+
+    async def measure_held(gate: HoldGate) -> None:
+        """When every call sits in GET DATA (or the wait is over): the server's RSS, then open the gate."""
+        arrival = scenario.calls / scenario.rate if scenario.rate else 0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gate.all_held.wait(), arrival + args.hold_wait)
+        readings = []
+        for _ in range(5):  # a few readings 0.1 s apart: the last allocations of the last calls settle
+            readings.append(server.rss())
+            await asyncio.sleep(0.1)
+        # Per connected call, held or not: a call the server already sent to an operator is gone, one
+        # still before its GET DATA (a slow lookup) holds memory too.
+        n = inflight.now
+        growth = max(readings) - server.idle_rss
+        held.update(
+            held=gate.held,
+            connected=n,
+            target=gate.target,
+            rss_growth_mb=round(growth / 2**20, 1),
+            rss_per_call_kb=round(growth / 1024 / n, 1) if n else None,
+        )
+        await gate.release()
+
+    inflight = InFlight()
+    watcher = asyncio.create_task(measure_held(load.hold)) if load.hold else None
+    records, wall, inflight = await run_load(
+        server.port, callers, load, idle=args.call_timeout, budget=budget, tag=tag, inflight=inflight
+    )
+    if watcher is not None:
+        await watcher
+    cpu = server.stop_sampling()
+    stats = await server.request("stats")
     extra: dict[str, Any] = {
-        "backend": backend,
-        "cache": "cold" if cold else "warm",
-        "setup_s": round(data["setup_s"], 2),
-        "server_settings": {k: server.info.get(k) for k in ("pool_size", "call_deadline", "tts_deadline")},
+        "server": variant.name,
+        "scenario": scenario.key,
+        "loadavg_start": loadavg_start,
+        "loadavg_end": os.getloadavg(),
     }
-    try:
-        if not cold:
-            # One call per distinct greeting (customers sharing a name and an order hear the same file).
-            t0 = time.perf_counter()
-            warm, _ = await run_load(
-                server.port,
-                data["warm"],
-                concurrency=len(data["warm"]),
-                idle=args.call_timeout,
-                budget=min(deadline.left() - 30, 120),
-                tag="w",
-            )
-            extra["warmup"] = {
-                "calls": len(warm),
-                "done": sum(1 for r in warm if r.result == "done"),
-                "seconds": round(time.perf_counter() - t0, 2),
-                "results": dict(Counter(r.result for r in warm)),
-            }
-            extra["prompt_cache_after_warmup"] = await server.request("stats")
-        log_mark = server.log_path.stat().st_size
-        server.start_sampling()
-        records, wall = await run_load(
-            server.port,
-            data["load"],
-            concurrency=args.concurrency,
-            idle=args.call_timeout,
-            budget=min(deadline.left() - 30, args.run_timeout),
-            tag="c" if cold else "l",
-        )
-        cpu = server.stop_sampling()
-        stats = await server.request("stats")
-        if not cold and extra.get("prompt_cache_after_warmup"):
-            w = extra["prompt_cache_after_warmup"]
-            stats = {
-                **stats,
-                "cache_hits": stats["cache_hits"] - w["cache_hits"],
-                "cache_misses": stats["cache_misses"] - w["cache_misses"],
-            }
-    finally:
-        stopped = await server.stop()  # waits for the calls' end records (grace 30 s)
-    counts, examples, tracebacks, _ = scan_log(server.log_path, log_mark if "log_mark" in locals() else 0)
-    extra["server_log_problems"] = counts
-    extra["server_log_examples"] = examples
-    extra["server_log_tracebacks"] = tracebacks
-    extra["server_log"] = str(server.log_path)
-    extra["server_stop"] = stopped
-    extra["db_check"] = await database_check(url)
-    return summarize(name, records, wall, server, cpu, stats, extra)
+    if url is not None:
+        extra["records"] = await records_check(url, records[0].linkedid.rsplit("x", 1)[0] + "x", len(records))
+    counts, examples, tracebacks, _ = scan_log(server.log_path, log_mark)
+    extra.update(server_log_problems=counts, server_log_examples=examples, server_log_tracebacks=tracebacks)
+    run = summarize(f"{variant.name} · {scenario.key}", records, wall, server, cpu, stats, extra, inflight)
+    if held:  # the held-open figure replaces the peak-based one
+        run["held"] = held
+        run["rss_per_call_kb"] = held["rss_per_call_kb"]
+    run["ceiling_ok"] = ceiling_ok(run) if scenario.ceiling_step else None
+    return run
 
 
-async def run_backend(args: argparse.Namespace, backend: str, workdir: Path, deadline: Deadline) -> list[dict]:
-    out = []
-    for cold in [False, True] if args.cold else [False]:
-        if deadline.left() < 60:
-            print(f"skipping {backend} {'cold' if cold else 'warm'}: global deadline close", file=sys.stderr)
-            continue
-        if backend == "sqlite":
-            url = f"sqlite+aiosqlite:///{workdir}/bench-{'cold' if cold else 'warm'}.sqlite3"
-            out.append(await run_ivr(args, backend, url, workdir, deadline, cold=cold))
+async def run_variant(
+    args: argparse.Namespace, variant: Variant, scenarios: list[Scenario], workdir: Path, deadline: Deadline
+) -> list[dict[str, Any]]:
+    """Start one server (fresh database and prompt dir), warm it up, run every scenario against it."""
+    async with contextlib.AsyncExitStack() as stack:
+        url = None
+        prompts = workdir / f"prompts-{uuid.uuid4().hex[:6]}"
+        prompts.mkdir()
+        if variant.backend is None:
+            (prompts / "echo.wav").write_bytes(b"RIFF" + b"\0" * 40)
+            server: ServerProcess = ServerProcess("echo", workdir, prompts_dir=str(prompts))
+            callers = [f"+7916{7_000_000 + i:07d}" for i in range(min(max(s.calls for s in scenarios), args.customers))]
+            data: dict[str, Any] = {}
         else:
-            async with temporary_pg_database(args.pg_url) as url:
-                out.append(await run_ivr(args, backend, url, workdir, deadline, cold=cold))
-        r = out[-1]
-        print(
-            f"[{r['name']}] {r['completed']}/{r['calls']} completed, {r['done']} done, "
-            f"{r['calls_per_s']} calls/s, {r['wall_s']} s",
-            file=sys.stderr,
+            if variant.backend == "sqlite":
+                url = f"sqlite+aiosqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.sqlite3"
+            else:
+                url = await stack.enter_async_context(temporary_pg_database(args.pg_url))
+            customers = min(max(s.calls for s in scenarios), args.customers)
+            data = await prepare_database(url, workdir, customers, args.names)
+            callers = data["load"]
+            if variant.workers:
+                server = CliServerProcess(workdir, db_url=url, prompts_dir=str(prompts), workers=variant.workers)
+            else:
+                server = ServerProcess("ivr", workdir, db_url=url, prompts_dir=str(prompts))
+        try:
+            await server.start()
+        except RuntimeError as exc:
+            print(f"[{variant.name}] skipped: {exc}", file=sys.stderr)
+            return []
+        runs: list[dict[str, Any]] = []
+        try:
+            if variant.backend is not None and not variant.cold:
+                # One call per distinct greeting (customers sharing a name and an order hear the same file).
+                warm, _, _ = await run_load(
+                    server.port,
+                    data["warm"],
+                    Load(len(data["warm"])),
+                    idle=args.call_timeout,
+                    budget=min(deadline.left() - 30, 120),
+                    tag=f"w{uuid.uuid4().hex[:4]}",
+                )
+                print(f"[{variant.name}] warm-up: {Counter(r.result for r in warm)}", file=sys.stderr)
+            failed_step = False
+            for i, scenario in enumerate(scenarios):
+                if scenario.ceiling_step and failed_step:
+                    continue  # the ceiling is found: higher rates only queue
+                if deadline.left() < 60:
+                    print(f"[{variant.name}] {scenario.key} skipped: global deadline close", file=sys.stderr)
+                    continue
+                run = await run_scenario(
+                    args, variant, server, scenario, callers, deadline, url, f"r{i}{uuid.uuid4().hex[:4]}"
+                )
+                runs.append(run)
+                if scenario.ceiling_step and not run["ceiling_ok"]:
+                    failed_step = True
+                print(
+                    f"[{run['name']}] {run['completed']}/{run['calls']} completed, orders placed "
+                    f"{run['orders_placed_pct']} %, {run['calls_per_s']} calls/s, 1st prompt p99 "
+                    f"{run['first_prompt_ms']['p99']} ms, CPU {run['server_cpu_ms_per_call']} ms/call, "
+                    f"records {(run.get('records') or {}).get('complete_pct')} %",
+                    file=sys.stderr,
+                )
+        finally:
+            stopped = await server.stop()
+        if runs:
+            runs[-1]["server_stop"] = stopped
+            runs[-1]["server_log"] = str(server.log_path)
+            if args.keep_logs:
+                keep = Path(args.keep_logs)
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(server.log_path, keep / f"{variant.name.replace(' ', '_')}-{server.log_path.name}")
+        return runs
+
+
+def plan(args: argparse.Namespace) -> tuple[list[Variant], list[Scenario]]:
+    scenarios: list[Scenario] = []
+    if args.all or not (args.rate or args.find_ceiling or args.hold):
+        concurrency = 100 if args.all else args.concurrency
+        scenarios.append(Scenario(f"burst {args.calls}, {concurrency} in flight", args.calls, concurrency=concurrency))
+    if args.rate:
+        scenarios.append(
+            Scenario(f"{fmt(args.rate)}/s × {fmt(args.duration)} s", round(args.rate * args.duration), rate=args.rate)
         )
+    if args.all or args.find_ceiling:
+        for rate in args.steps:
+            scenarios.append(
+                Scenario(
+                    f"ceiling step {fmt(rate)}/s × {fmt(args.duration)} s",
+                    max(1, round(rate * args.duration)),
+                    rate=rate,
+                    ceiling_step=True,
+                )
+            )
+    if args.all or args.hold:
+        n = args.hold or 2000
+        scenarios.append(Scenario(f"hold {n} in GET DATA", n, rate=args.hold_rate, hold=True))
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    variants = [Variant("echo")]
+    for backend in backends:
+        variants.append(Variant(f"ivr {backend}", backend))
+        if args.cold:
+            variants.append(Variant(f"ivr {backend} cold", backend, cold=True))
+    if args.workers:
+        if "postgres" in backends:
+            variants.append(Variant(f"ivr postgres --workers {args.workers}", "postgres", workers=args.workers))
+        else:
+            print("--workers needs PostgreSQL (SQLite is the single-process default): skipped", file=sys.stderr)
+    return variants, scenarios
+
+
+def ceilings(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per server: the highest ceiling step that met the goal, and whether a higher step was tried and failed."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        if r.get("ceiling_ok") is None:
+            continue
+        rate = float(r["scenario"].split()[2].removesuffix("/s"))
+        entry = out.setdefault(r["server"], {"ceiling_calls_per_s": 0.0, "first_failed_step": None})
+        if r["ceiling_ok"]:
+            entry["ceiling_calls_per_s"] = max(entry["ceiling_calls_per_s"], rate)
+        elif entry["first_failed_step"] is None:
+            entry["first_failed_step"] = rate
     return out
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    return None
+
+
+def lookup_1m(args: argparse.Namespace) -> str:
+    script = Path(__file__).resolve().parent / "lookup_1m.py"
+    if not script.exists():
+        return "Caller lookup at 1M customers / 5M orders: bench/lookup_1m.py is not on this branch."
+    if not args.lookup_1m:
+        return "Caller lookup at 1M customers / 5M orders: run `bench/lookup_1m.py` (--lookup-1m runs it here)."
+    done = subprocess.run(
+        [sys.executable, str(script), "--pg-url", args.pg_url],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=args.lookup_timeout,
+    )
+    return f"bench/lookup_1m.py (exit {done.returncode}):\n{done.stdout.strip()}\n{done.stderr.strip()[-2000:]}"
 
 
 async def main_async(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     deadline = Deadline(args.deadline)
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends:
+    if args.backend != "sqlite" or args.workers:
         host = make_url(args.pg_url).host or "127.0.0.1"
         if host not in LOCAL_PG_HOSTS:
             print(f"refusing a non-local PostgreSQL host {host!r}: this benchmark stays on 127.0.0.1", file=sys.stderr)
             return 2
-    nofile = _raise_nofile(args.concurrency * 2 + 1024)
+    variants, scenarios = plan(args)
+    most = max(s.calls if s.rate or s.hold else (s.concurrency or s.calls) for s in scenarios)
+    nofile = _raise_nofile(most * 2 + 1024)
     started = datetime.now(UTC)
+    loadavg_start = os.getloadavg()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp:
         workdir = Path(tmp)
         try:
             async with asyncio.timeout(args.deadline):
-                echo = await run_echo(args, workdir, deadline)
-                runs.append(echo)
-                print(
-                    f"[echo] {echo['completed']}/{echo['calls']} completed, {echo['calls_per_s']} calls/s",
-                    file=sys.stderr,
-                )
-                for backend in backends:
-                    runs.extend(await run_backend(args, backend, workdir, deadline))
+                for variant in variants:
+                    runs.extend(await run_variant(args, variant, scenarios, workdir, deadline))
         except TimeoutError:
             print(f"global deadline of {args.deadline} s reached; reporting what finished", file=sys.stderr)
-        if args.keep_logs:
-            keep = Path(args.keep_logs)
-            keep.mkdir(parents=True, exist_ok=True)
-            for log in workdir.glob("server-*.log"):
-                shutil.copy(log, keep / log.name)
+    echo = {r["scenario"]: r for r in runs if r["server"] == "echo"}
     for r in runs:
-        add_ratios(r, runs[0] if runs and runs[0]["name"] == "echo baseline" else None)
+        add_ratios(r, echo.get(r["scenario"]))
+    lookup = lookup_1m(args)
     meta = {
         "date": started.isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"{round(psutil.virtual_memory().total / 2**30, 1) if psutil else '?'} GiB RAM, {platform.platform()}",
         "python": platform.python_version(),
-        "calls": args.calls,
-        "concurrency": args.concurrency,
+        "loadavg_start": loadavg_start,
+        "loadavg_end": os.getloadavg(),
         "rlimit_nofile": nofile,
-        "setup": "server in a child process (start_service, web disabled); load generator in this process",
-        "media": "answered immediately (no playback time)",
+        "setup": "server in a child process (bench child: start_service, web disabled; or `ivr serve --workers N`); "
+        "load generator in this process; media answered at once (no playback time)",
         "load_generator_ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "elapsed_s": round(args.deadline - deadline.left(), 1),
+        "commit": _git_commit(),
+        "ceilings": ceilings(runs),
+        "lookup_1m": lookup,
     }
     print(
-        f"\n{meta['date']}  {meta['machine']}  python {meta['python']}  "
-        f"{args.calls} calls, concurrency {args.concurrency}\n"
+        f"\n{meta['date']}  {meta['machine']}  python {meta['python']}  load average "
+        f"{' '.join(f'{x:.2f}' for x in loadavg_start)} → {' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} "
+        f"(1/5/15 min), {meta['elapsed_s']} s, commit {meta['commit']}\n"
     )
     if runs:
-        print_table(runs)
+        print(markdown_table(runs))
+        if meta["ceilings"]:
+            print(
+                f"\nCeiling (orders placed >= {CEILING_ORDERS_PCT:g} % and 1st prompt p99 <= "
+                f"{CEILING_FIRST_PROMPT_P99_MS:g} ms, steps of {fmt(args.duration)} s): "
+                + "; ".join(
+                    f"{k} {fmt(v['ceiling_calls_per_s'])} calls/s"
+                    + (f" (failed at {fmt(v['first_failed_step'])})" if v["first_failed_step"] else " (no step failed)")
+                    for k, v in meta["ceilings"].items()
+                )
+            )
+        print(f"\n{lookup}")
+        print_details(runs)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "runs": runs}, ensure_ascii=False, indent=2, default=str))
         print(f"\nresults written to {args.json}")
-    bad = any(r["failed"] or r["not_done"] for r in runs)
+    bad = any(r["failed"] for r in runs if r.get("ceiling_ok") is None)
     return 1 if bad or not runs else 0
 
 
@@ -1021,7 +1548,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get(PG_ENV) or PG_DEFAULT,
         help=f"PostgreSQL server for a throw-away database (default ${PG_ENV} or {PG_DEFAULT})",
     )
-    p.add_argument("--deadline", type=float, default=300.0, help="global deadline in seconds (default 300)")
+    p.add_argument("--deadline", type=float, default=None, help="global deadline in seconds (300, 2400 with --all)")
     p.add_argument("--run-timeout", type=float, default=120.0, help="cap on one load run (default 120 s)")
     p.add_argument(
         "--call-timeout",
@@ -1033,9 +1560,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cold",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run with an empty prompt cache on a fresh database (default on)",
+        default=False,
+        help="also run each ivr backend with an empty prompt cache on a fresh database (default off)",
     )
+    g = p.add_argument_group("issue 7 goals")
+    g.add_argument(
+        "--all",
+        action="store_true",
+        help="every goal: burst with 100 in flight, --find-ceiling, --hold 2000, --workers 2",
+    )
+    g.add_argument("--rate", type=float, help="open loop: a new call every 1/RATE s for --duration s")
+    g.add_argument("--duration", type=float, default=10.0, help="seconds of a paced run or ceiling step (default 10)")
+    g.add_argument(
+        "--find-ceiling",
+        action="store_true",
+        help="step the rate up (--steps) until orders placed < 99 %% or 1st prompt p99 > 150 ms",
+    )
+    g.add_argument(
+        "--steps",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[25, 50, 100, 150, 200, 250],
+        help="ceiling rates, calls/s (default 25,50,100,150,200,250)",
+    )
+    g.add_argument("--hold", type=int, default=0, help="hold N calls open in GET DATA and measure RSS per call")
+    g.add_argument(
+        "--hold-rate",
+        type=float,
+        default=100.0,
+        help="arrival rate of the held calls (default 100/s, below agi.max_call_rate=120 of main)",
+    )
+    g.add_argument(
+        "--hold-wait",
+        type=float,
+        default=10.0,
+        help="seconds after the last arrival to wait for every call to reach GET DATA (default 10)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=0, help="also run `python -m ivr serve --workers N` on PostgreSQL (2 with --all)"
+    )
+    g.add_argument(
+        "--customers",
+        type=int,
+        default=2000,
+        help="load customers per database; calls beyond it reuse them in turn (default 2000)",
+    )
+    g.add_argument("--lookup-1m", action="store_true", help="also run bench/lookup_1m.py and print its report")
+    g.add_argument("--lookup-timeout", type=float, default=1800.0, help="cap on bench/lookup_1m.py (default 1800 s)")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--keep-logs", help="copy the servers' logs to this directory")
     p.add_argument("--child", choices=["ivr", "echo"], help=argparse.SUPPRESS)
@@ -1044,10 +1614,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.concurrency is None:
         args.concurrency = args.calls
+    if args.all and not args.workers:
+        args.workers = 2
+    if args.deadline is None:
+        args.deadline = 2400.0 if args.all else 300.0
     if not 1 <= args.names <= len(NAMES):
         p.error(f"--names must be within 1..{len(NAMES)}")
     if args.calls < 1 or args.calls > 20000 or args.concurrency < 1:
         p.error("--calls must be within 1..20000 and --concurrency >= 1")
+    if (args.rate is not None and args.rate <= 0) or args.duration <= 0 or args.hold < 0 or args.customers < 1:
+        p.error("--rate and --duration must be > 0, --hold >= 0, --customers >= 1")
+    if any(r <= 0 for r in args.steps):
+        p.error("--steps must be positive rates")
     return args
 
 

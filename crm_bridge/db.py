@@ -151,7 +151,15 @@ async def downgrade(url: str, revision: str) -> None:
     log.info("db_downgraded", backend=make_url(url).get_backend_name(), revision=revision)
 
 
+# Two instances (or a supervisor and a stray `ivr db upgrade`) started at once on one PostgreSQL
+# must not both run the same migration: the first holds this transaction-level advisory lock, the
+# second waits for it and then finds the schema already at head.
+MIGRATION_LOCK_KEY = 0x1F4D_0001
+
+
 def _run_upgrade(connection: Connection, url: str, revision: str, step: Any = command.upgrade) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
     cfg = alembic_config(url)
     # env.py uses this connection instead of opening its own (alembic's "connection sharing" recipe).
     cfg.attributes["connection"] = connection

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
+from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
 from ivr.ami.client import AmiClient
 from ivr.calls.callback_request_call import CallbackRequestCall
@@ -24,6 +27,9 @@ from ivr.calls.recordings import RecordingLocator
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.calls.tracker import CallTracker
+from ivr.cluster import asyncpg_dsn, is_postgres
+from ivr.cluster.fanout import EventFanout
+from ivr.cluster.leader import AmiOwnership
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
@@ -66,7 +72,8 @@ def build_store(settings: Settings) -> tuple[AsyncEngine, CrmStore]:
 def build_prompt_cache(settings: Settings) -> PromptCache:
     p = settings.prompts
     engine = engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
-    return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en})
+    return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
+                       max_bytes=p.cache_max_mb * 1024 * 1024)
 
 
 @dataclass
@@ -84,13 +91,20 @@ class Service:
     ami: AmiClient
     web_runner: web.AppRunner | None = None
     web_port: int | None = None
+    # Several processes on one PostgreSQL (ivr/cluster): None = this process owns AMI alone.
+    ami_ownership: AmiOwnership | None = None
+    fanout: EventFanout | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float = 10.0) -> None:
         await self.agi.stop(grace)
         await self.calls.drain(grace)  # the last calls' rows and timelines
+        if self.ami_ownership is not None:
+            await self.ami_ownership.stop()  # stops AMI first if we own it, then frees the lock
         await self.ami.stop()
         await self.tracker.drain()
+        if self.fanout is not None:
+            await self.fanout.stop()
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.board.close()
@@ -98,9 +112,15 @@ class Service:
         self._stopped.set()
 
     def health(self) -> dict[str, object]:
+        ami = self.ami.health()
+        # owner/standby: decided by the AMI lock among processes; local: one process, no lock needed.
+        role = "local" if self.ami_ownership is None else self.ami_ownership.role
+        if role == "standby":  # another process holds the AMI lock: healthy, just not the owner
+            ami = {**ami, "status": "standby"}
         return {
             "agi": {"listening": self.agi.port is not None, "active_calls": self.agi.active_calls},
-            "ami": self.ami.health(),
+            "ami": ami,
+            "worker": {"pid": os.getpid(), "ami": role, "ami_lock": self.ami_ownership is not None},
         }
 
 
@@ -160,6 +180,14 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
     )
+    a = settings.agi
+    admission = Admission(
+        AdmissionLimits(
+            max_call_rate=a.max_call_rate, call_burst=a.call_burst, max_calls=a.max_connections,
+            max_loop_lag=a.max_loop_lag, max_record_backlog=a.max_record_backlog,
+        )
+    )
+    metrics.bind_admission(admission)
     agi = FastAgiServer(
         {"repeat-order": handler, "callback-request": callback},
         host=settings.agi.host,
@@ -168,6 +196,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         command_timeout=settings.agi.command_timeout,
         max_connections=settings.agi.max_connections,
         on_command=metrics.observe_agi,
+        admission=admission,
     )
     metrics.bind_agi_server(agi)
     tracker = CallTracker(
@@ -179,10 +208,22 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     )
     # AMI is optional: without a username the client says so once and stays idle.
     ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync)
+    ownership, fanout = None, None
+    if settings.ami.enabled and is_postgres(settings.database.url):
+        # Possibly one of several processes: AMI goes to the holder of the advisory lock, and board
+        # events cross processes so a screen pop reaches the operator's WebSocket on any of them.
+        dsn = asyncpg_dsn(settings.database.url)
+        fanout = EventFanout(dsn, board.on_event)
+        notifier.subscribe(fanout.publish)
+        ownership = AmiOwnership(dsn, on_acquired=ami.start, on_lost=ami.stop)
     await agi.start()
-    await ami.start()
+    if fanout is not None and ownership is not None:
+        await fanout.start()
+        await ownership.start()
+    else:
+        await ami.start()
     service = Service(settings=settings, engine=engine, store=store, notifier=notifier, agi=agi, board=board,
-                      tracker=tracker, ami=ami, calls=handler)
+                      tracker=tracker, ami=ami, calls=handler, ami_ownership=ownership, fanout=fanout)
     if settings.web.enabled:
         console = ConsoleDeps(
             store=store,
@@ -199,7 +240,8 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         web_app = build_web_app(store, api_token=settings.web.api_token, board=board, console=console)
         runner = web.AppRunner(web_app)
         await runner.setup()
-        site = web.TCPSite(runner, settings.web.host, settings.web.port)
+        # reuse_port: every worker (`ivr serve --workers N`) listens on the same port; the kernel spreads.
+        site = web.TCPSite(runner, settings.web.host, settings.web.port, reuse_port=True)
         await site.start()
         service.web_runner = runner
         sockets = site._server.sockets if site._server else ()  # the real port when 0 was asked for
@@ -212,12 +254,18 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         prompts=settings.prompts.dir,
         tts=settings.prompts.engine,
         ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
+        ami_lock=ownership is not None,
+        pid=os.getpid(),
     )
     return service
 
 
-async def serve_forever(settings: Settings) -> None:
-    service = await start_service(settings)
+async def serve_forever(
+    settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None
+) -> None:
+    service = await start_service(settings, migrate=migrate)
+    if on_started is not None:  # the supervisor of `ivr serve --workers N` waits for this
+        on_started()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

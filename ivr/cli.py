@@ -18,6 +18,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the FastAGI server and the web API")
     serve.add_argument("--demo", action="store_true", help="load the demo data set first (idempotent)")
+    serve.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes sharing the ports (PostgreSQL only; default 1: one process, no supervisor)",
+    )
+    # Set by the supervisor only: this process is a worker; it writes one byte to the fd once serving.
+    serve.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
@@ -87,12 +93,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from ivr.app import serve_forever
+    from ivr.cluster import is_postgres
+
+    if args.worker_ready_fd is not None:  # the supervisor migrated (and loaded the demo data) already
+        from ivr.app import serve_forever
+        from ivr.cluster.supervisor import report_ready
+
+        await serve_forever(settings, migrate=False, on_started=lambda: report_ready(args.worker_ready_fd))
+        return 0
+    if args.workers < 1:
+        print("ivr serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not is_postgres(settings.database.url):
+        print(
+            "ivr serve: --workers > 1 needs PostgreSQL (database.url postgresql+asyncpg://…); "
+            "SQLite is the single-process embedded store",
+            file=sys.stderr,
+        )
+        return 2
+    from ivr.app import serve_forever  # after the checks: it loads the whole service
 
     if args.demo:
         await _demo(settings, args)
-    await serve_forever(settings)
-    return 0
+    if args.workers == 1:
+        await serve_forever(settings)
+        return 0
+    from crm_bridge.db import upgrade
+    from ivr.cluster.supervisor import Supervisor, worker_command
+
+    await upgrade(settings.database.url)
+    return await Supervisor(args.workers, worker_command(str(args.config) if args.config else None)).run()
 
 
 async def _db(settings: Settings, args: argparse.Namespace) -> int:
@@ -152,12 +182,17 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
     from ivr.app import build_prompt_cache
-    from ivr.speech.prompt_cache import build_static
+    from ivr.speech.prompt_cache import build_segments, build_static
 
     cache = build_prompt_cache(settings)
     synthesized = await build_static(cache, ("ru", "en"))  # newly synthesized; the rest were cached
     ready = cache.hits + cache.misses
     print(f"{ready} static prompts ready in {settings.prompts.dir} ({synthesized} synthesized)")
+    units, new_units = await build_segments(cache, ("ru", "en"), max_quantity=settings.flow.max_quantity)
+    print(f"{units} segment units ready in {cache.directory / 'segments'} ({new_units} synthesized)")
+    report = await asyncio.to_thread(cache.sweep)
+    if report.files_removed:
+        print(f"evicted {report.files_removed} files ({report.bytes_removed} bytes) beyond prompts.cache_max_mb")
     return 0
 
 

@@ -37,7 +37,13 @@ class AgiSettings:
     # Where Asterisk finds our prompts: the same directory as prompts.dir unless Asterisk
     # runs in a container that mounts it elsewhere.
     asterisk_prompts_dir: str = ""
-    max_connections: int = 2000
+    # Admission control (ivr/agi/admission.py): above any of these a new call goes straight to an
+    # operator with IVR_REASON=overloaded. 0 disables a limit.
+    max_connections: int = 2000  # calls in the robot at once
+    max_call_rate: float = 120.0  # new calls per second per process (measured ceiling: bench/README.md)
+    call_burst: int = 120  # new calls accepted at once above the rate
+    max_loop_lag: float = 0.25  # seconds the event loop is already late (smoothed)
+    max_record_backlog: int = 20000  # call records waiting for the database
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class PromptSettings:
     # Words per minute for espeak-ng; a phone line wants it a little slower than default.
     rate: int = 150
     tts_deadline: float = 10.0
+    # Size limit of prompts.dir (static prompts, segment units, per-call files); least recently
+    # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
+    cache_max_mb: int = 512
 
 
 @dataclass(frozen=True)

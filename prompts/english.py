@@ -33,6 +33,21 @@ def spell_number(n: int) -> str:
     return re.sub(r"\band\s+", "", words)
 
 
+_SCALES = ("thousand", "million", "billion", "trillion")
+
+
+def number_units(n: int) -> list[str]:
+    """:func:`spell_number` cut where a recording can be reused: "nine hundred", a scale word and the
+    tens-and-ones word are each one unit (1920 -> one | thousand | nine hundred | twenty)."""
+    units: list[str] = []
+    for word in spell_number(n).split():
+        if word == "hundred" and units:
+            units[-1] = f"{units[-1]} hundred"
+        else:
+            units.append(word)
+    return units
+
+
 def ordinal(n: int) -> str:
     return num2words(int(n), lang="en", to="ordinal")
 
@@ -56,27 +71,37 @@ def pluralize(noun: str) -> str:
     return " ".join(words) + sep + tail
 
 
-def quantity_phrase(n: int, unit: str, name: str | None) -> str:
-    """'four 19-litre bottles of Pearl Dew water' / 'one pump'."""
+def quantity_parts(n: int, unit: str, name: str | None) -> tuple[str, str]:
+    """The pieces of :func:`quantity_phrase` after the number: ('19-litre bottles', 'of Pearl Dew water')."""
     if n < 1:
         raise ValueError(f"quantity must be at least 1, got {n}")
     counted = unit if n == 1 else pluralize(unit)
-    text = f"{spell_number(n)} {counted}"
-    if name:
-        # Catalogues write name_en either as "Pearl Dew water" or as "of Pearl Dew water"
-        # (mirroring the Russian genitive); both read as "… bottles of Pearl Dew water".
-        name = name.strip()
-        text += f" {name}" if name.lower().startswith("of ") else f" of {name}"
-    return text
+    if not name:
+        return counted, ""
+    # Catalogues write name_en either as "Pearl Dew water" or as "of Pearl Dew water"
+    # (mirroring the Russian genitive); both read as "… bottles of Pearl Dew water".
+    name = name.strip()
+    return counted, name if name.lower().startswith("of ") else f"of {name}"
+
+
+def quantity_phrase(n: int, unit: str, name: str | None) -> str:
+    """'four 19-litre bottles of Pearl Dew water' / 'one pump'."""
+    counted, spoken_name = quantity_parts(n, unit, name)
+    return " ".join(p for p in (spell_number(n), counted, spoken_name) if p)
+
+
+def money_parts(amount: Decimal) -> list[tuple[int, str]]:
+    """(number, currency word) for roubles, then kopecks when non-zero."""
+    rubles, kopecks = rubles_and_kopecks(amount)
+    parts = [(rubles, "rouble" if rubles == 1 else "roubles")]
+    if kopecks:
+        parts.append((kopecks, "kopeck" if kopecks == 1 else "kopecks"))
+    return parts
 
 
 def money_phrase(amount: Decimal) -> str:
     """Decimal('1920') -> 'one thousand nine hundred twenty roubles' (the currency stays roubles)."""
-    rubles, kopecks = rubles_and_kopecks(amount)
-    text = f"{spell_number(rubles)} {'rouble' if rubles == 1 else 'roubles'}"
-    if kopecks:
-        text += f" and {spell_number(kopecks)} {'kopeck' if kopecks == 1 else 'kopecks'}"
-    return text
+    return " and ".join(f"{spell_number(n)} {word}" for n, word in money_parts(amount))
 
 
 def date_phrase(day: date) -> str:
@@ -84,18 +109,32 @@ def date_phrase(day: date) -> str:
     return f"{MONTHS[day.month - 1]} {ordinal(day.day)}"
 
 
-def delivery_day_phrase(day: date, today: date) -> str:
+def relative_day(day: date, today: date) -> tuple[str, str]:
+    """What precedes the date and the separator: ('tomorrow', ', '), ('on Monday', ', ') or ('on', ' ')."""
     delta = (day - today).days
-    spoken_date = date_phrase(day)
-    if delta == 0:
-        return f"today, {spoken_date}"
-    if delta == 1:
-        return f"tomorrow, {spoken_date}"
-    if delta == 2:
-        return f"the day after tomorrow, {spoken_date}"
+    if 0 <= delta <= 2:
+        return ("today", "tomorrow", "the day after tomorrow")[delta], ", "
     if 2 < delta < 7:
-        return f"on {WEEKDAYS[day.weekday()]}, {spoken_date}"
-    return f"on {spoken_date}"
+        return f"on {WEEKDAYS[day.weekday()]}", ", "
+    return "on", " "
+
+
+def delivery_day_phrase(day: date, today: date) -> str:
+    relative, separator = relative_day(day, today)
+    return f"{relative}{separator}{date_phrase(day)}"
+
+
+def hour_parts(hour: int) -> tuple[int | None, str]:
+    """(the number said, the words after it): 9 -> (9, 'in the morning'), 12 -> (None, 'noon')."""
+    if not 0 <= hour <= 24:
+        raise ValueError(f"hour out of range: {hour}")
+    if hour in (0, 24):
+        return None, "midnight"
+    if hour == 12:
+        return None, "noon"
+    if hour < 12:
+        return hour, "in the morning"
+    return hour - 12, "in the afternoon" if hour < 18 else "in the evening"
 
 
 def hour_phrase(hour: int) -> str:
@@ -103,16 +142,8 @@ def hour_phrase(hour: int) -> str:
 
     Words rather than "9 a.m.": the abbreviation's full stop would end the sentence for TTS.
     """
-    if not 0 <= hour <= 24:
-        raise ValueError(f"hour out of range: {hour}")
-    if hour in (0, 24):
-        return "midnight"
-    if hour == 12:
-        return "noon"
-    if hour < 12:
-        return f"{spell_number(hour)} in the morning"
-    part = "in the afternoon" if hour < 18 else "in the evening"
-    return f"{spell_number(hour - 12)} {part}"
+    number, words = hour_parts(hour)
+    return words if number is None else f"{spell_number(number)} {words}"
 
 
 def transliterate(text: str) -> str:

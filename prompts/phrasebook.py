@@ -5,6 +5,11 @@ A template is a ``str.format`` string. Its fields are the prompt's parameters (`
 case where grammar needs one (``не больше {max:gent}``). Parameters are plain data (any objects
 with the attributes of the protocols below, ``Decimal`` money, ``datetime.date`` dates); the
 language module turns them into words, so the text is ready for any TTS engine.
+
+A prompt renders as a sequence of :class:`Segment` s whose texts, joined, are the sentence: template
+literals, field values cut into reusable units (a number word, an agreed unit, a name, a date), and
+the punctuation and spaces between them. ``render`` is that join, so the words on the timeline and
+the audio assembled from the units come from one rendering and cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from importlib import resources
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from prompts import english, russian
 
@@ -82,28 +88,66 @@ def static_prompt_ids() -> tuple[str, ...]:
     return tuple(prompt_id for prompt_id, params in PROMPT_PARAMS.items() if not params)
 
 
-class _Spoken:
-    """A parameter turned into words; the template's format spec (a case, or nothing) picks the form."""
+@dataclass(frozen=True)
+class Segment:
+    """A slice of a rendered prompt.
 
-    def __init__(self, say: Callable[[str], str]) -> None:
-        self._say = say
+    ``text`` is exactly as it appears in the sentence. ``say`` are the units a voice says for it,
+    each one reusable recording ("1920" is said as одна | тысяча | девятьсот | двадцать); empty for
+    punctuation and spaces, which are pauses. ``kind``: a template literal, a field value said as
+    written, a number said by its units (a capital at a sentence start changes its text, not its
+    units), or a gap.
+    """
 
-    def __format__(self, spec: str) -> str:
-        return self._say(spec)
+    text: str
+    say: tuple[str, ...] = ()
+    kind: Literal["literal", "value", "number", "gap"] = "value"
 
-    def __str__(self) -> str:
-        return self._say("")
-
-
-def _plain(text: str) -> _Spoken:
-    def say(spec: str) -> str:
-        if spec:
-            raise PromptParamsError(f"format spec {spec!r} does not apply here")
-        return text
-
-    return _Spoken(say)
+    @property
+    def is_gap(self) -> bool:
+        return self.kind == "gap"
 
 
+def _gap(text: str) -> Segment:
+    return Segment(re.sub(r"\s+", " ", text), (), "gap")
+
+
+def _words(text: str, kind: Literal["literal", "value"] = "value") -> list[Segment]:
+    """Words said as one unit (a name, an agreed noun, a literal between two fields)."""
+    text = " ".join(text.split())
+    return [Segment(text, (text,), kind)] if text else []
+
+
+def _number(units: Sequence[str]) -> Segment:
+    return Segment(" ".join(units), tuple(units), "number")
+
+
+def _literal(text: str) -> list[Segment]:
+    """A template literal: its leading and trailing punctuation are pauses, the words one unit."""
+    match = _LITERAL_RE.fullmatch(text)
+    assert match is not None  # the pattern matches any string
+    lead, core, trail = match.groups()
+    pieces = [_gap(lead)] if lead else []
+    pieces += _words(core, "literal")
+    if trail:
+        pieces.append(_gap(trail))
+    return pieces
+
+
+def _joined(parts: Sequence[list[Segment]], last: str, sep: str = ", ") -> list[Segment]:
+    """'a, b и c' over segment lists."""
+    pieces: list[Segment] = []
+    for i, part in enumerate(parts):
+        if i:
+            if i == len(parts) - 1:
+                pieces += [_gap(" "), *_words(last), _gap(" ")]
+            else:
+                pieces.append(_gap(sep))
+        pieces += part
+    return pieces
+
+
+_LITERAL_RE = re.compile(r"([\W_]*)(.*?)([\W_]*)", re.DOTALL)
 _LATIN_TO_CYRILLIC = str.maketrans("ABCEHKMOPTXY", "АВСЕНКМОРТХУ")
 _GROUP_RE = re.compile(r"\d+|[^\W\d_]+")
 
@@ -166,74 +210,133 @@ def _line(value: Any, name: str) -> OrderLine:
 
 
 class _Speaker(Protocol):
-    def spoken(self, name: str, value: Any, params: Mapping[str, Any]) -> _Spoken: ...
+    def spoken(self, name: str, value: Any, params: Mapping[str, Any], spec: str) -> list[Segment]: ...
+
+
+def _no_spec(name: str, spec: str) -> None:
+    if spec:
+        raise PromptParamsError(f"format spec {spec!r} does not apply to {name}")
+
+
+def _customer(value: Any) -> Customer:
+    if not isinstance(value, Customer):
+        raise PromptParamsError("customer lacks first_name/patronymic/last_name")
+    return value
 
 
 class _RussianSpeaker:
-    def item(self, line: OrderLine) -> str:
-        return russian.quantity_phrase(line.quantity, line.unit, line.name)
+    def item(self, line: OrderLine) -> list[Segment]:
+        gender, counted, name = russian.quantity_parts(line.quantity, line.unit, line.name)
+        pieces = [_number(russian.number_units(line.quantity, gender)), _gap(" "), *_words(counted)]
+        return pieces + [_gap(" "), *_words(name)] if name else pieces
 
-    def spoken(self, name: str, value: Any, params: Mapping[str, Any]) -> _Spoken:
+    def order_number(self, number: str) -> list[Segment]:
+        # Ids are often typed with Latin lookalikes ("A-1002"): a Russian voice switches to
+        # English on a Latin letter ("эй"), so lookalikes are said as the Cyrillic letter.
+        pieces: list[Segment] = []
+        for token in _order_number_tokens(number):
+            if pieces:
+                pieces.append(_gap(" "))
+            if token.isdigit():
+                pieces.append(Segment(token, tuple(russian.number_units(int(token))), "number"))
+            else:
+                pieces += _words(token.translate(_LATIN_TO_CYRILLIC))
+        return pieces
+
+    def spoken(self, name: str, value: Any, params: Mapping[str, Any], spec: str) -> list[Segment]:
+        if name in ("max", "window_start", "window_end", "open_hour", "close_hour"):
+            n = _check(value, int, name)
+            if n < 0:
+                raise PromptParamsError(f"{name} must not be negative")
+            return [_number(russian.number_units(n, "m", spec or "nomn"))]
+        _no_spec(name, spec)
         match name:
             case "customer":
-                if not isinstance(value, Customer):
-                    raise PromptParamsError("customer lacks first_name/patronymic/last_name")
-                return _plain(" ".join(p for p in (value.first_name, value.patronymic) if p).strip())
+                c = _customer(value)
+                return _words(" ".join(p for p in (c.first_name, c.patronymic) if p))
             case "order":
-                return _plain(russian.join_list([self.item(line) for line in _order_lines(value, name)]))
+                return _joined([self.item(line) for line in _order_lines(value, name)], "и")
             case "item":
-                return _plain(self.item(_line(value, name)))
-            case "max" | "window_start" | "window_end" | "open_hour" | "close_hour":
-                n = _check(value, int, name)
-                return _Spoken(lambda spec: russian.spell_number(n, "m", spec or "nomn"))
+                return self.item(_line(value, name))
             case "number":
-                # Ids are often typed with Latin lookalikes ("A-1002"): a Russian voice switches to
-                # English on a Latin letter ("эй"), so lookalikes are said as the Cyrillic letter.
-                text = " ".join(_order_number_tokens(str(value)))
-                return _plain(text.translate(_LATIN_TO_CYRILLIC))
+                return self.order_number(str(value))
             case "total":
-                return _plain(russian.money_phrase(Decimal(_check(value, Decimal | int, name))))
+                pieces: list[Segment] = []
+                for n, gender, word in russian.money_parts(Decimal(_check(value, Decimal | int, name))):
+                    if pieces:
+                        pieces.append(_gap(" "))
+                    pieces += [_number(russian.number_units(n, gender)), _gap(" "), *_words(word)]
+                return pieces
             case "delivery_date":
                 today = _check(params["today"], date, "today")
-                return _plain(russian.delivery_day_phrase(_check(value, date, name), today))
+                day = _check(value, date, name)
+                relative = russian.relative_day(day, today)
+                return [*_words(relative), _gap(", "), *self.date(day)] if relative else self.date(day)
             case "today":
-                return _plain(russian.date_phrase(_check(value, date, name)))
+                return self.date(_check(value, date, name))
         raise PromptParamsError(f"no wording for parameter {name!r}")
+
+    def date(self, day: date) -> list[Segment]:
+        return [*_words(russian.ordinal_genitive(day.day)), _gap(" "), *_words(russian.MONTHS_GENITIVE[day.month - 1])]
 
 
 class _EnglishSpeaker:
-    def item(self, line: OrderLine) -> str:
+    def item(self, line: OrderLine) -> list[Segment]:
         unit = line.unit_en or "item"  # never hand Cyrillic to an English voice
-        return english.quantity_phrase(line.quantity, unit, line.name_en)
+        counted, name = english.quantity_parts(line.quantity, unit, line.name_en)
+        pieces = [_number(english.number_units(line.quantity)), _gap(" "), *_words(counted)]
+        return pieces + [_gap(" "), *_words(name)] if name else pieces
 
-    def spoken(self, name: str, value: Any, params: Mapping[str, Any]) -> _Spoken:
+    def order_number(self, number: str) -> list[Segment]:
+        pieces: list[Segment] = []
+        previous = ""
+        for token in (english.transliterate(t) for t in _order_number_tokens(number)):
+            if pieces:
+                # "A 1002" makes espeak-ng say the article "a"; "A-1002" makes it say the letter.
+                single_letter = len(previous) == 1 and previous.isascii() and previous.isalpha()
+                pieces.append(_gap("-" if single_letter and token[:1].isdigit() else " "))
+            if token.isdigit():
+                pieces.append(Segment(token, tuple(english.number_units(int(token))), "number"))
+            else:
+                pieces += _words(token)
+            previous = token
+        return pieces
+
+    def spoken(self, name: str, value: Any, params: Mapping[str, Any], spec: str) -> list[Segment]:
+        _no_spec(name, spec)
         match name:
             case "customer":
-                if not isinstance(value, Customer):
-                    raise PromptParamsError("customer lacks first_name/patronymic/last_name")
-                return _plain(english.transliterate(value.first_name.strip()))
+                return _words(english.transliterate(_customer(value).first_name.strip()))
             case "order":
-                return _plain(english.join_list([self.item(line) for line in _order_lines(value, name)]))
+                return _joined([self.item(line) for line in _order_lines(value, name)], "and")
             case "item":
-                return _plain(self.item(_line(value, name)))
+                return self.item(_line(value, name))
             case "max":
-                n = _check(value, int, name)
-                return _plain(english.spell_number(n))
+                return [_number(english.number_units(_check(value, int, name)))]
             case "window_start" | "window_end" | "open_hour" | "close_hour":
-                return _plain(english.hour_phrase(_check(value, int, name)))
+                number, words = english.hour_parts(_check(value, int, name))
+                head = [] if number is None else [_number(english.number_units(number)), _gap(" ")]
+                return [*head, *_words(words)]
             case "number":
-                tokens = [english.transliterate(t) for t in _order_number_tokens(str(value))]
-                # "A 1002" makes espeak-ng say the article "a"; "A-1002" makes it say the letter.
-                text = " ".join(tokens)
-                return _plain(re.sub(r"\b([A-Za-z]) (?=\d)", r"\1-", text))
+                return self.order_number(str(value))
             case "total":
-                return _plain(english.money_phrase(Decimal(_check(value, Decimal | int, name))))
+                pieces: list[Segment] = []
+                for n, word in english.money_parts(Decimal(_check(value, Decimal | int, name))):
+                    if pieces:
+                        pieces += [_gap(" "), *_words("and"), _gap(" ")]
+                    pieces += [_number(english.number_units(n)), _gap(" "), *_words(word)]
+                return pieces
             case "delivery_date":
                 today = _check(params["today"], date, "today")
-                return _plain(english.delivery_day_phrase(_check(value, date, name), today))
+                day = _check(value, date, name)
+                relative, separator = english.relative_day(day, today)
+                return [*_words(relative), _gap(separator), *self.date(day)]
             case "today":
-                return _plain(english.date_phrase(_check(value, date, name)))
+                return self.date(_check(value, date, name))
         raise PromptParamsError(f"no wording for parameter {name!r}")
+
+    def date(self, day: date) -> list[Segment]:
+        return [*_words(english.MONTHS[day.month - 1]), _gap(" "), *_words(english.ordinal(day.day))]
 
 
 _SPEAKERS: dict[str, Callable[[], _Speaker]] = {"ru": _RussianSpeaker, "en": _EnglishSpeaker}
@@ -275,23 +378,64 @@ class Phrasebook:
             raise UnknownPrompt(prompt_id) from None
 
     def render(self, prompt_id: str, **params: Any) -> str:
+        """The prompt's text: the join of :meth:`segments`."""
+        return "".join(segment.text for segment in self.segments(prompt_id, **params))
+
+    def segments(self, prompt_id: str, **params: Any) -> tuple[Segment, ...]:
+        """The prompt as segments whose texts, joined, are the sentence (see :class:`Segment`)."""
         template = self.template(prompt_id)
         expected = PROMPT_PARAMS[prompt_id]
         missing = [p for p in expected if p not in params]
         unexpected = [p for p in params if p not in expected]
         if missing or unexpected:
             raise PromptParamsError(f"{prompt_id}: missing {missing}, unexpected {unexpected}")
-        values: dict[str, Any] = {}
-        for field in _template_fields(template):
-            if field in params:
-                values[field] = self._speaker.spoken(field, params[field], params)
-            else:  # an included static prompt, checked at load
-                values[field] = _plain(self.render(field))
+        pieces: list[Segment] = []
         try:
-            text = template.format_map(values)
-        except (ValueError, TypeError) as exc:
+            for literal, field, spec, conversion in string.Formatter().parse(template):
+                pieces += _literal(literal)
+                if field is None:
+                    continue
+                if conversion:
+                    raise PromptParamsError(f"{prompt_id}: conversion !{conversion} is not supported")
+                if field in params:
+                    pieces += self._speaker.spoken(field, params[field], params, spec or "")
+                else:  # an included static prompt, checked at load
+                    _no_spec(field, spec or "")
+                    pieces += self.segments(field)
+        except (ValueError, TypeError) as exc:  # a number or a noun pymorphy3/num2words cannot say
+            if isinstance(exc, PromptError):
+                raise
             raise PromptParamsError(f"{prompt_id}: {exc}") from exc
-        return _capitalize_sentences(" ".join(text.split()))
+        return _finish(pieces)
+
+
+def _finish(pieces: list[Segment]) -> tuple[Segment, ...]:
+    """Spaces as ``" ".join(text.split())`` leaves them, sentences capitalized, empty gaps dropped."""
+    merged: list[Segment] = []
+    for piece in pieces:
+        if piece.is_gap and merged and merged[-1].is_gap:
+            merged[-1] = _gap(merged[-1].text + piece.text)
+        elif piece.text:
+            merged.append(piece)
+    if merged and merged[0].is_gap:
+        merged[0] = _gap(merged[0].text.lstrip())
+    if merged and merged[-1].is_gap:
+        merged[-1] = _gap(merged[-1].text.rstrip())
+    merged = [piece for piece in merged if piece.text]
+    joined = "".join(piece.text for piece in merged)
+    capitalized = _capitalize_sentences(joined)
+    if len(capitalized) != len(joined):  # a letter whose capital is longer: say it all as one unit
+        return (Segment(capitalized, (capitalized,), "value"),)
+    out: list[Segment] = []
+    pos = 0
+    for piece in merged:
+        text = capitalized[pos : pos + len(piece.text)]
+        pos += len(piece.text)
+        if text == piece.text or piece.kind == "number":
+            out.append(Segment(text, piece.say, piece.kind))
+        else:  # words said as written: say them as now written
+            out.append(Segment(text, (text,), piece.kind))
+    return tuple(out)
 
 
 def _validate(language: str, templates: Mapping[str, str]) -> None:

@@ -101,6 +101,35 @@ def spell_number(n: int, gender: Gender = "m", case: str = "nomn") -> str:
     return " ".join(_inflect_numeral_word(word, case) for word in words.split())
 
 
+_SCALE_PREFIXES = ("тысяч", "миллион", "миллиард", "триллион")
+_CASES = ("nomn", "gent", "datv", "accs", "ablt", "loct")
+
+
+@functools.cache
+def _hundreds_words() -> frozenset[str]:
+    return frozenset(spell_number(h * 100, "m", case) for h in range(1, 10) for case in _CASES)
+
+
+def number_units(n: int, gender: Gender = "m", case: str = "nomn") -> list[str]:
+    """:func:`spell_number` cut where a recording can be reused: a hundreds word, a scale word
+    ("тысяча") and the tens-and-ones pair are each one unit, so 0..99 in each gender and case, nine
+    hundreds and the scale words say every number (1920 -> одна | тысяча | девятьсот | двадцать).
+    """
+    units: list[str] = []
+    run: list[str] = []
+    for word in spell_number(n, gender, case).split():
+        if word in _hundreds_words() or word.startswith(_SCALE_PREFIXES):
+            if run:
+                units.append(" ".join(run))
+                run = []
+            units.append(word)
+        else:
+            run.append(word)
+    if run:
+        units.append(" ".join(run))
+    return units
+
+
 def _inflect_numeral_word(word: str, case: str) -> str:
     # Numeral readings first ("сто" is also read as a noun, which would not decline as "ста").
     for pos in (("NUMR", "ADJF"), ("NOUN",)):
@@ -136,8 +165,8 @@ def expand_abbreviations(text: str) -> str:
     return _ABBREVIATION_RE.sub(replace, text)
 
 
-def quantity_phrase(n: int, unit: str, name: str = "") -> str:
-    """'двадцать один баллон воды …': the numeral in the unit's gender, the unit agreed with it.
+def quantity_parts(n: int, unit: str, name: str = "") -> tuple[Gender, str, str]:
+    """The pieces of :func:`quantity_phrase`: (the numeral's gender, the agreed unit, the spoken name).
 
     ``unit`` may be several words ("упаковка стаканчиков"): the first noun is agreed, the rest is
     kept as written. Abbreviations in ``name`` ("19 л") are said in full.
@@ -150,19 +179,27 @@ def quantity_phrase(n: int, unit: str, name: str = "") -> str:
     head = next((i for i, w in enumerate(words) if _is_noun(w)), 0)
     gender = noun_gender(words[head])
     words[head] = agree_noun(words[head], n)
-    parts = [spell_number(n, gender), " ".join(words)]
-    if name.strip():
-        parts.append(expand_abbreviations(name.strip()))
-    return " ".join(parts)
+    return gender, " ".join(words), expand_abbreviations(name.strip()) if name.strip() else ""
+
+
+def quantity_phrase(n: int, unit: str, name: str = "") -> str:
+    """'двадцать один баллон воды …': the numeral in the unit's gender, the unit agreed with it."""
+    gender, counted, spoken_name = quantity_parts(n, unit, name)
+    return " ".join(p for p in (spell_number(n, gender), counted, spoken_name) if p)
+
+
+def money_parts(amount: Decimal) -> list[tuple[int, Gender, str]]:
+    """(number, its gender, the agreed currency word) for rubles, then kopecks when non-zero."""
+    rubles, kopecks = rubles_and_kopecks(amount)
+    parts = [(rubles, noun_gender("рубль"), agree_noun("рубль", rubles))]
+    if kopecks:
+        parts.append((kopecks, noun_gender("копейка"), agree_noun("копейка", kopecks)))
+    return parts
 
 
 def money_phrase(amount: Decimal) -> str:
     """Decimal('1200.50') -> 'одна тысяча двести рублей пятьдесят копеек' (kopecks only when non-zero)."""
-    rubles, kopecks = rubles_and_kopecks(amount)
-    text = f"{spell_number(rubles, noun_gender('рубль'))} {agree_noun('рубль', rubles)}"
-    if kopecks:
-        text += f" {spell_number(kopecks, noun_gender('копейка'))} {agree_noun('копейка', kopecks)}"
-    return text
+    return " ".join(f"{spell_number(n, gender)} {word}" for n, gender, word in money_parts(amount))
 
 
 def date_phrase(day: date) -> str:
@@ -170,22 +207,23 @@ def date_phrase(day: date) -> str:
     return f"{ordinal_genitive(day.day)} {MONTHS_GENITIVE[day.month - 1]}"
 
 
+def relative_day(day: date, today: date) -> str | None:
+    """'сегодня' / 'завтра' / 'послезавтра' / 'в понедельник' within a week, else None (only the date is said)."""
+    delta = (day - today).days
+    if 0 <= delta <= 2:
+        return ("сегодня", "завтра", "послезавтра")[delta]
+    if 2 < delta < 7:
+        return WEEKDAYS_ACCUSATIVE[day.isoweekday() - 1]
+    return None
+
+
 def delivery_day_phrase(day: date, today: date) -> str:
     """'завтра, двадцать восьмого ноября' / 'послезавтра, …' / 'в понедельник, тридцатого ноября'.
 
     Beyond a week (or in the past, which should not happen) only the date is said.
     """
-    delta = (day - today).days
-    spoken_date = date_phrase(day)
-    if delta == 0:
-        return f"сегодня, {spoken_date}"
-    if delta == 1:
-        return f"завтра, {spoken_date}"
-    if delta == 2:
-        return f"послезавтра, {spoken_date}"
-    if 2 < delta < 7:
-        return f"{WEEKDAYS_ACCUSATIVE[day.isoweekday() - 1]}, {spoken_date}"
-    return spoken_date
+    relative = relative_day(day, today)
+    return f"{relative}, {date_phrase(day)}" if relative else date_phrase(day)
 
 
 def join_list(items: list[str]) -> str:

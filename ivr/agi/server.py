@@ -14,8 +14,9 @@ from typing import Any
 
 import structlog
 
+from ivr.agi.admission import OVERLOADED, Admission, AdmissionLimits
 from ivr.agi.channel import AgiChannel
-from ivr.agi.env import read_env
+from ivr.agi.env import AgiEnv, read_env
 from ivr.agi.errors import AgiEnvError, AgiError, AgiHangup
 
 Handler = Callable[[AgiChannel], Awaitable[None]]
@@ -56,11 +57,16 @@ class FastAgiServer:
         logger: Any = None,
         hangup_grace: float = 5.0,
         on_command: Callable[[str, float], None] | None = None,
+        admission: Admission | None = None,
+        on_rejected: Callable[[AgiEnv, str], None] | None = None,
     ) -> None:
         """``hangup_grace``: after the caller hung up, a handler still running this long is cancelled.
 
         ``on_command(verb, seconds)``: handed to every call's AgiChannel (command latency metrics);
         a public attribute, so it may also be set after construction.
+        ``admission``: decides at connect time whether the robot takes the call (ivr.agi.admission);
+        without one only ``max_connections`` limits. ``on_rejected(env, cause)``: told about every
+        call refused as overloaded, after the dialplan was told (its call record).
         """
         self._routes = dict(routes)
         self.on_command = on_command
@@ -70,6 +76,8 @@ class FastAgiServer:
         self._command_timeout = command_timeout
         self._max_connections = max_connections
         self._hangup_grace = hangup_grace
+        self.admission = admission or Admission(AdmissionLimits(max_calls=max_connections, max_loop_lag=0.0))
+        self.on_rejected = on_rejected
         if logger is None:
             logger = structlog.get_logger("ivr.agi")
         elif not hasattr(logger, "bind"):  # a stdlib logging.Logger
@@ -97,9 +105,13 @@ class FastAgiServer:
         # A call burst arrives all at once; asyncio's default backlog of 100 makes the kernel drop
         # the rest of the SYNs and Asterisk's connects stall for a second (measured in bench/).
         backlog = max(128, min(self._max_connections, 4096))
+        # reuse_port: every worker of `ivr serve --workers N` binds the same port and the kernel
+        # spreads the connections (a socket without SO_REUSEPORT on the port still makes bind fail).
         self._server = await asyncio.start_server(
-            self._on_connection, self._host, self._port, limit=STREAM_LIMIT, reuse_address=True, backlog=backlog
+            self._on_connection, self._host, self._port, limit=STREAM_LIMIT, reuse_address=True, backlog=backlog,
+            reuse_port=True,
         )
+        self.admission.start()
         self._log.info("agi_server_started", host=self._host, port=self.port)
 
     async def stop(self, grace: float) -> None:
@@ -107,6 +119,7 @@ class FastAgiServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        await self.admission.stop()
         tasks = {t for t in self._tasks if not t.done()}
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -124,7 +137,7 @@ class FastAgiServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        overloaded = self._connections >= self._max_connections
+        refused = self.admission.check(self._connections)
         self._connections += 1
         log = self._log.bind(peer=_peer_name(writer))
         channel: AgiChannel | None = None
@@ -137,9 +150,11 @@ class FastAgiServer:
             log = log.bind(script=env.script, uniqueid=env.uniqueid)
             channel = AgiChannel(reader, writer, env, command_timeout=self._command_timeout, logger=log,
                                  on_command=self.on_command)
-            if overloaded:
-                log.warning("agi_overloaded", max_connections=self._max_connections)
-                await self._fail(channel, "overloaded", log)
+            if refused is not None:
+                log.warning("agi_overloaded", cause=refused, active_calls=self._connections - 1)
+                await self._fail(channel, OVERLOADED, log)
+                if self.on_rejected is not None:
+                    self.on_rejected(env, refused)
                 return
             handler = self._routes.get(env.script)
             if handler is None:

@@ -106,6 +106,9 @@ class CallbackRequestCall:
         except SpeechError as exc:
             log.error("prompt_failed", error=str(exc))
             return
-        with contextlib.suppress(AgiPlaybackFailed):
-            await channel.stream_file(utterance.asterisk_path, "", timeout=utterance.seconds + self._media_slack)
+        try:
+            with contextlib.suppress(AgiPlaybackFailed):
+                await channel.stream_file(utterance.asterisk_path, "", timeout=utterance.seconds + self._media_slack)
+        finally:
+            self._speaker.release(utterance)
 

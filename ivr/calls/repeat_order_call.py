@@ -261,6 +261,8 @@ class _Call:
             )
         except AgiPlaybackFailed:
             return self._failed("playback_failed", ask.step)
+        finally:  # played, interrupted or the caller gone: the per-call file is no longer needed
+            self.h._speaker.release(utterance)
         self.h._notifier.emit(self.events, "dtmf.received", step=ask.step, digits=got.digits, timed_out=got.timed_out)
         return Digits(got.digits, got.timed_out)
 
@@ -410,10 +412,13 @@ class _Call:
             return
         self.h._notifier.emit(self.events, "prompt.played", step=self.step, text=utterance.text,
                               prompts=[p.prompt_id for p in prompts])
-        with contextlib.suppress(AgiPlaybackFailed):
-            await self.channel.stream_file(
-                utterance.asterisk_path, "", timeout=utterance.seconds + self.h._config.media_slack
-            )
+        try:
+            with contextlib.suppress(AgiPlaybackFailed):
+                await self.channel.stream_file(
+                    utterance.asterisk_path, "", timeout=utterance.seconds + self.h._config.media_slack
+                )
+        finally:
+            self.h._speaker.release(utterance)
 
     async def _hand_over(self, result: str, reason: str, customer_id: str | None = None,
                          order_id: str | None = None) -> None:

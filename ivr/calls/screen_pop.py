@@ -27,6 +27,11 @@ _PATH_KINDS = {
     "call.started", "caller.identified", "prompt.played", "dtmf.received", "order.created", "step.failed",
     "call.escalated", "callback.created", "queue.entered", "operator.no_answer",
 }
+_OPERATOR_KINDS = {"operator.ringing", "operator.answered", "operator.completed", "call.hungup", "operator.no_answer"}
+# What the board reads, for whoever forwards events to a board in another process (ivr/cluster/fanout.py).
+BOARD_KINDS = frozenset(_PATH_KINDS | _OPERATOR_KINDS)
+_SHOWN_KEYS = ("step", "text", "digits", "timed_out", "status", "reason", "order_id", "queue", "task_id")
+BOARD_DATA_KEYS = frozenset({*_SHOWN_KEYS, "caller", "candidates", "customer_id", "operator_interface"})
 _RECENT_CALLS = 2000
 _LAST_ORDERS = 3
 
@@ -83,8 +88,7 @@ class OperatorBoard:
                 old, _ = self._paths.popitem(last=False)
                 self._facts.pop(old, None)
                 self._customers.pop(old, None)
-        if event.kind in ("operator.ringing", "operator.answered", "operator.completed", "call.hungup",
-                          "operator.no_answer"):
+        if event.kind in _OPERATOR_KINDS:
             self._spawn(self._operator_event(event))
 
     def _spawn(self, coro) -> None:
@@ -172,8 +176,7 @@ class OperatorBoard:
 
 
 def _shown(data: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("step", "text", "digits", "timed_out", "status", "reason", "order_id", "queue", "task_id")
-    return {k: data[k] for k in keep if k in data}
+    return {k: data[k] for k in _SHOWN_KEYS if k in data}
 
 
 def _order(order) -> dict[str, Any]:

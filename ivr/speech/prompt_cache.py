@@ -1,20 +1,48 @@
-"""Synthesized prompts on disk, keyed by what was said and how; built once, read by Asterisk."""
+"""Synthesized prompts on disk, keyed by what was said and how; built once, read by Asterisk.
+
+Layout of ``prompts.dir``: ``<key>.wav`` (+ ``<key>.txt``, its words) for static prompts (no
+personal data), ``segments/<key>.wav`` for the units prompts are assembled from (no text beside
+them: a name's unit says a customer's name), ``calls/<random>.wav`` (+ ``.txt``) for a composed
+prompt while its call plays it, and ``named/`` for prompts the dialplan plays by name. All names
+are hashes or random. The cache has a size limit: see :meth:`PromptCache.sweep`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+from crm_bridge.demo import DEMO_DIR
 from ivr.speech.audio import AudioError, to_asterisk_wav
 from ivr.speech.tts import TtsEngine, TtsError
 from prompts.phrasebook import Phrasebook, static_prompt_ids
+from prompts.vocabulary import vocabulary
 
 FILE_MODE = 0o644  # Asterisk runs as another user: it needs to read what we write
+# A composed per-call file is deleted when its call has played it; one left behind by a crash is
+# swept once it is older than any prompt plus its media slack could take.
+CALL_FILE_MAX_AGE = 600.0
+# After eviction the cache is at most this share of its limit, so a sweep is not due again at once.
+_SWEEP_LOW_WATER = 0.9
+
+log = structlog.get_logger("ivr.speech")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    files_removed: int
+    bytes_removed: int
+    bytes_kept: int
 
 
 class PromptCache:
@@ -28,15 +56,23 @@ class PromptCache:
     """
 
     def __init__(
-        self, directory: Path, engine: TtsEngine, voices: Mapping[str, str], *, fsync: bool = False
+        self, directory: Path, engine: TtsEngine, voices: Mapping[str, str], *, fsync: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.calls_dir = self.directory / "calls"
         self.engine = engine
         self.voices = dict(voices)
         self.fsync = fsync
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.syntheses = 0  # TTS processes run, for any purpose: the "0 per call" of issue 7
         self._inflight: dict[str, asyncio.Task[Path]] = {}
+        self._written_since_sweep = 0
+        self._sweeping: asyncio.Task[SweepReport] | None = None
+        # Keys the segment library holds in memory: in use even if their files look old.
+        self.in_use: Callable[[], set[str]] = set
 
     def _voice(self, language: str) -> str:
         try:
@@ -64,6 +100,9 @@ class PromptCache:
         if task is None:
             if wav.is_file():
                 self.hits += 1
+                if self.max_bytes is not None:
+                    with contextlib.suppress(OSError):
+                        os.utime(wav)  # least recently used is what the sweep evicts first
                 return base
             self.misses += 1
             task = asyncio.create_task(self._build(text, self._voice(language), wav))
@@ -80,21 +119,108 @@ class PromptCache:
         if not task.cancelled():
             task.exception()  # retrieved here, raised to every waiter: no "never retrieved" noise
 
-    async def _build(self, text: str, voice: str, wav: Path) -> Path:
+    async def synthesize(self, text: str, language: str) -> bytes:
+        """One TTS process: ``text`` as 8 kHz mono 16-bit WAV bytes (nothing is written)."""
+        voice = self._voice(language)
+        self.syntheses += 1
         audio = await self.engine.synthesize(text, voice)
-        await asyncio.to_thread(self._convert_and_write, audio, text, wav)
-        return wav
+        return await asyncio.to_thread(self._convert, audio)
 
-    def _convert_and_write(self, audio: bytes, text: str, wav: Path) -> None:
+    def _convert(self, audio: bytes) -> bytes:
         try:
-            data = to_asterisk_wav(audio)
+            return to_asterisk_wav(audio)
         except AudioError as exc:
             raise TtsError(f"{self.engine.name} returned audio we cannot convert: {exc}") from exc
+
+    async def _build(self, text: str, voice: str, wav: Path) -> Path:
+        self.syntheses += 1
+        audio = await self.engine.synthesize(text, voice)
+        written = await asyncio.to_thread(self._convert_and_write, audio, text, wav)
+        self.note_written(written)
+        return wav
+
+    def _convert_and_write(self, audio: bytes, text: str, wav: Path) -> int:
+        data = self._convert(audio)
         self.directory.mkdir(parents=True, exist_ok=True)
         # The words beside the audio (<key>.txt): `ivr call` and people reading the directory see
         # what each file says. Written before the .wav, so a playable prompt always has its text.
-        self.write_atomic(wav.with_suffix(".txt"), text.encode("utf-8"))
+        # Only static prompts come here: their words carry no personal data.
+        words = text.encode("utf-8")
+        self.write_atomic(wav.with_suffix(".txt"), words)
         self.write_atomic(wav, data)
+        return len(words) + len(data)
+
+    # --- bounded disk -------------------------------------------------------------------------------
+
+    def note_written(self, size: int) -> None:
+        """Count bytes added to the cache (call it on the event loop); past 5 % of the limit a sweep
+        runs in a thread, so the directory never grows far beyond ``max_bytes``."""
+        if self.max_bytes is None:
+            return
+        self._written_since_sweep += size
+        if self._written_since_sweep < self.max_bytes // 20:
+            return
+        self._written_since_sweep = 0
+        self._start_sweep()
+
+    def _start_sweep(self) -> None:
+        if self._sweeping is not None and not self._sweeping.done():
+            return
+        self._sweeping = asyncio.get_running_loop().create_task(asyncio.to_thread(self.sweep))
+        self._sweeping.add_done_callback(_log_sweep)
+
+    def sweep(self, now: float | None = None) -> SweepReport:
+        """Keep the cache under ``max_bytes``: delete least recently used files first.
+
+        Recency is the file's mtime (a cache hit touches it) or "now" for units the segment library
+        holds in memory. Per-call files are never evicted by size (their call deletes them after
+        playing); those older than ``CALL_FILE_MAX_AGE`` (left by a crash) and stale temporary files
+        go regardless. ``named/`` is the dialplan's: never touched. Blocking: run it in a thread.
+        """
+        now = time.time() if now is None else now
+        in_use = self.in_use()
+        removed = removed_bytes = 0
+        entries: list[tuple[float, int, list[Path]]] = []
+        total = 0
+        for folder in (self.directory, self.directory / "segments", self.calls_dir):
+            groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
+            try:
+                listing = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in listing:
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                path = Path(entry.path)
+                stale = now - st.st_mtime > CALL_FILE_MAX_AGE
+                if entry.name.startswith(".") or (folder == self.calls_dir):
+                    if stale and _unlink(path):
+                        removed, removed_bytes = removed + 1, removed_bytes + st.st_size
+                    else:
+                        total += st.st_size
+                    continue
+                groups.setdefault(path.stem, []).append((path, st))
+            for stem, files in groups.items():
+                size = sum(st.st_size for _, st in files)
+                used = now if stem in in_use else max(st.st_mtime for _, st in files)
+                entries.append((used, size, [p for p, _ in files]))
+                total += size
+        if self.max_bytes is not None and total > self.max_bytes:
+            target = int(self.max_bytes * _SWEEP_LOW_WATER)
+            for _, size, paths in sorted(entries, key=lambda e: e[0]):
+                if total <= target:
+                    break
+                # The text first: a prompt that is playable always has its words.
+                for path in sorted(paths, key=lambda p: p.suffix != ".txt"):
+                    if _unlink(path):
+                        removed += 1
+                total -= size
+                removed_bytes += size
+        return SweepReport(files_removed=removed, bytes_removed=removed_bytes, bytes_kept=total)
 
     def write_atomic(self, target: Path, data: bytes) -> None:
         """Write a file Asterisk may read at any moment: temp file beside it, then rename."""
@@ -114,6 +240,24 @@ class PromptCache:
             raise
 
 
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _log_sweep(task: asyncio.Task[SweepReport]) -> None:
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        log.error("prompts.sweep_failed", error=repr(exc))
+    elif task.result().files_removed:
+        report = task.result()
+        log.info("prompts.swept", files=report.files_removed, bytes=report.bytes_removed, kept=report.bytes_kept)
+
+
 async def build_static(cache: PromptCache, languages: Iterable[str]) -> int:
     """Synthesize every parameterless prompt of every language ahead of calls (``ivr prompts build``).
 
@@ -125,6 +269,38 @@ async def build_static(cache: PromptCache, languages: Iterable[str]) -> int:
         texts = {phrasebook.render(prompt_id) for prompt_id in static_prompt_ids()}
         await asyncio.gather(*(cache.path_for(text, language) for text in sorted(texts)))
     return cache.misses - before
+
+
+async def build_segments(cache: PromptCache, languages: Iterable[str], *, max_quantity: int = 50) -> tuple[int, int]:
+    """Synthesize the segment library (numbers, amounts, dates, hours, letters, template literals,
+    the demo products) so a call synthesizes nothing but a new customer's name, once.
+
+    Returns (units in the library, units newly synthesized). Runs one TTS process per CPU.
+    """
+    from ivr.speech.segments import SegmentLibrary  # segments imports this module
+
+    products = _demo_products()
+    library = SegmentLibrary(cache, memory_bytes=0)  # building only: keep nothing in memory
+    total = new = 0
+    for language in languages:
+        units = vocabulary(language, products, max_quantity)
+        total += len(units)
+        new += await library.ensure(sorted(units), language, concurrency=os.cpu_count() or 2)
+    return total, new
+
+
+@dataclass(frozen=True)
+class _ProductWords:
+    unit: str
+    name: str
+    unit_en: str | None
+    name_en: str | None
+
+
+def _demo_products() -> list[_ProductWords]:
+    with open(DEMO_DIR / "products.csv", encoding="utf-8", newline="") as f:
+        return [_ProductWords(r["unit"], r["name"], r["unit_en"] or None, r["name_en"] or None)
+                for r in csv.DictReader(f)]
 
 
 # Prompts the dialplan plays by a fixed name (queues_ivr.conf's periodic announcement).

@@ -1,19 +1,37 @@
-"""Turns a flow's prompt references into one audio file Asterisk can play, and the text it says."""
+"""Turns a flow's prompt references into one audio file Asterisk can play, and the text it says.
+
+Static prompts (no parameters) are whole-sentence recordings in the prompt cache, built by
+``ivr prompts build``. A prompt with parameters is assembled from the segment library
+(ivr/speech/segments.py) into ``calls/<random>.wav`` with its words in ``<random>.txt`` beside
+it, and both are deleted by :meth:`Speaker.release` once the call has played it: per-call files
+never pile up and the customer's name leaves no file behind. GET DATA / STREAM FILE take a single
+file (shared/asterisk-traces), hence one composed file rather than a list. Anything the library
+cannot say falls back to one whole-sentence synthesis into the same kind of per-call file.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from ivr.flows.model import PromptRef
 from ivr.speech.prompt_cache import PromptCache
-from prompts.phrasebook import Phrasebook
+from ivr.speech.segments import SegmentLibrary, compose, pcm_to_wav, units_of
+from prompts.phrasebook import PROMPT_PARAMS, Phrasebook, Segment
 
 # Asterisk's own .wav format: 8 kHz, mono, 16-bit.
 _BYTES_PER_SECOND = 8000 * 2
 _WAV_HEADER = 44
+_BETWEEN_PROMPTS = Segment(" ", (), "gap")
+
+log = structlog.get_logger("ivr.speech")
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,7 @@ class Utterance:
     local_path: Path  # without extension, on our side
     asterisk_path: str  # without extension, as Asterisk sees the same file
     seconds: float  # how long it plays
+    transient: bool = False  # a per-call file: Speaker.release deletes it after playing
 
 
 class SpeechError(RuntimeError):
@@ -30,26 +49,48 @@ class SpeechError(RuntimeError):
 
 class Speaker:
     def __init__(
-        self, cache: PromptCache, *, asterisk_dir: str | None = None, deadline: float = 10.0, languages=("ru", "en")
+        self, cache: PromptCache, *, asterisk_dir: str | None = None, deadline: float = 10.0, languages=("ru", "en"),
+        library: SegmentLibrary | None = None,
     ) -> None:
         self._cache = cache
+        self._library = library or SegmentLibrary(cache)
+        cache.in_use = self._library.in_memory
         self._asterisk_dir = asterisk_dir or None
         self._deadline = deadline
         self._phrasebooks = {lang: Phrasebook.load(lang) for lang in languages}
+        self.fallbacks = 0  # prompts said by whole-sentence TTS because the library could not
+
+    @property
+    def tts_processes(self) -> int:
+        """TTS processes run so far (static prompts, units, fallbacks): 0 per call in steady state."""
+        return self._cache.syntheses
+
+    def _book(self, language: str) -> Phrasebook:
+        return self._phrasebooks.get(language) or self._phrasebooks["ru"]
+
+    def segments(self, prompts: Sequence[PromptRef], language: str) -> list[Segment]:
+        book = self._book(language)
+        out: list[Segment] = []
+        for prompt in prompts:
+            if out:
+                out.append(_BETWEEN_PROMPTS)
+            out.extend(book.segments(prompt.prompt_id, **dict(prompt.params)))
+        return out
 
     def text(self, prompts: Sequence[PromptRef], language: str) -> str:
-        book = self._phrasebooks.get(language) or self._phrasebooks["ru"]
-        return " ".join(book.render(p.prompt_id, **dict(p.params)) for p in prompts)
+        return "".join(segment.text for segment in self.segments(prompts, language))
 
     async def prepare(self, prompts: Sequence[PromptRef], language: str) -> Utterance:
-        """Render and synthesize (or find in the cache) the prompts as one file.
-
-        One file per question keeps barge-in simple: a key pressed at any moment of the whole
-        sentence interrupts it.
-        """
+        """Render the prompts and give the file that says them (one file: a key pressed at any
+        moment of the whole sentence interrupts it, which keeps barge-in simple)."""
         try:
-            text = self.text(prompts, language)
-            local = await asyncio.wait_for(self._cache.path_for(text, language), self._deadline)
+            segments = self.segments(prompts, language)
+            text = "".join(segment.text for segment in segments)
+            async with asyncio.timeout(self._deadline):
+                if all(not PROMPT_PARAMS.get(p.prompt_id) for p in prompts):
+                    local, transient = await self._cache.path_for(text, language), False
+                else:
+                    local, transient = await self._assemble(segments, text, language), True
         except TimeoutError as exc:
             raise SpeechError("tts_timeout") from exc
         except Exception as exc:
@@ -59,5 +100,29 @@ class Speaker:
             seconds = max(0.0, (wav.stat().st_size - _WAV_HEADER) / _BYTES_PER_SECOND)
         except OSError as exc:  # never ask Asterisk to play a file that is not there
             raise SpeechError(f"prompt_missing: {wav}") from exc
-        asterisk_path = str(Path(self._asterisk_dir) / local.name) if self._asterisk_dir else str(local)
-        return Utterance(text=text, local_path=local, asterisk_path=asterisk_path, seconds=seconds)
+        relative = local.relative_to(self._cache.directory)
+        asterisk_path = str(Path(self._asterisk_dir) / relative) if self._asterisk_dir else str(local)
+        return Utterance(text=text, local_path=local, asterisk_path=asterisk_path, seconds=seconds,
+                         transient=transient)
+
+    def release(self, utterance: Utterance) -> None:
+        """The call is done with this prompt (its GET DATA / STREAM FILE returned): delete a per-call file."""
+        if not utterance.transient:
+            return
+        for suffix in (".wav", ".txt"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{utterance.local_path}{suffix}")
+
+    async def _assemble(self, segments: Sequence[Segment], text: str, language: str) -> Path:
+        try:
+            audio = compose(segments, await self._library.audio(units_of(segments), language))
+            data = pcm_to_wav(audio)
+        except Exception as exc:  # the library failed: the caller still hears the sentence
+            self.fallbacks += 1
+            log.warning("prompt.segments_failed", error=repr(exc), language=language)
+            data = await self._cache.synthesize(text, language)
+        base = self._cache.calls_dir / uuid.uuid4().hex
+        # Text first: a playable prompt always has its words (`ivr call` prints them).
+        self._cache.write_atomic(base.with_name(base.name + ".txt"), text.encode("utf-8"))
+        self._cache.write_atomic(base.with_name(base.name + ".wav"), data)
+        return base

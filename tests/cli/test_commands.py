@@ -161,12 +161,20 @@ def test_prompts_build_synthesizes_8khz_wavs_once(ivr_env):
     assert any("оператор" in t for t in texts) and any("operator" in t for t in texts)
     assert f"{len(wavs)} static prompts ready in {ivr_env.prompts_dir} ({len(wavs)} synthesized)" in first.out
 
-    mtimes = {w: w.stat().st_mtime_ns for w in wavs}
+    units = sorted((ivr_env.prompts_dir / "segments").glob("*.wav"))
+    assert len(units) > 500  # numbers, dates, hours, literals, demo products in ru and en
+    assert f"{len(units)} segment units ready in {ivr_env.prompts_dir / 'segments'} ({len(units)} synthesized)" \
+        in first.out
+    assert not list((ivr_env.prompts_dir / "segments").glob("*.txt"))  # units carry no text beside them
+
+    # A rewrite would be a new inode (files appear by rename); a cache hit only touches the mtime (LRU).
+    inodes = {w: w.stat().st_ino for w in [*wavs, *units]}
     second = ivr_env.run("prompts", "build")
     assert second.code == 0, second.err
     assert f"{len(wavs)} static prompts ready in {ivr_env.prompts_dir} (0 synthesized)" in second.out
+    assert f"{len(units)} segment units ready in {ivr_env.prompts_dir / 'segments'} (0 synthesized)" in second.out
     assert sorted(ivr_env.prompts_dir.glob("*.wav")) == wavs
-    assert {w: w.stat().st_mtime_ns for w in wavs} == mtimes
+    assert {w: w.stat().st_ino for w in [*wavs, *units]} == inodes
 
 
 def test_a_config_file_named_on_the_command_line_must_exist(ivr_env):

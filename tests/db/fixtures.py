@@ -77,7 +77,8 @@ def _run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _reset_pg_schema(url: str) -> None:
+async def _reset_pg_schema_empty(url: str) -> None:
+    """The database with an empty ``public`` schema (not migrated)."""
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -85,6 +86,10 @@ async def _reset_pg_schema(url: str) -> None:
             await conn.execute(text("CREATE SCHEMA public"))
     finally:
         await engine.dispose()
+
+
+async def _reset_pg_schema(url: str) -> None:
+    await _reset_pg_schema_empty(url)
     await upgrade(url)
 
 

@@ -1,3 +1,4 @@
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -45,3 +46,22 @@ async def test_sqlite_engine_uses_wal_and_creates_the_parent_directory(tmp_path)
     assert mode == "wal"
     assert timeout >= 1000
     assert (tmp_path / "nested" / "dir" / "crm.sqlite3").exists()
+
+
+@pytest.mark.postgres
+async def test_two_upgrades_at_once_on_an_empty_postgres_database(request) -> None:
+    """Two instances started together on a fresh database: one migrates, the other waits, both succeed."""
+    import asyncio
+
+    from tests.db.fixtures import _reset_pg_schema_empty
+
+    url = request.getfixturevalue("pg_database")
+    await _reset_pg_schema_empty(url)
+    await asyncio.gather(upgrade(url), upgrade(url), upgrade(url))
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert len(version) == 1

@@ -21,6 +21,9 @@ Exposed at ``GET /metrics`` (ivr.web.console.monitoring). What feeds each metric
     Read at scrape time from the bound ``PromptCache`` objects (``hits`` / ``misses``).
 ``ivr_active_agi_calls`` (gauge)
     Read at scrape time from the bound ``FastAgiServer.active_calls``.
+``ivr_calls_rejected_total{cause}`` (counter), ``ivr_event_loop_lag_seconds`` (gauge)
+    Admission control (``ivr.agi.admission``): calls sent to an operator at once as ``overloaded``,
+    by the limit that refused them; the smoothed event-loop lag it decides on.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from crm_bridge.dto import TimelineEventIn
+from ivr.agi.admission import CAUSES
 
 log = structlog.get_logger("ivr.metrics")
 
@@ -68,6 +72,8 @@ class _LiveCollector(Collector):
             CounterMetricFamily("ivr_tts_cache_hits", "Synthesized prompts served from the cache"),
             CounterMetricFamily("ivr_tts_cache_misses", "Prompts that had to be synthesized"),
             GaugeMetricFamily("ivr_active_agi_calls", "FastAGI connections being served now"),
+            CounterMetricFamily("ivr_calls_rejected", "Calls refused as overloaded", labels=["cause"]),
+            GaugeMetricFamily("ivr_event_loop_lag_seconds", "Smoothed event-loop lag seen by admission control"),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -79,6 +85,15 @@ class _LiveCollector(Collector):
         servers = self._metrics.agi_servers
         yield GaugeMetricFamily("ivr_active_agi_calls", "FastAGI connections being served now",
                                 value=sum(int(getattr(s, "active_calls", 0)) for s in servers))
+        rejected = CounterMetricFamily("ivr_calls_rejected", "Calls refused as overloaded", labels=["cause"])
+        lag = 0.0
+        for admission in self._metrics.admissions:
+            for cause in CAUSES:
+                rejected.add_metric([cause], admission.rejected.get(cause, 0))
+            lag = max(lag, admission.loop_lag)
+        yield rejected
+        yield GaugeMetricFamily("ivr_event_loop_lag_seconds", "Smoothed event-loop lag seen by admission control",
+                                value=lag)
 
 
 class Metrics:
@@ -92,6 +107,7 @@ class Metrics:
                                     ["result"], buckets=QUEUE_BUCKETS, registry=self.registry)
         self.prompt_caches: list[Any] = []
         self.agi_servers: list[Any] = []
+        self.admissions: list[Any] = []
         self.registry.register(_LiveCollector(self))
 
     # --- feeds ------------------------------------------------------------------------------------
@@ -122,6 +138,10 @@ class Metrics:
     def bind_prompt_cache(self, cache: Any) -> None:
         if all(c is not cache for c in self.prompt_caches):
             self.prompt_caches.append(cache)
+
+    def bind_admission(self, admission: Any) -> None:
+        if all(a is not admission for a in self.admissions):
+            self.admissions.append(admission)
 
     def bind_agi_server(self, server: Any) -> None:
         if all(s is not server for s in self.agi_servers):

@@ -10,6 +10,9 @@
 - ``GET /healthz`` — no authentication, JSON. 200 when the database answers ``SELECT 1`` within
   ``DB_TIMEOUT`` and the FastAGI listener is listening; ``"status": "degraded"`` (still 200) when
   AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status": "down"`` otherwise.
+  With several processes on one PostgreSQL (ivr/cluster) only one owns AMI: the others say
+  ``"standby"``, which is healthy. ``worker`` names the process that answered: ``pid`` and ``ami``
+  (``owner`` | ``standby`` | ``local``, the last for a single process that needs no lock).
 - ``GET /metrics`` — Prometheus text format from ``deps.metrics`` (ivr.web.console.metrics, its
   own registry). Allowed with the API bearer token (``Authorization: Bearer …``) or from the
   loopback address (127.0.0.1 / ::1) — the local Prometheus agent needs no secret; anyone else
@@ -189,7 +192,7 @@ async def healthz(request: web.Request) -> web.Response:
     ami = health.get("ami") if isinstance(health.get("ami"), dict) else None
     agi_ok = bool(agi and agi.get("listening"))
     ami_status = (ami or {}).get("status") or "unknown"
-    ami_ok = ami_status == "connected"
+    ami_ok = ami_status in ("connected", "standby")  # standby: another process owns AMI (ivr/cluster)
     status = "ok" if db_ok and agi_ok and ami_ok else "degraded" if db_ok and agi_ok else "down"
     body = {
         "status": status,
@@ -200,6 +203,7 @@ async def healthz(request: web.Request) -> web.Response:
             "active_calls": (agi or {}).get("active_calls"),
         },
         "ami": {"ok": ami_ok, "status": ami_status, "last_error": (ami or {}).get("last_error")},
+        "worker": health.get("worker"),
     }
     response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
     response.headers["Cache-Control"] = "no-store"
