@@ -1,8 +1,24 @@
-"""Engine, sessions and schema upgrade for both backends (SQLite embedded, PostgreSQL in production)."""
+"""Engine, sessions and schema upgrade for both backends (SQLite embedded, PostgreSQL in production).
+
+Decisions (measured with bench/store_calls.py, see crm_bridge/README.md):
+
+* **No ``pool_pre_ping``.** It costs a round trip (two with the BEGIN/ROLLBACK asyncpg wraps it in)
+  on every checkout: 12 of the 35 round trips of a call. A dropped connection is detected when it is
+  used instead (``connection_invalidated`` on the error, the whole pool is then recycled) and the
+  store retries that unit of work once when it is safe to (``CrmStore``, ``errors.ConnectionLost``).
+* **PostgreSQL hot-path reads run in autocommit** (``autocommit(engine)``): a single statement is
+  its own transaction, so no BEGIN and no ROLLBACK round trips; asyncpg prepares each statement once
+  per connection (SQLAlchemy's per-connection prepared statement cache, 100 by default).
+* **SQLite has one writer at a time inside the process** (``sqlite_writer_lock``): write units of work
+  queue on an asyncio lock instead of spinning in ``busy_timeout`` (which blocks a worker thread per
+  waiter and still times out under a burst); other processes are kept out by ``BEGIN IMMEDIATE``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +60,42 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_hooks(engine)
         return engine
-    kwargs.update(pool_size=pool_size, pool_pre_ping=True)
+    # No pool_pre_ping: see the module docstring (retry once instead).
+    kwargs.update(pool_size=pool_size)
     return create_async_engine(url, **kwargs)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool in autocommit mode: each statement is its own transaction, no BEGIN/ROLLBACK.
+
+    PostgreSQL only: on SQLite our ``begin`` hook would open a transaction nobody commits.
+    """
+    if is_sqlite(engine):
+        raise ValueError("autocommit() is for PostgreSQL engines")
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def sqlite_writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    """The one asyncio lock every write unit of work on this SQLite engine holds; None on PostgreSQL.
+
+    SQLite allows one writer per database file. Without the lock, N concurrent writers each hold a
+    pooled connection and a thread spinning in busy_timeout; with it they wait in Python, cheaply
+    and in arrival order, and the writer that runs never finds the file locked by one of ours.
+    """
+    if not is_sqlite(engine):
+        return None
+    key = engine.sync_engine
+    lock = _WRITER_LOCKS.get(key)
+    if lock is None:
+        lock = _WRITER_LOCKS[key] = asyncio.Lock()
+    return lock
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
@@ -90,16 +140,27 @@ async def upgrade(url: str, revision: str = "head") -> None:
     log.info("db_upgraded", backend=make_url(url).get_backend_name(), revision=revision)
 
 
+async def downgrade(url: str, revision: str) -> None:
+    """Take the schema at ``url`` back to ``revision`` (each migration's ``downgrade``)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_upgrade, url, revision, command.downgrade)
+    finally:
+        await engine.dispose()
+    log.info("db_downgraded", backend=make_url(url).get_backend_name(), revision=revision)
+
+
 # Two instances (or a supervisor and a stray `ivr db upgrade`) started at once on one PostgreSQL
 # must not both run the same migration: the first holds this transaction-level advisory lock, the
 # second waits for it and then finds the schema already at head.
 MIGRATION_LOCK_KEY = 0x1F4D_0001
 
 
-def _run_upgrade(connection: Connection, url: str, revision: str) -> None:
+def _run_upgrade(connection: Connection, url: str, revision: str, step: Any = command.upgrade) -> None:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
     cfg = alembic_config(url)
     # env.py uses this connection instead of opening its own (alembic's "connection sharing" recipe).
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
+    step(cfg, revision)

@@ -11,6 +11,14 @@ class StoreUnavailable(CrmError):
     """The database could not be reached or failed: the IVR sends the caller to an operator."""
 
 
+class ConnectionLost(StoreUnavailable):
+    """A pooled connection turned out to be dead (server restart, backend terminated, network cut).
+
+    The pool has already been recycled when this is raised; the store retries a unit of work once
+    when that is safe (reads, idempotent writes), so callers only see it when the retry failed too.
+    """
+
+
 class UnknownCustomer(CrmError):
     def __init__(self, customer_id: str) -> None:
         super().__init__(f"unknown customer: {customer_id!r}")

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -130,7 +131,9 @@ class Product(Base):
 
 class Order(Base):
     __tablename__ = "orders"
-    __table_args__ = (Index(None, "customer_id", "ordered_at"),)
+    # (customer, time, id): a customer's newest order is the first entry of a backward index scan,
+    # ties on ordered_at included (migration 0004; the lookup reads it on every call).
+    __table_args__ = (Index(None, "customer_id", "ordered_at", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -179,12 +182,21 @@ class Invoice(Base):
 
 
 class SequenceCounter(Base):
-    """Gapless counters (order and invoice numbers): incremented inside the business transaction."""
+    """Gapless counters of order and invoice numbers on SQLite (taken inside the write transaction).
+
+    On PostgreSQL migration 0004 moved numbering to the sequences below and this table is left as it
+    was then (see crm_bridge/README.md, "Numbers").
+    """
 
     __tablename__ = "sequences"
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# PostgreSQL order and invoice numbers (migration 0004 starts them where the counters stood).
+ORDER_NUMBER_SEQUENCE = Sequence("order_number_seq", start=1001, metadata=Base.metadata)
+INVOICE_NUMBER_SEQUENCE = Sequence("invoice_number_seq", start=1, metadata=Base.metadata)
 
 
 class Call(Base):
@@ -302,6 +314,8 @@ class WebSession(Base):
 
 
 __all__ = [
+    "INVOICE_NUMBER_SEQUENCE",
+    "ORDER_NUMBER_SEQUENCE",
     "Base",
     "Call",
     "CallbackTask",

@@ -1,4 +1,10 @@
-"""Queries over an AsyncSession. They flush when they must but never commit: services own the unit of work."""
+"""Queries over an AsyncSession or AsyncConnection. They flush when they must but never commit: services
+own the unit of work.
+
+The call's hot path (caller lookup, placing an order) is Core over an ``AsyncConnection``: statements
+built once at import, executed with parameters, so SQLAlchemy's compiled cache and asyncpg's
+per-connection prepared statements are hit on every call and no ORM objects are built.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ARRAY, Row, String, and_, any_, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from crm_bridge.models import (
+    INVOICE_NUMBER_SEQUENCE,
+    ORDER_NUMBER_SEQUENCE,
     Call,
     CallbackTask,
     Customer,
@@ -22,6 +30,7 @@ from crm_bridge.models import (
     Product,
     SequenceCounter,
     TimelineEvent,
+    UtcDateTime,
 )
 
 # IN lists stay below SQLite's bound-parameter limit and keep PostgreSQL plans sane.
@@ -108,33 +117,6 @@ async def all_products(session: AsyncSession, *, active_only: bool) -> list[Prod
 # --- orders and invoices -----------------------------------------------------------------------
 
 
-async def last_order_of(
-    session: AsyncSession, customer_pk: int
-) -> tuple[Order, Invoice | None, list[tuple[OrderLine, Product | None]]] | None:
-    """Newest order with its invoice, lines and the lines' current products, in ONE query."""
-    newest = (
-        select(Order.id)
-        .where(Order.customer_id == customer_pk)
-        .order_by(Order.ordered_at.desc(), Order.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    stmt = (
-        select(Order, Invoice, OrderLine, Product)
-        .outerjoin(Invoice, Invoice.order_id == Order.id)
-        .outerjoin(OrderLine, OrderLine.order_id == Order.id)
-        .outerjoin(Product, Product.sku == OrderLine.sku)
-        .where(Order.id == newest)
-        .order_by(OrderLine.line_no)
-    )
-    rows = (await session.execute(stmt)).all()
-    if not rows:
-        return None
-    order, invoice = rows[0][0], rows[0][1]
-    lines = [(line, product) for _, _, line, product in rows if line is not None]
-    return order, invoice, lines
-
-
 async def orders_of_customer(session: AsyncSession, customer_pk: int) -> list[tuple[Order, Invoice | None]]:
     stmt = (
         select(Order, Invoice)
@@ -176,25 +158,288 @@ async def orders_by_external_ids(session: AsyncSession, ids: Sequence[str]) -> d
     return out
 
 
-async def next_sequence_value(session: AsyncSession, name: str) -> int:
-    """Atomically take the next value of counter ``name``.
+# --- the call's hot path: Core statements --------------------------------------------------------
 
-    ``UPDATE … RETURNING`` locks the counter row until the transaction ends, so numbers are unique
-    and gapless (a rolled-back order gives its number back). Works on SQLite ≥ 3.35 and PostgreSQL.
+_customers = Customer.__table__
+_phones = Phone.__table__
+_orders = Order.__table__
+_lines = OrderLine.__table__
+_invoices = Invoice.__table__
+_products = Product.__table__
+_counters = SequenceCounter.__table__
+
+
+def _caller_statement() -> Any:
+    """Phone -> owners, each with all their phones and their newest order (invoice, lines, products).
+
+    One flat row per (owner, phone, line): the caller's few phones times the last order's few lines.
+    The newest order is a correlated ``LIMIT 1`` over ``ix_orders_customer_id_ordered_at_id``, the owners
+    come from ``ix_phones_number`` (see bench/lookup_1m.py for the plan at 1M customers / 5M orders).
+    Shared numbers also get their owners' last orders: they are rare and go to an operator anyway,
+    and one statement for every case keeps the lookup at one round trip.
     """
-    bump = (
-        update(SequenceCounter)
-        .where(SequenceCounter.name == name)
-        .values(value=SequenceCounter.value + 1)
-        .returning(SequenceCounter.value)
+    matched = _phones.alias("matched")
+    phone = _phones.alias("phone")
+    newest = _orders.alias("newest")
+    last_order_pk = (
+        select(newest.c.id)
+        .where(newest.c.customer_id == _customers.c.id)
+        .order_by(newest.c.ordered_at.desc(), newest.c.id.desc())
+        .limit(1)
+        .correlate(_customers)
+        .scalar_subquery()
     )
-    value = (await session.execute(bump)).scalar()
-    if value is None:  # counter not seeded (schema made without migrations): create it, then bump
-        ins = _insert_for(session)(SequenceCounter).values(name=name, value=0)
-        await session.execute(ins.on_conflict_do_nothing(index_elements=["name"]))
-        value = (await session.execute(bump)).scalar_one()
+    return (
+        select(
+            _customers.c.id.label("customer_pk"),
+            _customers.c.customer_id,
+            _customers.c.last_name,
+            _customers.c.first_name,
+            _customers.c.patronymic,
+            _customers.c.language,
+            _customers.c.address,
+            phone.c.id.label("phone_pk"),
+            phone.c.number.label("phone"),
+            _orders.c.order_id,
+            _orders.c.ordered_at,
+            _orders.c.source,
+            _orders.c.delivery_date,
+            _orders.c.total.label("order_total"),
+            _invoices.c.number.label("invoice_number"),
+            _invoices.c.issued_at,
+            _invoices.c.subtotal,
+            _invoices.c.vat_rate,
+            _invoices.c.vat_amount,
+            _invoices.c.total.label("invoice_total"),
+            _lines.c.line_no,
+            _lines.c.sku,
+            _lines.c.quantity,
+            _lines.c.unit_price,
+            _lines.c.amount,
+            _lines.c.unit,
+            _lines.c.name,
+            _lines.c.unit_en,
+            _lines.c.name_en,
+            _products.c.id.label("product_pk"),
+            _products.c.unit.label("product_unit"),
+            _products.c.name.label("product_name"),
+            _products.c.unit_en.label("product_unit_en"),
+            _products.c.name_en.label("product_name_en"),
+        )
+        .select_from(
+            matched.join(_customers, _customers.c.id == matched.c.customer_id)
+            .join(phone, phone.c.customer_id == _customers.c.id)
+            .outerjoin(_orders, _orders.c.id == last_order_pk)
+            .outerjoin(_invoices, _invoices.c.order_id == _orders.c.id)
+            .outerjoin(_lines, _lines.c.order_id == _orders.c.id)
+            .outerjoin(_products, _products.c.sku == _lines.c.sku)
+        )
+        .where(matched.c.number == bindparam("number"))
+        .order_by(_customers.c.customer_id, phone.c.id, _lines.c.line_no)
+    )
+
+
+CALLER_BY_PHONE = _caller_statement()
+
+
+async def caller_rows(conn: AsyncConnection, number: str) -> Sequence[Row[Any]]:
+    """Rows of ``CALLER_BY_PHONE`` for an E.164 ``number`` (empty: nobody owns it)."""
+    return (await conn.execute(CALLER_BY_PHONE, {"number": number})).all()
+
+
+def _order_inputs_statement(*, pg: bool) -> Any:
+    """What placing an order needs to know, in one statement: the customer's key, whether the
+    idempotency key was already used, and the wanted products (a one-row header LEFT JOIN products,
+    so an unknown customer or product still returns the header).
+
+    PostgreSQL takes the skus as one array (``= ANY``): the SQL text is the same for any number of
+    lines, so it is prepared once per connection; SQLite gets an expanding ``IN`` list.
+    """
+    header = select(
+        select(_customers.c.id)
+        .where(_customers.c.customer_id == bindparam("customer_id"))
+        .scalar_subquery()
+        .label("customer_pk"),
+        select(_orders.c.id)
+        .where(_orders.c.idempotency_key == bindparam("key"))
+        .scalar_subquery()
+        .label("existing_pk"),
+    ).subquery("wanted")
+    if pg:
+        wanted_sku = _products.c.sku == any_(bindparam("skus", type_=ARRAY(String)))
+    else:
+        wanted_sku = _products.c.sku.in_(bindparam("skus", expanding=True))
+    return select(
+        header.c.customer_pk,
+        header.c.existing_pk,
+        _products.c.sku,
+        _products.c.price,
+        _products.c.unit,
+        _products.c.name,
+        _products.c.unit_en,
+        _products.c.name_en,
+        _products.c.active,
+    ).select_from(header.outerjoin(_products, wanted_sku))
+
+
+ORDER_INPUTS = {
+    "postgresql": _order_inputs_statement(pg=True),
+    "sqlite": _order_inputs_statement(pg=False),
+}
+
+
+async def order_inputs(
+    conn: AsyncConnection, customer_id: str, key: str, skus: Sequence[str]
+) -> tuple[int | None, int | None, dict[str, Row[Any]]]:
+    """(customer pk or None, pk of the order already placed under ``key`` or None, products by sku)."""
+    statement = ORDER_INPUTS[conn.dialect.name]
+    rows = (await conn.execute(statement, {"customer_id": customer_id, "key": key, "skus": sorted(set(skus))})).all()
+    products = {row.sku: row for row in rows if row.sku is not None}
+    return rows[0].customer_pk, rows[0].existing_pk, products
+
+
+def _placed_order_statement() -> Any:
+    return (
+        select(
+            _orders.c.order_id,
+            _orders.c.ordered_at,
+            _orders.c.source,
+            _orders.c.delivery_date,
+            _orders.c.total.label("order_total"),
+            _customers.c.customer_id,
+            _invoices.c.number.label("invoice_number"),
+            _invoices.c.issued_at,
+            _invoices.c.subtotal,
+            _invoices.c.vat_rate,
+            _invoices.c.vat_amount,
+            _invoices.c.total.label("invoice_total"),
+            _lines.c.line_no,
+            _lines.c.sku,
+            _lines.c.quantity,
+            _lines.c.unit_price,
+            _lines.c.amount,
+            _lines.c.unit,
+            _lines.c.name,
+            _lines.c.unit_en,
+            _lines.c.name_en,
+        )
+        .select_from(
+            _orders.join(_customers, _customers.c.id == _orders.c.customer_id)
+            .outerjoin(_invoices, _invoices.c.order_id == _orders.c.id)
+            .outerjoin(_lines, _lines.c.order_id == _orders.c.id)
+        )
+        .where(_orders.c.idempotency_key == bindparam("key"))
+        .order_by(_lines.c.line_no)
+    )
+
+
+PLACED_ORDER_BY_KEY = _placed_order_statement()
+
+
+async def placed_order_rows(conn: AsyncConnection, key: str) -> Sequence[Row[Any]]:
+    """The order placed under idempotency ``key``: one row per line (empty: no such order)."""
+    return (await conn.execute(PLACED_ORDER_BY_KEY, {"key": key})).all()
+
+
+# PostgreSQL: order, lines and invoice in ONE autocommit statement (one round trip, one implicit
+# transaction, no lock held across an event-loop wait). Numbers come from sequences, taken only when
+# the order row is really inserted: the NOT EXISTS guard skips nextval for a key already committed,
+# and the invoice's nextval runs only for the inserted order. ON CONFLICT DO NOTHING (no target)
+# settles both a concurrent duplicate key (it waits for the other insert, then inserts nothing) and a
+# generated number an import already took (nothing inserted; the service moves the sequence on).
+PLACE_ORDER_PG = text(
+    f"""
+WITH new_order AS (
+    INSERT INTO orders (order_id, customer_id, ordered_at, source, idempotency_key, call_id,
+                        delivery_date, total)
+    SELECT CAST(:order_prefix AS text) || nextval('{ORDER_NUMBER_SEQUENCE.name}'), CAST(:customer_pk AS integer),
+           CAST(:ordered_at AS timestamptz), CAST(:source AS text), CAST(:key AS text), CAST(:call_id AS text),
+           CAST(:delivery_date AS date), CAST(:total AS numeric)
+    WHERE NOT EXISTS (SELECT 1 FROM orders WHERE idempotency_key = CAST(:key AS text))
+    ON CONFLICT DO NOTHING
+    RETURNING id, order_id
+), new_lines AS (
+    INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price, amount, unit, name, unit_en, name_en)
+    SELECT new_order.id, line.no, line.sku, line.quantity, line.unit_price, line.amount, line.unit, line.name,
+           line.unit_en, line.name_en
+    FROM new_order, unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[]),
+                           CAST(:unit_prices AS numeric[]), CAST(:amounts AS numeric[]),
+                           CAST(:units AS text[]), CAST(:names AS text[]),
+                           CAST(:units_en AS text[]), CAST(:names_en AS text[]))
+         WITH ORDINALITY AS line(sku, quantity, unit_price, amount, unit, name, unit_en, name_en, no)
+), new_invoice AS (
+    INSERT INTO invoices (number, order_id, issued_at, subtotal, vat_rate, vat_amount, total)
+    SELECT CAST(:invoice_prefix AS text) || nextval('{INVOICE_NUMBER_SEQUENCE.name}'), new_order.id,
+           CAST(:ordered_at AS timestamptz), CAST(:subtotal AS numeric), CAST(:vat_rate AS numeric),
+           CAST(:vat_amount AS numeric), CAST(:payable AS numeric)
+    FROM new_order
+    RETURNING number
+)
+SELECT new_order.order_id, new_invoice.number FROM new_order, new_invoice
+"""
+).bindparams(bindparam("ordered_at", type_=UtcDateTime))
+
+
+async def insert_order_pg(conn: AsyncConnection, params: dict[str, Any]) -> tuple[str, str] | None:
+    """Run ``PLACE_ORDER_PG``; (order number, invoice number), or None when nothing was inserted."""
+    row = (await conn.execute(PLACE_ORDER_PG, params)).first()
+    return None if row is None else (row[0], row[1])
+
+
+# After an import took a generated number: move the order sequence past every number of the form
+# <prefix><digits> already in the table (rare; a scan of orders is fine then).
+SKIP_IMPORTED_ORDER_NUMBERS_PG = text(
+    f"""
+SELECT setval('{ORDER_NUMBER_SEQUENCE.name}', GREATEST(
+    (SELECT last_value FROM {ORDER_NUMBER_SEQUENCE.name}),
+    (SELECT max(CAST(substr(order_id, CAST(:start AS integer)) AS bigint)) FROM orders
+      WHERE order_id LIKE CAST(:pattern AS text) ESCAPE '\\'
+        AND substr(order_id, CAST(:start AS integer)) ~ '^[0-9]{{1,18}}$')))
+"""
+)
+
+
+async def skip_imported_order_numbers_pg(conn: AsyncConnection, prefix: str) -> None:
+    await conn.execute(SKIP_IMPORTED_ORDER_NUMBERS_PG, {"start": len(prefix) + 1, "pattern": f"{like_escape(prefix)}%"})
+
+
+# --- SQLite: the counter table, inside the BEGIN IMMEDIATE write transaction ----------------------
+
+_BUMP_COUNTER = (
+    update(_counters)
+    .where(_counters.c.name == bindparam("counter"))
+    .values(value=_counters.c.value + 1)
+    .returning(_counters.c.value)
+)
+
+
+async def next_counter_value(conn: AsyncConnection, name: str) -> int:
+    """Take the next value of counter ``name`` (SQLite: gapless, the write lock is already held).
+
+    A database made without migrations has no counter rows: the first use creates it at 0.
+    """
+    value = (await conn.execute(_BUMP_COUNTER, {"counter": name})).scalar()
+    if value is None:
+        await conn.execute(sqlite.insert(_counters).values(name=name, value=0).on_conflict_do_nothing())
+        value = (await conn.execute(_BUMP_COUNTER, {"counter": name})).scalar_one()
     return int(value)
 
+
+_ORDER_NUMBER_TAKEN = select(_orders.c.id).where(_orders.c.order_id == bindparam("order_id"))
+_INSERT_ORDER = insert(_orders).returning(_orders.c.id)
+
+
+async def order_number_taken(conn: AsyncConnection, order_id: str) -> bool:
+    return (await conn.execute(_ORDER_NUMBER_TAKEN, {"order_id": order_id})).first() is not None
+
+
+async def insert_order_rows(
+    conn: AsyncConnection, order: dict[str, Any], lines: list[dict[str, Any]], invoice: dict[str, Any]
+) -> None:
+    """Insert an order, its lines and its invoice (the lines' and invoice's ``order_id`` are filled in)."""
+    order_pk = (await conn.execute(_INSERT_ORDER, order)).scalar_one()
+    await conn.execute(insert(_lines), [{**line, "order_id": order_pk} for line in lines])
+    await conn.execute(insert(_invoices), {**invoice, "order_id": order_pk})
 
 # --- calls and timeline ------------------------------------------------------------------------
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import case, func
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_bridge import repositories as repo
-from crm_bridge.db import SQLITE_BEGIN
+from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
     CallbackTaskView,
@@ -35,6 +36,7 @@ from crm_bridge.dto import (
     TimelineEventView,
 )
 from crm_bridge.errors import (
+    ConnectionLost,
     EmptyOrder,
     IdempotencyConflict,
     InactiveProduct,
@@ -44,7 +46,7 @@ from crm_bridge.errors import (
     UnknownCustomer,
     UnknownProduct,
 )
-from crm_bridge.models import Call, CallbackTask, Customer, Invoice, Order, OrderLine, Product, as_utc
+from crm_bridge.models import Call, CallbackTask, Customer, as_utc
 from crm_bridge.money import money, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.views import (
@@ -56,6 +58,8 @@ from crm_bridge.views import (
     product_view,
     timeline_view,
 )
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +74,11 @@ CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id"}
 CALLBACK_CLOSE_STATUSES = frozenset({"done", "no_answer", "cancelled"})
 # "No answer" keeps the task open and tries again this much later.
 CALLBACK_RETRY = timedelta(hours=1)
+# SQLite counter rows (PostgreSQL: models.ORDER_NUMBER_SEQUENCE / INVOICE_NUMBER_SEQUENCE).
 ORDER_SEQUENCE = "order"
 INVOICE_SEQUENCE = "invoice"
+# PostgreSQL: how often an import-taken order number may send place_order round again.
+NUMBER_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -85,54 +92,81 @@ class StoreConfig:
 
 
 class CrmStore:
+    """The store's services. The call's hot path (``lookup_caller``, ``place_order``) is Core over a
+    pooled connection, one statement per step; the console's calls use ORM sessions (``_unit``).
+
+    Dropped connections: the pool does not pre-ping (a round trip per checkout); a connection found
+    dead raises ``ConnectionLost`` and reads and idempotent writes run once more (``_retry_once``).
+    """
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], config: StoreConfig | None = None) -> None:
         self.sessions = sessions
         self.config = config or StoreConfig()
         self._tz = ZoneInfo(self.config.timezone)  # fail at start-up on a bad zone, not mid-call
+        engine: AsyncEngine = sessions.kw["bind"]
+        self._engine = engine
+        self._sqlite = is_sqlite(engine)
+        # PostgreSQL hot path: autocommit, one statement is one transaction (no BEGIN/ROLLBACK trips).
+        self._reads = engine if self._sqlite else autocommit(engine)
+        self._writer_lock = sqlite_writer_lock(engine)
 
     @asynccontextmanager
     async def _unit(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        async with self._writing(write), _store_errors(), self.sessions() as session:
+            if write:
+                # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
+                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+            yield session
+
+    @asynccontextmanager
+    async def _writing(self, write: bool) -> AsyncIterator[None]:
+        """SQLite write units of work queue on the engine's writer lock; a no-op otherwise."""
+        if write and self._writer_lock is not None:
+            async with self._writer_lock:
+                yield
+        else:
+            yield
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled Core connection for the hot path: autocommit on PostgreSQL; on SQLite a
+        deferred read transaction (writes go through ``_sqlite_write``)."""
+        async with _store_errors(), self._reads.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+        """SQLite: the process's writer lock, then BEGIN IMMEDIATE; commits when the block succeeds."""
+        async with self._writing(True), _store_errors(), self._engine.connect() as conn:
+            conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            async with conn.begin():
+                yield conn
+
+    async def _retry_once(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work``; when it met a dead pooled connection, run it once more on a fresh one.
+
+        Only for work that is safe to repeat: reads, and writes made idempotent by a key.
+        """
         try:
-            async with self.sessions() as session:
-                if write:
-                    # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
-                    await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-                yield session
-        except IntegrityError:
-            raise  # place_order settles idempotency races with it
-        except (DBAPIError, OSError) as exc:
-            # Driver and network failures become our own error: callers catch CrmError only.
-            log.warning("store_unavailable", error=str(exc).splitlines()[0][:200])
-            raise StoreUnavailable(str(exc).splitlines()[0][:200]) from exc
+            return await work()
+        except ConnectionLost as exc:
+            log.warning("store_connection_lost", unit=what, error=str(exc))
+            return await work()
 
     # --- callers -------------------------------------------------------------------------------
 
     async def lookup_caller(self, raw_number: str | None) -> CallerLookup:
-        """Who is calling, in at most two queries (the call is waiting on this)."""
+        """Who is calling, in ONE statement (``repositories.CALLER_BY_PHONE``): on PostgreSQL one
+        round trip on a warm pool (prepared once per connection, autocommit, no pre-ping)."""
         number = normalize_phone(raw_number)
         if number is None:
             return CallerLookup(status="invalid", number=None)
-        async with self._unit() as session:
-            owners = await repo.customers_by_phone(session, number)
-            if not owners:
-                return CallerLookup(status="unknown", number=number)
-            if len(owners) > 1:
-                ids = tuple(customer.customer_id for customer, _ in owners)
-                return CallerLookup(status="shared", number=number, candidate_ids=ids)
-            customer, phones = owners[0]
-            last = await repo.last_order_of(session, customer.id)
-        last_order = None
-        if last is not None:
-            order, invoice, lines = last
-            # Read back with today's wording, but the quantities and prices as sold.
-            views = [line_view(line, product) for line, product in lines]
-            last_order = order_view(order, customer.customer_id, views, invoice)
-        return CallerLookup(
-            status="found",
-            number=number,
-            customer=customer_view(customer, phones),
-            last_order=last_order,
-        )
+
+        async def read() -> Sequence[Row[Any]]:
+            async with self._connect() as conn:
+                return await repo.caller_rows(conn, number)
+
+        return _caller_lookup(number, await self._retry_once("lookup_caller", read))
 
     async def get_customer_card(self, customer_id: str) -> CustomerCard | None:
         async with self._unit() as session:
@@ -175,10 +209,16 @@ class CrmStore:
         call_id: str | None = None,
         now: datetime | None = None,
     ) -> PlacedOrder:
-        """Create order + lines + invoice in one transaction, once per ``idempotency_key``.
+        """Create order + lines + invoice atomically, once per ``idempotency_key``.
 
         A replay (retry, AGI reconnect, a concurrent duplicate) returns the first order with
-        ``created=False``. Races are settled by the unique index on the key, not by a prior read.
+        ``created=False``; the same key for another customer raises ``IdempotencyConflict``. Races
+        are settled by the unique index on the key. PostgreSQL: two round trips (read the customer,
+        the key and the prices; then one statement inserting order, lines and invoice with numbers
+        from sequences), no transaction open across an await. SQLite: one BEGIN IMMEDIATE
+        transaction under the writer lock, numbers from the counter table. A dropped connection is
+        retried once (safe: the key makes the write idempotent; a retry after a commit whose reply
+        was lost returns that order with ``created=False``).
         """
         if source not in ORDER_SOURCES:
             raise InvalidSource(source)
@@ -186,54 +226,48 @@ class CrmStore:
         if not wanted:
             raise EmptyOrder()
         ordered_at = as_utc(now) if now is not None else datetime.now(UTC)
-        try:
-            async with self._unit(write=True) as session:
-                existing = await self._replay(session, idempotency_key, customer_id)
-                if existing is not None:
-                    return existing
-                placed = await self._create_order(
-                    session, idempotency_key, customer_id, wanted, source, call_id, ordered_at
-                )
-                await session.commit()
-        except IntegrityError:
-            # Someone committed the same key between our read and our insert: theirs wins.
-            async with self._unit() as session:
-                existing = await self._replay(session, idempotency_key, customer_id)
-            if existing is None:
-                raise
-            return existing
-        log.info(
-            "order_placed",
-            order_id=placed.order.order_id,
-            invoice=placed.invoice.number,
-            customer_id=customer_id,
-            total=str(placed.invoice.total),
-            source=source,
-            call_id=call_id,
-        )
+        place = self._place_sqlite if self._sqlite else self._place_pg
+
+        async def work() -> PlacedOrder:
+            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at)
+
+        placed = await self._retry_once("place_order", work)
+        if placed.created:
+            log.info(
+                "order_placed",
+                order_id=placed.order.order_id,
+                invoice=placed.invoice.number,
+                customer_id=customer_id,
+                total=str(placed.invoice.total),
+                source=source,
+                call_id=call_id,
+            )
+        else:
+            log.info("order_replayed", order_id=placed.order.order_id, idempotency_key=idempotency_key)
         return placed
 
     async def order_for_key(self, idempotency_key: str, customer_id: str) -> PlacedOrder | None:
         """The order a key already placed, if any (to settle a write whose outcome is unknown)."""
-        async with self._unit() as session:
-            return await self._replay(session, idempotency_key, customer_id)
 
-    async def _replay(self, session: AsyncSession, key: str, customer_id: str) -> PlacedOrder | None:
-        found = await repo.order_by_idempotency_key(session, key)
-        if found is None:
+        async def read() -> PlacedOrder | None:
+            async with self._connect() as conn:
+                return await self._replay(conn, idempotency_key, customer_id)
+
+        return await self._retry_once("order_for_key", read)
+
+    async def _replay(self, conn: AsyncConnection, key: str, customer_id: str) -> PlacedOrder | None:
+        rows = await repo.placed_order_rows(conn, key)
+        if not rows:
             return None
-        order, invoice, owner = found
-        if owner != customer_id:
-            raise IdempotencyConflict(key, order.order_id)
-        lines = (await repo.lines_of_orders(session, [order.id])).get(order.id, [])
-        view = order_view(order, owner, [line_view(line) for line in lines], invoice)
+        first = rows[0]
+        if first.customer_id != customer_id:
+            raise IdempotencyConflict(key, first.order_id)
+        view = _order_from_rows(rows, first.customer_id, current_wording=False)
         assert view.invoice is not None  # orders with a key are only made here, always with one
-        log.info("order_replayed", order_id=order.order_id, idempotency_key=key)
         return PlacedOrder(order=view, invoice=view.invoice, created=False)
 
-    async def _create_order(
+    async def _place_pg(
         self,
-        session: AsyncSession,
         key: str,
         customer_id: str,
         wanted: list[tuple[str, int]],
@@ -241,54 +275,76 @@ class CrmStore:
         call_id: str | None,
         ordered_at: datetime,
     ) -> PlacedOrder:
-        customer = await repo.customer_by_external_id(session, customer_id)
-        if customer is None:
-            raise UnknownCustomer(customer_id)
-        products = await repo.products_by_sku(session, [sku for sku, _ in wanted])
-        priced = [_priced(products, sku, qty) for sku, qty in wanted]
-        subtotal, vat, payable = vat_split(
-            sum((line.amount for line in priced), Decimal(0)),
-            self.config.vat_rate,
-            included=self.config.prices_include_vat,
-        )
-        order = Order(
-            order_id=await self._free_order_number(session),
-            customer_id=customer.id,
-            ordered_at=ordered_at,
-            source=source,
-            idempotency_key=key,
-            call_id=call_id,
-            delivery_date=self._delivery_date(ordered_at),
-            total=sum((line.amount for line in priced), Decimal(0)),
-        )
-        session.add(order)
-        await session.flush()  # a duplicate key fails here, before the invoice number is taken
-        session.add_all(
-            OrderLine(order_id=order.id, line_no=no, **_line_columns(line))
-            for no, line in enumerate(priced, start=1)
-        )
-        invoice = Invoice(
-            number=f"{self.config.invoice_prefix}{await repo.next_sequence_value(session, INVOICE_SEQUENCE)}",
-            order_id=order.id,
-            issued_at=ordered_at,
-            subtotal=subtotal,
-            vat_rate=self.config.vat_rate,
-            vat_amount=vat,
-            total=payable,
-        )
-        session.add(invoice)
-        await session.flush()
-        view = order_view(order, customer_id, priced, invoice)
-        assert view.invoice is not None
-        return PlacedOrder(order=view, invoice=view.invoice, created=True)
+        for _ in range(NUMBER_ATTEMPTS):
+            async with self._connect() as conn:
+                customer_pk, existing_pk, products = await repo.order_inputs(
+                    conn, customer_id, key, [sku for sku, _ in wanted]
+                )
+                if existing_pk is not None:
+                    replayed = await self._replay(conn, key, customer_id)
+                    if replayed is not None:
+                        return replayed
+                if customer_pk is None:
+                    raise UnknownCustomer(customer_id)
+                draft = self._draft(customer_id, wanted, products, source, ordered_at)
+                numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
+                if numbers is not None:
+                    return draft.placed(*numbers)
+                # Nothing inserted: a concurrent duplicate of the key committed first (replay it),
+                # or an import had taken the generated number (move the sequence on, try again).
+                replayed = await self._replay(conn, key, customer_id)
+                if replayed is not None:
+                    return replayed
+                log.warning("order_number_taken_by_import", prefix=self.config.order_prefix)
+                await repo.skip_imported_order_numbers_pg(conn, self.config.order_prefix)
+        raise StoreUnavailable("place_order: no free order number after skipping imported numbers")
 
-    async def _free_order_number(self, session: AsyncSession) -> str:
-        """Next generated order number, skipping any an import already used (imports bring their own)."""
-        while True:
-            number = f"{self.config.order_prefix}{await repo.next_sequence_value(session, ORDER_SEQUENCE)}"
-            if not await repo.orders_by_external_ids(session, [number]):
-                return number
-            log.warning("order_number_taken_by_import", order_id=number)
+    async def _place_sqlite(
+        self,
+        key: str,
+        customer_id: str,
+        wanted: list[tuple[str, int]],
+        source: str,
+        call_id: str | None,
+        ordered_at: datetime,
+    ) -> PlacedOrder:
+        async with self._sqlite_write() as conn:
+            customer_pk, existing_pk, products = await repo.order_inputs(
+                conn, customer_id, key, [sku for sku, _ in wanted]
+            )
+            if existing_pk is not None:
+                replayed = await self._replay(conn, key, customer_id)
+                if replayed is not None:
+                    return replayed
+            if customer_pk is None:
+                raise UnknownCustomer(customer_id)
+            draft = self._draft(customer_id, wanted, products, source, ordered_at)
+            while True:  # a generated number an import already used is skipped
+                order_id = f"{self.config.order_prefix}{await repo.next_counter_value(conn, ORDER_SEQUENCE)}"
+                if not await repo.order_number_taken(conn, order_id):
+                    break
+                log.warning("order_number_taken_by_import", order_id=order_id)
+            invoice_number = f"{self.config.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
+            await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
+        return draft.placed(order_id, invoice_number)
+
+    def _draft(
+        self,
+        customer_id: str,
+        wanted: list[tuple[str, int]],
+        products: dict[str, Any],
+        source: str,
+        ordered_at: datetime,
+    ) -> _OrderDraft:
+        """Price the lines (unknown/inactive products raise before any number is taken) and the VAT."""
+        priced = tuple(_priced(products, sku, qty) for sku, qty in wanted)
+        total = sum((line.amount for line in priced), Decimal(0))
+        subtotal, vat, payable = vat_split(total, self.config.vat_rate, included=self.config.prices_include_vat)
+        return _OrderDraft(
+            customer_id=customer_id, lines=priced, source=source, ordered_at=ordered_at,
+            delivery_date=self._delivery_date(ordered_at), total=money(total), subtotal=subtotal,
+            vat_rate=self.config.vat_rate, vat_amount=vat, payable=payable,
+        )
 
     def _delivery_date(self, ordered_at: datetime) -> date:
         return delivery_date(ordered_at.astimezone(self._tz), self.config.delivery)
@@ -630,6 +686,185 @@ class CrmStore:
         return view.invoice, view, customer_view(customer, phones.get(customer.id, []))
 
 
+@asynccontextmanager
+async def _store_errors() -> AsyncIterator[None]:
+    """Driver and network failures become our own errors: callers catch CrmError only."""
+    try:
+        yield
+    except IntegrityError:
+        raise  # idempotency and callback races are settled with it by the caller
+    except DBAPIError as exc:
+        message = str(exc).splitlines()[0][:200]
+        if exc.connection_invalidated:  # the pool has recycled its connections: worth one retry
+            raise ConnectionLost(message) from exc
+        log.warning("store_unavailable", error=message)
+        raise StoreUnavailable(message) from exc
+    except OSError as exc:
+        message = str(exc).splitlines()[0][:200]
+        log.warning("store_unavailable", error=message)
+        raise StoreUnavailable(message) from exc
+
+
+def _caller_lookup(number: str, rows: Sequence[Row[Any]]) -> CallerLookup:
+    """``CALLER_BY_PHONE`` rows (ordered by owner, phone, line) -> the DTO."""
+    if not rows:
+        return CallerLookup(status="unknown", number=number)
+    owners = tuple(dict.fromkeys(row.customer_id for row in rows))
+    if len(owners) > 1:
+        return CallerLookup(status="shared", number=number, candidate_ids=owners)
+    first = rows[0]
+    customer = CustomerView(
+        customer_id=first.customer_id,
+        last_name=first.last_name,
+        first_name=first.first_name,
+        patronymic=first.patronymic,
+        language=first.language,
+        address=first.address,
+        phones=tuple(dict.fromkeys(row.phone for row in rows)),
+    )
+    last_order = None
+    if first.order_id is not None:
+        # Each phone repeats the order's lines: read them from the first phone's rows.
+        # Read back with today's wording, but the quantities and prices as sold.
+        own = [row for row in rows if row.phone_pk == first.phone_pk]
+        last_order = _order_from_rows(own, first.customer_id, current_wording=True)
+    return CallerLookup(status="found", number=number, customer=customer, last_order=last_order)
+
+
+def _order_from_rows(rows: Sequence[Row[Any]], customer_id: str, *, current_wording: bool) -> OrderView:
+    """One order's rows (one per line, order and invoice columns repeated) -> OrderView.
+
+    ``current_wording``: unit and name from today's catalogue when the product still exists (what
+    the robot reads back); otherwise the snapshot as sold (history, invoices, replays).
+    """
+    first = rows[0]
+    lines = []
+    for row in rows:
+        if row.line_no is None:
+            continue
+        current = current_wording and row.product_pk is not None
+        lines.append(
+            OrderLineView(
+                sku=row.sku,
+                quantity=row.quantity,
+                unit_price=row.unit_price,
+                amount=row.amount,
+                unit=row.product_unit if current else row.unit,
+                name=row.product_name if current else row.name,
+                unit_en=row.product_unit_en if current else row.unit_en,
+                name_en=row.product_name_en if current else row.name_en,
+            )
+        )
+    invoice = None
+    if first.invoice_number is not None:
+        invoice = InvoiceView(
+            number=first.invoice_number,
+            issued_at=first.issued_at,
+            subtotal=first.subtotal,
+            vat_rate=first.vat_rate,
+            vat_amount=first.vat_amount,
+            total=first.invoice_total,
+        )
+    return OrderView(
+        order_id=first.order_id,
+        customer_id=customer_id,
+        ordered_at=first.ordered_at,
+        lines=tuple(lines),
+        total=first.order_total,
+        source=first.source,
+        delivery_date=first.delivery_date,
+        invoice=invoice,
+    )
+
+
+@dataclass(frozen=True)
+class _OrderDraft:
+    """A priced order before it has numbers: the parameters of its insert and the DTO it becomes."""
+
+    customer_id: str
+    lines: tuple[OrderLineView, ...]
+    source: str
+    ordered_at: datetime
+    delivery_date: date
+    total: Decimal  # sum of the line amounts
+    subtotal: Decimal
+    vat_rate: Decimal
+    vat_amount: Decimal
+    payable: Decimal
+
+    def pg_params(self, customer_pk: int, key: str, call_id: str | None, config: StoreConfig) -> dict[str, Any]:
+        """Parameters of ``repositories.PLACE_ORDER_PG`` (the lines as parallel arrays)."""
+        return {
+            "order_prefix": config.order_prefix,
+            "invoice_prefix": config.invoice_prefix,
+            "customer_pk": customer_pk,
+            "ordered_at": self.ordered_at,
+            "source": self.source,
+            "key": key,
+            "call_id": call_id,
+            "delivery_date": self.delivery_date,
+            "total": self.total,
+            "skus": [line.sku for line in self.lines],
+            "quantities": [line.quantity for line in self.lines],
+            "unit_prices": [line.unit_price for line in self.lines],
+            "amounts": [line.amount for line in self.lines],
+            "units": [line.unit for line in self.lines],
+            "names": [line.name for line in self.lines],
+            "units_en": [line.unit_en for line in self.lines],
+            "names_en": [line.name_en for line in self.lines],
+            "subtotal": self.subtotal,
+            "vat_rate": self.vat_rate,
+            "vat_amount": self.vat_amount,
+            "payable": self.payable,
+        }
+
+    def rows(
+        self, customer_pk: int, key: str, call_id: str | None, order_id: str, invoice_number: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+        """(order, lines, invoice) column values for ``repositories.insert_order_rows``."""
+        order = {
+            "order_id": order_id,
+            "customer_id": customer_pk,
+            "ordered_at": self.ordered_at,
+            "source": self.source,
+            "idempotency_key": key,
+            "call_id": call_id,
+            "delivery_date": self.delivery_date,
+            "total": self.total,
+        }
+        lines = [{"line_no": no, **_line_columns(line)} for no, line in enumerate(self.lines, start=1)]
+        invoice = {
+            "number": invoice_number,
+            "issued_at": self.ordered_at,
+            "subtotal": self.subtotal,
+            "vat_rate": self.vat_rate,
+            "vat_amount": self.vat_amount,
+            "total": self.payable,
+        }
+        return order, lines, invoice
+
+    def placed(self, order_id: str, invoice_number: str) -> PlacedOrder:
+        invoice = InvoiceView(
+            number=invoice_number,
+            issued_at=self.ordered_at,
+            subtotal=self.subtotal,
+            vat_rate=self.vat_rate,
+            vat_amount=self.vat_amount,
+            total=self.payable,
+        )
+        order = OrderView(
+            order_id=order_id,
+            customer_id=self.customer_id,
+            ordered_at=self.ordered_at,
+            lines=self.lines,
+            total=self.total,
+            source=self.source,
+            delivery_date=self.delivery_date,
+            invoice=invoice,
+        )
+        return PlacedOrder(order=order, invoice=invoice, created=True)
+
+
 def _timeline_rows(events: Sequence[TimelineEventIn]) -> list[dict[str, Any]]:
     return [
         {"at": as_utc(e.at), "call_id": e.call_id, "customer_id": e.customer_id, "kind": e.kind, "data": dict(e.data)}
@@ -673,7 +908,8 @@ def _positive_lines(lines: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     return out
 
 
-def _priced(products: dict[str, Product], sku: str, quantity: int) -> OrderLineView:
+def _priced(products: dict[str, Any], sku: str, quantity: int) -> OrderLineView:
+    """``products``: Product rows or ORM objects by sku (anything with the Product columns)."""
     product = products.get(sku)
     if product is None:
         raise UnknownProduct(sku)

@@ -87,7 +87,7 @@ async def test_lookup_of_a_customer_without_orders_has_no_last_order(seeded: Crm
     assert result.status == "found" and result.last_order is None
 
 
-async def test_lookup_takes_at_most_three_queries(seeded: CrmStore) -> None:
+async def test_lookup_is_one_statement(seeded: CrmStore) -> None:
     engine = seeded.sessions.kw["bind"]
     statements: list[str] = []
 
@@ -101,7 +101,7 @@ async def test_lookup_takes_at_most_three_queries(seeded: CrmStore) -> None:
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert result.status == "found"
-    assert len(statements) <= 3, statements
+    assert len(statements) == 1, statements
 
 
 # --- pricing and orders ------------------------------------------------------------------------
@@ -261,7 +261,10 @@ async def test_concurrent_duplicates_create_exactly_one_order_and_invoice(seeded
     assert await count_rows(seeded, Order) == 3
     assert await count_rows(seeded, Invoice) == 1
     nxt = await seeded.place_order(idempotency_key="other", customer_id="C1", lines=[("W19", 1)], source="ivr")
-    assert (nxt.order.order_id, nxt.invoice.number) == ("A-1002", "СЧ-2")  # sequences stayed gapless
+    # Invoice numbers stay gapless: the invoice's number is only taken for an inserted order. An order
+    # number may be skipped on PostgreSQL by a duplicate in flight (crm_bridge/README.md, "Numbers").
+    assert nxt.invoice.number == "СЧ-2"
+    assert nxt.order.order_id > results[0].order.order_id
 
 
 async def test_concurrent_different_orders_get_distinct_numbers(seeded: CrmStore) -> None:

@@ -1,10 +1,9 @@
 """Timeline rows carry the unique id of the record that wrote them (replay of a spool lands once).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-28 08:30:00
 
-``down_revision`` is "0003" on this branch; another branch adds 0004, and the merge chains them.
 The column is nullable: rows written before it (and by importers) have no id, and NULLs never
 collide in a unique index on either backend.
 """
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
