@@ -30,6 +30,7 @@ retrying the same batch cannot succeed; split it to find the record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,13 +44,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from crm_bridge.db import SQLITE_BEGIN
+from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import RecordRejected, StoreUnavailable
 from crm_bridge.models import Call, Customer, TimelineEvent, UtcDateTime, as_utc
-from crm_bridge.services import CALL_FIELDS, REFINED_OUTCOMES
 
 log = structlog.get_logger(__name__)
+
+# Outcomes the AMI call tracker refines after the IVR ("abandoned" -> "abandoned_in_ivr" …): the IVR
+# runner's own end-of-call write, when it arrives late, must not undo them.
+REFINED_OUTCOMES = frozenset(
+    {"operator_answered", "abandoned_in_queue", "abandoned_in_ivr", "callback_requested", "queue_timeout"}
+)
+# Columns a CallUpdate may set; customer_id is the EXTERNAL id (mapped to the FK).
+CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id"}
 
 
 def new_uid() -> str:
@@ -169,24 +177,53 @@ class CallLog:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
+        # SQLite: queue behind the process's other writers (orders, callbacks) on one asyncio lock
+        # instead of spinning in busy_timeout (crm_bridge.db); None on PostgreSQL.
+        self._writer_lock = sqlite_writer_lock(sessions.kw["bind"])
 
     async def write(self, records: Sequence[CallRecord]) -> None:
-        """All ``records`` in one transaction, or none of them (see the module doc for errors)."""
+        """All ``records`` in one transaction, or none of them (see the module doc for errors).
+
+        A dead pooled connection (the pool does not pre-ping) gets one more try on a fresh one at
+        once: writing a batch twice is harmless, and a database restart then costs no spooling.
+        """
         if not records:
             return
         try:
-            async with self.sessions() as session:
-                # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
-                conn = await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-                await _write(conn, records)
-                await session.commit()
-        except StoreUnavailable:
-            raise
+            await self._write_once(records)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise _translated(exc) from exc
+            log.warning("call_log_connection_lost", error=_first_line(exc))
+            try:
+                await self._write_once(records)
+            except Exception as again:
+                raise _translated(again) from again
         except Exception as exc:
-            first_line = (str(exc).splitlines() or [repr(exc)])[0][:300]
-            if is_unavailable(exc):
-                raise StoreUnavailable(first_line) from exc
-            raise RecordRejected(first_line) from exc
+            raise _translated(exc) from exc
+
+    async def _write_once(self, records: Sequence[CallRecord]) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._writer_lock is not None:
+                await stack.enter_async_context(self._writer_lock)
+            session = await stack.enter_async_context(self.sessions())
+            # SQLite: take the write lock up front (see crm_bridge.db); ignored by PostgreSQL.
+            conn = await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+            await _write(conn, records)
+            await session.commit()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [repr(exc)])[0][:300]
+
+
+def _translated(exc: BaseException) -> Exception:
+    """Our two errors: the database was not there (retry later) or refused a value (split)."""
+    if isinstance(exc, (StoreUnavailable, RecordRejected)):
+        return exc
+    if is_unavailable(exc):
+        return StoreUnavailable(_first_line(exc))
+    return RecordRejected(_first_line(exc))
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -461,18 +461,6 @@ async def insert_call_if_absent(session: AsyncSession, values: dict[str, Any]) -
     return (await session.execute(stmt)).first() is not None
 
 
-async def update_call(session: AsyncSession, call_id: str, values: dict[str, Any]) -> bool:
-    result = await session.execute(
-        update(Call).where(Call.call_id == call_id).values(**values).returning(Call.call_id)
-    )
-    return result.first() is not None
-
-
-async def insert_timeline_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(TimelineEvent), rows)
-
-
 async def calls_page(session: AsyncSession, limit: int, offset: int) -> list[tuple[Call, str | None]]:
     stmt = (
         select(Call, Customer.customer_id)

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import case, func
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_bridge import repositories as repo
+from crm_bridge.call_log import CallEnd, CallLog, CallUpdate, TimelineRecord
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
@@ -46,7 +46,7 @@ from crm_bridge.errors import (
     UnknownCustomer,
     UnknownProduct,
 )
-from crm_bridge.models import Call, CallbackTask, Customer, as_utc
+from crm_bridge.models import CallbackTask, Customer, as_utc
 from crm_bridge.money import money, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.views import (
@@ -64,13 +64,6 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 ORDER_SOURCES = frozenset({"import", "ivr", "operator"})
-# Outcomes the AMI call tracker refines after the IVR ("abandoned" -> "abandoned_in_ivr" …): the IVR
-# runner's own end-of-call write, when it arrives late, must not undo them.
-REFINED_OUTCOMES = frozenset(
-    {"operator_answered", "abandoned_in_queue", "abandoned_in_ivr", "callback_requested", "queue_timeout"}
-)
-# Columns update_call may set; customer_id is the EXTERNAL id (mapped to the FK like record_call_end).
-CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id"}
 CALLBACK_CLOSE_STATUSES = frozenset({"done", "no_answer", "cancelled"})
 # "No answer" keeps the task open and tries again this much later.
 CALLBACK_RETRY = timedelta(hours=1)
@@ -109,6 +102,7 @@ class CrmStore:
         # PostgreSQL hot path: autocommit, one statement is one transaction (no BEGIN/ROLLBACK trips).
         self._reads = engine if self._sqlite else autocommit(engine)
         self._writer_lock = sqlite_writer_lock(engine)
+        self._call_log = CallLog(sessions)  # call ends, AMI updates, timeline rows (batch semantics)
 
     @asynccontextmanager
     async def _unit(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
@@ -390,69 +384,26 @@ class CrmStore:
         order_id: str | None = None,
         events: Sequence[TimelineEventIn] = (),
     ) -> None:
-        """Close the call; a call whose start was never recorded is created (the log must not lose it).
-
-        ``events``: the call's last timeline events, written in the same transaction (one commit
-        per call end instead of two: the end of a call is the hot path under a burst).
-        """
-        values: dict[str, Any] = {"outcome": outcome, "reason": reason, "ended_at": as_utc(ended_at)}
-        if order_id is not None:
-            values["order_id"] = order_id
-        customer_pk = repo.customer_pk_subquery(customer_id)
-        # An unknown customer id must not erase the customer the call was started with.
-        update = dict(values)
-        # The AMI tracker may already have refined the outcome (the call ended after the AGI did):
-        # keep its outcome and end time then; the runner's reason still says where the IVR stopped.
-        refined = Call.outcome.in_(sorted(REFINED_OUTCOMES))
-        update["outcome"] = case((refined, Call.outcome), else_=outcome)
-        update["ended_at"] = case((refined, Call.ended_at), else_=values["ended_at"])
-        if customer_pk is not None:
-            update["customer_id"] = func.coalesce(customer_pk, Call.customer_id)
-        async with self._unit(write=True) as session:
-            if not await repo.update_call(session, call_id, update):
-                log.warning("call_end_without_start", call_id=call_id)
-                await repo.insert_call_if_absent(
-                    session,
-                    {"call_id": call_id, "started_at": values["ended_at"], "customer_id": customer_pk, **values},
-                )
-            await repo.insert_timeline_events(session, _timeline_rows(events))
-            await session.commit()
+        """Close the call at once (the service queues it: ``RecordWriter.record_call_end``), with its
+        last timeline ``events`` in the same transaction; semantics in ``crm_bridge.call_log``."""
+        await self._call_log.write([
+            *(TimelineRecord.of(e) for e in events),
+            CallEnd(call_id=call_id, outcome=outcome, reason=reason, ended_at=ended_at, customer_id=customer_id,
+                    order_id=order_id),
+        ])
 
     async def update_call(self, call_id: str, **fields: Any) -> None:
-        """Set some columns of a call, creating the row when we never saw the call begin.
+        """Set some columns of a call at once, creating the row when we never saw the call begin.
 
-        AMI-only calls (our FastAGI was down, a direct queue call, the tracker started mid-call)
-        get a row whose ``started_at`` is ``fields["started_at"]`` or now; on an existing row
-        ``started_at`` is left alone (the IVR's own start time wins). ``customer_id`` is the
-        external id; an unknown one never erases a known customer. Unknown field names raise
-        ValueError (a typo must not be silently dropped).
+        AMI-only calls get a row whose ``started_at`` is ``fields["started_at"]`` or now; on an
+        existing row ``started_at`` is left alone. Unknown field names raise ValueError. The
+        service queues this instead (``RecordWriter.update_call``); semantics in ``crm_bridge.call_log``.
         """
-        unknown = set(fields) - CALL_FIELDS
-        if unknown:
-            raise ValueError(f"unknown call fields: {sorted(unknown)}")
-        values = {k: (as_utc(v) if isinstance(v, datetime) else v) for k, v in fields.items()}
-        started_at = values.pop("started_at", None) or datetime.now(UTC)
-        customer_id = values.pop("customer_id", None)
-        customer_pk = repo.customer_pk_subquery(customer_id)
-        update = dict(values)
-        if customer_pk is not None:
-            update["customer_id"] = func.coalesce(customer_pk, Call.customer_id)
-        async with self._unit(write=True) as session:
-            if not update or not await repo.update_call(session, call_id, update):
-                inserted = await repo.insert_call_if_absent(
-                    session, {"call_id": call_id, "started_at": started_at, "customer_id": customer_pk, **values}
-                )
-                if not inserted and update:  # created concurrently (IVR start): apply ours on top
-                    await repo.update_call(session, call_id, update)
-            await session.commit()
+        started_at = fields.pop("started_at", None) or datetime.now(UTC)
+        await self._call_log.write([CallUpdate(call_id=call_id, fields=fields, started_at=started_at)])
 
     async def add_timeline_events(self, events: Sequence[TimelineEventIn]) -> None:
-        rows = _timeline_rows(events)
-        if not rows:
-            return
-        async with self._unit(write=True) as session:
-            await repo.insert_timeline_events(session, rows)
-            await session.commit()
+        await self._call_log.write([TimelineRecord.of(e) for e in events])
 
     async def list_calls(self, limit: int = 50, offset: int = 0) -> list[CallView]:
         async with self._unit() as session:
@@ -863,13 +814,6 @@ class _OrderDraft:
             invoice=invoice,
         )
         return PlacedOrder(order=order, invoice=invoice, created=True)
-
-
-def _timeline_rows(events: Sequence[TimelineEventIn]) -> list[dict[str, Any]]:
-    return [
-        {"at": as_utc(e.at), "call_id": e.call_id, "customer_id": e.customer_id, "kind": e.kind, "data": dict(e.data)}
-        for e in events
-    ]
 
 
 _PUNCT = ",;.:!?\"«»()"

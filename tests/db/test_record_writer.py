@@ -265,9 +265,8 @@ async def test_a_commit_whose_reply_is_lost_is_not_doubled(proxied, sessions, tm
     await submit_calls(writer, ["lost-reply"])
     async with asyncio.timeout(DEADLINE):
         await proxy.commit_reply_lost.wait()
-        await writer.caught_up()  # spooled as "unknown", then replayed
+        await writer.caught_up()  # written again at once on a fresh connection (or spooled and replayed)
     await writer.drain(5.0)
-    assert writer.stats.replayed > 0
     await assert_each_call_once_and_whole(sessions, ["lost-reply"])
     async with sessions() as session:
         uids = (await session.execute(select(func.count(TimelineEvent.event_uid.distinct())))).scalar_one()
