@@ -16,8 +16,8 @@ Why: measured on main with 100 simultaneous callers on SQLite, one transaction p
 call end and timeline flush lost 191 starts, 78 ends and 58 timeline writes to pool timeouts and
 "database is locked". One writer means one connection writing, with one commit per batch.
 Measured with bench/call_records.py (10,000 calls of start + 8 events + end, 200 tasks, 2 cores):
-10,400 records/s on PostgreSQL and 11,800 on SQLite, 0.01 transactions per call at saturation,
-against 880 / 1,010 records/s and 2 transactions per call for one transaction per write.
+11,800 records/s on PostgreSQL and 15,100 on SQLite, 0.01 transactions per call at saturation,
+against 2,200 / 1,400 records/s and 2 transactions per call for one transaction per write.
 
 Order: one call's records are written in submission order (the queue is FIFO, a batch keeps the
 order, a spooled batch is replayed before any later one). Replay retries with exponential backoff
