@@ -1315,6 +1315,28 @@ async def run_scenario(
     return run
 
 
+_LIBRARY: Path | None = None
+
+
+async def prompt_library(workdir: Path) -> Path:
+    """`ivr prompts build` once per bench run (static, named and segment prompts), copied per server."""
+    global _LIBRARY
+    if _LIBRARY is None:
+        library = workdir / "prompts-library"
+        env = {**os.environ, "IVR_PROMPTS__DIR": str(library), "IVR_DATABASE__URL": f"sqlite+aiosqlite:///{workdir}/lib.db"}
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ivr", "prompts", "build", env=env, cwd=str(ROOT),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ivr prompts build failed: {out.decode(errors='replace')[-500:]}")
+        print(f"[prompts] library built in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        _LIBRARY = library
+    return _LIBRARY
+
+
 async def run_variant(
     args: argparse.Namespace, variant: Variant, scenarios: list[Scenario], workdir: Path, deadline: Deadline
 ) -> list[dict[str, Any]]:
@@ -1322,7 +1344,11 @@ async def run_variant(
     async with contextlib.AsyncExitStack() as stack:
         url = None
         prompts = workdir / f"prompts-{uuid.uuid4().hex[:6]}"
-        prompts.mkdir()
+        if variant.backend is not None and not variant.cold:
+            # Steady state, as after `ivr prompts build` on the machine: the library is on disk.
+            shutil.copytree(await prompt_library(workdir), prompts)
+        else:
+            prompts.mkdir()
         if variant.backend is None:
             (prompts / "echo.wav").write_bytes(b"RIFF" + b"\0" * 40)
             server: ServerProcess = ServerProcess("echo", workdir, prompts_dir=str(prompts))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_bridge.call_log import CallLog
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
+from crm_bridge.dto import ProductView
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr.agi.admission import Admission, AdmissionLimits
@@ -38,6 +39,7 @@ from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
 from ivr.speech.tts import engine_by_name
+from ivr.speech.warmup import warm_prompts
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
@@ -88,6 +90,34 @@ def build_prompt_cache(settings: Settings) -> PromptCache:
                        max_bytes=p.cache_max_mb * 1024 * 1024)
 
 
+async def catalogue_products(settings: Settings) -> list[ProductView]:
+    """The catalogue's products, for the segment library; none when the database cannot say."""
+    engine, store = build_store(settings)
+    try:
+        return await store.list_products(active_only=False)
+    except Exception as exc:  # a fresh machine before `ivr db upgrade`: the demo products still come
+        log.warning("prompts.products_unavailable", error=str(exc).splitlines()[0][:200])
+        return []
+    finally:
+        await engine.dispose()
+
+
+async def _warm_prompts(cache: PromptCache, store: CrmStore, settings: Settings) -> None:
+    """At start, beside the calls: one TTS process at a time so calls keep the other core."""
+    try:
+        try:
+            products = await store.list_products(active_only=False)
+        except Exception as exc:
+            log.warning("prompts.products_unavailable", error=str(exc).splitlines()[0][:200])
+            products = []
+        report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1)
+        log.info("prompts.warm", units=report.units, synthesized=report.units_synthesized + report.static_synthesized)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # calls still work: what is missing is synthesized on first use
+        log.error("prompts.warm_failed", error=repr(exc))
+
+
 @dataclass
 class Service:
     """Everything `ivr serve` runs, started and stopped in order."""
@@ -107,9 +137,14 @@ class Service:
     # Several processes on one PostgreSQL (ivr/cluster): None = this process owns AMI alone.
     ami_ownership: AmiOwnership | None = None
     fanout: EventFanout | None = None
+    # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
+    prompts_warm: asyncio.Task[None] | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float = 10.0) -> None:
+        if self.prompts_warm is not None:
+            self.prompts_warm.cancel()
+            await asyncio.gather(self.prompts_warm, return_exceptions=True)
         await self.agi.stop(grace)
         await self.calls.drain(grace)  # the last calls' rows and timelines
         if self.ami_ownership is not None:
@@ -277,6 +312,10 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         ami_lock=ownership is not None,
         pid=os.getpid(),
     )
+    if settings.prompts.warm_at_start:
+        service.prompts_warm = asyncio.get_running_loop().create_task(
+            _warm_prompts(prompt_cache, store, settings), name="prompts-warm"
+        )
     return service
 
 

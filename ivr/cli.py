@@ -181,18 +181,21 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
-    from ivr.app import build_prompt_cache
-    from ivr.speech.prompt_cache import build_segments, build_static
+    from ivr.app import build_prompt_cache, catalogue_products
+    from ivr.speech.warmup import warm_prompts
 
     cache = build_prompt_cache(settings)
-    synthesized = await build_static(cache, ("ru", "en"))  # newly synthesized; the rest were cached
-    ready = cache.hits + cache.misses
-    print(f"{ready} static prompts ready in {settings.prompts.dir} ({synthesized} synthesized)")
-    units, new_units = await build_segments(cache, ("ru", "en"), max_quantity=settings.flow.max_quantity)
-    print(f"{units} segment units ready in {cache.directory / 'segments'} ({new_units} synthesized)")
-    report = await asyncio.to_thread(cache.sweep)
-    if report.files_removed:
-        print(f"evicted {report.files_removed} files ({report.bytes_removed} bytes) beyond prompts.cache_max_mb")
+    report = await warm_prompts(
+        cache, products=await catalogue_products(settings), max_quantity=settings.flow.max_quantity
+    )
+    print(f"{cache.hits + cache.misses} static prompts ready in {settings.prompts.dir} "
+          f"({report.static_synthesized} synthesized)")
+    print(f"{len(report.named)} named prompts for the dialplan in {cache.directory / 'named'}")
+    print(f"{report.units} segment units ready in {cache.directory / 'segments'} "
+          f"({report.units_synthesized} synthesized)")
+    swept = await asyncio.to_thread(cache.sweep)
+    if swept.files_removed:
+        print(f"evicted {swept.files_removed} files ({swept.bytes_removed} bytes) beyond prompts.cache_max_mb")
     return 0
 
 

@@ -81,6 +81,9 @@ class PromptSettings:
     # Size limit of prompts.dir (static prompts, segment units, per-call files); least recently
     # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
     cache_max_mb: int = 512
+    # `ivr serve` synthesizes what is missing of the library in the background at start (one TTS
+    # process at a time), so calls in steady state start none. Tests turn it off.
+    warm_at_start: bool = True
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -271,21 +272,26 @@ async def build_static(cache: PromptCache, languages: Iterable[str]) -> int:
     return cache.misses - before
 
 
-async def build_segments(cache: PromptCache, languages: Iterable[str], *, max_quantity: int = 50) -> tuple[int, int]:
+async def build_segments(
+    cache: PromptCache, languages: Iterable[str], *, max_quantity: int = 50, products: Iterable[Any] = (),
+    concurrency: int | None = None,
+) -> tuple[int, int]:
     """Synthesize the segment library (numbers, amounts, dates, hours, letters, template literals,
     the demo products) so a call synthesizes nothing but a new customer's name, once.
 
-    Returns (units in the library, units newly synthesized). Runs one TTS process per CPU.
+    ``products``: the catalogue's products (objects with unit/name/unit_en/name_en), said beside
+    the demo products. Returns (units in the library, units newly synthesized). Runs
+    ``concurrency`` TTS processes at once (default one per CPU).
     """
     from ivr.speech.segments import SegmentLibrary  # segments imports this module
 
-    products = _demo_products()
+    products = [*_demo_products(), *products]
     library = SegmentLibrary(cache, memory_bytes=0)  # building only: keep nothing in memory
     total = new = 0
     for language in languages:
         units = vocabulary(language, products, max_quantity)
         total += len(units)
-        new += await library.ensure(sorted(units), language, concurrency=os.cpu_count() or 2)
+        new += await library.ensure(sorted(units), language, concurrency=concurrency or os.cpu_count() or 2)
     return total, new
 
 

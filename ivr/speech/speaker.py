@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from ivr.flows.model import PromptRef
-from ivr.speech.prompt_cache import PromptCache
+from ivr.speech.prompt_cache import FILE_MODE, PromptCache
 from ivr.speech.segments import SegmentLibrary, compose, pcm_to_wav, units_of
 from prompts.phrasebook import PROMPT_PARAMS, Phrasebook, Segment
 
@@ -122,7 +122,23 @@ class Speaker:
             log.warning("prompt.segments_failed", error=repr(exc), language=language)
             data = await self._cache.synthesize(text, language)
         base = self._cache.calls_dir / uuid.uuid4().hex
-        # Text first: a playable prompt always has its words (`ivr call` prints them).
-        self._cache.write_atomic(base.with_name(base.name + ".txt"), text.encode("utf-8"))
-        self._cache.write_atomic(base.with_name(base.name + ".wav"), data)
+        # Text first: a playable prompt always has its words (`ivr call` prints them). No temp file
+        # and rename as for shared cache files: the random name reaches Asterisk only after both
+        # writes returned, so nobody can read a half-written file (and a call saves two syscalls).
+        _write_new(base.with_name(base.name + ".txt"), text.encode("utf-8"))
+        _write_new(base.with_name(base.name + ".wav"), data)
         return base
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileNotFoundError:  # calls/ swept away or never made
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)

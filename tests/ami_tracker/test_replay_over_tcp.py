@@ -231,7 +231,7 @@ async def test_the_service_itself_tracks_calls_from_ami(tmp_path):
         agi={"port": 0},
         web={"port": 0, "api_token": TOKEN},
         database={"url": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"},
-        prompts={"dir": str(tmp_path / "prompts")},
+        prompts={"dir": str(tmp_path / "prompts"), "warm_at_start": False},
         recordings={"dir": str(tmp_path / "monitor")},
         ami={"port": fake_ami.port, "username": "ivr", "secret": "ivrsecret", "reconnect_min": 0.05},
     )

@@ -65,6 +65,7 @@ def ivr_env(tmp_path, monkeypatch, capsys) -> IvrEnv:
     prompts_dir = tmp_path / "prompts"
     monkeypatch.setenv("IVR_DATABASE__URL", db_url)
     monkeypatch.setenv("IVR_PROMPTS__DIR", str(prompts_dir))
+    monkeypatch.setenv("IVR_PROMPTS__WARM_AT_START", "false")
     monkeypatch.setenv("IVR_WEB__ENABLED", "false")
     monkeypatch.chdir(tmp_path)  # nothing may land in the checkout (var/…)
     return IvrEnv(tmp_path, db_path, db_url, prompts_dir, capsys)

@@ -64,6 +64,7 @@ def test_serve_call_and_sigterm(tmp_path):
             "IVR_HOURS__HOLIDAYS": "",
             "IVR_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3",
             "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
+            "IVR_PROMPTS__WARM_AT_START": "false",
         }
     )
     log = (tmp_path / "serve.log").open("w+")
@@ -113,6 +114,7 @@ def test_serve_on_a_taken_port_exits_with_a_message(tmp_path):
                 "IVR_WEB__ENABLED": "false",
                 "IVR_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3",
                 "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
+                "IVR_PROMPTS__WARM_AT_START": "false",
             }
         )
         result = subprocess.run([str(IVR), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True,

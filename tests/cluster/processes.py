@@ -39,6 +39,7 @@ def serve_env(tmp_path: Path, database_url: str, *, agi_port: int, web_port: int
             "IVR_HOURS__HOLIDAYS": "",
             "IVR_DATABASE__URL": database_url,
             "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
+            "IVR_PROMPTS__WARM_AT_START": "false",
             "IVR_RECORDINGS__DIR": str(tmp_path / "recordings"),
             "PYTHONPATH": str(ROOT),
             **extra,

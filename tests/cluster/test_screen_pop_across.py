@@ -28,7 +28,7 @@ def settings(tmp_path, pg_url: str, ami: FakeAmi) -> Settings:
         agi={"port": 0},
         web={"port": 0, "api_token": TOKEN},
         database={"url": pg_url},
-        prompts={"dir": str(tmp_path / "prompts")},
+        prompts={"dir": str(tmp_path / "prompts"), "warm_at_start": False},
         recordings={"dir": str(tmp_path / "monitor")},
         hours={"open": "00:00", "close": "23:59:59.999999", "days": [1, 2, 3, 4, 5, 6, 7], "holidays": []},
         operators={"names": {OPERATOR: "Анна Смирнова"}},

@@ -145,7 +145,7 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
         agi={"port": 0},
         web={"port": 0, "api_token": API_TOKEN, "cookie_secure": False},
         database={"url": database},
-        prompts={"dir": str(prompts_dir)},
+        prompts={"dir": str(prompts_dir), "warm_at_start": False},
         recordings={"dir": str(recordings)},
         # operators on duty around the clock: the scenarios must not depend on when they run
         hours={"open": "00:00", "close": "23:59:59.999999", "days": [1, 2, 3, 4, 5, 6, 7]},
