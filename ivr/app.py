@@ -28,6 +28,7 @@ from ivr.calls.notifier import CallNotifier
 from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
 from ivr.calls.recordings import RecordingLocator
+from ivr.calls.refused_call import RefusedCalls
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.calls.tracker import CallTracker
@@ -139,6 +140,7 @@ class Service:
     fanout: EventFanout | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
+    refused: RefusedCalls | None = None  # calls admission control sent to an operator: their records
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -147,6 +149,8 @@ class Service:
             await asyncio.gather(self.prompts_warm, return_exceptions=True)
         await self.agi.stop(grace)
         await self.calls.drain(grace)  # the last calls' rows and timelines
+        if self.refused is not None:
+            await self.refused.drain(grace)
         if self.ami_ownership is not None:
             await self.ami_ownership.stop()  # stops AMI first if we own it, then frees the lock
         await self.ami.stop()
@@ -242,6 +246,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     )
     metrics.bind_admission(admission)
     admission.bind_record_backlog(lambda: records.backlog)
+    refused = RefusedCalls(notifier, records, normalize_phone)
     agi = FastAgiServer(
         {"repeat-order": handler, "callback-request": callback},
         host=settings.agi.host,
@@ -251,6 +256,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         max_connections=settings.agi.max_connections,
         on_command=metrics.observe_agi,
         admission=admission,
+        on_rejected=refused,
     )
     metrics.bind_agi_server(agi)
     tracker = CallTracker(
@@ -278,7 +284,8 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     else:
         await ami.start()
     service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
-                      board=board, tracker=tracker, ami=ami, calls=handler, ami_ownership=ownership, fanout=fanout)
+                      board=board, tracker=tracker, ami=ami, calls=handler, ami_ownership=ownership, fanout=fanout,
+                      refused=refused)
     if settings.web.enabled:
         console = ConsoleDeps(
             store=store,

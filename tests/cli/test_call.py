@@ -188,3 +188,44 @@ async def test_a_connection_reset_mid_call_is_a_clear_message():
     assert result.completed is False
     assert "the connection to the FastAGI server broke" in text
     assert text.rstrip().endswith("result: IVR_RESULT unset -> dialplan: Queue(operators)")
+
+
+async def test_a_call_above_capacity_goes_to_an_operator_at_once_and_is_recorded(tmp_path, shared_prompts):
+    """Admission control wired by the composition root: with room for one call a second, the second
+    caller of the same instant hears nothing from the robot, the dialplan queues them as overloaded,
+    and the call log still has their call with its story."""
+    settings = load_settings(environ={}).replace(
+        agi={"host": "127.0.0.1", "port": 0, "max_call_rate": 0.001, "call_burst": 1},
+        web={"host": "127.0.0.1", "port": 0, "api_token": TOKEN, "enabled": True},
+        database={"url": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"},
+        prompts={"dir": str(shared_prompts), "warm_at_start": False},
+        hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
+    )
+    svc = await start_service(settings)
+    try:
+        assert (await load_demo_data(svc.store)).ok
+        first, _ = await call(svc, "+79161234567", ["1"])
+        second, out = await call(svc, "+79031112233", ["1"])
+        assert first.variables["IVR_REASON"] == "order_placed"
+        assert second.variables == {"IVR_RESULT": "operator", "IVR_REASON": "overloaded"}
+        assert second.prompts == []  # not a word from the robot: straight to the queue
+        assert svc.agi.admission.rejected == {"call_rate": 1}
+
+        async def refused_row():
+            calls = (await api(svc, "/api/v1/calls"))["calls"]
+            return [c for c in calls if c["reason"] == "overloaded"] or None
+
+        (row,) = await wait_for(refused_row)
+        assert (row["outcome"], row["caller_number"]) == ("operator", "+79031112233")
+        timeline = await api(svc, f"/api/v1/calls/{row['call_id']}/timeline")
+        kinds = [e["kind"] for e in timeline["events"]]
+        assert kinds == ["call.started", "call.ended"]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{svc.web_port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp,
+        ):
+            metrics = await resp.text()
+        assert 'ivr_calls_rejected_total{cause="call_rate"} 1.0' in metrics
+        assert 'ivr_calls_rejected_total{cause="loop_lag"} 0.0' in metrics
+    finally:
+        await svc.stop(2.0)

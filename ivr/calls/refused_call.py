@@ -1,0 +1,57 @@
+"""Calls that admission control sent straight to an operator still get their call row and timeline.
+
+Admission control (``ivr.agi.admission``) refuses a call before the robot says a word, exactly when
+the service is busiest; the supervisor must still see that the call happened and why it skipped
+the robot. Refusing has to stay cheap, so nothing is asked of Asterisk: the call id is the
+channel's ``uniqueid``, which for the inbound channel that runs the IVR is also the call's linkedid
+(the AMI tracker then completes the same row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from crm_bridge.call_log import CallEnd, CallStart, TimelineRecord
+from ivr.agi.admission import OVERLOADED
+from ivr.agi.env import AgiEnv
+from ivr.calls.notifier import CallNotifier
+from ivr.calls.record_writer import RecordWriter
+
+REFUSED_OUTCOME = "operator"  # as any call the robot hands over (IVR_RESULT=operator)
+
+
+class RefusedCalls:
+    """The FastAGI server's ``on_rejected`` hook."""
+
+    def __init__(
+        self, notifier: CallNotifier, records: RecordWriter, normalize: Callable[[str | None], str | None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._notifier = notifier
+        self._records = records
+        self._normalize = normalize
+        self._clock = clock
+        self._submits: set[asyncio.Task[None]] = set()
+
+    def __call__(self, env: AgiEnv, cause: str) -> None:
+        now = self._clock()
+        call_id = env.uniqueid or f"refused-{id(env):x}-{now.timestamp():.6f}"
+        events = self._notifier.open(call_id)
+        self._notifier.emit(events, "call.started", caller=env.caller_id, channel=env.channel, script=env.script)
+        self._notifier.emit(events, "call.ended", outcome=REFUSED_OUTCOME, reason=OVERLOADED, step="admission",
+                            cause=cause)
+        records = [
+            CallStart(call_id=call_id, started_at=now, caller_number=env.caller_id,
+                      normalized_number=self._normalize(env.caller_id), channel=env.channel, script=env.script),
+            *(TimelineRecord.of(event) for event in self._notifier.take(events)),
+            CallEnd(call_id=call_id, outcome=REFUSED_OUTCOME, reason=OVERLOADED, ended_at=now),
+        ]
+        task = asyncio.get_running_loop().create_task(self._records.submit(records))
+        self._submits.add(task)
+        task.add_done_callback(self._submits.discard)
+
+    async def drain(self, grace: float = 10.0) -> None:
+        if self._submits:
+            await asyncio.wait(set(self._submits), timeout=grace)
