@@ -29,6 +29,11 @@ class TimelineSink(Protocol):
 
 Listener = Callable[[TimelineEventIn], None]
 
+# Step-by-step events of the robot's dialogue: each is on the call's timeline (the console shows
+# it), so the log has them at DEBUG and keeps INFO for what a person scans a log for (a call began
+# or ended, an order, a hand-over, an error). Measured: logging was ~1 ms of CPU per call.
+DEBUG_KINDS = frozenset({"prompt.played", "dtmf.received", "caller.identified"})
+
 
 @dataclass
 class CallEvents:
@@ -60,7 +65,9 @@ class CallNotifier:
             at=self._clock(), call_id=call.call_id, customer_id=call.customer_id, kind=kind, data=data
         )
         call.pending.append(event)
-        log.info(kind, **{"call_id": call.call_id, "customer_id": call.customer_id, **data})
+        (log.debug if kind in DEBUG_KINDS else log.info)(
+            kind, **{"call_id": call.call_id, "customer_id": call.customer_id, **data}
+        )
         for listener in list(self._listeners):
             try:
                 listener(event)
