@@ -188,7 +188,7 @@ async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
     report = await warm_prompts(
         cache, products=await catalogue_products(settings), max_quantity=settings.flow.max_quantity
     )
-    print(f"{cache.hits + cache.misses} static prompts ready in {settings.prompts.dir} "
+    print(f"{report.static_ready} static prompts ready in {settings.prompts.dir} "
           f"({report.static_synthesized} synthesized)")
     print(f"{len(report.named)} named prompts for the dialplan in {cache.directory / 'named'}")
     print(f"{report.units} segment units ready in {cache.directory / 'segments'} "

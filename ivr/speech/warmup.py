@@ -30,6 +30,7 @@ LOCK_NAME = ".warm.lock"
 
 @dataclass(frozen=True)
 class WarmReport:
+    static_ready: int  # distinct parameterless prompts, both languages
     static_synthesized: int
     named: tuple[Path, ...]
     units: int
@@ -47,12 +48,14 @@ async def warm_prompts(
     """Synthesize what is missing; cheap (a few stat calls per unit) when everything is there."""
     cache.directory.mkdir(parents=True, exist_ok=True)
     async with _machine_lock(cache.directory / LOCK_NAME):
+        asked = cache.hits + cache.misses
         static = await build_static(cache, languages)
+        static_ready = cache.hits + cache.misses - asked
         named = await build_named(cache, languages)
         units, synthesized = await build_segments(
             cache, languages, max_quantity=max_quantity, products=tuple(products), concurrency=concurrency
         )
-    return WarmReport(static, tuple(named), units, synthesized)
+    return WarmReport(static_ready, static, tuple(named), units, synthesized)
 
 
 @contextlib.asynccontextmanager
