@@ -565,6 +565,16 @@ class CallRecord:
         return self.variables.get("IVR_REASON", "<unset>")
 
 
+def _sets_result(command: str) -> bool:
+    """SET VARIABLE IVR_RESULT … or EXEC MSet IVR_RESULT=…,… (quoted or not)."""
+    from ivr.agi.wire import split_agi_args
+
+    words = split_agi_args(command)
+    if verb_of(command) == "SET VARIABLE":
+        return len(words) > 2 and words[2] == "IVR_RESULT"
+    return verb_of(command) == "EXEC" and len(words) > 3 and words[2].lower() == "mset" and "IVR_RESULT=" in words[3]
+
+
 def reply_to(command: str, rec: CallRecord, check_files: bool) -> str:
     from ivr.agi.wire import split_agi_args
 
@@ -579,6 +589,11 @@ def reply_to(command: str, rec: CallRecord, check_files: bool) -> str:
     if verb == "SET VARIABLE" and len(words) >= 4:
         rec.variables[words[2]] = words[3]
         return "200 result=1"
+    if verb == "EXEC" and len(words) >= 4 and words[2].lower() == "mset":  # name=value,name=value
+        for pair in words[3].split(","):
+            name, _, value = pair.partition("=")
+            rec.variables[name] = value
+        return "200 result=0"
     if verb in ("STREAM FILE", "GET DATA") and len(words) >= 3:
         path = words[2]
         if check_files and not os.path.exists(path + ".wav"):
@@ -703,7 +718,7 @@ async def one_call(
                 rec.think.append((verb, now - sent))
                 if rec.first_prompt_s is None and verb in ("STREAM FILE", "GET DATA"):
                     rec.first_prompt_s = now - t0
-                if rec.result_s is None and command.startswith("SET VARIABLE IVR_RESULT"):
+                if rec.result_s is None and _sets_result(command):
                     rec.result_s = now - t0
                 if gate is not None and verb == "GET DATA" and not held:
                     held = True

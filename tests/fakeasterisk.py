@@ -559,6 +559,10 @@ class FakeAsterisk:
             if args[0].lower() == "set" and len(args) > 1 and "=" in args[1]:
                 var, _, value = args[1].partition("=")
                 self._set(var, value)
+            if args[0].lower() == "mset" and len(args) > 1:  # pbx_variables.c: name=value,name=value
+                for pair in args[1].split(","):
+                    var, _, value = pair.partition("=")
+                    self._set(var, value)
             return "200 result=0"
         if name in ("STREAM FILE", "CONTROL STREAM FILE", "GET OPTION"):
             if len(args) < 2:

@@ -227,8 +227,7 @@ class FastAgiServer:
         if channel.connection_lost:
             return
         try:
-            await channel.set_variable("IVR_RESULT", "operator")
-            await channel.set_variable("IVR_REASON", reason)
+            await channel.set_variables({"IVR_RESULT": "operator", "IVR_REASON": reason})
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -149,6 +149,11 @@ def _reply(
     if verb == "SET VARIABLE" and len(words) == 4:
         result.variables[words[2]] = words[3]
         return "200 result=1"
+    if verb == "EXEC MSET" and len(words) == 3:  # Asterisk's MSet: name=value,name=value
+        for pair in words[2].split(","):
+            name, _, value = pair.partition("=")
+            result.variables[name] = value
+        return "200 result=0"
     if verb in ("STREAM FILE", "GET DATA") and len(words) >= 3:
         path = words[2]
         if not Path(path + ".wav").exists():

@@ -435,8 +435,7 @@ class _Call:
         if order_id:
             values["IVR_ORDER_ID"] = order_id
         try:
-            for name, value in values.items():
-                await self.channel.set_variable(name, value)
+            await self.channel.set_variables(values)
         except AgiHangup:
             raise
         except AgiError as exc:

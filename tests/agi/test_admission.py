@@ -92,7 +92,7 @@ async def test_burst_beyond_capacity_goes_to_operator_at_once(serve):
     assert [c.variables.get("IVR_REASON") for c in calls] == [None, None, OVERLOADED, OVERLOADED, OVERLOADED]
     for refused in calls[2:]:
         # the robot never answered or played anything: straight to the dialplan's queue
-        assert refused.commands == ['SET VARIABLE "IVR_RESULT" "operator"', f'SET VARIABLE "IVR_REASON" "{OVERLOADED}"']
+        assert refused.commands == [f'EXEC "MSet" "IVR_RESULT=operator,IVR_REASON={OVERLOADED}"']
     assert [cause for _, cause in rejected] == ["call_rate"] * 3
     assert gate.rejected["call_rate"] == 3
 

@@ -330,3 +330,62 @@ async def test_our_own_close_is_not_a_caller_hangup(serve):
 
     rec, _fake = await run_call(serve, body)
     assert rec.results == [(False, False, True)]
+
+
+HAND_OVER = {"IVR_RESULT": "done", "IVR_REASON": "order_placed", "IVR_LANGUAGE": "ru", "IVR_ORDER_ID": "А-1001"}
+
+
+async def test_plain_variables_go_in_one_mset(serve):
+    async def body(ch: AgiChannel):
+        await ch.set_variables(HAND_OVER)
+
+    _, fake = await run_call(serve, body)
+    pairs = "IVR_RESULT=done,IVR_REASON=order_placed,IVR_LANGUAGE=ru,IVR_ORDER_ID=А-1001"
+    assert fake.commands == [f'EXEC "MSet" "{pairs}"']
+    assert fake.variables == HAND_OVER
+
+
+@pytest.mark.parametrize("odd", ["a,b", "x=y", 'say "hi"', "two words", "back\\slash", "${CALLERID(num)}"])
+async def test_a_value_mset_would_split_goes_one_by_one(serve, odd):
+    values = {"IVR_RESULT": "operator", "IVR_NOTE": odd}
+
+    async def body(ch: AgiChannel):
+        await ch.set_variables(values)
+
+    _, fake = await run_call(serve, body)
+    assert [c.split()[0:2] for c in fake.commands] == [["SET", "VARIABLE"]] * 2
+    assert fake.variables == values
+
+
+async def test_without_mset_the_values_still_arrive(serve):
+    """An Asterisk without the application answers EXEC with result=-2: fall back, lose nothing."""
+
+    async def body(ch: AgiChannel):
+        await ch.set_variables(HAND_OVER)
+
+    _, fake = await run_call(serve, body, FakeAsterisk(replies={"EXEC MSet": "200 result=-2"}))
+    assert fake.commands[0].startswith('EXEC "MSet"')
+    assert [c.split()[0:2] for c in fake.commands[1:]] == [["SET", "VARIABLE"]] * 4
+    assert fake.variables == HAND_OVER
+
+
+async def test_after_a_hangup_variables_go_one_by_one(serve):
+    """The traces prove SET VARIABLE on a dead channel; MSet is not risked there."""
+    hung = asyncio.Event()
+
+    async def body(ch: AgiChannel):
+        await ch.answer()
+        await asyncio.wait_for(ch.hangup_event.wait(), 5)
+        hung.set()
+        await ch.set_variables(HAND_OVER)
+
+    fake = FakeAsterisk()
+    rec = Recorder(body)
+    server = await serve(rec)
+    await fake.connect("127.0.0.1", server.port)
+    await fake.wait_for_command("ANSWER")
+    await fake.hangup()
+    await rec.wait()
+    assert hung.is_set()
+    assert [c.split()[0:2] for c in fake.commands[1:]] == [["SET", "VARIABLE"]] * 4
+    assert fake.variables == HAND_OVER

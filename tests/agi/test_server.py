@@ -160,7 +160,7 @@ async def test_unknown_script_goes_to_operator(serve):
     rec = Recorder(simple)
     server = await serve({"repeat-order": rec})
     fake = await normal_call(server.port, script="no-such-script?lang=en")
-    assert fake.commands == ['SET VARIABLE "IVR_RESULT" "operator"', 'SET VARIABLE "IVR_REASON" "unknown_script"']
+    assert fake.commands == ['EXEC "MSet" "IVR_RESULT=operator,IVR_REASON=unknown_script"']
     assert rec.calls == 0
 
 
