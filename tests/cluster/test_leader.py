@@ -51,7 +51,7 @@ async def test_one_owner_then_the_standby_takes_over_when_the_owner_stops(pg_dsn
     assert log[-1] == "b stop"
 
 
-async def test_a_killed_lock_session_stops_ami_before_the_other_takes_it(pg_dsn):
+async def test_a_killed_lock_session_stops_ami_and_the_other_takes_it(pg_dsn):
     log: list[str] = []
     a_ami, b_ami = Recorder("a", log), Recorder("b", log)
     a, b = ownership(pg_dsn, a_ami), ownership(pg_dsn, b_ami)
@@ -67,7 +67,10 @@ async def test_a_killed_lock_session_stops_ami_before_the_other_takes_it(pg_dsn)
         )
         assert killed == 1
         await wait_until(lambda: "b start" in log, timeout=5, what="b takes over")
-        assert log.index("a stop") < log.index("b start")
+        # a learns it lost the session from asyncpg's termination notice (at once) or from its next
+        # check (check_interval + check_timeout at worst); b may win the race by its retry poll, so
+        # the guarantee is a bounded overlap, not an order (see ivr/cluster/leader.py).
+        await wait_until(lambda: "a stop" in log, timeout=3, what="a stops its AMI")
         await wait_until(lambda: a.role == "standby", what="a is standby")
         assert (a_ami.running, b_ami.running) == (False, True)
         assert a.acquisitions == 1  # a did not get the lock back while b holds it
