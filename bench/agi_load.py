@@ -572,7 +572,7 @@ def _sets_result(command: str) -> bool:
     words = split_agi_args(command)
     if verb_of(command) == "SET VARIABLE":
         return len(words) > 2 and words[2] == "IVR_RESULT"
-    return verb_of(command) == "EXEC" and len(words) > 3 and words[2].lower() == "mset" and "IVR_RESULT=" in words[3]
+    return verb_of(command) == "EXEC" and len(words) > 2 and words[1].lower() == "mset" and "IVR_RESULT=" in words[2]
 
 
 def reply_to(command: str, rec: CallRecord, check_files: bool) -> str:
@@ -589,8 +589,8 @@ def reply_to(command: str, rec: CallRecord, check_files: bool) -> str:
     if verb == "SET VARIABLE" and len(words) >= 4:
         rec.variables[words[2]] = words[3]
         return "200 result=1"
-    if verb == "EXEC" and len(words) >= 4 and words[2].lower() == "mset":  # name=value,name=value
-        for pair in words[3].split(","):
+    if verb == "EXEC" and len(words) >= 3 and words[1].lower() == "mset":  # name=value,name=value
+        for pair in words[2].split(","):
             name, _, value = pair.partition("=")
             rec.variables[name] = value
         return "200 result=0"
