@@ -197,6 +197,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         prompt_cache,
         asterisk_dir=settings.agi.asterisk_prompts_dir or None,
         deadline=settings.prompts.tts_deadline,
+        text_sidecars=settings.prompts.text_sidecars,
     )
     f = settings.flow
     flow = RepeatOrderFlow(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -115,6 +116,10 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.demo:
         await _demo(settings, args)
+        # The demo is watched with `ivr call`, which prints the robot's words from the prompts' text
+        # sidecars; workers started by the supervisor read the same switch from the environment.
+        settings = settings.replace(prompts={"text_sidecars": True})
+        os.environ["IVR_PROMPTS__TEXT_SIDECARS"] = "true"
     if args.workers == 1:
         await serve_forever(settings)
         return 0

@@ -84,6 +84,9 @@ class PromptSettings:
     # `ivr serve` synthesizes what is missing of the library in the background at start (one TTS
     # process at a time), so calls in steady state start none. Tests turn it off.
     warm_at_start: bool = True
+    # Write the words of assembled prompts beside their audio (<name>.txt) for `ivr call`; they
+    # carry customers' names, so only the demo (`ivr serve --demo`) turns this on.
+    text_sidecars: bool = False
 
 
 @dataclass(frozen=True)

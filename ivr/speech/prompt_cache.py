@@ -62,6 +62,9 @@ class PromptCache:
     ) -> None:
         self.directory = Path(directory)
         self.calls_dir = self.directory / "calls"
+        # Assembled prompts that recur (a repeat caller's greeting: same name, same order): kept by
+        # content like the static prompts, evicted least recently used like them.
+        self.composed_dir = self.directory / "composed"
         self.engine = engine
         self.voices = dict(voices)
         self.fsync = fsync
@@ -183,7 +186,7 @@ class PromptCache:
         removed = removed_bytes = 0
         entries: list[tuple[float, int, list[Path]]] = []
         total = 0
-        for folder in (self.directory, self.directory / "segments", self.calls_dir):
+        for folder in (self.directory, self.directory / "segments", self.composed_dir, self.calls_dir):
             groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
             try:
                 listing = list(os.scandir(folder))

@@ -35,7 +35,7 @@ async def service(tmp_path, shared_prompts):
         agi={"host": "127.0.0.1", "port": 0},
         web={"host": "127.0.0.1", "port": 0, "api_token": TOKEN, "enabled": True},
         database={"url": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"},
-        prompts={"dir": str(shared_prompts), "warm_at_start": False},
+        prompts={"dir": str(shared_prompts), "warm_at_start": False, "text_sidecars": True},
         # operators always on duty: what a caller hears must not depend on the hour the tests run
         hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
     )

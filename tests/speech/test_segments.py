@@ -68,7 +68,7 @@ def copy_of(built_dir, tmp_path):
 
 async def test_after_build_a_second_call_of_a_known_name_runs_no_tts(built_dir, tmp_path):
     cache = PromptCache(copy_of(built_dir, tmp_path), EspeakEngine(), VOICES)
-    speaker = Speaker(cache)
+    speaker = Speaker(cache, text_sidecars=True)
     first = await speaker.prepare((greeting(),), "ru")
     assert speaker.tts_processes == 1  # the name, once
     before = speaker.tts_processes
@@ -82,17 +82,23 @@ async def test_after_build_a_second_call_of_a_known_name_runs_no_tts(built_dir, 
     for utterance in (first, second, placed, other, english):
         channels, width, rate, seconds = wav_info(utterance.local_path.with_suffix(".wav").read_bytes())
         assert (channels, width, rate) == (1, 2, 8000) and 2 < seconds < 30
-        assert utterance.transient and utterance.local_path.parent == cache.calls_dir
         assert utterance.local_path.with_suffix(".txt").read_text(encoding="utf-8") == utterance.text
+    # the read-backs carry the order number: per-call files; the greeting recurs: one cached file
+    assert all(u.transient and u.local_path.parent == cache.calls_dir for u in (placed, other, english))
+    assert not first.transient and first.local_path == second.local_path
+    assert first.local_path.parent == cache.composed_dir
 
 
 async def test_no_customer_name_survives_in_a_file_name_or_text(built_dir, tmp_path):
     directory = copy_of(built_dir, tmp_path)
-    speaker = Speaker(PromptCache(directory, EspeakEngine(), VOICES))
+    speaker = Speaker(PromptCache(directory, EspeakEngine(), VOICES))  # production: no text sidecars
     utterance = await speaker.prepare((greeting("Евлампий"),), "ru")
-    assert "Евлампий" in utterance.local_path.with_suffix(".txt").read_text(encoding="utf-8")
-    speaker.release(utterance)
-    speaker.release(utterance)  # twice is harmless
+    placed = await speaker.prepare((readback("A-1002"),), "ru")
+    assert "Евлампий" in utterance.text
+    assert not utterance.local_path.with_suffix(".txt").exists()
+    for played in (utterance, placed):
+        speaker.release(played)
+        speaker.release(played)  # twice is harmless
     for path in directory.rglob("*"):
         assert "Евлампий" not in path.name and "Evlampiy" not in path.name
         if path.is_file() and path.suffix == ".txt":
@@ -147,7 +153,7 @@ async def test_an_unsayable_segment_falls_back_to_the_whole_sentence(tmp_path):
     assert utterance.text.startswith("Здравствуйте, Алексей Сергеевич.")
     assert wav_info(utterance.local_path.with_suffix(".wav").read_bytes())[3] > 3
     speaker.release(utterance)
-    assert list(tmp_path.joinpath("calls").iterdir()) == []
+    assert not list(tmp_path.glob("calls/*"))
 
 
 async def test_units_without_audio_make_composition_fall_back(tmp_path):
