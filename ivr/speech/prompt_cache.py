@@ -292,7 +292,9 @@ async def build_segments(
     library = SegmentLibrary(cache, memory_bytes=0)  # building only: keep nothing in memory
     total = new = 0
     for language in languages:
-        units = vocabulary(language, products, max_quantity)
+        # In a thread: spelling ~600 numbers and dates with pymorphy3 takes the CPU for a second or two,
+        # which on the event loop would be a late loop for the calls (admission control refuses then).
+        units = await asyncio.to_thread(vocabulary, language, products, max_quantity)
         total += len(units)
         new += await library.ensure(sorted(units), language, concurrency=concurrency or os.cpu_count() or 2)
     return total, new
