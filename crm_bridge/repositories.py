@@ -169,6 +169,32 @@ _products = Product.__table__
 _counters = SequenceCounter.__table__
 
 
+def _order_invoice_line_columns() -> tuple[Any, ...]:
+    """An order with its invoice and one of its lines: the columns both hot-path reads return."""
+    return (
+        _orders.c.order_id,
+        _orders.c.ordered_at,
+        _orders.c.source,
+        _orders.c.delivery_date,
+        _orders.c.total.label("order_total"),
+        _invoices.c.number.label("invoice_number"),
+        _invoices.c.issued_at,
+        _invoices.c.subtotal,
+        _invoices.c.vat_rate,
+        _invoices.c.vat_amount,
+        _invoices.c.total.label("invoice_total"),
+        _lines.c.line_no,
+        _lines.c.sku,
+        _lines.c.quantity,
+        _lines.c.unit_price,
+        _lines.c.amount,
+        _lines.c.unit,
+        _lines.c.name,
+        _lines.c.unit_en,
+        _lines.c.name_en,
+    )
+
+
 def _caller_statement() -> Any:
     """Phone -> owners, each with all their phones and their newest order (invoice, lines, products).
 
@@ -200,26 +226,7 @@ def _caller_statement() -> Any:
             _customers.c.address,
             phone.c.id.label("phone_pk"),
             phone.c.number.label("phone"),
-            _orders.c.order_id,
-            _orders.c.ordered_at,
-            _orders.c.source,
-            _orders.c.delivery_date,
-            _orders.c.total.label("order_total"),
-            _invoices.c.number.label("invoice_number"),
-            _invoices.c.issued_at,
-            _invoices.c.subtotal,
-            _invoices.c.vat_rate,
-            _invoices.c.vat_amount,
-            _invoices.c.total.label("invoice_total"),
-            _lines.c.line_no,
-            _lines.c.sku,
-            _lines.c.quantity,
-            _lines.c.unit_price,
-            _lines.c.amount,
-            _lines.c.unit,
-            _lines.c.name,
-            _lines.c.unit_en,
-            _lines.c.name_en,
+            *_order_invoice_line_columns(),
             _products.c.id.label("product_pk"),
             _products.c.unit.label("product_unit"),
             _products.c.name.label("product_name"),
@@ -301,27 +308,8 @@ async def order_inputs(
 def _placed_order_statement() -> Any:
     return (
         select(
-            _orders.c.order_id,
-            _orders.c.ordered_at,
-            _orders.c.source,
-            _orders.c.delivery_date,
-            _orders.c.total.label("order_total"),
             _customers.c.customer_id,
-            _invoices.c.number.label("invoice_number"),
-            _invoices.c.issued_at,
-            _invoices.c.subtotal,
-            _invoices.c.vat_rate,
-            _invoices.c.vat_amount,
-            _invoices.c.total.label("invoice_total"),
-            _lines.c.line_no,
-            _lines.c.sku,
-            _lines.c.quantity,
-            _lines.c.unit_price,
-            _lines.c.amount,
-            _lines.c.unit,
-            _lines.c.name,
-            _lines.c.unit_en,
-            _lines.c.name_en,
+            *_order_invoice_line_columns(),
         )
         .select_from(
             _orders.join(_customers, _customers.c.id == _orders.c.customer_id)

@@ -271,16 +271,10 @@ class CrmStore:
     ) -> PlacedOrder:
         for _ in range(NUMBER_ATTEMPTS):
             async with self._connect() as conn:
-                customer_pk, existing_pk, products = await repo.order_inputs(
-                    conn, customer_id, key, [sku for sku, _ in wanted]
-                )
-                if existing_pk is not None:
-                    replayed = await self._replay(conn, key, customer_id)
-                    if replayed is not None:
-                        return replayed
-                if customer_pk is None:
-                    raise UnknownCustomer(customer_id)
-                draft = self._draft(customer_id, wanted, products, source, ordered_at)
+                known = await self._replay_or_draft(conn, key, customer_id, wanted, source, ordered_at)
+                if isinstance(known, PlacedOrder):
+                    return known
+                customer_pk, draft = known
                 numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
                 if numbers is not None:
                     return draft.placed(*numbers)
@@ -303,16 +297,10 @@ class CrmStore:
         ordered_at: datetime,
     ) -> PlacedOrder:
         async with self._sqlite_write() as conn:
-            customer_pk, existing_pk, products = await repo.order_inputs(
-                conn, customer_id, key, [sku for sku, _ in wanted]
-            )
-            if existing_pk is not None:
-                replayed = await self._replay(conn, key, customer_id)
-                if replayed is not None:
-                    return replayed
-            if customer_pk is None:
-                raise UnknownCustomer(customer_id)
-            draft = self._draft(customer_id, wanted, products, source, ordered_at)
+            known = await self._replay_or_draft(conn, key, customer_id, wanted, source, ordered_at)
+            if isinstance(known, PlacedOrder):
+                return known
+            customer_pk, draft = known
             while True:  # a generated number an import already used is skipped
                 order_id = f"{self.config.order_prefix}{await repo.next_counter_value(conn, ORDER_SEQUENCE)}"
                 if not await repo.order_number_taken(conn, order_id):
@@ -321,6 +309,20 @@ class CrmStore:
             invoice_number = f"{self.config.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
             await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
         return draft.placed(order_id, invoice_number)
+
+    async def _replay_or_draft(
+        self, conn: AsyncConnection, key: str, customer_id: str, wanted: list[tuple[str, int]], source: str,
+        ordered_at: datetime,
+    ) -> PlacedOrder | tuple[int, _OrderDraft]:
+        """The order this key already placed, or (customer pk, the priced draft) to insert."""
+        customer_pk, existing_pk, products = await repo.order_inputs(conn, customer_id, key, [sku for sku, _ in wanted])
+        if existing_pk is not None:
+            replayed = await self._replay(conn, key, customer_id)
+            if replayed is not None:
+                return replayed
+        if customer_pk is None:
+            raise UnknownCustomer(customer_id)
+        return customer_pk, self._draft(customer_id, wanted, products, source, ordered_at)
 
     def _draft(
         self,
