@@ -9,27 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Customer:
-    first_name: str
-    patronymic: str
-    last_name: str
-
-
-@dataclass(frozen=True)
-class Line:
-    quantity: int
-    unit: str
-    name: str
-    unit_en: str | None = None
-    name_en: str | None = None
-
+from tests.prompts.test_phrasebook import Customer, Line
 
 NOUNS = (
     ("бутылка", "воды «Жемчужная роса» 19 л", "bottle", 'of "Zhemchuzhnaya Rosa" water, 19 litres'),

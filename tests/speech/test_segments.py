@@ -2,7 +2,6 @@
 
 import asyncio
 import shutil
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
@@ -16,26 +15,13 @@ from ivr.speech.segments import EDGE, SENTENCE_PAUSE, WORD_GAP, SegmentLibrary, 
 from ivr.speech.speaker import Speaker
 from ivr.speech.tts import EspeakEngine, TtsError
 from prompts.phrasebook import Phrasebook, Segment
+from tests.prompts.test_phrasebook import Customer, Line
 from tests.speech.test_audio import make_wav, tone
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng binary not installed")
 VOICES = {"ru": "ru", "en": "en-us"}
 
 
-@dataclass(frozen=True)
-class Customer:
-    first_name: str
-    patronymic: str
-    last_name: str
-
-
-@dataclass(frozen=True)
-class Line:
-    quantity: int
-    unit: str
-    name: str
-    unit_en: str | None = None
-    name_en: str | None = None
 
 
 WATER = Line(4, "бутылка", "воды «Жемчужная роса» 19 л", "bottle", 'of "Zhemchuzhnaya Rosa" water, 19 litres')
