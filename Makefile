@@ -36,5 +36,6 @@ test: test-system-deps $(VENV)/.installed
 	$(VENV)/bin/pytest -q
 
 bench: system-deps $(VENV)/.installed
-	$(PY) bench/agi_load.py --backend both
+	$(PY) bench/agi_load.py --all --backend both
+	$(PY) bench/lookup_1m.py
 	$(PY) bench/ami_replay.py --backend both
