@@ -69,10 +69,16 @@ class OperatorBoard:
         if event.call_id is None:
             return
         call_id = event.call_id
+        data = event.data
+        # Facts are kept only for calls whose path is kept (the last _RECENT_CALLS): a late event of
+        # a call already evicted (a Cdr, a hang-up long after) must not start an entry nothing evicts.
+        if call_id not in self._paths and event.kind not in _PATH_KINDS:
+            if event.kind in _OPERATOR_KINDS:
+                self._spawn(self._operator_event(event))
+            return
         if event.customer_id:
             self._customers[call_id] = event.customer_id
         facts = self._facts.setdefault(call_id, {})
-        data = event.data
         if event.kind == "call.started":
             facts["caller"] = data.get("caller")
         elif event.kind == "caller.identified":

@@ -119,3 +119,27 @@ async def test_current_card_of_an_idle_operator(setup):
     response = await client.get("/api/v1/operators/102/current", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status == 200
     assert (await response.json()) == {"operator": "102", "state": "free", "call": None}
+
+
+async def test_the_board_remembers_a_bounded_number_of_calls_whatever_arrives_late():
+    """A long day: the board keeps the last calls' paths, and late events of forgotten calls (a Cdr,
+    a hang-up after the IVR part) start no entry of their own."""
+    from datetime import UTC, datetime
+
+    from crm_bridge.dto import TimelineEventIn
+    from ivr.calls import screen_pop
+
+    board = OperatorBoard(store=None)  # no operator event below: the store is never asked
+
+    def event(call_id: str, kind: str) -> TimelineEventIn:
+        return TimelineEventIn(at=datetime.now(UTC), call_id=call_id, customer_id="C001", kind=kind,
+                               data={"caller": "+79161234567"})
+
+    calls = screen_pop._RECENT_CALLS + 500
+    for i in range(calls):
+        board.on_event(event(f"c{i}", "call.started"))
+        board.on_event(event(f"c{i}", "call.ended"))
+    for i in range(calls):  # late news of every call, most of them long forgotten
+        board.on_event(event(f"c{i}", "cdr"))
+    assert len(board._paths) == len(board._facts) == len(board._customers) == screen_pop._RECENT_CALLS
+    await board.close()
