@@ -247,7 +247,7 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
     )
     metrics.bind_admission(admission)
     admission.bind_record_backlog(lambda: records.backlog)
-    refused = RefusedCalls(notifier, records, normalize_phone)
+    refused = RefusedCalls(records, normalize_phone)
     agi = FastAgiServer(
         {"repeat-order": handler, "callback-request": callback},
         host=settings.agi.host,

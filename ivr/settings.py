@@ -40,8 +40,8 @@ class AgiSettings:
     # Admission control (ivr/agi/admission.py): above any of these a new call goes straight to an
     # operator with IVR_REASON=overloaded. 0 disables a limit.
     max_connections: int = 2000  # calls in the robot at once
-    max_call_rate: float = 100.0  # new calls per second per process (measured ceiling: bench/README.md)
-    call_burst: int = 100  # new calls accepted at once above the rate
+    max_call_rate: float = 75.0  # new calls per second per process (measured ceiling: bench/README.md)
+    call_burst: int = 75  # new calls accepted at once above the rate
     max_loop_lag: float = 0.25  # seconds the event loop is already late (smoothed)
     max_record_backlog: int = 20000  # call records waiting for the database
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -78,6 +79,8 @@ class FastAgiServer:
         self._hangup_grace = hangup_grace
         self.admission = admission or Admission(AdmissionLimits(max_calls=max_connections, max_loop_lag=0.0))
         self.on_rejected = on_rejected
+        self._refused_since_log: dict[str, int] = {}
+        self._refusal_logged_at = float("-inf")
         if logger is None:
             logger = structlog.get_logger("ivr.agi")
         elif not hasattr(logger, "bind"):  # a stdlib logging.Logger
@@ -151,7 +154,7 @@ class FastAgiServer:
             channel = AgiChannel(reader, writer, env, command_timeout=self._command_timeout, logger=log,
                                  on_command=self.on_command)
             if refused is not None:
-                log.warning("agi_overloaded", cause=refused, active_calls=self._connections - 1)
+                self._log_refusal(refused)
                 await self._fail(channel, OVERLOADED, log)
                 if self.on_rejected is not None:
                     self.on_rejected(env, refused)
@@ -181,6 +184,17 @@ class FastAgiServer:
                 if task is not None:
                     self._tasks.discard(task)
             log.debug("agi_socket_closed")
+
+    def _log_refusal(self, cause: str) -> None:
+        """One warning line a second at most while calls are refused, with the counts by cause:
+        under overload a line per refused call would spend the CPU the admitted calls need."""
+        self._refused_since_log[cause] = self._refused_since_log.get(cause, 0) + 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= 1.0:
+            self._log.warning("agi_overloaded", refused=dict(self._refused_since_log),
+                              active_calls=self._connections - 1)
+            self._refused_since_log.clear()
+            self._refusal_logged_at = now
 
     async def _run_handler(self, handler: Handler, channel: AgiChannel, log: Any) -> None:
         handler_task = asyncio.ensure_future(self._invoke(handler, channel))

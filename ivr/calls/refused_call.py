@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from crm_bridge.call_log import CallEnd, CallStart, TimelineRecord
 from ivr.agi.admission import OVERLOADED
 from ivr.agi.env import AgiEnv
-from ivr.calls.notifier import CallNotifier
 from ivr.calls.record_writer import RecordWriter
 
 REFUSED_OUTCOME = "operator"  # as any call the robot hands over (IVR_RESULT=operator)
@@ -26,26 +25,27 @@ class RefusedCalls:
     """The FastAGI server's ``on_rejected`` hook."""
 
     def __init__(
-        self, notifier: CallNotifier, records: RecordWriter, normalize: Callable[[str | None], str | None],
+        self, records: RecordWriter, normalize: Callable[[str | None], str | None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._notifier = notifier
         self._records = records
         self._normalize = normalize
         self._clock = clock
         self._submits: set[asyncio.Task[None]] = set()
 
     def __call__(self, env: AgiEnv, cause: str) -> None:
+        # Straight to the records, not through the notifier: a refusal happens when the CPU is
+        # scarcest, so it costs no log lines (the server logs refusals once a second) and no live
+        # listeners (nothing is on an operator's screen yet; /metrics counts refusals by cause).
         now = self._clock()
         call_id = env.uniqueid or f"refused-{id(env):x}-{now.timestamp():.6f}"
-        events = self._notifier.open(call_id)
-        self._notifier.emit(events, "call.started", caller=env.caller_id, channel=env.channel, script=env.script)
-        self._notifier.emit(events, "call.ended", outcome=REFUSED_OUTCOME, reason=OVERLOADED, step="admission",
-                            cause=cause)
+        started = {"caller": env.caller_id, "channel": env.channel, "script": env.script}
+        ended = {"outcome": REFUSED_OUTCOME, "reason": OVERLOADED, "step": "admission", "cause": cause}
         records = [
             CallStart(call_id=call_id, started_at=now, caller_number=env.caller_id,
                       normalized_number=self._normalize(env.caller_id), channel=env.channel, script=env.script),
-            *(TimelineRecord.of(event) for event in self._notifier.take(events)),
+            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="call.started", data=started),
+            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="call.ended", data=ended),
             CallEnd(call_id=call_id, outcome=REFUSED_OUTCOME, reason=OVERLOADED, ended_at=now),
         ]
         task = asyncio.get_running_loop().create_task(self._records.submit(records))
