@@ -313,11 +313,12 @@ class AgiChannel:
     async def set_variables(self, values: Mapping[str, str]) -> None:
         """Several channel variables, in order, in one round trip where that is safe.
 
-        Asterisk's ``MSet`` application (pbx_variables.c, built in since 1.6) sets ``a=1,b=2`` in one
-        ``EXEC``: one command instead of one per variable (each FastAGI round trip costs both sides a
-        loopback write, measured ~0.3 ms of server CPU here). ``MSet`` splits on commas and ``=`` and
-        honours quotes and backslashes, so it is used only for plain values (letters, digits,
-        ``.:@+-_``) and only on a live channel: after a hang-up the trace proves ``SET VARIABLE``
+        Asterisk's ``MSet`` application (pbx_variables.c; documented from 13.8 to 23) sets
+        ``a=1,b=2`` in one ``EXEC``: one command instead of one per variable (each FastAGI round trip
+        costs both sides a loopback write, measured ~0.3 ms of server CPU here). ``MSet`` splits on
+        commas and ``=``, strips quotes and takes backslash escapes (its documentation says to avoid
+        it for that), so it is used only for plain values (letters, digits, ``.:@+-_``), where none of
+        that can happen, and only on a live channel: after a hang-up the trace proves ``SET VARIABLE``
         still works, so the dialplan's ``h`` handling and the AMI ``VarSet`` events keep every
         value. Anything else, or an Asterisk without ``MSet`` (``result=-2``), goes one by one.
         """
