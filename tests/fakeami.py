@@ -1,4 +1,4 @@
-"""A fake Asterisk Manager Interface over real TCP, byte for byte like ``shared/asterisk-traces/ami``.
+"""A fake Asterisk Manager Interface over real TCP, byte for byte like ``tests/data/asterisk-traces/ami``.
 
 What it does, as Asterisk 22.10.1 did in ``login_variants.txt`` and ``actions.txt``:
 
@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.shared_traces import TRACES as SHARED_TRACES
+from tests.traces import TRACES as CAPTURED_TRACES
 
-TRACES = SHARED_TRACES / "ami"
+TRACES = CAPTURED_TRACES / "ami"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
 Headers = Sequence[tuple[str, str]]

@@ -1,6 +1,6 @@
 """A fake Asterisk that speaks FastAGI to our server over real TCP, byte for byte like the traces.
 
-The wire shapes come from ``shared/asterisk-traces/agi/*.txt`` (a real Asterisk 22.10.1): the env
+The wire shapes come from ``tests/data/asterisk-traces/agi/*.txt`` (a real Asterisk 22.10.1): the env
 block, ``200 result=N [(data)] [endpos=N]`` replies, multi-line ``520`` usage, ``510``, ``511`` on a
 dead channel, ``result=-1`` followed by a separate ``HANGUP`` line, the unsolicited ``HANGUP`` while
 idle, and Asterisk never closing the socket itself.

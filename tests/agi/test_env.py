@@ -7,11 +7,11 @@ import pytest
 
 from ivr.agi.env import AgiEnv, read_env
 from ivr.agi.errors import AgiEnvError
-from tests.shared_traces import TRACES as SHARED_TRACES
+from tests.traces import TRACES as CAPTURED_TRACES
 
 pytestmark = pytest.mark.timeout(10)
 
-TRACE = SHARED_TRACES / "agi" / "full.txt"
+TRACE = CAPTURED_TRACES / "agi" / "full.txt"
 
 # Copy of the env block of full.txt (Asterisk 22.10.1), exact bytes.
 FULL_ENV = (

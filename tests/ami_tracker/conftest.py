@@ -18,12 +18,12 @@ from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
 from ivr.calls.recordings import RecordingLocator
 from ivr.calls.tracker import CallTracker
-from tests.shared_traces import TRACES as SHARED_TRACES
+from tests.traces import TRACES as CAPTURED_TRACES
 
 # Thursday 2026-11-26 10:00 Moscow (07:00 UTC): inside business hours.
 OPEN_HOURS = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 ASTERISK_DIR = "/var/spool/asterisk/monitor"
-REAL_WAV = SHARED_TRACES / "recordings" / "mixmonitor-sip-call.wav"
+REAL_WAV = CAPTURED_TRACES / "recordings" / "mixmonitor-sip-call.wav"
 OPERATORS = {"Local/101@operator-agent/n": "Анна Смирнова", "PJSIP/operator1": "Олег Кузнецов"}
 
 

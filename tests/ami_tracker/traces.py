@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from tests.shared_traces import TRACES as SHARED_TRACES
+from tests.traces import TRACES as CAPTURED_TRACES
 
-TRACES = SHARED_TRACES / "ami"
+TRACES = CAPTURED_TRACES / "ami"
 _LINE = re.compile(r"^\[\+\s*[\d.]+\] S> (?P<body>.*?)(?:\\r\\n)?$")
 
 

@@ -17,7 +17,7 @@ from crm_bridge.dto import TimelineEventIn
 from crm_bridge.phones import normalize_phone
 from ivr.web.console.deps import DEPS_KEY
 from tests.console.conftest import PASSWORD, login, start_client
-from tests.shared_traces import TRACES
+from tests.traces import TRACES
 
 WAV = TRACES / "recordings" / "mixmonitor-sip-call.wav"
 AT = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)  # 10:00 Moscow

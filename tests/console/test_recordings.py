@@ -16,7 +16,7 @@ import pytest
 
 from ivr.web.console.deps import DEPS_KEY
 from tests.console.conftest import PASSWORD, login, start_client
-from tests.shared_traces import TRACES
+from tests.traces import TRACES
 
 WAV = TRACES / "recordings" / "mixmonitor-sip-call.wav"
 SECRET = b"TOP-SECRET-NOT-A-RECORDING " * 20

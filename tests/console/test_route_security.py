@@ -49,7 +49,7 @@ from tests.console.conftest import (
     session_cookie,
     start_client,
 )
-from tests.shared_traces import TRACES
+from tests.traces import TRACES
 
 WAV = TRACES / "recordings" / "mixmonitor-sip-call.wav"
 SECRET = b"TOP-SECRET-NOT-A-RECORDING " * 20

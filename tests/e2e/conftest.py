@@ -31,7 +31,7 @@ from ivr.web.console.auth import auth_state
 from tests.console.conftest import FAST_HASHER, PASSWORD
 from tests.fakeami import FakeAmi
 from tests.fakeasterisk import FakeAsterisk
-from tests.shared_traces import TRACES
+from tests.traces import TRACES
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
