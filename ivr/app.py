@@ -91,26 +91,19 @@ def build_prompt_cache(settings: Settings) -> PromptCache:
                        max_bytes=p.cache_max_mb * 1024 * 1024)
 
 
-async def catalogue_products(settings: Settings) -> list[ProductView]:
+async def catalogue_products(store: CrmStore) -> list[ProductView]:
     """The catalogue's products, for the segment library; none when the database cannot say."""
-    engine, store = build_store(settings)
     try:
         return await store.list_products(active_only=False)
     except Exception as exc:  # a fresh machine before `ivr db upgrade`: the demo products still come
         log.warning("prompts.products_unavailable", error=str(exc).splitlines()[0][:200])
         return []
-    finally:
-        await engine.dispose()
 
 
 async def _warm_prompts(cache: PromptCache, store: CrmStore, settings: Settings) -> None:
     """At start, beside the calls: one TTS process at a time so calls keep the other core."""
     try:
-        try:
-            products = await store.list_products(active_only=False)
-        except Exception as exc:
-            log.warning("prompts.products_unavailable", error=str(exc).splitlines()[0][:200])
-            products = []
+        products = await catalogue_products(store)
         report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1)
         log.info("prompts.warm", units=report.units, synthesized=report.units_synthesized + report.static_synthesized)
     except asyncio.CancelledError:

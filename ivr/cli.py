@@ -186,13 +186,16 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
-    from ivr.app import build_prompt_cache, catalogue_products
+    from ivr.app import build_prompt_cache, build_store, catalogue_products
     from ivr.speech.warmup import warm_prompts
 
+    engine, store = build_store(settings)
+    try:
+        products = await catalogue_products(store)
+    finally:
+        await engine.dispose()
     cache = build_prompt_cache(settings)
-    report = await warm_prompts(
-        cache, products=await catalogue_products(settings), max_quantity=settings.flow.max_quantity
-    )
+    report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity)
     print(f"{report.static_ready} static prompts ready in {settings.prompts.dir} "
           f"({report.static_synthesized} synthesized)")
     print(f"{len(report.named)} named prompts for the dialplan in {cache.directory / 'named'}")
