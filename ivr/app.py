@@ -88,7 +88,7 @@ def build_prompt_cache(settings: Settings) -> PromptCache:
     p = settings.prompts
     engine = engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
     return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
-                       max_bytes=p.cache_max_mb * 1024 * 1024)
+                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None)
 
 
 async def catalogue_products(store: CrmStore) -> list[ProductView]:

@@ -87,6 +87,11 @@ class PromptSettings:
     # Write the words of assembled prompts beside their audio (<name>.txt) for `ivr call`; they
     # carry customers' names, so only the demo (`ivr serve --demo`) turns this on.
     text_sidecars: bool = False
+    # Where per-call prompts (the read-back with its order number: written, played once, deleted)
+    # go; "" = <dir>/calls. Point it at a tmpfs that Asterisk reads at the same path (e.g.
+    # /dev/shm/ivr-calls on the Asterisk host): measured here, writing an 80 KB read-back costs
+    # 0.5-0.9 ms of CPU on ext4 and 0.03 ms on tmpfs, the largest single cost of a call.
+    calls_dir: str = ""
 
 
 @dataclass(frozen=True)

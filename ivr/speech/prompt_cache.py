@@ -58,10 +58,11 @@ class PromptCache:
 
     def __init__(
         self, directory: Path, engine: TtsEngine, voices: Mapping[str, str], *, fsync: bool = False,
-        max_bytes: int | None = None,
+        max_bytes: int | None = None, calls_dir: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.calls_dir = self.directory / "calls"
+        # Per-call files: under the directory by default; elsewhere (a tmpfs) by configuration.
+        self.calls_dir = Path(calls_dir) if calls_dir is not None else self.directory / "calls"
         # Assembled prompts that recur (a repeat caller's greeting: same name, same order): kept by
         # content like the static prompts, evicted least recently used like them.
         self.composed_dir = self.directory / "composed"
