@@ -14,7 +14,9 @@ from ivr.settings import Settings, SettingsError, load_settings
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="Repeat-order phone robot beside Asterisk")
-    parser.add_argument("--config", type=Path, help="config file (default: config/ivr.toml)")
+    parser.add_argument(
+        "--config", type=Path, help="your config file, over the shipped defaults (see config/ivr.example.toml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the FastAGI server and the web API")

@@ -26,7 +26,7 @@ import pytest
 from crm_bridge.accounts import AccountStore
 from crm_bridge.demo import load_demo_data
 from ivr.app import Service, start_service
-from ivr.settings import Settings
+from ivr.settings import default_settings
 from ivr.web.console.auth import auth_state
 from tests.console.conftest import FAST_HASHER, PASSWORD
 from tests.fakeami import FakeAmi
@@ -141,7 +141,7 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
     recordings = tmp_path / "recordings"
     recordings.mkdir()
     database = f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"
-    settings = Settings().replace(
+    settings = default_settings().replace(
         agi={"port": 0},
         web={"port": 0, "api_token": API_TOKEN, "cookie_secure": False},
         database={"url": database},
