@@ -250,5 +250,5 @@ async def test_the_service_itself_tracks_calls_from_ami(tmp_path):
             (task,) = await wait_for(tasks)
         assert task["reason"] == "abandoned_in_queue"
     finally:
-        await service.stop(1.0)
+        await service.stop()
         await fake_ami.stop()

@@ -76,5 +76,5 @@ async def test_the_operator_on_the_standby_gets_the_card_of_a_call_the_owner_saw
             assert owner_heard == heard
         finally:
             if standby is not None:
-                await standby.stop(1.0)
-            await owner.stop(1.0)
+                await standby.stop()
+            await owner.stop()
