@@ -121,19 +121,15 @@ async def _child_ivr(args: argparse.Namespace) -> None:
     from ivr.settings import load_settings
 
     settings = load_settings().replace(
-        agi={"host": HOST, "port": 0},
+        agi={"host": HOST, "port": 0, "drain_seconds": 30},
         web={"enabled": False},
         database={"url": args.db_url},
         prompts={"dir": args.prompts_dir, "calls_dir": args.calls_dir},
     )
     configure_logging(settings.log.level, settings.log.json)
     service = await start_service(settings, migrate=False)
-    # A read-only peek at the prompt cache counters, for the details only: the table's TTS count comes
-    # from the spawn probe, so a Speaker that no longer has this shape costs nothing but these two numbers.
-    try:
-        cache = service.agi._routes[SCRIPT]._speaker._cache
-    except (AttributeError, KeyError):
-        cache = None
+    # The prompt cache counters, for the details only: the table's TTS count comes from the spawn probe.
+    cache = service.prompt_cache
     _announce(
         port=service.agi.port,
         pid=os.getpid(),
@@ -152,7 +148,7 @@ async def _child_ivr(args: argparse.Namespace) -> None:
             )
         if line == "stop" or not line:
             break
-    await service.stop(grace=30)
+    await service.stop()
     _announce(stopped=True, ru_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

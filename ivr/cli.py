@@ -14,7 +14,9 @@ from ivr.settings import Settings, SettingsError, load_settings
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="Repeat-order phone robot beside Asterisk")
-    parser.add_argument("--config", type=Path, help="config file (default: config/ivr.toml)")
+    parser.add_argument(
+        "--config", type=Path, help="your config file, over the shipped defaults (see config/ivr.example.toml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the FastAGI server and the web API")
@@ -89,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (OSError, SQLAlchemyError) as exc:  # database down, port taken…: one line, not a traceback
-        print(f"ivr {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"ivr {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    from ivr.app import StartupError
+
+    # A StartupError names the part and the address already ("web console: cannot listen on …").
+    return str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -110,7 +110,7 @@ def test_serve_on_a_taken_port_exits_with_a_message(tmp_path):
         taken.listen()
         env = clean_environ(
             {
-                "IVR_AGI__PORT": str(taken.getsockname()[1]),
+                "IVR_AGI__PORT": str(port := taken.getsockname()[1]),
                 "IVR_WEB__ENABLED": "false",
                 "IVR_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3",
                 "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
@@ -120,5 +120,5 @@ def test_serve_on_a_taken_port_exits_with_a_message(tmp_path):
         result = subprocess.run([str(IVR), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=60)
     assert result.returncode == 1
-    assert "ivr serve: OSError" in result.stderr
+    assert f"ivr serve: FastAGI: cannot listen on 127.0.0.1:{port}: " in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -37,6 +37,7 @@ REASON_LABELS: dict[str, str] = {
     "internal_error": "внутренняя ошибка робота",
     "unknown_script": "неизвестный сценарий",
     "overloaded": "робот перегружен",
+    "shutdown": "робот перезапускался, звонок передан оператору",
     "after_hours": "звонок в нерабочее время",
     "callback_requested": "клиент просил перезвонить",
     "abandoned_in_queue": "клиент не дождался ответа в очереди",
