@@ -1566,13 +1566,15 @@ async def main_async(args: argparse.Namespace) -> int:
         "elapsed_s": round(args.deadline - deadline.left(), 1),
         "commit": _git_commit(),
         "calls_dir": args.calls_dir,
+        "event_loop": loop_choice(),
         "ceilings": ceilings(runs),
         "lookup_1m": lookup,
     }
     print(
         f"\n{meta['date']}  {meta['machine']}  python {meta['python']}  load average "
         f"{' '.join(f'{x:.2f}' for x in loadavg_start)} → {' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} "
-        f"(1/5/15 min), {meta['elapsed_s']} s, commit {meta['commit']}, per-call prompts on {meta['calls_dir']}\n"
+        f"(1/5/15 min), {meta['elapsed_s']} s, commit {meta['commit']}, per-call prompts on {meta['calls_dir']}, "
+        f"event loop {meta['event_loop']}\n"
     )
     if runs:
         print(markdown_table(runs))
@@ -1695,16 +1697,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ivr import event_loop
+
     args = parse_args(argv)
     if args.child:
         _take_stdout()
         _raise_nofile(20000)
-        asyncio.run(_child_ivr(args) if args.child == "ivr" else _child_echo(args))
+        # The servers (echo and ivr alike) and the load generator run on the loop `ivr serve` runs
+        # on (agi.event_loop; IVR_AGI__EVENT_LOOP=asyncio for the standard one).
+        event_loop.run(_child_ivr(args) if args.child == "ivr" else _child_echo(args), loop_choice())
         return 0
     from ivr.logs import configure_logging
 
     configure_logging("WARNING")  # the importers' info lines would bury the report
-    return asyncio.run(main_async(args))
+    return event_loop.run(main_async(args), loop_choice())
+
+
+def loop_choice() -> str:
+    from ivr.settings import load_settings
+
+    return load_settings().agi.event_loop
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
+from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
 from ivr.agi.shutdown import Shutdown
@@ -274,12 +275,13 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         "service_started",
         agi=f"{settings.agi.host}:{agi.port}",
         web=f"{settings.web.host}:{service.web_port}" if settings.web.enabled else None,
-        database=_safe_url(settings.database.url),
+        database=safe_url(settings.database.url),
         prompts=settings.prompts.dir,
         tts=settings.prompts.engine,
         ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
         ami_lock=ownership is not None,
         drain_seconds=drain,
+        event_loop=event_loop.name_of_running(),
         pid=os.getpid(),
     )
     if settings.prompts.warm_at_start:
@@ -436,7 +438,7 @@ async def serve_forever(
         await stop.wait()
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The database URL without its password, for logs."""
     from sqlalchemy.engine import make_url
 

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from ivr import event_loop
 from ivr.settings import Settings, SettingsError, load_settings
 
 
@@ -87,11 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return asyncio.run(command(settings, args))
+        return event_loop.run(command(settings, args), settings.agi.event_loop)
     except KeyboardInterrupt:
         return 130
     except (OSError, SQLAlchemyError) as exc:  # database down, port taken…: one line, not a traceback
-        print(f"ivr {args.command}: {_one_line(exc)}", file=sys.stderr)
+        line = _one_line(exc)
+        if isinstance(exc, (ConnectionError, SQLAlchemyError)):
+            # Not every loop names the address in a refused connect (uvloop does not): we do.
+            from ivr.app import safe_url
+
+            line += f" (database {safe_url(settings.database.url)})"
+        print(f"ivr {args.command}: {line}", file=sys.stderr)
         return 1
 
 
