@@ -45,7 +45,7 @@ from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
 from ivr.speech.tts import TtsEngine, engine_by_name
-from ivr.speech.warmup import warm_prompts
+from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
@@ -111,8 +111,10 @@ async def _warm_prompts(cache: PromptCache, store: CrmStore, settings: Settings)
     """At start, beside the calls: one TTS process at a time so calls keep the other core."""
     try:
         products = await catalogue_products(store)
-        report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1)
-        log.info("prompts.warm", units=report.units, synthesized=report.units_synthesized + report.static_synthesized)
+        report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1,
+                                    default_language=settings.flow.default_language)
+        log.info("prompts.warm", units=report.units, synthesized=report.units_synthesized + report.static_synthesized,
+                 named=len(report.named))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # calls still work: what is missing is synthesized on first use
@@ -129,6 +131,18 @@ class Seams:
     call_store: Callable[[CrmStore], Any] | None = None
     tts: TtsEngine | None = None  # e.g. a TTS that fails, or a faster one
     clock: Callable[[], datetime] | None = None  # the handlers' wall clock (business hours, dates)
+
+
+async def _warm_dialplan_prompts(cache: PromptCache, settings: Settings) -> None:
+    """With prompts.warm_at_start off: still the few files the dialplan plays by name (Asterisk
+    skips a missing one in silence, so nothing else would ever make them)."""
+    try:
+        named = await warm_dialplan_prompts(cache, default_language=settings.flow.default_language)
+        log.info("prompts.named_ready", named=len(named))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("prompts.named_failed", error=repr(exc))
 
 
 @dataclass
@@ -284,11 +298,11 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         event_loop=event_loop.name_of_running(),
         pid=os.getpid(),
     )
-    if settings.prompts.warm_at_start:
-        service.prompts_warm = asyncio.get_running_loop().create_task(
-            _warm_prompts(prompt_cache, store, settings), name="prompts-warm"
-        )
-        resources.push_async_callback(_cancel, service.prompts_warm)
+    # In the background either way: the dialplan's named prompts first, then (warm_at_start) the rest.
+    warm = _warm_prompts(prompt_cache, store, settings) if settings.prompts.warm_at_start else \
+        _warm_dialplan_prompts(prompt_cache, settings)
+    service.prompts_warm = asyncio.get_running_loop().create_task(warm, name="prompts-warm")
+    resources.push_async_callback(_cancel, service.prompts_warm)
     return service
 
 

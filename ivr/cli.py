@@ -211,7 +211,8 @@ async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await engine.dispose()
     cache = build_prompt_cache(settings)
-    report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity)
+    report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity,
+                                default_language=settings.flow.default_language)
     print(f"{report.static_ready} static prompts ready in {settings.prompts.dir} "
           f"({report.static_synthesized} synthesized)")
     print(f"{len(report.named)} named prompts for the dialplan in {cache.directory / 'named'}")

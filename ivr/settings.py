@@ -96,7 +96,8 @@ class PromptSettings:
     # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
     cache_max_mb: int
     # `ivr serve` synthesizes what is missing of the library in the background at start (one TTS
-    # process at a time), so calls in steady state start none. Tests turn it off.
+    # process at a time), so calls in steady state start none. Tests turn it off. The few prompts
+    # the dialplan plays by name are built at start either way (Asterisk has no fallback for them).
     warm_at_start: bool
     # Write the words of assembled prompts beside their audio (<name>.txt) for `ivr call`; they
     # carry customers' names, so only the demo (`ivr serve --demo`) turns this on.

@@ -180,6 +180,24 @@ async def test_lang_option_in_the_script_name_overrides(calls):
 
 
 @pytest.mark.parametrize(
+    ("caller_id", "inputs", "script", "language"),
+    [
+        ("+79161234567", ["0"], "repeat-order", "ru"),  # a Russian customer asks for an operator
+        ("+79265554433", ["0"], "repeat-order", "en"),  # the customer card says English
+        ("+79161234567", ["0"], "repeat-order?lang=en", "en"),  # an English line
+        ("+79990000000", [], "repeat-order", "ru"),  # unknown number: flow.default_language
+        ("+79161234567", ["1"], "repeat-order", "ru"),  # order placed: the dialplan hangs up
+    ],
+)
+async def test_the_callers_language_is_handed_to_the_dialplan(calls, caller_id, inputs, script, language):
+    """IVR_LANGUAGE on the wire: the dialplan makes it the channel language, so Asterisk's own queue
+    prompts ("you are next…") and the queue's callback offer are in the caller's language."""
+    fake = await calls.call(caller_id, inputs, script=script)
+    assert fake.variables["IVR_LANGUAGE"] == language
+    await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+
+
+@pytest.mark.parametrize(
     ("inputs", "hangup_at", "step"),
     [
         ([HANGUP], None, "menu"),
