@@ -5,7 +5,7 @@ place in the queue."""
 
 from __future__ import annotations
 
-from ivr.settings import FlowSettings
+from ivr.settings import default_settings
 from ivr.speech.warmup import LANGUAGES
 from tests.dialplans.asterisk_conf import Priority, entries, priorities
 from tests.dialplans.test_asterisk22 import EXTENSIONS, QUEUES
@@ -65,7 +65,7 @@ def test_channel_language_comes_from_the_callers_language_before_the_queue() -> 
 
 
 def test_the_dialplans_default_language_is_the_services() -> None:
-    assert GLOBALS["IVR_DEFAULT_LANGUAGE"] == FlowSettings().default_language
+    assert GLOBALS["IVR_DEFAULT_LANGUAGE"] == default_settings().flow.default_language
     assert GLOBALS["IVR_DEFAULT_LANGUAGE"] in LANGUAGES
 
 

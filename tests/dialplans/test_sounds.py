@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ivr.settings import FlowSettings
+from ivr.settings import default_settings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.tts import engine_by_name
 from ivr.speech.warmup import LANGUAGES, warm_dialplan_prompts
@@ -47,7 +47,7 @@ def test_an_empty_prompts_directory_misses_every_sound_in_every_language(tmp_pat
 
 async def test_the_dialplan_prompts_build_makes_every_sound_in_every_language(tmp_path: Path) -> None:
     cache = PromptCache(tmp_path, engine_by_name("espeak-ng", rate_wpm=150, deadline=20), VOICES)
-    default = FlowSettings().default_language
+    default = default_settings().flow.default_language
     await warm_dialplan_prompts(cache, default_language=default)
     assert missing_sounds(tmp_path, LANGUAGES) == []
     for sound in (s for s in referenced_sounds() if s.ours):
