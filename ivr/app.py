@@ -88,6 +88,7 @@ def build_record_writer(settings: Settings, store: CrmStore) -> RecordWriter:
     return RecordWriter(
         CallLog(store.sessions), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
         max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
+        linger=r.linger,
     )
 
 
