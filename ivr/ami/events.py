@@ -141,6 +141,17 @@ def _hangup(f: _Fields) -> tuple[str, dict[str, Any]]:
     return _linked(f), {**_channel(f), "cause": f.integer("Cause", required=False), "cause_txt": f.get("Cause-txt")}
 
 
+def _hangup_requested(source: str) -> Builder:
+    """``HangupRequest``: the channel's far end hung up (a SIP BYE, the other half of a Local
+    channel). ``SoftHangupRequest``: Asterisk itself ended it (the dialplan's Hangup(), the end of
+    an AGI, a bridge breaking up). Which of the two reaches the call's legs first says who ended it."""
+
+    def build(f: _Fields) -> tuple[str, dict[str, Any]]:
+        return _linked(f), {**_channel(f), "source": source, "context": f.get("Context")}
+
+    return build
+
+
 def _queue_joined(f: _Fields) -> tuple[str, dict[str, Any]]:
     return _linked(f), {
         **_channel(f),
@@ -264,6 +275,8 @@ def _cdr(f: _Fields) -> tuple[str, dict[str, Any]]:
 TABLE: dict[str, tuple[str, Builder]] = {
     "newchannel": ("channel.created", _new_channel),
     "hangup": ("channel.hungup", _hangup),
+    "hanguprequest": ("channel.hangup_requested", _hangup_requested("far_end")),
+    "softhanguprequest": ("channel.hangup_requested", _hangup_requested("asterisk")),
     "queuecallerjoin": ("queue.joined", _queue_joined),
     "queuecallerleave": ("queue.left", _queue_joined),
     "queuecallerabandon": ("queue.abandoned", _queue_abandoned),

@@ -40,8 +40,12 @@ from ivr.calls.recordings import RecordingInfo, RecordingLocator
 
 log = structlog.get_logger("ivr.calls.tracker")
 
-# Outcomes that ask for a callback task (reason = the outcome).
-CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout", "callback_requested"})
+# Outcomes that ask for a callback task (reason = the outcome). Not "callback_requested": the
+# callback-request script saved that task itself, under the same call; opening it again here counted
+# one request twice.
+CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout"})
+# Contexts of dialplans/extensions_ivr.conf: a channel found there is the caller's leg of the call.
+IVR_CONTEXTS = frozenset({"ivr-inbound", "ivr-queue-exit"})
 # How many finished calls we remember (late Cdr events, stray hang-ups of a finished call).
 FINISHED_MEMORY = 10_000
 
@@ -97,7 +101,11 @@ class _Call:
     operator_interface: str | None = None
     operator_name: str | None = None
     talk_seconds: float | None = None
-    hangup_by: str | None = None
+    hangup_by: str | None = None  # the queue's own word (AgentComplete), when it gave one
+    # The caller's leg(s) in our dialplan (ran our AGI, joined the queue, seen in our contexts) and
+    # every hang-up request in wire order as (uniqueid, "far_end" | "asterisk"): who_hung_up() reads them.
+    ivr_legs: set[str] = field(default_factory=set)
+    hangup_requests: list[tuple[str, str]] = field(default_factory=list)
     transfers: int = 0
     recording: str | None = None  # as Asterisk reported it
     cdrs: list[dict[str, Any]] = field(default_factory=list)  # Cdr seen before we knew the call is ours
@@ -274,8 +282,15 @@ class CallTracker:
         if not call.channels:
             await self._finalize(call, at, cause=data.get("cause_txt"))
 
+    async def _on_channel_hangup_requested(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+        if data.get("context") in IVR_CONTEXTS:  # in our dialplan: our call, and the caller's leg
+            call.relevant = True
+            call.ivr_legs.add(data["uniqueid"])
+        call.hangup_requests.append((data["uniqueid"], data["source"]))
+
     async def _on_queue_joined(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
+        call.ivr_legs.add(data["uniqueid"])
         call.queue = data["queue"]
         call.queue_entered_at = at
         call.in_queue = True
@@ -373,6 +388,8 @@ class CallTracker:
     async def _on_variable_set(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
         name, value = data["variable"], data["value"]
         call.relevant = True
+        if name.startswith("IVR_"):  # set by our AGI or our dialplan: on the caller's leg
+            call.ivr_legs.add(data["uniqueid"])
         call.variables[name] = value
         if name == "IVR_CUSTOMER_ID" and value:
             call.events.customer_id = value
@@ -416,9 +433,7 @@ class CallTracker:
             self._notifier.emit(call.events, "cdr", **cdr)
         vanished = reason == "ended_while_disconnected"
         outcome = self._outcome(call, vanished=vanished)
-        hangup_by = call.hangup_by
-        if hangup_by is None and not vanished:
-            hangup_by = "system" if outcome in ("order_placed", "queue_timeout") else "caller"
+        hangup_by = None if vanished else who_hung_up(call)
         talk = call.talk_seconds
         if talk is None and call.answered_at is not None:
             talk = round((at - call.answered_at).total_seconds(), 3)
@@ -645,6 +660,32 @@ class CallTracker:
         except Exception as exc:  # the tracking goes on; the row is refined at the next write
             self._log.error("tracker_store_failed", operation=what, error=repr(exc)[:300])
             return None
+
+
+def who_hung_up(call: _Call) -> str | None:
+    """"caller" | "operator" | "system" from what Asterisk reported, None when it reported nothing.
+
+    The queue's AgentComplete says it for a bridged call. Otherwise the first hang-up request on the
+    caller's side decides (captured in tests/data/asterisk-traces/ami: sipp_hangup_getdata,
+    hangup_getdata, menu_repeat_order_senddtmf, queue_abandon):
+
+    - on the caller's leg in our dialplan, HangupRequest means its far end (the caller's phone, or
+      the originating half of a Local channel) went: the caller; SoftHangupRequest means Asterisk
+      ended it (Hangup() after the robot's goodbye or a saved callback, the end of the queue): system;
+    - on the call's originating channel when that is not our leg (the ;1 half of a Local channel
+      that dialled into ivr-inbound), the roles swap: its SoftHangupRequest is the caller hanging up,
+      its HangupRequest means our leg went first.
+
+    Requests on operator channels that rang and were not answered say nothing about the call.
+    """
+    if call.hangup_by is not None:
+        return call.hangup_by
+    for uniqueid, source in call.hangup_requests:
+        if uniqueid in call.ivr_legs:
+            return "caller" if source == "far_end" else "system"
+        if uniqueid == call.call_id:
+            return "caller" if source == "asterisk" else "system"
+    return None
 
 
 def _event_name(message: Mapping[str, str]) -> str | None:
