@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_bridge.phones import caller_number
+
 # VarSet of these variables becomes "variable.set"; every other VarSet (dozens per call) is dropped.
 TRACKED_VARIABLES = frozenset(
     {
@@ -37,9 +39,6 @@ TRACKED_VARIABLES = frozenset(
         "IVR_CALLBACK",
     }
 )
-
-# Caller-id placeholders Asterisk uses before the real number is known.
-_NO_NUMBER = {"", "<unknown>", "unknown"}
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,7 @@ class _Fields:
         return int(number)
 
     def caller(self) -> str | None:
-        value = (self.get("CallerIDNum") or "").strip()
-        return None if value.lower() in _NO_NUMBER else value
+        return caller_number(self.get("CallerIDNum"))
 
     def at(self) -> datetime | None:
         stamp = self.get("Timestamp")

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
-from crm_bridge.phones import normalize_phone
+from crm_bridge.phones import caller_number, normalize_phone
 from ivr.ami.events import CallEvent, Rejected, translate
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallEvents, CallNotifier
@@ -77,14 +77,17 @@ class _Operator:
 
 
 @dataclass
-class _Call:
+class TrackedCall:
+    """One call as AMI shows it (all its channels, by Linkedid), from its first event to its end."""
+
     call_id: str
     events: CallEvents
     since: datetime
     last_seen: datetime
     channels: dict[str, str | None] = field(default_factory=dict)  # uniqueid -> channel name
     gone: set[str] = field(default_factory=set)  # uniqueids that hung up
-    caller: str | None = None
+    caller: str | None = None  # as Asterisk shows it; set once through learn_caller()
+    number: str | None = None  # the caller's E.164, normalized once with the caller
     first_channel: str | None = None
     relevant: bool = False  # touched our IVR, a queue or a recording: worth a call row
     row_checked: bool = False
@@ -113,6 +116,12 @@ class _Call:
     @property
     def customer_id(self) -> str | None:
         return self.events.customer_id
+
+    def learn_caller(self, raw: str | None) -> None:
+        """The first caller id seen wins; its E.164 form is computed here, once per call."""
+        if self.caller is None and (raw := caller_number(raw)) is not None:
+            self.caller = raw
+            self.number = normalize_phone(raw)
 
     @property
     def state(self) -> str:
@@ -150,7 +159,7 @@ class CallTracker:
         self._db_deadline = db_deadline
         self._idle = timedelta(hours=idle_hours)
         self._retry_delay = recording_retry_delay
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, TrackedCall] = {}
         self._finished: OrderedDict[str, CallEvents | None] = OrderedDict()  # call_id -> events if ours
         self._uniqueids: OrderedDict[str, str] = OrderedDict()  # uniqueid -> call_id (for Cdr)
         self._operators: dict[str, _Operator] = {i: _Operator(name=n) for i, n in self._names.items()}
@@ -241,14 +250,14 @@ class CallTracker:
         handler = getattr(self, "_on_" + event.kind.replace(".", "_"))
         await handler(call, data, at)
 
-    def _call(self, call_id: str, at: datetime) -> _Call:
+    def _call(self, call_id: str, at: datetime) -> TrackedCall:
         call = self._calls.get(call_id)
         if call is None:
-            call = _Call(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
+            call = TrackedCall(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
             self._calls[call_id] = call
         return call
 
-    def _note_channel(self, call: _Call, data: dict[str, Any]) -> None:
+    def _note_channel(self, call: TrackedCall, data: dict[str, Any]) -> None:
         """Every event names a live channel: also how calls first seen mid-call learn theirs."""
         uniqueid = data.get("uniqueid")
         if uniqueid and uniqueid not in call.gone:
@@ -262,8 +271,8 @@ class CallTracker:
             self._remember_uniqueid(dest, call.call_id)
         caller = data.get("caller")
         # The caller's number: from the call's own first channel or the channel waiting in the queue.
-        if caller and call.caller is None and (uniqueid == call.call_id or data.get("queue")):
-            call.caller = caller
+        if caller and (uniqueid == call.call_id or data.get("queue")):
+            call.learn_caller(caller)
 
     def _remember_uniqueid(self, uniqueid: str, call_id: str) -> None:
         self._uniqueids[uniqueid] = call_id
@@ -271,24 +280,24 @@ class CallTracker:
         while len(self._uniqueids) > FINISHED_MEMORY * 4:
             self._uniqueids.popitem(last=False)
 
-    async def _on_channel_created(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_created(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("context") == "ivr-inbound":
             call.relevant = True
 
-    async def _on_channel_hungup(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_hungup(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         uniqueid = data["uniqueid"]
         call.channels.pop(uniqueid, None)
         call.gone.add(uniqueid)
         if not call.channels:
             await self._finalize(call, at, cause=data.get("cause_txt"))
 
-    async def _on_channel_hangup_requested(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_hangup_requested(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("context") in IVR_CONTEXTS:  # in our dialplan: our call, and the caller's leg
             call.relevant = True
             call.ivr_legs.add(data["uniqueid"])
         call.hangup_requests.append((data["uniqueid"], data["source"]))
 
-    async def _on_queue_joined(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_joined(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         call.ivr_legs.add(data["uniqueid"])
         call.queue = data["queue"]
@@ -301,13 +310,13 @@ class CallTracker:
         await self._update(call, queue=call.queue, queue_entered_at=at)
         await self._flush(call)
 
-    async def _on_queue_left(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_left(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         # Sent before AgentConnect when answered, after QueueCallerAbandon when not: decide later.
         call.in_queue = False
         if call.answered_at is None and not call.queue_abandoned:
             call.queue_left_unanswered = True
 
-    async def _on_queue_abandoned(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_abandoned(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         call.queue = call.queue or data["queue"]
         call.in_queue = False
@@ -318,7 +327,7 @@ class CallTracker:
                             position=data.get("position"), original_position=data.get("original_position"))
         await self._update(call, queue=call.queue, wait_seconds=call.wait_seconds)
 
-    async def _on_operator_ringing(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_ringing(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         await self._ensure_row(call)
         interface = data["interface"]
@@ -330,7 +339,7 @@ class CallTracker:
             queue=data.get("queue") or call.queue, caller=call.caller,
         )
 
-    async def _on_operator_no_answer(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_no_answer(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         interface = data["interface"]
         name = self._operator_name(interface, data.get("member_name"))
         call.ringing.discard(interface)
@@ -338,7 +347,7 @@ class CallTracker:
         self._notifier.emit(call.events, "operator.no_answer", operator_interface=interface, operator_name=name,
                             ring_seconds=data.get("ring_time"))
 
-    async def _on_operator_answered(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_answered(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         await self._ensure_row(call)
         interface = data["interface"]
@@ -361,7 +370,7 @@ class CallTracker:
         await self._update(call, queue=call.queue, answered_at=at, operator_interface=interface,
                            operator_name=name, wait_seconds=call.wait_seconds)
 
-    async def _on_operator_completed(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_completed(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.talk_seconds = data["talk_time"]
         reason = data.get("reason")
         if reason == "agent":
@@ -370,22 +379,22 @@ class CallTracker:
             call.hangup_by = "caller"
         self._free_operator(data["interface"], call.call_id, at)
 
-    async def _on_call_transferred(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_call_transferred(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.transfers += 1
         self._notifier.emit(call.events, "call.transferred", **{k: v for k, v in data.items() if v is not None})
         if call.relevant:
             await self._update(call, transfers=call.transfers)
 
-    async def _on_recording_started(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_recording_started(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         if data.get("file") and call.recording is None:
             call.recording = data["file"]
 
-    async def _on_recording_stopped(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_recording_stopped(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("file") and call.recording is None:
             call.recording = data["file"]
 
-    async def _on_variable_set(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_variable_set(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         name, value = data["variable"], data["value"]
         call.relevant = True
         if name.startswith("IVR_"):  # set by our AGI or our dialplan: on the caller's leg
@@ -415,7 +424,7 @@ class CallTracker:
 
     # --- the end of a call -----------------------------------------------------------------------
 
-    async def _finalize(self, call: _Call, at: datetime, *, cause: str | None = None,
+    async def _finalize(self, call: TrackedCall, at: datetime, *, cause: str | None = None,
                         reason: str | None = None) -> None:
         self._calls.pop(call.call_id, None)
         for interface, op in self._operators.items():
@@ -466,7 +475,7 @@ class CallTracker:
         if call.recording:
             await self._recording(call)
 
-    def _outcome(self, call: _Call, *, vanished: bool) -> str | None:
+    def _outcome(self, call: TrackedCall, *, vanished: bool) -> str | None:
         ivr_result = call.variables.get("IVR_RESULT", "")
         if call.answered_at is not None:
             return "operator_answered"
@@ -484,9 +493,9 @@ class CallTracker:
             return call.row_outcome  # lost track before the queue: only the IVR's own word is certain
         return "abandoned_in_ivr"  # never reached the queue: hung up during the robot
 
-    async def _open_callback(self, call: _Call, outcome: str, at: datetime) -> None:
+    async def _open_callback(self, call: TrackedCall, outcome: str, at: datetime) -> None:
         customer_id = call.customer_id
-        number = normalize_phone(call.caller)
+        number = call.number
         if customer_id is None and number is not None:
             customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
             if customer is not None:
@@ -507,7 +516,7 @@ class CallTracker:
                             due_at=task.due_at.isoformat(), attempts=task.attempts, reason=outcome,
                             number=number)
 
-    async def _recording(self, call: _Call) -> None:
+    async def _recording(self, call: TrackedCall) -> None:
         reported = call.recording
         local = self._recordings.local_path(reported)
         if local is None:
@@ -524,7 +533,7 @@ class CallTracker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _recording_later(self, call: _Call, local: Path) -> None:
+    async def _recording_later(self, call: TrackedCall, local: Path) -> None:
         await asyncio.sleep(self._retry_delay)
         info = await self._recordings.describe(local)
         if info is None:
@@ -534,7 +543,7 @@ class CallTracker:
             return
         await self._recording_ready(call, info)
 
-    async def _recording_ready(self, call: _Call, info: RecordingInfo) -> None:
+    async def _recording_ready(self, call: TrackedCall, info: RecordingInfo) -> None:
         self._notifier.emit(call.events, "recording.ready", path=str(info.path), seconds=info.seconds,
                             bytes=info.bytes)
         await self._flush(call)
@@ -570,9 +579,8 @@ class CallTracker:
                 if uniqueid:
                     call.channels[uniqueid] = item.get("Channel")
                     self._remember_uniqueid(uniqueid, call_id)
-                caller = (item.get("CallerIDNum") or "").strip()
-                if uniqueid == call_id and caller and caller.lower() not in ("<unknown>", "unknown"):
-                    call.caller = call.caller or caller
+                if uniqueid == call_id:
+                    call.learn_caller(item.get("CallerIDNum"))
                 if item.get("Context") == "ivr-inbound":
                     call.relevant = True
                 if (item.get("Application") or "").lower() == "queue" and call.answered_at is None:
@@ -615,7 +623,7 @@ class CallTracker:
         name = op.name if op is not None else self._names.get(interface)
         self._operators[interface] = _Operator(state="free", call_id=None, name=name, since=at)
 
-    async def _ensure_row(self, call: _Call) -> None:
+    async def _ensure_row(self, call: TrackedCall) -> None:
         """Once per call: learn the IVR's row (customer, outcome), or create it for AMI-only calls."""
         if call.row_checked:
             return
@@ -625,16 +633,14 @@ class CallTracker:
             call.row_outcome = row.outcome
             if call.events.customer_id is None and row.customer_id:
                 call.events.customer_id = row.customer_id
-            call.caller = call.caller or row.caller_number
+            call.learn_caller(row.caller_number)
         else:
             await self._update(call, started_at=call.since, caller_number=call.caller,
-                               normalized_number=normalize_phone(call.caller), channel=call.first_channel)
-        if call.events.customer_id is None and call.caller:
-            number = normalize_phone(call.caller)
-            if number is not None:
-                customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
-                if customer is not None:
-                    call.events.customer_id = customer.customer_id
+                               normalized_number=call.number, channel=call.first_channel)
+        if call.events.customer_id is None and call.number is not None:
+            customer = await self._db(self._store.customer_by_number(call.number), "customer_by_number")
+            if customer is not None:
+                call.events.customer_id = customer.customer_id
 
     async def _read_row(self, call_id: str) -> CallView | None:
         async def read() -> CallView | None:
@@ -644,14 +650,14 @@ class CallTracker:
 
         return await self._db(read(), "get_call")
 
-    async def _update(self, call: _Call, **fields: Any) -> None:
+    async def _update(self, call: TrackedCall, **fields: Any) -> None:
         # Not bounded by db_deadline: the writer queues (and spools) it, it only waits for room.
         try:
             await self._records.update_call(call.call_id, **fields)
         except Exception as exc:  # a bad field name is a bug: say so, keep tracking
             self._log.error("tracker_store_failed", operation="update_call", error=repr(exc)[:300])
 
-    async def _flush(self, call: _Call) -> None:
+    async def _flush(self, call: TrackedCall) -> None:
         await self._notifier.flush(call.events)
 
     async def _db(self, work: Any, what: str) -> Any:
@@ -662,7 +668,7 @@ class CallTracker:
             return None
 
 
-def who_hung_up(call: _Call) -> str | None:
+def who_hung_up(call: TrackedCall) -> str | None:
     """"caller" | "operator" | "system" from what Asterisk reported, None when it reported nothing.
 
     The queue's AgentComplete says it for a bridged call. Otherwise the first hang-up request on the
