@@ -322,7 +322,6 @@ def build_calls(
         records=records,
         speaker=speaker,
         notifier=notifier,
-        normalize=normalize_phone,
         config=CallConfig(
             db_deadline=settings.database.call_deadline,
             order_deadline=settings.database.order_deadline,
@@ -341,7 +340,6 @@ def build_calls(
         speaker=speaker,
         notifier=notifier,
         hours=hours,
-        normalize=normalize_phone,
         db_deadline=settings.database.call_deadline,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
