@@ -44,6 +44,9 @@ log = structlog.get_logger("ivr.calls.tracker")
 # callback-request script saved that task itself, under the same call; opening it again here counted
 # one request twice.
 CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout"})
+# IVR_REASON values the dialplan sets itself when our server gave no result (extensions_ivr.conf):
+# the robot wrote no end for such a call, so the tracker puts the dialplan's word on the row.
+DIALPLAN_REASONS = frozenset({"server_unreachable", "server_lost"})
 # Contexts of dialplans/extensions_ivr.conf: a channel found there is the caller's leg of the call.
 IVR_CONTEXTS = frozenset({"ivr-inbound", "ivr-queue-exit"})
 # How many finished calls we remember (late Cdr events, stray hang-ups of a finished call).
@@ -441,6 +444,8 @@ class CallTracker:
         for cdr in call.cdrs:
             self._notifier.emit(call.events, "cdr", **cdr)
         vanished = reason == "ended_while_disconnected"
+        if reason is None and call.variables.get("IVR_REASON") in DIALPLAN_REASONS:
+            reason = call.variables["IVR_REASON"]
         outcome = self._outcome(call, vanished=vanished)
         hangup_by = None if vanished else who_hung_up(call)
         talk = call.talk_seconds

@@ -273,6 +273,16 @@ async def test_a_callback_saved_by_the_script_is_counted_once(rig: Rig) -> None:
     assert (task.task_id, task.attempts, task.reason) == (saved.task_id, 1, "callback_requested")
 
 
+@pytest.mark.parametrize("reason", ["server_lost", "server_unreachable"])
+async def test_a_call_our_server_left_without_a_result_keeps_the_dialplans_reason(rig: Rig, reason: str) -> None:
+    messages = events(MENU)
+    at = next(i for i, m in enumerate(messages) if m.get("Event") == "QueueCallerJoin")
+    messages.insert(at, var_set(messages[at], "IVR_REASON", reason))
+    await rig.feed(messages)
+    call = await rig.store.get_call(CALL_IDS[MENU])
+    assert call is not None and (call.outcome, call.reason) == ("operator_answered", reason)
+
+
 # Who ended each captured call, as the people on the line saw it.
 WHO_HUNG_UP = [
     ("sipp_hangup_getdata", "caller"),  # SIP BYE during GET DATA: HangupRequest on the trunk leg
