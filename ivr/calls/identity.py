@@ -10,6 +10,7 @@ spells a key on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from crm_bridge.phones import normalize_phone
 from ivr.agi.env import AgiEnv
@@ -18,12 +19,11 @@ from ivr.agi.env import AgiEnv
 ORDER_KEY_PREFIX = "ivr:"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CallIdentity:
     call_id: str  # the Asterisk linkedid (the channel's uniqueid when it could not be read)
     uniqueid: str  # this channel's own id
     caller_id: str | None  # as Asterisk gave it; None when withheld
-    number: str | None  # E.164; None: nobody to look up or to call back
     channel: str
     script: str
     language: str  # the language to start in
@@ -37,18 +37,25 @@ class CallIdentity:
     ) -> CallIdentity:
         """``language``: what the channel already said (IVR_LANGUAGE), used when the line sets none."""
         line_language = env.options.get("lang")
-        caller_id = env.caller_id
         return cls(
             call_id=call_id,
             uniqueid=env.uniqueid,
-            caller_id=caller_id,
-            number=normalize_phone(caller_id),
+            caller_id=env.caller_id,
             channel=env.channel,
             script=env.script,
             language=line_language or language or default_language,
             language_fixed="lang" in env.options,
             customer_id=customer_id,
         )
+
+    @cached_property
+    def number(self) -> str | None:
+        """The caller's E.164 number; None: nobody to look up or to call back.
+
+        Computed on first use, once: the repeat order first needs it in the call-row write that runs
+        beside the greeting, so parsing the number never delays the caller's first prompt.
+        """
+        return normalize_phone(self.caller_id)
 
     @property
     def order_key(self) -> str:
