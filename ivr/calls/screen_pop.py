@@ -72,6 +72,11 @@ class OperatorBoard:
         # never overtakes "ringing", nor "free" a card still being built. A build takes a few ms.
         self._order = asyncio.Lock()
 
+    @property
+    def operator_names(self) -> dict[str, str]:
+        """Queue-member interface -> name, as configured ([operators] names)."""
+        return dict(self._names)
+
     # --- events in ------------------------------------------------------------------------------
 
     def on_event(self, event: TimelineEventIn) -> None:
