@@ -20,7 +20,6 @@ from crm_bridge.call_log import CallLog
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
-from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
@@ -255,7 +254,7 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     ownership, fanout = await _start_ami(resources, settings, ami, board, notifier)
     shutdown = Shutdown()
     calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
-    refused = RefusedCalls(records, normalize_phone)
+    refused = RefusedCalls(records)
     admission = build_admission(settings, records)
     metrics.bind_admission(admission)
     agi = FastAgiServer(
@@ -337,7 +336,6 @@ def build_calls(
         records=records,
         speaker=speaker,
         notifier=notifier,
-        normalize=normalize_phone,
         config=CallConfig(
             db_deadline=settings.database.call_deadline,
             order_deadline=settings.database.order_deadline,
@@ -356,7 +354,6 @@ def build_calls(
         speaker=speaker,
         notifier=notifier,
         hours=hours,
-        normalize=normalize_phone,
         db_deadline=settings.database.call_deadline,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from crm_bridge.call_log import CallEnd, CallStart, TimelineRecord
+from crm_bridge.phones import normalize_phone
 from ivr.agi.admission import OVERLOADED
 from ivr.agi.env import AgiEnv
 from ivr.calls.record_writer import RecordWriter
@@ -25,11 +26,9 @@ class RefusedCalls:
     """The FastAGI server's ``on_rejected`` hook."""
 
     def __init__(
-        self, records: RecordWriter, normalize: Callable[[str | None], str | None],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self, records: RecordWriter, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._records = records
-        self._normalize = normalize
         self._clock = clock
         self._submits: set[asyncio.Task[None]] = set()
 
@@ -43,7 +42,7 @@ class RefusedCalls:
         ended = {"outcome": REFUSED_OUTCOME, "reason": OVERLOADED, "step": "admission", "cause": cause}
         records = [
             CallStart(call_id=call_id, started_at=now, caller_number=env.caller_id,
-                      normalized_number=self._normalize(env.caller_id), channel=env.channel, script=env.script),
+                      normalized_number=normalize_phone(env.caller_id), channel=env.channel, script=env.script),
             TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="call.started", data=started),
             TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="call.ended", data=ended),
             CallEnd(call_id=call_id, outcome=REFUSED_OUTCOME, reason=OVERLOADED, ended_at=now),

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
-from crm_bridge.phones import normalize_phone
+from crm_bridge.phones import caller_number, normalize_phone
 from ivr.ami.events import CallEvent, Rejected, translate
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallEvents, CallNotifier
@@ -40,8 +40,15 @@ from ivr.calls.recordings import RecordingInfo, RecordingLocator
 
 log = structlog.get_logger("ivr.calls.tracker")
 
-# Outcomes that ask for a callback task (reason = the outcome).
-CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout", "callback_requested"})
+# Outcomes that ask for a callback task (reason = the outcome). Not "callback_requested": the
+# callback-request script saved that task itself, under the same call; opening it again here counted
+# one request twice.
+CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout"})
+# IVR_REASON values the dialplan sets itself when our server gave no result (extensions_ivr.conf):
+# the robot wrote no end for such a call, so the tracker puts the dialplan's word on the row.
+DIALPLAN_REASONS = frozenset({"server_unreachable", "server_lost"})
+# Contexts of dialplans/extensions_ivr.conf: a channel found there is the caller's leg of the call.
+IVR_CONTEXTS = frozenset({"ivr-inbound", "ivr-queue-exit"})
 # How many finished calls we remember (late Cdr events, stray hang-ups of a finished call).
 FINISHED_MEMORY = 10_000
 
@@ -73,14 +80,17 @@ class _Operator:
 
 
 @dataclass
-class _Call:
+class TrackedCall:
+    """One call as AMI shows it (all its channels, by Linkedid), from its first event to its end."""
+
     call_id: str
     events: CallEvents
     since: datetime
     last_seen: datetime
     channels: dict[str, str | None] = field(default_factory=dict)  # uniqueid -> channel name
     gone: set[str] = field(default_factory=set)  # uniqueids that hung up
-    caller: str | None = None
+    caller: str | None = None  # as Asterisk shows it; set once through learn_caller()
+    number: str | None = None  # the caller's E.164, normalized once with the caller
     first_channel: str | None = None
     relevant: bool = False  # touched our IVR, a queue or a recording: worth a call row
     row_checked: bool = False
@@ -97,7 +107,11 @@ class _Call:
     operator_interface: str | None = None
     operator_name: str | None = None
     talk_seconds: float | None = None
-    hangup_by: str | None = None
+    hangup_by: str | None = None  # the queue's own word (AgentComplete), when it gave one
+    # The caller's leg(s) in our dialplan (ran our AGI, joined the queue, seen in our contexts) and
+    # every hang-up request in wire order as (uniqueid, "far_end" | "asterisk"): who_hung_up() reads them.
+    ivr_legs: set[str] = field(default_factory=set)
+    hangup_requests: list[tuple[str, str]] = field(default_factory=list)
     transfers: int = 0
     recording: str | None = None  # as Asterisk reported it
     cdrs: list[dict[str, Any]] = field(default_factory=list)  # Cdr seen before we knew the call is ours
@@ -105,6 +119,12 @@ class _Call:
     @property
     def customer_id(self) -> str | None:
         return self.events.customer_id
+
+    def learn_caller(self, raw: str | None) -> None:
+        """The first caller id seen wins; its E.164 form is computed here, once per call."""
+        if self.caller is None and (raw := caller_number(raw)) is not None:
+            self.caller = raw
+            self.number = normalize_phone(raw)
 
     @property
     def state(self) -> str:
@@ -142,7 +162,7 @@ class CallTracker:
         self._db_deadline = db_deadline
         self._idle = timedelta(hours=idle_hours)
         self._retry_delay = recording_retry_delay
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, TrackedCall] = {}
         self._finished: OrderedDict[str, CallEvents | None] = OrderedDict()  # call_id -> events if ours
         self._uniqueids: OrderedDict[str, str] = OrderedDict()  # uniqueid -> call_id (for Cdr)
         self._operators: dict[str, _Operator] = {i: _Operator(name=n) for i, n in self._names.items()}
@@ -233,14 +253,14 @@ class CallTracker:
         handler = getattr(self, "_on_" + event.kind.replace(".", "_"))
         await handler(call, data, at)
 
-    def _call(self, call_id: str, at: datetime) -> _Call:
+    def _call(self, call_id: str, at: datetime) -> TrackedCall:
         call = self._calls.get(call_id)
         if call is None:
-            call = _Call(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
+            call = TrackedCall(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
             self._calls[call_id] = call
         return call
 
-    def _note_channel(self, call: _Call, data: dict[str, Any]) -> None:
+    def _note_channel(self, call: TrackedCall, data: dict[str, Any]) -> None:
         """Every event names a live channel: also how calls first seen mid-call learn theirs."""
         uniqueid = data.get("uniqueid")
         if uniqueid and uniqueid not in call.gone:
@@ -254,8 +274,8 @@ class CallTracker:
             self._remember_uniqueid(dest, call.call_id)
         caller = data.get("caller")
         # The caller's number: from the call's own first channel or the channel waiting in the queue.
-        if caller and call.caller is None and (uniqueid == call.call_id or data.get("queue")):
-            call.caller = caller
+        if caller and (uniqueid == call.call_id or data.get("queue")):
+            call.learn_caller(caller)
 
     def _remember_uniqueid(self, uniqueid: str, call_id: str) -> None:
         self._uniqueids[uniqueid] = call_id
@@ -263,19 +283,26 @@ class CallTracker:
         while len(self._uniqueids) > FINISHED_MEMORY * 4:
             self._uniqueids.popitem(last=False)
 
-    async def _on_channel_created(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_created(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("context") == "ivr-inbound":
             call.relevant = True
 
-    async def _on_channel_hungup(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_hungup(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         uniqueid = data["uniqueid"]
         call.channels.pop(uniqueid, None)
         call.gone.add(uniqueid)
         if not call.channels:
             await self._finalize(call, at, cause=data.get("cause_txt"))
 
-    async def _on_queue_joined(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_hangup_requested(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
+        if data.get("context") in IVR_CONTEXTS:  # in our dialplan: our call, and the caller's leg
+            call.relevant = True
+            call.ivr_legs.add(data["uniqueid"])
+        call.hangup_requests.append((data["uniqueid"], data["source"]))
+
+    async def _on_queue_joined(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
+        call.ivr_legs.add(data["uniqueid"])
         call.queue = data["queue"]
         call.queue_entered_at = at
         call.in_queue = True
@@ -286,13 +313,13 @@ class CallTracker:
         await self._update(call, queue=call.queue, queue_entered_at=at)
         await self._flush(call)
 
-    async def _on_queue_left(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_left(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         # Sent before AgentConnect when answered, after QueueCallerAbandon when not: decide later.
         call.in_queue = False
         if call.answered_at is None and not call.queue_abandoned:
             call.queue_left_unanswered = True
 
-    async def _on_queue_abandoned(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_abandoned(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         call.queue = call.queue or data["queue"]
         call.in_queue = False
@@ -303,7 +330,7 @@ class CallTracker:
                             position=data.get("position"), original_position=data.get("original_position"))
         await self._update(call, queue=call.queue, wait_seconds=call.wait_seconds)
 
-    async def _on_operator_ringing(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_ringing(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         await self._ensure_row(call)
         interface = data["interface"]
@@ -315,7 +342,7 @@ class CallTracker:
             queue=data.get("queue") or call.queue, caller=call.caller,
         )
 
-    async def _on_operator_no_answer(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_no_answer(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         interface = data["interface"]
         name = self._operator_name(interface, data.get("member_name"))
         call.ringing.discard(interface)
@@ -323,7 +350,7 @@ class CallTracker:
         self._notifier.emit(call.events, "operator.no_answer", operator_interface=interface, operator_name=name,
                             ring_seconds=data.get("ring_time"))
 
-    async def _on_operator_answered(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_answered(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         await self._ensure_row(call)
         interface = data["interface"]
@@ -346,7 +373,7 @@ class CallTracker:
         await self._update(call, queue=call.queue, answered_at=at, operator_interface=interface,
                            operator_name=name, wait_seconds=call.wait_seconds)
 
-    async def _on_operator_completed(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_completed(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.talk_seconds = data["talk_time"]
         reason = data.get("reason")
         if reason == "agent":
@@ -355,24 +382,26 @@ class CallTracker:
             call.hangup_by = "caller"
         self._free_operator(data["interface"], call.call_id, at)
 
-    async def _on_call_transferred(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_call_transferred(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.transfers += 1
         self._notifier.emit(call.events, "call.transferred", **{k: v for k, v in data.items() if v is not None})
         if call.relevant:
             await self._update(call, transfers=call.transfers)
 
-    async def _on_recording_started(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_recording_started(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         if data.get("file") and call.recording is None:
             call.recording = data["file"]
 
-    async def _on_recording_stopped(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_recording_stopped(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("file") and call.recording is None:
             call.recording = data["file"]
 
-    async def _on_variable_set(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_variable_set(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         name, value = data["variable"], data["value"]
         call.relevant = True
+        if name.startswith("IVR_"):  # set by our AGI or our dialplan: on the caller's leg
+            call.ivr_legs.add(data["uniqueid"])
         call.variables[name] = value
         if name == "IVR_CUSTOMER_ID" and value:
             call.events.customer_id = value
@@ -398,7 +427,7 @@ class CallTracker:
 
     # --- the end of a call -----------------------------------------------------------------------
 
-    async def _finalize(self, call: _Call, at: datetime, *, cause: str | None = None,
+    async def _finalize(self, call: TrackedCall, at: datetime, *, cause: str | None = None,
                         reason: str | None = None) -> None:
         self._calls.pop(call.call_id, None)
         for interface, op in self._operators.items():
@@ -415,10 +444,10 @@ class CallTracker:
         for cdr in call.cdrs:
             self._notifier.emit(call.events, "cdr", **cdr)
         vanished = reason == "ended_while_disconnected"
+        if reason is None and call.variables.get("IVR_REASON") in DIALPLAN_REASONS:
+            reason = call.variables["IVR_REASON"]
         outcome = self._outcome(call, vanished=vanished)
-        hangup_by = call.hangup_by
-        if hangup_by is None and not vanished:
-            hangup_by = "system" if outcome in ("order_placed", "queue_timeout") else "caller"
+        hangup_by = None if vanished else who_hung_up(call)
         talk = call.talk_seconds
         if talk is None and call.answered_at is not None:
             talk = round((at - call.answered_at).total_seconds(), 3)
@@ -451,7 +480,7 @@ class CallTracker:
         if call.recording:
             await self._recording(call)
 
-    def _outcome(self, call: _Call, *, vanished: bool) -> str | None:
+    def _outcome(self, call: TrackedCall, *, vanished: bool) -> str | None:
         ivr_result = call.variables.get("IVR_RESULT", "")
         if call.answered_at is not None:
             return "operator_answered"
@@ -469,9 +498,9 @@ class CallTracker:
             return call.row_outcome  # lost track before the queue: only the IVR's own word is certain
         return "abandoned_in_ivr"  # never reached the queue: hung up during the robot
 
-    async def _open_callback(self, call: _Call, outcome: str, at: datetime) -> None:
+    async def _open_callback(self, call: TrackedCall, outcome: str, at: datetime) -> None:
         customer_id = call.customer_id
-        number = normalize_phone(call.caller)
+        number = call.number
         if customer_id is None and number is not None:
             customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
             if customer is not None:
@@ -492,7 +521,7 @@ class CallTracker:
                             due_at=task.due_at.isoformat(), attempts=task.attempts, reason=outcome,
                             number=number)
 
-    async def _recording(self, call: _Call) -> None:
+    async def _recording(self, call: TrackedCall) -> None:
         reported = call.recording
         local = self._recordings.local_path(reported)
         if local is None:
@@ -510,7 +539,7 @@ class CallTracker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _recording_later(self, call: _Call, local: Path) -> None:
+    async def _recording_later(self, call: TrackedCall, local: Path) -> None:
         await asyncio.sleep(self._retry_delay)
         info = await self._recordings.describe(local)
         if info is None:
@@ -525,7 +554,7 @@ class CallTracker:
             return
         await self._recording_ready(call, info)
 
-    async def _recording_ready(self, call: _Call, info: RecordingInfo) -> None:
+    async def _recording_ready(self, call: TrackedCall, info: RecordingInfo) -> None:
         self._notifier.emit(call.events, "recording.ready", path=str(info.path), seconds=info.seconds,
                             bytes=info.bytes)
         await self._flush(call)
@@ -561,9 +590,8 @@ class CallTracker:
                 if uniqueid:
                     call.channels[uniqueid] = item.get("Channel")
                     self._remember_uniqueid(uniqueid, call_id)
-                caller = (item.get("CallerIDNum") or "").strip()
-                if uniqueid == call_id and caller and caller.lower() not in ("<unknown>", "unknown"):
-                    call.caller = call.caller or caller
+                if uniqueid == call_id:
+                    call.learn_caller(item.get("CallerIDNum"))
                 if item.get("Context") == "ivr-inbound":
                     call.relevant = True
                 if (item.get("Application") or "").lower() == "queue" and call.answered_at is None:
@@ -606,7 +634,7 @@ class CallTracker:
         name = op.name if op is not None else self._names.get(interface)
         self._operators[interface] = _Operator(state="free", call_id=None, name=name, since=at)
 
-    async def _ensure_row(self, call: _Call) -> None:
+    async def _ensure_row(self, call: TrackedCall) -> None:
         """Once per call: learn the IVR's row (customer, outcome), or create it for AMI-only calls."""
         if call.row_checked:
             return
@@ -616,16 +644,14 @@ class CallTracker:
             call.row_outcome = row.outcome
             if call.events.customer_id is None and row.customer_id:
                 call.events.customer_id = row.customer_id
-            call.caller = call.caller or row.caller_number
+            call.learn_caller(row.caller_number)
         else:
             await self._update(call, started_at=call.since, caller_number=call.caller,
-                               normalized_number=normalize_phone(call.caller), channel=call.first_channel)
-        if call.events.customer_id is None and call.caller:
-            number = normalize_phone(call.caller)
-            if number is not None:
-                customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
-                if customer is not None:
-                    call.events.customer_id = customer.customer_id
+                               normalized_number=call.number, channel=call.first_channel)
+        if call.events.customer_id is None and call.number is not None:
+            customer = await self._db(self._store.customer_by_number(call.number), "customer_by_number")
+            if customer is not None:
+                call.events.customer_id = customer.customer_id
 
     async def _read_row(self, call_id: str) -> CallView | None:
         async def read() -> CallView | None:
@@ -635,14 +661,14 @@ class CallTracker:
 
         return await self._db(read(), "get_call")
 
-    async def _update(self, call: _Call, **fields: Any) -> None:
+    async def _update(self, call: TrackedCall, **fields: Any) -> None:
         # Not bounded by db_deadline: the writer queues (and spools) it, it only waits for room.
         try:
             await self._records.update_call(call.call_id, **fields)
         except Exception as exc:  # a bad field name is a bug: say so, keep tracking
             self._log.error("tracker_store_failed", operation="update_call", error=repr(exc)[:300])
 
-    async def _flush(self, call: _Call) -> None:
+    async def _flush(self, call: TrackedCall) -> None:
         await self._notifier.flush(call.events)
 
     async def _db(self, work: Any, what: str) -> Any:
@@ -651,6 +677,32 @@ class CallTracker:
         except Exception as exc:  # the tracking goes on; the row is refined at the next write
             self._log.error("tracker_store_failed", operation=what, error=repr(exc)[:300])
             return None
+
+
+def who_hung_up(call: TrackedCall) -> str | None:
+    """"caller" | "operator" | "system" from what Asterisk reported, None when it reported nothing.
+
+    The queue's AgentComplete says it for a bridged call. Otherwise the first hang-up request on the
+    caller's side decides (captured in tests/data/asterisk-traces/ami: sipp_hangup_getdata,
+    hangup_getdata, menu_repeat_order_senddtmf, queue_abandon):
+
+    - on the caller's leg in our dialplan, HangupRequest means its far end (the caller's phone, or
+      the originating half of a Local channel) went: the caller; SoftHangupRequest means Asterisk
+      ended it (Hangup() after the robot's goodbye or a saved callback, the end of the queue): system;
+    - on the call's originating channel when that is not our leg (the ;1 half of a Local channel
+      that dialled into ivr-inbound), the roles swap: its SoftHangupRequest is the caller hanging up,
+      its HangupRequest means our leg went first.
+
+    Requests on operator channels that rang and were not answered say nothing about the call.
+    """
+    if call.hangup_by is not None:
+        return call.hangup_by
+    for uniqueid, source in call.hangup_requests:
+        if uniqueid in call.ivr_legs:
+            return "caller" if source == "far_end" else "system"
+        if uniqueid == call.call_id:
+            return "caller" if source == "asterisk" else "system"
+    return None
 
 
 def _event_name(message: Mapping[str, str]) -> str | None:

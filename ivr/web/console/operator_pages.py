@@ -36,6 +36,7 @@ STATES: dict[str, str] = {"ringing": "Звонит", "talking": "Разгово�
 TASK_REASONS: dict[str, str] = {
     "abandoned_in_queue": "не дождался ответа в очереди",
     "callback_requested": "просил перезвонить",
+    "callback_requested_in_queue": "просил перезвонить",  # tasks saved before the reason was unified
     "queue_timeout": "очередь не дождалась оператора",
     "after_hours": "звонил в нерабочее время",
 }
