@@ -1648,7 +1648,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hold-rate",
         type=float,
         default=100.0,
-        help="arrival rate of the held calls (default 100/s, below agi.max_call_rate=120 of main)",
+        help="arrival rate of the held calls (default 100/s, below agi.max_call_rate=150 by default)",
     )
     g.add_argument(
         "--hold-wait",
