@@ -15,6 +15,9 @@ from typing import Protocol
 
 import structlog
 
+from crm_bridge.contract.dialplan import IvrResult, Var
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import Reason
 from crm_bridge.dto import CallbackTaskView
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiPlaybackFailed
@@ -60,42 +63,42 @@ class CallbackRequestCall:
         env = channel.env
         call_id = await channel.get_variable("CHANNEL(linkedid)") or env.uniqueid
         # Set by the repeat-order script earlier on this same channel, when it knew the customer.
-        customer_id = await channel.get_variable("IVR_CUSTOMER_ID") or None
-        language = env.options.get("lang") or await channel.get_variable("IVR_LANGUAGE") or self._default_language
+        customer_id = await channel.get_variable(Var.CUSTOMER_ID) or None
+        language = env.options.get("lang") or await channel.get_variable(Var.LANGUAGE) or self._default_language
         number = self._normalize(env.caller_id)
         events = self._notifier.open(call_id)
         events.customer_id = customer_id
         bound = log.bind(call_id=call_id, customer_id=customer_id)
         try:
             if number is None and customer_id is None:
-                self._notifier.emit(events, "callback.impossible", reason="no_caller_id")
+                self._notifier.emit(events, EventKind.CALLBACK_IMPOSSIBLE, reason=Reason.NO_CALLER_ID)
                 await self._say(channel, "callback_impossible", language)
-                await channel.set_variable("IVR_RESULT", "operator")
-                await channel.set_variable("IVR_REASON", "callback_without_number")
+                await channel.set_variable(Var.RESULT, IvrResult.OPERATOR)
+                await channel.set_variable(Var.REASON, Reason.CALLBACK_WITHOUT_NUMBER)
                 return
             try:
                 task, created = await asyncio.wait_for(
                     self._store.open_callback_task(
-                        customer_id=customer_id, number=number, reason="callback_requested_in_queue",
+                        customer_id=customer_id, number=number, reason=Reason.CALLBACK_REQUESTED_IN_QUEUE,
                         due_at=self._hours.callback_due(self._clock()), call_id=call_id,
                     ),
                     self._db_deadline,
                 )
             except Exception as exc:  # no task could be saved: back to the queue, never a lost caller
                 bound.error("callback_not_saved", error=repr(exc))
-                self._notifier.emit(events, "step.failed", step="callback", reason="database_error")
-                await channel.set_variable("IVR_RESULT", "operator")
-                await channel.set_variable("IVR_REASON", "database_error")
+                self._notifier.emit(events, EventKind.STEP_FAILED, step="callback", reason=Reason.DATABASE_ERROR)
+                await channel.set_variable(Var.RESULT, IvrResult.OPERATOR)
+                await channel.set_variable(Var.REASON, Reason.DATABASE_ERROR)
                 return
             self._notifier.emit(
-                events, "callback.created", task_id=task.task_id, reason="callback_requested_in_queue",
-                due_at=task.due_at.isoformat(), reused=not created,
+                events, EventKind.CALLBACK_CREATED, task_id=task.task_id, reason=Reason.CALLBACK_REQUESTED_IN_QUEUE,
+                due_at=task.due_at.isoformat(), created=created, attempts=task.attempts, number=number,
             )
             # The AMI tracker sees this variable and files the call as "callback_requested".
-            await channel.set_variable("IVR_CALLBACK", "1")
+            await channel.set_variable(Var.CALLBACK, "1")
             await self._say(channel, "callback_promised", language)
-            await channel.set_variable("IVR_RESULT", "done")
-            await channel.set_variable("IVR_REASON", "callback_requested")
+            await channel.set_variable(Var.RESULT, IvrResult.DONE)
+            await channel.set_variable(Var.REASON, Reason.CALLBACK_REQUESTED)
         finally:
             await channel.close()
             await self._notifier.flush(events)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
 from ivr.calls.hours import BusinessHours
@@ -46,7 +47,8 @@ async def ivr_row(store: CrmStore, call_id: str, outcome: str, reason: str) -> N
         script="repeat-order",
         started_at=OPEN_HOURS - timedelta(seconds=30),
     )
-    await store.record_call_end(call_id, outcome=outcome, reason=reason, ended_at=OPEN_HOURS - timedelta(seconds=5))
+    await store.record_call_end(call_id, facts=facts_implying(outcome), reason=reason,
+                                ended_at=OPEN_HOURS - timedelta(seconds=5))
 
 
 # --- an escalated call answered by an operator ---------------------------------------------------
@@ -242,7 +244,8 @@ async def test_hangup_during_the_ivr_before_the_runner_wrote_its_row(rig: Rig) -
     call_id = CALL_IDS["hangup_getdata"]
     await rig.feed(events("hangup_getdata"))
     # The runner's end of call arrives late: it must not undo the refined outcome.
-    await rig.store.record_call_end(call_id, outcome="abandoned", reason="hangup_at_menu", ended_at=OPEN_HOURS)
+    await rig.store.record_call_end(call_id, facts=facts_implying("abandoned"), reason="hangup_at_menu",
+                                    ended_at=OPEN_HOURS)
     call = await rig.store.get_call(call_id)
     assert call is not None and (call.outcome, call.reason) == ("abandoned_in_ivr", "hangup_at_menu")
 

@@ -76,7 +76,7 @@ async def start_harness(
     cache = PromptCache(prompts_dir, engine or EspeakEngine(), VOICES)
     # The real record writer over the same database (its spool beside the prompts).
     records = RecordWriter(CallLog(store.sessions), RecordSpool(prompts_dir.parent / "spool"))
-    notifier = CallNotifier(records)
+    notifier = CallNotifier(records, strict=True)
     handler_speaker = Speaker(cache)
     handler = RepeatOrderCall(
         flow=RepeatOrderFlow(flow or FlowConfig(menu_timeout=1.0, quantity_timeout=1.0)),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from ivr.web.api import MAX_PAGE, build_web_app
 from tests.calls.harness import start_harness, wait_for
@@ -251,7 +252,7 @@ async def test_calls_recorded_directly_by_the_store_are_listed(client, demo_stor
         )
         if outcome:
             await demo_store.record_call_end(
-                call_id, outcome=outcome, reason=reason, ended_at=started.replace(second=30)
+                call_id, facts=facts_implying(outcome), reason=reason, ended_at=started.replace(second=30)
             )
     calls = (await get_json(client, "/api/v1/calls"))["calls"]
     assert [(c["call_id"], c["outcome"], c["reason"]) for c in calls] == [
