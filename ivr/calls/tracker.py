@@ -37,7 +37,6 @@ from crm_bridge.contract.outcomes import (
     CALLBACK_OUTCOMES,
     CallFacts,
     HangupBy,
-    Outcome,
     QueueFate,
     Reason,
     decide_outcome,
@@ -292,7 +291,7 @@ class CallTracker:
         await self._ensure_row(call)
         self._notifier.emit(call.events, EventKind.QUEUE_ENTERED, queue=call.queue, position=data.get("position"),
                             count=data.get("count"))
-        await self._update(call, queue=call.queue, queue_entered_at=at, facts=CallFacts(queue=QueueFate.WAITING))
+        await self._update(call, queue=call.queue, queue_entered_at=at)
         await self._flush(call)
 
     async def _on_queue_left(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
@@ -353,8 +352,7 @@ class CallTracker:
         )
         await self._flush(call)
         await self._update(call, queue=call.queue, answered_at=at, operator_interface=interface,
-                           operator_name=name, wait_seconds=call.wait_seconds,
-                           facts=CallFacts(queue=QueueFate.ANSWERED))
+                           operator_name=name, wait_seconds=call.wait_seconds)
 
     async def _on_operator_completed(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
         call.talk_seconds = data["talk_time"]
@@ -428,10 +426,13 @@ class CallTracker:
         seen = self._facts(call, vanished=vanished)
         # The call row decides the call's outcome from every witness's facts (the robot's end may
         # land after this); this view, with what the row knew, is for the timeline and the log.
-        outcome = decide_outcome(call.row_facts.merged(seen))
+        known = call.row_facts.merged(seen)
+        outcome = decide_outcome(known)
         hangup_by = call.hangup_by
         if hangup_by is None and not vanished:
-            hangup_by = HangupBy.SYSTEM if outcome in (Outcome.ORDER_PLACED, Outcome.QUEUE_TIMEOUT) else HangupBy.CALLER
+            # The dialplan hangs up after the robot said "done" and when Queue() gives up; else the caller did.
+            by_dialplan = known.ivr_result is IvrResult.DONE or known.queue is QueueFate.TIMED_OUT
+            hangup_by = HangupBy.SYSTEM if by_dialplan else HangupBy.CALLER
         talk = call.talk_seconds
         if talk is None and call.answered_at is not None:
             talk = round((at - call.answered_at).total_seconds(), 3)
