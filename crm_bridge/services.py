@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from crm_bridge import repositories as repo
 from crm_bridge.call_log import CallEnd, CallLog, CallUpdate, TimelineRecord
+from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.delivery import DeliveryRules, delivery_date
@@ -597,7 +598,7 @@ class CrmStore:
             entries.append(
                 TimelineEventView(
                     seq=0, at=order.ordered_at, call_id=order.call_id, customer_id=customer_id,
-                    kind="order.placed",
+                    kind=EventKind.ORDER_PLACED,
                     data={
                         "order_id": order.order_id,
                         "total": str(order.total),
@@ -615,7 +616,7 @@ class CrmStore:
             entries.append(
                 TimelineEventView(
                     seq=0, at=call.started_at, call_id=call.call_id, customer_id=customer_id,
-                    kind="call.recorded",
+                    kind=EventKind.CALL_RECORDED,
                     data={
                         "outcome": call.outcome,
                         "reason": call.reason,

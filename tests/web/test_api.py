@@ -243,7 +243,7 @@ async def test_calls_are_listed_newest_first_with_outcome_and_reason(client, har
 async def test_calls_recorded_directly_by_the_store_are_listed(client, demo_store):
     t0 = datetime.fromisoformat("2026-11-02T10:00:00+03:00")
     for n, (call_id, outcome, reason) in enumerate(
-        [("c-old", "operator", "no_input"), ("c-new", "done", "order_placed"), ("c-open", None, None)]
+        [("c-old", "operator", "no_input"), ("c-new", "order_placed", "order_placed"), ("c-open", None, None)]
     ):
         started = t0.replace(minute=n)
         await demo_store.record_call_start(
@@ -257,7 +257,7 @@ async def test_calls_recorded_directly_by_the_store_are_listed(client, demo_stor
     calls = (await get_json(client, "/api/v1/calls"))["calls"]
     assert [(c["call_id"], c["outcome"], c["reason"]) for c in calls] == [
         ("c-open", None, None),
-        ("c-new", "done", "order_placed"),
+        ("c-new", "order_placed", "order_placed"),
         ("c-old", "operator", "no_input"),
     ]
     assert calls[0]["ended_at"] is None
