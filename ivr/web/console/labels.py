@@ -58,10 +58,12 @@ REASON_LABELS: dict[str, str] = {
     Reason.HANGUP_AFTER_ORDER: "положил трубку после заказа",
     Reason.ENDED_WHILE_DISCONNECTED: "звонок закончился, пока не было связи с AMI",
 }
-# Callback tasks carry an outcome as their reason (abandoned_in_queue…).
-_TASK_REASON_LABELS: dict[str, str] = {
-    Outcome.ABANDONED_IN_QUEUE: "клиент не дождался ответа в очереди",
+# Callback tasks carry the call's outcome as their reason (abandoned_in_queue…), or a Reason.
+TASK_REASON_LABELS: dict[str, str] = {
+    Outcome.ABANDONED_IN_QUEUE: "не дождался ответа в очереди",
+    Outcome.CALLBACK_REQUESTED: "просил перезвонить",
     Outcome.QUEUE_TIMEOUT: "очередь не дождалась оператора",
+    Outcome.AFTER_HOURS: "звонил в нерабочее время",
 }
 
 EVENT_LABELS: dict[str, str] = {
@@ -126,10 +128,10 @@ def reason_text(reason: str | None) -> str:
     for part in (p for p in reason.split(":") if p):
         if part in REASON_LABELS:
             words.append(REASON_LABELS[part])
-        elif part in _TASK_REASON_LABELS:
-            words.append(_TASK_REASON_LABELS[part])
         elif part == AFTER_HOURS_PREFIX.rstrip(":"):
             words.append("звонок в нерабочее время")
+        elif part in TASK_REASON_LABELS:
+            words.append(TASK_REASON_LABELS[part])
         elif part.startswith(HANGUP_AT_PREFIX):
             words.append(f"положил трубку ({part.removeprefix(HANGUP_AT_PREFIX)})")
         elif part.startswith(AGI_STATUS_REASON_PREFIX):
@@ -137,3 +139,8 @@ def reason_text(reason: str | None) -> str:
         else:
             words.append(part)
     return "; ".join(words)
+
+
+def task_reason_text(reason: str) -> str:
+    """A callback task's reason; several joined by "; " when the customer called again."""
+    return "; ".join(TASK_REASON_LABELS.get(p, reason_text(p)) for p in reason.split("; ") if p)

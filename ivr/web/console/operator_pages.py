@@ -16,31 +16,20 @@ from typing import Any
 
 from aiohttp import web
 
-from crm_bridge.contract.outcomes import Outcome
 from ivr.calls.screen_pop import operator_key
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import reason_text
+from ivr.web.console.labels import reason_text, task_reason_text
 from ivr.web.console.render import render
 from ivr.web.console.timeline_text import with_lines
 
 STATES: dict[str, str] = {"ringing": "Звонит", "talking": "Разговор", "free": "Свободен"}
 
-TASK_REASONS: dict[str, str] = {
-    Outcome.ABANDONED_IN_QUEUE: "не дождался ответа в очереди",
-    Outcome.CALLBACK_REQUESTED: "просил перезвонить",
-    Outcome.QUEUE_TIMEOUT: "очередь не дождалась оператора",
-    Outcome.AFTER_HOURS: "звонил в нерабочее время",
-}
 
 EMPTY_CARD: dict[str, Any] = {"state": "free", "call": None, "customer": None, "last_orders": [], "ivr_path": []}
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-
-
-def task_reason_text(reason: str) -> str:
-    return "; ".join(TASK_REASONS.get(p, reason_text(p)) for p in reason.split("; ") if p)
 
 
 def _chosen_key(request: web.Request, user: Any) -> tuple[str | None, str | None]:
