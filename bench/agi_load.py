@@ -121,19 +121,15 @@ async def _child_ivr(args: argparse.Namespace) -> None:
     from ivr.settings import load_settings
 
     settings = load_settings().replace(
-        agi={"host": HOST, "port": 0},
+        agi={"host": HOST, "port": 0, "drain_seconds": 30},
         web={"enabled": False},
         database={"url": args.db_url},
-        prompts={"dir": args.prompts_dir},
+        prompts={"dir": args.prompts_dir, "calls_dir": args.calls_dir},
     )
     configure_logging(settings.log.level, settings.log.json)
     service = await start_service(settings, migrate=False)
-    # A read-only peek at the prompt cache counters, for the details only: the table's TTS count comes
-    # from the spawn probe, so a Speaker that no longer has this shape costs nothing but these two numbers.
-    try:
-        cache = service.agi._routes[SCRIPT]._speaker._cache
-    except (AttributeError, KeyError):
-        cache = None
+    # The prompt cache counters, for the details only: the table's TTS count comes from the spawn probe.
+    cache = service.prompt_cache
     _announce(
         port=service.agi.port,
         pid=os.getpid(),
@@ -152,7 +148,7 @@ async def _child_ivr(args: argparse.Namespace) -> None:
             )
         if line == "stop" or not line:
             break
-    await service.stop(grace=30)
+    await service.stop()
     _announce(stopped=True, ru_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -236,7 +232,9 @@ class ServerProcess:
 
     has_workers = False  # the bench's own child runs the service in one process
 
-    def __init__(self, kind: str, workdir: Path, *, db_url: str = "", prompts_dir: str = "") -> None:
+    def __init__(
+        self, kind: str, workdir: Path, *, db_url: str = "", prompts_dir: str = "", calls_dir: str = ""
+    ) -> None:
         self.kind = kind
         tag = uuid.uuid4().hex[:6]
         self.log_path = workdir / f"server-{kind}-{tag}.log"
@@ -250,6 +248,8 @@ class ServerProcess:
             db_url,
             "--prompts-dir",
             prompts_dir,
+            "--calls-dir",
+            calls_dir,
         ]
         self.env = _probe_env(self.spawn_log)
         self.proc: asyncio.subprocess.Process | None = None
@@ -408,7 +408,7 @@ class CliServerProcess(ServerProcess):
 
     has_workers = True
 
-    def __init__(self, workdir: Path, *, db_url: str, prompts_dir: str, workers: int) -> None:
+    def __init__(self, workdir: Path, *, db_url: str, prompts_dir: str, workers: int, calls_dir: str = "") -> None:
         super().__init__(f"serve-w{workers}", workdir)
         self.port = _free_port()
         self.argv = [sys.executable, "-m", "ivr", "serve", "--workers", str(workers)]
@@ -420,6 +420,7 @@ class CliServerProcess(ServerProcess):
                 "IVR_WEB__ENABLED": "false",
                 "IVR_DATABASE__URL": db_url,
                 "IVR_PROMPTS__DIR": prompts_dir,
+                "IVR_PROMPTS__CALLS_DIR": calls_dir,
             },
         )
 
@@ -1352,6 +1353,17 @@ async def prompt_library(workdir: Path) -> Path:
     return _LIBRARY
 
 
+def per_call_dir(choice: str, prompts: Path) -> str:
+    """``prompts.calls_dir`` for one server: ``tmpfs`` (the README's advice for production, when
+    /dev/shm exists), ``prompts`` (the default, ``<prompts.dir>/calls``) or a path."""
+    if choice == "prompts":
+        return ""
+    if choice == "tmpfs":
+        shm = Path("/dev/shm")
+        return str(shm / f"ivr-bench-calls-{prompts.name}") if shm.is_dir() else ""
+    return str(Path(choice) / prompts.name)
+
+
 async def run_variant(
     args: argparse.Namespace, variant: Variant, scenarios: list[Scenario], workdir: Path, deadline: Deadline
 ) -> list[dict[str, Any]]:
@@ -1359,6 +1371,9 @@ async def run_variant(
     async with contextlib.AsyncExitStack() as stack:
         url = None
         prompts = workdir / f"prompts-{uuid.uuid4().hex[:6]}"
+        calls_dir = per_call_dir(args.calls_dir, prompts)
+        if calls_dir:
+            stack.callback(shutil.rmtree, calls_dir, ignore_errors=True)
         if variant.backend is not None and not variant.cold:
             # Steady state, as after `ivr prompts build` on the machine: the library is on disk.
             shutil.copytree(await prompt_library(workdir), prompts)
@@ -1378,9 +1393,11 @@ async def run_variant(
             data = await prepare_database(url, workdir, customers, args.names)
             callers = data["load"]
             if variant.workers:
-                server = CliServerProcess(workdir, db_url=url, prompts_dir=str(prompts), workers=variant.workers)
+                server = CliServerProcess(
+                    workdir, db_url=url, prompts_dir=str(prompts), workers=variant.workers, calls_dir=calls_dir
+                )
             else:
-                server = ServerProcess("ivr", workdir, db_url=url, prompts_dir=str(prompts))
+                server = ServerProcess("ivr", workdir, db_url=url, prompts_dir=str(prompts), calls_dir=calls_dir)
         try:
             await server.start()
         except RuntimeError as exc:
@@ -1548,13 +1565,16 @@ async def main_async(args: argparse.Namespace) -> int:
         "load_generator_ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "elapsed_s": round(args.deadline - deadline.left(), 1),
         "commit": _git_commit(),
+        "calls_dir": args.calls_dir,
+        "event_loop": loop_choice(),
         "ceilings": ceilings(runs),
         "lookup_1m": lookup,
     }
     print(
         f"\n{meta['date']}  {meta['machine']}  python {meta['python']}  load average "
         f"{' '.join(f'{x:.2f}' for x in loadavg_start)} → {' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} "
-        f"(1/5/15 min), {meta['elapsed_s']} s, commit {meta['commit']}\n"
+        f"(1/5/15 min), {meta['elapsed_s']} s, commit {meta['commit']}, per-call prompts on {meta['calls_dir']}, "
+        f"event loop {meta['event_loop']}\n"
     )
     if runs:
         print(markdown_table(runs))
@@ -1652,6 +1672,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child", choices=["ivr", "echo"], help=argparse.SUPPRESS)
     p.add_argument("--db-url", default="", help=argparse.SUPPRESS)
     p.add_argument("--prompts-dir", default="", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--calls-dir",
+        default="tmpfs",
+        help="where the servers write per-call read-backs (prompts.calls_dir): tmpfs (/dev/shm, as the README "
+        "advises for production), prompts (<prompts.dir>/calls, the default setting) or a directory",
+    )
     args = p.parse_args(argv)
     if args.concurrency is None:
         args.concurrency = args.calls
@@ -1671,16 +1697,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ivr import event_loop
+
     args = parse_args(argv)
     if args.child:
         _take_stdout()
         _raise_nofile(20000)
-        asyncio.run(_child_ivr(args) if args.child == "ivr" else _child_echo(args))
+        # The servers (echo and ivr alike) and the load generator run on the loop `ivr serve` runs
+        # on (agi.event_loop; IVR_AGI__EVENT_LOOP=asyncio for the standard one).
+        event_loop.run(_child_ivr(args) if args.child == "ivr" else _child_echo(args), loop_choice())
         return 0
     from ivr.logs import configure_logging
 
     configure_logging("WARNING")  # the importers' info lines would bury the report
-    return asyncio.run(main_async(args))
+    return event_loop.run(main_async(args), loop_choice())
+
+
+def loop_choice() -> str:
+    from ivr.settings import load_settings
+
+    return load_settings().agi.event_loop
 
 
 if __name__ == "__main__":

@@ -419,11 +419,11 @@ async def run_chain(
     from ivr.calls.screen_pop import OperatorBoard, operator_key
     from ivr.calls.tracker import CallTracker
     from ivr.logs import configure_logging
-    from ivr.settings import Settings
+    from ivr.settings import default_settings
     from tests.fakeami import FakeAmi
 
     setup_s = await prepare_database(url, workdir, args.numbers)
-    settings = Settings().replace(database={"url": url}, recordings={"dir": str(workdir / "monitor")})
+    settings = default_settings().replace(database={"url": url}, recordings={"dir": str(workdir / "monitor")})
     (workdir / "monitor").mkdir(exist_ok=True)
     engine, store = build_store(settings)
     notifier = CallNotifier(store)

@@ -32,6 +32,7 @@ from crm_bridge.models import (
     TimelineEvent,
     UtcDateTime,
 )
+from crm_bridge.pg_direct import DirectStatement
 
 # IN lists stay below SQLite's bound-parameter limit and keep PostgreSQL plans sane.
 CHUNK = 500
@@ -247,10 +248,13 @@ def _caller_statement() -> Any:
 
 
 CALLER_BY_PHONE = _caller_statement()
+_CALLER_BY_PHONE_PG = DirectStatement(CALLER_BY_PHONE)
 
 
 async def caller_rows(conn: AsyncConnection, number: str) -> Sequence[Row[Any]]:
     """Rows of ``CALLER_BY_PHONE`` for an E.164 ``number`` (empty: nobody owns it)."""
+    if conn.dialect.name == "postgresql":  # the call path: straight on asyncpg (crm_bridge.pg_direct)
+        return await _CALLER_BY_PHONE_PG.fetch(conn, {"number": number})
     return (await conn.execute(CALLER_BY_PHONE, {"number": number})).all()
 
 
@@ -293,14 +297,18 @@ ORDER_INPUTS = {
     "postgresql": _order_inputs_statement(pg=True),
     "sqlite": _order_inputs_statement(pg=False),
 }
+_ORDER_INPUTS_PG = DirectStatement(ORDER_INPUTS["postgresql"])
 
 
 async def order_inputs(
     conn: AsyncConnection, customer_id: str, key: str, skus: Sequence[str]
 ) -> tuple[int | None, int | None, dict[str, Row[Any]]]:
     """(customer pk or None, pk of the order already placed under ``key`` or None, products by sku)."""
-    statement = ORDER_INPUTS[conn.dialect.name]
-    rows = (await conn.execute(statement, {"customer_id": customer_id, "key": key, "skus": sorted(set(skus))})).all()
+    params = {"customer_id": customer_id, "key": key, "skus": sorted(set(skus))}
+    if conn.dialect.name == "postgresql":
+        rows = await _ORDER_INPUTS_PG.fetch(conn, params)
+    else:
+        rows = (await conn.execute(ORDER_INPUTS[conn.dialect.name], params)).all()
     products = {row.sku: row for row in rows if row.sku is not None}
     return rows[0].customer_pk, rows[0].existing_pk, products
 
@@ -324,8 +332,13 @@ def _placed_order_statement() -> Any:
 PLACED_ORDER_BY_KEY = _placed_order_statement()
 
 
+_PLACED_ORDER_BY_KEY_PG = DirectStatement(PLACED_ORDER_BY_KEY)
+
+
 async def placed_order_rows(conn: AsyncConnection, key: str) -> Sequence[Row[Any]]:
     """The order placed under idempotency ``key``: one row per line (empty: no such order)."""
+    if conn.dialect.name == "postgresql":
+        return await _PLACED_ORDER_BY_KEY_PG.fetch(conn, {"key": key})
     return (await conn.execute(PLACED_ORDER_BY_KEY, {"key": key})).all()
 
 
@@ -368,10 +381,13 @@ SELECT new_order.order_id, new_invoice.number FROM new_order, new_invoice
 ).bindparams(bindparam("ordered_at", type_=UtcDateTime))
 
 
+_PLACE_ORDER_PG_DIRECT = DirectStatement(PLACE_ORDER_PG)
+
+
 async def insert_order_pg(conn: AsyncConnection, params: dict[str, Any]) -> tuple[str, str] | None:
     """Run ``PLACE_ORDER_PG``; (order number, invoice number), or None when nothing was inserted."""
-    row = (await conn.execute(PLACE_ORDER_PG, params)).first()
-    return None if row is None else (row[0], row[1])
+    rows = await _PLACE_ORDER_PG_DIRECT.fetch(conn, params)
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 # After an import took a generated number: move the order sequence past every number of the form

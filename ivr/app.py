@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,8 +22,10 @@ from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
+from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
+from ivr.agi.shutdown import Shutdown
 from ivr.ami.client import AmiClient
 from ivr.calls.callback_request_call import CallbackRequestCall
 from ivr.calls.hours import BusinessHours
@@ -39,13 +44,15 @@ from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
-from ivr.speech.tts import engine_by_name
-from ivr.speech.warmup import warm_prompts
+from ivr.speech.tts import TtsEngine, engine_by_name
+from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
 
 log = structlog.get_logger("ivr.app")
+
+WEB_SHUTDOWN_TIMEOUT = 2.0  # seconds a web request still running at stop may take
 
 
 def store_config(settings: Settings) -> StoreConfig:
@@ -84,11 +91,11 @@ def build_record_writer(settings: Settings, store: CrmStore) -> RecordWriter:
     )
 
 
-def build_prompt_cache(settings: Settings) -> PromptCache:
+def build_prompt_cache(settings: Settings, *, engine: TtsEngine | None = None) -> PromptCache:
     p = settings.prompts
-    engine = engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
+    engine = engine or engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
     return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
-                       max_bytes=p.cache_max_mb * 1024 * 1024)
+                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None)
 
 
 async def catalogue_products(store: CrmStore) -> list[ProductView]:
@@ -104,17 +111,46 @@ async def _warm_prompts(cache: PromptCache, store: CrmStore, settings: Settings)
     """At start, beside the calls: one TTS process at a time so calls keep the other core."""
     try:
         products = await catalogue_products(store)
-        report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1)
-        log.info("prompts.warm", units=report.units, synthesized=report.units_synthesized + report.static_synthesized)
+        report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1,
+                                    default_language=settings.flow.default_language)
+        log.info("prompts.warm", units=report.units, synthesized=report.units_synthesized + report.static_synthesized,
+                 named=len(report.named))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # calls still work: what is missing is synthesized on first use
         log.error("prompts.warm_failed", error=repr(exc))
 
 
+@dataclass(frozen=True)
+class Seams:
+    """The few parts a test or the bench may put in place of the real ones. Everything else (the
+    handlers, their deadlines and hours, the server, the writer, the order of start and stop) is wired
+    here and only here, so a wiring mistake shows in the call-through tests too."""
+
+    # The calls' view of the store: a test wraps it to make the database slow or stuck.
+    call_store: Callable[[CrmStore], Any] | None = None
+    tts: TtsEngine | None = None  # e.g. a TTS that fails, or a faster one
+    clock: Callable[[], datetime] | None = None  # the handlers' wall clock (business hours, dates)
+    # A timeline event off crm_bridge.contract.events raises instead of being logged: tests.
+    strict_events: bool = False
+
+
+async def _warm_dialplan_prompts(cache: PromptCache, settings: Settings) -> None:
+    """With prompts.warm_at_start off: still the few files the dialplan plays by name (Asterisk
+    skips a missing one in silence, so nothing else would ever make them)."""
+    try:
+        named = await warm_dialplan_prompts(cache, default_language=settings.flow.default_language)
+        log.info("prompts.named_ready", named=len(named))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("prompts.named_failed", error=repr(exc))
+
+
 @dataclass
 class Service:
-    """Everything `ivr serve` runs, started and stopped in order."""
+    """Everything `ivr serve` runs. Built by ``start_service``; ``stop()`` tears it down in the
+    reverse order of its start, and so does a start-up that fails half-way."""
 
     settings: Settings
     engine: AsyncEngine
@@ -126,36 +162,21 @@ class Service:
     tracker: CallTracker
     calls: RepeatOrderCall
     ami: AmiClient
-    web_runner: web.AppRunner | None = None
+    prompt_cache: PromptCache
+    shutdown: Shutdown
+    refused: RefusedCalls
+    _resources: contextlib.AsyncExitStack
     web_port: int | None = None
+    web_app: web.Application | None = None
     # Several processes on one PostgreSQL (ivr/cluster): None = this process owns AMI alone.
     ami_ownership: AmiOwnership | None = None
     fanout: EventFanout | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
-    refused: RefusedCalls | None = None  # calls admission control sent to an operator: their records
-    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def stop(self, grace: float = 10.0) -> None:
-        if self.prompts_warm is not None:
-            self.prompts_warm.cancel()
-            await asyncio.gather(self.prompts_warm, return_exceptions=True)
-        await self.agi.stop(grace)
-        await self.calls.drain(grace)  # the last calls' rows and timelines
-        if self.refused is not None:
-            await self.refused.drain(grace)
-        if self.ami_ownership is not None:
-            await self.ami_ownership.stop()  # stops AMI first if we own it, then frees the lock
-        await self.ami.stop()
-        await self.tracker.drain()
-        await self.records.drain(grace)  # written, or spooled for the next start
-        if self.fanout is not None:
-            await self.fanout.stop()
-        if self.web_runner is not None:
-            await self.web_runner.cleanup()
-        await self.board.close()
-        await self.engine.dispose()
-        self._stopped.set()
+    async def stop(self) -> None:
+        """Drain the calls (``agi.drain_seconds``, then cut), write the last records, close the rest."""
+        await self._resources.aclose()
 
     def health(self) -> dict[str, object]:
         ami = self.ami.health()
@@ -170,22 +191,130 @@ class Service:
         }
 
 
-async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
+class StartupError(OSError):
+    """The service could not start (a port taken…); the message is the one line to show."""
+
+
+async def start_service(settings: Settings, *, migrate: bool = True, seams: Seams = Seams()) -> Service:
+    """Build and start the whole service; on any failure, what was started is stopped again."""
+    resources = contextlib.AsyncExitStack()
+    try:
+        return await _start(resources, settings, migrate, seams)
+    except BaseException:
+        await resources.aclose()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    settings: Settings, *, migrate: bool = True, seams: Seams = Seams()
+) -> AsyncIterator[Service]:
+    """``async with running_service(settings) as service:`` — the service, stopped on the way out."""
+    service = await start_service(settings, migrate=migrate, seams=seams)
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migrate: bool, seams: Seams) -> Service:
+    """Start the parts in dependency order; each registers its own stop as it starts, so teardown
+    runs in reverse: FastAGI (started last: a call is taken only once everything it needs is up)
+    stops first and drains its calls while AMI, the web console and the database are still there."""
     if migrate:
         await upgrade(settings.database.url)
     engine, store = build_store(settings)
+    resources.push_async_callback(engine.dispose)
     records = build_record_writer(settings, store)
     records.start()  # replays a spool a previous run left behind
-    notifier = CallNotifier(records)
+    # Written, or spooled for the next start; after every producer below has stopped.
+    resources.push_async_callback(records.drain, settings.call_records.write_timeout)
+    notifier = CallNotifier(records, strict=seams.strict_events)
     board = OperatorBoard(store, settings.operators.names)
+    resources.push_async_callback(board.close)
     notifier.subscribe(board.on_event)
     # Prometheus metrics (GET /metrics): call ends and queue waits from the notifier, AGI command
     # latency from the FastAGI server's hook, TTS cache and active calls read at scrape time.
     metrics = Metrics()
     notifier.subscribe(metrics.listener)
-    prompt_cache = build_prompt_cache(settings)
+    prompt_cache = build_prompt_cache(settings, engine=seams.tts)
     metrics.bind_prompt_cache(prompt_cache)
     metrics.bind_record_writer(records)
+    hours = business_hours(settings)
+    tracker = CallTracker(
+        store,
+        notifier,
+        records=records,
+        recordings=RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
+        operator_names=settings.operators.names,
+        hours=hours,
+    )
+    resources.push_async_callback(tracker.drain)
+    # AMI is optional: without a username the client says so once and stays idle.
+    ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync)
+    resources.push_async_callback(ami.stop)
+    ownership, fanout = await _start_ami(resources, settings, ami, board, notifier)
+    shutdown = Shutdown()
+    calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
+    refused = RefusedCalls(records, normalize_phone)
+    admission = build_admission(settings, records)
+    metrics.bind_admission(admission)
+    agi = FastAgiServer(
+        routes,
+        host=settings.agi.host,
+        port=settings.agi.port,
+        env_timeout=settings.agi.env_timeout,
+        command_timeout=settings.agi.command_timeout,
+        max_connections=settings.agi.max_connections,
+        on_command=metrics.observe_agi,
+        admission=admission,
+        on_rejected=refused,
+    )
+    metrics.bind_agi_server(agi)
+    service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
+                      board=board, tracker=tracker, ami=ami, calls=calls, prompt_cache=prompt_cache,
+                      shutdown=shutdown, refused=refused, ami_ownership=ownership, fanout=fanout,
+                      _resources=resources)
+    if settings.web.enabled:
+        await _start_web(resources, service, metrics)
+    # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
+    # so they run after it).
+    drain = settings.agi.drain_seconds
+    resources.push_async_callback(refused.drain, drain)
+    resources.push_async_callback(calls.drain, drain)
+    try:
+        await agi.start()
+    except OSError as exc:
+        raise StartupError(f"FastAGI: cannot listen on {settings.agi.host}:{settings.agi.port}: {exc}") from exc
+    resources.push_async_callback(_stop_agi, agi, drain, shutdown)
+    log.info(
+        "service_started",
+        agi=f"{settings.agi.host}:{agi.port}",
+        web=f"{settings.web.host}:{service.web_port}" if settings.web.enabled else None,
+        database=safe_url(settings.database.url),
+        prompts=settings.prompts.dir,
+        tts=settings.prompts.engine,
+        ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
+        ami_lock=ownership is not None,
+        drain_seconds=drain,
+        event_loop=event_loop.name_of_running(),
+        pid=os.getpid(),
+    )
+    # In the background either way: the dialplan's named prompts first, then (warm_at_start) the rest.
+    warm = _warm_prompts(prompt_cache, store, settings) if settings.prompts.warm_at_start else \
+        _warm_dialplan_prompts(prompt_cache, settings)
+    service.prompts_warm = asyncio.get_running_loop().create_task(warm, name="prompts-warm")
+    resources.push_async_callback(_cancel, service.prompts_warm)
+    return service
+
+
+def build_calls(
+    settings: Settings, store: CrmStore, records: RecordWriter, notifier: CallNotifier, prompt_cache: PromptCache,
+    hours: BusinessHours, shutdown: Shutdown, seams: Seams = Seams(),
+) -> tuple[RepeatOrderCall, dict[str, Any]]:
+    """The FastAGI handlers and their routes (script name -> handler)."""
+    call_store = seams.call_store(store) if seams.call_store is not None else store
+    clock = seams.clock or (lambda: datetime.now(UTC))
     speaker = Speaker(
         prompt_cache,
         asterisk_dir=settings.agi.asterisk_prompts_dir or None,
@@ -203,9 +332,9 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
             close_hour=settings.hours.close.hour,
         )
     )
-    handler = RepeatOrderCall(
+    repeat_order = RepeatOrderCall(
         flow=flow,
-        store=store,
+        store=call_store,
         records=records,
         speaker=speaker,
         notifier=notifier,
@@ -213,24 +342,31 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
         config=CallConfig(
             db_deadline=settings.database.call_deadline,
             order_deadline=settings.database.order_deadline,
-            hours=business_hours(settings),
+            hours=hours,
             default_language=f.default_language,
             timezone=settings.delivery.timezone,
             window_start=settings.delivery.window_start,
             window_end=settings.delivery.window_end,
             media_slack=settings.agi.media_slack,
         ),
+        clock=clock,
+        shutdown=shutdown,
     )
     callback = CallbackRequestCall(
-        store=store,
+        store=call_store,
         speaker=speaker,
         notifier=notifier,
-        hours=business_hours(settings),
+        hours=hours,
         normalize=normalize_phone,
         db_deadline=settings.database.call_deadline,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
+        clock=clock,
     )
+    return repeat_order, {"repeat-order": repeat_order, "callback-request": callback}
+
+
+def build_admission(settings: Settings, records: RecordWriter) -> Admission:
     a = settings.agi
     admission = Admission(
         AdmissionLimits(
@@ -238,107 +374,87 @@ async def start_service(settings: Settings, *, migrate: bool = True) -> Service:
             max_loop_lag=a.max_loop_lag, max_record_backlog=a.max_record_backlog,
         )
     )
-    metrics.bind_admission(admission)
     admission.bind_record_backlog(lambda: records.backlog)
-    refused = RefusedCalls(records, normalize_phone)
-    agi = FastAgiServer(
-        {"repeat-order": handler, "callback-request": callback},
-        host=settings.agi.host,
-        port=settings.agi.port,
-        env_timeout=settings.agi.env_timeout,
-        command_timeout=settings.agi.command_timeout,
-        max_connections=settings.agi.max_connections,
-        on_command=metrics.observe_agi,
-        admission=admission,
-        on_rejected=refused,
-    )
-    metrics.bind_agi_server(agi)
-    tracker = CallTracker(
-        store,
-        notifier,
-        records=records,
-        recordings=RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
-        operator_names=settings.operators.names,
-        hours=business_hours(settings),
-    )
-    # AMI is optional: without a username the client says so once and stays idle.
-    ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync)
-    ownership, fanout = None, None
-    if settings.ami.enabled and is_postgres(settings.database.url):
-        # Possibly one of several processes: AMI goes to the holder of the advisory lock, and board
-        # events cross processes so a screen pop reaches the operator's WebSocket on any of them.
-        dsn = asyncpg_dsn(settings.database.url)
-        fanout = EventFanout(dsn, board.on_event)
-        notifier.subscribe(fanout.publish)
-        ownership = AmiOwnership(dsn, on_acquired=ami.start, on_lost=ami.stop)
-    await agi.start()
-    if fanout is not None and ownership is not None:
-        await fanout.start()
-        await ownership.start()
-    else:
+    return admission
+
+
+async def _start_ami(
+    resources: contextlib.AsyncExitStack, settings: Settings, ami: AmiClient, board: OperatorBoard,
+    notifier: CallNotifier,
+) -> tuple[AmiOwnership | None, EventFanout | None]:
+    """AMI alone, or, with PostgreSQL and AMI configured, through the lock shared by every process."""
+    if not (settings.ami.enabled and is_postgres(settings.database.url)):
         await ami.start()
-    service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
-                      board=board, tracker=tracker, ami=ami, calls=handler, ami_ownership=ownership, fanout=fanout,
-                      refused=refused)
-    if settings.web.enabled:
-        console = ConsoleDeps(
-            store=store,
-            board=board,
-            tracker=tracker,
-            recordings_dir=Path(settings.recordings.dir),
-            health=service.health,
-            service_level_seconds=settings.web.service_level_seconds,
-            cookie_secure=settings.web.cookie_secure,
-            session_hours=settings.web.session_hours,
-            timezone=settings.delivery.timezone,
-            metrics=metrics,
-        )
-        web_app = build_web_app(store, api_token=settings.web.api_token, board=board, console=console)
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        # reuse_port: every worker (`ivr serve --workers N`) listens on the same port; the kernel spreads.
-        site = web.TCPSite(runner, settings.web.host, settings.web.port, reuse_port=True)
-        await site.start()
-        service.web_runner = runner
-        sockets = site._server.sockets if site._server else ()  # the real port when 0 was asked for
-        service.web_port = sockets[0].getsockname()[1] if sockets else settings.web.port
-    log.info(
-        "service_started",
-        agi=f"{settings.agi.host}:{agi.port}",
-        web=f"{settings.web.host}:{service.web_port}" if settings.web.enabled else None,
-        database=_safe_url(settings.database.url),
-        prompts=settings.prompts.dir,
-        tts=settings.prompts.engine,
-        ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
-        ami_lock=ownership is not None,
-        pid=os.getpid(),
+        return None, None
+    # Possibly one of several processes: AMI goes to the holder of the advisory lock, and board
+    # events cross processes so a screen pop reaches the operator's WebSocket on any of them.
+    dsn = asyncpg_dsn(settings.database.url)
+    fanout = EventFanout(dsn, board.on_event)
+    notifier.subscribe(fanout.publish)
+    ownership = AmiOwnership(dsn, on_acquired=ami.start, on_lost=ami.stop)
+    await fanout.start()
+    resources.push_async_callback(fanout.stop)
+    await ownership.start()
+    resources.push_async_callback(ownership.stop)  # stops AMI first if we own it, then frees the lock
+    return ownership, fanout
+
+
+async def _start_web(resources: contextlib.AsyncExitStack, service: Service, metrics: Metrics) -> None:
+    settings = service.settings
+    console = ConsoleDeps(
+        store=service.store,
+        board=service.board,
+        tracker=service.tracker,
+        recordings_dir=Path(settings.recordings.dir),
+        health=service.health,
+        service_level_seconds=settings.web.service_level_seconds,
+        cookie_secure=settings.web.cookie_secure,
+        session_hours=settings.web.session_hours,
+        timezone=settings.delivery.timezone,
+        metrics=metrics,
     )
-    if settings.prompts.warm_at_start:
-        service.prompts_warm = asyncio.get_running_loop().create_task(
-            _warm_prompts(prompt_cache, store, settings), name="prompts-warm"
-        )
-    return service
+    web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console)
+    # A request still running at stop gets this long; open operator feeds are closed at once
+    # (ivr.web.operator_api), so nothing holds the stop for aiohttp's default minute.
+    runner = web.AppRunner(web_app, shutdown_timeout=WEB_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    resources.push_async_callback(runner.cleanup)
+    # reuse_port: every worker (`ivr serve --workers N`) listens on the same port; the kernel spreads.
+    site = web.TCPSite(runner, settings.web.host, settings.web.port, reuse_port=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(f"web console: cannot listen on {settings.web.host}:{settings.web.port}: {exc}") from exc
+    sockets = site._server.sockets if site._server else ()  # the real port when 0 was asked for
+    service.web_port = sockets[0].getsockname()[1] if sockets else settings.web.port
+    service.web_app = web_app
+
+
+async def _stop_agi(agi: FastAgiServer, drain: float, shutdown: Shutdown) -> None:
+    log.info("service_stopping", active_calls=agi.active_calls, drain_seconds=drain)
+    await agi.stop(drain, on_cut=shutdown.cut_calls)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def serve_forever(
     settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None
 ) -> None:
-    service = await start_service(settings, migrate=migrate)
-    if on_started is not None:  # the supervisor of `ivr serve --workers N` waits for this
-        on_started()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("service_stopping", active_calls=service.agi.active_calls)
-    await service.stop()
+    async with running_service(settings, migrate=migrate):
+        if on_started is not None:  # the supervisor of `ivr serve --workers N` waits for this
+            on_started()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The database URL without its password, for logs."""
     from sqlalchemy.engine import make_url
 

@@ -9,12 +9,15 @@ import os
 import sys
 from pathlib import Path
 
+from ivr import event_loop
 from ivr.settings import Settings, SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="Repeat-order phone robot beside Asterisk")
-    parser.add_argument("--config", type=Path, help="config file (default: config/ivr.toml)")
+    parser.add_argument(
+        "--config", type=Path, help="your config file, over the shipped defaults (see config/ivr.example.toml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the FastAGI server and the web API")
@@ -85,12 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return asyncio.run(command(settings, args))
+        return event_loop.run(command(settings, args), settings.agi.event_loop)
     except KeyboardInterrupt:
         return 130
     except (OSError, SQLAlchemyError) as exc:  # database down, port taken…: one line, not a traceback
-        print(f"ivr {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        line = _one_line(exc)
+        if isinstance(exc, (ConnectionError, SQLAlchemyError)):
+            # Not every loop names the address in a refused connect (uvloop does not): we do.
+            from ivr.app import safe_url
+
+            line += f" (database {safe_url(settings.database.url)})"
+        print(f"ivr {args.command}: {line}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    from ivr.app import StartupError
+
+    # A StartupError names the part and the address already ("web console: cannot listen on …").
+    return str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -195,7 +211,8 @@ async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await engine.dispose()
     cache = build_prompt_cache(settings)
-    report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity)
+    report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity,
+                                default_language=settings.flow.default_language)
     print(f"{report.static_ready} static prompts ready in {settings.prompts.dir} "
           f"({report.static_synthesized} synthesized)")
     print(f"{len(report.named)} named prompts for the dialplan in {cache.directory / 'named'}")

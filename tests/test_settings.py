@@ -1,16 +1,24 @@
-"""Layered settings: built-in defaults < config/ivr.toml < local file < IVR_SECTION__KEY environment."""
+"""Layered settings: ivr/defaults.toml (package data) < config file < local file < IVR_SECTION__KEY environment."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import tomllib
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
-from ivr.settings import DEFAULT_CONFIG, Settings, SettingsError, load_settings
+from ivr.settings import Settings, SettingsError, default_settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "ivr" / "defaults.toml"
 
 
 def write(path: Path, text: str) -> Path:
@@ -18,26 +26,76 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_the_shipped_config_file_is_loaded_by_default():
-    shipped = tomllib.loads(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+def test_the_shipped_defaults_are_the_settings_without_any_file():
+    shipped = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     settings = load_settings(environ={})
+    assert settings == default_settings()
     assert settings.agi.port == shipped["agi"]["port"] == 4573
     assert settings.database.url == shipped["database"]["url"]
     assert settings.web.api_token == "change-me"
     assert settings.orders.vat_rate == Decimal("20") and isinstance(settings.orders.vat_rate, Decimal)
     assert settings.delivery.cutoff == time(14, 0)
     assert settings.delivery.days == (1, 2, 3, 4, 5, 6)
-    # holidays exist only in the file (the built-in default is empty): proof that the file was read
-    assert Settings().delivery.holidays == ()
     assert settings.delivery.holidays == tuple(date.fromisoformat(d) for d in shipped["delivery"]["holidays"])
-    assert date(2027, 1, 1) in settings.delivery.holidays
+    assert date(2027, 1, 1) in settings.delivery.holidays and date(2027, 1, 1) in settings.hours.holidays
 
 
-def test_ivr_config_env_replaces_the_shipped_file(tmp_path):
+def test_the_shipped_defaults_name_every_setting_and_nothing_else():
+    """One place for defaults: the dataclasses declare types only, the file gives every value."""
+    shipped = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    sections = get_type_hints(Settings).items()
+    declared = {name: {f.name for f in dataclasses.fields(section)} for name, section in sections}
+    assert {name: set(values) for name, values in shipped.items()} == declared
+
+
+def test_settings_nothing_reads_are_not_offered():
+    settings = default_settings()
+    assert not hasattr(settings.orders, "currency")  # amounts are roubles by construction (README)
+    assert not hasattr(settings.operators, "queue")  # the queue is the dialplan's IVR_OPERATOR_QUEUE
+
+
+def test_a_config_file_overrides_only_the_keys_it_names(tmp_path):
     config = write(tmp_path / "other.toml", "[agi]\nport = 5000\n")
     settings = load_settings(environ={"IVR_CONFIG": str(config)})
     assert settings.agi.port == 5000
-    assert settings.delivery.holidays == ()  # the shipped file was not read
+    assert date(2027, 1, 1) in settings.delivery.holidays  # the shipped defaults still stand
+
+
+def test_the_example_config_loads(tmp_path):
+    settings = load_settings(config_file=ROOT / "config" / "ivr.example.toml", environ={})
+    assert settings.agi.drain_seconds < 10  # below Docker's default stop timeout
+    assert settings.operators.names["PJSIP/101"] == "Анна Смирнова"
+
+
+@pytest.mark.timeout(180)
+def test_a_non_editable_install_reads_the_shipped_defaults(tmp_path):
+    """What the Dockerfile does (`pip install .`): the installed package, run from another directory,
+    has the same defaults, New Year holidays included, as this checkout."""
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
+         "-w", str(wheels), str(ROOT)], capture_output=True, text=True, cwd=tmp_path, timeout=170,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = wheels.glob("ivr-*.whl")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=170,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    probe = (
+        "import ivr.settings as s, json; d = s.load_settings(environ={}); "
+        "print(json.dumps([s.__file__, [x.isoformat() for x in d.delivery.holidays], d.agi.drain_seconds]))"
+    )
+    # -I: no user site, no PYTHONPATH, no current directory on the path; then only the install target
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    ran = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    module, holidays, drain = json.loads(ran.stdout)
+    assert module.startswith(str(target))
+    assert holidays == ["2026-12-31", "2027-01-01", "2027-01-02", "2027-01-07"]
+    assert drain == default_settings().agi.drain_seconds
 
 
 def test_a_local_file_overrides_the_config_file(tmp_path):

@@ -31,6 +31,8 @@ class Var(StrEnum):
     AGI_BASE = "IVR_AGI_BASE"
     RECORDINGS_DIR = "IVR_RECORDINGS_DIR"
     OPERATOR_QUEUE = "IVR_OPERATOR_QUEUE"
+    QUEUE_TIMEOUT = "IVR_QUEUE_TIMEOUT"
+    DEFAULT_LANGUAGE = "IVR_DEFAULT_LANGUAGE"
 
 
 class Side(StrEnum):
@@ -59,13 +61,16 @@ VARIABLES: dict[Var, VarUse] = {
     Var.REASON: _use({S, D}, {D, T, C}, "why (a Reason); the dialplan writes agi_<AGISTATUS> when we said nothing"),
     Var.CUSTOMER_ID: _use({S}, {SC, T, C}, "the customer the robot recognised (external id)"),
     Var.ORDER_ID: _use({S}, {T, C}, "the order the robot placed in this call"),
-    Var.LANGUAGE: _use({S}, {SC}, "the caller's language, for the queue's callback script"),
+    Var.LANGUAGE: _use({S, D}, {D, SC}, "the caller's language: the channel language (Asterisk's queue prompts) "
+                        "and the queue's callback script; the dialplan clears it before AGI()"),
     Var.CALLBACK: _use({S}, {T}, "1 when the caller asked for a callback from the queue"),
     Var.CALL_ID: _use({D}, {D}, "the call's linkedid, digits and dots only: recording file names"),
     Var.RECORDING: _use({D}, {D, T}, "the MixMonitor file of the call"),
     Var.AGI_BASE: _use({D}, {D}, "where our FastAGI server listens"),
     Var.RECORDINGS_DIR: _use({D}, {D}, "where MixMonitor writes (settings: recordings.dir)"),
     Var.OPERATOR_QUEUE: _use({D}, {D}, "the operators' queue"),
+    Var.QUEUE_TIMEOUT: _use({D}, {D}, "seconds a caller waits in the queue before Queue() gives up"),
+    Var.DEFAULT_LANGUAGE: _use({D}, {D}, "the channel language when the service said none (flow.default_language)"),
 }
 
 # The AMI tracker follows these (VarSet of any other variable is dropped, see ivr.ami.events).

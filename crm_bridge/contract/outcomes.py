@@ -82,6 +82,7 @@ class Reason(StrEnum):
     HANDLER_ERROR = "handler_error"
     UNKNOWN_SCRIPT = "unknown_script"
     OVERLOADED = "overloaded"
+    SHUTDOWN = "shutdown"  # the service stopped while the call ran; the caller was cut to the queue
     # The caller hung up after pressing 1 for the order (the order stands).
     HANGUP_AFTER_ORDER = "hangup_after_order"
     # The AMI tracker lost the call while disconnected.

@@ -21,6 +21,7 @@ from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.channel import AgiChannel
 from ivr.agi.env import AgiEnv, read_env
 from ivr.agi.errors import AgiEnvError, AgiError, AgiHangup
+from ivr.agi.shutdown import CUT_GRACE
 
 Handler = Callable[[AgiChannel], Awaitable[None]]
 
@@ -119,15 +120,22 @@ class FastAgiServer:
         self.admission.start()
         self._log.info("agi_server_started", host=self._host, port=self.port)
 
-    async def stop(self, grace: float) -> None:
-        """Stop accepting; let calls finish for up to ``grace`` seconds, then cancel them."""
+    async def stop(self, grace: float, *, on_cut: Callable[[], None] | None = None) -> None:
+        """Stop accepting; let calls finish for up to ``grace`` seconds; then ``on_cut()`` tells the
+        handlers to hand their callers over (ivr.agi.shutdown), and what still runs after
+        ``CUT_GRACE`` is cancelled."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
         await self.admission.stop()
         tasks = {t for t in self._tasks if not t.done()}
         if tasks:
+            self._log.info("agi_draining", calls=len(tasks), grace=grace)
             _, pending = await asyncio.wait(tasks, timeout=grace)
+            if pending and on_cut is not None:
+                self._log.info("agi_cutting_calls", calls=len(pending))
+                on_cut()
+                _, pending = await asyncio.wait(pending, timeout=CUT_GRACE)
             for task in pending:
                 task.cancel()
             if pending:

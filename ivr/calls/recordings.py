@@ -8,7 +8,8 @@ pointing out. The values come from channel variables, so treat them as untrusted
 
 ``describe`` reads the WAV header. MixMonitor writes the sizes in the header only when it closes
 the file; a crashed or still-running MixMonitor leaves zeros (or garbage) there, so the duration
-is then computed from the file size.
+is then computed from the file size. A file with a header and no audio is ``empty``: the tracker
+never announces it as a recording.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class RecordingInfo:
     path: Path
     seconds: float
     bytes: int  # size of the file on disk
+
+    @property
+    def empty(self) -> bool:
+        """No audio at all: a WAV header alone (44 bytes, 0.0 s), what MixMonitor leaves when no frame
+        reached it (or before it flushed). Not a recording anyone can listen to."""
+        return self.seconds <= 0
 
 
 class RecordingLocator:

@@ -25,6 +25,7 @@ from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, Placed
 from crm_bridge.errors import CrmError
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
+from ivr.agi.shutdown import CallCut, Shutdown
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.flows.model import (
@@ -101,7 +102,9 @@ class RepeatOrderCall:
         config: CallConfig,
         normalize: Callable[[str | None], str | None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shutdown: Shutdown | None = None,
     ) -> None:
+        """``shutdown``: the service's stop (ivr.agi.shutdown); at its cut a call hands over at once."""
         self._flow = flow
         self._store = store
         self._records = records
@@ -110,6 +113,7 @@ class RepeatOrderCall:
         self._config = config
         self._normalize = normalize
         self._clock = clock
+        self._shutdown = shutdown
         self._bookkeeping: set[asyncio.Task[None]] = set()
 
     async def __call__(self, channel: AgiChannel) -> None:
@@ -158,6 +162,13 @@ class _Call:
             else:
                 reason = hangup_at(self.step)
             facts = self._facts(hung_up_in_ivr=True)
+        except CallCut:
+            # The service is stopping and the drain time is over: a human takes the caller now. The
+            # outcome is settled before the hand-over, which the server may cut short.
+            facts, reason = self._facts(ivr_result=IvrResult.OPERATOR), Reason.SHUTDOWN
+            self.log.warning("call.cut_at_shutdown", step=self.step, order_id=self.order_id)
+            with contextlib.suppress(AgiError):
+                await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
         except Exception as exc:  # any bug: log it, and the dialplan still queues the caller
             self.log.exception("call_failed", step=self.step)
             facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR
@@ -176,19 +187,29 @@ class _Call:
                          after_hours=self.after_hours, **seen)
 
     async def _run_until_hangup(self) -> tuple[CallFacts, str]:
-        """Run the call, but stop at once if Asterisk reports the caller gone while we are busy."""
+        """Run the call, but stop at once if Asterisk reports the caller gone while we are busy, or
+        if the service's drain time is over (raises CallCut)."""
         work = asyncio.ensure_future(self._converse())
         hangup = asyncio.ensure_future(self.channel.hangup_event.wait())
+        stops = {hangup}
+        if self.h._shutdown is not None:
+            stops.add(asyncio.ensure_future(self.h._shutdown.cut.wait()))
         try:
-            await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, *stops}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()  # never leave the conversation running on a channel that is being closed
+            raise
         finally:
-            hangup.cancel()
+            for stop in stops:
+                stop.cancel()
         if work.done():
             return work.result()
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, AgiError):
             await work
-        raise AgiHangup("caller hung up")
+        if self.channel.hangup_event.is_set():
+            raise AgiHangup("caller hung up")
+        raise CallCut("the service is stopping")
 
     async def _converse(self) -> tuple[CallFacts, str]:
         await self.channel.answer()

@@ -520,10 +520,11 @@ class CallTracker:
             await self._flush(call)
             return
         info = await self._recordings.describe(local)
-        if info is not None:
+        if info is not None and not info.empty:
             await self._recording_ready(call, info)
             return
-        # MixMonitor closes the file when the channel goes: look again shortly, off the event stream.
+        # MixMonitor closes (and flushes) the file after the channel goes: look again shortly, off
+        # the event stream.
         task = asyncio.get_running_loop().create_task(self._recording_later(call, local))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -535,6 +536,11 @@ class CallTracker:
             self._log.warning("recording_missing", call_id=call.call_id, path=str(local))
             self._notifier.emit(call.events, EventKind.RECORDING_MISSING, path=str(local))
             await self._flush(call)
+            return
+        if info.empty:
+            # A header without audio: announcing it would put a 0.0 s player on the call. The call
+            # simply has no recording; say why once, for the admin (MixMonitor options, disk).
+            self._log.warning("recording_empty", call_id=call.call_id, path=str(local), bytes=info.bytes)
             return
         await self._recording_ready(call, info)
 

@@ -58,10 +58,11 @@ class PromptCache:
 
     def __init__(
         self, directory: Path, engine: TtsEngine, voices: Mapping[str, str], *, fsync: bool = False,
-        max_bytes: int | None = None,
+        max_bytes: int | None = None, calls_dir: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.calls_dir = self.directory / "calls"
+        # Per-call files: under the directory by default; elsewhere (a tmpfs) by configuration.
+        self.calls_dir = Path(calls_dir) if calls_dir is not None else self.directory / "calls"
         # Assembled prompts that recur (a repeat caller's greeting: same name, same order): kept by
         # content like the static prompts, evicted least recently used like them.
         self.composed_dir = self.directory / "composed"
@@ -314,24 +315,56 @@ def _demo_products() -> list[_ProductWords]:
                 for r in csv.DictReader(f)]
 
 
-# Prompts the dialplan plays by a fixed name (queues_ivr.conf's periodic announcement).
+# Prompts the dialplan plays by a fixed name (queues_ivr.conf's periodic announcement). The test in
+# tests/dialplans/ reads the configs: a sound they name that is not built here fails the suite.
 DIALPLAN_PROMPTS = ("queue_callback_offer",)
+NAMED_DIR = "named"
 
 
-async def build_named(cache: PromptCache, languages: Iterable[str], prompt_ids: Iterable[str] = DIALPLAN_PROMPTS
-                      ) -> list[Path]:
-    """Write ``<dir>/named/<prompt_id>-<language>.wav`` for prompts Asterisk plays by name.
+def named_path(directory: Path, prompt_id: str, language: str | None = None) -> Path:
+    """Where a prompt the dialplan plays by name lives: ``named/<language>/<id>.wav``, or
+    ``named/<id>.wav`` (no language) for the default language's copy.
 
-    The content-addressed cache names change with the text; the dialplan needs a stable name.
+    The layout is Asterisk's own for an absolute file name (main/file.c): the dialplan names
+    ``<dir as Asterisk sees it>/named/<id>`` and Asterisk tries ``named/<channel language>/<id>``,
+    then ``named/<id>``, then ``named/en/<id>``. So the caller hears it in the channel language the
+    dialplan set from the caller's language.
     """
-    named_dir = cache.directory / "named"
+    folder = directory / NAMED_DIR
+    return (folder / language if language else folder) / f"{prompt_id}.wav"
+
+
+async def build_named(
+    cache: PromptCache, languages: Iterable[str], prompt_ids: Iterable[str] = DIALPLAN_PROMPTS, *,
+    default_language: str | None = None,
+) -> list[Path]:
+    """Write every prompt Asterisk plays by name, in every language (see :func:`named_path`).
+
+    ``default_language`` (else the first language) also gets the copy without a language, which
+    a channel of any other language hears. The content-addressed cache names change with the
+    text; the dialplan needs a stable name. A file already holding the same audio is left alone.
+    """
+    languages, ids = tuple(languages), tuple(prompt_ids)
+    default_language = default_language or (languages[0] if languages else None)
     written: list[Path] = []
-    ids = tuple(prompt_ids)
     for language in languages:
         phrasebook = Phrasebook.load(language)
         for prompt_id in ids:
             source = (await cache.path_for(phrasebook.render(prompt_id), language)).with_suffix(".wav")
-            target = named_dir / f"{prompt_id}-{language}.wav"
-            await asyncio.to_thread(cache.write_atomic, target, source.read_bytes())
-            written.append(target)
+            audio = await asyncio.to_thread(source.read_bytes)
+            targets = [named_path(cache.directory, prompt_id, language)]
+            if language == default_language:
+                targets.append(named_path(cache.directory, prompt_id))
+            for target in targets:
+                await asyncio.to_thread(_write_if_changed, cache, target, audio)
+                written.append(target)
     return written
+
+
+def _write_if_changed(cache: PromptCache, target: Path, audio: bytes) -> None:
+    try:
+        if target.stat().st_size == len(audio) and target.read_bytes() == audio:
+            return  # Asterisk may be playing it: no needless rename under its feet
+    except FileNotFoundError:
+        pass
+    cache.write_atomic(target, audio)

@@ -112,10 +112,15 @@ class Speaker:
             seconds = max(0.0, (wav.stat().st_size - _WAV_HEADER) / _BYTES_PER_SECOND)
         except OSError as exc:  # never ask Asterisk to play a file that is not there
             raise SpeechError(f"prompt_missing: {wav}") from exc
-        relative = local.relative_to(self._cache.directory)
-        asterisk_path = str(Path(self._asterisk_dir) / relative) if self._asterisk_dir else str(local)
-        return Utterance(text=text, local_path=local, asterisk_path=asterisk_path, seconds=seconds,
+        return Utterance(text=text, local_path=local, asterisk_path=self._asterisk_path(local), seconds=seconds,
                          transient=transient)
+
+    def _asterisk_path(self, local: Path) -> str:
+        """The same file as Asterisk sees it: ``agi.asterisk_prompts_dir`` maps ``prompts.dir``; a
+        ``prompts.calls_dir`` outside it (a tmpfs) is at the same path on both sides."""
+        if self._asterisk_dir is None or not local.is_relative_to(self._cache.directory):
+            return str(local)
+        return str(Path(self._asterisk_dir) / local.relative_to(self._cache.directory))
 
     def release(self, utterance: Utterance) -> None:
         """The call is done with this prompt (its GET DATA / STREAM FILE returned): delete a per-call file."""

@@ -5,6 +5,10 @@ Run by ``ivr prompts build`` in the foreground and by ``ivr serve`` in the backg
 call in steady state starts no TTS process (only a new customer's name is synthesized, once). The
 files are shared by every process on the machine: a file lock lets one process synthesize while the
 others wait and then find everything cached, instead of N workers synthesizing the same words.
+
+The dialplan's named prompts come first and always (``ivr serve`` builds them even with
+``prompts.warm_at_start`` off): Asterisk plays them by path with no fallback and without a log line
+when the file is missing, while anything else a call needs is synthesized on first use.
 """
 
 from __future__ import annotations
@@ -44,18 +48,37 @@ async def warm_prompts(
     max_quantity: int = 50,
     concurrency: int | None = None,
     languages: tuple[str, ...] = LANGUAGES,
+    default_language: str | None = None,
 ) -> WarmReport:
-    """Synthesize what is missing; cheap (a few stat calls per unit) when everything is there."""
+    """Synthesize what is missing; cheap (a few stat calls per unit) when everything is there.
+
+    ``default_language``: the language of the dialplan's named prompts for a channel in any other
+    language (``flow.default_language``; default: the first of ``languages``).
+    """
     cache.directory.mkdir(parents=True, exist_ok=True)
     async with _machine_lock(cache.directory / LOCK_NAME):
+        # The named prompts are static prompts copied under a stable name: count their synthesis
+        # with the static prompts'.
+        synthesized_before = cache.misses
+        named = await build_named(cache, languages, default_language=default_language)
         asked = cache.hits + cache.misses
-        static = await build_static(cache, languages)
+        await build_static(cache, languages)
         static_ready = cache.hits + cache.misses - asked
-        named = await build_named(cache, languages)
+        static = cache.misses - synthesized_before
         units, synthesized = await build_segments(
             cache, languages, max_quantity=max_quantity, products=tuple(products), concurrency=concurrency
         )
     return WarmReport(static_ready, static, tuple(named), units, synthesized)
+
+
+async def warm_dialplan_prompts(
+    cache: PromptCache, *, languages: tuple[str, ...] = LANGUAGES, default_language: str | None = None
+) -> tuple[Path, ...]:
+    """Only the prompts the dialplan plays by name (a few files): what ``ivr serve`` does at start
+    when ``prompts.warm_at_start`` is off."""
+    cache.directory.mkdir(parents=True, exist_ok=True)
+    async with _machine_lock(cache.directory / LOCK_NAME):
+        return tuple(await build_named(cache, languages, default_language=default_language))
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ import json
 from typing import Any, Protocol
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from crm_bridge.dto import CallbackTaskView, PlacedOrder
 from crm_bridge.errors import (
@@ -27,6 +27,8 @@ from ivr.web.console.timeline_text import with_lines
 log = structlog.get_logger("ivr.web")
 
 BOARD_KEY = web.AppKey("operator_board", OperatorBoard)
+# The operator feeds open now, closed at shutdown (see _close_feeds).
+FEEDS_KEY = web.AppKey("operator_feeds", set[web.WebSocketResponse])
 MAX_LINES = 50
 MAX_KEY_LENGTH = 200
 
@@ -63,6 +65,8 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     board = request.app[BOARD_KEY]
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
+    feeds = request.app[FEEDS_KEY]
+    feeds.add(ws)
     queue = board.subscribe(operator)
     receive: asyncio.Future[Any] | None = None
     card_wait: asyncio.Future[Any] | None = None
@@ -83,6 +87,7 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
                 if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
     finally:
+        feeds.discard(ws)
         board.unsubscribe(operator, queue)
         for pending in (receive, card_wait):
             if pending is not None and not pending.done():
@@ -175,6 +180,16 @@ def add_operator_routes(app: web.Application, board: OperatorBoard | None) -> No
     app.router.add_post("/api/v1/customers/{customer_id}/orders", place_operator_order)
     if board is not None:
         app[BOARD_KEY] = board
+        app[FEEDS_KEY] = set()
+        app.on_shutdown.append(_close_feeds)
         app.router.add_get("/api/v1/operators/{operator}/current", current_card)
         app.router.add_get("/api/v1/operators/{operator}/feed", operator_feed)
 
+
+async def _close_feeds(app: web.Application) -> None:
+    """At stop: an operator's open page must not hold the process for aiohttp's shutdown timeout.
+    "Going away" makes the page's script reconnect, to this process's successor."""
+    feeds = list(app[FEEDS_KEY])
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping") for ws in feeds), return_exceptions=True
+    )

@@ -128,3 +128,16 @@ async def test_unreadable_file_is_none(locator: RecordingLocator, recordings: Pa
     shutil.copy(REAL_WAV, path)
     path.chmod(0)
     assert await locator.describe(path) is None
+
+
+async def test_a_header_without_audio_is_empty(locator: RecordingLocator, recordings: Path) -> None:
+    """MixMonitor's file when no frame reached it: 44 bytes, 0.0 s: described, and marked empty."""
+    header = bytearray(REAL_WAV.read_bytes()[:44])
+    struct.pack_into("<I", header, 4, 36)
+    struct.pack_into("<I", header, 40, 0)
+    (recordings / "empty-call.wav").write_bytes(bytes(header))
+    info = await locator.describe(recordings / "empty-call.wav")
+    assert info is not None and (info.seconds, info.bytes, info.empty) == (0.0, 44, True)
+    shutil.copy(REAL_WAV, recordings / "call.wav")
+    full = await locator.describe(recordings / "call.wav")
+    assert full is not None and not full.empty

@@ -266,10 +266,10 @@ async def test_the_service_itself_tracks_calls_from_ami(tmp_path):
     import aiohttp
 
     from ivr.app import start_service
-    from ivr.settings import Settings
+    from ivr.settings import default_settings
 
     fake_ami = await FakeAmi().start()
-    settings = Settings().replace(
+    settings = default_settings().replace(
         agi={"port": 0},
         web={"port": 0, "api_token": TOKEN},
         database={"url": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"},
@@ -292,5 +292,5 @@ async def test_the_service_itself_tracks_calls_from_ami(tmp_path):
             (task,) = await wait_for(tasks)
         assert task["reason"] == "abandoned_in_queue"
     finally:
-        await service.stop(1.0)
+        await service.stop()
         await fake_ami.stop()

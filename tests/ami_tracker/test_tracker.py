@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -516,3 +517,61 @@ async def test_recording_paths_outside_the_directory_are_refused(rig: Rig, repor
     assert call is not None and call.recording_path is None
     refused = next(e for e in rig.heard if e.kind == "recording.refused")
     assert refused.data["path"] == reported
+
+
+# A call the robot finished alone (repeat order, no queue): MixMonitor ran from answer to hang-up.
+ROBOT = "menu_repeat_order_senddtmf"
+ROBOT_CALL_ID = "1795751100.34"
+ROBOT_RECORDING = "20261127-034501-+79161234567-1795751100.35.wav"  # MIXMONITOR_FILENAME in the trace
+
+
+def header_only() -> bytes:
+    """What MixMonitor leaves when no audio frame reached the file: the real recording's 44-byte
+    header, closed with zero data (RIFF size 36, data size 0)."""
+    header = bytearray(REAL_WAV.read_bytes()[:44])
+    struct.pack_into("<I", header, 4, 36)
+    struct.pack_into("<I", header, 40, 0)
+    return bytes(header)
+
+
+async def test_robot_only_call_has_its_recording(rig: Rig) -> None:
+    await ivr_row(rig.store, ROBOT_CALL_ID, "order_placed", "done")
+    shutil.copy(REAL_WAV, rig.recordings / ROBOT_RECORDING)
+    await rig.feed(events(ROBOT))
+    call = await rig.store.get_call(ROBOT_CALL_ID)
+    assert call is not None and call.queue is None and call.outcome == "order_placed"
+    assert (call.recording_path, call.recording_seconds) == (str(rig.recordings.resolve() / ROBOT_RECORDING), 6.8)
+    assert "recording.ready" in await rig.kinds(ROBOT_CALL_ID)
+
+
+async def test_a_header_without_audio_is_never_announced(rig: Rig) -> None:
+    """The 44-byte WAV of a MixMonitor that recorded nothing: no recording.ready, no player on the
+    call row, no timeline entry, one warning that says which file and why."""
+    await ivr_row(rig.store, ROBOT_CALL_ID, "order_placed", "done")
+    (rig.recordings / ROBOT_RECORDING).write_bytes(header_only())
+    with capture_logs() as logs:
+        await rig.feed(events(ROBOT))
+    call = await rig.store.get_call(ROBOT_CALL_ID)
+    assert call is not None and call.outcome == "order_placed"
+    assert (call.recording_path, call.recording_seconds, call.recording_bytes) == (None, None, None)
+    kinds = await rig.kinds(ROBOT_CALL_ID)
+    assert not [k for k in kinds if k.startswith("recording.")], kinds
+    assert not [e for e in rig.heard if e.kind.startswith("recording.")]
+    empty = [entry for entry in logs if entry["event"] == "recording_empty"]
+    assert [(e["call_id"], e["bytes"], e["log_level"]) for e in empty] == [(ROBOT_CALL_ID, 44, "warning")]
+    assert empty[0]["path"] == str(rig.recordings.resolve() / ROBOT_RECORDING)
+
+
+async def test_a_header_at_hang_up_then_flushed_audio_is_announced_on_the_retry(rig: Rig) -> None:
+    """MixMonitor flushes and closes the file after the channel is gone: the first look may see
+    the header alone; the retry finds the audio."""
+    target = rig.recordings / ROBOT_RECORDING
+    target.write_bytes(header_only())
+    for message in events(ROBOT):
+        await rig.tracker.handle(message)
+    assert rig.tracker._tasks  # the header alone was not announced: a second look is pending
+    shutil.copy(REAL_WAV, target)
+    await rig.tracker.drain()
+    await rig.records.sync()
+    call = await rig.store.get_call(ROBOT_CALL_ID)
+    assert call is not None and (call.recording_seconds, call.recording_bytes) == (6.8, 108844)

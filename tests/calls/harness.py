@@ -1,7 +1,9 @@
-"""A real FastAGI server running the real repeat-order handler on a real store, for call-through tests.
+"""The real service (``ivr.app.start_service``, the one ``ivr serve`` runs) for call-through tests.
 
 Only the caller side is fake (tests/fakeasterisk.py speaks Asterisk's exact bytes); the database,
-the speech synthesis (espeak-ng) and the prompt files are real.
+the speech synthesis (espeak-ng) and the prompt files are real, and the handlers, deadlines, hours,
+record writer and FastAGI server are wired by ivr/app.py itself: a wiring mistake there fails here.
+What a test changes goes through settings or ``ivr.app.Seams`` (a slow store, a broken TTS, a clock).
 """
 
 from __future__ import annotations
@@ -9,47 +11,50 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
-from crm_bridge.call_log import CallLog
-from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
 from ivr.agi.server import FastAgiServer
-from ivr.calls.callback_request_call import CallbackRequestCall
+from ivr.app import Seams, Service, start_service
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
-from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
-from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
-from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
-from ivr.speech.prompt_cache import PromptCache
-from ivr.speech.speaker import Speaker
-from ivr.speech.tts import EspeakEngine
+from ivr.calls.repeat_order_call import RepeatOrderCall
+from ivr.settings import Settings, default_settings
 from tests.fakeasterisk import FakeAsterisk
 
-VOICES = {"ru": "ru", "en": "en-us"}
 # Operators on duty around the clock, so that tests do not depend on when they run.
 ALWAYS_OPEN = BusinessHours(open=time(0, 0), close=time(23, 59, 59, 999999), days=(1, 2, 3, 4, 5, 6, 7))
 
 
 @dataclass
 class CallHarness:
-    server: FastAgiServer
+    service: Service
     store: Any
-    notifier: CallNotifier
-    records: RecordWriter
     prompts_dir: Path
     live_events: list = field(default_factory=list)
-    handler: RepeatOrderCall | None = None
+
+    @property
+    def server(self) -> FastAgiServer:
+        return self.service.agi
+
+    @property
+    def notifier(self) -> CallNotifier:
+        return self.service.notifier
+
+    @property
+    def records(self) -> RecordWriter:
+        return self.service.records
+
+    @property
+    def handler(self) -> RepeatOrderCall:
+        return self.service.calls
 
     async def stop(self) -> None:
-        """Stop serving and let the last calls' rows reach the database (before it is disposed)."""
-        await self.server.stop(1.0)
-        if self.handler is not None:
-            await self.handler.drain(5.0)
-        await self.records.drain(5.0)
+        """Stop as ``ivr serve`` does: drain the calls, then the last rows reach the database."""
+        await self.service.stop()
 
     async def call(self, caller_id: str = "+79161234567", inputs: list | None = None, *, script: str = "repeat-order",
                    fake: FakeAsterisk | None = None, uniqueid: str | None = None, timeout: float = 30.0,
@@ -62,41 +67,58 @@ class CallHarness:
         return fake
 
 
+def harness_settings(database_url: str, prompts_dir: Path, **sections: dict[str, Any]) -> Settings:
+    """``ivr serve``'s defaults with what a call-through test needs: an ephemeral FastAGI port, no web
+    console, no AMI, no background synthesis, short questions, operators always on duty."""
+    base = {
+        "agi": {"host": "127.0.0.1", "port": 0, "env_timeout": 2.0, "command_timeout": 5.0, "drain_seconds": 1.0},
+        "web": {"enabled": False},
+        "ami": {"username": ""},
+        "database": {"url": database_url},
+        "prompts": {"dir": str(prompts_dir), "warm_at_start": False},
+        "call_records": {"spool_dir": str(prompts_dir.parent / "spool"), "write_timeout": 2.0},
+        "flow": {"menu_timeout": 1.0, "quantity_timeout": 1.0},
+        "hours": hours_section(ALWAYS_OPEN),
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return default_settings().replace(**base)
+
+
+def hours_section(hours: BusinessHours) -> dict[str, Any]:
+    return {"timezone": hours.timezone, "open": hours.open, "close": hours.close, "days": hours.days,
+            "holidays": hours.holidays, "callback_delay_minutes": hours.callback_delay_minutes}
+
+
+def database_url(store: Any) -> str:
+    """The URL of the database a store (or a test's wrapper around one, ``.inner``) works on."""
+    while not isinstance(store, CrmStore):
+        store = store.inner
+    return store.sessions.kw["bind"].url.render_as_string(hide_password=False)
+
+
 async def start_harness(
     store: Any,
     prompts_dir: Path,
     *,
     engine: Any = None,
-    flow: FlowConfig | None = None,
     db_deadline: float = 3.0,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    hangup_grace: float = 5.0,
+    order_deadline: float | None = None,
+    clock: Callable[[], datetime] | None = None,
     hours: BusinessHours = ALWAYS_OPEN,
 ) -> CallHarness:
-    cache = PromptCache(prompts_dir, engine or EspeakEngine(), VOICES)
-    # The real record writer over the same database (its spool beside the prompts).
-    records = RecordWriter(CallLog(store.sessions), RecordSpool(prompts_dir.parent / "spool"))
-    notifier = CallNotifier(records, strict=True)
-    handler_speaker = Speaker(cache)
-    handler = RepeatOrderCall(
-        flow=RepeatOrderFlow(flow or FlowConfig(menu_timeout=1.0, quantity_timeout=1.0)),
-        store=store,
-        records=records,
-        speaker=handler_speaker,
-        notifier=notifier,
-        config=CallConfig(db_deadline=db_deadline, order_deadline=db_deadline, hours=hours),
-        normalize=normalize_phone,
-        clock=clock,
+    """The service on the store's database. A store that is not a plain CrmStore (a test's slow or
+    stuck wrapper) becomes the calls' view of the store; the service's own store serves the rest."""
+    settings = harness_settings(
+        database_url(store), prompts_dir,
+        database={"call_deadline": db_deadline, "order_deadline": order_deadline or db_deadline},
+        hours=hours_section(hours),
     )
-    callback = CallbackRequestCall(store=store, speaker=handler_speaker, notifier=notifier, hours=hours,
-                                   normalize=normalize_phone, db_deadline=db_deadline, clock=clock)
-    routes = {"repeat-order": handler, "callback-request": callback}
-    server = FastAgiServer(routes, host="127.0.0.1", port=0, env_timeout=2.0,
-                           command_timeout=5.0, hangup_grace=hangup_grace)
-    await server.start()
-    harness = CallHarness(server=server, store=store, notifier=notifier, records=records, prompts_dir=prompts_dir,
-                          handler=handler)
-    notifier.subscribe(harness.live_events.append)
+    seams = Seams(call_store=None if isinstance(store, CrmStore) else (lambda _own: store), tts=engine, clock=clock,
+                  strict_events=True)
+    service = await start_service(settings, migrate=False, seams=seams)
+    harness = CallHarness(service=service, store=service.store, prompts_dir=prompts_dir)
+    service.notifier.subscribe(harness.live_events.append)
     return harness
 
 

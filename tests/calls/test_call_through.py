@@ -180,6 +180,24 @@ async def test_lang_option_in_the_script_name_overrides(calls):
 
 
 @pytest.mark.parametrize(
+    ("caller_id", "inputs", "script", "language"),
+    [
+        ("+79161234567", ["0"], "repeat-order", "ru"),  # a Russian customer asks for an operator
+        ("+79265554433", ["0"], "repeat-order", "en"),  # the customer card says English
+        ("+79161234567", ["0"], "repeat-order?lang=en", "en"),  # an English line
+        ("+79990000000", [], "repeat-order", "ru"),  # unknown number: flow.default_language
+        ("+79161234567", ["1"], "repeat-order", "ru"),  # order placed: the dialplan hangs up
+    ],
+)
+async def test_the_callers_language_is_handed_to_the_dialplan(calls, caller_id, inputs, script, language):
+    """IVR_LANGUAGE on the wire: the dialplan makes it the channel language, so Asterisk's own queue
+    prompts ("you are next…") and the queue's callback offer are in the caller's language."""
+    fake = await calls.call(caller_id, inputs, script=script)
+    assert fake.variables["IVR_LANGUAGE"] == language
+    await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
+
+
+@pytest.mark.parametrize(
     ("inputs", "hangup_at", "step"),
     [
         ([HANGUP], None, "menu"),
@@ -351,26 +369,42 @@ async def test_caller_who_hangs_up_right_after_pressing_1_still_gets_the_order(s
 
 
 class CommitsThenStalls:
-    """The order commits, but the reply comes back after the deadline (a COMMIT that landed while
-    the caller's task was being cancelled): the order must be read back, not reported as failed."""
+    """The order commits, but the reply never comes back (a COMMIT that landed while the caller's task
+    was being cancelled): the order must be read back, not reported as failed.
+
+    Deterministic whatever the machine's load: the COMMIT is shielded from the deadline's cancel and
+    always lands before the cancelled write finishes unwinding (as a COMMIT already on the wire does),
+    and the stall is an event that is never set, not a sleep that might end first."""
 
     def __init__(self, inner):
         self.inner = inner
+        self.committed = asyncio.Event()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     async def place_order(self, **kwargs):
-        placed = await self.inner.place_order(**kwargs)
-        await asyncio.sleep(5)
+        commit = asyncio.ensure_future(self.inner.place_order(**kwargs))
+        try:
+            placed = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await commit  # on the wire already: it lands whatever happens to the caller's task
+            raise
+        finally:
+            self.committed.set()
+        await asyncio.Event().wait()  # the reply is lost
         return placed
 
 
 async def test_order_that_committed_past_its_deadline_is_read_back_to_the_caller(store, prompts_dir):
     await load_demo_data(store.sessions)
-    harness = await start_harness(CommitsThenStalls(store), prompts_dir, db_deadline=0.3)
+    stalls = CommitsThenStalls(store)
+    # The lookup keeps the normal deadline (a slow lookup under load is not what this test is about);
+    # only the order has a short one.
+    harness = await start_harness(stalls, prompts_dir, db_deadline=5.0, order_deadline=1.0)
     try:
-        fake = await harness.call("+79161234567", ["1"], timeout=10)
+        fake = await harness.call("+79161234567", ["1"], timeout=20)
+        assert stalls.committed.is_set()
         assert fake.variables["IVR_RESULT"] == "done"
         assert fake.variables["IVR_REASON"] == "order_placed"
         assert await count(store, Invoice) == 1

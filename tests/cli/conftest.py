@@ -34,9 +34,15 @@ class IvrEnv:
         return Run(code, captured.out, captured.err)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def clean_environ(extra: dict[str, str]) -> dict[str, str]:
-    """os.environ without any IVR_ setting of the developer's shell, plus ``extra``."""
+    """os.environ without any IVR_ setting of the developer's shell, plus ``extra``; the processes
+    import this checkout's packages (PYTHONPATH), not whichever tree the `ivr` script was installed
+    from (an editable install of another worktree)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env
 

@@ -44,7 +44,7 @@ async def service(tmp_path, shared_prompts):
         assert (await load_demo_data(svc.store)).ok
         yield svc
     finally:
-        await svc.stop(2.0)
+        await svc.stop()
 
 
 async def call(service, number: str, keys: list[str], script: str = "repeat-order"):
@@ -228,4 +228,4 @@ async def test_a_call_above_capacity_goes_to_an_operator_at_once_and_is_recorded
         assert 'ivr_calls_rejected_total{cause="call_rate"} 1.0' in metrics
         assert 'ivr_calls_rejected_total{cause="loop_lag"} 0.0' in metrics
     finally:
-        await svc.stop(2.0)
+        await svc.stop()

@@ -11,6 +11,8 @@ import pytest
 
 from ivr.app import build_store
 from ivr.settings import load_settings
+from ivr.speech.warmup import LANGUAGES
+from tests.dialplans.sounds import missing_sounds
 
 CUSTOMERS_HEADER = "customer_id,last_name,first_name,patronymic,phones,address,language\n"
 
@@ -166,6 +168,9 @@ def test_prompts_build_synthesizes_8khz_wavs_once(ivr_env):
     assert f"{len(units)} segment units ready in {ivr_env.prompts_dir / 'segments'} ({len(units)} synthesized)" \
         in first.out
     assert not list((ivr_env.prompts_dir / "segments").glob("*.txt"))  # units carry no text beside them
+    # Every sound dialplans/*.conf names, in every language, where Asterisk looks for it.
+    assert missing_sounds(ivr_env.prompts_dir, LANGUAGES) == []
+    assert f"3 named prompts for the dialplan in {ivr_env.prompts_dir / 'named'}" in first.out
 
     # A rewrite would be a new inode (files appear by rename); a cache hit only touches the mtime (LRU).
     inodes = {w: w.stat().st_ino for w in [*wavs, *units]}

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ivr.speech.warmup import LANGUAGES
 from tests.cli.conftest import clean_environ
+from tests.dialplans.sounds import missing_sounds
 
 IVR = Path(sys.executable).with_name("ivr")
 TOKEN = "smoke-t0ken"
@@ -50,6 +52,18 @@ def get_json(port: int, path: str, timeout: float = 20.0):
             time.sleep(0.1)
 
 
+def wait_for_log(log, event: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until the server's log has a line with ``event`` (the server says when it is done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"ivr serve exited early with {server.returncode}"
+        log.seek(0)
+        if event in log.read():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {event} in the log after {timeout} s")
+
+
 @pytest.mark.timeout(120)
 def test_serve_call_and_sigterm(tmp_path):
     agi_port, web_port = free_port(), free_port()
@@ -72,6 +86,9 @@ def test_serve_call_and_sigterm(tmp_path):
                               stderr=subprocess.STDOUT)
     try:
         wait_until_listening(agi_port, server)
+        # Even with prompts.warm_at_start off, serve builds the sounds the dialplan names at start.
+        wait_for_log(log, "prompts.named_ready", server)
+        assert missing_sounds(tmp_path / "prompts", LANGUAGES) == []
         caller = subprocess.run(
             [str(IVR), "call", "+79161234567", "--port", str(agi_port), "--keys", "1"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
@@ -110,7 +127,7 @@ def test_serve_on_a_taken_port_exits_with_a_message(tmp_path):
         taken.listen()
         env = clean_environ(
             {
-                "IVR_AGI__PORT": str(taken.getsockname()[1]),
+                "IVR_AGI__PORT": str(port := taken.getsockname()[1]),
                 "IVR_WEB__ENABLED": "false",
                 "IVR_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3",
                 "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
@@ -120,5 +137,5 @@ def test_serve_on_a_taken_port_exits_with_a_message(tmp_path):
         result = subprocess.run([str(IVR), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=60)
     assert result.returncode == 1
-    assert "ivr serve: OSError" in result.stderr
+    assert f"ivr serve: FastAGI: cannot listen on 127.0.0.1:{port}: " in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -13,7 +13,7 @@ import pytest
 from crm_bridge.db import create_engine, session_factory
 from crm_bridge.demo import load_demo_data
 from ivr.app import start_service
-from ivr.settings import Settings
+from ivr.settings import Settings, default_settings
 from tests.ami_tracker.traces import CALL_IDS, TRACES
 from tests.cluster.conftest import wait_until
 from tests.fakeami import FakeAmi, load_trace_events
@@ -24,7 +24,7 @@ OPERATOR = "Local/101@operator-agent/n"  # the queue member interface in the tra
 
 
 def settings(tmp_path, pg_url: str, ami: FakeAmi) -> Settings:
-    return Settings().replace(
+    return default_settings().replace(
         agi={"port": 0},
         web={"port": 0, "api_token": TOKEN},
         database={"url": pg_url},
@@ -76,5 +76,5 @@ async def test_the_operator_on_the_standby_gets_the_card_of_a_call_the_owner_saw
             assert owner_heard == heard
         finally:
             if standby is not None:
-                await standby.stop(1.0)
-            await owner.stop(1.0)
+                await standby.stop()
+            await owner.stop()

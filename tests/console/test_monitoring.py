@@ -320,7 +320,7 @@ async def test_metrics_after_a_real_call(store, prompts_dir):
     harness.server.on_command = metrics.observe_agi  # the hook ivr.app wires at construction
     harness.notifier.subscribe(metrics.listener)
     metrics.bind_agi_server(harness.server)
-    metrics.bind_prompt_cache(harness.server._routes["repeat-order"]._speaker._cache)
+    metrics.bind_prompt_cache(harness.service.prompt_cache)
     client = await client_for(deps_for(store, metrics=metrics, health=health()))
     try:
         fake = await harness.call("+79161234567", ["1"])

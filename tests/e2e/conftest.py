@@ -26,7 +26,7 @@ import pytest
 from crm_bridge.accounts import AccountStore
 from crm_bridge.demo import load_demo_data
 from ivr.app import Service, start_service
-from ivr.settings import Settings
+from ivr.settings import default_settings
 from ivr.web.console.auth import auth_state
 from tests.console.conftest import FAST_HASHER, PASSWORD
 from tests.fakeami import FakeAmi
@@ -141,8 +141,8 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
     recordings = tmp_path / "recordings"
     recordings.mkdir()
     database = f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"
-    settings = Settings().replace(
-        agi={"port": 0},
+    settings = default_settings().replace(
+        agi={"port": 0, "drain_seconds": 2.0},
         web={"port": 0, "api_token": API_TOKEN, "cookie_secure": False},
         database={"url": database},
         prompts={"dir": str(prompts_dir), "warm_at_start": False},
@@ -156,14 +156,14 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
     )
     service = await start_service(settings)
     try:
-        assert service.web_runner is not None and service.web_port
+        assert service.web_app is not None and service.web_port
         await load_demo_data(service.store.sessions)
         accounts = AccountStore(service.store.sessions, FAST_HASHER)
         await accounts.create_user("op1", PASSWORD, "operator", OPERATOR_NAME, OPERATOR_INTERFACE)
         await accounts.create_user("sup1", PASSWORD, "supervisor", "Сергей Старший")
         await accounts.create_user("adm1", PASSWORD, "admin", "Анна Админова")
         # the same cheap argon2 parameters on the server side: no rehash (and no 64 MiB hash) per sign-in
-        auth_state(service.web_runner.app).accounts.hasher = FAST_HASHER
+        auth_state(service.web_app).accounts.hasher = FAST_HASHER
         # AMI logged in and its first snapshot (CoreShowChannels + QueueStatus) answered: events pushed
         # from now on come after the resync, as in real life
         await fake_ami.wait_for_logins(1)
@@ -173,7 +173,7 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
         yield Console(service=service, fake_ami=fake_ami, base_url=f"http://127.0.0.1:{service.web_port}",
                       recordings_dir=recordings, shots=shots_dir)
     finally:
-        await service.stop(2.0)
+        await service.stop()
         await fake_ami.stop()
 
 

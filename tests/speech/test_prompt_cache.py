@@ -177,12 +177,23 @@ async def test_real_espeak_cache_hit_and_file(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-async def test_dialplan_prompts_get_stable_names(tmp_path):
+async def test_dialplan_prompts_get_stable_names_per_language(tmp_path):
+    """named/<language>/<id>.wav for each language, named/<id>.wav in the default language: the
+    layout Asterisk searches for an absolute file name on a channel of that language."""
     from ivr.speech.prompt_cache import build_named
 
-    cache = PromptCache(tmp_path, CountingEngine(), VOICES)
-    written = await build_named(cache, ("ru", "en"))
-    assert sorted(p.name for p in written) == ["queue_callback_offer-en.wav", "queue_callback_offer-ru.wav"]
-    assert all(p.read_bytes()[:4] == b"RIFF" and p.parent == tmp_path / "named" for p in written)
-    again = await build_named(cache, ("ru",))
-    assert again[0].read_bytes() == written[1].read_bytes()
+    engine = CountingEngine()
+    cache = PromptCache(tmp_path, engine, VOICES)
+    written = await build_named(cache, ("ru", "en"), default_language="en")
+    assert sorted(voice for _, voice in engine.calls) == sorted(VOICES.values())  # each in its own voice
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "named/en/queue_callback_offer.wav", "named/queue_callback_offer.wav", "named/ru/queue_callback_offer.wav"]
+    assert all(p.read_bytes()[:4] == b"RIFF" for p in written)
+    by_name = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in written}
+    assert by_name["named/queue_callback_offer.wav"] == by_name["named/en/queue_callback_offer.wav"]
+    inode = (tmp_path / "named/ru/queue_callback_offer.wav").stat().st_ino
+    again = await build_named(cache, ("ru",))  # the first language is the default without one
+    assert [p.relative_to(tmp_path).as_posix() for p in again] == [
+        "named/ru/queue_callback_offer.wav", "named/queue_callback_offer.wav"]
+    assert (tmp_path / "named/ru/queue_callback_offer.wav").stat().st_ino == inode  # same audio: not rewritten
+    assert (tmp_path / "named/queue_callback_offer.wav").read_bytes() == by_name["named/ru/queue_callback_offer.wav"]

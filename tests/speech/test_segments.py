@@ -92,6 +92,22 @@ async def test_no_customer_name_survives_in_a_file_name_or_text(built_dir, tmp_p
     assert list(directory.joinpath("calls").iterdir()) == []
 
 
+async def test_per_call_files_can_live_on_a_tmpfs_outside_the_prompts_dir(built_dir, tmp_path):
+    """prompts.calls_dir elsewhere (a tmpfs): the read-back is written there and Asterisk is given
+    that same path, while cached prompts still go through agi.asterisk_prompts_dir."""
+    calls = tmp_path / "shm" / "ivr-calls"
+    cache = PromptCache(copy_of(built_dir, tmp_path), EspeakEngine(), VOICES, calls_dir=calls)
+    speaker = Speaker(cache, asterisk_dir="/var/lib/asterisk/sounds/ivr")
+    placed = await speaker.prepare((readback("A-1002"),), "ru")
+    menu = await speaker.prepare((PromptRef("menu"),), "ru")
+    assert placed.transient and placed.local_path.parent == calls
+    assert placed.asterisk_path == str(placed.local_path)
+    assert menu.asterisk_path == f"/var/lib/asterisk/sounds/ivr/{menu.local_path.name}"
+    assert wav_info(placed.local_path.with_suffix(".wav").read_bytes())[3] > 2
+    speaker.release(placed)
+    assert list(calls.iterdir()) == []
+
+
 async def test_static_prompts_stay_whole_cached_files(built_dir, tmp_path):
     cache = PromptCache(copy_of(built_dir, tmp_path), EspeakEngine(), VOICES)
     speaker = Speaker(cache)

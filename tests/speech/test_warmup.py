@@ -7,7 +7,8 @@ import asyncio
 from crm_bridge.dto import ProductView
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.tts import engine_by_name
-from ivr.speech.warmup import warm_prompts
+from ivr.speech.warmup import LANGUAGES, warm_prompts
+from tests.dialplans.sounds import missing_sounds
 
 
 def cache_at(directory) -> PromptCache:
@@ -28,7 +29,7 @@ async def test_two_processes_warming_one_directory_synthesize_each_unit_once(tmp
         reports[0].static_synthesized + reports[1].static_synthesized
     )
     assert sorted(r.units_synthesized for r in reports)[0] == 0  # the second one synthesized nothing
-    assert all((tmp_path / "named" / f"queue_callback_offer-{lang}.wav").is_file() for lang in ("ru", "en"))
+    assert missing_sounds(tmp_path, LANGUAGES) == []  # every sound the dialplan configs name
     again = cache_at(tmp_path)
     report = await warm_prompts(again, products=[product])
     assert (report.units_synthesized, report.static_synthesized, again.syntheses) == (0, 0, 0)

@@ -55,6 +55,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.HANDLER_ERROR: "внутренняя ошибка робота",
     Reason.UNKNOWN_SCRIPT: "неизвестный сценарий",
     Reason.OVERLOADED: "робот перегружен",
+    Reason.SHUTDOWN: "робот перезапускался, звонок передан оператору",
     Reason.HANGUP_AFTER_ORDER: "положил трубку после заказа",
     Reason.ENDED_WHILE_DISCONNECTED: "звонок закончился, пока не было связи с AMI",
 }
