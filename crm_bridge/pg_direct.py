@@ -21,6 +21,7 @@ Any other driver error becomes ``StoreUnavailable`` with the server's one-line m
 
 from __future__ import annotations
 
+import contextlib
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,23 +40,47 @@ Converter = Callable[[Any], Any]
 
 
 class DirectStatement:
-    """One SQLAlchemy statement compiled for asyncpg: ``await s.fetch(conn, params)`` -> rows."""
+    """One SQLAlchemy statement compiled for asyncpg: ``await s.fetch(conn, params)`` -> rows,
+    ``await s.executemany(conn, raw, rows)`` for a batch (an INSERT of the given ``column_keys``).
 
-    def __init__(self, statement: Any) -> None:
-        compiled = statement.compile(dialect=_DIALECT)
-        self.sql = str(compiled)
-        self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        self._defaults: dict[str, Any] = dict(compiled.params)  # literal binds such as a LIMIT 1
+    Compiled with the connection's own dialect on first use (its JSON serializer is the engine's);
+    scalar column defaults (``default=0``) are filled in as SQLAlchemy would.
+    """
+
+    def __init__(self, statement: Any, *, column_keys: Sequence[str] | None = None) -> None:
+        self._statement = statement
+        self._column_keys = list(column_keys) if column_keys is not None else None
+        self._dialect: Any = None
+        self.sql = ""
+        self._names: tuple[str, ...] = ()
+        self._defaults: dict[str, Any] = {}
         self._binds: dict[str, Converter] = {}
+        columns = getattr(statement, "selected_columns", None)
+        self._columns = tuple(columns) if columns is not None else ()
+        self._results: tuple[Converter | None, ...] = ()
+        self._row: type[tuple[Any, ...]] | None = None
+        self._compile(_DIALECT)
+
+    def _compile(self, dialect: Any) -> None:
+        if self._column_keys is not None:
+            compiled = self._statement.compile(dialect=dialect, column_keys=self._column_keys, for_executemany=True)
+        else:
+            compiled = self._statement.compile(dialect=dialect)
+        self._dialect = dialect
+        self.sql = str(compiled)
+        self._names = tuple(compiled.positiontup or ())
+        self._defaults = dict(compiled.params)  # literal binds such as a LIMIT 1
+        for column in getattr(compiled, "insert_prefetch", ()):
+            default = column.default
+            if default is None or not default.is_scalar:
+                raise ValueError(f"{column}: only scalar Python-side defaults are supported here")
+            self._defaults[column.key] = default.arg
+        self._binds = {}
         for name in self._names:
-            convert = compiled.binds[name].type.bind_processor(_DIALECT)
+            convert = compiled.binds[name].type.bind_processor(dialect)
             if convert is not None:
                 self._binds[name] = convert
-        columns = getattr(statement, "selected_columns", None)
-        self._results: tuple[Converter | None, ...] = tuple(
-            c.type.result_processor(_DIALECT, None) for c in columns
-        ) if columns is not None else ()
-        self._row: type[tuple[Any, ...]] | None = None
+        self._results = tuple(c.type.result_processor(dialect, None) for c in self._columns)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -65,19 +90,38 @@ class DirectStatement:
             out.append(value if convert is None or value is None else convert(value))
         return out
 
-    async def fetch(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
-        raw = (await conn.get_raw_connection()).driver_connection
-        args = self.args(params)
+    def _for(self, conn: AsyncConnection) -> None:
+        if conn.dialect is not self._dialect:
+            self._compile(conn.dialect)
+
+    def _announce(self, conn: AsyncConnection, args: Any, many: bool) -> None:
         sync = conn.sync_connection
         if sync is not None and sync.dispatch.before_cursor_execute:
             # Statement counters and query logging hooked on the engine still see this statement.
-            sync.dispatch.before_cursor_execute(sync, None, self.sql, args, None, False)
+            sync.dispatch.before_cursor_execute(sync, None, self.sql, args, None, many)
+
+    async def fetch(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
+        """Rows of one execution; driver errors become the store's (see the module doc)."""
+        self._for(conn)
+        raw = await driver(conn)
+        args = self.args(params)
+        self._announce(conn, args, False)
         try:
             records = await raw.fetch(self.sql, *args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             await _judge(conn, exc)
             raise AssertionError("unreachable") from exc  # _judge always raises
         return self._rows(records)
+
+    async def executemany(
+        self, conn: AsyncConnection, raw: asyncpg.Connection, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """One pipelined execution per row on ``raw`` (inside the caller's transaction). Driver
+        errors are left to the caller: a batch tells a refused value from a lost database."""
+        self._for(conn)
+        args = [self.args(row) for row in rows]
+        self._announce(conn, args, True)
+        await raw.executemany(self.sql, args)
 
     def _rows(self, records: Sequence[asyncpg.Record]) -> list[Any]:
         if not records:
@@ -93,6 +137,18 @@ class DirectStatement:
                  for convert, value in zip(converters, record, strict=True))
             for record in records
         ]
+
+
+async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a pooled SQLAlchemy connection."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def settle_lost_connection(conn: AsyncConnection) -> None:
+    """After a driver error: if the connection is gone, let SQLAlchemy find out (one ``SELECT 1``)
+    so it invalidates its pool as for its own statements; a live connection is left as it is."""
+    with contextlib.suppress(Exception):
+        await conn.exec_driver_sql("SELECT 1")
 
 
 async def _judge(conn: AsyncConnection, exc: BaseException) -> None:

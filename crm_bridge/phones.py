@@ -6,11 +6,28 @@ import re
 
 import phonenumbers
 
-# Values Asterisk/SIP providers put in CALLERID(num) when the number is withheld.
+# Values Asterisk/SIP providers put in CALLERID(num) when the number is withheld ("<unknown>" is
+# Asterisk's own placeholder in AMI events before the number is known; the brackets are stripped).
 _WITHHELD = {"", "anonymous", "unknown", "restricted", "private", "unavailable", "withheld", "none"}
 _SCHEME = re.compile(r"^(?:sips?|tel):", re.IGNORECASE)
 # Keep only what a phone number can contain once the SIP decoration is gone.
 _JUNK = re.compile(r"[^\d+]")
+
+
+def caller_number(raw: str | None) -> str | None:
+    """The caller id as Asterisk gave it (stripped), or None when it carries no number at all.
+
+    The one definition of "no number" (empty, Asterisk's ``<unknown>``, a provider's ``anonymous``…)
+    for everything that shows or keeps the raw caller id; ``normalize_phone`` applies it too.
+    """
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    return None if _bare(text).lower() in _WITHHELD else text
+
+
+def _bare(text: str) -> str:
+    return text.strip("<>\"'").strip()
 
 
 def normalize_phone(raw: str | None, region: str = "RU") -> str | None:
@@ -23,7 +40,7 @@ def normalize_phone(raw: str | None, region: str = "RU") -> str | None:
     if raw is None:
         return None
     try:
-        text = str(raw).strip().strip("<>\"'").strip()
+        text = _bare(str(raw).strip())
         if text.lower() in _WITHHELD:
             return None
         text = _SCHEME.sub("", text)

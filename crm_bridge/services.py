@@ -457,6 +457,9 @@ class CrmStore:
         for them, a new request returns it with ``created=False``: attempts + 1, the new reason
         appended when different, the earlier due time kept. The partial unique index on
         ``open_key`` settles races (a concurrent duplicate gets IntegrityError and folds in).
+
+        Idempotent per call: a second request from the call that opened the task (an AGI retry, a
+        replayed spool) returns the task unchanged, so one request is counted once.
         """
         if customer_id:
             open_key = f"customer:{customer_id}"
@@ -477,6 +480,8 @@ class CrmStore:
                             created_at=now, updated_at=now, call_id=call_id, attempts=1, open_key=open_key,
                         )
                         session.add(task)
+                    elif call_id is not None and task.call_id == call_id:
+                        pass  # the same call asking again: already counted
                     else:
                         task.attempts += 1
                         if reason not in task.reason.split("; "):

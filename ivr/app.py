@@ -20,7 +20,6 @@ from crm_bridge.call_log import CallLog
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
-from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
@@ -88,6 +87,7 @@ def build_record_writer(settings: Settings, store: CrmStore) -> RecordWriter:
     return RecordWriter(
         CallLog(store.sessions), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
         max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
+        linger=r.linger,
     )
 
 
@@ -256,7 +256,7 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     ownership, fanout = await _start_ami(resources, settings, ami, board, notifier)
     shutdown = Shutdown()
     calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
-    refused = RefusedCalls(records, normalize_phone)
+    refused = RefusedCalls(records)
     admission = build_admission(settings, records)
     metrics.bind_admission(admission)
     agi = FastAgiServer(
@@ -338,7 +338,6 @@ def build_calls(
         records=records,
         speaker=speaker,
         notifier=notifier,
-        normalize=normalize_phone,
         config=CallConfig(
             db_deadline=settings.database.call_deadline,
             order_deadline=settings.database.order_deadline,
@@ -357,7 +356,6 @@ def build_calls(
         speaker=speaker,
         notifier=notifier,
         hours=hours,
-        normalize=normalize_phone,
         db_deadline=settings.database.call_deadline,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,

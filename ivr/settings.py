@@ -177,6 +177,9 @@ class CallRecordSettings:
     max_backlog: int
     # Records per transaction at most (group commit across calls).
     max_batch: int
+    # Seconds the writer waits after the first record of a batch so other calls' records join the
+    # same transaction (fewer, larger commits; a record reaches the database this much later).
+    linger: float
     # A batch taking longer than this counts as "database unreachable": it goes to the spool.
     write_timeout: float
     # Replay of the spool: the first retry after this many seconds, doubling up to retry_max.

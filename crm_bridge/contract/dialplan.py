@@ -58,7 +58,8 @@ S, D, SC, T, C = Side.SERVICE, Side.DIALPLAN, Side.SCRIPT, Side.TRACKER, Side.CR
 
 VARIABLES: dict[Var, VarUse] = {
     Var.RESULT: _use({S, D}, {D, T}, "what the dialplan does next: IvrResult; the dialplan clears it before AGI()"),
-    Var.REASON: _use({S, D}, {D, T, C}, "why (a Reason); the dialplan writes agi_<AGISTATUS> when we said nothing"),
+    Var.REASON: _use({S, D}, {D, T, C}, "why (a Reason); the dialplan writes server_unreachable / server_lost "
+                      "when we said nothing"),
     Var.CUSTOMER_ID: _use({S}, {SC, T, C}, "the customer the robot recognised (external id)"),
     Var.ORDER_ID: _use({S}, {T, C}, "the order the robot placed in this call"),
     Var.LANGUAGE: _use({S, D}, {D, SC}, "the caller's language: the channel language (Asterisk's queue prompts) "
@@ -85,5 +86,9 @@ class IvrResult(StrEnum):
     ERROR = "error"  # the robot failed: Queue(), like operator
 
 
-# The dialplan's own reason when IVR_REASON is empty after AGI(): agi_SUCCESS, agi_FAILURE, agi_HANGUP.
+# What the dialplan wrote when IVR_REASON was empty after AGI() before it named its reasons
+# (Reason.SERVER_UNREACHABLE / SERVER_LOST): agi_SUCCESS, agi_FAILURE. Old rows still read so.
 AGI_STATUS_REASON_PREFIX = "agi_"
+
+# The contexts of dialplans/extensions_ivr.conf: a channel found in one is the caller's leg of our call.
+IVR_CONTEXTS = frozenset({"ivr-inbound", "ivr-queue-exit"})

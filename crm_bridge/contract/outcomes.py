@@ -50,8 +50,10 @@ class Outcome(StrEnum):
 # Not an outcome: how statistics and pages name a call whose outcome is not decided yet.
 IN_PROGRESS = "in_progress"
 
-# Outcomes that leave a callback task for the caller (its reason is the outcome).
-CALLBACK_OUTCOMES = frozenset({Outcome.ABANDONED_IN_QUEUE, Outcome.QUEUE_TIMEOUT, Outcome.CALLBACK_REQUESTED})
+# Outcomes for which the AMI tracker opens a callback task (its reason is the outcome): the caller
+# left the queue without a human. Not callback_requested: the script that took the request saved its
+# task itself, under the same call; opening it again counted one request twice (issue 8, defect 6).
+CALLBACK_OUTCOMES = frozenset({Outcome.ABANDONED_IN_QUEUE, Outcome.QUEUE_TIMEOUT})
 
 
 class Reason(StrEnum):
@@ -60,7 +62,8 @@ class Reason(StrEnum):
     # The robot finished.
     ORDER_PLACED = "order_placed"
     CALLBACK_REQUESTED = "callback_requested"
-    CALLBACK_REQUESTED_IN_QUEUE = "callback_requested_in_queue"  # a callback task's reason: "press 1" in the queue
+    # Tasks saved by the queue's "press 1" before its reason became callback_requested (old rows only).
+    CALLBACK_REQUESTED_IN_QUEUE = "callback_requested_in_queue"
     # The caller needs a human.
     CALLER_REQUEST = "caller_request"
     UNKNOWN_NUMBER = "unknown_number"
@@ -83,13 +86,21 @@ class Reason(StrEnum):
     UNKNOWN_SCRIPT = "unknown_script"
     OVERLOADED = "overloaded"
     SHUTDOWN = "shutdown"  # the service stopped while the call ran; the caller was cut to the queue
+    # Set by the dialplan itself when our server gave no result (extensions_ivr.conf, after AGI()).
+    SERVER_UNREACHABLE = "server_unreachable"  # nothing answered at IVR_AGI_BASE (AGISTATUS=FAILURE)
+    SERVER_LOST = "server_lost"  # our server closed the call without a result: crashed or killed mid-call
     # The caller hung up after pressing 1 for the order (the order stands).
     HANGUP_AFTER_ORDER = "hangup_after_order"
     # The AMI tracker lost the call while disconnected.
     ENDED_WHILE_DISCONNECTED = "ended_while_disconnected"
 
 
-# Composite reasons, built only by these helpers (and by the dialplan: agi_<AGISTATUS>).
+# The dialplan's own reasons: the robot wrote no end for such a call, so the AMI tracker puts the
+# dialplan's word on the row.
+DIALPLAN_REASONS = frozenset({Reason.SERVER_UNREACHABLE, Reason.SERVER_LOST})
+
+# Composite reasons, built only by these helpers (rows from before DIALPLAN_REASONS may also say
+# agi_<AGISTATUS>, see crm_bridge.contract.dialplan).
 AFTER_HOURS_PREFIX = "after_hours:"  # after_hours:<why the caller needed a human>
 HANGUP_AT_PREFIX = "hangup_at_"  # hangup_at_<step>: the caller hung up while the robot was at <step>
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from crm_bridge.phones import caller_number
 from ivr.agi.errors import AgiEnvError
 
 MAX_ENV_LINE = 8192
@@ -17,7 +18,7 @@ MAX_ENV_LINES = 256
 _KEY_RE = re.compile(r"agi_[A-Za-z0-9_]+")
 _ARG_RE = re.compile(r"arg_(\d+)")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_UNKNOWN = {"", "unknown"}
+_UNKNOWN = {"", "unknown"}  # a caller *name* Asterisk does not know
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -71,8 +72,9 @@ class AgiEnv:
 
     @property
     def caller_id(self) -> str | None:
-        value = self.get("callerid")
-        return None if value.strip().lower() in _UNKNOWN else value
+        """The caller's number as Asterisk gave it; None when withheld (``crm_bridge.phones``'s
+        one definition of "no number")."""
+        return caller_number(self.get("callerid"))
 
     @property
     def caller_name(self) -> str | None:

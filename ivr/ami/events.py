@@ -25,13 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crm_bridge.contract.dialplan import TRACKED
+from crm_bridge.phones import caller_number
 
 # VarSet of these variables becomes "variable.set"; every other VarSet (dozens per call) is dropped.
 # Ours are those the contract says the tracker reads (crm_bridge.contract.dialplan), plus Asterisk's.
 TRACKED_VARIABLES = frozenset({*TRACKED, "MIXMONITOR_FILENAME", "QUEUESTATUS"})
-
-# Caller-id placeholders Asterisk uses before the real number is known.
-_NO_NUMBER = {"", "<unknown>", "unknown"}
 
 
 @dataclass(frozen=True)
@@ -101,8 +99,7 @@ class _Fields:
         return int(number)
 
     def caller(self) -> str | None:
-        value = (self.get("CallerIDNum") or "").strip()
-        return None if value.lower() in _NO_NUMBER else value
+        return caller_number(self.get("CallerIDNum"))
 
     def at(self) -> datetime | None:
         stamp = self.get("Timestamp")
@@ -131,6 +128,17 @@ def _new_channel(f: _Fields) -> tuple[str, dict[str, Any]]:
 
 def _hangup(f: _Fields) -> tuple[str, dict[str, Any]]:
     return _linked(f), {**_channel(f), "cause": f.integer("Cause", required=False), "cause_txt": f.get("Cause-txt")}
+
+
+def _hangup_requested(source: str) -> Builder:
+    """``HangupRequest``: the channel's far end hung up (a SIP BYE, the other half of a Local
+    channel). ``SoftHangupRequest``: Asterisk itself ended it (the dialplan's Hangup(), the end of
+    an AGI, a bridge breaking up). Which of the two reaches the call's legs first says who ended it."""
+
+    def build(f: _Fields) -> tuple[str, dict[str, Any]]:
+        return _linked(f), {**_channel(f), "source": source, "context": f.get("Context")}
+
+    return build
 
 
 def _queue_joined(f: _Fields) -> tuple[str, dict[str, Any]]:
@@ -256,6 +264,8 @@ def _cdr(f: _Fields) -> tuple[str, dict[str, Any]]:
 TABLE: dict[str, tuple[str, Builder]] = {
     "newchannel": ("channel.created", _new_channel),
     "hangup": ("channel.hungup", _hangup),
+    "hanguprequest": ("channel.hangup_requested", _hangup_requested("far_end")),
+    "softhanguprequest": ("channel.hangup_requested", _hangup_requested("asterisk")),
     "queuecallerjoin": ("queue.joined", _queue_joined),
     "queuecallerleave": ("queue.left", _queue_joined),
     "queuecallerabandon": ("queue.abandoned", _queue_abandoned),

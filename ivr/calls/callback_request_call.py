@@ -1,41 +1,37 @@
-"""`agi://…/callback-request`: a caller waiting in the queue pressed 1 to be called back.
+"""`agi://…/callback-request`: runs the pure callback-request flow on a live FastAGI channel.
 
-The queue's exit context (dialplans/extensions_ivr.conf, [ivr-queue-exit]) runs this script. We
-leave one callback task for the customer (or the number), tell the caller, and let the dialplan hang
-up; with nobody to call back (withheld number) the caller goes back to the queue.
+The queue's exit context (dialplans/extensions_ivr.conf, [ivr-queue-exit]) runs this script when a
+caller waiting in the queue presses 1. What to do is ``ivr.flows.callback_request``'s decision; this
+runner only reads the call's facts from the channel, saves the task, speaks and hands the result to
+the dialplan.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 
 from crm_bridge.contract.dialplan import IvrResult, Var
 from crm_bridge.contract.events import EventKind
-from crm_bridge.contract.outcomes import Reason
-from crm_bridge.dto import CallbackTaskView
 from ivr.agi.channel import AgiChannel
-from ivr.agi.errors import AgiPlaybackFailed
+from ivr.agi.errors import AgiHangup, AgiPlaybackFailed
+from ivr.calls.callback_task import CallbackStore, save_callback
 from ivr.calls.hours import BusinessHours
-from ivr.calls.notifier import CallNotifier
-from ivr.flows.model import PromptRef
+from ivr.calls.identity import CallIdentity
+from ivr.calls.notifier import CallEvents, CallNotifier
+from ivr.flows.callback_request import CallbackRequestFlow
+from ivr.flows.model import Finish, RequestCallback
 from ivr.speech.speaker import Speaker, SpeechError
 
 log = structlog.get_logger("ivr.calls")
 
 
-class CallbackStore(Protocol):
-    async def open_callback_task(
-        self, *, customer_id: str | None, number: str | None, reason: str, due_at: datetime, call_id: str | None
-    ) -> tuple[CallbackTaskView, bool]: ...
-
-
 class CallbackRequestCall:
+    """The FastAGI handler for ``agi://…/callback-request``; one instance serves every call."""
+
     def __init__(
         self,
         *,
@@ -43,75 +39,74 @@ class CallbackRequestCall:
         speaker: Speaker,
         notifier: CallNotifier,
         hours: BusinessHours,
-        normalize: Callable[[str | None], str | None],
         db_deadline: float = 3.0,
         media_slack: float = 30.0,
         default_language: str = "ru",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._flow = CallbackRequestFlow()
         self._store = store
         self._speaker = speaker
         self._notifier = notifier
         self._hours = hours
-        self._normalize = normalize
         self._db_deadline = db_deadline
         self._media_slack = media_slack
         self._default_language = default_language
         self._clock = clock
 
     async def __call__(self, channel: AgiChannel) -> None:
-        env = channel.env
-        call_id = await channel.get_variable("CHANNEL(linkedid)") or env.uniqueid
-        # Set by the repeat-order script earlier on this same channel, when it knew the customer.
-        customer_id = await channel.get_variable(Var.CUSTOMER_ID) or None
-        language = env.options.get("lang") or await channel.get_variable(Var.LANGUAGE) or self._default_language
-        number = self._normalize(env.caller_id)
-        events = self._notifier.open(call_id)
-        events.customer_id = customer_id
-        bound = log.bind(call_id=call_id, customer_id=customer_id)
+        call = await self._identify(channel)
+        events = self._notifier.open(call.call_id)
+        events.customer_id = call.customer_id
+        bound = log.bind(call_id=call.call_id, customer_id=call.customer_id)
         try:
-            if number is None and customer_id is None:
-                self._notifier.emit(events, EventKind.CALLBACK_IMPOSSIBLE, reason=Reason.NO_CALLER_ID)
-                await self._say(channel, "callback_impossible", language)
-                await channel.set_variable(Var.RESULT, IvrResult.OPERATOR)
-                await channel.set_variable(Var.REASON, Reason.CALLBACK_WITHOUT_NUMBER)
-                return
-            try:
-                task, created = await asyncio.wait_for(
-                    self._store.open_callback_task(
-                        customer_id=customer_id, number=number, reason=Reason.CALLBACK_REQUESTED_IN_QUEUE,
-                        due_at=self._hours.callback_due(self._clock()), call_id=call_id,
-                    ),
-                    self._db_deadline,
+            state, action = self._flow.start(customer_id=call.customer_id, has_number=call.number is not None)
+            while not isinstance(action, Finish):
+                assert isinstance(action, RequestCallback)  # the only action this flow asks for
+                event = await save_callback(
+                    action, call, store=self._store, notifier=self._notifier, events=events,
+                    due_at=self._hours.callback_due(self._clock()), deadline=self._db_deadline, log=bound,
                 )
-            except Exception as exc:  # no task could be saved: back to the queue, never a lost caller
-                bound.error("callback_not_saved", error=repr(exc))
-                self._notifier.emit(events, EventKind.STEP_FAILED, step="callback", reason=Reason.DATABASE_ERROR)
-                await channel.set_variable(Var.RESULT, IvrResult.OPERATOR)
-                await channel.set_variable(Var.REASON, Reason.DATABASE_ERROR)
-                return
-            self._notifier.emit(
-                events, EventKind.CALLBACK_CREATED, task_id=task.task_id, reason=Reason.CALLBACK_REQUESTED_IN_QUEUE,
-                due_at=task.due_at.isoformat(), created=created, attempts=task.attempts, number=number,
-            )
-            # The AMI tracker sees this variable and files the call as "callback_requested".
-            await channel.set_variable(Var.CALLBACK, "1")
-            await self._say(channel, "callback_promised", language)
-            await channel.set_variable(Var.RESULT, IvrResult.DONE)
-            await channel.set_variable(Var.REASON, Reason.CALLBACK_REQUESTED)
+                state, action = self._flow.step(state, event)
+            await self._finish(channel, call, events, action)
         finally:
             await channel.close()
             await self._notifier.flush(events)
 
-    async def _say(self, channel: AgiChannel, prompt_id: str, language: str) -> None:
+    async def _identify(self, channel: AgiChannel) -> CallIdentity:
+        env = channel.env
+        call_id = await channel.get_variable("CHANNEL(linkedid)") or env.uniqueid
+        # Left on this same channel by the repeat-order script earlier in the call, when it knew them.
+        customer_id = await channel.get_variable(Var.CUSTOMER_ID) or None
+        language = None if env.options.get("lang") else await channel.get_variable(Var.LANGUAGE)
+        return CallIdentity.of(env, call_id, default_language=self._default_language, language=language,
+                               customer_id=customer_id)
+
+    async def _finish(self, channel: AgiChannel, call: CallIdentity, events: CallEvents, finish: Finish) -> None:
+        if finish.result != IvrResult.DONE:
+            # Back in the queue: the operator who answers sees why on the screen pop.
+            self._notifier.emit(events, EventKind.CALL_ESCALATED, reason=finish.reason)
+        values: dict[str, str] = {Var.RESULT: finish.result, Var.REASON: finish.reason}
+        if finish.callback_saved:
+            # The AMI tracker files the call as "callback_requested" (and opens no second task).
+            values[Var.CALLBACK] = "1"
+        # Before the closing words: a caller who hangs up during them still leaves the dialplan and
+        # the tracker the right answer.
+        await channel.set_variables(values)
+        await self._say(channel, finish, call.language, events)
+
+    async def _say(self, channel: AgiChannel, finish: Finish, language: str, events: CallEvents) -> None:
+        if not finish.prompts:
+            return
         try:
-            utterance = await self._speaker.prepare((PromptRef(prompt_id),), language)
+            utterance = await self._speaker.prepare(finish.prompts, language)
         except SpeechError as exc:
             log.error("prompt_failed", error=str(exc))
             return
+        self._notifier.emit(events, EventKind.PROMPT_PLAYED, step="callback", text=utterance.text,
+                            prompts=[p.prompt_id for p in finish.prompts])
         try:
-            with contextlib.suppress(AgiPlaybackFailed):
+            with contextlib.suppress(AgiPlaybackFailed, AgiHangup):  # the answer is already handed over
                 await channel.stream_file(utterance.asterisk_path, "", timeout=utterance.seconds + self._media_slack)
         finally:
             self._speaker.release(utterance)
-

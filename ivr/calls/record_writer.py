@@ -78,8 +78,10 @@ class RecordWriter:
         write_timeout: float = 10.0,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
+        linger: float = 0.0,
     ) -> None:
         self._store = store
+        self._linger = linger
         self._spool = spool
         self._max_backlog = max_backlog
         self._max_batch = max_batch
@@ -96,6 +98,7 @@ class RecordWriter:
         self._done_seq = 0
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # someone waits for the records: no lingering
         self._spooling = False
         self._backoff = retry_min
         self._retry_at = 0.0
@@ -167,12 +170,14 @@ class RecordWriter:
         """Wait until every record submitted so far is committed or spooled (bound it with
         ``asyncio.timeout``: while the database hangs this takes up to ``write_timeout``)."""
         target = self._submitted_seq
+        self._hurry.set()
         async with self._changed:
             await self._changed.wait_for(lambda: self._done_seq >= target)
 
     async def caught_up(self) -> None:
         """Wait until everything submitted so far is in the DATABASE (spool replayed, if any)."""
         target = self._submitted_seq
+        self._hurry.set()
         async with self._changed:
             await self._changed.wait_for(lambda: self._done_seq >= target and not self._spooling)
 
@@ -224,7 +229,9 @@ class RecordWriter:
                 if self._spooling and loop.time() >= self._retry_at:
                     await self._replay()
                 if not self._pending:  # else: a batch an unexpected error interrupted, resumed
+                    await self._let_others_join()
                     batch, self._pending_upto = await self._take()
+                    self._hurry.clear()  # whoever waited is served by this batch
                     self._pending = [batch] if batch else []
                 if self._pending:
                     await self._commit()
@@ -239,6 +246,14 @@ class RecordWriter:
             except Exception:  # a bug must not stop the only writer: log, wait, go on (nothing dropped)
                 log.exception("call_record_writer_failed", pending=sum(map(len, self._pending)))
                 await asyncio.sleep(self._retry_max)
+
+    async def _let_others_join(self) -> None:
+        """Group commit: wait up to ``linger`` after a batch's first record so other calls' records
+        share its transaction; at once when someone waits for the records (sync, shutdown)."""
+        if self._linger and 0 < self._queued < self._max_batch and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._linger):
+                    await self._hurry.wait()
 
     async def _take(self) -> tuple[list[CallRecord], int]:
         """Whole groups, oldest first, up to ``max_batch`` records (at least one group)."""

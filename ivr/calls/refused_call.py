@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from crm_bridge.call_log import CallEnd, CallStart, TimelineRecord
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome
+from crm_bridge.phones import normalize_phone
 from ivr.agi.env import AgiEnv
 from ivr.calls.record_writer import RecordWriter
 
@@ -26,11 +27,9 @@ class RefusedCalls:
     """The FastAGI server's ``on_rejected`` hook."""
 
     def __init__(
-        self, records: RecordWriter, normalize: Callable[[str | None], str | None],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self, records: RecordWriter, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._records = records
-        self._normalize = normalize
         self._clock = clock
         self._submits: set[asyncio.Task[None]] = set()
 
@@ -44,7 +43,7 @@ class RefusedCalls:
         ended = {"outcome": decide_outcome(REFUSED), "reason": Reason.OVERLOADED, "step": "admission", "cause": cause}
         records = [
             CallStart(call_id=call_id, started_at=now, caller_number=env.caller_id,
-                      normalized_number=self._normalize(env.caller_id), channel=env.channel, script=env.script),
+                      normalized_number=normalize_phone(env.caller_id), channel=env.channel, script=env.script),
             TimelineRecord(at=now, call_id=call_id, customer_id=None, kind=EventKind.CALL_STARTED, data=started),
             TimelineRecord(at=now, call_id=call_id, customer_id=None, kind=EventKind.CALL_ENDED, data=ended),
             CallEnd(call_id=call_id, facts=REFUSED, reason=Reason.OVERLOADED, ended_at=now),

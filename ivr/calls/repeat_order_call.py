@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Protocol
@@ -26,7 +26,9 @@ from crm_bridge.errors import CrmError
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
 from ivr.agi.shutdown import CallCut, Shutdown
+from ivr.calls.callback_task import save_callback
 from ivr.calls.hours import BusinessHours
+from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.flows.model import (
     Action,
@@ -88,6 +90,21 @@ class CallConfig:
     hours: BusinessHours = BusinessHours()
 
 
+@dataclass(frozen=True)
+class CallServices:
+    """What a call needs from the process, handed to each call explicitly (one instance for all)."""
+
+    flow: RepeatOrderFlow
+    store: CallStore
+    records: CallRecords
+    speaker: Speaker
+    notifier: CallNotifier
+    config: CallConfig
+    clock: Callable[[], datetime]
+    keep_books: Callable[[Coroutine[None, None, None]], None]
+    shutdown: Shutdown | None  # the service's stop: at its cut a call hands over at once
+
+
 class RepeatOrderCall:
     """The FastAGI handler for ``agi://…/repeat-order``; one instance serves every call."""
 
@@ -100,26 +117,20 @@ class RepeatOrderCall:
         speaker: Speaker,
         notifier: CallNotifier,
         config: CallConfig,
-        normalize: Callable[[str | None], str | None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         shutdown: Shutdown | None = None,
     ) -> None:
         """``shutdown``: the service's stop (ivr.agi.shutdown); at its cut a call hands over at once."""
-        self._flow = flow
-        self._store = store
-        self._records = records
-        self._speaker = speaker
-        self._notifier = notifier
-        self._config = config
-        self._normalize = normalize
-        self._clock = clock
-        self._shutdown = shutdown
+        self._services = CallServices(
+            flow=flow, store=store, records=records, speaker=speaker, notifier=notifier, config=config,
+            clock=clock, keep_books=self.keep_books, shutdown=shutdown,
+        )
         self._bookkeeping: set[asyncio.Task[None]] = set()
 
     async def __call__(self, channel: AgiChannel) -> None:
-        await _Call(self, channel).run()
+        await RepeatOrderRun(self._services, channel).run()
 
-    def keep_books(self, coro) -> None:
+    def keep_books(self, coro: Coroutine[None, None, None]) -> None:
         """Run a call's final submit beside the server: the caller is gone, nothing waits on it
         (it may wait for room in the record writer's queue), and the server's hang-up watchdog
         (which cancels handlers) must not cut it short."""
@@ -133,21 +144,22 @@ class RepeatOrderCall:
             await asyncio.wait(set(self._bookkeeping), timeout=grace)
 
 
-class _Call:
-    """The state of one call while it runs."""
+class RepeatOrderRun:
+    """One repeat-order call while it runs: the flow's actions performed on its channel."""
 
-    def __init__(self, handler: RepeatOrderCall, channel: AgiChannel) -> None:
-        self.h = handler
+    def __init__(self, services: CallServices, channel: AgiChannel) -> None:
+        self.s = services
         self.channel = channel
         self.env = channel.env
-        self.language = self.env.options.get("lang") or handler._config.default_language
+        self.language = self.env.options.get("lang") or services.config.default_language
+        self.identity: CallIdentity | None = None  # once the call's linkedid is known
         self.step = "start"  # where the caller is, for "abandoned at …"
         self.order_id: str | None = None
-        self.callback_task: int | None = None
+        self.callback_saved = False  # this call left a callback task
         self.after_hours = False
         self.start_write: asyncio.Future | None = None
         self.order_write: asyncio.Future | None = None
-        self.events: CallEvents = handler._notifier.open(self.env.uniqueid or "unknown")
+        self.events: CallEvents = services.notifier.open(self.env.uniqueid or "unknown")
         self.log = log.bind(uniqueid=self.env.uniqueid, script=self.env.script)
 
     # --- the call -------------------------------------------------------------------------------
@@ -172,18 +184,18 @@ class _Call:
         except Exception as exc:  # any bug: log it, and the dialplan still queues the caller
             self.log.exception("call_failed", step=self.step)
             facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR
-            self.h._notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=repr(exc))
+            self.s.notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=repr(exc))
             with contextlib.suppress(AgiError):
                 await self._hand_over(IvrResult.OPERATOR, reason)
         finally:
             # Close first: Asterisk holds the channel, its CDR and the queue until we do.
             await self.channel.close()
-            self.h.keep_books(self._record_end(facts, reason))
+            self.s.keep_books(self._record_end(facts, reason))
 
     def _facts(self, **seen) -> CallFacts:
         """What the robot saw of this call; the call's outcome is decided from these (and the
         tracker's) by ``decide_outcome``, never here."""
-        return CallFacts(order_id=self.order_id, callback_requested=self.callback_task is not None,
+        return CallFacts(order_id=self.order_id, callback_requested=self.callback_saved,
                          after_hours=self.after_hours, **seen)
 
     async def _run_until_hangup(self) -> tuple[CallFacts, str]:
@@ -192,8 +204,8 @@ class _Call:
         work = asyncio.ensure_future(self._converse())
         hangup = asyncio.ensure_future(self.channel.hangup_event.wait())
         stops = {hangup}
-        if self.h._shutdown is not None:
-            stops.add(asyncio.ensure_future(self.h._shutdown.cut.wait()))
+        if self.s.shutdown is not None:
+            stops.add(asyncio.ensure_future(self.s.shutdown.cut.wait()))
         try:
             await asyncio.wait({work, *stops}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -214,19 +226,19 @@ class _Call:
     async def _converse(self) -> tuple[CallFacts, str]:
         await self.channel.answer()
         call_id = await self._call_id()
+        self.identity = call = CallIdentity.of(self.env, call_id, default_language=self.s.config.default_language)
         self.events.call_id = call_id
         self.log = self.log.bind(call_id=call_id)
-        raw = self.env.caller_id
         # The call row is written beside the conversation, not before it: the caller hears the
         # greeting one database round trip sooner.
-        self.h._notifier.emit(self.events, EventKind.CALL_STARTED, caller=raw, channel=self.env.channel,
-                              script=self.env.script, language=self.language)
-        self.start_write = asyncio.ensure_future(self._record_start(call_id, raw))
-        flow = self.h._flow
-        operators_open = self.h._config.hours.is_open(self.h._clock())
+        self.s.notifier.emit(self.events, EventKind.CALL_STARTED, caller=call.caller_id, channel=call.channel,
+                             script=call.script, language=self.language)
+        self.start_write = asyncio.ensure_future(self._record_start(call))
+        flow = self.s.flow
+        operators_open = self.s.config.hours.is_open(self.s.clock())
         self.after_hours = not operators_open
         if not operators_open:
-            self.h._notifier.emit(self.events, EventKind.CALL_AFTER_HOURS)
+            self.s.notifier.emit(self.events, EventKind.CALL_AFTER_HOURS)
         state, action = flow.start(operators_open=operators_open)
         while not isinstance(action, Finish):
             event = await self._perform(state, action)
@@ -261,9 +273,11 @@ class _Call:
         raise TypeError(f"unknown action {action!r}")
 
     async def _lookup(self) -> Event:
-        raw = self.env.caller_id
+        assert self.identity is not None  # the flow looks the caller up only after the start
         try:
-            found = await asyncio.wait_for(self.h._store.lookup_caller(raw), self.h._config.db_deadline)
+            found = await asyncio.wait_for(
+                self.s.store.lookup_caller(self.identity.caller_id), self.s.config.db_deadline
+            )
         except TimeoutError:
             return self._failed(Reason.DATABASE_TIMEOUT, "lookup")
         except Exception as exc:
@@ -274,10 +288,10 @@ class _Call:
             c = found.customer
             customer = Customer(c.customer_id, c.last_name, c.first_name, c.patronymic, c.language)
             self.events.customer_id = c.customer_id
-            if "lang" not in self.env.options and c.language:
+            if not self.identity.language_fixed and c.language:
                 self.language = c.language
         last = found.last_order.lines if found.last_order else ()
-        self.h._notifier.emit(
+        self.s.notifier.emit(
             self.events, EventKind.CALLER_IDENTIFIED, status=found.status, number=found.number,
             candidates=list(found.candidate_ids), last_order=found.last_order.order_id if found.last_order else None,
         )
@@ -285,13 +299,13 @@ class _Call:
 
     async def _ask(self, ask: Ask) -> Event:
         try:
-            utterance = await self.h._speaker.prepare(ask.prompts, self.language)
+            utterance = await self.s.speaker.prepare(ask.prompts, self.language)
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
             return self._failed(Reason.TTS_ERROR, ask.step)
-        self.h._notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=ask.step, text=utterance.text,
-                              prompts=[p.prompt_id for p in ask.prompts])
-        deadline = utterance.seconds + ask.timeout + self.h._config.media_slack
+        self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=ask.step, text=utterance.text,
+                             prompts=[p.prompt_id for p in ask.prompts])
+        deadline = utterance.seconds + ask.timeout + self.s.config.media_slack
         try:
             got = await self.channel.get_data(
                 utterance.asterisk_path, int(ask.timeout * 1000), ask.max_digits, timeout=deadline
@@ -299,9 +313,9 @@ class _Call:
         except AgiPlaybackFailed:
             return self._failed(Reason.PLAYBACK_FAILED, ask.step)
         finally:  # played, interrupted or the caller gone: the per-call file is no longer needed
-            self.h._speaker.release(utterance)
-        self.h._notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=got.digits,
-                              timed_out=got.timed_out)
+            self.s.speaker.release(utterance)
+        self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=got.digits,
+                             timed_out=got.timed_out)
         return Digits(got.digits, got.timed_out)
 
     async def _place(self, action: PlaceOrder) -> Event:
@@ -309,9 +323,10 @@ class _Call:
         # waits for it). Not shielded from the deadline: past it the write is cancelled and rolled
         # back, so a caller told "technical problem" never gets an order behind the operator's back.
         # The idempotency key (the call's linkedid) makes any retry return the same order.
+        assert self.identity is not None
         self.order_write = write = asyncio.ensure_future(
-            self.h._store.place_order(
-                idempotency_key=f"ivr:{self.events.call_id}",
+            self.s.store.place_order(
+                idempotency_key=self.identity.order_key,
                 customer_id=action.customer_id,
                 lines=action.lines,
                 source="ivr",
@@ -319,7 +334,7 @@ class _Call:
             )
         )
         try:
-            placed = await asyncio.wait_for(asyncio.shield(write), self.h._config.order_deadline)
+            placed = await asyncio.wait_for(asyncio.shield(write), self.s.config.order_deadline)
         except TimeoutError:
             placed = await self._cancel_order(write, action)
             if placed is None:
@@ -333,7 +348,7 @@ class _Call:
         order, invoice = placed.order, placed.invoice
         self.order_id = order.order_id
         self._order_created(placed, after_hangup=False)
-        cfg = self.h._config
+        cfg = self.s.config
         return OrderPlaced(
             order_id=order.order_id,
             total=invoice.total,
@@ -344,29 +359,15 @@ class _Call:
         )
 
     async def _request_callback(self, action: RequestCallback) -> Event:
-        number = self.h._normalize(self.env.caller_id)
-        if number is None and action.customer_id is None:
-            return CallbackRecorded(created=False)  # nobody to call back
-        due = self.h._config.hours.callback_due(self.h._clock())
-        try:
-            task, created = await asyncio.wait_for(
-                self.h._store.open_callback_task(
-                    customer_id=action.customer_id, number=number, reason=action.reason, due_at=due,
-                    call_id=self.events.call_id,
-                ),
-                self.h._config.db_deadline,
-            )
-        except TimeoutError:
-            return self._failed(Reason.DATABASE_TIMEOUT, "callback")
-        except Exception as exc:
-            self.log.error("callback_failed", error=repr(exc))
-            return self._failed(Reason.DATABASE_ERROR, "callback")
-        self.callback_task = task.task_id
-        self.h._notifier.emit(
-            self.events, EventKind.CALLBACK_CREATED, task_id=task.task_id, reason=action.reason,
-            due_at=task.due_at.isoformat(), created=created, attempts=task.attempts, number=number,
+        assert self.identity is not None
+        s = self.s
+        event = await save_callback(
+            action, self.identity, store=s.store, notifier=s.notifier, events=self.events,
+            due_at=s.config.hours.callback_due(s.clock()), deadline=s.config.db_deadline, log=self.log,
         )
-        return CallbackRecorded(created=True)
+        if isinstance(event, CallbackRecorded) and event.created:
+            self.callback_saved = True  # a fact of the call, whatever happens after
+        return event
 
     async def _cancel_order(self, write: asyncio.Future, action: PlaceOrder) -> PlacedOrder | None:
         """Past the deadline: cancel the write, then settle what really happened.
@@ -378,20 +379,21 @@ class _Call:
         """
         write.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait({write}, timeout=self.h._config.order_deadline)
+            await asyncio.wait({write}, timeout=self.s.config.order_deadline)
         if write.done() and not write.cancelled() and write.exception() is None:
             return write.result()
-        key = f"ivr:{self.events.call_id}"
+        assert self.identity is not None  # an order is placed only once the call is identified
+        key = self.identity.order_key
         try:
             placed = await asyncio.wait_for(
-                self.h._store.order_for_key(key, action.customer_id), self.h._config.order_deadline
+                self.s.store.order_for_key(key, action.customer_id), self.s.config.order_deadline
             )
         except Exception as exc:  # cannot tell: say so in the log and on the operator's screen
             self.log.error("order_outcome_unknown", error=repr(exc), idempotency_key=key)
-            self.h._notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
+            self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
             return None
         if placed is None:
-            self.log.warning("order_cancelled_at_deadline", deadline=self.h._config.order_deadline)
+            self.log.warning("order_cancelled_at_deadline", deadline=self.s.config.order_deadline)
         else:
             self.log.warning("order_committed_after_deadline", order_id=placed.order.order_id)
         return placed
@@ -402,7 +404,7 @@ class _Call:
         if write is None or write.cancelled():
             return False
         try:
-            placed = await asyncio.wait_for(asyncio.shield(write), self.h._config.order_deadline)
+            placed = await asyncio.wait_for(asyncio.shield(write), self.s.config.order_deadline)
         except Exception:
             write.cancel()
             return False
@@ -413,7 +415,7 @@ class _Call:
     def _order_created(self, placed: PlacedOrder, *, after_hangup: bool) -> None:
         """One shape of ``order.created``, whether the caller heard the read-back or had hung up."""
         order, invoice = placed.order, placed.invoice
-        self.h._notifier.emit(
+        self.s.notifier.emit(
             self.events, EventKind.ORDER_CREATED, order_id=order.order_id, invoice=invoice.number,
             total=str(invoice.total), replayed=not placed.created,
             delivery_date=order.delivery_date.isoformat() if order.delivery_date else None,
@@ -421,11 +423,11 @@ class _Call:
         )
 
     def _failed(self, reason: str, step: str) -> StepFailed:
-        self.h._notifier.emit(self.events, EventKind.STEP_FAILED, step=step, reason=reason)
+        self.s.notifier.emit(self.events, EventKind.STEP_FAILED, step=step, reason=reason)
         return StepFailed(reason)
 
     def _today(self) -> date:
-        return self.h._clock().astimezone(ZoneInfo(self.h._config.timezone)).date()
+        return self.s.clock().astimezone(ZoneInfo(self.s.config.timezone)).date()
 
     # --- the end of the call ---------------------------------------------------------------------
 
@@ -433,7 +435,7 @@ class _Call:
         result = IvrResult(finish.result)
         self.step = "goodbye" if result is IvrResult.DONE else "handover"
         if result is not IvrResult.DONE:
-            self.h._notifier.emit(self.events, EventKind.CALL_ESCALATED, reason=finish.reason)
+            self.s.notifier.emit(self.events, EventKind.CALL_ESCALATED, reason=finish.reason)
         await self._say(finish.prompts)
         await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
         return self._facts(ivr_result=result), finish.reason
@@ -443,19 +445,19 @@ class _Call:
         if not prompts:
             return
         try:
-            utterance = await self.h._speaker.prepare(prompts, self.language)
+            utterance = await self.s.speaker.prepare(prompts, self.language)
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
             return
-        self.h._notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=self.step, text=utterance.text,
-                              prompts=[p.prompt_id for p in prompts])
+        self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=self.step, text=utterance.text,
+                             prompts=[p.prompt_id for p in prompts])
         try:
             with contextlib.suppress(AgiPlaybackFailed):
                 await self.channel.stream_file(
-                    utterance.asterisk_path, "", timeout=utterance.seconds + self.h._config.media_slack
+                    utterance.asterisk_path, "", timeout=utterance.seconds + self.s.config.media_slack
                 )
         finally:
-            self.h._speaker.release(utterance)
+            self.s.speaker.release(utterance)
 
     async def _hand_over(self, result: str, reason: str, customer_id: str | None = None,
                          order_id: str | None = None) -> None:
@@ -474,11 +476,11 @@ class _Call:
         except AgiError as exc:
             self.log.error("handover_failed", error=repr(exc))
 
-    async def _record_start(self, call_id: str, raw: str | None) -> None:
+    async def _record_start(self, call: CallIdentity) -> None:
         try:
-            await self.h._records.record_call_start(
-                call_id=call_id, caller_number=raw, normalized_number=self.h._normalize(raw),
-                customer_id=None, channel=self.env.channel, script=self.env.script, started_at=self.h._clock(),
+            await self.s.records.record_call_start(
+                call_id=call.call_id, caller_number=call.caller_id, normalized_number=call.number,
+                customer_id=None, channel=call.channel, script=call.script, started_at=self.s.clock(),
             )
         except Exception as exc:  # a bug, never the database: the writer queues, it does not fail
             self.log.error("call_start_not_recorded", error=repr(exc))
@@ -487,15 +489,15 @@ class _Call:
         if self.start_write is not None:  # the start goes into the writer's queue before the end
             with contextlib.suppress(Exception):
                 await self.start_write
-        notifier = self.h._notifier
+        notifier = self.s.notifier
         outcome = decide_outcome(facts)  # the robot's view; the row merges the tracker's facts too
         notifier.emit(self.events, EventKind.CALL_ENDED, outcome=outcome, reason=reason, step=self.step)
         # The row's end and the rest of the timeline as one group, committed together: a call row
         # with an outcome means its whole story is readable.
         events = notifier.take(self.events)
         try:
-            await self.h._records.record_call_end(
-                self.events.call_id, facts=facts, reason=reason, ended_at=self.h._clock(),
+            await self.s.records.record_call_end(
+                self.events.call_id, facts=facts, reason=reason, ended_at=self.s.clock(),
                 customer_id=self.events.customer_id, order_id=self.order_id, events=events,
             )
         except Exception as exc:

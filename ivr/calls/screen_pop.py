@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -48,6 +48,18 @@ class CardStore(Protocol):
     async def get_call(self, call_id: str) -> CallView | None: ...
 
 
+@dataclass
+class BoardCall:
+    """What the board remembers of one recent call: the IVR path and the facts a card shows."""
+
+    path: list[dict[str, Any]] = field(default_factory=list)
+    customer_id: str | None = None
+    caller: str | None = None
+    lookup: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    ivr_reason: str | None = None
+
+
 def operator_key(interface: str) -> str:
     """A short id for URLs: 'PJSIP/101' -> '101', 'Local/101@operator-agent/n' -> '101'."""
     rest = interface.split("/", 1)[1] if "/" in interface else interface
@@ -58,15 +70,18 @@ class OperatorBoard:
     def __init__(self, store: CardStore, operator_names: Mapping[str, str] | None = None) -> None:
         self._store = store
         self._names = dict(operator_names or {})
-        self._paths: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        self._customers: dict[str, str] = {}
-        self._facts: dict[str, dict[str, Any]] = {}  # per call: reason, candidates, caller
+        self._recent: OrderedDict[str, BoardCall] = OrderedDict()  # the last _RECENT_CALLS calls
         self._cards: dict[str, dict[str, Any]] = {}  # operator key -> current card
         self._feeds: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Cards are built (database reads) and published strictly in event order, so "talking"
         # never overtakes "ringing", nor "free" a card still being built. A build takes a few ms.
         self._order = asyncio.Lock()
+
+    @property
+    def operator_names(self) -> dict[str, str]:
+        """Queue-member interface -> name, as configured ([operators] names)."""
+        return dict(self._names)
 
     # --- events in ------------------------------------------------------------------------------
 
@@ -76,30 +91,29 @@ class OperatorBoard:
             return
         call_id = event.call_id
         data = event.data
-        # Facts are kept only for calls whose path is kept (the last _RECENT_CALLS): a late event of
+        # A call is remembered from its first path event (the last _RECENT_CALLS): a late event of
         # a call already evicted (a Cdr, a hang-up long after) must not start an entry nothing evicts.
-        if call_id not in self._paths and event.kind not in _PATH_KINDS:
+        call = self._recent.get(call_id)
+        if call is None and event.kind not in _PATH_KINDS:
             if event.kind in _OPERATOR_KINDS:
                 self._spawn(self._operator_event(event))
             return
+        if call is None:
+            call = self._recent[call_id] = BoardCall()
         if event.customer_id:
-            self._customers[call_id] = event.customer_id
-        facts = self._facts.setdefault(call_id, {})
+            call.customer_id = event.customer_id
         if event.kind == EventKind.CALL_STARTED:
-            facts["caller"] = data.get("caller")
+            call.caller = data.get("caller")
         elif event.kind == EventKind.CALLER_IDENTIFIED:
-            facts["lookup"] = data.get("status")
-            facts["candidates"] = data.get("candidates") or []
+            call.lookup = data.get("status")
+            call.candidates = data.get("candidates") or []
         elif event.kind == EventKind.CALL_ESCALATED:
-            facts["ivr_reason"] = data.get("reason")
+            call.ivr_reason = data.get("reason")
         if event.kind in _PATH_KINDS:
-            path = self._paths.setdefault(call_id, [])
-            path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
-            self._paths.move_to_end(call_id)
-            while len(self._paths) > _RECENT_CALLS:
-                old, _ = self._paths.popitem(last=False)
-                self._facts.pop(old, None)
-                self._customers.pop(old, None)
+            call.path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
+            self._recent.move_to_end(call_id)
+            while len(self._recent) > _RECENT_CALLS:
+                self._recent.popitem(last=False)
         if event.kind in _OPERATOR_KINDS:
             self._spawn(self._operator_event(event))
 
@@ -137,11 +151,11 @@ class OperatorBoard:
     # --- the card ---------------------------------------------------------------------------------
 
     async def build_card(self, call_id: str, interface: str, customer_id: str | None) -> dict[str, Any]:
-        facts = self._facts.get(call_id, {})
+        seen = self._recent.get(call_id) or BoardCall()
         call = await self._store.get_call(call_id)
-        customer_id = customer_id or self._customers.get(call_id) or (call.customer_id if call else None)
+        customer_id = customer_id or seen.customer_id or (call.customer_id if call else None)
         card = await self._store.get_customer_card(customer_id) if customer_id else None
-        path = list(self._paths.get(call_id, ()))
+        path = list(seen.path)
         return {
             "operator": operator_key(interface),
             "operator_interface": interface,
@@ -149,11 +163,11 @@ class OperatorBoard:
             "updated_at": _now(),
             "call": {
                 "call_id": call_id,
-                "caller_number": (call.caller_number if call else None) or facts.get("caller"),
+                "caller_number": (call.caller_number if call else None) or seen.caller,
                 "started_at": call.started_at.isoformat() if call else None,
-                "ivr_reason": facts.get("ivr_reason") or (call.reason if call else None),
-                "lookup": facts.get("lookup"),
-                "candidates": facts.get("candidates", []),
+                "ivr_reason": seen.ivr_reason or (call.reason if call else None),
+                "lookup": seen.lookup,
+                "candidates": seen.candidates,
             },
             "customer": asdict(card.customer) if card else None,
             "last_orders": [_order(o) for o in card.orders[:_LAST_ORDERS]] if card else [],

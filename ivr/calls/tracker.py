@@ -31,10 +31,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from crm_bridge.contract.dialplan import IvrResult, Var
+from crm_bridge.contract.dialplan import IVR_CONTEXTS, IvrResult, Var
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import (
     CALLBACK_OUTCOMES,
+    DIALPLAN_REASONS,
     CallFacts,
     HangupBy,
     QueueFate,
@@ -42,7 +43,7 @@ from crm_bridge.contract.outcomes import (
     decide_outcome,
 )
 from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
-from crm_bridge.phones import normalize_phone
+from crm_bridge.phones import caller_number, normalize_phone
 from ivr.ami.events import CallEvent, Rejected, translate
 from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallEvents, CallNotifier
@@ -81,14 +82,17 @@ class _Operator:
 
 
 @dataclass
-class _Call:
+class TrackedCall:
+    """One call as AMI shows it (all its channels, by Linkedid), from its first event to its end."""
+
     call_id: str
     events: CallEvents
     since: datetime
     last_seen: datetime
     channels: dict[str, str | None] = field(default_factory=dict)  # uniqueid -> channel name
     gone: set[str] = field(default_factory=set)  # uniqueids that hung up
-    caller: str | None = None
+    caller: str | None = None  # as Asterisk shows it; set once through learn_caller()
+    number: str | None = None  # the caller's E.164, normalized once with the caller
     first_channel: str | None = None
     relevant: bool = False  # touched our IVR, a queue or a recording: worth a call row
     row_checked: bool = False
@@ -105,7 +109,11 @@ class _Call:
     operator_interface: str | None = None
     operator_name: str | None = None
     talk_seconds: float | None = None
-    hangup_by: str | None = None
+    hangup_by: str | None = None  # the queue's own word (AgentComplete), when it gave one
+    # The caller's leg(s) in our dialplan (ran our AGI, joined the queue, seen in our contexts) and
+    # every hang-up request in wire order as (uniqueid, "far_end" | "asterisk"): who_hung_up() reads them.
+    ivr_legs: set[str] = field(default_factory=set)
+    hangup_requests: list[tuple[str, str]] = field(default_factory=list)
     transfers: int = 0
     recording: str | None = None  # as Asterisk reported it
     cdrs: list[dict[str, Any]] = field(default_factory=list)  # Cdr seen before we knew the call is ours
@@ -113,6 +121,12 @@ class _Call:
     @property
     def customer_id(self) -> str | None:
         return self.events.customer_id
+
+    def learn_caller(self, raw: str | None) -> None:
+        """The first caller id seen wins; its E.164 form is computed here, once per call."""
+        if self.caller is None and (raw := caller_number(raw)) is not None:
+            self.caller = raw
+            self.number = normalize_phone(raw)
 
     @property
     def state(self) -> str:
@@ -150,7 +164,7 @@ class CallTracker:
         self._db_deadline = db_deadline
         self._idle = timedelta(hours=idle_hours)
         self._retry_delay = recording_retry_delay
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, TrackedCall] = {}
         self._finished: OrderedDict[str, CallEvents | None] = OrderedDict()  # call_id -> events if ours
         self._uniqueids: OrderedDict[str, str] = OrderedDict()  # uniqueid -> call_id (for Cdr)
         self._operators: dict[str, _Operator] = {i: _Operator(name=n) for i, n in self._names.items()}
@@ -241,14 +255,14 @@ class CallTracker:
         handler = getattr(self, "_on_" + event.kind.replace(".", "_"))
         await handler(call, data, at)
 
-    def _call(self, call_id: str, at: datetime) -> _Call:
+    def _call(self, call_id: str, at: datetime) -> TrackedCall:
         call = self._calls.get(call_id)
         if call is None:
-            call = _Call(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
+            call = TrackedCall(call_id=call_id, events=self._notifier.open(call_id), since=at, last_seen=at)
             self._calls[call_id] = call
         return call
 
-    def _note_channel(self, call: _Call, data: dict[str, Any]) -> None:
+    def _note_channel(self, call: TrackedCall, data: dict[str, Any]) -> None:
         """Every event names a live channel: also how calls first seen mid-call learn theirs."""
         uniqueid = data.get("uniqueid")
         if uniqueid and uniqueid not in call.gone:
@@ -262,8 +276,8 @@ class CallTracker:
             self._remember_uniqueid(dest, call.call_id)
         caller = data.get("caller")
         # The caller's number: from the call's own first channel or the channel waiting in the queue.
-        if caller and call.caller is None and (uniqueid == call.call_id or data.get("queue")):
-            call.caller = caller
+        if caller and (uniqueid == call.call_id or data.get("queue")):
+            call.learn_caller(caller)
 
     def _remember_uniqueid(self, uniqueid: str, call_id: str) -> None:
         self._uniqueids[uniqueid] = call_id
@@ -271,19 +285,26 @@ class CallTracker:
         while len(self._uniqueids) > FINISHED_MEMORY * 4:
             self._uniqueids.popitem(last=False)
 
-    async def _on_channel_created(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_created(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("context") == "ivr-inbound":
             call.relevant = True
 
-    async def _on_channel_hungup(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_hungup(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         uniqueid = data["uniqueid"]
         call.channels.pop(uniqueid, None)
         call.gone.add(uniqueid)
         if not call.channels:
             await self._finalize(call, at, cause=data.get("cause_txt"))
 
-    async def _on_queue_joined(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_channel_hangup_requested(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
+        if data.get("context") in IVR_CONTEXTS:  # in our dialplan: our call, and the caller's leg
+            call.relevant = True
+            call.ivr_legs.add(data["uniqueid"])
+        call.hangup_requests.append((data["uniqueid"], data["source"]))
+
+    async def _on_queue_joined(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
+        call.ivr_legs.add(data["uniqueid"])
         call.queue = data["queue"]
         call.queue_entered_at = at
         call.in_queue = True
@@ -294,13 +315,13 @@ class CallTracker:
         await self._update(call, queue=call.queue, queue_entered_at=at)
         await self._flush(call)
 
-    async def _on_queue_left(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_left(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         # Sent before AgentConnect when answered, after QueueCallerAbandon when not: decide later.
         call.in_queue = False
         if call.answered_at is None and not call.queue_abandoned:
             call.queue_left_unanswered = True
 
-    async def _on_queue_abandoned(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_queue_abandoned(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         call.queue = call.queue or data["queue"]
         call.in_queue = False
@@ -311,7 +332,7 @@ class CallTracker:
                             position=data.get("position"), original_position=data.get("original_position"))
         await self._update(call, queue=call.queue, wait_seconds=call.wait_seconds)
 
-    async def _on_operator_ringing(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_ringing(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         await self._ensure_row(call)
         interface = data["interface"]
@@ -323,7 +344,7 @@ class CallTracker:
             queue=data.get("queue") or call.queue, caller=call.caller,
         )
 
-    async def _on_operator_no_answer(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_no_answer(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         interface = data["interface"]
         name = self._operator_name(interface, data.get("member_name"))
         call.ringing.discard(interface)
@@ -331,7 +352,7 @@ class CallTracker:
         self._notifier.emit(call.events, EventKind.OPERATOR_NO_ANSWER, operator_interface=interface, operator_name=name,
                             ring_seconds=data.get("ring_time"))
 
-    async def _on_operator_answered(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_answered(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         await self._ensure_row(call)
         interface = data["interface"]
@@ -354,7 +375,7 @@ class CallTracker:
         await self._update(call, queue=call.queue, answered_at=at, operator_interface=interface,
                            operator_name=name, wait_seconds=call.wait_seconds)
 
-    async def _on_operator_completed(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_operator_completed(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.talk_seconds = data["talk_time"]
         reason = data.get("reason")
         if reason == "agent":
@@ -363,24 +384,26 @@ class CallTracker:
             call.hangup_by = HangupBy.CALLER
         self._free_operator(data["interface"], call.call_id, at)
 
-    async def _on_call_transferred(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_call_transferred(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.transfers += 1
         self._notifier.emit(call.events, EventKind.CALL_TRANSFERRED, **{k: v for k, v in data.items() if v is not None})
         if call.relevant:
             await self._update(call, transfers=call.transfers)
 
-    async def _on_recording_started(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_recording_started(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.relevant = True
         if data.get("file") and call.recording is None:
             call.recording = data["file"]
 
-    async def _on_recording_stopped(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_recording_stopped(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         if data.get("file") and call.recording is None:
             call.recording = data["file"]
 
-    async def _on_variable_set(self, call: _Call, data: dict[str, Any], at: datetime) -> None:
+    async def _on_variable_set(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         name, value = data["variable"], data["value"]
         call.relevant = True
+        if name.startswith("IVR_"):  # set by our AGI or our dialplan: on the caller's leg
+            call.ivr_legs.add(data["uniqueid"])
         call.variables[name] = value
         if name == Var.CUSTOMER_ID and value:
             call.events.customer_id = value
@@ -406,7 +429,7 @@ class CallTracker:
 
     # --- the end of a call -----------------------------------------------------------------------
 
-    async def _finalize(self, call: _Call, at: datetime, *, cause: str | None = None,
+    async def _finalize(self, call: TrackedCall, at: datetime, *, cause: str | None = None,
                         reason: str | None = None) -> None:
         self._calls.pop(call.call_id, None)
         for interface, op in self._operators.items():
@@ -423,16 +446,14 @@ class CallTracker:
         for cdr in call.cdrs:
             self._notifier.emit(call.events, EventKind.CDR, **cdr)
         vanished = reason == Reason.ENDED_WHILE_DISCONNECTED
+        if reason is None and call.variables.get(Var.REASON) in DIALPLAN_REASONS:
+            reason = call.variables[Var.REASON]
         seen = self._facts(call, vanished=vanished)
         # The call row decides the call's outcome from every witness's facts (the robot's end may
         # land after this); this view, with what the row knew, is for the timeline and the log.
         known = call.row_facts.merged(seen)
         outcome = decide_outcome(known)
-        hangup_by = call.hangup_by
-        if hangup_by is None and not vanished:
-            # The dialplan hangs up after the robot said "done" and when Queue() gives up; else the caller did.
-            by_dialplan = known.ivr_result is IvrResult.DONE or known.queue is QueueFate.TIMED_OUT
-            hangup_by = HangupBy.SYSTEM if by_dialplan else HangupBy.CALLER
+        hangup_by = None if vanished else who_hung_up(call, known)
         talk = call.talk_seconds
         if talk is None and call.answered_at is not None:
             talk = round((at - call.answered_at).total_seconds(), 3)
@@ -465,7 +486,7 @@ class CallTracker:
             await self._recording(call)
 
     @staticmethod
-    def _facts(call: _Call, *, vanished: bool) -> CallFacts:
+    def _facts(call: TrackedCall, *, vanished: bool) -> CallFacts:
         """What Asterisk showed of the call when its last channel went (the robot's own variables
         included, as far as their VarSet arrived before the hang-up)."""
         text = call.variables.get(Var.RESULT, "").strip()
@@ -488,9 +509,9 @@ class CallTracker:
             tracking_lost=vanished,
         )
 
-    async def _open_callback(self, call: _Call, outcome: str, at: datetime) -> None:
+    async def _open_callback(self, call: TrackedCall, outcome: str, at: datetime) -> None:
         customer_id = call.customer_id
-        number = normalize_phone(call.caller)
+        number = call.number
         if customer_id is None and number is not None:
             customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
             if customer is not None:
@@ -511,7 +532,7 @@ class CallTracker:
                             due_at=task.due_at.isoformat(), attempts=task.attempts, reason=outcome,
                             number=number)
 
-    async def _recording(self, call: _Call) -> None:
+    async def _recording(self, call: TrackedCall) -> None:
         reported = call.recording
         local = self._recordings.local_path(reported)
         if local is None:
@@ -529,7 +550,7 @@ class CallTracker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _recording_later(self, call: _Call, local: Path) -> None:
+    async def _recording_later(self, call: TrackedCall, local: Path) -> None:
         await asyncio.sleep(self._retry_delay)
         info = await self._recordings.describe(local)
         if info is None:
@@ -544,7 +565,7 @@ class CallTracker:
             return
         await self._recording_ready(call, info)
 
-    async def _recording_ready(self, call: _Call, info: RecordingInfo) -> None:
+    async def _recording_ready(self, call: TrackedCall, info: RecordingInfo) -> None:
         self._notifier.emit(call.events, EventKind.RECORDING_READY, path=str(info.path), seconds=info.seconds,
                             bytes=info.bytes)
         await self._flush(call)
@@ -580,9 +601,8 @@ class CallTracker:
                 if uniqueid:
                     call.channels[uniqueid] = item.get("Channel")
                     self._remember_uniqueid(uniqueid, call_id)
-                caller = (item.get("CallerIDNum") or "").strip()
-                if uniqueid == call_id and caller and caller.lower() not in ("<unknown>", "unknown"):
-                    call.caller = call.caller or caller
+                if uniqueid == call_id:
+                    call.learn_caller(item.get("CallerIDNum"))
                 if item.get("Context") == "ivr-inbound":
                     call.relevant = True
                 if (item.get("Application") or "").lower() == "queue" and call.answered_at is None:
@@ -625,7 +645,7 @@ class CallTracker:
         name = op.name if op is not None else self._names.get(interface)
         self._operators[interface] = _Operator(state="free", call_id=None, name=name, since=at)
 
-    async def _ensure_row(self, call: _Call) -> None:
+    async def _ensure_row(self, call: TrackedCall) -> None:
         """Once per call: learn the IVR's row (customer, outcome), or create it for AMI-only calls."""
         if call.row_checked:
             return
@@ -635,16 +655,14 @@ class CallTracker:
             call.row_facts = row.facts
             if call.events.customer_id is None and row.customer_id:
                 call.events.customer_id = row.customer_id
-            call.caller = call.caller or row.caller_number
+            call.learn_caller(row.caller_number)
         else:
             await self._update(call, started_at=call.since, caller_number=call.caller,
-                               normalized_number=normalize_phone(call.caller), channel=call.first_channel)
-        if call.events.customer_id is None and call.caller:
-            number = normalize_phone(call.caller)
-            if number is not None:
-                customer = await self._db(self._store.customer_by_number(number), "customer_by_number")
-                if customer is not None:
-                    call.events.customer_id = customer.customer_id
+                               normalized_number=call.number, channel=call.first_channel)
+        if call.events.customer_id is None and call.number is not None:
+            customer = await self._db(self._store.customer_by_number(call.number), "customer_by_number")
+            if customer is not None:
+                call.events.customer_id = customer.customer_id
 
     async def _read_row(self, call_id: str) -> CallView | None:
         async def read() -> CallView | None:
@@ -654,14 +672,14 @@ class CallTracker:
 
         return await self._db(read(), "get_call")
 
-    async def _update(self, call: _Call, **fields: Any) -> None:
+    async def _update(self, call: TrackedCall, **fields: Any) -> None:
         # Not bounded by db_deadline: the writer queues (and spools) it, it only waits for room.
         try:
             await self._records.update_call(call.call_id, **fields)
         except Exception as exc:  # a bad field name is a bug: say so, keep tracking
             self._log.error("tracker_store_failed", operation="update_call", error=repr(exc)[:300])
 
-    async def _flush(self, call: _Call) -> None:
+    async def _flush(self, call: TrackedCall) -> None:
         await self._notifier.flush(call.events)
 
     async def _db(self, work: Any, what: str) -> Any:
@@ -670,6 +688,36 @@ class CallTracker:
         except Exception as exc:  # the tracking goes on; the row is refined at the next write
             self._log.error("tracker_store_failed", operation=what, error=repr(exc)[:300])
             return None
+
+
+def who_hung_up(call: TrackedCall, facts: CallFacts) -> HangupBy | None:
+    """Who ended the call (``calls.hangup_by``): what Asterisk reported first, else the call's facts.
+
+    The queue's AgentComplete says it for a bridged call. Otherwise the first hang-up request on the
+    caller's side decides (captured in tests/data/asterisk-traces/ami: sipp_hangup_getdata,
+    hangup_getdata, menu_repeat_order_senddtmf, queue_abandon):
+
+    - on the caller's leg in our dialplan, HangupRequest means its far end (the caller's phone, or
+      the originating half of a Local channel) went: the caller; SoftHangupRequest means Asterisk
+      ended it (Hangup() after the robot's goodbye or a saved callback, the end of the queue): system;
+    - on the call's originating channel when that is not our leg (the ;1 half of a Local channel
+      that dialled into ivr-inbound), the roles swap: its SoftHangupRequest is the caller hanging up,
+      its HangupRequest means our leg went first.
+
+    Requests on operator channels that rang and were not answered say nothing about the call. When
+    Asterisk reported no request at all (an AMI filter that drops them, a call picked up mid-way),
+    the facts say what the dialplan does: it hangs up after the robot's "done" and when Queue()
+    gives up; any other call was ended by the caller.
+    """
+    if call.hangup_by is not None:
+        return HangupBy(call.hangup_by)
+    for uniqueid, source in call.hangup_requests:
+        if uniqueid in call.ivr_legs:
+            return HangupBy.CALLER if source == "far_end" else HangupBy.SYSTEM
+        if uniqueid == call.call_id:
+            return HangupBy.CALLER if source == "asterisk" else HangupBy.SYSTEM
+    by_dialplan = facts.ivr_result is IvrResult.DONE or facts.queue is QueueFate.TIMED_OUT
+    return HangupBy.SYSTEM if by_dialplan else HangupBy.CALLER
 
 
 def _event_name(message: Mapping[str, str]) -> str | None:

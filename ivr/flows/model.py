@@ -76,7 +76,8 @@ class PlaceOrder:
 
 @dataclass(frozen=True)
 class RequestCallback:
-    """Operators are off duty: leave a callback task for the caller (customer or number)."""
+    """Leave a callback task for the caller (the customer, else the caller's number): operators
+    are off duty, or the caller asked for it while waiting in the queue."""
 
     customer_id: str | None
     reason: str
@@ -95,6 +96,7 @@ class Finish:
     customer_id: str | None
     prompts: tuple[PromptRef, ...] = ()
     order_id: str | None = None
+    callback_saved: bool = False  # this call left a callback task (the call is "callback_requested")
 
 
 Action = LookupCaller | Ask | PlaceOrder | RequestCallback | Finish

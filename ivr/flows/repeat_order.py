@@ -202,7 +202,7 @@ class RepeatOrderFlow:
         prompt = PromptRef("after_hours_callback" if recorded else "after_hours_no_number", hours)
         reason = after_hours(state.handover_reason)
         # "done": nobody is in the queue now, so the dialplan says goodbye instead of queueing.
-        return self._finish(state, IvrResult.DONE, reason, (prompt,))
+        return self._finish(state, IvrResult.DONE, reason, (prompt,), callback_saved=recorded)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -244,10 +244,11 @@ class RepeatOrderFlow:
         return waiting, RequestCallback(state.customer_id, reason)
 
     def _finish(
-        self, state: State, result: Result, reason: str, prompts: tuple[PromptRef, ...]
+        self, state: State, result: Result, reason: str, prompts: tuple[PromptRef, ...], *,
+        callback_saved: bool = False,
     ) -> tuple[State, Action]:
         done = dataclasses.replace(state, stage=Stage.DONE)
-        return done, Finish(result, reason, state.customer_id, prompts)
+        return done, Finish(result, reason, state.customer_id, prompts, callback_saved=callback_saved)
 
     def _menu_question(self, prompts: tuple[PromptRef, ...]) -> Ask:
         return Ask(prompts, max_digits=1, timeout=self.config.menu_timeout, step="menu")

@@ -30,6 +30,18 @@ CASES = [
         {"uniqueid": "1795751092.33", "cause": 16, "cause_txt": "Normal Clearing"},
     ),
     (
+        first("sipp_hangup_getdata", "HangupRequest"),
+        "channel.hangup_requested",
+        "1795751123.38",
+        {"uniqueid": "1795751123.38", "source": "far_end", "context": "ivr-inbound"},
+    ),
+    (
+        first("menu_repeat_order_senddtmf", "SoftHangupRequest"),
+        "channel.hangup_requested",
+        "1795751100.34",
+        {"uniqueid": "1795751100.35", "source": "asterisk", "context": "ivr-inbound"},
+    ),
+    (
         first(MENU, "QueueCallerJoin"),
         "queue.joined",
         "1795751090.30",

@@ -261,15 +261,51 @@ async def test_order_placed_by_the_ivr_is_kept(rig: Rig) -> None:
     assert await rig.store.list_tasks() == []
 
 
-async def test_callback_requested_in_the_ivr_opens_a_task(rig: Rig) -> None:
-    messages = events("hangup_getdata")
+async def test_a_callback_saved_by_the_script_is_counted_once(rig: Rig) -> None:
+    """The queue's callback key: the script saved the task and set IVR_CALLBACK; the dialplan hung up."""
+    call_id = CALL_IDS["menu_repeat_order_senddtmf"]
+    saved, _ = await rig.store.open_callback_task(
+        customer_id=None, number=IVANOV_PHONE, reason="callback_requested", due_at=OPEN_HOURS, call_id=call_id
+    )
+    messages = events("menu_repeat_order_senddtmf")
     at = next(i for i, m in enumerate(messages) if m.get("Variable") == "IVR_RESULT")
     messages.insert(at, var_set(messages[at], "IVR_CALLBACK", "1"))
     await rig.feed(messages)
-    call = await rig.store.get_call(CALL_IDS["hangup_getdata"])
-    assert call is not None and call.outcome == "callback_requested"
+    call = await rig.store.get_call(call_id)
+    assert call is not None and (call.outcome, call.hangup_by) == ("callback_requested", "system")
     (task,) = await rig.store.list_tasks()
-    assert task.reason == "callback_requested"
+    assert (task.task_id, task.attempts, task.reason) == (saved.task_id, 1, "callback_requested")
+
+
+@pytest.mark.parametrize("reason", ["server_lost", "server_unreachable"])
+async def test_a_call_our_server_left_without_a_result_keeps_the_dialplans_reason(rig: Rig, reason: str) -> None:
+    messages = events(MENU)
+    at = next(i for i, m in enumerate(messages) if m.get("Event") == "QueueCallerJoin")
+    messages.insert(at, var_set(messages[at], "IVR_REASON", reason))
+    await rig.feed(messages)
+    call = await rig.store.get_call(CALL_IDS[MENU])
+    assert call is not None and (call.outcome, call.reason) == ("operator_answered", reason)
+
+
+# Who ended each captured call, as the people on the line saw it.
+WHO_HUNG_UP = [
+    ("sipp_hangup_getdata", "caller"),  # SIP BYE during GET DATA: HangupRequest on the trunk leg
+    ("hangup_getdata", "caller"),  # Local caller: its ;1 half soft-hung-up first
+    ("hangup_idle", "caller"),
+    ("hangup_stream", "caller"),
+    ("queue_abandon", "caller"),  # an unanswered operator leg hung up before: it says nothing
+    ("menu_repeat_order_senddtmf", "system"),  # Hangup() after the robot's goodbye
+    ("hangup_queue", "caller"),  # AgentComplete Reason: caller
+    ("full", "operator"),  # AgentComplete Reason: agent
+    ("sipp_menu_operator", "operator"),
+]
+
+
+@pytest.mark.parametrize(("trace", "who"), WHO_HUNG_UP)
+async def test_who_hung_up_comes_from_the_hangup_requests(rig: Rig, trace: str, who: str) -> None:
+    await rig.feed(events(trace))
+    call = await rig.store.get_call(CALL_IDS[trace])
+    assert call is not None and call.hangup_by == who
 
 
 async def test_unrelated_calls_leave_no_row(rig: Rig) -> None:

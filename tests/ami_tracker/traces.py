@@ -66,4 +66,8 @@ CALL_IDS = {
     "hangup_queue": "1795751023.10",
     "full": "1795750923.0",
     "queue_continue": "1795751034.14",
+    "menu_repeat_order_senddtmf": "1795751100.34",
+    "sipp_hangup_getdata": "1795751123.38",
+    "hangup_idle": "1795751005.6",
+    "hangup_stream": "1795751014.8",
 }

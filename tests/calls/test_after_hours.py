@@ -85,7 +85,7 @@ async def test_queue_callback_key_creates_a_task_and_ends_the_call(store, tmp_pa
         assert fake.variables["IVR_RESULT"] == "done"
         assert fake.variables["IVR_CALLBACK"] == "1"
         (task,) = await store.list_tasks()
-        assert (task.customer_id, task.reason) == ("C002", "callback_requested_in_queue")
+        assert (task.customer_id, task.reason) == ("C002", "callback_requested")
         assert fake.played, "the caller heard the promise"
         again = await harness.call("+79031112233", script="callback-request",
                                    fake=FakeAsterisk(check_files=True, variables={"IVR_CUSTOMER_ID": "C002"}))
@@ -95,12 +95,36 @@ async def test_queue_callback_key_creates_a_task_and_ends_the_call(store, tmp_pa
         await harness.stop()
 
 
+async def test_queue_callback_key_pressed_twice_in_one_call_is_counted_once(store, tmp_path_factory):
+    await load_demo_data(store.sessions)
+    harness = await start_harness(store, tmp_path_factory.mktemp("prompts"))
+    try:
+        for _ in range(2):  # the same channel (one linkedid) runs the script again
+            fake = await harness.call("+79031112233", script="callback-request", uniqueid="1795751200.50",
+                                      fake=FakeAsterisk(check_files=True, variables={"IVR_CUSTOMER_ID": "C002"}))
+            assert (fake.variables["IVR_RESULT"], fake.variables["IVR_CALLBACK"]) == ("done", "1")
+        (task,) = await store.list_tasks()
+        assert (task.customer_id, task.attempts, task.reason, task.call_id) == (
+            "C002", 1, "callback_requested", "1795751200.50",
+        )
+        events = await wait_for(lambda: _timeline_with(store, "1795751200.50", "prompt.played", 2))
+        assert [e.data["prompts"] for e in events if e.kind == "prompt.played"] == [["callback_promised"]] * 2
+    finally:
+        await harness.stop()
+
+
+async def _timeline_with(store, call_id, kind, count):
+    events = await store.call_timeline(call_id)
+    return events if sum(e.kind == kind for e in events) >= count else None
+
+
 async def test_queue_callback_key_without_a_number_returns_to_the_queue(store, tmp_path_factory):
     harness = await start_harness(store, tmp_path_factory.mktemp("prompts"))
     try:
         fake = await harness.call("", script="callback-request")
         assert fake.variables["IVR_RESULT"] == "operator"
         assert fake.variables["IVR_REASON"] == "callback_without_number"
+        assert "IVR_CALLBACK" not in fake.variables
         assert await store.list_tasks() == []
     finally:
         await harness.stop()

@@ -158,6 +158,20 @@ async def test_second_request_for_the_same_customer_folds_into_the_open_task(sto
     assert [t.task_id for t in await store.list_tasks()] == [first.task_id]
 
 
+async def test_the_same_call_asking_again_is_counted_once(store: CrmStore) -> None:
+    first, created = await store.open_callback_task(
+        customer_id="C1", number=IVANOV_PHONE, reason="callback_requested", due_at=T0, call_id="a"
+    )
+    again, created_again = await store.open_callback_task(
+        customer_id="C1", number=IVANOV_PHONE, reason="abandoned_in_queue", due_at=T0 - timedelta(hours=1),
+        call_id="a",
+    )
+    assert (created, created_again) == (True, False)
+    assert (again.task_id, again.attempts, again.reason, again.due_at) == (
+        first.task_id, 1, "callback_requested", T0,
+    )
+
+
 async def test_unknown_customers_are_keyed_by_number(store: CrmStore) -> None:
     a, created_a = await store.open_callback_task(
         customer_id=None, number="+79990001122", reason="r", due_at=T0, call_id=None

@@ -1,6 +1,6 @@
 import pytest
 
-from crm_bridge.phones import normalize_phone
+from crm_bridge.phones import caller_number, normalize_phone
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,24 @@ from crm_bridge.phones import normalize_phone
 )
 def test_normalize_phone(raw: str | None, expected: str | None) -> None:
     assert normalize_phone(raw) == expected
+
+
+# One definition of "no number" for the raw caller id (AMI events, the tracker) and for normalization.
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (None, None),
+        ("", None),
+        ("  ", None),
+        ("<unknown>", None),  # Asterisk, before the number is known
+        ("unknown", None),
+        ("Anonymous", None),  # SIP providers' withheld markers
+        ("restricted", None),
+        (" +79161234567 ", "+79161234567"),
+        ("101", "101"),  # an internal extension is a number, just not an E.164 one
+    ],
+)
+def test_caller_number_is_none_exactly_when_normalization_sees_no_number(raw, shown) -> None:
+    assert caller_number(raw) == shown
+    if shown is None:
+        assert normalize_phone(raw) is None

@@ -98,6 +98,25 @@ async def test_200_concurrent_calls_land_exactly_once_with_their_whole_timelines
     assert writer.stats.transactions <= len(call_ids) // 5
 
 
+@pytest.mark.parametrize(("linger", "transactions"), [(3600.0, {1}), (0.0, {2, 3})])
+async def test_linger_lets_other_calls_join_the_transaction_and_a_waiter_ends_it(
+    sessions, tmp_path, linger: float, transactions: set[int]
+) -> None:
+    """Calls that arrive one after another: without linger the first is taken alone the moment the
+    writer runs; with it they share one transaction, and sync() does not wait for the linger."""
+    writer = make_writer(sessions, tmp_path / "spool", linger=linger)
+    call_ids = ["early", "middle", "late"]
+    for call_id in call_ids:
+        await writer.submit(call_records(call_id))
+        for _ in range(50):  # let the writer run as far as it will go without time passing
+            await asyncio.sleep(0)
+    async with asyncio.timeout(DEADLINE):
+        await writer.sync()
+    await writer.drain(5.0)
+    await assert_each_call_once_and_whole(sessions, call_ids)
+    assert writer.stats.transactions in transactions
+
+
 async def test_records_keep_the_store_semantics(sessions, tmp_path) -> None:
     """A late IVR end keeps the tracker's refined outcome; an end without a start creates the row;
     an unknown customer id never erases a known one (the semantics of CrmStore's own methods)."""

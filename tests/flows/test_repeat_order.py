@@ -207,7 +207,7 @@ def test_after_hours_a_request_for_a_human_becomes_a_callback(events, reason, cu
     assert isinstance(request, RequestCallback)
     assert (request.customer_id, request.reason) == (customer, reason)
     final = actions[-1]
-    assert (final.result, final.reason) == ("done", f"after_hours:{reason}")
+    assert (final.result, final.reason, final.callback_saved) == ("done", f"after_hours:{reason}", True)
     (said,) = final.prompts
     assert said.prompt_id == "after_hours_callback"
     assert said.params == {"open_hour": 9, "close_hour": 20}
@@ -216,12 +216,13 @@ def test_after_hours_a_request_for_a_human_becomes_a_callback(events, reason, cu
 def test_after_hours_withheld_number_is_told_the_hours_without_a_promise():
     actions = drive_closed([CallerLooked("invalid"), CallbackRecorded(created=False)])
     assert actions[-1].prompts[0].prompt_id == "after_hours_no_number"
-    assert actions[-1].result == "done"
+    assert (actions[-1].result, actions[-1].callback_saved) == ("done", False)
 
 
 def test_after_hours_callback_that_cannot_be_saved_still_ends_politely():
     actions = drive_closed([CallerLooked("unknown"), StepFailed("database_error")])
     assert actions[-1].prompts[0].prompt_id == "after_hours_no_number"
+    assert not actions[-1].callback_saved
 
 
 def test_after_hours_repeat_orders_still_work():

@@ -143,5 +143,5 @@ async def test_the_board_remembers_a_bounded_number_of_calls_whatever_arrives_la
         board.on_event(event(f"c{i}", "call.ended"))
     for i in range(calls):  # late news of every call, most of them long forgotten
         board.on_event(event(f"c{i}", "cdr"))
-    assert len(board._paths) == len(board._facts) == len(board._customers) == screen_pop._RECENT_CALLS
+    assert len(board._recent) == screen_pop._RECENT_CALLS
     await board.close()

@@ -56,6 +56,8 @@ REASON_LABELS: dict[str, str] = {
     Reason.UNKNOWN_SCRIPT: "неизвестный сценарий",
     Reason.OVERLOADED: "робот перегружен",
     Reason.SHUTDOWN: "робот перезапускался, звонок передан оператору",
+    Reason.SERVER_UNREACHABLE: "робот недоступен (сервер не ответил)",
+    Reason.SERVER_LOST: "робот прервал звонок (сбой сервера)",
     Reason.HANGUP_AFTER_ORDER: "положил трубку после заказа",
     Reason.ENDED_WHILE_DISCONNECTED: "звонок закончился, пока не было связи с AMI",
 }
@@ -63,6 +65,7 @@ REASON_LABELS: dict[str, str] = {
 TASK_REASON_LABELS: dict[str, str] = {
     Outcome.ABANDONED_IN_QUEUE: "не дождался ответа в очереди",
     Outcome.CALLBACK_REQUESTED: "просил перезвонить",
+    Reason.CALLBACK_REQUESTED_IN_QUEUE: "просил перезвонить",  # tasks saved before the reason was unified
     Outcome.QUEUE_TIMEOUT: "очередь не дождалась оператора",
     Outcome.AFTER_HOURS: "звонил в нерабочее время",
 }

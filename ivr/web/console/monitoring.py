@@ -74,8 +74,7 @@ def _seconds_since(iso: str | None, now: datetime) -> float | None:
 
 def _configured_names(deps: ConsoleDeps) -> dict[str, str]:
     """Operator names from the configuration ([operators] names), as the board was given them."""
-    names = getattr(deps.board, "_names", None)
-    return dict(names) if isinstance(names, dict) else {}
+    return deps.board.operator_names if deps.board is not None else {}
 
 
 def _operators(deps: ConsoleDeps, live: bool, now: datetime) -> list[dict[str, Any]]:
