@@ -11,7 +11,8 @@ import ast
 import re
 from pathlib import Path
 
-from crm_bridge.contract.dialplan import TRACKED, VARIABLES, Side, Var
+from crm_bridge.contract.dialplan import IVR_CONTEXTS, TRACKED, VARIABLES, Side, Var
+from crm_bridge.contract.outcomes import DIALPLAN_REASONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DIALPLANS = sorted((ROOT / "dialplans").glob("*.conf"))
@@ -108,3 +109,16 @@ def test_the_service_names_channel_variables_only_through_the_declaration():
                         and node.value.startswith("IVR_") and not settings.match(node.value)):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
     assert not offenders, offenders
+
+
+def test_the_dialplans_own_reasons_and_contexts_are_the_declared_ones():
+    """The tracker trusts IVR_REASON values in DIALPLAN_REASONS and channels in IVR_CONTEXTS: both
+    must be what extensions_ivr.conf really says."""
+    text = (ROOT / "dialplans" / "extensions_ivr.conf").read_text(encoding="utf-8")
+    code = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    contexts = set(re.findall(r"^\[([a-z0-9-]+)\]", code, re.M)) - {"globals"}
+    assert contexts == IVR_CONTEXTS
+    reason_sets = re.findall(r"Set\(IVR_REASON=(.+)\)", code)
+    dialplan_words = {w for value in reason_sets for w in re.findall(r"[a-z_]{3,}", value)}
+    assert set(DIALPLAN_REASONS) <= dialplan_words, reason_sets
+    assert "agi_" not in code.replace("IVR_AGI_BASE", "")  # no more agi_<AGISTATUS> reasons

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from crm_bridge.call_log import CallEnd, CallLog, CallStart, CallUpdate, record_from_json
 from crm_bridge.contract.dialplan import IvrResult
@@ -48,6 +48,42 @@ async def test_one_batch_or_two_the_order_survives_a_hang_up_seen_by_the_tracker
 def _renamed(record, call_id: str):
     values = {k: v for k, v in vars(record).items() if k != "uid"}
     return type(record)(**{**values, "call_id": call_id})
+
+
+async def test_a_batch_reads_its_calls_facts_once_whatever_its_size(store: CrmStore):
+    """The facts are read (locked on PostgreSQL) in ONE statement per batch, inside the batch's own
+    transaction, on the path the batch itself runs on (asyncpg on PostgreSQL, Core on SQLite)."""
+    log = CallLog(store.sessions)
+    ids = [f"b{n}" for n in range(5)]
+    await log.write([CallStart(call_id=i, started_at=T0) for i in ids])
+    statements: list[str] = []
+    engine = store.sessions.kw["bind"].sync_engine
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        await log.write([
+            record
+            for i in ids
+            for record in (
+                CallEnd(call_id=i, facts=CallFacts(ivr_result=IvrResult.OPERATOR), reason="caller_request",
+                        ended_at=T0 + timedelta(seconds=20)),
+                CallUpdate(call_id=i, fields={"ended_at": T0 + timedelta(seconds=40)}, started_at=T0,
+                           facts=CallFacts(queue=QueueFate.ANSWERED)),
+            )
+        ])
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "facts" in s]
+    assert len(reads) == 1, statements
+    if store.sessions.kw["bind"].dialect.name == "postgresql":
+        assert "FOR UPDATE" in reads[0]
+    for i in ids:
+        call = await store.get_call(i)
+        assert call is not None and call.outcome == Outcome.OPERATOR_ANSWERED
+        assert call.ended_at == T0 + timedelta(seconds=40)
 
 
 async def test_two_witnesses_writing_at_once_lose_no_fact(store: CrmStore):
