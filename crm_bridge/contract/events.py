@@ -31,6 +31,8 @@ class EventKind(StrEnum):
     CALL_ENDED = "call.ended"  # the robot's part is over (the call may go on in the queue)
     # The robot or the tracker.
     CALLBACK_CREATED = "callback.created"
+    # Timelines written before the callback script became a flow; it now says call.escalated with
+    # reason callback_without_number (kept so that old calls still read).
     CALLBACK_IMPOSSIBLE = "callback.impossible"
     # Asterisk, through the AMI tracker.
     QUEUE_ENTERED = "queue.entered"
