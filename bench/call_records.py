@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crm_bridge.call_log import CallLog
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.services import CrmStore
@@ -37,7 +38,7 @@ def events(call_id: str) -> list[TimelineEventIn]:
 async def one_call(sink, call_id: str) -> None:
     await sink.record_call_start(call_id=call_id, caller_number="+79161234567", normalized_number="+79161234567",
                                  customer_id=None, channel="PJSIP/trunk-1", script="repeat-order", started_at=T0)
-    await sink.record_call_end(call_id, outcome="order_placed", reason="order_placed", ended_at=T0,
+    await sink.record_call_end(call_id, facts=facts_implying("order_placed"), reason="order_placed", ended_at=T0,
                                order_id=f"A-{call_id}", events=events(call_id))
 
 

@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.roundtrips import RoundTripRelay  # noqa: E402
+from crm_bridge.contract.outcomes import facts_implying  # noqa: E402
 from crm_bridge.db import create_engine, session_factory, upgrade  # noqa: E402
 from crm_bridge.models import UtcDateTime  # noqa: E402
 from crm_bridge.services import CrmStore  # noqa: E402
@@ -143,7 +144,7 @@ async def _burst(store: CrmStore, calls: int) -> dict[str, float]:
                                          lines=[("W19", 2)], source="ivr", call_id=call_id)
         events = [TimelineEventIn(at=now, call_id=call_id, customer_id=found.customer.customer_id, kind="step",
                                   data={"n": k}) for k in range(8)]
-        await store.record_call_end(call_id, outcome="order_placed", reason="order_placed", ended_at=now,
+        await store.record_call_end(call_id, facts=facts_implying("order_placed"), reason="order_placed", ended_at=now,
                                     customer_id=found.customer.customer_id, order_id=placed.order.order_id,
                                     events=events)
 

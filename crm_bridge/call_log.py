@@ -16,9 +16,15 @@ writing but before forgetting it) changes nothing, so a batch may be written *at
   ``ON CONFLICT (event_uid) DO NOTHING``.
 
 Semantics kept from the one-call-per-transaction store methods (``CrmStore.record_call_start``,
-``record_call_end``, ``update_call``): a late IVR end never undoes an outcome the AMI tracker has
-refined (``REFINED_OUTCOMES``); a call end or update without a start still creates the row; an
-unknown customer id never erases a known customer; one call's records apply in submission order.
+``record_call_end``, ``update_call``): a call end or update without a start still creates the row;
+an unknown customer id never erases a known customer; one call's records apply in submission order.
+
+The outcome is never written by a witness. The runner's end and the tracker's updates carry the
+*facts* each saw (``crm_bridge.contract.outcomes.CallFacts``); ``write`` reads the row's facts
+(``FOR UPDATE`` on PostgreSQL: another worker's batch may hold the same call), merges the new ones
+in submission order and stores the merged facts with ``decide_outcome`` of them. Whichever witness
+lands last, the row holds the same verdict. ``ended_at``: an update's (the tracker saw the last
+channel go) always; a call end's (the robot's part is over) only while the row has none.
 That last point is why a batch runs in *waves*: wave k holds the k-th row record of every call,
 so one statement never touches a call twice and a call's start always runs before its end.
 
@@ -40,26 +46,24 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import ARRAY, String, any_, bindparam, case, func, literal_column, select
+from sqlalchemy import ARRAY, String, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_bridge.contract.outcomes import CallFacts, decide_outcome, facts_implying
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import RecordRejected, StoreUnavailable
 from crm_bridge.models import Call, Customer, TimelineEvent, UtcDateTime, as_utc
 from crm_bridge.pg_direct import DirectStatement, driver, settle_lost_connection
+from crm_bridge.views import row_facts
 
 log = structlog.get_logger(__name__)
 
-# Outcomes the AMI call tracker refines after the IVR ("abandoned" -> "abandoned_in_ivr" …): the IVR
-# runner's own end-of-call write, when it arrives late, must not undo them.
-REFINED_OUTCOMES = frozenset(
-    {"operator_answered", "abandoned_in_queue", "abandoned_in_ivr", "callback_requested", "queue_timeout"}
-)
-# Columns a CallUpdate may set; customer_id is the EXTERNAL id (mapped to the FK).
-CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id"}
+# Columns a CallUpdate may set; customer_id is the EXTERNAL id (mapped to the FK). The outcome and
+# the facts it is decided from are the store's to write (``facts=`` on the record).
+CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id", "outcome", "facts"}
 
 
 def new_uid() -> str:
@@ -85,7 +89,7 @@ class CallEnd:
     """The IVR is done with a call (``CrmStore.record_call_end``); creates the row when missing."""
 
     call_id: str
-    outcome: str | None
+    facts: CallFacts  # what the robot saw; the row's outcome is decided from all witnesses' facts
     reason: str | None
     ended_at: datetime
     customer_id: str | None = None  # external id; unknown or None keeps the row's customer
@@ -104,6 +108,7 @@ class CallUpdate:
     call_id: str
     fields: Mapping[str, Any]
     started_at: datetime
+    facts: CallFacts | None = None  # what the tracker saw, merged into the row's facts
     uid: str = field(default_factory=new_uid)
 
     def __post_init__(self) -> None:
@@ -151,6 +156,8 @@ def _json_default(value: Any) -> Any:
 def record_to_json(record: CallRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"type": _NAMES[type(record)]}
     for name, value in vars(record).items():
+        if isinstance(value, CallFacts):
+            value = value.to_json()
         out[name] = dict(value) if isinstance(value, Mapping) else value
     # Round-trip through json so the dict holds only JSON types (datetimes as ISO text).
     return json.loads(json.dumps(out, ensure_ascii=False, default=_json_default))
@@ -163,6 +170,14 @@ def record_from_json(data: Mapping[str, Any]) -> CallRecord:
     for name in ("started_at", "ended_at", "at"):
         if name in values and isinstance(values[name], str):
             values[name] = datetime.fromisoformat(values[name])
+    if cls is CallEnd and "outcome" in values:  # spooled by a version before facts: its outcome says them
+        values["facts"] = facts_implying(values.pop("outcome"), values.get("order_id"))
+    elif "facts" in values and not (cls is CallUpdate and values["facts"] is None):
+        values["facts"] = CallFacts.from_json(values["facts"])
+    if cls is CallUpdate and "outcome" in values["fields"]:  # the same, for a tracker update
+        fields = dict(values["fields"])
+        values["facts"] = facts_implying(fields.pop("outcome"))
+        values["fields"] = fields
     if cls is CallUpdate:
         values["fields"] = {
             k: (datetime.fromisoformat(v) if k in _CALL_DATETIMES and isinstance(v, str) else v)
@@ -226,7 +241,11 @@ class CallLog:
                 )
                 return {customer_id: pk for customer_id, pk in found.all()}
 
-            await _write(records, _statements(conn.dialect.name), execute, customer_pks)
+            async def call_rows(call_ids: list[str]) -> Sequence[tuple[Any, ...]]:
+                # No FOR UPDATE on SQLite: the batch already holds the database's write lock.
+                return (await conn.execute(_call_rows_query(CALLS.c.call_id.in_(call_ids)))).all()
+
+            await _write(records, _statements(conn.dialect.name), execute, customer_pks, call_rows)
             await session.commit()
 
     async def _write_once_pg(self, records: Sequence[CallRecord]) -> None:
@@ -240,9 +259,13 @@ class CallLog:
             async def customer_pks(ids: set[str]) -> dict[str, int]:
                 return {row.customer_id: row.id for row in await _CUSTOMER_PKS_PG.fetch(conn, {"ids": sorted(ids)})}
 
+            async def call_rows(call_ids: list[str]) -> Sequence[tuple[Any, ...]]:
+                # On the same driver connection, inside raw.transaction(): the lock lasts the batch.
+                return await _CALL_ROWS_PG.fetch(conn, {"ids": call_ids})
+
             try:
                 async with raw.transaction():
-                    await _write(records, _statements("postgresql"), execute, customer_pks)
+                    await _write(records, _statements("postgresql"), execute, customer_pks, call_rows)
             except (asyncpg.InterfaceError, OSError):
                 await settle_lost_connection(conn)  # the pool learns the connection is gone
                 raise
@@ -305,28 +328,32 @@ def _is_transient(exc: BaseException) -> bool:
 
 Execute = Callable[[Any, list[dict[str, Any]]], Awaitable[None]]
 CustomerPks = Callable[[set[str]], Awaitable[dict[str, int]]]
+# The call rows a batch's facts merge into, read (and locked on PostgreSQL) in the batch's own
+# transaction: (call_id, facts, outcome, order_id, ended_at) per existing row, in call_id order.
+CallRows = Callable[[list[str]], Awaitable[Sequence[tuple[Any, ...]]]]
 
 
 async def _write(records: Sequence[CallRecord], statements: _Statements, execute: Execute,
-                 customer_pks: CustomerPks) -> None:
+                 customer_pks: CustomerPks, call_rows: CallRows) -> None:
     # Core statements on the tables (not the ORM classes): an ORM-enabled insert with a list of
     # rows takes SQLAlchemy's ORM bulk path, measured 3x slower here.
     waves, timeline = _waves(records)
     ids = _customer_ids(records)
     customers = await customer_pks(ids) if ids else {}
+    verdicts = await _verdicts(records, call_rows)
     for wave in waves:
         starts = [r for r in wave if isinstance(r, CallStart)]
         ends = [r for r in wave if isinstance(r, CallEnd)]
         updates: dict[tuple[str, ...], list[CallUpdate]] = {}
         for r in wave:
             if isinstance(r, CallUpdate):
-                updates.setdefault(tuple(sorted(r.fields)), []).append(r)
+                updates.setdefault(_update_columns(r), []).append(r)
         if starts:
             await execute(statements.start, [_start_row(r, customers) for r in starts])
         if ends:
-            await execute(statements.end, [_end_row(r, customers) for r in ends])
+            await execute(statements.end, [_end_row(r, customers, verdicts[r.uid]) for r in ends])
         for names, group in updates.items():
-            await execute(statements.update(names), [_update_row(r, customers) for r in group])
+            await execute(statements.update(names), [_update_row(r, customers, verdicts) for r in group])
     if timeline:
         await execute(statements.timeline, [_timeline_row(r) for r in timeline])
 
@@ -393,6 +420,20 @@ def _customer_ids(records: Iterable[CallRecord]) -> set[str]:
 _CUSTOMER_PKS_PG = DirectStatement(
     select(Customer.customer_id, Customer.id).where(Customer.customer_id == any_(bindparam("ids", type_=ARRAY(String))))
 )
+
+
+def _call_rows_query(where: Any) -> Any:
+    return (
+        select(CALLS.c.call_id, CALLS.c.facts, CALLS.c.outcome, CALLS.c.order_id, CALLS.c.ended_at)
+        .where(where)
+        .order_by(CALLS.c.call_id)  # one lock order for every writer: no deadlock between two batches
+        .with_for_update()
+    )
+
+
+# The rows a batch's facts merge into, locked until the batch commits; one array parameter, so the
+# text is the same for any number of calls (prepared once per connection).
+_CALL_ROWS_PG = DirectStatement(_call_rows_query(CALLS.c.call_id == any_(bindparam("ids", type_=ARRAY(String)))))
 # The batch statements compiled for asyncpg, by (statement, the columns a row sets).
 _DIRECT: dict[tuple[int, tuple[str, ...]], DirectStatement] = {}
 
@@ -416,16 +457,13 @@ def _start_row(r: CallStart, customers: Mapping[str, int]) -> dict[str, Any]:
 def _end_statement(insert: Any) -> Any:
     stmt = insert(CALLS)
     new, old = stmt.excluded, CALLS.c
-    # The AMI tracker may already have refined the outcome (the call ended after the AGI did):
-    # keep its outcome and end time then; the runner's reason still says where the IVR stopped.
-    # The outcomes as SQL literals: an expanding IN list cannot be used with executemany.
-    assert all(o.isidentifier() for o in REFINED_OUTCOMES)  # our own constants, safe to inline
-    refined = old.outcome.in_([literal_column(f"'{o}'") for o in sorted(REFINED_OUTCOMES)])
+    # outcome, facts and ended_at were settled in Python from the row read under lock (_verdicts).
     return stmt.on_conflict_do_update(
         index_elements=["call_id"],
         set_={
-            "outcome": case((refined, old.outcome), else_=new.outcome),
-            "ended_at": case((refined, old.ended_at), else_=new.ended_at),
+            "outcome": new.outcome,
+            "facts": new.facts,
+            "ended_at": new.ended_at,
             "reason": new.reason,
             "order_id": func.coalesce(new.order_id, old.order_id),
             "customer_id": func.coalesce(new.customer_id, old.customer_id),
@@ -433,11 +471,10 @@ def _end_statement(insert: Any) -> Any:
     )
 
 
-def _end_row(r: CallEnd, customers: Mapping[str, int]) -> dict[str, Any]:
-    ended_at = as_utc(r.ended_at)
+def _end_row(r: CallEnd, customers: Mapping[str, int], verdict: _Verdict) -> dict[str, Any]:
     return {
-        "call_id": r.call_id, "started_at": ended_at, "ended_at": ended_at, "outcome": r.outcome,
-        "reason": r.reason, "order_id": r.order_id,
+        "call_id": r.call_id, "started_at": as_utc(r.ended_at), "ended_at": verdict.ended_at,
+        "outcome": verdict.outcome, "facts": verdict.facts, "reason": r.reason, "order_id": r.order_id,
         "customer_id": customers.get(r.customer_id) if r.customer_id else None,
     }
 
@@ -453,11 +490,66 @@ def _update_statement(insert: Any, names: tuple[str, ...]) -> Any:
     return stmt.on_conflict_do_update(index_elements=["call_id"], set_=set_)
 
 
-def _update_row(r: CallUpdate, customers: Mapping[str, int]) -> dict[str, Any]:
+def _update_columns(r: CallUpdate) -> tuple[str, ...]:
+    """The columns an update sets (its statement's shape): its fields, plus the verdict's."""
+    names = set(r.fields)
+    if r.facts is not None:
+        names |= {"facts", "outcome"}
+    return tuple(sorted(names))
+
+
+def _update_row(r: CallUpdate, customers: Mapping[str, int], verdicts: Mapping[str, _Verdict]) -> dict[str, Any]:
     row = {k: (as_utc(v) if isinstance(v, datetime) else v) for k, v in r.fields.items()}
     if "customer_id" in row:
         row["customer_id"] = customers.get(row["customer_id"]) if row["customer_id"] else None
+    verdict = verdicts.get(r.uid)
+    if verdict is not None:
+        if r.facts is not None:
+            row["facts"], row["outcome"] = verdict.facts, verdict.outcome
+        if "ended_at" in row:
+            row["ended_at"] = verdict.ended_at
     return {"call_id": r.call_id, "started_at": as_utc(r.started_at), **row}
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A row record's share of the call row: the merged facts, their outcome, the call's end."""
+
+    facts: dict[str, Any]
+    outcome: str | None
+    ended_at: datetime | None
+
+
+async def _verdicts(records: Sequence[CallRecord], call_rows: CallRows) -> dict[str, _Verdict]:
+    """For every end or update that carries facts or an end time: the row as it will be after it.
+
+    One read of the rows concerned per batch, locked on PostgreSQL (SQLite: the batch already holds
+    the database's write lock), then the records fold in in submission order, so two records of one
+    call in one batch see each other. Rows written before facts existed say them by their outcome.
+    """
+    concerned = {
+        r.call_id for r in records
+        if isinstance(r, CallEnd) or (isinstance(r, CallUpdate) and (r.facts is not None or "ended_at" in r.fields))
+    }
+    if not concerned:
+        return {}
+    state: dict[str, tuple[CallFacts, datetime | None]] = {}
+    for call_id, facts, outcome, order_id, ended_at in await call_rows(sorted(concerned)):
+        state[call_id] = (row_facts(facts, outcome, order_id), as_utc(ended_at) if ended_at is not None else None)
+    verdicts: dict[str, _Verdict] = {}
+    for r in records:
+        if r.call_id not in concerned or isinstance(r, (CallStart, TimelineRecord)):
+            continue
+        facts, ended_at = state.get(r.call_id, (CallFacts(), None))
+        if r.facts is not None:
+            facts = facts.merged(r.facts)
+        if isinstance(r, CallUpdate) and r.fields.get("ended_at") is not None:
+            ended_at = as_utc(r.fields["ended_at"])  # the tracker saw the last channel go
+        elif isinstance(r, CallEnd) and ended_at is None:
+            ended_at = as_utc(r.ended_at)  # the robot's end only until the tracker says when the call ended
+        state[r.call_id] = (facts, ended_at)
+        verdicts[r.uid] = _Verdict(facts.to_json(), decide_outcome(facts), ended_at)
+    return verdicts
 
 
 def _timeline_row(r: TimelineRecord) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from crm_bridge.contract.outcomes import CallFacts
+
 
 @dataclass(frozen=True)
 class ProductView:
@@ -108,6 +110,8 @@ class CallView:
     recording_seconds: float | None = None
     recording_bytes: int | None = None
     transfers: int | None = None
+    # What the witnesses saw; ``outcome`` is decide_outcome of these (rows older than facts: implied).
+    facts: CallFacts = CallFacts()
 
 
 @dataclass(frozen=True)

@@ -211,8 +211,11 @@ class Call(Base):
     script: Mapped[str | None] = mapped_column(String(100))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Decided by the store from ``facts`` (crm_bridge.contract.outcomes.decide_outcome), never set.
     outcome: Mapped[str | None] = mapped_column(String(50))
     reason: Mapped[str | None] = mapped_column(String(200))
+    # What the robot and the AMI tracker saw of the call (CallFacts.to_json), merged.
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # External order number, not a FK: the call log must never fail on a referential detail.
     order_id: Mapped[str | None] = mapped_column(String(64))
     # What the AMI call tracker learns after the IVR: queue, operator, hang-up and recording.

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from crm_bridge import repositories as repo
 from crm_bridge.call_log import CallEnd, CallLog, CallUpdate, TimelineRecord
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import CallFacts
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
@@ -379,7 +381,7 @@ class CrmStore:
         self,
         call_id: str,
         *,
-        outcome: str | None,
+        facts: CallFacts,
         reason: str | None,
         ended_at: datetime,
         customer_id: str | None = None,
@@ -390,19 +392,20 @@ class CrmStore:
         last timeline ``events`` in the same transaction; semantics in ``crm_bridge.call_log``."""
         await self._call_log.write([
             *(TimelineRecord.of(e) for e in events),
-            CallEnd(call_id=call_id, outcome=outcome, reason=reason, ended_at=ended_at, customer_id=customer_id,
+            CallEnd(call_id=call_id, facts=facts, reason=reason, ended_at=ended_at, customer_id=customer_id,
                     order_id=order_id),
         ])
 
-    async def update_call(self, call_id: str, **fields: Any) -> None:
+    async def update_call(self, call_id: str, *, facts: CallFacts | None = None, **fields: Any) -> None:
         """Set some columns of a call at once, creating the row when we never saw the call begin.
 
         AMI-only calls get a row whose ``started_at`` is ``fields["started_at"]`` or now; on an
-        existing row ``started_at`` is left alone. Unknown field names raise ValueError. The
-        service queues this instead (``RecordWriter.update_call``); semantics in ``crm_bridge.call_log``.
+        existing row ``started_at`` is left alone. Unknown field names raise ValueError; ``facts``
+        join the row's facts and decide its outcome. The service queues this instead
+        (``RecordWriter.update_call``); semantics in ``crm_bridge.call_log``.
         """
         started_at = fields.pop("started_at", None) or datetime.now(UTC)
-        await self._call_log.write([CallUpdate(call_id=call_id, fields=fields, started_at=started_at)])
+        await self._call_log.write([CallUpdate(call_id=call_id, fields=fields, started_at=started_at, facts=facts)])
 
     async def add_timeline_events(self, events: Sequence[TimelineEventIn]) -> None:
         await self._call_log.write([TimelineRecord.of(e) for e in events])
@@ -600,7 +603,7 @@ class CrmStore:
             entries.append(
                 TimelineEventView(
                     seq=0, at=order.ordered_at, call_id=order.call_id, customer_id=customer_id,
-                    kind="order.placed",
+                    kind=EventKind.ORDER_PLACED,
                     data={
                         "order_id": order.order_id,
                         "total": str(order.total),
@@ -618,7 +621,7 @@ class CrmStore:
             entries.append(
                 TimelineEventView(
                     seq=0, at=call.started_at, call_id=call.call_id, customer_id=customer_id,
-                    kind="call.recorded",
+                    kind=EventKind.CALL_RECORDED,
                     data={
                         "outcome": call.outcome,
                         "reason": call.reason,

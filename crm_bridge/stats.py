@@ -70,15 +70,17 @@ from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import IN_PROGRESS, Outcome, Reason, hangup_at
 from crm_bridge.errors import StoreUnavailable
 from crm_bridge.models import Call, Order, TimelineEvent
 from crm_bridge.money import money
 
-IN_PROGRESS = "in_progress"
-ABANDONED_IN_QUEUE = "abandoned_in_queue"
-ORDER_PLACED = "order_placed"
 # The runner's reasons for a caller who hung up while (or right after) the order was being written.
-ORDER_STAGE_REASONS = ("hangup_at_order", "hangup_after_order")
+ORDER_STAGE_REASONS = (hangup_at("order"), Reason.HANGUP_AFTER_ORDER)
+# Timeline events that say the robot was at the order step (a failure there, or the robot's end).
+ORDER_STAGE_KINDS = (EventKind.STEP_FAILED, EventKind.CALL_ENDED)
+FUNNEL_KINDS = (EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED, EventKind.ORDER_CREATED, *ORDER_STAGE_KINDS)
 FUNNEL_STAGES = (
     ("calls", "Звонки"),
     ("greeting", "Приветствие и меню"),
@@ -192,7 +194,7 @@ async def _collect(
     in_period = and_(Call.started_at >= start, Call.started_at < end)
     queued = or_(Call.queue.is_not(None), Call.queue_entered_at.is_not(None))
     answered = Call.answered_at.is_not(None)
-    abandoned = Call.outcome == ABANDONED_IN_QUEUE
+    abandoned = Call.outcome == Outcome.ABANDONED_IN_QUEUE
 
     # Calls per outcome; the known-customer count rides along in the same scan.
     rows = (
@@ -351,23 +353,20 @@ async def _funnel(session: AsyncSession, in_period: Any, total: int) -> tuple[Fu
     flags = (
         select(
             TimelineEvent.call_id.label("call_id"),
-            flag(and_(kind == "prompt.played", step == "menu")).label("greeting"),
-            flag(and_(kind == "dtmf.received", step == "menu", digits != "")).label("choice"),
-            flag(or_(kind == "order.created", and_(kind.in_(("step.failed", "call.ended")), step == "order"))).label(
+            flag(and_(kind == EventKind.PROMPT_PLAYED, step == "menu")).label("greeting"),
+            flag(and_(kind == EventKind.DTMF_RECEIVED, step == "menu", digits != "")).label("choice"),
+            flag(or_(kind == EventKind.ORDER_CREATED, and_(kind.in_(ORDER_STAGE_KINDS), step == "order"))).label(
                 "order_stage"
             ),
-            flag(kind == "order.created").label("placed"),
+            flag(kind == EventKind.ORDER_CREATED).label("placed"),
         )
-        .where(
-            TimelineEvent.call_id.in_(period_calls),
-            kind.in_(("prompt.played", "dtmf.received", "order.created", "step.failed", "call.ended")),
-        )
+        .where(TimelineEvent.call_id.in_(period_calls), kind.in_(FUNNEL_KINDS))
         .group_by(TimelineEvent.call_id)
         .subquery()
     )
     greeting = flags.c.greeting == 1
     choice = and_(greeting, flags.c.choice == 1)
-    placed_by_row = Call.outcome == ORDER_PLACED
+    placed_by_row = Call.outcome == Outcome.ORDER_PLACED
     order_stage = and_(
         choice, or_(flags.c.order_stage == 1, placed_by_row, Call.reason.in_(ORDER_STAGE_REASONS))
     )

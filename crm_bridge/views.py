@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from crm_bridge import models as m
+from crm_bridge.contract.outcomes import CallFacts, facts_implying
 from crm_bridge.dto import (
     CallbackTaskView,
     CallView,
@@ -107,7 +108,13 @@ def call_view(call: m.Call, customer_id: str | None) -> CallView:
         recording_seconds=call.recording_seconds,
         recording_bytes=call.recording_bytes,
         transfers=call.transfers,
+        facts=row_facts(call.facts, call.outcome, call.order_id),
     )
+
+
+def row_facts(facts: dict | None, outcome: str | None, order_id: str | None) -> CallFacts:
+    """A row's facts; a row written before facts existed says them by its outcome."""
+    return CallFacts.from_json(facts) if facts is not None else facts_implying(outcome, order_id)
 
 
 def callback_task_view(task: m.CallbackTask) -> CallbackTaskView:

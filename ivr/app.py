@@ -131,6 +131,8 @@ class Seams:
     call_store: Callable[[CrmStore], Any] | None = None
     tts: TtsEngine | None = None  # e.g. a TTS that fails, or a faster one
     clock: Callable[[], datetime] | None = None  # the handlers' wall clock (business hours, dates)
+    # A timeline event off crm_bridge.contract.events raises instead of being logged: tests.
+    strict_events: bool = False
 
 
 async def _warm_dialplan_prompts(cache: PromptCache, settings: Settings) -> None:
@@ -227,7 +229,7 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     records.start()  # replays a spool a previous run left behind
     # Written, or spooled for the next start; after every producer below has stopped.
     resources.push_async_callback(records.drain, settings.call_records.write_timeout)
-    notifier = CallNotifier(records)
+    notifier = CallNotifier(records, strict=seams.strict_events)
     board = OperatorBoard(store, settings.operators.names)
     resources.push_async_callback(board.close)
     notifier.subscribe(board.on_event)

@@ -35,8 +35,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-OVERLOADED = "overloaded"  # the IVR_REASON of a refused call (labels: ivr/web/console/labels.py)
-
 CAUSES = ("call_rate", "max_calls", "loop_lag", "record_backlog")
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import structlog
 
-from ivr.agi.admission import OVERLOADED, Admission, AdmissionLimits
+from crm_bridge.contract.dialplan import IvrResult, Var
+from crm_bridge.contract.outcomes import Reason
+from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.channel import AgiChannel
 from ivr.agi.env import AgiEnv, read_env
 from ivr.agi.errors import AgiEnvError, AgiError, AgiHangup
@@ -163,14 +165,14 @@ class FastAgiServer:
                                  on_command=self.on_command)
             if refused is not None:
                 self._log_refusal(refused)
-                await self._fail(channel, OVERLOADED, log)
+                await self._fail(channel, Reason.OVERLOADED, log)
                 if self.on_rejected is not None:
                     self.on_rejected(env, refused)
                 return
             handler = self._routes.get(env.script)
             if handler is None:
                 log.warning("agi_unknown_script", routes=sorted(self._routes))
-                await self._fail(channel, "unknown_script", log)
+                await self._fail(channel, Reason.UNKNOWN_SCRIPT, log)
                 return
             # debug: the handler's own call.started / call.ended lines say it at INFO (one line each per
             # call instead of two: at 150 calls/s the log is a measurable share of the CPU).
@@ -221,10 +223,10 @@ class FastAgiServer:
             raise
         except AgiError as exc:
             log.warning("agi_handler_failed", error=repr(exc))
-            await self._fail(channel, "agi_error", log)
+            await self._fail(channel, Reason.AGI_ERROR, log)
         except Exception:
             log.exception("agi_handler_crashed")
-            await self._fail(channel, "handler_error", log)
+            await self._fail(channel, Reason.HANDLER_ERROR, log)
         finally:
             watchdog.cancel()
             if not handler_task.done():
@@ -249,7 +251,7 @@ class FastAgiServer:
         if channel.connection_lost:
             return
         try:
-            await channel.set_variables({"IVR_RESULT": "operator", "IVR_REASON": reason})
+            await channel.set_variables({Var.RESULT: IvrResult.OPERATOR, Var.REASON: reason})
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 
-SHUTDOWN = "shutdown"  # IVR_REASON and call-row reason of a call cut at stop (labels: ivr/web/console/labels.py)
-
 # After the cut: how long handlers have to hand their callers over. Asterisk answers our SET VARIABLE
 # only after the command it is running (a prompt, a GET DATA), so this is a bound, not a wait.
 CUT_GRACE = 1.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from crm_bridge.contract.dialplan import VARIABLES, IvrResult, Var
 from ivr.agi.wire import split_agi_args
 
 # What Asterisk answers to commands a FastAGI script may send outside the media path.
@@ -130,10 +131,11 @@ async def place_call(
         print(f"the connection to the FastAGI server broke: {exc!r}", file=out)
     finally:
         writer.close()
-    outcome = result.variables.get("IVR_RESULT", "")
-    route = "Hangup()" if outcome == "done" else "Queue(operators)"
-    summary = " ".join(f"{k}={v}" for k, v in sorted(result.variables.items()) if k.startswith("IVR_"))
-    print(f"result: {summary or 'IVR_RESULT unset'} -> dialplan: {route}", file=out)
+    outcome = result.variables.get(Var.RESULT, "")
+    # What extensions_ivr.conf does with IVR_RESULT: "done" hangs up, anything else (empty too) queues.
+    route = "Hangup()" if outcome == IvrResult.DONE else "Queue(operators)"
+    summary = " ".join(f"{k}={v}" for k, v in sorted(result.variables.items()) if k in VARIABLES)
+    print(f"result: {summary or f'{Var.RESULT} unset'} -> dialplan: {route}", file=out)
     return result
 
 

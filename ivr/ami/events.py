@@ -24,21 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_bridge.contract.dialplan import TRACKED
 from crm_bridge.phones import caller_number
 
 # VarSet of these variables becomes "variable.set"; every other VarSet (dozens per call) is dropped.
-TRACKED_VARIABLES = frozenset(
-    {
-        "IVR_RESULT",
-        "IVR_REASON",
-        "IVR_CUSTOMER_ID",
-        "IVR_ORDER_ID",
-        "IVR_RECORDING",
-        "MIXMONITOR_FILENAME",
-        "QUEUESTATUS",
-        "IVR_CALLBACK",
-    }
-)
+# Ours are those the contract says the tracker reads (crm_bridge.contract.dialplan), plus Asterisk's.
+TRACKED_VARIABLES = frozenset({*TRACKED, "MIXMONITOR_FILENAME", "QUEUESTATUS"})
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 import structlog
 
+from crm_bridge.contract.dialplan import IvrResult, Var
+from crm_bridge.contract.events import EventKind
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiHangup, AgiPlaybackFailed
 from ivr.calls.callback_task import CallbackStore, save_callback
@@ -75,19 +77,19 @@ class CallbackRequestCall:
         env = channel.env
         call_id = await channel.get_variable("CHANNEL(linkedid)") or env.uniqueid
         # Left on this same channel by the repeat-order script earlier in the call, when it knew them.
-        customer_id = await channel.get_variable("IVR_CUSTOMER_ID") or None
-        language = None if env.options.get("lang") else await channel.get_variable("IVR_LANGUAGE")
+        customer_id = await channel.get_variable(Var.CUSTOMER_ID) or None
+        language = None if env.options.get("lang") else await channel.get_variable(Var.LANGUAGE)
         return CallIdentity.of(env, call_id, default_language=self._default_language, language=language,
                                customer_id=customer_id)
 
     async def _finish(self, channel: AgiChannel, call: CallIdentity, events: CallEvents, finish: Finish) -> None:
-        if finish.result != "done":
+        if finish.result != IvrResult.DONE:
             # Back in the queue: the operator who answers sees why on the screen pop.
-            self._notifier.emit(events, "call.escalated", reason=finish.reason)
-        values = {"IVR_RESULT": finish.result, "IVR_REASON": finish.reason}
+            self._notifier.emit(events, EventKind.CALL_ESCALATED, reason=finish.reason)
+        values: dict[str, str] = {Var.RESULT: finish.result, Var.REASON: finish.reason}
         if finish.callback_saved:
             # The AMI tracker files the call as "callback_requested" (and opens no second task).
-            values["IVR_CALLBACK"] = "1"
+            values[Var.CALLBACK] = "1"
         # Before the closing words: a caller who hangs up during them still leaves the dialplan and
         # the tracker the right answer.
         await channel.set_variables(values)
@@ -101,7 +103,7 @@ class CallbackRequestCall:
         except SpeechError as exc:
             log.error("prompt_failed", error=str(exc))
             return
-        self._notifier.emit(events, "prompt.played", step="callback", text=utterance.text,
+        self._notifier.emit(events, EventKind.PROMPT_PLAYED, step="callback", text=utterance.text,
                             prompts=[p.prompt_id for p in finish.prompts])
         try:
             with contextlib.suppress(AgiPlaybackFailed, AgiHangup):  # the answer is already handed over

@@ -11,6 +11,8 @@ import asyncio
 from datetime import datetime
 from typing import Any, Protocol
 
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import Reason
 from crm_bridge.dto import CallbackTaskView
 from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
@@ -47,17 +49,17 @@ async def save_callback(
             deadline,
         )
     except TimeoutError:
-        return _failed(notifier, events, "database_timeout")
+        return _failed(notifier, events, Reason.DATABASE_TIMEOUT)
     except Exception as exc:
         log.error("callback_failed", error=repr(exc))
-        return _failed(notifier, events, "database_error")
+        return _failed(notifier, events, Reason.DATABASE_ERROR)
     notifier.emit(
-        events, "callback.created", task_id=task.task_id, reason=action.reason,
-        due_at=task.due_at.isoformat(), reused=not created,
+        events, EventKind.CALLBACK_CREATED, task_id=task.task_id, reason=action.reason,
+        due_at=task.due_at.isoformat(), created=created, attempts=task.attempts, number=call.number,
     )
     return CallbackRecorded(created=True)
 
 
 def _failed(notifier: CallNotifier, events: CallEvents, reason: str) -> StepFailed:
-    notifier.emit(events, "step.failed", step="callback", reason=reason)
+    notifier.emit(events, EventKind.STEP_FAILED, step="callback", reason=reason)
     return StepFailed(reason)

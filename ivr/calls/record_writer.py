@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import structlog
 
 from crm_bridge.call_log import CallEnd, CallRecord, CallStart, CallUpdate, TimelineRecord
+from crm_bridge.contract.outcomes import CallFacts
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import RecordRejected, StoreUnavailable
 from ivr.calls.record_spool import RecordSpool
@@ -147,20 +148,20 @@ class RecordWriter:
                                      channel=channel, script=script)])
 
     async def record_call_end(
-        self, call_id: str, *, outcome: str | None, reason: str | None, ended_at: datetime,
+        self, call_id: str, *, facts: CallFacts, reason: str | None, ended_at: datetime,
         customer_id: str | None = None, order_id: str | None = None, events: Sequence[TimelineEventIn] = (),
     ) -> None:
         """The end and the call's last events in one group: a row with an outcome has its story."""
         await self.submit([
             *(TimelineRecord.of(e) for e in events),
-            CallEnd(call_id=call_id, outcome=outcome, reason=reason, ended_at=ended_at,
+            CallEnd(call_id=call_id, facts=facts, reason=reason, ended_at=ended_at,
                     customer_id=customer_id, order_id=order_id),
         ])
 
-    async def update_call(self, call_id: str, **fields: Any) -> None:
+    async def update_call(self, call_id: str, *, facts: CallFacts | None = None, **fields: Any) -> None:
         """Same contract as ``CrmStore.update_call`` (unknown field names raise ValueError at once)."""
         started_at = fields.pop("started_at", None) or datetime.now(UTC)
-        await self.submit([CallUpdate(call_id=call_id, fields=fields, started_at=started_at)])
+        await self.submit([CallUpdate(call_id=call_id, fields=fields, started_at=started_at, facts=facts)])
 
     async def add_timeline_events(self, events: Sequence[TimelineEventIn]) -> None:
         await self.submit([TimelineRecord.of(e) for e in events])

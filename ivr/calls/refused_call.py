@@ -14,12 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from crm_bridge.call_log import CallEnd, CallStart, TimelineRecord
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome
 from crm_bridge.phones import normalize_phone
-from ivr.agi.admission import OVERLOADED
 from ivr.agi.env import AgiEnv
 from ivr.calls.record_writer import RecordWriter
 
-REFUSED_OUTCOME = "operator"  # as any call the robot hands over (IVR_RESULT=operator)
+REFUSED = CallFacts(refused=True)  # handed over like any call the robot gives up (IVR_RESULT=operator)
 
 
 class RefusedCalls:
@@ -39,13 +40,13 @@ class RefusedCalls:
         now = self._clock()
         call_id = env.uniqueid or f"refused-{id(env):x}-{now.timestamp():.6f}"
         started = {"caller": env.caller_id, "channel": env.channel, "script": env.script}
-        ended = {"outcome": REFUSED_OUTCOME, "reason": OVERLOADED, "step": "admission", "cause": cause}
+        ended = {"outcome": decide_outcome(REFUSED), "reason": Reason.OVERLOADED, "step": "admission", "cause": cause}
         records = [
             CallStart(call_id=call_id, started_at=now, caller_number=env.caller_id,
                       normalized_number=normalize_phone(env.caller_id), channel=env.channel, script=env.script),
-            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="call.started", data=started),
-            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="call.ended", data=ended),
-            CallEnd(call_id=call_id, outcome=REFUSED_OUTCOME, reason=OVERLOADED, ended_at=now),
+            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind=EventKind.CALL_STARTED, data=started),
+            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind=EventKind.CALL_ENDED, data=ended),
+            CallEnd(call_id=call_id, facts=REFUSED, reason=Reason.OVERLOADED, ended_at=now),
         ]
         task = asyncio.get_running_loop().create_task(self._records.submit(records))
         self._submits.add(task)

@@ -18,11 +18,14 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from crm_bridge.contract.dialplan import IvrResult, Var
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome, hangup_at
 from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, PlacedOrder
 from crm_bridge.errors import CrmError
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
-from ivr.agi.shutdown import SHUTDOWN, CallCut, Shutdown
+from ivr.agi.shutdown import CallCut, Shutdown
 from ivr.calls.callback_task import save_callback
 from ivr.calls.hours import BusinessHours
 from ivr.calls.identity import CallIdentity
@@ -30,6 +33,7 @@ from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.flows.model import (
     Action,
     Ask,
+    CallbackRecorded,
     CallerLooked,
     Customer,
     Digits,
@@ -151,6 +155,8 @@ class RepeatOrderRun:
         self.identity: CallIdentity | None = None  # once the call's linkedid is known
         self.step = "start"  # where the caller is, for "abandoned at …"
         self.order_id: str | None = None
+        self.callback_saved = False  # this call left a callback task
+        self.after_hours = False
         self.start_write: asyncio.Future | None = None
         self.order_write: asyncio.Future | None = None
         self.events: CallEvents = services.notifier.open(self.env.uniqueid or "unknown")
@@ -159,33 +165,40 @@ class RepeatOrderRun:
     # --- the call -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        outcome, reason = "error", "internal_error"
+        facts, reason = CallFacts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR
         try:
-            outcome, reason = await self._run_until_hangup()
+            facts, reason = await self._run_until_hangup()
         except AgiHangup:
             if self.order_id or await self._order_in_flight():  # the caller pressed 1, then hung up
-                outcome, reason = "order_placed", "hangup_after_order"
+                reason = Reason.HANGUP_AFTER_ORDER
             else:
-                outcome, reason = "abandoned", f"hangup_at_{self.step}"
+                reason = hangup_at(self.step)
+            facts = self._facts(hung_up_in_ivr=True)
         except CallCut:
             # The service is stopping and the drain time is over: a human takes the caller now. The
             # outcome is settled before the hand-over, which the server may cut short.
-            outcome, reason = ("order_placed" if self.order_id else "operator"), SHUTDOWN
+            facts, reason = self._facts(ivr_result=IvrResult.OPERATOR), Reason.SHUTDOWN
             self.log.warning("call.cut_at_shutdown", step=self.step, order_id=self.order_id)
             with contextlib.suppress(AgiError):
-                await self._hand_over("operator", reason, order_id=self.order_id)
+                await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
         except Exception as exc:  # any bug: log it, and the dialplan still queues the caller
             self.log.exception("call_failed", step=self.step)
-            outcome, reason = "error", "internal_error"
-            self.s.notifier.emit(self.events, "call.error", step=self.step, error=repr(exc))
+            facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR
+            self.s.notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=repr(exc))
             with contextlib.suppress(AgiError):
-                await self._hand_over("operator", reason)
+                await self._hand_over(IvrResult.OPERATOR, reason)
         finally:
             # Close first: Asterisk holds the channel, its CDR and the queue until we do.
             await self.channel.close()
-            self.s.keep_books(self._record_end(outcome, reason))
+            self.s.keep_books(self._record_end(facts, reason))
 
-    async def _run_until_hangup(self) -> tuple[str, str]:
+    def _facts(self, **seen) -> CallFacts:
+        """What the robot saw of this call; the call's outcome is decided from these (and the
+        tracker's) by ``decide_outcome``, never here."""
+        return CallFacts(order_id=self.order_id, callback_requested=self.callback_saved,
+                         after_hours=self.after_hours, **seen)
+
+    async def _run_until_hangup(self) -> tuple[CallFacts, str]:
         """Run the call, but stop at once if Asterisk reports the caller gone while we are busy, or
         if the service's drain time is over (raises CallCut)."""
         work = asyncio.ensure_future(self._converse())
@@ -210,7 +223,7 @@ class RepeatOrderRun:
             raise AgiHangup("caller hung up")
         raise CallCut("the service is stopping")
 
-    async def _converse(self) -> tuple[str, str]:
+    async def _converse(self) -> tuple[CallFacts, str]:
         await self.channel.answer()
         call_id = await self._call_id()
         self.identity = call = CallIdentity.of(self.env, call_id, default_language=self.s.config.default_language)
@@ -218,13 +231,14 @@ class RepeatOrderRun:
         self.log = self.log.bind(call_id=call_id)
         # The call row is written beside the conversation, not before it: the caller hears the
         # greeting one database round trip sooner.
-        self.s.notifier.emit(self.events, "call.started", caller=call.caller_id, channel=call.channel,
+        self.s.notifier.emit(self.events, EventKind.CALL_STARTED, caller=call.caller_id, channel=call.channel,
                              script=call.script, language=self.language)
         self.start_write = asyncio.ensure_future(self._record_start(call))
         flow = self.s.flow
         operators_open = self.s.config.hours.is_open(self.s.clock())
+        self.after_hours = not operators_open
         if not operators_open:
-            self.s.notifier.emit(self.events, "call.after_hours")
+            self.s.notifier.emit(self.events, EventKind.CALL_AFTER_HOURS)
         state, action = flow.start(operators_open=operators_open)
         while not isinstance(action, Finish):
             event = await self._perform(state, action)
@@ -265,10 +279,10 @@ class RepeatOrderRun:
                 self.s.store.lookup_caller(self.identity.caller_id), self.s.config.db_deadline
             )
         except TimeoutError:
-            return self._failed("database_timeout", "lookup")
+            return self._failed(Reason.DATABASE_TIMEOUT, "lookup")
         except Exception as exc:
             self.log.error("lookup_failed", error=repr(exc))
-            return self._failed("database_error", "lookup")
+            return self._failed(Reason.DATABASE_ERROR, "lookup")
         customer = None
         if found.customer is not None and found.status == "found":
             c = found.customer
@@ -278,7 +292,7 @@ class RepeatOrderRun:
                 self.language = c.language
         last = found.last_order.lines if found.last_order else ()
         self.s.notifier.emit(
-            self.events, "caller.identified", status=found.status, number=found.number,
+            self.events, EventKind.CALLER_IDENTIFIED, status=found.status, number=found.number,
             candidates=list(found.candidate_ids), last_order=found.last_order.order_id if found.last_order else None,
         )
         return CallerLooked(found.status, customer, tuple(_item(line) for line in last))
@@ -288,8 +302,8 @@ class RepeatOrderRun:
             utterance = await self.s.speaker.prepare(ask.prompts, self.language)
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
-            return self._failed("tts_error", ask.step)
-        self.s.notifier.emit(self.events, "prompt.played", step=ask.step, text=utterance.text,
+            return self._failed(Reason.TTS_ERROR, ask.step)
+        self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=ask.step, text=utterance.text,
                              prompts=[p.prompt_id for p in ask.prompts])
         deadline = utterance.seconds + ask.timeout + self.s.config.media_slack
         try:
@@ -297,10 +311,11 @@ class RepeatOrderRun:
                 utterance.asterisk_path, int(ask.timeout * 1000), ask.max_digits, timeout=deadline
             )
         except AgiPlaybackFailed:
-            return self._failed("playback_failed", ask.step)
+            return self._failed(Reason.PLAYBACK_FAILED, ask.step)
         finally:  # played, interrupted or the caller gone: the per-call file is no longer needed
             self.s.speaker.release(utterance)
-        self.s.notifier.emit(self.events, "dtmf.received", step=ask.step, digits=got.digits, timed_out=got.timed_out)
+        self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=got.digits,
+                             timed_out=got.timed_out)
         return Digits(got.digits, got.timed_out)
 
     async def _place(self, action: PlaceOrder) -> Event:
@@ -323,21 +338,16 @@ class RepeatOrderRun:
         except TimeoutError:
             placed = await self._cancel_order(write, action)
             if placed is None:
-                return self._failed("database_timeout", "order")
+                return self._failed(Reason.DATABASE_TIMEOUT, "order")
         except CrmError as exc:
             self.log.warning("order_rejected", error=repr(exc))
-            return self._failed("order_rejected", "order")
+            return self._failed(Reason.ORDER_REJECTED, "order")
         except Exception as exc:
             self.log.error("order_failed", error=repr(exc))
-            return self._failed("database_error", "order")
+            return self._failed(Reason.DATABASE_ERROR, "order")
         order, invoice = placed.order, placed.invoice
         self.order_id = order.order_id
-        self.s.notifier.emit(
-            self.events, "order.created", order_id=order.order_id, invoice=invoice.number,
-            total=str(invoice.total), replayed=not placed.created,
-            delivery_date=order.delivery_date.isoformat() if order.delivery_date else None,
-            lines=[{"sku": line.sku, "quantity": line.quantity} for line in order.lines],
-        )
+        self._order_created(placed, after_hangup=False)
         cfg = self.s.config
         return OrderPlaced(
             order_id=order.order_id,
@@ -351,10 +361,13 @@ class RepeatOrderRun:
     async def _request_callback(self, action: RequestCallback) -> Event:
         assert self.identity is not None
         s = self.s
-        return await save_callback(
+        event = await save_callback(
             action, self.identity, store=s.store, notifier=s.notifier, events=self.events,
             due_at=s.config.hours.callback_due(s.clock()), deadline=s.config.db_deadline, log=self.log,
         )
+        if isinstance(event, CallbackRecorded) and event.created:
+            self.callback_saved = True  # a fact of the call, whatever happens after
+        return event
 
     async def _cancel_order(self, write: asyncio.Future, action: PlaceOrder) -> PlacedOrder | None:
         """Past the deadline: cancel the write, then settle what really happened.
@@ -377,7 +390,7 @@ class RepeatOrderRun:
             )
         except Exception as exc:  # cannot tell: say so in the log and on the operator's screen
             self.log.error("order_outcome_unknown", error=repr(exc), idempotency_key=key)
-            self.s.notifier.emit(self.events, "order.uncertain", idempotency_key=key)
+            self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
             return None
         if placed is None:
             self.log.warning("order_cancelled_at_deadline", deadline=self.s.config.order_deadline)
@@ -396,12 +409,21 @@ class RepeatOrderRun:
             write.cancel()
             return False
         self.order_id = placed.order.order_id
-        self.s.notifier.emit(self.events, "order.created", order_id=self.order_id, invoice=placed.invoice.number,
-                             total=str(placed.invoice.total), replayed=not placed.created, after_hangup=True)
+        self._order_created(placed, after_hangup=True)
         return True
 
+    def _order_created(self, placed: PlacedOrder, *, after_hangup: bool) -> None:
+        """One shape of ``order.created``, whether the caller heard the read-back or had hung up."""
+        order, invoice = placed.order, placed.invoice
+        self.s.notifier.emit(
+            self.events, EventKind.ORDER_CREATED, order_id=order.order_id, invoice=invoice.number,
+            total=str(invoice.total), replayed=not placed.created,
+            delivery_date=order.delivery_date.isoformat() if order.delivery_date else None,
+            lines=[{"sku": line.sku, "quantity": line.quantity} for line in order.lines], after_hangup=after_hangup,
+        )
+
     def _failed(self, reason: str, step: str) -> StepFailed:
-        self.s.notifier.emit(self.events, "step.failed", step=step, reason=reason)
+        self.s.notifier.emit(self.events, EventKind.STEP_FAILED, step=step, reason=reason)
         return StepFailed(reason)
 
     def _today(self) -> date:
@@ -409,19 +431,14 @@ class RepeatOrderRun:
 
     # --- the end of the call ---------------------------------------------------------------------
 
-    async def _finish(self, finish: Finish) -> tuple[str, str]:
-        self.step = "goodbye" if finish.result == "done" else "handover"
-        if finish.result != "done":
-            self.s.notifier.emit(self.events, "call.escalated", reason=finish.reason)
+    async def _finish(self, finish: Finish) -> tuple[CallFacts, str]:
+        result = IvrResult(finish.result)
+        self.step = "goodbye" if result is IvrResult.DONE else "handover"
+        if result is not IvrResult.DONE:
+            self.s.notifier.emit(self.events, EventKind.CALL_ESCALATED, reason=finish.reason)
         await self._say(finish.prompts)
-        await self._hand_over(finish.result, finish.reason, finish.customer_id, finish.order_id)
-        if finish.order_id:
-            outcome = "order_placed"
-        elif finish.result == "done":  # outside business hours, no order: a callback or the hours
-            outcome = "callback_requested" if finish.callback_saved else "after_hours"
-        else:
-            outcome = finish.result
-        return outcome, finish.reason
+        await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
+        return self._facts(ivr_result=result), finish.reason
 
     async def _say(self, prompts: tuple[PromptRef, ...]) -> None:
         """Closing words: not interruptible; a failure here must not stop the hand-over."""
@@ -432,7 +449,7 @@ class RepeatOrderRun:
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
             return
-        self.s.notifier.emit(self.events, "prompt.played", step=self.step, text=utterance.text,
+        self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=self.step, text=utterance.text,
                              prompts=[p.prompt_id for p in prompts])
         try:
             with contextlib.suppress(AgiPlaybackFailed):
@@ -446,12 +463,12 @@ class RepeatOrderRun:
                          order_id: str | None = None) -> None:
         """Tell the dialplan what to do next; these variables also work after a hang-up."""
         # IVR_LANGUAGE lets later scripts on this channel (the queue's callback key) speak the same language.
-        values = {"IVR_RESULT": result, "IVR_REASON": reason, "IVR_LANGUAGE": self.language}
+        values = {Var.RESULT: result, Var.REASON: reason, Var.LANGUAGE: self.language}
         customer_id = customer_id or self.events.customer_id
         if customer_id:
-            values["IVR_CUSTOMER_ID"] = customer_id
+            values[Var.CUSTOMER_ID] = customer_id
         if order_id:
-            values["IVR_ORDER_ID"] = order_id
+            values[Var.ORDER_ID] = order_id
         try:
             await self.channel.set_variables(values)
         except AgiHangup:
@@ -468,18 +485,19 @@ class RepeatOrderRun:
         except Exception as exc:  # a bug, never the database: the writer queues, it does not fail
             self.log.error("call_start_not_recorded", error=repr(exc))
 
-    async def _record_end(self, outcome: str, reason: str) -> None:
+    async def _record_end(self, facts: CallFacts, reason: str) -> None:
         if self.start_write is not None:  # the start goes into the writer's queue before the end
             with contextlib.suppress(Exception):
                 await self.start_write
         notifier = self.s.notifier
-        notifier.emit(self.events, "call.ended", outcome=outcome, reason=reason, step=self.step)
+        outcome = decide_outcome(facts)  # the robot's view; the row merges the tracker's facts too
+        notifier.emit(self.events, EventKind.CALL_ENDED, outcome=outcome, reason=reason, step=self.step)
         # The row's end and the rest of the timeline as one group, committed together: a call row
         # with an outcome means its whole story is readable.
         events = notifier.take(self.events)
         try:
             await self.s.records.record_call_end(
-                self.events.call_id, outcome=outcome, reason=reason, ended_at=self.s.clock(),
+                self.events.call_id, facts=facts, reason=reason, ended_at=self.s.clock(),
                 customer_id=self.events.customer_id, order_id=self.order_id, events=events,
             )
         except Exception as exc:

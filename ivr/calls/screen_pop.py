@@ -18,19 +18,25 @@ from typing import Any, Protocol
 
 import structlog
 
+from crm_bridge.contract.events import EventKind
 from crm_bridge.dto import CallView, CustomerCard, TimelineEventIn
 
 log = structlog.get_logger("ivr.screen_pop")
 
 # The IVR path worth showing an operator: what the caller heard and pressed, and how it ended.
 _PATH_KINDS = {
-    "call.started", "caller.identified", "prompt.played", "dtmf.received", "order.created", "step.failed",
-    "call.escalated", "callback.created", "queue.entered", "operator.no_answer",
+    EventKind.CALL_STARTED, EventKind.CALLER_IDENTIFIED, EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED,
+    EventKind.ORDER_CREATED, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED, EventKind.CALLBACK_CREATED,
+    EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
 }
-_OPERATOR_KINDS = {"operator.ringing", "operator.answered", "operator.completed", "call.hungup", "operator.no_answer"}
+_OPERATOR_KINDS = {
+    EventKind.OPERATOR_RINGING, EventKind.OPERATOR_ANSWERED, EventKind.CALL_HUNGUP, EventKind.OPERATOR_NO_ANSWER,
+}
 # What the board reads, for whoever forwards events to a board in another process (ivr/cluster/fanout.py).
 BOARD_KINDS = frozenset(_PATH_KINDS | _OPERATOR_KINDS)
-_SHOWN_KEYS = ("step", "text", "digits", "timed_out", "status", "reason", "order_id", "queue", "task_id")
+# The fields the operator's IVR path shows (ivr/web/console/timeline_text.py puts them in words).
+_SHOWN_KEYS = ("step", "text", "digits", "timed_out", "status", "reason", "order_id", "invoice", "queue", "position",
+               "task_id", "due_at", "operator_name")
 BOARD_DATA_KEYS = frozenset({*_SHOWN_KEYS, "caller", "candidates", "customer_id", "operator_interface"})
 _RECENT_CALLS = 2000
 _LAST_ORDERS = 3
@@ -96,12 +102,12 @@ class OperatorBoard:
             call = self._recent[call_id] = BoardCall()
         if event.customer_id:
             call.customer_id = event.customer_id
-        if event.kind == "call.started":
+        if event.kind == EventKind.CALL_STARTED:
             call.caller = data.get("caller")
-        elif event.kind == "caller.identified":
+        elif event.kind == EventKind.CALLER_IDENTIFIED:
             call.lookup = data.get("status")
             call.candidates = data.get("candidates") or []
-        elif event.kind == "call.escalated":
+        elif event.kind == EventKind.CALL_ESCALATED:
             call.ivr_reason = data.get("reason")
         if event.kind in _PATH_KINDS:
             call.path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
@@ -122,7 +128,7 @@ class OperatorBoard:
 
     async def _apply_operator_event(self, event: TimelineEventIn, interface: str | None) -> None:
         try:
-            if event.kind == "call.hungup":
+            if event.kind == EventKind.CALL_HUNGUP:
                 # The call is over: free every operator who had it on screen.
                 for key, card in list(self._cards.items()):
                     if card.get("call", {}).get("call_id") == event.call_id:
@@ -131,12 +137,12 @@ class OperatorBoard:
             if not interface:
                 return
             key = operator_key(interface)
-            if event.kind in ("operator.completed", "operator.no_answer"):
+            if event.kind == EventKind.OPERATOR_NO_ANSWER:
                 card = self._cards.get(key)
                 if card and card.get("call", {}).get("call_id") == event.call_id:
                     self._publish(key, {**card, "state": "free", "updated_at": _now()})
                 return
-            state = "ringing" if event.kind == "operator.ringing" else "talking"
+            state = "ringing" if event.kind == EventKind.OPERATOR_RINGING else "talking"
             card = await self.build_card(event.call_id, interface, event.customer_id or event.data.get("customer_id"))
             self._publish(key, {**card, "state": state})
         except Exception:

@@ -31,6 +31,17 @@ from typing import Any, Protocol
 
 import structlog
 
+from crm_bridge.contract.dialplan import IVR_CONTEXTS, IvrResult, Var
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import (
+    CALLBACK_OUTCOMES,
+    DIALPLAN_REASONS,
+    CallFacts,
+    HangupBy,
+    QueueFate,
+    Reason,
+    decide_outcome,
+)
 from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
 from crm_bridge.phones import caller_number, normalize_phone
 from ivr.ami.events import CallEvent, Rejected, translate
@@ -40,15 +51,6 @@ from ivr.calls.recordings import RecordingInfo, RecordingLocator
 
 log = structlog.get_logger("ivr.calls.tracker")
 
-# Outcomes that ask for a callback task (reason = the outcome). Not "callback_requested": the
-# callback-request script saved that task itself, under the same call; opening it again here counted
-# one request twice.
-CALLBACK_OUTCOMES = frozenset({"abandoned_in_queue", "queue_timeout"})
-# IVR_REASON values the dialplan sets itself when our server gave no result (extensions_ivr.conf):
-# the robot wrote no end for such a call, so the tracker puts the dialplan's word on the row.
-DIALPLAN_REASONS = frozenset({"server_unreachable", "server_lost"})
-# Contexts of dialplans/extensions_ivr.conf: a channel found there is the caller's leg of the call.
-IVR_CONTEXTS = frozenset({"ivr-inbound", "ivr-queue-exit"})
 # How many finished calls we remember (late Cdr events, stray hang-ups of a finished call).
 FINISHED_MEMORY = 10_000
 
@@ -94,7 +96,7 @@ class TrackedCall:
     first_channel: str | None = None
     relevant: bool = False  # touched our IVR, a queue or a recording: worth a call row
     row_checked: bool = False
-    row_outcome: str | None = None
+    row_facts: CallFacts = CallFacts()  # what the call row knew when we first read it
     variables: dict[str, str] = field(default_factory=dict)
     queue: str | None = None
     queue_entered_at: datetime | None = None
@@ -308,7 +310,7 @@ class CallTracker:
         call.in_queue = True
         call.queue_abandoned = call.queue_left_unanswered = False
         await self._ensure_row(call)
-        self._notifier.emit(call.events, "queue.entered", queue=call.queue, position=data.get("position"),
+        self._notifier.emit(call.events, EventKind.QUEUE_ENTERED, queue=call.queue, position=data.get("position"),
                             count=data.get("count"))
         await self._update(call, queue=call.queue, queue_entered_at=at)
         await self._flush(call)
@@ -326,7 +328,7 @@ class CallTracker:
         call.queue_abandoned = True
         call.wait_seconds = data["hold_time"]
         await self._ensure_row(call)
-        self._notifier.emit(call.events, "queue.abandoned", queue=call.queue, wait_seconds=call.wait_seconds,
+        self._notifier.emit(call.events, EventKind.QUEUE_ABANDONED, queue=call.queue, wait_seconds=call.wait_seconds,
                             position=data.get("position"), original_position=data.get("original_position"))
         await self._update(call, queue=call.queue, wait_seconds=call.wait_seconds)
 
@@ -338,7 +340,7 @@ class CallTracker:
         call.ringing.add(interface)
         self._set_operator(interface, "ringing", call.call_id, name, at)
         self._notifier.emit(
-            call.events, "operator.ringing", operator_interface=interface, operator_name=name,
+            call.events, EventKind.OPERATOR_RINGING, operator_interface=interface, operator_name=name,
             queue=data.get("queue") or call.queue, caller=call.caller,
         )
 
@@ -347,7 +349,7 @@ class CallTracker:
         name = self._operator_name(interface, data.get("member_name"))
         call.ringing.discard(interface)
         self._free_operator(interface, call.call_id, at)
-        self._notifier.emit(call.events, "operator.no_answer", operator_interface=interface, operator_name=name,
+        self._notifier.emit(call.events, EventKind.OPERATOR_NO_ANSWER, operator_interface=interface, operator_name=name,
                             ring_seconds=data.get("ring_time"))
 
     async def _on_operator_answered(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
@@ -366,7 +368,7 @@ class CallTracker:
         call.ringing.clear()
         self._set_operator(interface, "talking", call.call_id, name, at)
         self._notifier.emit(
-            call.events, "operator.answered", operator_interface=interface, operator_name=name,
+            call.events, EventKind.OPERATOR_ANSWERED, operator_interface=interface, operator_name=name,
             hold_time=data["hold_time"], ring_time=data.get("ring_time"), queue=call.queue, caller=call.caller,
         )
         await self._flush(call)
@@ -377,14 +379,14 @@ class CallTracker:
         call.talk_seconds = data["talk_time"]
         reason = data.get("reason")
         if reason == "agent":
-            call.hangup_by = "operator"
+            call.hangup_by = HangupBy.OPERATOR
         elif reason == "caller":
-            call.hangup_by = "caller"
+            call.hangup_by = HangupBy.CALLER
         self._free_operator(data["interface"], call.call_id, at)
 
     async def _on_call_transferred(self, call: TrackedCall, data: dict[str, Any], at: datetime) -> None:
         call.transfers += 1
-        self._notifier.emit(call.events, "call.transferred", **{k: v for k, v in data.items() if v is not None})
+        self._notifier.emit(call.events, EventKind.CALL_TRANSFERRED, **{k: v for k, v in data.items() if v is not None})
         if call.relevant:
             await self._update(call, transfers=call.transfers)
 
@@ -403,11 +405,11 @@ class CallTracker:
         if name.startswith("IVR_"):  # set by our AGI or our dialplan: on the caller's leg
             call.ivr_legs.add(data["uniqueid"])
         call.variables[name] = value
-        if name == "IVR_CUSTOMER_ID" and value:
+        if name == Var.CUSTOMER_ID and value:
             call.events.customer_id = value
-        elif name == "IVR_RECORDING" and value:
+        elif name == Var.RECORDING and value:
             call.recording = value  # our dialplan's own name wins over MixMonitor's
-        elif name == "MIXMONITOR_FILENAME" and value and "IVR_RECORDING" not in call.variables:
+        elif name == "MIXMONITOR_FILENAME" and value and Var.RECORDING not in call.variables:
             call.recording = value
 
     async def _cdr(self, event: CallEvent) -> None:
@@ -421,7 +423,7 @@ class CallTracker:
         if live is not None and not live.relevant:
             live.cdrs.append(event.data)  # Local channels end (with a Cdr) before the call is known as ours
             return
-        self._notifier.emit(events, "cdr", **event.data)
+        self._notifier.emit(events, EventKind.CDR, **event.data)
         if live is None:  # the call is over: its timeline was flushed already
             await self._notifier.flush(events)
 
@@ -442,22 +444,28 @@ class CallTracker:
         self._remember_finished(call.call_id, call.events)
         await self._ensure_row(call)
         for cdr in call.cdrs:
-            self._notifier.emit(call.events, "cdr", **cdr)
-        vanished = reason == "ended_while_disconnected"
-        if reason is None and call.variables.get("IVR_REASON") in DIALPLAN_REASONS:
-            reason = call.variables["IVR_REASON"]
-        outcome = self._outcome(call, vanished=vanished)
-        hangup_by = None if vanished else who_hung_up(call)
+            self._notifier.emit(call.events, EventKind.CDR, **cdr)
+        vanished = reason == Reason.ENDED_WHILE_DISCONNECTED
+        if reason is None and call.variables.get(Var.REASON) in DIALPLAN_REASONS:
+            reason = call.variables[Var.REASON]
+        seen = self._facts(call, vanished=vanished)
+        # The call row decides the call's outcome from every witness's facts (the robot's end may
+        # land after this); this view, with what the row knew, is for the timeline and the log.
+        known = call.row_facts.merged(seen)
+        outcome = decide_outcome(known)
+        hangup_by = None if vanished else who_hung_up(call, known)
         talk = call.talk_seconds
         if talk is None and call.answered_at is not None:
             talk = round((at - call.answered_at).total_seconds(), 3)
         wait = call.wait_seconds
         if wait is None and call.queue_entered_at is not None:
             wait = round(((call.answered_at or at) - call.queue_entered_at).total_seconds(), 3)
-        self._notifier.emit(call.events, "call.hungup", who=hangup_by, outcome=outcome, cause=cause,
+        self._notifier.emit(call.events, EventKind.CALL_HUNGUP, who=hangup_by, outcome=outcome, cause=cause,
                             talk_seconds=talk, wait_seconds=wait, reason=reason)
-        if outcome in CALLBACK_OUTCOMES:
-            await self._open_callback(call, outcome, at)
+        # Only for what Asterisk showed us: a callback the robot recorded has its task already.
+        witnessed = decide_outcome(seen)
+        if witnessed in CALLBACK_OUTCOMES:
+            await self._open_callback(call, witnessed, at)
         await self._flush(call)
         fields: dict[str, Any] = {
             "ended_at": at, "hangup_by": hangup_by, "talk_seconds": talk, "wait_seconds": wait,
@@ -465,38 +473,41 @@ class CallTracker:
             "answered_at": call.answered_at, "operator_interface": call.operator_interface,
             "operator_name": call.operator_name,
         }
-        if outcome is not None:
-            fields["outcome"] = outcome
         if reason is not None:
             fields["reason"] = reason
         if call.customer_id:
             fields["customer_id"] = call.customer_id
-        order_id = call.variables.get("IVR_ORDER_ID")
-        if order_id:
-            fields["order_id"] = order_id
-        await self._update(call, **{k: v for k, v in fields.items() if v is not None})
+        if seen.order_id:
+            fields["order_id"] = seen.order_id
+        await self._update(call, facts=seen, **{k: v for k, v in fields.items() if v is not None})
         self._log.info("call_tracked", call_id=call.call_id, outcome=outcome, hangup_by=hangup_by,
                        wait_seconds=wait, talk_seconds=talk, operator=call.operator_interface)
         if call.recording:
             await self._recording(call)
 
-    def _outcome(self, call: TrackedCall, *, vanished: bool) -> str | None:
-        ivr_result = call.variables.get("IVR_RESULT", "")
+    @staticmethod
+    def _facts(call: TrackedCall, *, vanished: bool) -> CallFacts:
+        """What Asterisk showed of the call when its last channel went (the robot's own variables
+        included, as far as their VarSet arrived before the hang-up)."""
+        text = call.variables.get(Var.RESULT, "").strip()
+        result = IvrResult(text) if text in IvrResult.__members__.values() else None
         if call.answered_at is not None:
-            return "operator_answered"
-        if call.variables.get("IVR_CALLBACK", "").strip() in ("1", "yes", "true"):
-            return "callback_requested"
-        if call.queue is not None and not vanished:
-            if call.queue_abandoned or not call.queue_left_unanswered:  # abandoned, or hung up while waiting
-                return "abandoned_in_queue"
-            return "queue_timeout"  # Queue() gave up (timeout, empty…): the caller did not
-        if ivr_result == "done" or call.variables.get("IVR_ORDER_ID") or call.row_outcome == "order_placed":
-            return "order_placed"
-        if call.queue is not None:  # vanished while queued: we cannot know how it ended
-            return call.row_outcome
-        if vanished and call.row_outcome != "abandoned":
-            return call.row_outcome  # lost track before the queue: only the IVR's own word is certain
-        return "abandoned_in_ivr"  # never reached the queue: hung up during the robot
+            queue = QueueFate.ANSWERED
+        elif call.queue is None or vanished:  # vanished while queued: how it ended is unknown
+            queue = QueueFate.WAITING if call.queue is not None else None
+        elif call.queue_abandoned or not call.queue_left_unanswered:  # abandoned, or hung up while waiting
+            queue = QueueFate.ABANDONED
+        else:
+            queue = QueueFate.TIMED_OUT  # Queue() gave up (timeout, empty…): the caller did not
+        return CallFacts(
+            ivr_result=result,
+            order_id=call.variables.get(Var.ORDER_ID) or None,
+            callback_requested=call.variables.get(Var.CALLBACK, "").strip() in ("1", "yes", "true"),
+            # Never reached the queue, and not hung up by the dialplan after the robot's goodbye.
+            hung_up_in_ivr=call.queue is None and not vanished and result is not IvrResult.DONE,
+            queue=queue,
+            tracking_lost=vanished,
+        )
 
     async def _open_callback(self, call: TrackedCall, outcome: str, at: datetime) -> None:
         customer_id = call.customer_id
@@ -517,7 +528,7 @@ class CallTracker:
         if opened is None:
             return
         task, created = opened
-        self._notifier.emit(call.events, "callback.created", task_id=task.task_id, created=created,
+        self._notifier.emit(call.events, EventKind.CALLBACK_CREATED, task_id=task.task_id, created=created,
                             due_at=task.due_at.isoformat(), attempts=task.attempts, reason=outcome,
                             number=number)
 
@@ -526,7 +537,7 @@ class CallTracker:
         local = self._recordings.local_path(reported)
         if local is None:
             self._log.warning("recording_path_refused", call_id=call.call_id, path=(reported or "")[:300])
-            self._notifier.emit(call.events, "recording.refused", path=(reported or "")[:300])
+            self._notifier.emit(call.events, EventKind.RECORDING_REFUSED, path=(reported or "")[:300])
             await self._flush(call)
             return
         info = await self._recordings.describe(local)
@@ -544,7 +555,7 @@ class CallTracker:
         info = await self._recordings.describe(local)
         if info is None:
             self._log.warning("recording_missing", call_id=call.call_id, path=str(local))
-            self._notifier.emit(call.events, "recording.missing", path=str(local))
+            self._notifier.emit(call.events, EventKind.RECORDING_MISSING, path=str(local))
             await self._flush(call)
             return
         if info.empty:
@@ -555,7 +566,7 @@ class CallTracker:
         await self._recording_ready(call, info)
 
     async def _recording_ready(self, call: TrackedCall, info: RecordingInfo) -> None:
-        self._notifier.emit(call.events, "recording.ready", path=str(info.path), seconds=info.seconds,
+        self._notifier.emit(call.events, EventKind.RECORDING_READY, path=str(info.path), seconds=info.seconds,
                             bytes=info.bytes)
         await self._flush(call)
         await self._update(call, recording_path=str(info.path), recording_seconds=info.seconds,
@@ -578,7 +589,7 @@ class CallTracker:
         for call_id in [c for c in self._calls if c not in alive]:
             call = self._calls[call_id]
             self._log.warning("call_ended_while_disconnected", call_id=call_id)
-            await self._finalize(call, now, reason="ended_while_disconnected")
+            await self._finalize(call, now, reason=Reason.ENDED_WHILE_DISCONNECTED)
         for call_id, channels in alive.items():
             if call_id in self._finished:
                 continue
@@ -641,7 +652,7 @@ class CallTracker:
         call.row_checked = True
         row = await self._read_row(call.call_id)
         if row is not None:
-            call.row_outcome = row.outcome
+            call.row_facts = row.facts
             if call.events.customer_id is None and row.customer_id:
                 call.events.customer_id = row.customer_id
             call.learn_caller(row.caller_number)
@@ -679,8 +690,8 @@ class CallTracker:
             return None
 
 
-def who_hung_up(call: TrackedCall) -> str | None:
-    """"caller" | "operator" | "system" from what Asterisk reported, None when it reported nothing.
+def who_hung_up(call: TrackedCall, facts: CallFacts) -> HangupBy | None:
+    """Who ended the call (``calls.hangup_by``): what Asterisk reported first, else the call's facts.
 
     The queue's AgentComplete says it for a bridged call. Otherwise the first hang-up request on the
     caller's side decides (captured in tests/data/asterisk-traces/ami: sipp_hangup_getdata,
@@ -693,16 +704,20 @@ def who_hung_up(call: TrackedCall) -> str | None:
       that dialled into ivr-inbound), the roles swap: its SoftHangupRequest is the caller hanging up,
       its HangupRequest means our leg went first.
 
-    Requests on operator channels that rang and were not answered say nothing about the call.
+    Requests on operator channels that rang and were not answered say nothing about the call. When
+    Asterisk reported no request at all (an AMI filter that drops them, a call picked up mid-way),
+    the facts say what the dialplan does: it hangs up after the robot's "done" and when Queue()
+    gives up; any other call was ended by the caller.
     """
     if call.hangup_by is not None:
-        return call.hangup_by
+        return HangupBy(call.hangup_by)
     for uniqueid, source in call.hangup_requests:
         if uniqueid in call.ivr_legs:
-            return "caller" if source == "far_end" else "system"
+            return HangupBy.CALLER if source == "far_end" else HangupBy.SYSTEM
         if uniqueid == call.call_id:
-            return "caller" if source == "asterisk" else "system"
-    return None
+            return HangupBy.CALLER if source == "asterisk" else HangupBy.SYSTEM
+    by_dialplan = facts.ivr_result is IvrResult.DONE or facts.queue is QueueFate.TIMED_OUT
+    return HangupBy.SYSTEM if by_dialplan else HangupBy.CALLER
 
 
 def _event_name(message: Mapping[str, str]) -> str | None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from crm_bridge.contract.dialplan import IvrResult
+from crm_bridge.contract.outcomes import Reason
 from ivr.flows.model import Action, CallbackRecorded, Event, Finish, PromptRef, RequestCallback, StepFailed
 
-# The reason the task is filed under and the IVR_REASON of a saved request (one word for both: the
-# tracker, the console and the supervisor read the same thing).
-CALLBACK_REQUESTED = "callback_requested"
-WITHOUT_NUMBER = "callback_without_number"
+# The reason the task is filed under and the dialplan's reason of a saved request (one word for
+# both: the tracker, the console and the supervisor read the same thing).
+CALLBACK_REQUESTED = Reason.CALLBACK_REQUESTED
+WITHOUT_NUMBER = Reason.CALLBACK_WITHOUT_NUMBER
 
 _PROMISED = (PromptRef("callback_promised"),)
 _IMPOSSIBLE = (PromptRef("callback_impossible"),)
@@ -56,13 +58,13 @@ class CallbackRequestFlow:
             raise FlowError(f"no event expected in stage {state.stage.value}")
         done = State(Stage.DONE, state.customer_id)
         if isinstance(event, StepFailed):  # not saved: the caller keeps waiting, promised nothing
-            return done, Finish("operator", event.reason, state.customer_id)
+            return done, Finish(IvrResult.OPERATOR, event.reason, state.customer_id)
         if not isinstance(event, CallbackRecorded):
             raise FlowError(f"saving expects CallbackRecorded, got {type(event).__name__}")
         if not event.created:  # the runner found nobody to call back after all
             return self._without_number(done)
-        return done, Finish("done", CALLBACK_REQUESTED, state.customer_id, _PROMISED, callback_saved=True)
+        return done, Finish(IvrResult.DONE, CALLBACK_REQUESTED, state.customer_id, _PROMISED, callback_saved=True)
 
     @staticmethod
     def _without_number(state: State) -> tuple[State, Action]:
-        return state, Finish("operator", WITHOUT_NUMBER, state.customer_id, _IMPOSSIBLE)
+        return state, Finish(IvrResult.OPERATOR, WITHOUT_NUMBER, state.customer_id, _IMPOSSIBLE)

@@ -83,6 +83,7 @@ class RequestCallback:
     reason: str
 
 
+# IVR_RESULT (crm_bridge.contract.dialplan.IvrResult); spelled out so the type checker sees the values.
 Result = Literal["done", "operator", "error"]
 
 

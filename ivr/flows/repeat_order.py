@@ -15,6 +15,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from crm_bridge.contract.dialplan import IvrResult
+from crm_bridge.contract.outcomes import Reason, after_hours
 from ivr.flows.model import (
     Action,
     Ask,
@@ -80,7 +82,7 @@ _TO_OPERATOR = (PromptRef("to_operator"),)
 _TECHNICAL = (PromptRef("technical_problem"),)
 
 # Why a caller we looked up cannot be served by the robot; the reason goes to IVR_REASON.
-_LOOKUP_REASONS = {"unknown": "unknown_number", "shared": "shared_number", "invalid": "no_caller_id"}
+_LOOKUP_REASONS = {"unknown": Reason.UNKNOWN_NUMBER, "shared": Reason.SHARED_NUMBER, "invalid": Reason.NO_CALLER_ID}
 
 
 class RepeatOrderFlow:
@@ -114,10 +116,10 @@ class RepeatOrderFlow:
             raise FlowError(f"lookup expects CallerLooked, got {type(event).__name__}")
         state = dataclasses.replace(state, customer=event.customer, last_order=event.last_order)
         if event.status != "found" or event.customer is None:
-            reason = _LOOKUP_REASONS.get(event.status, "unknown_number")
+            reason = _LOOKUP_REASONS.get(event.status, Reason.UNKNOWN_NUMBER)
             return self._to_operator(state, reason, _TO_OPERATOR)
         if not event.last_order:
-            return self._to_operator(state, "no_previous_order", _TO_OPERATOR)
+            return self._to_operator(state, Reason.NO_PREVIOUS_ORDER, _TO_OPERATOR)
         state = dataclasses.replace(state, stage=Stage.MENU)
         greeting = PromptRef("greeting_menu", {"customer": event.customer, "order": event.last_order})
         return state, self._menu_question((greeting,))
@@ -132,7 +134,7 @@ class RepeatOrderFlow:
             )
             return editing, self._quantity_question(editing, ())
         if digits.digits == "0":
-            return self._to_operator(state, "caller_request", _TO_OPERATOR)
+            return self._to_operator(state, Reason.CALLER_REQUEST, _TO_OPERATOR)
         return self._retry(state, digits, lambda lead: self._menu_question((*lead, PromptRef("menu"))))
 
     def _on_quantity(self, state: State, event: Event) -> tuple[State, Action]:
@@ -160,7 +162,7 @@ class RepeatOrderFlow:
             return state, self._quantity_question(state, ())
         kept = tuple(line for line in draft if line.quantity > 0)
         if not kept:
-            return self._to_operator(state, "order_emptied", (PromptRef("order_emptied"),))
+            return self._to_operator(state, Reason.ORDER_EMPTIED, (PromptRef("order_emptied"),))
         state = dataclasses.replace(state, stage=Stage.CONFIRM, draft=kept)
         return state, self._confirm_question(state, ())
 
@@ -169,7 +171,7 @@ class RepeatOrderFlow:
         if digits.digits == "1":
             return self._place(state, state.draft)
         if digits.digits == "0":
-            return self._to_operator(state, "caller_request", _TO_OPERATOR)
+            return self._to_operator(state, Reason.CALLER_REQUEST, _TO_OPERATOR)
         return self._retry(state, digits, lambda lead: self._confirm_question(state, lead))
 
     def _on_placed(self, state: State, event: Event) -> tuple[State, Action]:
@@ -187,7 +189,7 @@ class RepeatOrderFlow:
             },
         )
         state = dataclasses.replace(state, stage=Stage.DONE)
-        finish = Finish("done", "order_placed", state.customer_id, (readback,), order_id=event.order_id)
+        finish = Finish(IvrResult.DONE, Reason.ORDER_PLACED, state.customer_id, (readback,), order_id=event.order_id)
         return state, finish
 
     def _on_callback(self, state: State, event: Event) -> tuple[State, Action]:
@@ -198,9 +200,9 @@ class RepeatOrderFlow:
     def _after_hours(self, state: State, *, recorded: bool) -> tuple[State, Action]:
         hours = {"open_hour": self.config.open_hour, "close_hour": self.config.close_hour}
         prompt = PromptRef("after_hours_callback" if recorded else "after_hours_no_number", hours)
-        reason = f"after_hours:{state.handover_reason}"
+        reason = after_hours(state.handover_reason)
         # "done": nobody is in the queue now, so the dialplan says goodbye instead of queueing.
-        return self._finish(state, "done", reason, (prompt,), callback_saved=recorded)
+        return self._finish(state, IvrResult.DONE, reason, (prompt,), callback_saved=recorded)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -221,7 +223,7 @@ class RepeatOrderFlow:
         no_input = digits.digits == "" and digits.timed_out
         failures = state.failures + 1
         if failures >= self.config.max_attempts:
-            reason = "no_input" if no_input else "invalid_input"
+            reason = Reason.NO_INPUT if no_input else Reason.INVALID_INPUT
             return self._to_operator(state, reason, _TO_OPERATOR)
         state = dataclasses.replace(state, failures=failures)
         if lead is None:
@@ -237,7 +239,7 @@ class RepeatOrderFlow:
     def _to_operator(self, state: State, reason: str, prompts: tuple[PromptRef, ...]) -> tuple[State, Action]:
         """Hand the caller to a human, or outside business hours promise a callback instead."""
         if state.operators_open:
-            return self._finish(state, "operator", reason, prompts)
+            return self._finish(state, IvrResult.OPERATOR, reason, prompts)
         waiting = dataclasses.replace(state, stage=Stage.CALLBACK, handover_reason=reason)
         return waiting, RequestCallback(state.customer_id, reason)
 

@@ -22,6 +22,7 @@ from crm_bridge.errors import (
 )
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.web.common import STORE_KEY, api_error, to_json
+from ivr.web.console.timeline_text import with_lines
 
 log = structlog.get_logger("ivr.web")
 
@@ -55,7 +56,7 @@ async def current_card(request: web.Request) -> web.Response:
     card = request.app[BOARD_KEY].current(request.match_info["operator"])
     if card is None:
         return to_json({"operator": request.match_info["operator"], "state": "free", "call": None})
-    return to_json(card)
+    return to_json(with_lines(card))
 
 
 async def operator_feed(request: web.Request) -> web.StreamResponse:
@@ -99,7 +100,7 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
 
 
 def _dumps(card: Any) -> str:
-    return json.dumps(card, ensure_ascii=False, default=str)
+    return json.dumps(with_lines(card), ensure_ascii=False, default=str)
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -7,9 +7,12 @@ import time
 
 import pytest
 
-from ivr.agi.admission import OVERLOADED, Admission, AdmissionLimits
+from crm_bridge.contract.outcomes import Reason
+from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.channel import AgiChannel
 from tests.fakeasterisk import FakeAsterisk
+
+OVERLOADED = Reason.OVERLOADED
 
 
 class Clock:

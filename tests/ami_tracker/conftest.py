@@ -58,7 +58,7 @@ class Rig:
 def make_rig(store: CrmStore, recordings: Path, clock: Clock | None = None) -> Rig:
     clock = clock or Clock()
     records = RecordWriter(CallLog(store.sessions), RecordSpool(recordings.parent / "spool"))
-    notifier = CallNotifier(records, clock=clock)
+    notifier = CallNotifier(records, clock=clock, strict=True)
     heard: list[TimelineEventIn] = []
     notifier.subscribe(heard.append)
     tracker = CallTracker(

@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from crm_bridge.contract.outcomes import HangupBy, Outcome, Reason
 from crm_bridge.demo import load_demo_data
+from crm_bridge.stats import call_statistics
 from ivr.ami.client import AmiClient
 from ivr.calls.recordings import RecordingLocator
 from ivr.calls.screen_pop import OperatorBoard
@@ -23,6 +26,7 @@ from tests.ami_tracker.conftest import REAL_WAV
 from tests.ami_tracker.traces import CALL_IDS, TRACES
 from tests.calls.harness import ALWAYS_OPEN, start_harness, wait_for
 from tests.fakeami import FakeAmi, core_show_channel, load_trace_events
+from tests.fakeasterisk import FakeAsterisk
 
 TOKEN = "t"
 OPERATOR = "Local/101@operator-agent/n"  # the queue member interface in the traces
@@ -120,6 +124,44 @@ async def test_escalated_call_is_tracked_and_popped_on_the_operator_screen(rig):
                            ("queue.entered", "operator.ringing"), ("operator.ringing", "operator.answered"),
                            ("operator.answered", "call.hungup")]:
         assert kinds.index(earlier) < kinds.index(later), (earlier, later, kinds)
+
+
+@pytest.mark.parametrize("first", ["robot", "asterisk"])
+async def test_order_then_a_hang_up_during_the_goodbye_is_an_order_on_the_row_and_in_the_statistics(rig, first):
+    """Issue 8, defect 1. The caller presses 1, the order is placed, and they hang up while the robot
+    reads it back: the robot never gets to set IVR_RESULT/IVR_ORDER_ID, so Asterisk's side of the
+    call (hangup_stream.txt: a caller hanging up 1 s into STREAM FILE in ivr-inbound) shows a call
+    that ended in the IVR. Whichever witness writes first, the row and the statistics say
+    order_placed."""
+    call_id = "1795751014.8"  # the Linkedid of hangup_stream.txt
+    asterisk_side = load_trace_events(TRACES / "hangup_stream.txt")
+    if first == "asterisk":  # the tracker closes the call before the robot's end is written
+        await rig.fake_ami.push(asterisk_side)
+        await wait_for(lambda: _row_with(rig.store, call_id, hangup_by=HangupBy.CALLER))
+        assert (await rig.store.get_call(call_id)).outcome == Outcome.ABANDONED_IN_IVR  # all it knows
+    fake = FakeAsterisk(inputs=["1"], check_files=True).hangup_at("STREAM FILE", 1)
+    fake = await rig.calls.call("+79161234567", fake=fake, uniqueid=call_id)
+    assert "IVR_ORDER_ID" not in fake.variables, "the caller was gone before the robot could set it"
+    if first == "robot":
+        await rig.call_row(call_id, Outcome.ORDER_PLACED)
+        await rig.fake_ami.push(asterisk_side)
+        await wait_for(lambda: _row_with(rig.store, call_id, hangup_by=HangupBy.CALLER))
+
+    call = await rig.call_row(call_id, Outcome.ORDER_PLACED)
+    assert call.reason == Reason.HANGUP_AFTER_ORDER and call.order_id
+    assert call.facts.order_id == call.order_id and call.facts.hung_up_in_ivr
+    now = datetime.now(UTC)
+    stats = await call_statistics(rig.store.sessions, min(call.started_at, now) - timedelta(minutes=1),
+                                  now + timedelta(minutes=1))
+    assert stats.outcome_count(Outcome.ORDER_PLACED) == 1
+    assert stats.outcome_count(Outcome.ABANDONED_IN_IVR) == 0
+    assert stats.ivr_orders == 1 and stats.automation_rate == 1.0
+    assert dict((s.stage, s.count) for s in stats.funnel)["order_placed"] == 1
+
+
+async def _row_with(store, call_id: str, **columns):
+    call = await store.get_call(call_id)
+    return call if call is not None and all(getattr(call, k) == v for k, v in columns.items()) else None
 
 
 async def test_caller_who_gives_up_in_the_queue_gets_one_callback_task(rig):

@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
+from crm_bridge.contract.dialplan import IvrResult
+from crm_bridge.contract.outcomes import CallFacts, QueueFate, facts_implying
 from crm_bridge.phones import normalize_phone
 from crm_bridge.services import CrmStore
 from ivr.calls.hours import BusinessHours
+from ivr.calls.notifier import CallEvents
+from ivr.calls.tracker import TrackedCall, who_hung_up
 from tests.ami_tracker.conftest import OPEN_HOURS, REAL_WAV, Clock, Rig, make_rig
 from tests.ami_tracker.traces import CALL_IDS, events
 from tests.db.seed import IVANOV_PHONE, seed
@@ -47,7 +51,8 @@ async def ivr_row(store: CrmStore, call_id: str, outcome: str, reason: str) -> N
         script="repeat-order",
         started_at=OPEN_HOURS - timedelta(seconds=30),
     )
-    await store.record_call_end(call_id, outcome=outcome, reason=reason, ended_at=OPEN_HOURS - timedelta(seconds=5))
+    await store.record_call_end(call_id, facts=facts_implying(outcome), reason=reason,
+                                ended_at=OPEN_HOURS - timedelta(seconds=5))
 
 
 # --- an escalated call answered by an operator ---------------------------------------------------
@@ -243,7 +248,8 @@ async def test_hangup_during_the_ivr_before_the_runner_wrote_its_row(rig: Rig) -
     call_id = CALL_IDS["hangup_getdata"]
     await rig.feed(events("hangup_getdata"))
     # The runner's end of call arrives late: it must not undo the refined outcome.
-    await rig.store.record_call_end(call_id, outcome="abandoned", reason="hangup_at_menu", ended_at=OPEN_HOURS)
+    await rig.store.record_call_end(call_id, facts=facts_implying("abandoned"), reason="hangup_at_menu",
+                                    ended_at=OPEN_HOURS)
     call = await rig.store.get_call(call_id)
     assert call is not None and (call.outcome, call.reason) == ("abandoned_in_ivr", "hangup_at_menu")
 
@@ -303,6 +309,28 @@ async def test_who_hung_up_comes_from_the_hangup_requests(rig: Rig, trace: str, 
     await rig.feed(events(trace))
     call = await rig.store.get_call(CALL_IDS[trace])
     assert call is not None and call.hangup_by == who
+
+
+# who_hung_up: one rule, Asterisk's word first, the call's facts only when Asterisk said nothing.
+# (queue's word, [(uniqueid, request source)], facts) -> who
+_LEG, _ORIGIN = "1.2", "1.1"  # our dialplan's leg of call "1.1", and the call's originating channel
+WHO_RULE = [
+    ("operator", [(_LEG, "far_end")], CallFacts(queue=QueueFate.ANSWERED), "operator"),  # AgentComplete wins
+    (None, [(_LEG, "asterisk")], CallFacts(hung_up_in_ivr=True), "system"),  # Asterisk's request beats the facts
+    (None, [(_LEG, "far_end")], CallFacts(ivr_result=IvrResult.DONE), "caller"),  # hung up during the goodbye
+    (None, [("9.9", "far_end"), (_ORIGIN, "asterisk")], CallFacts(), "caller"),  # an operator leg says nothing
+    (None, [(_ORIGIN, "far_end")], CallFacts(), "system"),  # our leg went first
+    (None, [], CallFacts(ivr_result=IvrResult.DONE), "system"),  # no request: the dialplan's Hangup()
+    (None, [], CallFacts(queue=QueueFate.TIMED_OUT), "system"),  # no request: Queue() gave up
+    (None, [], CallFacts(hung_up_in_ivr=True), "caller"),
+]
+
+
+@pytest.mark.parametrize(("queue_word", "requests", "facts", "who"), WHO_RULE)
+def test_who_hung_up_rule(queue_word, requests, facts, who) -> None:
+    call = TrackedCall(call_id=_ORIGIN, events=CallEvents(_ORIGIN), since=OPEN_HOURS, last_seen=OPEN_HOURS,
+                       hangup_by=queue_word, ivr_legs={_LEG}, hangup_requests=list(requests))
+    assert who_hung_up(call, facts) == who
 
 
 async def test_unrelated_calls_leave_no_row(rig: Rig) -> None:

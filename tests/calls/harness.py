@@ -114,7 +114,8 @@ async def start_harness(
         database={"call_deadline": db_deadline, "order_deadline": order_deadline or db_deadline},
         hours=hours_section(hours),
     )
-    seams = Seams(call_store=None if isinstance(store, CrmStore) else (lambda _own: store), tts=engine, clock=clock)
+    seams = Seams(call_store=None if isinstance(store, CrmStore) else (lambda _own: store), tts=engine, clock=clock,
+                  strict_events=True)
     service = await start_service(settings, migrate=False, seams=seams)
     harness = CallHarness(service=service, store=service.store, prompts_dir=prompts_dir)
     service.notifier.subscribe(harness.live_events.append)

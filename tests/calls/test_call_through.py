@@ -214,7 +214,7 @@ async def test_hangup_at_every_step_is_recorded_and_closed(calls, inputs, hangup
         fake.hangup_at(*hangup_at)
     fake = await calls.call("+79031112233", fake=fake, timeout=5)
     call = await ended_call(calls.store, fake.channel_vars["CHANNEL(linkedid)"])
-    assert (call.outcome, call.reason) == ("abandoned", f"hangup_at_{step}")
+    assert (call.outcome, call.reason) == ("abandoned_in_ivr", f"hangup_at_{step}")
     assert await count(calls.store, Invoice) == 0
 
 
@@ -252,7 +252,7 @@ async def test_hangup_while_idle_closes_the_socket_at_once(store, prompts_dir):
         assert await fake.wait_closed(1.0)
         assert asyncio.get_running_loop().time() - started < 0.5
         call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
-        assert (call.outcome, call.reason) == ("abandoned", "hangup_at_lookup")
+        assert (call.outcome, call.reason) == ("abandoned_in_ivr", "hangup_at_lookup")
     finally:
         await harness.stop()
 

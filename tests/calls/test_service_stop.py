@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import structlog
 
+from crm_bridge.contract.outcomes import Reason
 from crm_bridge.demo import load_demo_data
-from ivr.agi.shutdown import SHUTDOWN
 from ivr.app import StartupError, start_service
 from tests.calls.harness import database_url, harness_settings, wait_for
 from tests.fakeasterisk import TIMEOUT, FakeAsterisk
@@ -58,9 +58,9 @@ async def test_a_call_still_running_when_the_drain_ends_goes_to_an_operator_with
         await service.stop()
     assert fake.closed_by_server
     # The dialplan queues the caller and knows why.
-    assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("operator", SHUTDOWN)
+    assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("operator", Reason.SHUTDOWN)
     call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
-    assert (call.outcome, call.reason) == ("operator", SHUTDOWN)
+    assert (call.outcome, call.reason) == ("operator", Reason.SHUTDOWN)
     assert [e["step"] for e in logs if e["event"] == "call.cut_at_shutdown"] == ["menu"]
     assert failures(logs) == []
 

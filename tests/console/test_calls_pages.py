@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.phones import normalize_phone
@@ -36,7 +37,8 @@ async def seed(store, recordings: Path) -> None:
             TimelineEventIn(at=at + timedelta(seconds=i), call_id=call_id, customer_id=customer, kind=k, data=d)
             for i, (k, d) in enumerate(events)
         ])
-        await store.record_call_end(call_id, outcome=outcome, reason=reason, ended_at=at + timedelta(minutes=3),
+        await store.record_call_end(call_id, facts=facts_implying(outcome), reason=reason,
+                                    ended_at=at + timedelta(minutes=3),
                                     customer_id=customer, order_id=fields.pop("order_id", None))
         if fields:
             await store.update_call(call_id, **fields)
@@ -63,7 +65,7 @@ async def seed(store, recordings: Path) -> None:
                ],
                queue="operators", wait_seconds=14.0, talk_seconds=75.0, operator_interface="PJSIP/101",
                operator_name="Анна", recording_path=str(recordings / "call-20.wav"), recording_seconds=3.2)
-    await store.update_call("1763625600.20", outcome="operator_answered")
+    await store.update_call("1763625600.20", facts=facts_implying("operator_answered"))
     await call("1763712000.30", "+79990000000", None, AT + timedelta(days=1), "operator", "unknown_number",
                queue="operators", wait_seconds=30.0)
 

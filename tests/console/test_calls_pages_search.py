@@ -16,6 +16,7 @@ from crm_bridge.call_search import (
     parse_day,
     search_calls,
 )
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 
 TZ = "Europe/Moscow"
@@ -31,7 +32,8 @@ async def _call(store, call_id: str, *, caller: str | None, customer: str | None
                                   customer_id=customer, channel="PJSIP/trunk-0001", script="repeat-order",
                                   started_at=at)
     if outcome is not None:
-        await store.record_call_end(call_id, outcome=outcome, reason=reason, ended_at=at + timedelta(seconds=40),
+        await store.record_call_end(call_id, facts=facts_implying(outcome), reason=reason,
+                                    ended_at=at + timedelta(seconds=40),
                                     customer_id=customer, order_id=fields.pop("order_id", None))
     if fields:
         await store.update_call(call_id, **fields)

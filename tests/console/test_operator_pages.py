@@ -18,7 +18,7 @@ from ivr.web.console.auth import auth_state
 from ivr.web.console.deps import DEPS_KEY
 from ivr.web.console.labels import REASON_LABELS as IVR_REASONS
 from ivr.web.console.labels import reason_text
-from ivr.web.console.operator_pages import path_step
+from ivr.web.console.timeline_text import event_line
 from tests.console.conftest import PASSWORD, login, start_client
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -95,7 +95,7 @@ async def test_operator_sees_own_free_screen_with_products_and_tasks(demo, conso
     data = page_data(html)
     assert data["operator"] == "101" and data["live"] is True
     assert [p["sku"] for p in data["products"]][:2] == ["BOTTLE-19", "CUPS-100"]
-    assert data["labels"]["reasons"]["database_timeout"] == "сбой базы данных (не ответила вовремя)"
+    assert data["labels"]["states"]["ringing"] == "Звонит"
     assert '<script src="/static/operator.js"' in html
 
 
@@ -113,7 +113,7 @@ async def test_ringing_card_shows_caller_customer_reason_path_and_last_orders(de
     assert "Садовая-Кудринская" in html
     assert "клиент попросил оператора" in html
     path = html[html.index('class="ivr-path"'):]
-    assert path.index("Чтобы повторить заказ, нажмите 1.") < path.index("нажал 0")
+    assert path.index("Чтобы повторить заказ, нажмите 1.") < path.index("«0»")
     assert "H-1013" in html and "H-0991" in html
     assert html.count("Повторить заказ") == 2  # one per last order (C001 has two)
     assert 'name="customer_id" required size="12"\n      value="C001"' in html
@@ -270,5 +270,5 @@ def test_reasons_and_path_steps_in_plain_russian():
     assert reason_text(None) == ""
     for reason in ("no_input", "invalid_input", "no_caller_id", "no_previous_order", "database_error"):
         assert IVR_REASONS[reason]
-    assert path_step({"kind": "dtmf.received", "digits": "", "timed_out": True}) == ("Клиент", "ничего не нажал")
-    assert path_step({"kind": "prompt.played", "text": "Здравствуйте"}) == ("Робот", "Здравствуйте")
+    assert event_line("dtmf.received", {"digits": "", "timed_out": True}) == ("Нажаты клавиши", "ничего не нажато")
+    assert event_line("prompt.played", {"text": "Здравствуйте"}) == ("Робот сказал", "Здравствуйте")

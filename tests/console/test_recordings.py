@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from crm_bridge.contract.outcomes import facts_implying
 from ivr.web.console.deps import DEPS_KEY
 from tests.console.conftest import PASSWORD, login, start_client
 from tests.traces import TRACES
@@ -43,7 +44,7 @@ async def _call(store, call_id: str, recording_path: str | None) -> None:
     at = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     await store.record_call_start(call_id=call_id, caller_number="+79161234567", normalized_number="+79161234567",
                                   customer_id=None, channel="PJSIP/trunk-1", script="repeat-order", started_at=at)
-    await store.update_call(call_id, outcome="operator_answered", operator_interface="PJSIP/101",
+    await store.update_call(call_id, facts=facts_implying("operator_answered"), operator_interface="PJSIP/101",
                             recording_path=recording_path, recording_seconds=3.2, recording_bytes=1000)
 
 

@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 from yarl import URL
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from ivr.web.common import TOKEN_KEY
 from ivr.web.console.auth import COOKIE, LOGIN_COOKIE, LoginLimiter, auth_state
@@ -171,7 +172,7 @@ async def add_call(store, call_id: str, recording_path: str | None) -> None:
     at = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     await store.record_call_start(call_id=call_id, caller_number="+79161234567", normalized_number="+79161234567",
                                   customer_id="C001", channel="PJSIP/trunk-1", script="repeat-order", started_at=at)
-    await store.update_call(call_id, outcome="operator_answered", operator_interface="PJSIP/101",
+    await store.update_call(call_id, facts=facts_implying("operator_answered"), operator_interface="PJSIP/101",
                             recording_path=recording_path, recording_seconds=6.8, recording_bytes=1000)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.phones import normalize_phone
@@ -70,12 +71,14 @@ class _Seeder:
             for i, (kind, data) in enumerate(events)
         ])
         await self.store.record_call_end(
-            call_id, outcome=outcome if outcome in ("order_placed", "abandoned") else "operator", reason=reason,
+            call_id, facts=facts_implying(outcome if outcome in ("order_placed", "abandoned") else "operator"),
+            reason=reason,
             ended_at=at + timedelta(seconds=90), customer_id=customer, order_id=order_id,
         )
         if tracked or outcome not in ("order_placed", "abandoned"):
             # What the AMI tracker adds afterwards (refined outcome, queue, operator).
-            await self.store.update_call(call_id, outcome=outcome, ended_at=at + timedelta(minutes=5), **tracked)
+            await self.store.update_call(call_id, facts=facts_implying(outcome),
+                                         ended_at=at + timedelta(minutes=5), **tracked)
 
     async def ivr_order(self, call_id: str, customer: str, at: datetime, lines: list[tuple[str, int]]) -> Any:
         return await self.store.place_order(
@@ -149,7 +152,7 @@ async def seed_day(store) -> Seeded:
     await s.call("drop", "C001", msk(16), outcome="abandoned", reason="hangup_at_menu",
                  events=[("caller.identified", {"status": "found"}), ("prompt.played", {"step": "menu"}),
                          ("call.ended", {"step": "menu", "outcome": "abandoned"})])
-    await store.update_call("drop", outcome="abandoned_in_ivr", hangup_by="caller")
+    await store.update_call("drop", facts=facts_implying("abandoned_in_ivr"), hangup_by="caller")
     await s.call("unk", None, msk(23, 30), caller="+79990000000", outcome="queue_timeout",
                  reason="unknown_number",
                  events=[("caller.identified", {"status": "unknown"}), *_queue()],

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.dto import CallView
 from crm_bridge.models import CallbackTask
 from crm_bridge.services import CrmStore
@@ -34,7 +35,7 @@ async def test_update_call_creates_a_call_never_seen_begin(store: CrmStore) -> N
 
 async def test_update_call_without_start_uses_now(store: CrmStore) -> None:
     before = datetime.now(UTC)
-    await store.update_call("x1", outcome="abandoned_in_queue")
+    await store.update_call("x1", facts=facts_implying("abandoned_in_queue"))
     call = await store.get_call("x1")
     assert call is not None and call.started_at >= before - timedelta(seconds=1)
     assert call.outcome == "abandoned_in_queue"
@@ -50,7 +51,8 @@ async def test_update_call_sets_every_tracking_column_and_keeps_the_ivr_start(se
         script="repeat-order",
         started_at=T0,
     )
-    await seeded.record_call_end("c1", outcome="operator", reason="menu_0", ended_at=T0 + timedelta(seconds=20))
+    await seeded.record_call_end("c1", facts=facts_implying("operator"), reason="menu_0",
+                                 ended_at=T0 + timedelta(seconds=20))
     fields = dict(
         queue="operators",
         queue_entered_at=T0 + timedelta(seconds=21),
@@ -69,7 +71,7 @@ async def test_update_call_sets_every_tracking_column_and_keeps_the_ivr_start(se
         "c1",
         started_at=T0 + timedelta(hours=1),
         customer_id="C1",
-        outcome="operator_answered",
+        facts=facts_implying("operator_answered"),
         ended_at=T0 + timedelta(seconds=90),
         **fields,
     )
@@ -97,8 +99,10 @@ async def test_update_call_refuses_unknown_fields(store: CrmStore) -> None:
 
 
 async def test_late_ivr_end_does_not_undo_a_refined_outcome(store: CrmStore) -> None:
-    await store.update_call("c4", started_at=T0, outcome="abandoned_in_ivr", ended_at=T0 + timedelta(seconds=9))
-    await store.record_call_end("c4", outcome="abandoned", reason="hangup_at_menu", ended_at=T0 + timedelta(seconds=8))
+    await store.update_call("c4", started_at=T0, facts=facts_implying("abandoned_in_ivr"),
+                            ended_at=T0 + timedelta(seconds=9))
+    await store.record_call_end("c4", facts=facts_implying("abandoned"), reason="hangup_at_menu",
+                                ended_at=T0 + timedelta(seconds=8))
     call = await store.get_call("c4")
     assert call is not None
     assert (call.outcome, call.reason, call.ended_at) == (

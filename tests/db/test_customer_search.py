@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.models import Customer, Phone
 from crm_bridge.services import CrmStore
@@ -119,7 +120,7 @@ async def test_customer_timeline_has_calls_events_and_orders_newest_first(seeded
                                       call_id="call-1", now=start + timedelta(seconds=3))
     # a call the AMI tracker saw without any stored event
     await seeded.update_call("ami-only", started_at=start - timedelta(days=1), customer_id="C1",
-                             outcome="operator_answered", operator_interface="PJSIP/101")
+                             facts=facts_implying("operator_answered"), operator_interface="PJSIP/101")
 
     timeline = await seeded.customer_timeline("C1")
     kinds = [(e.kind, e.call_id) for e in timeline]

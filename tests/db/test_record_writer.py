@@ -15,6 +15,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
 from crm_bridge.call_log import CallEnd, CallLog, CallRecord, CallStart, CallUpdate, TimelineRecord
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.db import create_engine, session_factory
 from crm_bridge.models import Call, TimelineEvent
 from crm_bridge.services import CrmStore
@@ -38,7 +39,8 @@ def call_records(call_id: str) -> list[CallRecord]:
         CallStart(call_id=call_id, started_at=T0, caller_number="+79161234567", normalized_number="+79161234567",
                   channel="PJSIP/trunk-1", script="repeat-order"),
         *events,
-        CallEnd(call_id=call_id, outcome="order_placed", reason="order_placed", ended_at=T0 + timedelta(minutes=1),
+        CallEnd(call_id=call_id, facts=facts_implying("order_placed"), reason="order_placed",
+                ended_at=T0 + timedelta(minutes=1),
                 order_id=f"A-{call_id}"),
     ]
 
@@ -122,9 +124,11 @@ async def test_records_keep_the_store_semantics(sessions, tmp_path) -> None:
     writer = make_writer(sessions, tmp_path / "spool")
     await writer.submit([
         CallStart(call_id="refined", started_at=T0, caller_number="+7916"),
-        CallUpdate(call_id="refined", fields={"outcome": "abandoned_in_queue", "ended_at": T0}, started_at=T0),
-        CallEnd(call_id="refined", outcome="operator", reason="escalated", ended_at=T0 + timedelta(seconds=9)),
-        CallEnd(call_id="no-start", outcome="abandoned", reason="hangup_at_menu", ended_at=T0),
+        CallUpdate(call_id="refined", fields={"ended_at": T0}, started_at=T0,
+                   facts=facts_implying("abandoned_in_queue")),
+        CallEnd(call_id="refined", facts=facts_implying("operator"), reason="escalated",
+                ended_at=T0 + timedelta(seconds=9)),
+        CallEnd(call_id="no-start", facts=facts_implying("abandoned"), reason="hangup_at_menu", ended_at=T0),
         CallUpdate(call_id="no-start", fields={"customer_id": "nobody-knows-me"}, started_at=T0),
     ])
     await writer.drain(5.0)
@@ -134,7 +138,7 @@ async def test_records_keep_the_store_semantics(sessions, tmp_path) -> None:
         "abandoned_in_queue", "escalated", T0, "+7916")
     created = await store.get_call("no-start")
     assert created is not None and (created.outcome, created.started_at, created.customer_id) == (
-        "abandoned", T0, None)
+        "abandoned_in_ivr", T0, None)
 
 
 async def test_a_full_queue_makes_submit_wait_and_drops_nothing(sessions, tmp_path) -> None:

@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import event, func, select
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import (
     EmptyOrder,
@@ -306,14 +307,14 @@ async def test_call_start_is_an_upsert_and_end_closes_it(seeded: CrmStore) -> No
     assert await seeded.record_call_start(**args) is False  # AGI reconnect, same linkedid
     placed = await seeded.place_order(idempotency_key="1764140401.17:repeat", customer_id="C1",
                                       lines=[("W19", 4)], source="ivr", call_id="1764140401.17")
-    await seeded.record_call_end("1764140401.17", outcome="done", reason=None,
+    await seeded.record_call_end("1764140401.17", facts=facts_implying("order_placed"), reason=None,
                                  ended_at=start + timedelta(seconds=42), order_id=placed.order.order_id)
     call = await seeded.get_call("1764140401.17")
     assert call is not None
     assert call.customer_id == "C1"
     assert call.started_at == start
     assert call.ended_at == start + timedelta(seconds=42)
-    assert (call.outcome, call.order_id) == ("done", placed.order.order_id)
+    assert (call.outcome, call.order_id) == ("order_placed", placed.order.order_id)
     assert await seeded.get_call("nope") is None
 
 
@@ -321,7 +322,7 @@ async def test_call_with_unknown_customer_and_end_without_start_are_recorded(see
     at = datetime(2026, 11, 26, 8, tzinfo=UTC)
     assert await seeded.record_call_start(call_id="a", caller_number="anonymous", normalized_number=None,
                                           customer_id="NOBODY", channel=None, script=None, started_at=at)
-    await seeded.record_call_end("b", outcome="error", reason="agi_lost", ended_at=at, customer_id="C2")
+    await seeded.record_call_end("b", facts=facts_implying("error"), reason="agi_lost", ended_at=at, customer_id="C2")
     a, b = await seeded.get_call("a"), await seeded.get_call("b")
     assert a is not None and a.customer_id is None
     assert b is not None and (b.started_at, b.customer_id, b.reason) == (at, "C2", "agi_lost")
@@ -362,7 +363,8 @@ async def test_call_end_with_an_unknown_customer_keeps_the_known_one(seeded: Crm
     at = datetime(2026, 11, 26, 8, tzinfo=UTC)
     await seeded.record_call_start(call_id="c", caller_number="89161234567", normalized_number=IVANOV_PHONE,
                                    customer_id="C1", channel=None, script=None, started_at=at)
-    await seeded.record_call_end("c", outcome="operator", reason="shared", ended_at=at, customer_id="NOBODY")
+    await seeded.record_call_end("c", facts=facts_implying("operator"), reason="shared",
+                                 ended_at=at, customer_id="NOBODY")
     call = await seeded.get_call("c")
     assert call is not None and (call.customer_id, call.outcome) == ("C1", "operator")
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from playwright.async_api import expect
 
+from crm_bridge.contract.outcomes import facts_implying
 from tests.e2e.conftest import (
     REAL_WAV,
     copy_recording,
@@ -38,7 +39,8 @@ async def test_supervisor_plays_and_seeks_operator_gets_nothing(browser, console
         call_id=CALL_ID, caller_number="+79161234567", normalized_number="+79161234567", customer_id="C001",
         channel="PJSIP/trunk-00000001", script="repeat-order", started_at=started)
     await console.store.update_call(
-        CALL_ID, outcome="operator_answered", reason="caller_request", ended_at=started + timedelta(minutes=1),
+        CALL_ID, facts=facts_implying("operator_answered"), reason="caller_request",
+        ended_at=started + timedelta(minutes=1),
         operator_interface="Local/101@operator-agent/n", recording_path=str(path),
         recording_seconds=round(seconds, 3), recording_bytes=path.stat().st_size)
     recording_url = f"/calls/{CALL_ID}/recording"

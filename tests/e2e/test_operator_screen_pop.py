@@ -54,10 +54,10 @@ async def test_escalated_call_pops_the_card_and_orders_are_placed_once(browser, 
     await expect(body.locator("strong.caller")).to_have_text("+79161234567")
     await expect(body.locator("strong.reason")).to_have_text("клиент попросил оператора")
     steps = [s.strip() for s in await body.locator("ol.ivr-path li").all_inner_texts()]
-    heard = [s for s in steps if s.startswith("Робот:")]
-    assert heard and heard[0].startswith("Робот: Здравствуйте, Алексей Сергеевич."), steps
-    assert "Клиент: нажал 0" in steps, steps
-    assert any(s.startswith("Передан:") and "клиент попросил оператора" in s for s in steps), steps
+    heard = [s for s in steps if s.startswith("Робот сказал:")]
+    assert heard and heard[0].startswith("Робот сказал: Здравствуйте, Алексей Сергеевич."), steps
+    assert "Нажаты клавиши: «0»" in steps, steps
+    assert any(s.startswith("Передан оператору:") and "клиент попросил оператора" in s for s in steps), steps
     last_orders = body.locator("table.last-orders")
     await expect(last_orders).to_contain_text("H-1013")
     await expect(last_orders).to_contain_text("4 × бутылка воды «Жемчужная роса» 19 л")

@@ -30,9 +30,11 @@ async def setup(store, tmp_path_factory):
     await harness.stop()
 
 
-def ring(harness, call_id: str, kind: str = "operator.ringing", interface: str = "PJSIP/101", **data):
-    """What the AMI call tracker emits when the queue rings an operator."""
+def ring(harness, call_id: str, kind: str = "operator.ringing", interface: str = "PJSIP/101",
+         customer_id: str | None = None, **data):
+    """What the AMI call tracker emits when the queue rings an operator (the customer it knows)."""
     events = harness.notifier.open(call_id)
+    events.customer_id = customer_id
     harness.notifier.emit(events, kind, operator_interface=interface, **data)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from ivr.web.api import MAX_PAGE, build_web_app
 from tests.calls.harness import start_harness, wait_for
@@ -242,7 +243,7 @@ async def test_calls_are_listed_newest_first_with_outcome_and_reason(client, har
 async def test_calls_recorded_directly_by_the_store_are_listed(client, demo_store):
     t0 = datetime.fromisoformat("2026-11-02T10:00:00+03:00")
     for n, (call_id, outcome, reason) in enumerate(
-        [("c-old", "operator", "no_input"), ("c-new", "done", "order_placed"), ("c-open", None, None)]
+        [("c-old", "operator", "no_input"), ("c-new", "order_placed", "order_placed"), ("c-open", None, None)]
     ):
         started = t0.replace(minute=n)
         await demo_store.record_call_start(
@@ -251,12 +252,12 @@ async def test_calls_recorded_directly_by_the_store_are_listed(client, demo_stor
         )
         if outcome:
             await demo_store.record_call_end(
-                call_id, outcome=outcome, reason=reason, ended_at=started.replace(second=30)
+                call_id, facts=facts_implying(outcome), reason=reason, ended_at=started.replace(second=30)
             )
     calls = (await get_json(client, "/api/v1/calls"))["calls"]
     assert [(c["call_id"], c["outcome"], c["reason"]) for c in calls] == [
         ("c-open", None, None),
-        ("c-new", "done", "order_placed"),
+        ("c-new", "order_placed", "order_placed"),
         ("c-old", "operator", "no_input"),
     ]
     assert calls[0]["ended_at"] is None

@@ -39,8 +39,9 @@ from ivr.calls.recordings import RecordingLocator
 from ivr.web.common import ROLE_RANK
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import OUTCOME_LABELS, outcome_label, reason_text
+from ivr.web.console.labels import HANGUP_LABELS, OUTCOME_LABELS, event_label, outcome_label, reason_text
 from ivr.web.console.render import render
+from ivr.web.console.timeline_text import duration, event_text
 
 log = structlog.get_logger("ivr.web.calls")
 
@@ -49,34 +50,6 @@ MAX_CALL_ID = 64  # calls.call_id is String(64)
 TRANSCRIPT_MAX_BYTES = 512 * 1024
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".gsm": "audio/x-gsm"}
 
-
-EVENT_LABELS = {
-    "call.started": "Звонок начат",
-    "caller.identified": "Абонент определён",
-    "prompt.played": "Робот сказал",
-    "dtmf.received": "Нажаты клавиши",
-    "order.created": "Заказ создан",
-    "step.failed": "Шаг не удался",
-    "call.escalated": "Передан оператору",
-    "call.error": "Ошибка",
-    "call.after_hours": "Нерабочее время",
-    "call.ended": "Робот закончил",
-    "callback.created": "Задача перезвонить",
-    "callback.impossible": "Перезвонить невозможно",
-    "queue.entered": "Вошёл в очередь",
-    "queue.abandoned": "Сбросил в очереди",
-    "operator.ringing": "Звонит оператору",
-    "operator.no_answer": "Оператор не ответил",
-    "operator.answered": "Ответил оператор",
-    "call.transferred": "Переведён",
-    "call.hungup": "Звонок завершён",
-    "recording.ready": "Запись готова",
-    "recording.missing": "Записи нет",
-    "recording.refused": "Путь записи отклонён",
-    "cdr": "CDR",
-}
-
-HANGUP_LABELS = {"caller": "абонент", "operator": "оператор", "system": "система"}
 
 
 
@@ -89,14 +62,6 @@ def can_listen(user: Any) -> bool:
 
 def _local(moment: datetime | None, zone: ZoneInfo, fmt: str = "%d.%m.%Y %H:%M:%S") -> str:
     return "" if moment is None else moment.astimezone(zone).strftime(fmt)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    total = int(round(float(seconds)))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str], list[str]]:
@@ -145,8 +110,8 @@ def _row(row: Any, zone: ZoneInfo) -> dict[str, Any]:
         "outcome_label": outcome_label(call.outcome),
         "reason": call.reason,
         "reason_label": reason_text(call.reason),
-        "wait": _duration(call.wait_seconds),
-        "talk": _duration(call.talk_seconds),
+        "wait": duration(call.wait_seconds),
+        "talk": duration(call.talk_seconds),
         "operator": call.operator_name or call.operator_interface,
         "operator_interface": call.operator_interface,
         "order_id": call.order_id,
@@ -185,40 +150,6 @@ async def calls_list(request: web.Request) -> web.Response:
         can_listen=can_listen(current_user(request)),
         timezone=deps.timezone,
     )
-
-
-def _event_text(kind: str, data: dict[str, Any]) -> str:
-    """One line saying what happened, for the timeline."""
-    if kind == "prompt.played":
-        return str(data.get("text") or data.get("prompt") or "")
-    if kind == "dtmf.received":
-        if data.get("timed_out") and not data.get("digits"):
-            return "ничего не нажато"
-        return f"«{data.get('digits') or ''}»" + (" (время вышло)" if data.get("timed_out") else "")
-    if kind.startswith("operator."):
-        who = data.get("operator_name") or data.get("operator_interface") or ""
-        extra = ""
-        if kind == "operator.answered" and data.get("hold_time") is not None:
-            extra = f", ждал {_duration(data.get('hold_time'))}"
-        return f"{who}{extra}"
-    if kind == "queue.entered":
-        return f"очередь {data.get('queue') or ''}" + (f", позиция {data['position']}" if data.get("position") else "")
-    if kind == "queue.abandoned":
-        return f"ждал {_duration(data.get('wait_seconds'))}"
-    if kind.startswith("recording."):
-        seconds = data.get("seconds")
-        return f"{Path(str(data.get('path') or '')).name}" + (f", {_duration(seconds)}" if seconds is not None else "")
-    if kind == "call.ended":
-        return f"{outcome_label(data.get('outcome'))}: {reason_text(data.get('reason'))}"
-    if kind == "call.hungup":
-        who = HANGUP_LABELS.get(str(data.get("who")), data.get("who") or "")
-        return f"{outcome_label(data.get('outcome'))}" + (f", положил {who}" if who else "")
-    if kind == "call.escalated":
-        return reason_text(data.get("reason"))
-    if kind == "order.created":
-        return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}"
-    shown = {k: v for k, v in data.items() if v not in (None, "", [], {})}
-    return ", ".join(f"{k}={v}" for k, v in list(shown.items())[:8])[:300]
 
 
 def _sidecars(recording: Path) -> list[Path]:
@@ -263,7 +194,7 @@ def _transcript_lines(text: str, is_json: bool) -> list[dict[str, str]]:
             lines.append({"who": "", "at": "", "text": item})
         elif isinstance(item, dict) and item.get("text"):
             start = item.get("start")
-            at = _duration(start) if isinstance(start, int | float) else ""
+            at = duration(start) if isinstance(start, int | float) else ""
             who = str(item.get("speaker") or item.get("channel") or item.get("who") or "")
             lines.append({"who": who, "at": at, "text": str(item["text"])})
     return lines
@@ -307,22 +238,22 @@ async def call_page(request: web.Request) -> web.Response:
         ("Причина", reason_text(call.reason) or "—"),
         ("Очередь", call.queue or "—"),
         ("В очереди с", _local(call.queue_entered_at, zone) or "—"),
-        ("Ожидание", _duration(call.wait_seconds)),
+        ("Ожидание", duration(call.wait_seconds)),
         ("Ответ оператора", _local(call.answered_at, zone) or "—"),
-        ("Разговор", _duration(call.talk_seconds)),
+        ("Разговор", duration(call.talk_seconds)),
         ("Оператор", " ".join(x for x in (call.operator_name, f"({call.operator_interface})"
                                            if call.operator_interface else None) if x) or "—"),
         ("Положил трубку", HANGUP_LABELS.get(call.hangup_by or "", call.hangup_by or "—")),
         ("Переводы", str(call.transfers or 0)),
-        ("Запись", _duration(call.recording_seconds) if call.recording_path else "нет"),
+        ("Запись", duration(call.recording_seconds) if call.recording_path else "нет"),
     ]
     timeline = [
         {
             "seq": e.seq,
             "at": _local(e.at, zone, "%H:%M:%S"),
             "kind": e.kind,
-            "label": EVENT_LABELS.get(e.kind, e.kind),
-            "text": _event_text(e.kind, e.data),
+            "label": event_label(e.kind),
+            "text": event_text(e.kind, e.data),
         }
         for e in events
     ]

@@ -20,9 +20,9 @@ from aiohttp import web
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.invoice_pdf import InvoiceFontMissing, build_invoice_pdf
-from ivr.web.console.labels import reason_text
-from ivr.web.console.operator_pages import LOOKUP_STATUSES
+from ivr.web.console.labels import EVENT_LABELS, ORDER_SOURCES
 from ivr.web.console.render import render
+from ivr.web.console.timeline_text import event_text
 
 log = structlog.get_logger("ivr.console")
 
@@ -30,85 +30,8 @@ ROLES = ("operator", "supervisor", "admin")
 SEARCH_LIMIT = 50
 TIMELINE_LIMIT = 200
 
-SOURCES = {"import": "из учётной системы", "ivr": "робот", "operator": "оператор"}
+SOURCES = ORDER_SOURCES
 LANGUAGES = {"ru": "русский", "en": "английский"}
-OUTCOMES = {
-    "order_placed": "заказ оформлен роботом",
-    "done": "завершён роботом",
-    "operator": "передан оператору",
-    "operator_answered": "ответил оператор",
-    "abandoned_in_queue": "сбросил в очереди",
-    "abandoned_in_ivr": "сбросил в меню робота",
-    "abandoned": "сбросил",
-    "queue_timeout": "очередь не дождалась",
-    "callback_requested": "просил перезвонить",
-    "after_hours": "нерабочее время",
-    "error": "ошибка",
-}
-EVENT_KINDS = {
-    "order.placed": "Заказ",
-    "call.recorded": "Звонок",
-    "call.started": "Звонок начат",
-    "call.ended": "Звонок закончен",
-    "call.after_hours": "Нерабочее время",
-    "call.error": "Ошибка робота",
-    "caller.identified": "Поиск по номеру",
-    "prompt.played": "Робот сказал",
-    "dtmf.received": "Клиент нажал",
-    "order.created": "Заказ оформлен в звонке",
-    "step.failed": "Сбой шага",
-    "call.escalated": "Передан оператору",
-    "callback.created": "Задача на перезвон",
-    "callback.impossible": "Перезвон невозможен",
-    "queue.entered": "Вошёл в очередь",
-    "queue.abandoned": "Сбросил в очереди",
-    "operator.ringing": "Звонит оператору",
-    "operator.answered": "Оператор ответил",
-    "operator.no_answer": "Оператор не ответил",
-    "operator.completed": "Разговор окончен",
-    "call.hungup": "Положил трубку",
-    "call.transferred": "Переведён",
-    "recording.ready": "Запись готова",
-    "recording.missing": "Записи нет",
-    "recording.refused": "Запись отклонена",
-}
-
-
-def event_text(kind: str, data: dict[str, Any]) -> str:
-    """The interesting part of a timeline event's data, in words."""
-    if kind == "order.placed":
-        source = SOURCES.get(data.get("source") or "", data.get("source"))
-        text = f"{data.get('order_id')} на {data.get('total')} ₽, {source}"
-        if data.get("delivery_date"):
-            text += f", доставка {data['delivery_date']}"
-        return text
-    if kind == "call.recorded":
-        bits = [OUTCOMES.get(data.get("outcome") or "", data.get("outcome") or "не завершён")]
-        if data.get("reason"):
-            bits.append(reason_text(data["reason"]))
-        if data.get("operator"):
-            bits.append(f"оператор {data['operator']}")
-        return "; ".join(bits)
-    if kind == "prompt.played":
-        return str(data.get("text") or data.get("step") or "")
-    if kind == "dtmf.received":
-        if data.get("timed_out") and not data.get("digits"):
-            return "ничего (время вышло)"
-        return str(data.get("digits") or "")
-    if kind == "caller.identified":
-        return LOOKUP_STATUSES.get(str(data.get("status")), str(data.get("status") or ""))
-    if kind in ("call.escalated", "call.ended", "step.failed"):
-        outcome = OUTCOMES.get(data.get("outcome") or "", data.get("outcome") or "")
-        return "; ".join(b for b in (outcome, reason_text(data.get("reason")), data.get("step")) if b)
-    if kind == "order.created":
-        return " ".join(str(data[k]) for k in ("order_id", "invoice") if data.get(k))
-    if kind.startswith("operator."):
-        return str(data.get("operator_name") or data.get("operator_interface") or "")
-    if kind == "queue.entered":
-        return str(data.get("queue") or "")
-    return ", ".join(f"{k}: {v}" for k, v in data.items() if isinstance(v, str | int | float) and v != "")[:300]
-
-
 def _full_name(customer: Any) -> str:
     return " ".join(p for p in (customer.last_name, customer.first_name, customer.patronymic) if p)
 
@@ -141,7 +64,7 @@ async def customer_page(request: web.Request) -> web.Response:
         timeline_limit=TIMELINE_LIMIT,
         sources=SOURCES,
         languages=LANGUAGES,
-        kinds=EVENT_KINDS,
+        kinds=EVENT_LABELS,
         event_text=event_text,
     )
 

@@ -1,72 +1,150 @@
-"""Russian labels for call outcomes and hand-over reasons, shared by every console page."""
+"""Russian words for the call's vocabulary (crm_bridge.contract), shared by every console page.
+
+One table per declared vocabulary, keyed by its enum: a member without words fails
+``tests/contract/test_labels.py``, so a new outcome, reason or event kind cannot reach a page raw.
+"""
 
 from __future__ import annotations
 
+from crm_bridge.contract.dialplan import AGI_STATUS_REASON_PREFIX
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import (
+    AFTER_HOURS_PREFIX,
+    HANGUP_AT_PREFIX,
+    IN_PROGRESS,
+    HangupBy,
+    Outcome,
+    Reason,
+)
+
 # calls.outcome, as a supervisor reads it.
-OUTCOME_LABELS = {
-    "order_placed": "Заказ оформлен роботом",
-    "operator_answered": "Ответил оператор",
-    "operator": "Передан оператору",
-    "abandoned_in_queue": "Сбросил в очереди",
-    "abandoned_in_ivr": "Сбросил в меню робота",
-    "abandoned": "Сбросил",
-    "queue_timeout": "Очередь не дождалась",
-    "callback_requested": "Просил перезвонить",
-    "after_hours": "Нерабочее время",
-    "error": "Ошибка",
-    "in_progress": "Идёт / не завершён",
+OUTCOME_LABELS: dict[str, str] = {
+    Outcome.ORDER_PLACED: "Заказ оформлен роботом",
+    Outcome.OPERATOR_ANSWERED: "Ответил оператор",
+    Outcome.OPERATOR: "Передан оператору",
+    Outcome.ABANDONED_IN_QUEUE: "Сбросил в очереди",
+    Outcome.ABANDONED_IN_IVR: "Сбросил в меню робота",
+    Outcome.QUEUE_TIMEOUT: "Очередь не дождалась",
+    Outcome.CALLBACK_REQUESTED: "Просил перезвонить",
+    Outcome.AFTER_HOURS: "Нерабочее время",
+    Outcome.ERROR: "Ошибка",
+    IN_PROGRESS: "Идёт / не завершён",
 }
 
-# Why the robot handed the caller over (IVR_REASON, calls.reason), in the words an operator reads
-# at a glance.
+# Why the robot ended its part (IVR_REASON, calls.reason), in the words an operator reads at a glance.
 REASON_LABELS: dict[str, str] = {
-    "caller_request": "клиент попросил оператора",
-    "unknown_number": "номер не найден в базе",
-    "shared_number": "номер принадлежит нескольким клиентам",
-    "no_caller_id": "номер не определился (скрыт)",
-    "no_previous_order": "у клиента нет прошлых заказов",
-    "no_input": "клиент не нажимал кнопки",
-    "invalid_input": "клиент дважды нажал не те кнопки",
-    "order_emptied": "клиент убрал из заказа все позиции",
-    "order_rejected": "заказ не принят (товар недоступен)",
-    "order_placed": "заказ оформлен роботом",
-    "database_timeout": "сбой базы данных (не ответила вовремя)",
-    "database_error": "сбой базы данных",
-    "tts_error": "сбой синтеза речи",
-    "playback_failed": "сбой воспроизведения",
-    "internal_error": "внутренняя ошибка робота",
-    "unknown_script": "неизвестный сценарий",
-    "overloaded": "робот перегружен",
-    "shutdown": "робот перезапускался, звонок передан оператору",
-    "server_unreachable": "робот недоступен (сервер не ответил)",
-    "server_lost": "робот прервал звонок (сбой сервера)",
-    "after_hours": "звонок в нерабочее время",
-    "callback_requested": "клиент просил перезвонить",
-    "abandoned_in_queue": "клиент не дождался ответа в очереди",
-    "queue_timeout": "очередь не дождалась оператора",
-    "hangup_after_order": "положил трубку после заказа",
-    "ended_while_disconnected": "звонок закончился, пока не было связи с AMI",
-    "callback_without_number": "просил перезвонить, но номер скрыт",
+    Reason.ORDER_PLACED: "заказ оформлен роботом",
+    Reason.CALLBACK_REQUESTED: "клиент просил перезвонить",
+    Reason.CALLBACK_REQUESTED_IN_QUEUE: "клиент просил перезвонить, не дожидаясь в очереди",
+    Reason.CALLER_REQUEST: "клиент попросил оператора",
+    Reason.UNKNOWN_NUMBER: "номер не найден в базе",
+    Reason.SHARED_NUMBER: "номер принадлежит нескольким клиентам",
+    Reason.NO_CALLER_ID: "номер не определился (скрыт)",
+    Reason.NO_PREVIOUS_ORDER: "у клиента нет прошлых заказов",
+    Reason.NO_INPUT: "клиент не нажимал кнопки",
+    Reason.INVALID_INPUT: "клиент дважды нажал не те кнопки",
+    Reason.ORDER_EMPTIED: "клиент убрал из заказа все позиции",
+    Reason.ORDER_REJECTED: "заказ не принят (товар недоступен)",
+    Reason.CALLBACK_WITHOUT_NUMBER: "просил перезвонить, но номер скрыт",
+    Reason.DATABASE_TIMEOUT: "сбой базы данных (не ответила вовремя)",
+    Reason.DATABASE_ERROR: "сбой базы данных",
+    Reason.TTS_ERROR: "сбой синтеза речи",
+    Reason.PLAYBACK_FAILED: "сбой воспроизведения",
+    Reason.INTERNAL_ERROR: "внутренняя ошибка робота",
+    Reason.AGI_ERROR: "сбой связи с Asterisk (AGI)",
+    Reason.HANDLER_ERROR: "внутренняя ошибка робота",
+    Reason.UNKNOWN_SCRIPT: "неизвестный сценарий",
+    Reason.OVERLOADED: "робот перегружен",
+    Reason.SHUTDOWN: "робот перезапускался, звонок передан оператору",
+    Reason.SERVER_UNREACHABLE: "робот недоступен (сервер не ответил)",
+    Reason.SERVER_LOST: "робот прервал звонок (сбой сервера)",
+    Reason.HANGUP_AFTER_ORDER: "положил трубку после заказа",
+    Reason.ENDED_WHILE_DISCONNECTED: "звонок закончился, пока не было связи с AMI",
 }
+# Callback tasks carry the call's outcome as their reason (abandoned_in_queue…), or a Reason.
+TASK_REASON_LABELS: dict[str, str] = {
+    Outcome.ABANDONED_IN_QUEUE: "не дождался ответа в очереди",
+    Outcome.CALLBACK_REQUESTED: "просил перезвонить",
+    Reason.CALLBACK_REQUESTED_IN_QUEUE: "просил перезвонить",  # tasks saved before the reason was unified
+    Outcome.QUEUE_TIMEOUT: "очередь не дождалась оператора",
+    Outcome.AFTER_HOURS: "звонил в нерабочее время",
+}
+
+EVENT_LABELS: dict[str, str] = {
+    EventKind.CALL_STARTED: "Звонок начат",
+    EventKind.CALL_AFTER_HOURS: "Нерабочее время",
+    EventKind.CALLER_IDENTIFIED: "Поиск по номеру",
+    EventKind.PROMPT_PLAYED: "Робот сказал",
+    EventKind.DTMF_RECEIVED: "Нажаты клавиши",
+    EventKind.ORDER_CREATED: "Заказ создан",
+    EventKind.ORDER_UNCERTAIN: "Заказ под вопросом",
+    EventKind.STEP_FAILED: "Шаг не удался",
+    EventKind.CALL_ESCALATED: "Передан оператору",
+    EventKind.CALL_ERROR: "Ошибка робота",
+    EventKind.CALL_ENDED: "Робот закончил",
+    EventKind.CALLBACK_CREATED: "Задача перезвонить",
+    EventKind.CALLBACK_IMPOSSIBLE: "Перезвонить невозможно",
+    EventKind.QUEUE_ENTERED: "Вошёл в очередь",
+    EventKind.QUEUE_ABANDONED: "Сбросил в очереди",
+    EventKind.OPERATOR_RINGING: "Звонит оператору",
+    EventKind.OPERATOR_NO_ANSWER: "Оператор не ответил",
+    EventKind.OPERATOR_ANSWERED: "Ответил оператор",
+    EventKind.CALL_TRANSFERRED: "Переведён",
+    EventKind.CALL_HUNGUP: "Звонок завершён",
+    EventKind.CDR: "CDR",
+    EventKind.RECORDING_READY: "Запись готова",
+    EventKind.RECORDING_MISSING: "Записи нет",
+    EventKind.RECORDING_REFUSED: "Путь записи отклонён",
+    EventKind.ORDER_PLACED: "Заказ",
+    EventKind.CALL_RECORDED: "Звонок",
+}
+
+HANGUP_LABELS: dict[str, str] = {HangupBy.CALLER: "абонент", HangupBy.OPERATOR: "оператор", HangupBy.SYSTEM: "система"}
+
+# caller.identified's status.
+LOOKUP_STATUSES: dict[str, str] = {
+    "found": "клиент найден по номеру",
+    "unknown": "номер не найден в базе",
+    "shared": "номер принадлежит нескольким клиентам",
+    "invalid": "номер не определился",
+}
+
+ORDER_SOURCES = {"import": "из учётной системы", "ivr": "робот", "operator": "оператор"}
 
 
 def outcome_label(outcome: str | None) -> str:
     if not outcome:
-        return OUTCOME_LABELS["in_progress"]
+        return OUTCOME_LABELS[IN_PROGRESS]
     return OUTCOME_LABELS.get(outcome, outcome)
+
+
+def event_label(kind: str) -> str:
+    return EVENT_LABELS.get(kind, kind)
 
 
 def reason_text(reason: str | None) -> str:
     """'caller_request' -> 'клиент попросил оператора'; 'after_hours:no_input' -> both parts;
-    'hangup_at_menu' -> 'положил трубку (menu)'. Unknown ids are shown as they are."""
+    'hangup_at_menu' -> 'положил трубку (menu)'; 'agi_FAILURE' -> the dialplan's own word.
+    Unknown ids are shown as they are."""
     if not reason:
         return ""
     words = []
     for part in (p for p in reason.split(":") if p):
         if part in REASON_LABELS:
             words.append(REASON_LABELS[part])
-        elif part.startswith("hangup_at_"):
-            words.append(f"положил трубку ({part.removeprefix('hangup_at_')})")
+        elif part == AFTER_HOURS_PREFIX.rstrip(":"):
+            words.append("звонок в нерабочее время")
+        elif part in TASK_REASON_LABELS:
+            words.append(TASK_REASON_LABELS[part])
+        elif part.startswith(HANGUP_AT_PREFIX):
+            words.append(f"положил трубку ({part.removeprefix(HANGUP_AT_PREFIX)})")
+        elif part.startswith(AGI_STATUS_REASON_PREFIX):
+            words.append(f"робот не ответил Asterisk ({part.removeprefix(AGI_STATUS_REASON_PREFIX)})")
         else:
             words.append(part)
     return "; ".join(words)
+
+
+def task_reason_text(reason: str) -> str:
+    """A callback task's reason; several joined by "; " when the customer called again."""
+    return "; ".join(TASK_REASON_LABELS.get(p, reason_text(p)) for p in reason.split("; ") if p)

@@ -4,10 +4,10 @@ Exposed at ``GET /metrics`` (ivr.web.console.monitoring). What feeds each metric
 
 ``ivr_calls_total{stage, outcome}`` (counter)
     One per end-of-call event seen by the notifier listener (``Metrics.listener``):
-    ``stage="ivr"``: ``call.ended`` — the IVR runner finished its part of a call (outcomes
-    ``order_placed``, ``operator``, ``abandoned``, ``error``, ``after_hours``, ``callback_requested``);
-    ``stage="call"``: ``call.hungup`` — the AMI tracker saw the whole call end (``operator_answered``,
-    ``abandoned_in_queue``, ``abandoned_in_ivr``, ``queue_timeout``, ``order_placed``, …).
+    ``stage="ivr"``: ``call.ended`` — the IVR runner finished its part of a call, outcome as the
+    robot saw it; ``stage="call"``: ``call.hungup`` — the AMI tracker saw the whole call end, outcome
+    from its facts and what the call row knew then. Outcomes are ``crm_bridge.contract.outcomes.Outcome``;
+    ``calls.outcome`` (the statistics) merges both witnesses and is the call's verdict.
     Sum one stage, never both: with AMI on, a call through the robot appears once in each.
     An end without an outcome counts as ``unknown``.
 ``ivr_agi_command_seconds{command}`` (histogram)
@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from crm_bridge.contract.events import EventKind
 from crm_bridge.dto import TimelineEventIn
 from ivr.agi.admission import CAUSES
 
@@ -47,7 +48,7 @@ log = structlog.get_logger("ivr.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 AGI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 QUEUE_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
-END_EVENTS = frozenset({"call.ended", "call.hungup"})
+END_EVENTS = frozenset({EventKind.CALL_ENDED, EventKind.CALL_HUNGUP})
 _MAX_LABEL = 64
 
 
@@ -137,13 +138,13 @@ class Metrics:
             kind = event.kind
             data = event.data
             if kind in END_EVENTS:
-                stage = "ivr" if kind == "call.ended" else "call"
+                stage = "ivr" if kind == EventKind.CALL_ENDED else "call"
                 self.calls.labels(stage=stage, outcome=_label(data.get("outcome"))).inc()
-            elif kind == "operator.answered":
+            elif kind == EventKind.OPERATOR_ANSWERED:
                 wait = _seconds(data.get("hold_time"))
                 if wait is not None:
                     self.queue_wait.labels(result="answered").observe(wait)
-            elif kind == "queue.abandoned":
+            elif kind == EventKind.QUEUE_ABANDONED:
                 wait = _seconds(data.get("wait_seconds"))
                 if wait is not None:
                     self.queue_wait.labels(result="abandoned").observe(wait)

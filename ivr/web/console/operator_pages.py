@@ -19,64 +19,17 @@ from aiohttp import web
 from ivr.calls.screen_pop import operator_key
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import REASON_LABELS, reason_text
+from ivr.web.console.labels import reason_text, task_reason_text
 from ivr.web.console.render import render
-
-# Why the robot handed the caller over (IVR_REASON), in the words an operator reads at a glance.
-
-LOOKUP_STATUSES: dict[str, str] = {
-    "found": "клиент найден по номеру",
-    "unknown": "номер не найден в базе",
-    "shared": "номер принадлежит нескольким клиентам",
-    "invalid": "номер не определился",
-}
+from ivr.web.console.timeline_text import with_lines
 
 STATES: dict[str, str] = {"ringing": "Звонит", "talking": "Разговор", "free": "Свободен"}
 
-TASK_REASONS: dict[str, str] = {
-    "abandoned_in_queue": "не дождался ответа в очереди",
-    "callback_requested": "просил перезвонить",
-    "callback_requested_in_queue": "просил перезвонить",  # tasks saved before the reason was unified
-    "queue_timeout": "очередь не дождалась оператора",
-    "after_hours": "звонил в нерабочее время",
-}
 
 EMPTY_CARD: dict[str, Any] = {"state": "free", "call": None, "customer": None, "last_orders": [], "ivr_path": []}
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-
-
-def task_reason_text(reason: str) -> str:
-    return "; ".join(TASK_REASONS.get(p, reason_text(p)) for p in reason.split("; ") if p)
-
-
-def path_step(step: dict[str, Any]) -> tuple[str, str]:
-    """One IVR path entry as (who/what, text): what the caller heard, pressed, and how it ended."""
-    kind = step.get("kind")
-    if kind == "prompt.played":
-        return "Робот", str(step.get("text") or step.get("step") or "")
-    if kind == "dtmf.received":
-        if step.get("timed_out") and not step.get("digits"):
-            return "Клиент", "ничего не нажал"
-        return "Клиент", f"нажал {step.get('digits') or '—'}"
-    if kind == "call.started":
-        return "Звонок", "начат"
-    if kind == "caller.identified":
-        return "Поиск", LOOKUP_STATUSES.get(str(step.get("status")), str(step.get("status") or ""))
-    if kind == "call.escalated":
-        return "Передан", reason_text(step.get("reason"))
-    if kind == "step.failed":
-        return "Сбой", f"{step.get('step') or ''}: {reason_text(step.get('reason'))}".strip(": ")
-    if kind == "order.created":
-        return "Заказ", f"оформлен {step.get('order_id') or ''}".strip()
-    if kind == "callback.created":
-        return "Перезвон", "задача на перезвон создана"
-    if kind == "queue.entered":
-        return "Очередь", str(step.get("queue") or "")
-    if kind == "operator.no_answer":
-        return "Оператор", "не ответил"
-    return str(kind or ""), str(step.get("text") or step.get("reason") or "")
 
 
 def _chosen_key(request: web.Request, user: Any) -> tuple[str | None, str | None]:
@@ -100,10 +53,10 @@ async def operator_page(request: web.Request) -> web.Response:
     card: dict[str, Any] | None = None
     if key:
         current = deps.board.current(key) if deps.board is not None else None
-        card = {**EMPTY_CARD, "operator": key, **(current or {})}
+        card = with_lines({**EMPTY_CARD, "operator": key, **(current or {})})
     products = await deps.store.list_products()
     tasks = await deps.store.list_tasks("open", limit=200)
-    ivr_steps = [path_step(step) for step in (card or {}).get("ivr_path", [])] if card else []
+    ivr_steps = [tuple(step["line"]) for step in card["ivr_path"]] if card else []
     return render(
         request,
         "operator.html",
@@ -120,7 +73,7 @@ async def operator_page(request: web.Request) -> web.Response:
         states=STATES,
         reason_text=reason_text,
         task_reason_text=task_reason_text,
-        labels={"reasons": REASON_LABELS, "lookups": LOOKUP_STATUSES, "states": STATES},
+        labels={"states": STATES},
     )
 
 

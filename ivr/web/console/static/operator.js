@@ -31,26 +31,9 @@
     return whole.replace(/\B(?=(\d{3})+(?!\d))/g, " ") + "," + cents + " ₽";
   };
   const when = (iso) => (iso ? new Date(iso).toLocaleString("ru-RU") : "");
-  const reasonText = (reason) =>
-    (reason || "").split(":").filter(Boolean).map((p) => labels.reasons[p] || p).join("; ");
-
-  function pathStep(step) {
-    switch (step.kind) {
-      case "prompt.played": return ["Робот", step.text || step.step || ""];
-      case "dtmf.received":
-        if (step.timed_out && !step.digits) return ["Клиент", "ничего не нажал"];
-        return ["Клиент", "нажал " + (step.digits || "—")];
-      case "call.started": return ["Звонок", "начат"];
-      case "caller.identified": return ["Поиск", labels.lookups[step.status] || step.status || ""];
-      case "call.escalated": return ["Передан", reasonText(step.reason)];
-      case "step.failed": return ["Сбой", [step.step, reasonText(step.reason)].filter(Boolean).join(": ")];
-      case "order.created": return ["Заказ", ("оформлен " + (step.order_id || "")).trim()];
-      case "callback.created": return ["Перезвон", "задача на перезвон создана"];
-      case "queue.entered": return ["Очередь", step.queue || ""];
-      case "operator.no_answer": return ["Оператор", "не ответил"];
-      default: return [step.kind || "", step.text || step.reason || ""];
-    }
-  }
+  // The server puts each step's words on the card (ivr/web/console/timeline_text.py: the one
+  // renderer of timeline events), so the live card reads like the call page.
+  const pathStep = (step) => step.line || [step.kind || "", ""];
 
   // --- orders ---------------------------------------------------------------------------------
 
@@ -181,7 +164,7 @@
     } else {
       parts.push(el("p", null, "Номер: ", el("strong", { className: "caller" }, call.caller_number || "скрыт")));
       if (call.ivr_reason) {
-        parts.push(el("p", null, "Почему у оператора: ", el("strong", { className: "reason" }, reasonText(call.ivr_reason))));
+        parts.push(el("p", null, "Почему у оператора: ", el("strong", { className: "reason" }, call.ivr_reason_text || call.ivr_reason || "")));
       }
       if (call.lookup === "shared" && call.candidates && call.candidates.length) {
         const p = el("p", null, "Номер принадлежит клиентам: ");

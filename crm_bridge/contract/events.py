@@ -1,0 +1,267 @@
+"""The call timeline's event kinds and the fields each one carries, whoever sends it.
+
+A timeline row is ``(kind, data)``; ``data`` is JSON. Every kind has one payload type below: a
+sender may leave a field out (unknown yet) but never invent one, and the same field means the same
+thing from every sender (the runner, the refused-call path, the callback script, the AMI tracker).
+``CallNotifier.emit`` checks each event against ``PAYLOADS`` (``unexpected_fields``) and logs a
+violation; the tests make it fail. Renderers (call page, customer timeline, operator screen) and
+the statistics' SQL name kinds only through ``EventKind``.
+
+Kinds are dotted nouns (``order.created``); ``EventKind`` values are what the database stores.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class EventKind(StrEnum):
+    # The robot (FastAGI runner; the refused-call path writes call.started / call.ended too).
+    CALL_STARTED = "call.started"
+    CALL_AFTER_HOURS = "call.after_hours"
+    CALLER_IDENTIFIED = "caller.identified"
+    PROMPT_PLAYED = "prompt.played"
+    DTMF_RECEIVED = "dtmf.received"
+    ORDER_CREATED = "order.created"
+    ORDER_UNCERTAIN = "order.uncertain"
+    STEP_FAILED = "step.failed"
+    CALL_ESCALATED = "call.escalated"
+    CALL_ERROR = "call.error"
+    CALL_ENDED = "call.ended"  # the robot's part is over (the call may go on in the queue)
+    # The robot or the tracker.
+    CALLBACK_CREATED = "callback.created"
+    # Timelines written before the callback script became a flow; it now says call.escalated with
+    # reason callback_without_number (kept so that old calls still read).
+    CALLBACK_IMPOSSIBLE = "callback.impossible"
+    # Asterisk, through the AMI tracker.
+    QUEUE_ENTERED = "queue.entered"
+    QUEUE_ABANDONED = "queue.abandoned"
+    OPERATOR_RINGING = "operator.ringing"
+    OPERATOR_NO_ANSWER = "operator.no_answer"
+    OPERATOR_ANSWERED = "operator.answered"
+    CALL_TRANSFERRED = "call.transferred"
+    CALL_HUNGUP = "call.hungup"  # the last channel of the call hung up
+    CDR = "cdr"
+    RECORDING_READY = "recording.ready"
+    RECORDING_MISSING = "recording.missing"
+    RECORDING_REFUSED = "recording.refused"
+    # Not stored: built by the store for a customer's timeline (CrmStore.customer_timeline).
+    ORDER_PLACED = "order.placed"
+    CALL_RECORDED = "call.recorded"
+
+
+class CallStarted(TypedDict, total=False):
+    caller: str | None  # raw caller id
+    channel: str | None
+    script: str | None
+    language: str
+
+
+class CallAfterHours(TypedDict, total=False):
+    pass
+
+
+class CallerIdentified(TypedDict, total=False):
+    status: str  # found | unknown | shared | invalid
+    number: str | None  # normalized
+    candidates: list[str]
+    last_order: str | None
+
+
+class PromptPlayed(TypedDict, total=False):
+    step: str
+    text: str
+    prompts: list[str]
+
+
+class DtmfReceived(TypedDict, total=False):
+    step: str
+    digits: str
+    timed_out: bool
+
+
+class OrderCreated(TypedDict, total=False):
+    order_id: str
+    invoice: str
+    total: str  # decimal as text
+    replayed: bool  # the idempotency key returned an order placed before
+    delivery_date: str | None
+    lines: list[dict[str, Any]]  # {"sku", "quantity"}
+    after_hangup: bool  # the write finished after the caller hung up
+
+
+class OrderUncertain(TypedDict, total=False):
+    idempotency_key: str
+
+
+class StepFailed(TypedDict, total=False):
+    step: str
+    reason: str  # a Reason
+
+
+class CallEscalated(TypedDict, total=False):
+    reason: str
+
+
+class CallError(TypedDict, total=False):
+    step: str
+    error: str
+
+
+class CallEnded(TypedDict, total=False):
+    outcome: str | None  # the robot's view, decide_outcome of its own facts
+    reason: str
+    step: str
+    cause: str  # refused calls: the admission limit that refused it
+
+
+class CallbackCreated(TypedDict, total=False):
+    task_id: int
+    reason: str
+    due_at: str
+    created: bool  # False: the customer's open task was reused
+    attempts: int
+    number: str | None
+
+
+class CallbackImpossible(TypedDict, total=False):
+    reason: str
+
+
+class QueueEntered(TypedDict, total=False):
+    queue: str
+    position: int | None
+    count: int | None
+
+
+class QueueAbandoned(TypedDict, total=False):
+    queue: str
+    wait_seconds: float | None
+    position: int | None
+    original_position: int | None
+
+
+class OperatorRinging(TypedDict, total=False):
+    operator_interface: str
+    operator_name: str
+    queue: str | None
+    caller: str | None
+
+
+class OperatorNoAnswer(TypedDict, total=False):
+    operator_interface: str
+    operator_name: str
+    ring_seconds: float | None
+
+
+class OperatorAnswered(TypedDict, total=False):
+    operator_interface: str
+    operator_name: str
+    hold_time: float
+    ring_time: float | None
+    queue: str | None
+    caller: str | None
+
+
+class CallTransferred(TypedDict, total=False):
+    type: str  # blind | attended
+    result: str | None
+    transferer_channel: str | None
+    transferee_channel: str | None
+    target_channel: str | None
+    extension: str | None
+    context: str | None
+    dest_type: str | None
+
+
+class CallHungup(TypedDict, total=False):
+    who: str | None  # a HangupBy
+    outcome: str | None  # the tracker's view at the hang-up; calls.outcome is the call's verdict
+    cause: str | None
+    talk_seconds: float | None
+    wait_seconds: float | None
+    reason: str | None
+
+
+class Cdr(TypedDict, total=False):
+    uniqueid: str
+    channel: str | None
+    dest_channel: str | None
+    source: str | None
+    destination: str | None
+    last_app: str | None
+    duration: int | None
+    billsec: int | None
+    disposition: str | None
+    start: str | None
+    answer: str | None
+    end: str | None
+
+
+class RecordingReady(TypedDict, total=False):
+    path: str
+    seconds: float
+    bytes: int
+
+
+class RecordingPath(TypedDict, total=False):
+    path: str
+
+
+class OrderPlacedEntry(TypedDict, total=False):
+    order_id: str
+    total: str
+    source: str
+    invoice: str | None
+    delivery_date: str | None
+    lines: int
+
+
+class CallRecordedEntry(TypedDict, total=False):
+    outcome: str | None
+    reason: str | None
+    caller_number: str | None
+    operator: str | None
+
+
+PAYLOADS: dict[EventKind, type] = {
+    EventKind.CALL_STARTED: CallStarted,
+    EventKind.CALL_AFTER_HOURS: CallAfterHours,
+    EventKind.CALLER_IDENTIFIED: CallerIdentified,
+    EventKind.PROMPT_PLAYED: PromptPlayed,
+    EventKind.DTMF_RECEIVED: DtmfReceived,
+    EventKind.ORDER_CREATED: OrderCreated,
+    EventKind.ORDER_UNCERTAIN: OrderUncertain,
+    EventKind.STEP_FAILED: StepFailed,
+    EventKind.CALL_ESCALATED: CallEscalated,
+    EventKind.CALL_ERROR: CallError,
+    EventKind.CALL_ENDED: CallEnded,
+    EventKind.CALLBACK_CREATED: CallbackCreated,
+    EventKind.CALLBACK_IMPOSSIBLE: CallbackImpossible,
+    EventKind.QUEUE_ENTERED: QueueEntered,
+    EventKind.QUEUE_ABANDONED: QueueAbandoned,
+    EventKind.OPERATOR_RINGING: OperatorRinging,
+    EventKind.OPERATOR_NO_ANSWER: OperatorNoAnswer,
+    EventKind.OPERATOR_ANSWERED: OperatorAnswered,
+    EventKind.CALL_TRANSFERRED: CallTransferred,
+    EventKind.CALL_HUNGUP: CallHungup,
+    EventKind.CDR: Cdr,
+    EventKind.RECORDING_READY: RecordingReady,
+    EventKind.RECORDING_MISSING: RecordingPath,
+    EventKind.RECORDING_REFUSED: RecordingPath,
+    EventKind.ORDER_PLACED: OrderPlacedEntry,
+    EventKind.CALL_RECORDED: CallRecordedEntry,
+}
+
+FIELDS: dict[str, frozenset[str]] = {kind.value: frozenset(PAYLOADS[kind].__annotations__) for kind in EventKind}
+
+
+def unexpected_fields(kind: str, data: dict[str, Any]) -> frozenset[str] | None:
+    """None when ``(kind, data)`` keeps the contract; else the offending field names (all of
+    them when the kind itself is unknown)."""
+    allowed = FIELDS.get(kind)
+    if allowed is None:
+        return frozenset(data) or frozenset({"<kind>"})
+    extra = data.keys() - allowed
+    return frozenset(extra) if extra else None
