@@ -434,10 +434,16 @@ class RepeatOrderRun:
     async def _finish(self, finish: Finish) -> tuple[CallFacts, str]:
         result = IvrResult(finish.result)
         self.step = "goodbye" if result is IvrResult.DONE else "handover"
-        if result is not IvrResult.DONE:
+        if result is IvrResult.DONE:
+            # The result is final before the read-back plays: a caller who hangs up during it leaves
+            # IVR_RESULT/IVR_ORDER_ID already on the channel, so the AMI tracker sees the order
+            # before the hang-up (issue 8, defect 1) at no extra round trip.
+            await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
+            await self._say(finish.prompts)
+        else:
             self.s.notifier.emit(self.events, EventKind.CALL_ESCALATED, reason=finish.reason)
-        await self._say(finish.prompts)
-        await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
+            await self._say(finish.prompts)
+            await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
         return self._facts(ivr_result=result), finish.reason
 
     async def _say(self, prompts: tuple[PromptRef, ...]) -> None:
