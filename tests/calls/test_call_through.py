@@ -79,7 +79,7 @@ async def test_known_caller_repeats_last_order_with_1(calls):
     # barge-in: the menu is a GET DATA, so a key typed during the greeting is taken
     assert any(c.startswith("GET DATA ") for c in fake.commands)
     # the result is on the channel before the read-back plays (a hang-up during it keeps the order)
-    mset = next(i for i, c in enumerate(fake.commands) if c.startswith("EXEC MSet ") and "IVR_ORDER_ID" in c)
+    mset = next(i for i, c in enumerate(fake.commands) if c.startswith('EXEC "MSet" ') and "IVR_ORDER_ID" in c)
     read_back = max(i for i, c in enumerate(fake.commands) if c.startswith("STREAM FILE "))
     assert mset < read_back
 
