@@ -145,7 +145,12 @@ async def test_two_calls_in_the_same_second_are_two_calls(service):
     second, _ = await call(service, "+79161234567", ["1"])
     assert first.variables["IVR_RESULT"] == second.variables["IVR_RESULT"] == "done"
     assert first.variables["IVR_ORDER_ID"] != second.variables["IVR_ORDER_ID"]
-    calls = (await api(service, "/api/v1/calls"))["calls"]
+
+    async def both_listed():  # call rows are written by the record writer, just after the calls
+        calls = (await api(service, "/api/v1/calls"))["calls"]
+        return calls if len(calls) >= 2 else None
+
+    calls = await wait_for(both_listed)
     assert len(calls) == 2 and len({c["call_id"] for c in calls}) == 2
 
 
