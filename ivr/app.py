@@ -48,6 +48,7 @@ from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
+from ivr.web.order_input import OrderLimits
 
 log = structlog.get_logger("ivr.app")
 
@@ -411,7 +412,8 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         timezone=settings.delivery.timezone,
         metrics=metrics,
     )
-    web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console)
+    web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console,
+                            order_limits=OrderLimits.from_settings(settings))
     # A request still running at stop gets this long; open operator feeds are closed at once
     # (ivr.web.operator_api), so nothing holds the stop for aiohttp's default minute.
     runner = web.AppRunner(web_app, shutdown_timeout=WEB_SHUTDOWN_TIMEOUT)

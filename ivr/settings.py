@@ -128,6 +128,9 @@ class OrderSettings:
     prices_include_vat: bool
     invoice_prefix: str
     order_prefix: str
+    # Bounds of an order placed through the API (operators, CRM clients); per line: flow.max_quantity.
+    max_lines: int
+    max_total_quantity: int
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.db import SQLITE_BEGIN
@@ -51,13 +52,20 @@ async def import_file(
     report = ImportReport(kind=kind, files=[table.file])
     async with sessions() as session:
         await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-        if kind == "customers":
-            await customers.load(session, table, report)
-        elif kind == "products":
-            await products.load(session, table, report)
-        else:
-            await orders.load(session, table, report, zone)
-        await session.commit()
+        try:
+            if kind == "customers":
+                await customers.load(session, table, report)
+            elif kind == "products":
+                await products.load(session, table, report)
+            else:
+                await orders.load(session, table, report, zone)
+            await session.commit()
+        except (DataError, IntegrityError) as exc:
+            # Every cell is checked against the columns first (importers.bounds); reaching here means
+            # a check is missing. The transaction rolls back: nothing of the file lands.
+            log.error("import_refused_by_database", kind=kind, file=table.file, error=str(exc.orig))
+            raise ImportFileError(f"{table.file}: the database refused the file, nothing was imported "
+                                  f"({type(exc.orig).__name__}: {exc.orig})") from exc
     log.info("import_finished", kind=kind, file=table.file, rows=len(table.rows), created=report.created,
              updated=report.updated, unchanged=report.unchanged, errors=len(report.errors))
     return report

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_bridge.importers.bounds import MAX_QUANTITY, MONEY_MAX, fit_moment
 from crm_bridge.models import as_utc
 from crm_bridge.money import money
 from crm_bridge.phones import normalize_phone
@@ -56,6 +57,9 @@ def price(cell: Any) -> Decimal:
             raise ValueError(f"unparseable price {raw!r}") from None
     if not value.is_finite() or value < 0:
         raise ValueError(f"unparseable price {cell!r}")
+    # Before rounding: quantizing 1e30 to kopecks overflows Decimal's context (not a ValueError).
+    if value > MONEY_MAX:
+        raise ValueError(f"price {text(cell)} is too large (at most {MONEY_MAX})")
     return money(value)
 
 
@@ -68,7 +72,11 @@ def quantity(cell: Any) -> int:
         number = Decimal(str(cell)) if not isinstance(cell, bool) else Decimal("NaN")
     except InvalidOperation:
         raise ValueError(f"unparseable quantity {text(raw)!r}") from None
-    if not number.is_finite() or number != number.to_integral_value() or number <= 0:
+    if not number.is_finite() or number <= 0:
+        raise ValueError(f"quantity must be a positive whole number, got {text(raw)!r}")
+    if number > MAX_QUANTITY:  # checked first: 1e999999 has no integral value to compare with
+        raise ValueError(f"quantity {text(raw)} is too large (at most {MAX_QUANTITY})")
+    if number != number.to_integral_value():
         raise ValueError(f"quantity must be a positive whole number, got {text(raw)!r}")
     return int(number)
 
@@ -84,7 +92,11 @@ def moment(cell: Any, zone: ZoneInfo) -> datetime:
         parsed = _parse_text_moment(raw)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
-    return as_utc(parsed)
+    try:
+        moment_utc = as_utc(parsed)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise ValueError(f"date {text(cell)!r} is out of range") from None
+    return fit_moment(moment_utc)
 
 
 def _parse_text_moment(raw: str) -> datetime:

@@ -21,6 +21,9 @@ class Layout:
     kind: str
     aliases: dict[str, tuple[str, ...]]  # canonical column -> accepted headers
     required: tuple[tuple[str, ...], ...]  # each group: at least one of these columns must exist
+    # Columns whose cells may hold line breaks (several phones, an address); in any other column a
+    # line break inside a quoted CSV cell means a quote was left open and swallowed the next rows.
+    multiline: frozenset[str] = frozenset()
 
     def lookup(self) -> dict[str, str]:
         table: dict[str, str] = {}
@@ -43,6 +46,7 @@ CUSTOMERS = Layout(
         "language": ("язык", "lang"),
     },
     required=(("customer_id",), ("full_name", "last_name", "first_name")),
+    multiline=frozenset({"phones", "address"}),
 )
 
 PRODUCTS = Layout(

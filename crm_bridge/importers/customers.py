@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
 from crm_bridge.importers import cells
+from crm_bridge.importers.bounds import fit
 from crm_bridge.importers.report import ImportReport
 from crm_bridge.importers.tabular import Row, Table, parse_unique_rows
 from crm_bridge.models import Customer, Phone
@@ -21,14 +22,18 @@ def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
     customer_id = cells.text(values.get("customer_id"))
     if not customer_id:
         raise ValueError("missing customer_id")
+    fit(customer_id, Customer.customer_id)
     fields: dict[str, Any] = {name: cells.text(values.get(name)) for name in NAME_FIELDS if name in columns}
     full = cells.text(values.get("full_name"))
     if full and not (fields.get("last_name") or fields.get("first_name")):
         fields.update(zip(NAME_FIELDS, cells.split_full_name(full), strict=True))
     if not (fields.get("last_name") or fields.get("first_name")):
         raise ValueError("missing name")
+    for name in NAME_FIELDS:
+        if name in fields:
+            fit(fields[name], getattr(Customer, name))
     if "address" in columns:
-        fields["address"] = cells.text(values.get("address"))
+        fields["address"] = fit(cells.text(values.get("address")), Customer.address)
     if "language" in columns:
         fields["language"] = cells.language(values.get("language"))
     if "phones" in columns:

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
 from crm_bridge.importers import cells
+from crm_bridge.importers.bounds import fit, fit_money
 from crm_bridge.importers.report import ImportReport
 from crm_bridge.importers.tabular import Table
-from crm_bridge.models import Order, OrderLine, Product
+from crm_bridge.models import Customer, Order, OrderLine, Product
 from crm_bridge.money import money
 
 
@@ -64,15 +65,40 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
         if order.broken:
             continue
         customer_pk = customers[order.customer_id].id
-        if row is None:
-            await _create(session, order, customer_pk, products)
-            report.created += 1
-        elif _same(row, stored_lines.get(row.id, []), order, customer_pk):
+        stored = stored_lines.get(row.id, []) if row is not None else []
+        if row is not None and _same(row, stored, order, customer_pk):
             report.unchanged += 1
+            continue
+        # Re-importing after a price change must not rewrite history: an unchanged (sku, quantity)
+        # without a price in the file keeps the price already stored.
+        lines = _build_lines(order, products, {(ln.sku, ln.quantity): ln.unit_price for ln in stored})
+        if not _amounts_fit(table.file, order, lines, report):
+            continue
+        if row is None:
+            await _create(session, order, customer_pk, lines)
+            report.created += 1
         else:
-            await _replace(session, row, stored_lines.get(row.id, []), order, customer_pk, products)
+            await _replace(session, row, order, customer_pk, lines)
             report.updated += 1
     await session.flush()
+
+
+def _amounts_fit(file: str, order: _Order, lines: list[OrderLine], report: ImportReport) -> bool:
+    """Line amounts and the total must fit the Money columns; else the order is reported, not loaded."""
+    fits = True
+    for source, built in zip(order.lines, lines, strict=True):
+        try:
+            fit_money(built.amount, "line amount")
+        except ValueError as exc:
+            report.error(file, source.line, str(exc))
+            fits = False
+    if fits:
+        try:
+            fit_money(sum((ln.amount for ln in lines), Decimal(0)), f"order {order.order_id!r} total")
+        except ValueError as exc:
+            report.error(file, order.first_line, str(exc))
+            fits = False
+    return fits
 
 
 def _group(table: Table, report: ImportReport, zone: ZoneInfo) -> dict[str, _Order]:
@@ -85,11 +111,16 @@ def _group(table: Table, report: ImportReport, zone: ZoneInfo) -> dict[str, _Ord
             report.error(table.file, row.line, "missing order_id")
             continue
         try:
-            customer_id = cells.text(v.get("customer_id"))
+            fit(order_id, Order.order_id)
+        except ValueError as exc:  # no usable key to group this line's order by
+            report.error(table.file, row.line, str(exc))
+            continue
+        try:
+            customer_id = fit(cells.text(v.get("customer_id")), Customer.customer_id)
             if not customer_id:
                 raise ValueError("missing customer_id")
             ordered_at = cells.moment(v.get("ordered_at"), zone)
-            sku = cells.text(v.get("sku"))
+            sku = fit(cells.text(v.get("sku")), OrderLine.sku)
             if not sku:
                 raise ValueError("missing sku")
             qty = cells.quantity(v.get("quantity"))
@@ -124,8 +155,7 @@ def _same(row: Order, stored: list[OrderLine], order: _Order, customer_pk: int) 
     )
 
 
-async def _create(session: AsyncSession, order: _Order, customer_pk: int, products: dict[str, Product]) -> None:
-    lines = _build_lines(order, products, {})
+async def _create(session: AsyncSession, order: _Order, customer_pk: int, lines: list[OrderLine]) -> None:
     row = Order(order_id=order.order_id, customer_id=customer_pk, ordered_at=order.ordered_at, source="import",
                 total=sum((ln.amount for ln in lines), Decimal(0)))
     session.add(row)
@@ -135,12 +165,8 @@ async def _create(session: AsyncSession, order: _Order, customer_pk: int, produc
     session.add_all(lines)
 
 
-async def _replace(session: AsyncSession, row: Order, stored: list[OrderLine], order: _Order, customer_pk: int,
-                   products: dict[str, Product]) -> None:
-    # Keep the price already stored for an unchanged (sku, quantity) when the file brings none:
-    # re-importing after a price change must not rewrite history.
-    kept = {(ln.sku, ln.quantity): ln.unit_price for ln in stored}
-    lines = _build_lines(order, products, kept)
+async def _replace(session: AsyncSession, row: Order, order: _Order, customer_pk: int,
+                   lines: list[OrderLine]) -> None:
     await session.execute(delete(OrderLine).where(OrderLine.order_id == row.id))
     row.customer_id = customer_pk
     row.ordered_at = order.ordered_at

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
 from crm_bridge.importers import cells
+from crm_bridge.importers.bounds import fit
 from crm_bridge.importers.report import ImportReport
 from crm_bridge.importers.tabular import Row, Table, parse_unique_rows
 from crm_bridge.models import Product
@@ -18,14 +19,15 @@ def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
     sku = cells.text(values.get("sku"))
     if not sku:
         raise ValueError("missing sku")
+    fit(sku, Product.sku)
     fields: dict[str, Any] = {"price": cells.price(values.get("price"))}
     for name in ("unit", "name"):
-        fields[name] = cells.text(values.get(name))
+        fields[name] = fit(cells.text(values.get(name)), getattr(Product, name))
         if not fields[name]:
             raise ValueError(f"missing {name}")
     for name in ("unit_en", "name_en"):
         if name in columns:
-            fields[name] = cells.text(values.get(name)) or None
+            fields[name] = fit(cells.text(values.get(name)), getattr(Product, name)) or None
     if "active" in columns:
         fields["active"] = cells.flag(values.get("active"))
     return sku, fields

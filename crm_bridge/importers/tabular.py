@@ -63,12 +63,23 @@ def read_table(path: Path, layout: Layout) -> Table:
     with path.open("rb") as fh:
         magic = fh.read(4)
     if suffix in XLSX_SUFFIXES or (suffix not in CSV_SUFFIXES and magic.startswith(b"PK")):
-        raw_rows = _xlsx_rows(path)
-    elif suffix in CSV_SUFFIXES:
-        raw_rows = _csv_rows(path)
-    else:
-        raise ImportFileError(f"{path}: not a CSV or XLSX file (use .csv or .xlsx; .xls must be re-saved)")
-    return _map(path, raw_rows, layout)
+        return _map(path, _xlsx_rows(path), layout)
+    if suffix in CSV_SUFFIXES:
+        table = _map(path, _csv_rows(path), layout)
+        _refuse_swallowed_rows(table, layout)
+        return table
+    raise ImportFileError(f"{path}: not a CSV or XLSX file (use .csv or .xlsx; .xls must be re-saved)")
+
+
+def _refuse_swallowed_rows(table: Table, layout: Layout) -> None:
+    """A quote left open and closed by a quote on a later line parses as valid CSV: one cell then
+    holds the next rows. Ids, names and skus never span lines, so a line break there means that."""
+    for row in table.rows:
+        for name, cell in row.values.items():
+            if name not in layout.multiline and isinstance(cell, str) and ("\n" in cell or "\r" in cell):
+                raise ImportFileError(
+                    f"{table.file}:{row.line}: unclosed quote (the {name!r} cell runs on over the next line)"
+                )
 
 
 def _map(path: Path, raw_rows: list[tuple[int, list[Any]]], layout: Layout) -> Table:
@@ -121,14 +132,31 @@ def _csv_rows(path: Path) -> list[tuple[int, list[Any]]]:
     # The header holds no numbers, so counting separators there is safer than csv.Sniffer on data
     # rows where "1 200,50" would vote for a comma.
     delimiter = max(DELIMITERS, key=first.count) if first else ";"
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # strict: a quote that never closes (or closes in the middle of a later line) is an error
+    # instead of silently swallowing the next customers into one cell.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[tuple[int, list[Any]]] = []
     start = 1
+    width: int | None = None  # cells in the header row
     try:
         for cells in reader:
+            if width is None and any(c.strip() for c in cells):
+                width = len(cells)
+            elif width is not None and reader.line_num > start and len(cells) != width:
+                # A quoted cell ran over several lines and the record came out of shape: a quote
+                # left open here was closed by one on a later line (legit multi-line cells keep it).
+                raise ImportFileError(
+                    f"{path}:{start}: unclosed quote (the quoted cell runs on to line {reader.line_num})"
+                )
             rows.append((start, cells))
             start = reader.line_num + 1
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise ImportFileError(f"{path}:{start}: unclosed quote (it runs to the end of the file)") from exc
+        if "expected after" in str(exc):
+            raise ImportFileError(
+                f"{path}:{start}: unclosed quote or text after a closing quote (up to line {reader.line_num})"
+            ) from exc
         raise ImportFileError(f"{path}:{start}: broken CSV ({exc})") from exc
     return rows
 

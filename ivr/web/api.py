@@ -12,10 +12,11 @@ from aiohttp import web
 
 from crm_bridge.dto import CallView, CustomerCard, TimelineEventView
 from ivr.calls.screen_pop import OperatorBoard
-from ivr.web.common import STORE_KEY, TOKEN_KEY, api_error, errors_and_auth, to_json
+from ivr.web.common import MAX_DB_INT, STORE_KEY, TOKEN_KEY, api_error, errors_and_auth, to_json
 from ivr.web.console.app import add_console
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.operator_api import add_operator_routes
+from ivr.web.order_input import OrderLimits
 
 log = structlog.get_logger("ivr.web")
 
@@ -38,8 +39,8 @@ def _page(request: web.Request) -> tuple[int, int]:
         offset = int(request.query.get("offset", "0"))
     except ValueError as exc:
         raise _BadRequest("limit and offset must be integers") from exc
-    if not (1 <= limit <= MAX_PAGE) or offset < 0:
-        raise _BadRequest(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+    if not (1 <= limit <= MAX_PAGE) or not (0 <= offset <= MAX_DB_INT):
+        raise _BadRequest(f"limit must be 1..{MAX_PAGE} and offset 0..{MAX_DB_INT}")
     return limit, offset
 
 
@@ -73,7 +74,12 @@ async def call_timeline(request: web.Request) -> web.Response:
 
 
 def build_web_app(
-    store: ReadStore, *, api_token: str, board: OperatorBoard | None = None, console: ConsoleDeps | None = None
+    store: ReadStore,
+    *,
+    api_token: str,
+    board: OperatorBoard | None = None,
+    console: ConsoleDeps | None = None,
+    order_limits: OrderLimits | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_and_auth])
     app[STORE_KEY] = store
@@ -81,7 +87,7 @@ def build_web_app(
     app.router.add_get("/api/v1/customers/{customer_id}", get_customer)
     app.router.add_get("/api/v1/calls", list_calls)
     app.router.add_get("/api/v1/calls/{call_id}/timeline", call_timeline)
-    add_operator_routes(app, board)
+    add_operator_routes(app, board, order_limits)
     if console is not None:
         add_console(app, console)
     return app

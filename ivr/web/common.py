@@ -1,6 +1,7 @@
 """What every JSON route shares: app keys, JSON responses, stable error ids, who may call the API.
 
-Every error is JSON with a stable machine-readable id: ``{"error": {"id": "...", "message": "..."}}``.
+Every error is JSON with a stable machine-readable id: ``{"error": {"id": "...", "message": "..."}}``;
+a refused request body adds ``"fields": [{"field": "lines[0].quantity", "message": "..."}]``.
 
 ``/api/`` takes EITHER the bearer token (machine clients: full access, no CSRF) OR a console session
 cookie (browsers). The session is loaded earlier by the console's session middleware
@@ -29,6 +30,9 @@ log = structlog.get_logger("ivr.web")
 
 STORE_KEY = web.AppKey("store", Any)
 TOKEN_KEY = web.AppKey("api_token", str)
+# Largest id or offset a request may name: the database's 32-bit integer columns (PostgreSQL
+# refuses a bigger parameter outright, which would otherwise be a 500).
+MAX_DB_INT = 2**31 - 1
 
 
 def _default(value: Any) -> Any:
@@ -50,8 +54,14 @@ def to_json(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="application/json")
 
 
-def api_error(status: int, error_id: str, message: str) -> web.Response:
-    return to_json({"error": {"id": error_id, "message": message}}, status=status)
+def api_error(status: int, error_id: str, message: str, fields: Iterable[Any] = ()) -> web.Response:
+    """``fields``: per-field problems (objects with ``field`` and ``message``), listed under
+    ``error.fields`` as ``[{"field": "lines[0].quantity", "message": "…"}]`` when there are any."""
+    error: dict[str, Any] = {"id": error_id, "message": message}
+    listed = [{"field": f.field, "message": f.message} for f in fields]
+    if listed:
+        error["fields"] = listed
+    return to_json({"error": error}, status=status)
 
 
 # --- who is calling: set per request --------------------------------------------------------------

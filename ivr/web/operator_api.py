@@ -21,15 +21,17 @@ from crm_bridge.errors import (
     UnknownProduct,
 )
 from ivr.calls.screen_pop import OperatorBoard
-from ivr.web.common import STORE_KEY, api_error, to_json
+from ivr.settings import default_settings
+from ivr.web.common import MAX_DB_INT, STORE_KEY, api_error, to_json
 from ivr.web.console.timeline_text import with_lines
+from ivr.web.order_input import FieldError, InvalidOrderInput, OrderLimits, parse_order
 
 log = structlog.get_logger("ivr.web")
 
 BOARD_KEY = web.AppKey("operator_board", OperatorBoard)
 # The operator feeds open now, closed at shutdown (see _close_feeds).
 FEEDS_KEY = web.AppKey("operator_feeds", set[web.WebSocketResponse])
-MAX_LINES = 50
+LIMITS_KEY = web.AppKey("order_limits", OrderLimits)
 MAX_KEY_LENGTH = 200
 
 # crm_bridge errors -> (HTTP status, stable error id)
@@ -115,8 +117,10 @@ async def update_task(request: web.Request) -> web.Response:
     try:
         task_id = int(request.match_info["task_id"])
         body = await request.json()
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError and undecodable bytes are ValueErrors
         return api_error(400, "bad_request", "expected a numeric task id and a JSON body")
+    if not 1 <= task_id <= MAX_DB_INT:
+        return api_error(404, "task_not_found", "no task with this id")
     status = body.get("status") if isinstance(body, dict) else None
     if status not in ("done", "no_answer", "cancelled"):
         return api_error(422, "invalid_status", "status must be done, no_answer or cancelled")
@@ -129,22 +133,6 @@ async def update_task(request: web.Request) -> web.Response:
     return to_json(task)
 
 
-def _parse_lines(body: Any) -> list[tuple[str, int]]:
-    if not isinstance(body, dict) or not isinstance(body.get("lines"), list) or not body["lines"]:
-        raise ValueError("body must be {\"lines\": [{\"sku\": \"…\", \"quantity\": N}, …]}")
-    if len(body["lines"]) > MAX_LINES:
-        raise ValueError(f"at most {MAX_LINES} lines")
-    lines = []
-    for line in body["lines"]:
-        if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
-            raise ValueError("every line needs a sku string")
-        quantity = line.get("quantity")
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-            raise ValueError("quantity must be a positive integer")
-        lines.append((line["sku"], quantity))
-    return lines
-
-
 async def place_operator_order(request: web.Request) -> web.Response:
     """POST /api/v1/customers/{id}/orders, idempotent with an Idempotency-Key header."""
     key = request.headers.get("Idempotency-Key", "").strip()
@@ -153,28 +141,41 @@ async def place_operator_order(request: web.Request) -> web.Response:
                          f"send an Idempotency-Key header (1..{MAX_KEY_LENGTH} characters)")
     try:
         body = await request.json()
-        lines = _parse_lines(body)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return api_error(400, "bad_json", "the body is not JSON")
-    except ValueError as exc:
-        return api_error(422, "invalid_order", str(exc))
-    call_id = body.get("call_id") if isinstance(body.get("call_id"), str) else None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's parsing limit)
+        return api_error(422, "invalid_order", f"a number in the body is out of range ({exc})")
+    try:
+        order = parse_order(body, request.app[LIMITS_KEY])
+    except InvalidOrderInput as exc:
+        return api_error(422, "invalid_order", str(exc), exc.errors)
+    call_id = order.call_id
     try:
         placed = await request.app[STORE_KEY].place_order(
-            idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=lines,
+            idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=order.lines,
             source="operator", call_id=call_id,
         )
     except CrmError as exc:
         for error_type, status, error_id in _ORDER_ERRORS:
             if isinstance(exc, error_type):
-                return api_error(status, error_id, str(exc))
+                return api_error(status, error_id, str(exc), _sku_fields(exc, order.lines))
         raise
     log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
     return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
                    status=201 if placed.created else 200)
 
 
-def add_operator_routes(app: web.Application, board: OperatorBoard | None) -> None:
+def _sku_fields(exc: CrmError, lines: list[tuple[str, int]]) -> list[FieldError]:
+    """An unknown or withdrawn product points at every line that named it."""
+    sku = getattr(exc, "sku", None)
+    if not isinstance(exc, UnknownProduct | InactiveProduct) or sku is None:
+        return []
+    return [FieldError(f"lines[{i}].sku", str(exc)) for i, (line_sku, _) in enumerate(lines) if line_sku == sku]
+
+
+def add_operator_routes(app: web.Application, board: OperatorBoard | None, limits: OrderLimits | None = None) -> None:
+    """``limits``: from the running configuration; None takes the shipped defaults (tests, tools)."""
+    app[LIMITS_KEY] = limits or OrderLimits.from_settings(default_settings())
     app.router.add_get("/api/v1/tasks", list_tasks)
     app.router.add_post("/api/v1/tasks/{task_id}", update_task)
     app.router.add_post("/api/v1/customers/{customer_id}/orders", place_operator_order)
