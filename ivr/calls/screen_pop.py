@@ -26,8 +26,8 @@ log = structlog.get_logger("ivr.screen_pop")
 # The IVR path worth showing an operator: what the caller heard and pressed, and how it ended.
 _PATH_KINDS = {
     EventKind.CALL_STARTED, EventKind.CALLER_IDENTIFIED, EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED,
-    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED, EventKind.CALLBACK_CREATED,
-    EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
+    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED,
+    EventKind.CALLBACK_CREATED, EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
 }
 _OPERATOR_KINDS = {
     EventKind.OPERATOR_RINGING, EventKind.OPERATOR_ANSWERED, EventKind.CALL_HUNGUP, EventKind.OPERATOR_NO_ANSWER,
