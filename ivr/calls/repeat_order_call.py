@@ -435,7 +435,6 @@ class RepeatOrderRun:
         self._order_created(placed, after_hangup=True)
         return True
 
-
     def _order_created(self, placed: PlacedOrder, *, after_hangup: bool) -> None:
         """One shape of ``order.created``, whether the caller heard the read-back or had hung up."""
         order, invoice = placed.order, placed.invoice
