@@ -154,7 +154,10 @@ async def settle_lost_connection(conn: AsyncConnection) -> None:
 async def _judge(conn: AsyncConnection, exc: BaseException) -> None:
     """Raise what the store expects for ``exc``: SQLAlchemy's own disconnect handling when the
     connection is gone (the probe fails the way its statement would have), else ``StoreUnavailable``."""
-    if isinstance(exc, (asyncpg.InterfaceError, OSError)) and not isinstance(exc, asyncpg.PostgresError):
+    client_side = isinstance(exc, (asyncpg.InterfaceError, OSError)) and not isinstance(exc, asyncpg.PostgresError)
+    # ConnectionDoesNotExistError ("closed in the middle of operation": a reset mid-statement) is a
+    # PostgresError too; unprobed, its dead connection went back to the pool for the next checkout.
+    if client_side or isinstance(exc, asyncpg.PostgresConnectionError):
         await conn.exec_driver_sql("SELECT 1")  # raises DBAPIError(connection_invalidated) if dead
     message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     log.warning("store_unavailable", error=message)

@@ -14,7 +14,8 @@ The decision, first rule that matches (``tests/contract/test_outcomes.py`` is it
     the caller asked for a callback           -> callback_requested
     hung up while waiting in the queue        -> abandoned_in_queue
     the queue gave up (timeout, empty)        -> queue_timeout
-    the robot placed an order                 -> order_placed
+    the robot placed an order                 -> order_placed    (also when it then handed the
+                                                                  caller over: readback_failed)
     the robot finished after hours            -> after_hours
     the robot failed                          -> error
     the caller hung up before the queue       -> abandoned_in_ivr
@@ -73,11 +74,17 @@ class Reason(StrEnum):
     NO_INPUT = "no_input"
     INVALID_INPUT = "invalid_input"
     ORDER_EMPTIED = "order_emptied"
-    ORDER_REJECTED = "order_rejected"
+    ORDER_REJECTED = "order_rejected"  # the store refused the order (unknown product, …): nothing was written
     CALLBACK_WITHOUT_NUMBER = "callback_without_number"
     # Something of ours failed (the caller still reaches a human).
     DATABASE_TIMEOUT = "database_timeout"
     DATABASE_ERROR = "database_error"
+    # The order write failed and looking it up by its idempotency key failed too: it may or may not
+    # exist. The operator must check before entering it again.
+    ORDER_OUTCOME_UNKNOWN = "order_outcome_unknown"
+    # The order was placed (IVR_ORDER_ID is set) but its read-back could not be played (speech or
+    # playback failure, not a hang-up): the caller did not hear the confirmation, a human gives it.
+    READBACK_FAILED = "readback_failed"
     TTS_ERROR = "tts_error"
     PLAYBACK_FAILED = "playback_failed"
     INTERNAL_ERROR = "internal_error"

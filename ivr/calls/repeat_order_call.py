@@ -22,7 +22,7 @@ from crm_bridge.contract.dialplan import IvrResult, Var
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome, hangup_at
 from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, PlacedOrder
-from crm_bridge.errors import CrmError
+from crm_bridge.errors import CrmError, StoreUnavailable
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
 from ivr.agi.shutdown import CallCut, Shutdown
@@ -159,6 +159,7 @@ class RepeatOrderRun:
         self.after_hours = False
         self.start_write: asyncio.Future | None = None
         self.order_write: asyncio.Future | None = None
+        self.order_customer_id: str | None = None  # whose order the write is (to look it up by key)
         self.events: CallEvents = services.notifier.open(self.env.uniqueid or "unknown")
         self.log = log.bind(uniqueid=self.env.uniqueid, script=self.env.script)
 
@@ -186,7 +187,7 @@ class RepeatOrderRun:
             facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR
             self.s.notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=repr(exc))
             with contextlib.suppress(AgiError):
-                await self._hand_over(IvrResult.OPERATOR, reason)
+                await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
         finally:
             # Close first: Asterisk holds the channel, its CDR and the queue until we do.
             await self.channel.close()
@@ -240,10 +241,15 @@ class RepeatOrderRun:
         if not operators_open:
             self.s.notifier.emit(self.events, EventKind.CALL_AFTER_HOURS)
         state, action = flow.start(operators_open=operators_open)
-        while not isinstance(action, Finish):
-            event = await self._perform(state, action)
+        while True:
+            if isinstance(action, Finish):
+                unheard = await self._finish(action)
+                if unheard is None:
+                    return self._facts(ivr_result=IvrResult(action.result)), action.reason
+                event: Event = unheard  # the order's read-back was not played: the flow hands over
+            else:
+                event = await self._perform(state, action)
             state, action = flow.step(state, event)
-        return await self._finish(action)
 
     async def _call_id(self) -> str:
         """The Asterisk linkedid: shared by every channel of the call and stable across AGI retries."""
@@ -320,10 +326,11 @@ class RepeatOrderRun:
 
     async def _place(self, action: PlaceOrder) -> Event:
         # Shielded from the caller's hang-up: once they pressed 1 the order goes through (run()
-        # waits for it). Not shielded from the deadline: past it the write is cancelled and rolled
-        # back, so a caller told "technical problem" never gets an order behind the operator's back.
-        # The idempotency key (the call's linkedid) makes any retry return the same order.
+        # waits for it). Not shielded from the deadline: past it the write is cancelled. Whatever
+        # went wrong, the caller is never told "failed" before the order was looked up by its
+        # idempotency key (the call's linkedid, which also makes any retry return the same order).
         assert self.identity is not None
+        self.order_customer_id = action.customer_id
         self.order_write = write = asyncio.ensure_future(
             self.s.store.place_order(
                 idempotency_key=self.identity.order_key,
@@ -335,16 +342,18 @@ class RepeatOrderRun:
         )
         try:
             placed = await asyncio.wait_for(asyncio.shield(write), self.s.config.order_deadline)
-        except TimeoutError:
-            placed = await self._cancel_order(write, action)
-            if placed is None:
-                return self._failed(Reason.DATABASE_TIMEOUT, "order")
-        except CrmError as exc:
-            self.log.warning("order_rejected", error=repr(exc))
-            return self._failed(Reason.ORDER_REJECTED, "order")
+        except asyncio.CancelledError:
+            if not _cancelled_alone(write):
+                raise  # this call is being stopped (hang-up, shutdown): run() settles the order
+            placed, reason = await self._settle_order(write, Reason.DATABASE_ERROR, "write cancelled")
         except Exception as exc:
-            self.log.error("order_failed", error=repr(exc))
-            return self._failed(Reason.DATABASE_ERROR, "order")
+            if _refused(exc):
+                self.log.warning("order_rejected", error=repr(exc))
+                return self._failed(Reason.ORDER_REJECTED, "order")
+            failure = Reason.DATABASE_TIMEOUT if isinstance(exc, TimeoutError) else Reason.DATABASE_ERROR
+            placed, reason = await self._settle_order(write, failure, repr(exc))
+        if placed is None:
+            return self._failed(reason, "order")
         order, invoice = placed.order, placed.invoice
         self.order_id = order.order_id
         self._order_created(placed, after_hangup=False)
@@ -369,44 +378,58 @@ class RepeatOrderRun:
             self.callback_saved = True  # a fact of the call, whatever happens after
         return event
 
-    async def _cancel_order(self, write: asyncio.Future, action: PlaceOrder) -> PlacedOrder | None:
-        """Past the deadline: cancel the write, then settle what really happened.
+    async def _settle_order(self, write: asyncio.Future, failure: str, error: str) -> tuple[PlacedOrder | None, str]:
+        """An order write that did not answer "placed": find out what really happened.
 
-        A COMMIT already on its way (PostgreSQL) or running in aiosqlite's thread still lands after
-        the task is cancelled, so "cancelled" does not mean "rolled back": once the write has
-        finished unwinding, look the order up by its idempotency key. Found: the order stands and
-        the caller hears it. Not found: it was rolled back and the caller goes to an operator.
+        "Failed" does not mean "not written": a COMMIT already on its way (PostgreSQL) or running in
+        aiosqlite's thread lands after the write is cancelled at its deadline, and a connection that
+        dropped or reset after the COMMIT reached the server reports an error for an order that
+        exists. So a write still running is cancelled and allowed to unwind, then the order is looked
+        up by its idempotency key. Found: the order stands and the caller hears it. Not found: nothing
+        was written, the caller goes to an operator with ``failure``. The look-up failing as well:
+        nobody can tell, the caller goes to an operator with ``order_outcome_unknown`` and the
+        timeline says to check before entering the order again. Returns (the order or None, reason).
         """
-        write.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait({write}, timeout=self.s.config.order_deadline)
+        deadline = self.s.config.order_deadline
+        if not write.done():
+            write.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait({write}, timeout=deadline)
         if write.done() and not write.cancelled() and write.exception() is None:
-            return write.result()
-        assert self.identity is not None  # an order is placed only once the call is identified
+            placed: PlacedOrder = write.result()  # it finished while being cancelled
+            self.log.warning("order_committed_after_deadline", order_id=placed.order.order_id)
+            return placed, failure
+        assert self.identity is not None and self.order_customer_id is not None  # set by _place
         key = self.identity.order_key
         try:
-            placed = await asyncio.wait_for(
-                self.s.store.order_for_key(key, action.customer_id), self.s.config.order_deadline
-            )
-        except Exception as exc:  # cannot tell: say so in the log and on the operator's screen
-            self.log.error("order_outcome_unknown", error=repr(exc), idempotency_key=key)
+            found = await asyncio.wait_for(self.s.store.order_for_key(key, self.order_customer_id), deadline)
+        except Exception as exc:  # cannot tell: say so in the log, the row and the operator's screen
+            self.log.error("order_outcome_unknown", write_error=error, error=repr(exc), idempotency_key=key)
             self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
-            return None
-        if placed is None:
-            self.log.warning("order_cancelled_at_deadline", deadline=self.s.config.order_deadline)
+            return None, Reason.ORDER_OUTCOME_UNKNOWN
+        if found is None:
+            self.log.warning("order_not_placed", reason=failure, error=error)
         else:
-            self.log.warning("order_committed_after_deadline", order_id=placed.order.order_id)
-        return placed
+            self.log.warning("order_placed_despite_error", order_id=found.order.order_id, error=error)
+        return found, failure
 
     async def _order_in_flight(self) -> bool:
-        """After a hang-up: wait for an order write that was under way; True if it was placed."""
+        """After a hang-up: settle an order write that was under way; True if the order stands."""
         write = self.order_write
-        if write is None or write.cancelled():
+        if write is None:
             return False
+        placed: PlacedOrder | None
         try:
             placed = await asyncio.wait_for(asyncio.shield(write), self.s.config.order_deadline)
-        except Exception:
-            write.cancel()
+        except asyncio.CancelledError:
+            if not _cancelled_alone(write):
+                raise
+            placed, _ = await self._settle_order(write, Reason.DATABASE_ERROR, "write cancelled")
+        except Exception as exc:
+            if _refused(exc):
+                return False
+            placed, _ = await self._settle_order(write, Reason.DATABASE_ERROR, repr(exc))
+        if placed is None:
             return False
         self.order_id = placed.order.order_id
         self._order_created(placed, after_hangup=True)
@@ -431,7 +454,9 @@ class RepeatOrderRun:
 
     # --- the end of the call ---------------------------------------------------------------------
 
-    async def _finish(self, finish: Finish) -> tuple[CallFacts, str]:
+    async def _finish(self, finish: Finish) -> StepFailed | None:
+        """Say the closing words and hand the result to the dialplan. None when the call is over;
+        a StepFailed for the flow when an order's read-back could not be played (not a hang-up)."""
         result = IvrResult(finish.result)
         self.step = "goodbye" if result is IvrResult.DONE else "handover"
         if result is IvrResult.DONE:
@@ -439,31 +464,40 @@ class RepeatOrderRun:
             # IVR_RESULT/IVR_ORDER_ID already on the channel, so the AMI tracker sees the order
             # before the hang-up (issue 8, defect 1) at no extra round trip.
             await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
-            await self._say(finish.prompts)
+            failure = await self._say(finish.prompts)
+            if failure is not None and finish.confirms_order:
+                # The order stands but the caller did not hear it: left so, they would ring back and
+                # order twice. The flow hands them over with the order (one more MSet, only here).
+                self.log.error("readback_failed", order_id=finish.order_id, failure=failure)
+                return self._failed(Reason.READBACK_FAILED, "readback")
         else:
             self.s.notifier.emit(self.events, EventKind.CALL_ESCALATED, reason=finish.reason)
             await self._say(finish.prompts)
             await self._hand_over(result, finish.reason, finish.customer_id, finish.order_id)
-        return self._facts(ivr_result=result), finish.reason
+        return None
 
-    async def _say(self, prompts: tuple[PromptRef, ...]) -> None:
-        """Closing words: not interruptible; a failure here must not stop the hand-over."""
+    async def _say(self, prompts: tuple[PromptRef, ...]) -> str | None:
+        """Closing words, not interruptible. Never raises for a speech or playback failure (the
+        hand-over must go on): returns its reason (tts_error, playback_failed), None when played."""
         if not prompts:
-            return
+            return None
         try:
             utterance = await self.s.speaker.prepare(prompts, self.language)
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
-            return
+            return Reason.TTS_ERROR
         self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=self.step, text=utterance.text,
                              prompts=[p.prompt_id for p in prompts])
         try:
-            with contextlib.suppress(AgiPlaybackFailed):
-                await self.channel.stream_file(
-                    utterance.asterisk_path, "", timeout=utterance.seconds + self.s.config.media_slack
-                )
+            await self.channel.stream_file(
+                utterance.asterisk_path, "", timeout=utterance.seconds + self.s.config.media_slack
+            )
+        except AgiPlaybackFailed:  # Asterisk could not play the file (result=-1 on a live channel)
+            self.log.error("playback_failed", path=utterance.asterisk_path)
+            return Reason.PLAYBACK_FAILED
         finally:
             self.s.speaker.release(utterance)
+        return None
 
     async def _hand_over(self, result: str, reason: str, customer_id: str | None = None,
                          order_id: str | None = None) -> None:
@@ -515,3 +549,16 @@ class RepeatOrderRun:
 def _item(line: OrderLineView) -> Item:
     return Item(line.sku, line.quantity, line.unit, line.name, line.unit_en, line.name_en)
 
+
+
+def _refused(exc: BaseException) -> bool:
+    """The store refused the order on purpose (unknown product, another customer's key, …): nothing
+    was written. Any other error, StoreUnavailable included, may hide a COMMIT that reached the server."""
+    return isinstance(exc, CrmError) and not isinstance(exc, StoreUnavailable)
+
+
+def _cancelled_alone(write: asyncio.Future) -> bool:
+    """The order write was cancelled (a statement timeout, a pool giving up) while this call's own
+    task was not: a write error to settle, not the call being stopped."""
+    task = asyncio.current_task()
+    return write.cancelled() and (task is None or task.cancelling() == 0)

@@ -26,8 +26,8 @@ log = structlog.get_logger("ivr.screen_pop")
 # The IVR path worth showing an operator: what the caller heard and pressed, and how it ended.
 _PATH_KINDS = {
     EventKind.CALL_STARTED, EventKind.CALLER_IDENTIFIED, EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED,
-    EventKind.ORDER_CREATED, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED, EventKind.CALLBACK_CREATED,
-    EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
+    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED,
+    EventKind.CALLBACK_CREATED, EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
 }
 _OPERATOR_KINDS = {
     EventKind.OPERATOR_RINGING, EventKind.OPERATOR_ANSWERED, EventKind.CALL_HUNGUP, EventKind.OPERATOR_NO_ANSWER,
@@ -58,6 +58,7 @@ class BoardCall:
     lookup: str | None = None
     candidates: list[str] = field(default_factory=list)
     ivr_reason: str | None = None
+    order_id: str | None = None  # the order the robot placed in this call (the caller may not have heard it)
 
 
 def operator_key(interface: str) -> str:
@@ -109,6 +110,8 @@ class OperatorBoard:
             call.candidates = data.get("candidates") or []
         elif event.kind == EventKind.CALL_ESCALATED:
             call.ivr_reason = data.get("reason")
+        elif event.kind == EventKind.ORDER_CREATED:
+            call.order_id = data.get("order_id")
         if event.kind in _PATH_KINDS:
             call.path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
             self._recent.move_to_end(call_id)
@@ -166,6 +169,8 @@ class OperatorBoard:
                 "caller_number": (call.caller_number if call else None) or seen.caller,
                 "started_at": call.started_at.isoformat() if call else None,
                 "ivr_reason": seen.ivr_reason or (call.reason if call else None),
+                # An order placed in this call (e.g. readback_failed: the operator confirms it).
+                "order_id": seen.order_id or (call.order_id if call else None),
                 "lookup": seen.lookup,
                 "candidates": seen.candidates,
             },

@@ -97,6 +97,9 @@ class Finish:
     prompts: tuple[PromptRef, ...] = ()
     order_id: str | None = None
     callback_saved: bool = False  # this call left a callback task (the call is "callback_requested")
+    # The prompts confirm an order that stands: when they cannot be played (speech or playback
+    # failure, not a hang-up) the runner tells the flow (StepFailed) instead of ending in silence.
+    confirms_order: bool = False
 
 
 Action = LookupCaller | Ask | PlaceOrder | RequestCallback | Finish

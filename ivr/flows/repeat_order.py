@@ -1,11 +1,14 @@
 """The repeat-order call as a pure state machine.
 
-    start ─► LookupCaller ─► found, has an order ─► MENU ─1─► PlaceOrder ─► Finish(done)
+    start ─► LookupCaller ─► found, has an order ─► MENU ─1─► PlaceOrder ─► READBACK: Finish(done, read-back)
                          └─► anyone else ─► Finish(operator)  ├─2─► EDIT each line ─► CONFIRM ─1─► PlaceOrder
                                                               └─0─► Finish(operator)
+    READBACK ─ the read-back could not be played ─► Finish(operator, readback_failed, the order)
 
 Two failed inputs in a row (no input or a key that means nothing) hand the caller to an operator,
-and so does every failed external step: nobody is ever left in silence.
+and so does every failed external step: nobody is ever left in silence. An order that stands but
+whose confirmation the caller did not hear goes to an operator with the order, so that the caller
+hears it from a human instead of ringing back and ordering twice.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Stage(enum.Enum):
     EDIT = "edit"
     CONFIRM = "confirm"
     PLACING = "placing"
+    READBACK = "readback"  # the order stands; its read-back is being played (Finish(done) already given)
     CALLBACK = "callback"
     DONE = "done"
 
@@ -68,6 +72,7 @@ class State:
     failures: int = 0  # failed inputs in a row at the current question
     operators_open: bool = True  # inside business hours: a human can take over
     handover_reason: str = ""  # why the caller needs a human (kept while a callback is recorded)
+    order_id: str | None = None  # the order placed in this call: every later Finish carries it
 
     @property
     def customer_id(self) -> str | None:
@@ -96,6 +101,10 @@ class RepeatOrderFlow:
         if isinstance(event, StepFailed):
             if state.stage is Stage.CALLBACK:  # even the callback could not be saved: say the hours
                 return self._after_hours(state, recorded=False)
+            if state.stage is Stage.READBACK:  # the order stands, unheard: a human confirms it
+                return self._to_operator(state, Reason.READBACK_FAILED, _TO_OPERATOR)
+            if state.stage is Stage.DONE:
+                raise FlowError("no event expected in stage done")
             return self._to_operator(state, event.reason, _TECHNICAL)
         handler = {
             Stage.LOOKUP: self._on_lookup,
@@ -188,8 +197,9 @@ class RepeatOrderFlow:
                 "window_end": event.window_end,
             },
         )
-        state = dataclasses.replace(state, stage=Stage.DONE)
-        finish = Finish(IvrResult.DONE, Reason.ORDER_PLACED, state.customer_id, (readback,), order_id=event.order_id)
+        state = dataclasses.replace(state, stage=Stage.READBACK, order_id=event.order_id)
+        finish = Finish(IvrResult.DONE, Reason.ORDER_PLACED, state.customer_id, (readback,), order_id=event.order_id,
+                        confirms_order=True)
         return state, finish
 
     def _on_callback(self, state: State, event: Event) -> tuple[State, Action]:
@@ -248,7 +258,8 @@ class RepeatOrderFlow:
         callback_saved: bool = False,
     ) -> tuple[State, Action]:
         done = dataclasses.replace(state, stage=Stage.DONE)
-        return done, Finish(result, reason, state.customer_id, prompts, callback_saved=callback_saved)
+        return done, Finish(result, reason, state.customer_id, prompts, order_id=state.order_id,
+                            callback_saved=callback_saved)
 
     def _menu_question(self, prompts: tuple[PromptRef, ...]) -> Ask:
         return Ask(prompts, max_digits=1, timeout=self.config.menu_timeout, step="menu")

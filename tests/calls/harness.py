@@ -106,15 +106,19 @@ async def start_harness(
     order_deadline: float | None = None,
     clock: Callable[[], datetime] | None = None,
     hours: BusinessHours = ALWAYS_OPEN,
+    call_store: Any = None,
 ) -> CallHarness:
     """The service on the store's database. A store that is not a plain CrmStore (a test's slow or
-    stuck wrapper) becomes the calls' view of the store; the service's own store serves the rest."""
+    stuck wrapper) becomes the calls' view of the store; the service's own store serves the rest.
+    ``call_store``: the calls' view of the store when it is another CrmStore on the same database
+    (e.g. through a TCP proxy that injects faults), the rest of the service keeping ``store``'s."""
     settings = harness_settings(
         database_url(store), prompts_dir,
         database={"call_deadline": db_deadline, "order_deadline": order_deadline or db_deadline},
         hours=hours_section(hours),
     )
-    seams = Seams(call_store=None if isinstance(store, CrmStore) else (lambda _own: store), tts=engine, clock=clock,
+    calls_view = call_store if call_store is not None else None if isinstance(store, CrmStore) else store
+    seams = Seams(call_store=None if calls_view is None else (lambda _own: calls_view), tts=engine, clock=clock,
                   strict_events=True)
     service = await start_service(settings, migrate=False, seams=seams)
     harness = CallHarness(service=service, store=service.store, prompts_dir=prompts_dir)

@@ -4,13 +4,22 @@
 it looks like a database that went away. ``up()`` forwards again. ``lose_commit_reply()`` arms a
 one-shot fault: the next client message containing ``COMMIT`` is forwarded to the server, and the
 connection is reset before the server's reply reaches the client (the commit happened, the client
-cannot know). ``commit_reply_lost`` is set when that happened.
+cannot know). ``lose_reply_to(marker)`` does the same for the next client message containing
+``marker`` (e.g. a parameter only one statement binds: an autocommit statement commits without a
+``COMMIT``); the server's whole reply, up to its ReadyForQuery (so the transaction is over), is
+swallowed before the reset. ``refuse_after`` then refuses that many new connections (None: stays
+down until ``up()``), so that a client's immediate retry fails too. ``reply_lost`` is set when the
+fault happened (``commit_reply_lost`` is the same event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+
+# PostgreSQL's ReadyForQuery message ('Z', length 5, then the transaction status byte): the server
+# sends it when a query (and its implicit transaction) is over.
+_READY_FOR_QUERY = b"Z\x00\x00\x00\x05"
 
 
 class TcpProxy:
@@ -20,8 +29,12 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._up = True
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self._lose_commit_reply = False
-        self.commit_reply_lost = asyncio.Event()
+        self._lose_marker: bytes | None = None
+        self._refuse_after: int | None = 0
+        self._refusals = 0  # new connections still to refuse
+        self.reply_lost = asyncio.Event()
+        self.commit_reply_lost = self.reply_lost
+        self.refused = 0  # connections refused so far
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -45,10 +58,23 @@ class TcpProxy:
         self._up = True
 
     def lose_commit_reply(self) -> None:
-        self._lose_commit_reply = True
+        self.lose_reply_to(b"COMMIT")
+
+    def lose_reply_to(self, marker: bytes, *, refuse_after: int | None = 0) -> None:
+        self._lose_marker = marker
+        self._refuse_after = refuse_after
+
+    def _after_loss(self) -> None:
+        self.reply_lost.set()
+        if self._refuse_after is None:
+            self._up = False
+        else:
+            self._refusals = self._refuse_after
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._up:
+        if not self._up or self._refusals:
+            self._refusals = max(0, self._refusals - 1)
+            self.refused += 1
             _reset(writer)
             return
         try:
@@ -58,30 +84,33 @@ class TcpProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
-        commit_sent = asyncio.Event()
+        sent = asyncio.Event()  # the marked message went to the server: its reply is to be lost
         try:
             await asyncio.gather(
-                self._pump(reader, up_writer, link, commit_sent, client_side=True),
-                self._pump(up_reader, writer, link, commit_sent, client_side=False),
+                self._pump(reader, up_writer, link, sent, client_side=True),
+                self._pump(up_reader, writer, link, sent, client_side=False),
             )
         finally:
             self._links.discard(link)
             _reset(writer)
             _reset(up_writer)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link, commit_sent: asyncio.Event,
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link, sent: asyncio.Event,
                     *, client_side: bool) -> None:
         client, server = link
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
-                if client_side and self._lose_commit_reply and b"COMMIT" in data:
-                    self._lose_commit_reply = False
-                    commit_sent.set()
-                elif not client_side and commit_sent.is_set():
-                    # The server answered the COMMIT: the client never hears it.
+                if client_side and self._lose_marker is not None and self._lose_marker in data:
+                    self._lose_marker = None
+                    sent.set()
+                elif not client_side and sent.is_set():
+                    # The server answers the marked message: the client never hears it. Wait for the
+                    # end of the reply, so that the server has finished (and committed) for sure.
+                    if _READY_FOR_QUERY not in data:
+                        continue
                     _reset(client)
                     _reset(server)
-                    self.commit_reply_lost.set()
+                    self._after_loss()
                     return
                 writer.write(data)
                 await writer.drain()

@@ -44,7 +44,8 @@ def drive(events, config: FlowConfig | None = None):
     state, action = flow.start()
     actions = [action]
     for event in events:
-        assert not isinstance(action, Finish), f"flow already finished, cannot take {event}"
+        # Only a read-back that confirms an order may be reported back (as a StepFailed).
+        assert not isinstance(action, Finish) or action.confirms_order, f"flow already finished, cannot take {event}"
         state, action = flow.step(state, event)
         actions.append(action)
     return state, actions
@@ -64,6 +65,13 @@ CASES = [
     ("timeout_then_repeat", [FOUND, SILENCE, key("1"), PLACED], "done", "order_placed", (("W19", 4), ("CUP", 2))),
     ("lookup_failed", [StepFailed("database_timeout")], "operator", "database_timeout", None),
     ("order_failed", [FOUND, key("1"), StepFailed("database_error")], "operator", "database_error", None),
+    ("order_outcome_unknown", [FOUND, key("1"), StepFailed("order_outcome_unknown")], "operator",
+     "order_outcome_unknown", None),
+    # The order stands but the caller could not hear it: a human confirms it, the order on the card.
+    ("readback_not_played", [FOUND, key("1"), PLACED, StepFailed("playback_failed")], "operator", "readback_failed",
+     (("W19", 4), ("CUP", 2))),
+    ("readback_not_synthesized", [FOUND, key("2"), HASH, HASH, key("1"), PLACED, StepFailed("tts_error")], "operator",
+     "readback_failed", (("W19", 4), ("CUP", 2))),
     (
         "change_both_quantities",
         [FOUND, key("2"), key("6"), key("10"), key("1"), PLACED],
@@ -168,6 +176,27 @@ def test_wrong_event_for_stage_is_a_runner_bug():
         flow.step(State(), key("1"))
     with pytest.raises(FlowError):
         flow.step(State(stage=Stage.DONE), key("1"))
+    with pytest.raises(FlowError):  # only a read-back in progress can still fail
+        flow.step(State(stage=Stage.DONE), StepFailed("playback_failed"))
+    with pytest.raises(FlowError):
+        flow.step(State(stage=Stage.READBACK, order_id="A-1002"), key("1"))
+
+
+def test_only_the_order_readback_reports_that_it_was_not_heard():
+    _s, actions = drive([FOUND, key("1"), PLACED])
+    assert actions[-1].confirms_order
+    _s, actions = drive([FOUND, key("0")])
+    assert not actions[-1].confirms_order
+    assert not drive_closed([CallerLooked("unknown"), CallbackRecorded(created=True)])[-1].confirms_order
+
+
+def test_unheard_readback_hands_over_with_the_order_and_says_so():
+    _s, actions = drive([FOUND, key("1"), PLACED, StepFailed("playback_failed")])
+    final = actions[-1]
+    assert (final.result, final.reason, final.order_id, final.customer_id) == (
+        "operator", "readback_failed", "A-1002", "C-1")
+    assert [p.prompt_id for p in final.prompts] == ["to_operator"]
+    assert not final.confirms_order
 
 
 def test_flow_is_deterministic_and_does_not_mutate_state():
@@ -223,6 +252,17 @@ def test_after_hours_callback_that_cannot_be_saved_still_ends_politely():
     actions = drive_closed([CallerLooked("unknown"), StepFailed("database_error")])
     assert actions[-1].prompts[0].prompt_id == "after_hours_no_number"
     assert not actions[-1].callback_saved
+
+
+def test_after_hours_unheard_readback_leaves_a_callback_with_the_order():
+    actions = drive_closed([FOUND, key("1"), PLACED, StepFailed("tts_error"), CallbackRecorded(created=True)])
+    request = actions[-2]
+    assert isinstance(request, RequestCallback)
+    assert (request.customer_id, request.reason) == ("C-1", "readback_failed")
+    final = actions[-1]
+    assert (final.result, final.reason, final.order_id, final.callback_saved) == (
+        "done", "after_hours:readback_failed", "A-1002", True)
+    assert not final.confirms_order
 
 
 def test_after_hours_repeat_orders_still_work():

@@ -48,6 +48,8 @@ REASON_LABELS: dict[str, str] = {
     Reason.CALLBACK_WITHOUT_NUMBER: "просил перезвонить, но номер скрыт",
     Reason.DATABASE_TIMEOUT: "сбой базы данных (не ответила вовремя)",
     Reason.DATABASE_ERROR: "сбой базы данных",
+    Reason.ORDER_OUTCOME_UNKNOWN: "сбой базы при заказе: заказ мог быть оформлен, проверьте перед вводом",
+    Reason.READBACK_FAILED: "заказ оформлен, но клиент не услышал подтверждение: назовите номер и сумму",
     Reason.TTS_ERROR: "сбой синтеза речи",
     Reason.PLAYBACK_FAILED: "сбой воспроизведения",
     Reason.INTERNAL_ERROR: "внутренняя ошибка робота",

@@ -65,6 +65,8 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
             return "; ".join(b for b in (str(data.get("step") or ""), reason_text(data.get("reason"))) if b)
         case EventKind.ORDER_CREATED:
             return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}"
+        case EventKind.ORDER_UNCERTAIN:
+            return "база не ответила, оформлен ли заказ: проверьте заказы клиента, прежде чем вводить его снова"
         case EventKind.CALLBACK_CREATED:
             return f"до {data['due_at'][:16].replace('T', ' ')}" if data.get("due_at") else ""
         case EventKind.ORDER_PLACED:

@@ -166,6 +166,9 @@
       if (call.ivr_reason) {
         parts.push(el("p", null, "Почему у оператора: ", el("strong", { className: "reason" }, call.ivr_reason_text || call.ivr_reason || "")));
       }
+      if (call.order_id) {
+        parts.push(el("p", null, "Робот оформил в этом звонке заказ ", el("strong", { className: "call-order" }, call.order_id)));
+      }
       if (call.lookup === "shared" && call.candidates && call.candidates.length) {
         const p = el("p", null, "Номер принадлежит клиентам: ");
         call.candidates.forEach((id, i) => {
