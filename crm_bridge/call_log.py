@@ -266,7 +266,7 @@ class CallLog:
             try:
                 async with raw.transaction():
                     await _write(records, _statements("postgresql"), execute, customer_pks, call_rows)
-            except (asyncpg.InterfaceError, OSError):
+            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
                 await settle_lost_connection(conn)  # the pool learns the connection is gone
                 raise
 
@@ -288,6 +288,8 @@ def _connection_lost(exc: BaseException) -> bool:
     """A pooled connection that died under the batch: worth one immediate retry on a fresh one."""
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated
+    if isinstance(exc, asyncpg.PostgresConnectionError):  # e.g. closed in the middle of the batch
+        return True
     return isinstance(exc, (asyncpg.InterfaceError, ConnectionError)) and not isinstance(exc, asyncpg.PostgresError)
 
 

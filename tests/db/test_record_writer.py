@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
 
 from crm_bridge.call_log import CallEnd, CallLog, CallRecord, CallStart, CallUpdate, TimelineRecord
 from crm_bridge.contract.outcomes import facts_implying
@@ -115,6 +116,32 @@ async def test_linger_lets_other_calls_join_the_transaction_and_a_waiter_ends_it
     await writer.drain(5.0)
     await assert_each_call_once_and_whole(sessions, call_ids)
     assert writer.stats.transactions in transactions
+
+
+async def test_a_terminated_pooled_connection_costs_one_retry_not_the_spool(db_url: str, tmp_path) -> None:
+    """The writer's connection killed between batches (a restart, a failover): the next batch goes
+    through at once on a fresh connection, nothing is spooled."""
+    if make_url(db_url).get_backend_name() != "postgresql":
+        pytest.skip("a server-side kill of the connection: PostgreSQL")
+    from tests.db.test_store_hot_path import backend_pid, terminate_backend
+
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        writer = make_writer(session_factory(engine), tmp_path / "spool")
+        await writer.submit(call_records("before"))
+        async with asyncio.timeout(DEADLINE):
+            await writer.caught_up()
+        await terminate_backend(db_url, await backend_pid(engine))
+        with capture_logs() as logs:
+            await writer.submit(call_records("after"))
+            async with asyncio.timeout(DEADLINE):
+                await writer.caught_up()
+        await writer.drain(5.0)
+        await assert_each_call_once_and_whole(session_factory(engine), ["before", "after"])
+    finally:
+        await engine.dispose()
+    assert writer.stats.spooled == 0
+    assert [e["event"] for e in logs if e["event"] == "call_log_connection_lost"] == ["call_log_connection_lost"]
 
 
 async def test_records_keep_the_store_semantics(sessions, tmp_path) -> None:
