@@ -37,7 +37,7 @@ from ivr.agi.errors import (
     AgiProtocolError,
     AgiTimeout,
 )
-from ivr.agi.wire import AgiReply, command_verb, expect_reply
+from ivr.agi.wire import AgiReply, command_verb, expect_reply, parse_reply
 
 MAX_USAGE_LINES = 500
 RESYNC_TIMEOUT = 1.0  # Asterisk echoes a marker in a loopback round trip; longer means it is gone
@@ -205,7 +205,12 @@ class AgiChannel:
                 self.log.debug("agi_out_of_step_line_dropped", line=raw[:200])
             return
         if not self._outstanding:
-            self._out_of_step("a reply while no command was waiting", raw, None)
+            try:
+                parse_reply(raw)
+                what = "a reply"
+            except AgiProtocolError:
+                what = "an unparseable line"
+            self._out_of_step(f"{what} while no command was waiting", raw, None)
             return
         waiting = self._outstanding.popleft()
         try:
