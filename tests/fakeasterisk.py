@@ -153,15 +153,16 @@ def build_env(
     script: str,
     caller_id: str = "+79161234567",
     *,
-    caller_name: str = "Ivan Petrov",
+    caller_name: str | bytes = "Ivan Petrov",
     uniqueid: str = "1795750923.1",
     channel: str = "Local/start@ivr-inbound-00000000;2",
     language: str = "en",
     args: tuple[str, ...] | list[str] = (),
     extra: Mapping[str, str | None] | None = None,
-) -> list[tuple[str, str]]:
-    """The env block as (key, value) pairs in Asterisk's order (see full.txt)."""
-    pairs: list[tuple[str, str]] = [
+) -> list[tuple[str, str | bytes]]:
+    """The env block as (key, value) pairs in Asterisk's order (see full.txt). A value given as bytes
+    is sent as those bytes (a SIP peer's caller name in Latin-1 or cp1251 reaches AGI untouched)."""
+    pairs: list[tuple[str, str | bytes]] = [
         ("agi_network", "yes"),
         ("agi_network_script", script),
         ("agi_request", f"agi://127.0.0.1:{port}/{script}"),
@@ -194,8 +195,10 @@ def build_env(
     return pairs
 
 
-def encode_env(pairs: list[tuple[str, str]]) -> bytes:
-    return "".join(f"{k}: {v}\n" for k, v in pairs).encode("utf-8") + b"\n"
+def encode_env(pairs: list[tuple[str, str | bytes]]) -> bytes:
+    return b"".join(
+        f"{k}: ".encode() + (v if isinstance(v, bytes) else v.encode("utf-8")) + b"\n" for k, v in pairs
+    ) + b"\n"
 
 
 Reply = Any  # str | list[str] | _Marker | None | Callable[[FakeCommand], ...]
@@ -237,7 +240,7 @@ class FakeAsterisk:
         self.closed_by_server = False
         self.closed_at: float | None = None
         self.connected_at: float | None = None
-        self.env: list[tuple[str, str]] = []
+        self.env: list[tuple[str, str | bytes]] = []
         self.channel_vars: dict[str, str] = {}
         self._hangup_triggers: list[tuple[str, int]] = []
         self._counts: dict[str, int] = {}
@@ -265,7 +268,7 @@ class FakeAsterisk:
         script: str = "repeat-order",
         caller_id: str = "+79161234567",
         *,
-        caller_name: str = "Ivan Petrov",
+        caller_name: str | bytes = "Ivan Petrov",
         args: tuple[str, ...] | list[str] = (),
         uniqueid: str | None = None,
         language: str = "en",
@@ -286,7 +289,7 @@ class FakeAsterisk:
         )
         self.channel_vars = {
             "CALLERID(num)": caller_id,
-            "CALLERID(name)": caller_name,
+            "CALLERID(name)": caller_name.decode("utf-8", "replace") if isinstance(caller_name, bytes) else caller_name,
             "CHANNEL(name)": dict(self.env).get("agi_channel", ""),
             "CHANNEL(linkedid)": dict(self.env).get("agi_uniqueid", ""),
             "CHANNEL(language)": language,

@@ -89,6 +89,7 @@ class Reason(StrEnum):
     PLAYBACK_FAILED = "playback_failed"
     INTERNAL_ERROR = "internal_error"
     AGI_ERROR = "agi_error"
+    PROTOCOL_ERROR = "protocol_error"  # Asterisk's replies went out of step: nothing taken as input
     HANDLER_ERROR = "handler_error"
     UNKNOWN_SCRIPT = "unknown_script"
     OVERLOADED = "overloaded"

@@ -1,6 +1,6 @@
 """FastAGI wire layer: env block, channel (commands/replies/hang-up), server."""
 
-from ivr.agi.channel import AgiChannel, AgiReply, GetDataResult, parse_reply, quote_arg
+from ivr.agi.channel import AgiChannel, GetDataResult, quote_arg
 from ivr.agi.env import AgiEnv, read_env
 from ivr.agi.errors import (
     AgiCommandError,
@@ -13,6 +13,7 @@ from ivr.agi.errors import (
     AgiTimeout,
 )
 from ivr.agi.server import FastAgiServer, Handler
+from ivr.agi.wire import AgiReply, parse_reply
 
 __all__ = [
     "AgiChannel",

@@ -1,10 +1,17 @@
 """One FastAGI session: quoting, sending commands, reading replies, hang-up detection.
 
-A background reader task turns every line from Asterisk into a reply (queued for the command in
-flight) or a hang-up notice (``HANGUP`` line, EOF, reset) so a hang-up is noticed at once, even
-while the handler is busy elsewhere. Replies are matched to commands strictly in order; a command
-that timed out or was cancelled leaves a "stale" count so its late reply is dropped instead of being
-handed to the next command.
+A background reader task turns every line from Asterisk into a reply (for the command in flight)
+or a hang-up notice (``HANGUP`` line, EOF, reset) so a hang-up is noticed at once, even while the
+handler is busy elsewhere. Replies are matched to commands strictly in order; a command that timed
+out or was cancelled stays in line so its late reply is dropped instead of being handed to the next.
+
+Strict replies: each reply must have the shape Asterisk gives the command that asked for it
+(``ivr.agi.wire.expect_reply``, from res_agi.c). A line that cannot be that reply (a second or
+unsolicited reply, a garbage line, ``(linkedid)`` where GET DATA's keys belong) means the wire is
+out of step and nothing on it may be taken as the caller's input: one ``agi_protocol_error`` log
+line, the waiting command (or else the next one) raises ``AgiProtocolError``, and the command after
+that first brings the wire back in step (an echoed marker, every line before it dropped) so the
+hand-over to an operator still reaches the dialplan.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +37,12 @@ from ivr.agi.errors import (
     AgiProtocolError,
     AgiTimeout,
 )
+from ivr.agi.wire import AgiReply, command_verb, expect_reply, parse_reply
 
 MAX_USAGE_LINES = 500
+RESYNC_TIMEOUT = 1.0  # Asterisk echoes a marker in a loopback round trip; longer means it is gone
 _CLOSE_WAIT = 1.0
 
-_REPLY_RE = re.compile(r"(?P<code>\d{3}) result=(?P<result>\S*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?")
-_LOOSE_200_RE = re.compile(r"200 result=(?P<result>\S*)(?: (?P<data>.*))?")
-_STATUS_RE = re.compile(r"(?P<code>\d{3})(?:[ -](?P<text>.*))?")
 _COMMAND_RE = re.compile(r"[A-Za-z][A-Za-z0-9 _-]*")
 _FORBIDDEN_IN_ARG = ("\n", "\r", "\x00")
 # What MSet can carry untouched (see AgiChannel.set_variables).
@@ -65,53 +72,19 @@ def build_command(command: str, *args: str) -> str:
 
 
 @dataclass(frozen=True)
-class AgiReply:
-    code: int
-    result: str
-    data: str | None
-    endpos: int | None
-    raw: str
-
-    @property
-    def result_int(self) -> int | None:
-        try:
-            return int(self.result)
-        except ValueError:
-            return None
-
-
-def parse_reply(line: str) -> AgiReply:
-    """Parse one single-line reply (``200 result=1 (value) endpos=0``, ``510 ...``, ``511 ...``)."""
-    m = _REPLY_RE.fullmatch(line)
-    if m:
-        endpos = m.group("endpos")
-        return AgiReply(
-            code=int(m.group("code")),
-            result=m.group("result"),
-            data=m.group("data"),
-            endpos=int(endpos) if endpos is not None else None,
-            raw=line,
-        )
-    m = _LOOSE_200_RE.fullmatch(line)
-    if m:  # an unusual 200 shape: keep the tail as data rather than failing the command
-        return AgiReply(code=200, result=m.group("result"), data=m.group("data"), endpos=None, raw=line)
-    m = _STATUS_RE.fullmatch(line)
-    if m and m.group("code") != "200":
-        return AgiReply(code=int(m.group("code")), result="", data=m.group("text") or "", endpos=None, raw=line)
-    raise AgiProtocolError(f"unparseable AGI line: {line[:200]!r}")
-
-
-@dataclass(frozen=True)
 class GetDataResult:
     digits: str
     timed_out: bool
 
 
-class _Eof:
-    pass
+@dataclass
+class _Outstanding:
+    """A command written to Asterisk whose reply has not been read yet (replies come in order)."""
 
-
-_EOF = _Eof()
+    verb: str  # "GET DATA": which reply shape is expected
+    args: tuple[str, ...]
+    shown: str  # the command line, for logs
+    reply: asyncio.Future[AgiReply]  # cancelled when the command timed out: its late reply is dropped
 
 
 class AgiChannel:
@@ -137,8 +110,13 @@ class AgiChannel:
         self._reader = reader
         self._writer = writer
         self._lock = asyncio.Lock()
-        self._replies: asyncio.Queue[AgiReply | AgiError | _Eof] = asyncio.Queue()
-        self._stale = 0
+        self._outstanding: deque[_Outstanding] = deque()
+        # The wire went out of step (see "Strict replies" in the module docs): the error, whether a
+        # command has raised it yet, and the marker reply that brings the wire back in step.
+        self._fault: AgiProtocolError | None = None
+        self._fault_raised = False
+        self._resync: tuple[str, asyncio.Future[None]] | None = None
+        self._resyncs = 0
         self._closed = False
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"agi-reader-{env.uniqueid}")
 
@@ -154,7 +132,19 @@ class AgiChannel:
         if not self.connection_lost:
             self.connection_lost = True
             self._mark_hangup(why)
-            self._replies.put_nowait(_EOF)
+        self._fail_outstanding(AgiConnectionLost(f"FastAGI connection lost ({why})"))
+
+    def _fail_outstanding(self, exc: AgiError) -> bool:
+        """Fail every command still waiting; True if one of them was told."""
+        told = False
+        while self._outstanding:
+            reply = self._outstanding.popleft().reply
+            if not reply.done():
+                reply.set_exception(exc)
+                told = True
+        if self._resync is not None and not self._resync[1].done():
+            self._resync[1].set_exception(exc)
+        return told
 
     async def _readline(self) -> str | None:
         """One line without terminator; None at EOF (a partial last line is dropped)."""
@@ -182,16 +172,11 @@ class AgiChannel:
                     self._mark_hangup("HANGUP line")
                     continue
                 if line.startswith("520-"):
-                    item = await self._read_usage(line)
-                    if item is None:
-                        break
-                    self._replies.put_nowait(item)
+                    usage = await self._read_usage(line)
+                    if usage is not None:
+                        self._take(usage)
                     continue
-                try:
-                    self._replies.put_nowait(parse_reply(line))
-                except AgiProtocolError as exc:
-                    self.log.warning("agi_unparseable_line", line=line[:200])
-                    self._replies.put_nowait(exc)
+                self._take(line)
         except asyncio.CancelledError:
             why = "closed"
             raise
@@ -205,11 +190,51 @@ class AgiChannel:
                 # We closed the socket ourselves: that is the end of the session, not the caller
                 # hanging up (the server's hang-up watchdog must not cancel the handler's bookkeeping).
                 self.connection_lost = True
-                self._replies.put_nowait(_EOF)
+                self._fail_outstanding(AgiConnectionLost("FastAGI connection closed"))
             else:
                 self._mark_lost(why)
 
-    async def _read_usage(self, first: str) -> AgiReply | AgiError | None:
+    def _take(self, line: str | AgiReply) -> None:
+        """Give one reply to the oldest outstanding command, if it can be that command's reply."""
+        raw = line.raw if isinstance(line, AgiReply) else line
+        if self._fault is not None:
+            # Out of step: every line up to our marker's reply is fallout of the error already logged.
+            if self._resync is not None and raw == self._resync[0] and not self._resync[1].done():
+                self._resync[1].set_result(None)
+            else:
+                self.log.debug("agi_out_of_step_line_dropped", line=raw[:200])
+            return
+        if not self._outstanding:
+            try:
+                parse_reply(raw)
+                what = "a reply"
+            except AgiProtocolError:
+                what = "an unparseable line"
+            self._out_of_step(f"{what} while no command was waiting", raw, None)
+            return
+        waiting = self._outstanding.popleft()
+        try:
+            reply = line if isinstance(line, AgiReply) else expect_reply(waiting.verb, waiting.args, line)
+        except AgiProtocolError as exc:
+            self._out_of_step(str(exc), raw, waiting)
+            return
+        if waiting.reply.done():  # its command timed out or was cancelled
+            self.log.debug("agi_late_reply_dropped", command=waiting.shown, reply=raw[:200])
+        else:
+            waiting.reply.set_result(reply)
+
+    def _out_of_step(self, why: str, line: str, waiting: _Outstanding | None) -> None:
+        """A line that is no reply to what we asked: one log line, and the wire is not trusted (no
+        line is ever taken as the caller's input) until ``_get_in_step`` has drained it."""
+        command = waiting.shown if waiting is not None else None
+        self._fault = AgiProtocolError(f"out of step with Asterisk: {why} (line {line[:200]!r}, command {command!r})")
+        self.log.warning("agi_protocol_error", why=why, line=line[:200], command=command)
+        if waiting is not None:
+            self._outstanding.appendleft(waiting)
+        self._fault_raised = self._fail_outstanding(self._fault)
+
+    async def _read_usage(self, first: str) -> AgiReply | None:
+        """The multi-line ``520`` usage reply as one reply; None at EOF or when it never ends."""
         lines = [first]
         while True:
             line = await self._readline()
@@ -224,23 +249,35 @@ class AgiChannel:
                     code=520, result="", data="\n".join(lines[1:-1]), endpos=None, raw="\n".join(lines)
                 )
             if len(lines) > MAX_USAGE_LINES:
-                return AgiProtocolError("520 usage block never ended")
+                if self._fault is None:
+                    waiting = self._outstanding.popleft() if self._outstanding else None
+                    self._out_of_step("a 520 usage block that never ended", first, waiting)
+                return None
 
     # ------------------------------------------------------------------ commands
 
-    async def _next_reply(self) -> AgiReply:
-        while True:
-            item = await self._replies.get()
-            if isinstance(item, _Eof):
-                self._replies.put_nowait(item)  # every later command sees it too
-                raise AgiConnectionLost("FastAGI connection lost")
-            if self._stale:
-                self._stale -= 1
-                self.log.debug("agi_stale_reply_dropped", reply=getattr(item, "raw", repr(item)))
-                continue
-            if isinstance(item, AgiError):
-                raise item
-            return item
+    async def _get_in_step(self, deadline: float) -> None:
+        """After a protocol error, before the next command: ask Asterisk to echo a marker
+        (``GET FULL VARIABLE`` returns its argument, on a dead channel too) and drop every line
+        until the marker's reply. Then each later reply is again the answer to its own command."""
+        self._resyncs += 1
+        marker = f"ivr-resync-{self._resyncs}"
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._resync = (f"200 result=1 ({marker})", done)
+        try:
+            self._writer.write(build_command("GET FULL VARIABLE", marker).encode("utf-8"))
+            async with asyncio.timeout(min(deadline, RESYNC_TIMEOUT)):
+                await self._writer.drain()
+                await done
+        except TimeoutError:
+            raise AgiProtocolError(f"still out of step with Asterisk after {RESYNC_TIMEOUT:g}s") from None
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            self._mark_lost(f"write failed: {exc!r}")
+            raise AgiConnectionLost(f"write failed: {exc!r}") from None
+        finally:
+            self._resync = None
+        self._fault = None
+        self.log.info("agi_back_in_step")
 
     async def execute(self, command: str, *args: str, timeout: float | None = None) -> AgiReply:  # noqa: ASYNC109
         """Send one command and return its ``200`` reply; see module docs for error mapping."""
@@ -250,20 +287,25 @@ class AgiChannel:
         async with self._lock:
             if self.connection_lost or self._closed:
                 raise AgiConnectionLost(f"FastAGI connection lost; not sending {shown!r}")
-            answered = False
+            if self._fault is not None:
+                if not self._fault_raised:  # the stray line came while no command was waiting
+                    self._fault_raised = True
+                    raise self._fault
+                await self._get_in_step(deadline)
             observer = self.on_command
             started = time.perf_counter() if observer is not None else 0.0
+            waiting = _Outstanding(command_verb(line), args, shown, asyncio.get_running_loop().create_future())
             try:
                 self._writer.write(line.encode("utf-8"))
             except (ConnectionError, OSError, RuntimeError) as exc:
                 self._mark_lost(f"write failed: {exc!r}")
                 raise AgiConnectionLost(f"write failed: {exc!r}") from None
+            self._outstanding.append(waiting)
             self.log.debug("agi_command", command=shown)
             try:
                 async with asyncio.timeout(deadline):
                     await self._writer.drain()
-                    reply = await self._next_reply()
-                answered = True
+                    reply = await waiting.reply
             except TimeoutError:
                 self.log.warning("agi_command_timeout", command=shown, timeout=deadline)
                 raise AgiTimeout(shown, deadline) from None
@@ -271,8 +313,7 @@ class AgiChannel:
                 self._mark_lost(f"write failed: {exc!r}")
                 raise AgiConnectionLost(f"connection lost during {shown!r}: {exc!r}") from None
             finally:
-                if not answered:
-                    self._stale += 1
+                waiting.reply.cancel()  # no-op once answered; otherwise its late reply is dropped
         if observer is not None:
             self._observe(observer, command, time.perf_counter() - started)
         self.log.debug("agi_reply", command=shown, reply=reply.raw)
@@ -374,8 +415,6 @@ class AgiChannel:
         )
         if reply.result == "-1":
             await self._resolve_failure(path)
-        if not re.fullmatch(r"[0-9*#A-Da-d]*", reply.result):
-            raise AgiProtocolError(f"bad GET DATA reply: {reply.raw!r}")
         return GetDataResult(digits=reply.result, timed_out=reply.data == "timeout")
 
     # ------------------------------------------------------------------ closing

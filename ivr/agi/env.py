@@ -1,4 +1,10 @@
-"""The FastAGI env block: ``agi_key: value`` lines ending with one empty line."""
+"""The FastAGI env block: ``agi_key: value`` lines ending with one empty line.
+
+Values are UTF-8 as a rule, but Asterisk passes the caller name (and whatever the dialplan puts in
+the arguments) as the bytes the SIP peer sent: Latin-1 and cp1251 names exist in the wild. Such a
+value is decoded leniently (``decode_value``) and kept in ``AgiEnv.undecoded`` with its raw bytes,
+so the server logs them once and serves the call; only the keys and the block's structure are strict.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,25 @@ _KEY_RE = re.compile(r"agi_[A-Za-z0-9_]+")
 _ARG_RE = re.compile(r"arg_(\d+)")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _UNKNOWN = {"", "unknown"}  # a caller *name* Asterisk does not know
+# The bytes of cp1251's Cyrillic letters: А-я (0xC0-0xFF) and Ёё Єє Її Ііі Ўў Ґґ.
+_CP1251_LETTERS = frozenset(range(0xC0, 0x100)) | frozenset(b"\xa8\xb8\xaa\xba\xaf\xbf\xb2\xb3\xa1\xa2\xa5\xb4")
+_WORD_RE = re.compile(rb"[A-Za-z\x80-\xff]+")
+
+
+def decode_value(raw: bytes) -> tuple[str, str]:
+    """``(text, encoding)``: UTF-8 when it is; cp1251 when a word is made only of cp1251 Cyrillic
+    letters (Latin-1 names carry an accented letter among plain ones: "Müller", "Conceição");
+    else Latin-1, which decodes any byte. Never fails."""
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if any(len(word) >= 2 and all(b in _CP1251_LETTERS for b in word) for word in _WORD_RE.findall(raw)):
+        try:
+            return raw.decode("cp1251"), "cp1251"
+        except UnicodeDecodeError:  # 0x98 is no cp1251 character: not cp1251 after all
+            pass
+    return raw.decode("latin-1"), "latin-1"
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -31,9 +56,11 @@ class AgiEnv:
     script: str
     options: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     args: tuple[str, ...] = ()
+    # Values that were not UTF-8 (key without ``agi_`` -> the bytes as sent), decoded by decode_value.
+    undecoded: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, str]) -> AgiEnv:
+    def from_raw(cls, raw: Mapping[str, str], undecoded: Mapping[str, bytes] | None = None) -> AgiEnv:
         """Build from the env keys without their ``agi_`` prefix."""
         target = raw.get("network_script", "")
         if not target and raw.get("request"):
@@ -57,6 +84,7 @@ class AgiEnv:
             script=script,
             options=_frozen(options),
             args=tuple(value for _, value in numbered),
+            undecoded=MappingProxyType(dict(undecoded or {})),
         )
 
     def get(self, key: str, default: str = "") -> str:
@@ -94,22 +122,19 @@ class AgiEnv:
         return self.get("extension")
 
 
-def parse_env_line(line: bytes) -> tuple[str, str]:
-    """Parse one env line (terminator already removed) into (key without ``agi_``, value)."""
+def parse_env_line(line: bytes) -> tuple[str, str, str]:
+    """Parse one env line (terminator already removed) into (key without ``agi_``, value, the
+    value's encoding: ``utf-8``, or what ``decode_value`` fell back to)."""
     if len(line) > MAX_ENV_LINE:
         raise AgiEnvError(f"env line too long ({len(line)} bytes)")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise AgiEnvError("env line is not UTF-8 (binary junk)") from None
-    if _CONTROL_RE.search(text):
-        raise AgiEnvError("control characters in env line")
-    key, sep, value = text.partition(":")
+    raw_key, sep, raw_value = line.partition(b":")
+    key = raw_key.decode("latin-1")
     if not sep or not _KEY_RE.fullmatch(key):
-        raise AgiEnvError(f"not an agi_ env line: {text[:60]!r}")
-    if value.startswith(" "):
-        value = value[1:]
-    return key[4:], value
+        raise AgiEnvError(f"not an agi_ env line: {line[:60]!r}")
+    value, encoding = decode_value(raw_value[1:] if raw_value.startswith(b" ") else raw_value)
+    if _CONTROL_RE.search(value):
+        raise AgiEnvError("control characters in env line")
+    return key[4:], value, encoding
 
 
 async def read_env(
@@ -121,6 +146,7 @@ async def read_env(
 ) -> AgiEnv:
     """Read the env block with ONE overall deadline; raise AgiEnvError on anything but a clean block."""
     raw: dict[str, str] = {}
+    undecoded: dict[str, bytes] = {}
     try:
         async with asyncio.timeout(timeout):
             for _ in range(max_lines + 1):
@@ -143,9 +169,11 @@ async def read_env(
                 if not line:
                     if not raw:
                         raise AgiEnvError("empty env block")
-                    return AgiEnv.from_raw(raw)
-                key, value = parse_env_line(line)
+                    return AgiEnv.from_raw(raw, undecoded)
+                key, value, encoding = parse_env_line(line)
                 raw[key] = value
+                if encoding != "utf-8":
+                    undecoded[key] = line.partition(b":")[2].removeprefix(b" ")
             raise AgiEnvError(f"env block longer than {max_lines} lines")
     except TimeoutError:
         raise AgiEnvError(f"env block not finished within {timeout:g}s ({len(raw)} keys)") from None

@@ -20,7 +20,7 @@ from crm_bridge.contract.outcomes import Reason
 from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.channel import AgiChannel
 from ivr.agi.env import AgiEnv, read_env
-from ivr.agi.errors import AgiEnvError, AgiError, AgiHangup
+from ivr.agi.errors import AgiEnvError, AgiError, AgiHangup, AgiProtocolError
 from ivr.agi.shutdown import CUT_GRACE
 
 Handler = Callable[[AgiChannel], Awaitable[None]]
@@ -161,6 +161,9 @@ class FastAgiServer:
                 log.warning("agi_env_rejected", reason=str(exc))
                 return
             log = log.bind(script=env.script, uniqueid=env.uniqueid)
+            if env.undecoded:  # served all the same: the bytes, for whoever fixes the peer's charset
+                log.info("agi_env_not_utf8", values={key: raw.hex(" ") for key, raw in env.undecoded.items()},
+                         decoded={key: env.get(key) for key in env.undecoded})
             channel = AgiChannel(reader, writer, env, command_timeout=self._command_timeout, logger=log,
                                  on_command=self.on_command)
             if refused is not None:
@@ -221,6 +224,8 @@ class FastAgiServer:
                     log.info("agi_handler_cancelled_after_hangup", grace=self._hangup_grace)
                     return
             raise
+        except AgiProtocolError:  # the channel logged it (one line); the wire is back in step for this
+            await self._fail(channel, Reason.PROTOCOL_ERROR, log)
         except AgiError as exc:
             log.warning("agi_handler_failed", error=repr(exc))
             await self._fail(channel, Reason.AGI_ERROR, log)

@@ -24,7 +24,7 @@ from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome, hang
 from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, PlacedOrder
 from crm_bridge.errors import CrmError, StoreUnavailable
 from ivr.agi.channel import AgiChannel
-from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
+from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed, AgiProtocolError
 from ivr.agi.shutdown import CallCut, Shutdown
 from ivr.calls.callback_task import save_callback
 from ivr.calls.hours import BusinessHours
@@ -182,6 +182,13 @@ class RepeatOrderRun:
             self.log.warning("call.cut_at_shutdown", step=self.step, order_id=self.order_id)
             with contextlib.suppress(AgiError):
                 await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
+        except AgiProtocolError as exc:
+            # Asterisk's replies went out of step: the channel logged it (one line) and took nothing
+            # as the caller's input; a human takes the caller, with the order if one was placed.
+            facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.PROTOCOL_ERROR
+            self.s.notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=str(exc))
+            with contextlib.suppress(AgiError):
+                await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
         except Exception as exc:  # any bug: log it, and the dialplan still queues the caller
             self.log.exception("call_failed", step=self.step)
             facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR
@@ -255,7 +262,7 @@ class RepeatOrderRun:
         """The Asterisk linkedid: shared by every channel of the call and stable across AGI retries."""
         try:
             linkedid = await self.channel.get_variable("CHANNEL(linkedid)")
-        except AgiHangup:
+        except (AgiHangup, AgiProtocolError):
             raise
         except AgiError:
             linkedid = None

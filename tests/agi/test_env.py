@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.agi.env import AgiEnv, read_env
+from ivr.agi.env import AgiEnv, decode_value, read_env
 from ivr.agi.errors import AgiEnvError
 from tests.traces import TRACES as CAPTURED_TRACES
 
@@ -163,3 +163,27 @@ async def test_one_overall_deadline_even_when_lines_keep_trickling():
         await read_env(reader, timeout=0.2)
     assert loop.time() - start < 0.5
     feeder.cancel()
+
+
+# Caller names as SIP peers send them (issue 9, point 6): Asterisk hands AGI the bytes untouched.
+NAMES = [
+    ("Иван Петров".encode(), "Иван Петров", None),
+    ("Иван Петров".encode("cp1251"), "Иван Петров", "cp1251"),
+    ("Ёлкина Юлия".encode("cp1251"), "Ёлкина Юлия", "cp1251"),
+    ("Ivan Петров".encode("cp1251"), "Ivan Петров", "cp1251"),
+    ("Олесь Гнатюк-Її".encode("cp1251"), "Олесь Гнатюк-Її", "cp1251"),
+    ("José Müller".encode("latin-1"), "José Müller", "latin-1"),
+    ("Conceição Lobão".encode("latin-1"), "Conceição Lobão", "latin-1"),  # "çã": two, among plain letters
+    ("Ørsted Ågård".encode("latin-1"), "Ørsted Ågård", "latin-1"),
+    (b"\xe0\x98 odd", "\xe0\x98 odd", "latin-1"),  # cp1251 has no 0x98: not cp1251 after all
+]
+
+
+@pytest.mark.parametrize("raw, name, fallback", NAMES)
+async def test_a_caller_name_in_any_charset_is_decoded_and_its_bytes_kept(raw, name, fallback):
+    data = b"agi_network_script: repeat-order\nagi_calleridname: " + raw + b"\nagi_callerid: +79161234567\n\n"
+    env = await read_env(reader_with(data), timeout=1)
+    assert env.caller_name == name
+    assert env.caller_id == "+79161234567"
+    assert dict(env.undecoded) == ({} if fallback is None else {"calleridname": raw})
+    assert decode_value(raw) == (name, fallback or "utf-8")

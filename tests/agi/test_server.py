@@ -7,6 +7,7 @@ import contextlib
 import socket
 
 import pytest
+import structlog
 
 from ivr.agi.channel import AgiChannel
 from tests.agi.conftest import Recorder
@@ -298,3 +299,20 @@ async def test_plain_function_route_and_stdlib_logger(serve):
     assert calls == ["plain"] and fake.commands == []
     fake = await normal_call(server.port, script="broken")
     assert fake.variables == {"IVR_RESULT": "operator", "IVR_REASON": "handler_error"}
+
+
+@pytest.mark.parametrize(
+    "raw, name",
+    [("Иван Петров".encode("cp1251"), "Иван Петров"), ("José Müller".encode("latin-1"), "José Müller")],
+)
+async def test_a_call_with_a_non_utf8_caller_name_is_served_and_its_bytes_logged_once(serve, raw, name):
+    rec = Recorder(lambda ch: simple(ch))
+    with structlog.testing.capture_logs() as logs:
+        server = await serve(rec)
+        fake = await normal_call(server.port, caller_name=raw)
+    assert rec.errors == [] and fake.variables["IVR_RESULT"] == "done"
+    assert rec.channels[0].env.caller_name == name
+    lines = [e for e in logs if e["event"] == "agi_env_not_utf8"]
+    assert [(e["values"], e["decoded"]) for e in lines] == [({"calleridname": raw.hex(" ")}, {"calleridname": name})]
+    assert lines[0]["log_level"] == "info"
+    assert not [e for e in logs if e["event"] == "agi_env_rejected"]

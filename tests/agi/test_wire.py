@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.agi.channel import AgiReply, build_command, parse_reply, quote_arg
+from ivr.agi.channel import build_command, quote_arg
 from ivr.agi.errors import AgiProtocolError
+from ivr.agi.wire import AgiReply, parse_reply
 from tests.fakeasterisk import parse_agi_args, split_command, usage_520
 
 pytestmark = pytest.mark.timeout(10)

@@ -54,6 +54,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.PLAYBACK_FAILED: "сбой воспроизведения",
     Reason.INTERNAL_ERROR: "внутренняя ошибка робота",
     Reason.AGI_ERROR: "сбой связи с Asterisk (AGI)",
+    Reason.PROTOCOL_ERROR: "сбой протокола AGI (ответ Asterisk не по порядку)",
     Reason.HANDLER_ERROR: "внутренняя ошибка робота",
     Reason.UNKNOWN_SCRIPT: "неизвестный сценарий",
     Reason.OVERLOADED: "робот перегружен",
