@@ -157,7 +157,8 @@ class EventFanout:
             self._flushed.clear()
             self._wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flushed.wait(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await self._flushed.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -169,10 +170,14 @@ class EventFanout:
             conn = None
             try:
                 settings = {"application_name": f"ivr-events {self.origin}"}
-                conn = await asyncio.wait_for(self._connect(self._dsn, server_settings=settings), self._timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow stop()'s cancel
+                # when it races a reply, and this loop would run on (see ivr/cluster/leader.py).
+                async with asyncio.timeout(self._timeout):
+                    conn = await self._connect(self._dsn, server_settings=settings)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await asyncio.wait_for(conn.add_listener(CHANNEL, self._on_notify), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await conn.add_listener(CHANNEL, self._on_notify)
                 self._listening.set()
                 if last_error is not None:
                     self._log.info("fanout.reconnected")
@@ -208,7 +213,8 @@ class EventFanout:
                 self.dropped += too_big
                 self._log.warning("fanout.event_too_large", count=too_big, limit=PAYLOAD_LIMIT)
             try:
-                await asyncio.wait_for(conn.execute(_SEND, CHANNEL, payloads), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await conn.execute(_SEND, CHANNEL, payloads)
             except BaseException:
                 self._pending.extendleft(reversed(taken))  # for the next connection, still in order
                 raise

@@ -103,12 +103,12 @@ class AmiOwnership:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncio.wait_for(
-                    self._connect(self._dsn, server_settings=_SESSION_SETTINGS), self._check_timeout
-                )
-                while not await asyncio.wait_for(
-                    conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", self._key), self._check_timeout
-                ):
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel (stop()) that
+                # races the statement's reply, and this loop then ran on forever (a hung stop(), seen in
+                # tests/cluster/test_leader.py about one run in three).
+                async with asyncio.timeout(self._check_timeout):
+                    conn = await self._connect(self._dsn, server_settings=_SESSION_SETTINGS)
+                while not await self._try_lock(conn):
                     self.refusals += 1
                     if not logged_standby:
                         self._log.info("ami.standby", reason="another process holds the AMI lock")
@@ -126,6 +126,10 @@ class AmiOwnership:
             logged_standby = False
             await asyncio.sleep(self._retry_interval)
 
+    async def _try_lock(self, conn: asyncpg.Connection) -> bool:
+        async with asyncio.timeout(self._check_timeout):
+            return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", self._key))
+
     async def _hold(self, conn: asyncpg.Connection) -> None:
         """Own AMI until the session is lost (returns or raises) or we are cancelled."""
         lost = asyncio.Event()
@@ -139,9 +143,11 @@ class AmiOwnership:
         self._last_error = None
         while not lost.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self._check_interval)
+                async with asyncio.timeout(self._check_interval):
+                    await lost.wait()
                 break
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), self._check_timeout)
+            async with asyncio.timeout(self._check_timeout):
+                await conn.fetchval("SELECT 1")
         self._log.warning("ami.lock_session_lost")
 
     async def _give_up(self, conn: asyncpg.Connection | None) -> None:

@@ -151,7 +151,8 @@ class Supervisor:
             log.warning("worker.restarting", worker=worker.index, pid=worker.process.pid, exit_code=code,
                         ran_seconds=round(ran, 1), backoff_seconds=worker.backoff)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), worker.backoff)
+                async with asyncio.timeout(worker.backoff):
+                    await self._stopping.wait()
                 return  # asked to stop during the backoff
             worker.backoff = min(worker.backoff * 2, BACKOFF_MAX)
             await self._spawn(worker)

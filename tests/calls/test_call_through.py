@@ -20,20 +20,6 @@ from tests.calls.harness import start_harness, wait_for
 from tests.fakeasterisk import HANGUP, TIMEOUT, FakeAsterisk
 
 
-@pytest.fixture(scope="session")
-def prompts_dir(tmp_path_factory) -> Path:
-    # Shared by every test: the cache means each phrase is synthesized once per run.
-    return tmp_path_factory.mktemp("prompts")
-
-
-@pytest.fixture
-async def calls(store, prompts_dir):
-    await load_demo_data(store.sessions)
-    harness = await start_harness(store, prompts_dir)
-    yield harness
-    await harness.stop()
-
-
 async def count(store, model) -> int:
     async with store.sessions() as session:
         return await session.scalar(select(func.count()).select_from(model))

@@ -9,7 +9,6 @@ read-back's STREAM FILE with ``result=-1``, and a TTS that cannot speak the read
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -28,10 +27,6 @@ from tests.fakeasterisk import FakeAsterisk
 
 ALEXEY = "+79161234567"  # C001, last order 4 × WATER-19 (demo data)
 
-
-@pytest.fixture(scope="session")
-def prompts_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("prompts")
 
 
 class CommitsThenFails:

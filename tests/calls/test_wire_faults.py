@@ -4,15 +4,13 @@ SQLite and PostgreSQL: what the caller gets, what the store holds and what the d
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 import structlog
 from sqlalchemy import func, select
 
-from crm_bridge.demo import load_demo_data
 from crm_bridge.models import Order
-from tests.calls.harness import start_harness, wait_for
+from tests.calls.harness import wait_for
 from tests.fakeasterisk import FakeAsterisk
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,17 +19,6 @@ KNOWN = "+79161234567"  # C001 in the demo data: "press 1" repeats four bottles
 HAND_OVER = 0.5  # from the bad line to the closed socket: a resync round trip and one MSet
 
 
-@pytest.fixture(scope="session")
-def prompts_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("prompts")
-
-
-@pytest.fixture
-async def calls(store, prompts_dir):
-    await load_demo_data(store.sessions)
-    harness = await start_harness(store, prompts_dir)
-    yield harness
-    await harness.stop()
 
 
 async def orders(store) -> int:
