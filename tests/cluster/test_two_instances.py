@@ -28,9 +28,16 @@ KILL_AFTER = 15  # calls finished before the owner dies: the rest are in flight 
 TAKEOVER_LIMIT = 5.0
 
 
-async def repeat_order_call(agi_port: int, linkedid: str) -> str | None:
-    """One caller pressing 1; returns the order id the robot handed to the dialplan, if any."""
-    call = FakeAsterisk(inputs=["1"])
+async def repeat_order_call(agi_port: int, linkedid: str, menu: asyncio.Event | None = None) -> str | None:
+    """One caller pressing 1; returns the order id the robot handed to the dialplan, if any. With
+    ``menu``, the caller sits in the menu (GET DATA unanswered) until that event is set."""
+
+    async def thinking(_cmd: object) -> None:
+        assert menu is not None
+        await menu.wait()
+        return None  # then the usual answer: the key "1"
+
+    call = FakeAsterisk(inputs=["1"], replies={"GET DATA": thinking} if menu is not None else None)
     try:
         await call.connect("127.0.0.1", agi_port, caller_id="+79161234567", uniqueid=linkedid)
     except OSError:
@@ -75,10 +82,31 @@ async def test_sigkill_of_the_ami_owner_mid_load_loses_and_duplicates_no_order(t
                     linkedid = f"1795750923.{1000 + n}"
                     results[linkedid] = await repeat_order_call(agi_port, linkedid)
 
-            load = [asyncio.create_task(dial(n)) for n in range(CALLS)]
-            await wait_until(lambda: len(results) >= KILL_AFTER, timeout=120, what="calls before the kill")
+            load = [asyncio.create_task(dial(n)) for n in range(KILL_AFTER)]
+            await asyncio.gather(*load)
+            # Callers in the middle of the menu when the owner dies: dialled until the owner holds
+            # some (the kernel spreads connections over both), so the kill cuts calls for certain.
+            menu = asyncio.Event()
+
+            async def held(n: int) -> None:
+                linkedid = f"1795750923.{1000 + n}"
+                results[linkedid] = await repeat_order_call(agi_port, linkedid, menu)
+
+            async def in_menu(server: Server) -> int:
+                return (await server.health())["fastagi"]["active_calls"]
+
+            n = KILL_AFTER
+            while n < CALLS and await in_menu(owner) < 2:
+                load.append(asyncio.create_task(held(n)))
+                n += 1
+                for _ in range(500):  # until the new caller sits in the menu on one of the two
+                    if await in_menu(owner) + await in_menu(survivor) >= n - KILL_AFTER:
+                        break
+                    await asyncio.sleep(0.01)
             killed_at = time.monotonic()
             os.kill(owner.pid, signal.SIGKILL)
+            menu.set()
+            load += [asyncio.create_task(dial(k)) for k in range(n, CALLS)]
             await wait_until(lambda: ami.logins >= 2, timeout=TAKEOVER_LIMIT, what="the survivor logs in to AMI")
             takeover = ami.login_times[-1] - killed_at
             await asyncio.gather(*load)
