@@ -109,8 +109,7 @@ class DirectStatement:
         try:
             records = await raw.fetch(self.sql, *args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            await _judge(conn, exc)
-            raise AssertionError("unreachable") from exc  # _judge always raises
+            raise await _judged(conn, exc) from exc
         return self._rows(records)
 
     async def executemany(
@@ -151,9 +150,9 @@ async def settle_lost_connection(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql("SELECT 1")
 
 
-async def _judge(conn: AsyncConnection, exc: BaseException) -> None:
-    """Raise what the store expects for ``exc``: SQLAlchemy's own disconnect handling when the
-    connection is gone (the probe fails the way its statement would have), else ``StoreUnavailable``."""
+async def _judged(conn: AsyncConnection, exc: BaseException) -> StoreUnavailable:
+    """What the store expects for ``exc``: SQLAlchemy's own disconnect error when the connection is
+    gone (the probe raises it, as its statement would have), else ``StoreUnavailable`` to raise."""
     client_side = isinstance(exc, (asyncpg.InterfaceError, OSError)) and not isinstance(exc, asyncpg.PostgresError)
     # ConnectionDoesNotExistError ("closed in the middle of operation": a reset mid-statement) is a
     # PostgresError too; unprobed, its dead connection went back to the pool for the next checkout.
@@ -161,4 +160,4 @@ async def _judge(conn: AsyncConnection, exc: BaseException) -> None:
         await conn.exec_driver_sql("SELECT 1")  # raises DBAPIError(connection_invalidated) if dead
     message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     log.warning("store_unavailable", error=message)
-    raise StoreUnavailable(message) from exc
+    return StoreUnavailable(message)

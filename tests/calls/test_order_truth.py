@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from crm_bridge.db import create_engine, session_factory
+from crm_bridge.db import session_factory
 from crm_bridge.demo import load_demo_data
 from crm_bridge.errors import ConnectionLost, StoreUnavailable
 from crm_bridge.models import Invoice
@@ -22,7 +21,7 @@ from ivr.settings import default_settings
 from ivr.speech.tts import TtsError, engine_by_name
 from tests.calls.harness import start_harness
 from tests.calls.test_call_through import count, ended_call
-from tests.db.tcp_proxy import TcpProxy
+from tests.db.tcp_proxy import proxied_engine
 from tests.fakeasterisk import FakeAsterisk
 
 ALEXEY = "+79161234567"  # C001, last order 4 × WATER-19 (demo data)
@@ -130,16 +129,8 @@ async def test_when_even_the_look_up_fails_the_operator_is_told_the_order_may_ex
 @pytest.fixture
 async def proxied_store(db_url: str, store):
     """A second CrmStore on the same PostgreSQL database, through a TCP proxy that injects faults."""
-    url = make_url(db_url)
-    if url.get_backend_name() != "postgresql":
-        pytest.skip("the TCP proxy stands in front of PostgreSQL")
-    proxy = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    engine = create_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
-    try:
+    async with proxied_engine(db_url) as (proxy, engine):
         yield proxy, CrmStore(session_factory(engine), store.config)
-    finally:
-        await engine.dispose()
-        await proxy.stop()
 
 
 # The order's statement is the only one that binds the invoice prefix: its reply is the one lost.

@@ -16,6 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_bridge.db import create_engine
 
 # PostgreSQL's ReadyForQuery message ('Z', length 5, then the transaction status byte): the server
 # sends it when a query (and its implicit transaction) is over.
@@ -122,3 +129,18 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     transport = writer.transport
     if not transport.is_closing():
         transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def proxied_engine(db_url: str) -> AsyncIterator[tuple[TcpProxy, AsyncEngine]]:
+    """An engine on ``db_url``'s PostgreSQL database through a fresh proxy (skips on SQLite)."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("the TCP proxy stands in front of PostgreSQL")
+    proxy = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    engine = create_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
+    try:
+        yield proxy, engine
+    finally:
+        await engine.dispose()
+        await proxy.stop()

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from crm_bridge.db import create_engine, session_factory
+from crm_bridge.db import session_factory
 from crm_bridge.errors import StoreUnavailable
 from crm_bridge.models import Invoice
 from crm_bridge.services import CrmStore
 from tests.db.seed import seed
-from tests.db.tcp_proxy import TcpProxy
+from tests.db.tcp_proxy import TcpProxy, proxied_engine
 from tests.db.test_store_hot_path import MORNING, count_rows
 
 # Only the order's statement binds the invoice prefix: its reply is the one the proxy loses.
@@ -27,18 +26,10 @@ ORDER = {"idempotency_key": "call-9:repeat", "customer_id": "C1", "lines": [("W1
 
 @pytest.fixture
 async def proxied(db_url: str) -> AsyncIterator[tuple[TcpProxy, CrmStore]]:
-    url = make_url(db_url)
-    if url.get_backend_name() != "postgresql":
-        pytest.skip("the TCP proxy stands in front of PostgreSQL")
-    proxy = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    engine = create_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
-    store = CrmStore(session_factory(engine))
-    await seed(store)
-    try:
+    async with proxied_engine(db_url) as (proxy, engine):
+        store = CrmStore(session_factory(engine))
+        await seed(store)
         yield proxy, store
-    finally:
-        await engine.dispose()
-        await proxy.stop()
 
 
 async def test_the_stores_retry_returns_the_order_whose_reply_was_lost(proxied) -> None:

@@ -22,7 +22,7 @@ from crm_bridge.models import Call, TimelineEvent
 from crm_bridge.services import CrmStore
 from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
-from tests.db.tcp_proxy import TcpProxy
+from tests.db.tcp_proxy import TcpProxy, proxied_engine
 
 T0 = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 EVENTS_PER_CALL = 8
@@ -290,16 +290,8 @@ async def _load_through_outage(writer: RecordWriter, outage_down, outage_up, ses
 
 @pytest.fixture
 async def proxied(db_url: str) -> AsyncIterator[tuple[TcpProxy, Any]]:
-    url = make_url(db_url)
-    if url.get_backend_name() != "postgresql":
-        pytest.skip("the TCP proxy stands in front of PostgreSQL")
-    proxy = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    engine = create_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
-    try:
+    async with proxied_engine(db_url) as (proxy, engine):
         yield proxy, session_factory(engine)
-    finally:
-        await engine.dispose()
-        await proxy.stop()
 
 
 async def test_postgres_stopped_mid_load_every_record_arrives_once(proxied, sessions, tmp_path) -> None:
