@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -127,7 +129,7 @@ class CrmStore:
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled Core connection for the hot path: autocommit on PostgreSQL; on SQLite a
         deferred read transaction (writes go through ``_sqlite_write``)."""
-        async with _store_errors(), self._reads.connect() as conn:
+        async with _store_errors(), self._reads.connect() as conn, _discarded_when_cancelled(conn):
             yield conn
 
     @asynccontextmanager
@@ -645,6 +647,25 @@ class CrmStore:
         view = order_view(order, customer.customer_id, [line_view(line) for line in lines], invoice)
         assert view.invoice is not None
         return view.invoice, view, customer_view(customer, phones.get(customer.id, []))
+
+
+@asynccontextmanager
+async def _discarded_when_cancelled(conn: AsyncConnection) -> AsyncIterator[None]:
+    """A statement cancelled mid-flight (a call that could not wait: ivr/calls/silence.py) leaves
+    its connection in an unknown state, its reply perhaps still to come: on PostgreSQL the
+    connection is aborted at once (asyncpg's terminate; SQLAlchemy's own invalidation would first
+    try a polite close for up to 2 s) and never goes back to the pool, where the next call would
+    wait behind the stalled reply. aiosqlite finishes a statement in its thread whatever happens,
+    so a SQLite connection is simply returned."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            driver = (await conn.get_raw_connection()).driver_connection
+            if hasattr(driver, "terminate"):  # asyncpg
+                driver.terminate()
+                await conn.invalidate()
+        raise
 
 
 @asynccontextmanager

@@ -348,6 +348,7 @@ def build_calls(
             window_start=settings.delivery.window_start,
             window_end=settings.delivery.window_end,
             media_slack=settings.agi.media_slack,
+            max_silence=f.max_silence,
         ),
         clock=clock,
         shutdown=shutdown,

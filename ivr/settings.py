@@ -119,6 +119,9 @@ class FlowSettings:
     max_attempts: int
     max_quantity: int
     default_language: str
+    # Seconds the caller may hear nothing while the robot works (lookup, order, synthesis) before an
+    # operator takes over (ivr/calls/silence.py); the database deadlines never stretch it.
+    max_silence: float
 
 
 @dataclass(frozen=True)

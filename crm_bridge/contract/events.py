@@ -89,6 +89,7 @@ class OrderCreated(TypedDict, total=False):
     delivery_date: str | None
     lines: list[dict[str, Any]]  # {"sku", "quantity"}
     after_hangup: bool  # the write finished after the caller hung up
+    after_handover: bool  # known only after the caller went to an operator (order_outcome_unknown)
 
 
 class OrderUncertain(TypedDict, total=False):

@@ -1,0 +1,38 @@
+"""The caller's quiet time: how long they have heard nothing, against the most they may.
+
+A caller who hears nothing for a few seconds hangs up or presses keys at random; one who hears
+"connecting you to an operator" waits. So every step the robot takes between two sounds (the
+caller lookup, an order write, a callback, synthesizing the next prompt) shares one budget,
+``flow.max_silence`` (1.5 s by default), counted from the moment the caller last heard or pressed
+something: the call was answered, a prompt ended, a key was pressed, a question timed out. A step
+still running when the budget is spent is abandoned and the caller goes to an operator at once.
+
+``reserve`` is kept back from every step for what follows a failure: the hand-over's own prompt
+(a cached file, read in microseconds, or a synthesis that may itself be slow) and one round trip to
+Asterisk, so that the operator's words start within the budget, not after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+HANDOVER_RESERVE = 0.3  # seconds kept for the hand-over prompt and its round trip to Asterisk
+
+
+class SilenceBudget:
+    def __init__(self, limit: float, clock: Callable[[], float] | None = None) -> None:
+        self.limit = limit
+        self._clock = clock or asyncio.get_running_loop().time
+        self._since = self._clock()
+
+    def heard(self) -> None:
+        """The caller just heard (or pressed) something: the quiet starts again."""
+        self._since = self._clock()
+
+    def left(self, reserve: float = HANDOVER_RESERVE) -> float:
+        """Seconds a step may still take, keeping ``reserve`` for the hand-over (never below 0)."""
+        return max(0.0, self._since + self.limit - reserve - self._clock())
+
+    def quiet_for(self) -> float:
+        return self._clock() - self._since
