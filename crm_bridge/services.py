@@ -217,8 +217,8 @@ class CrmStore:
         round trips (read the customer, the key and the prices; then one statement inserting order,
         lines and invoice with numbers from sequences), no transaction open across an await.
         SQLite: one BEGIN IMMEDIATE transaction under the writer lock, numbers from the counter
-        table. A dropped connection is retried once (safe: the key makes the write idempotent; a retry after a commit whose reply
-        was lost returns that order with ``created=False``).
+        table. A dropped connection is retried once (safe: the key makes the write idempotent; a
+        retry after a commit whose reply was lost returns that order with ``created=False``).
         """
         if source not in ORDER_SOURCES:
             raise InvalidSource(source)
@@ -270,8 +270,7 @@ class CrmStore:
             differs = view.difference(customer_id, *request)
         else:
             differs = "customer" if view.customer_id != customer_id else None
-        if differs is not None:
-            log.warning("idempotency_conflict", idempotency_key=key, order_id=view.order_id, differs=differs)
+        if differs is not None:  # logged once, by the caller that knows the context (call, request)
             raise IdempotencyConflict(key, view, differs)
         assert view.invoice is not None  # orders with a key are only made here, always with one
         return PlacedOrder(order=view, invoice=view.invoice, created=False)

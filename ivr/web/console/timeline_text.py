@@ -65,6 +65,10 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
             return "; ".join(b for b in (str(data.get("step") or ""), reason_text(data.get("reason"))) if b)
         case EventKind.ORDER_CREATED:
             return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}"
+        case EventKind.ORDER_ALREADY_PLACED:
+            text = f"в силе заказ {data.get('order_id') or ''}, оформленный ранее в звонке"
+            asked = ", ".join(f"{line.get('sku')} × {line.get('quantity')}" for line in data.get("lines") or [])
+            return text + (f"; клиент просил: {asked} (не оформлено)" if asked else "")
         case EventKind.ORDER_UNCERTAIN:
             return "база не ответила, оформлен ли заказ: проверьте заказы клиента, прежде чем вводить его снова"
         case EventKind.CALLBACK_CREATED:
