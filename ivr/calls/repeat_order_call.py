@@ -24,8 +24,8 @@ import structlog
 from crm_bridge.contract.dialplan import IvrResult, Var
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome, hangup_at
-from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, PlacedOrder
-from crm_bridge.errors import CrmError, StoreUnavailable
+from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, OrderView, PlacedOrder
+from crm_bridge.errors import CrmError, IdempotencyConflict, StoreUnavailable
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed, AgiProtocolError
 from ivr.agi.shutdown import CallCut, Shutdown
@@ -45,6 +45,7 @@ from ivr.flows.model import (
     Finish,
     Item,
     LookupCaller,
+    OrderAlreadyPlaced,
     OrderPlaced,
     PlaceOrder,
     PromptRef,
@@ -394,6 +395,8 @@ class RepeatOrderRun:
         elif write.cancelled():  # a statement timeout, a pool giving up: a write error to settle
             placed, reason = await self._settle_order(write, Reason.DATABASE_ERROR, "write cancelled")
         elif (exc := write.exception()) is not None:
+            if isinstance(exc, IdempotencyConflict) and exc.differs != "customer":
+                return self._order_already_placed(exc.order, action)
             if _refused(exc):
                 self.log.warning("order_rejected", error=repr(exc))
                 return self._failed(Reason.ORDER_REJECTED, "order")
@@ -405,6 +408,8 @@ class RepeatOrderRun:
             if reason == Reason.ORDER_OUTCOME_UNKNOWN:
                 self.order_pending = True  # looked up again after the call, with time to spare
             return self._failed(reason, "order")
+        if placed.order.difference(action.customer_id, action.lines, "ivr") is not None:
+            return self._order_already_placed(placed.order, action)  # settled by key: an earlier visit's order
         order, invoice = placed.order, placed.invoice
         self.order_id = order.order_id
         self._order_created(placed, after_hangup=False)
@@ -428,6 +433,19 @@ class RepeatOrderRun:
                          idempotency_key=key)
         self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
         return self._failed(Reason.ORDER_OUTCOME_UNKNOWN, "order")
+
+    def _order_already_placed(self, order: OrderView, action: PlaceOrder) -> Event:
+        """The call's key already holds another order: the caller came back to the robot in the same
+        call and asked for something else. That order stands and the caller is told so (the flow's
+        rule, issue 9); what they asked for now goes on the timeline, not into an order."""
+        assert self.identity is not None
+        self.order_id = order.order_id
+        placed_lines = [{"sku": line.sku, "quantity": line.quantity} for line in order.lines]
+        asked = [{"sku": sku, "quantity": quantity} for sku, quantity in action.lines]
+        self.log.warning("order_already_placed", order_id=order.order_id, asked=asked, placed=placed_lines)
+        self.s.notifier.emit(self.events, EventKind.ORDER_ALREADY_PLACED, order_id=order.order_id,
+                             idempotency_key=self.identity.order_key, lines=asked, placed_lines=placed_lines)
+        return OrderAlreadyPlaced(order.order_id)
 
     async def _request_callback(self, action: RequestCallback) -> Event:
         assert self.identity is not None

@@ -26,7 +26,8 @@ log = structlog.get_logger("ivr.screen_pop")
 # The IVR path worth showing an operator: what the caller heard and pressed, and how it ended.
 _PATH_KINDS = {
     EventKind.CALL_STARTED, EventKind.CALLER_IDENTIFIED, EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED,
-    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED,
+    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.ORDER_ALREADY_PLACED, EventKind.STEP_FAILED,
+    EventKind.CALL_ESCALATED,
     EventKind.CALLBACK_CREATED, EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
 }
 _OPERATOR_KINDS = {
@@ -110,7 +111,7 @@ class OperatorBoard:
             call.candidates = data.get("candidates") or []
         elif event.kind == EventKind.CALL_ESCALATED:
             call.ivr_reason = data.get("reason")
-        elif event.kind == EventKind.ORDER_CREATED:
+        elif event.kind in (EventKind.ORDER_CREATED, EventKind.ORDER_ALREADY_PLACED):
             call.order_id = data.get("order_id")
         if event.kind in _PATH_KINDS:
             call.path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
