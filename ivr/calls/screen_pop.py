@@ -120,6 +120,26 @@ class OperatorBoard:
                 self._recent.popitem(last=False)
         if event.kind in _OPERATOR_KINDS:
             self._spawn(self._operator_event(event))
+        elif event.kind == EventKind.ORDER_CREATED and self._showing(call_id):
+            # The order became known after the caller was put through (order_outcome_unknown, a
+            # write settled after the hand-over): the operator's open card must say so at once.
+            self._spawn(self._refresh(call_id))
+
+    def _showing(self, call_id: str) -> bool:
+        return any(card.get("call", {}).get("call_id") == call_id for card in self._cards.values())
+
+    async def _refresh(self, call_id: str) -> None:
+        async with self._order:
+            for key, card in list(self._cards.items()):
+                if card.get("call", {}).get("call_id") != call_id or card.get("state") == "free":
+                    continue
+                try:
+                    customer_id = (card.get("customer") or {}).get("customer_id")
+                    fresh = await self.build_card(call_id, card["operator_interface"], customer_id)
+                except Exception:
+                    log.exception("screen_pop_failed", call_id=call_id, kind="refresh")
+                    continue
+                self._publish(key, {**fresh, "state": card.get("state")})
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -47,6 +47,7 @@ class TcpProxy:
         self.reply_lost = asyncio.Event()
         self.commit_reply_lost = self.reply_lost
         self.refused = 0  # connections refused so far
+        self.accepted = 0  # connections forwarded to the server so far
         self.reply_delay = 0.0
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -106,6 +107,7 @@ class TcpProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
+        self.accepted += 1
         sent = asyncio.Event()  # the marked message went to the server: its reply is to be lost
         try:
             await asyncio.gather(
