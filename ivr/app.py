@@ -360,6 +360,7 @@ def build_calls(
         notifier=notifier,
         hours=hours,
         db_deadline=settings.database.call_deadline,
+        max_silence=f.max_silence,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
         clock=clock,

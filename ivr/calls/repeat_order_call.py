@@ -33,7 +33,7 @@ from ivr.calls.callback_task import save_callback
 from ivr.calls.hours import BusinessHours
 from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
-from ivr.calls.silence import SilenceBudget
+from ivr.calls.silence import SilenceBudget, within
 from ivr.flows.model import (
     Action,
     Ask,
@@ -282,25 +282,8 @@ class RepeatOrderRun:
         return linkedid or self.env.uniqueid or f"agi-{id(self)}"
 
     async def _bounded(self, work: Coroutine[Any, Any, T], limit: float) -> T:
-        """``work`` for at most ``limit`` seconds and what is left of the caller's silence budget.
-
-        Past it the work is cancelled and abandoned, never awaited: a statement on a stalled
-        connection may take long to unwind, and the caller must hear a human now. The store
-        discards a connection whose statement was cancelled. Raises TimeoutError."""
-        task = asyncio.ensure_future(work)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=min(limit, self.quiet.left()))
-        except asyncio.CancelledError:  # the call is being stopped: the work goes too
-            self._abandon(task)
-            raise
-        if not done:
-            self._abandon(task)
-            raise TimeoutError(f"over the silence budget after {self.quiet.quiet_for():.2f} s")
-        return task.result()
-
-    def _abandon(self, task: asyncio.Future) -> None:
-        task.cancel()
-        self.s.keep_books(_unwound(task))
+        """``work`` within ``limit`` and what is left of the caller's silence budget (silence.within)."""
+        return await within(work, min(limit, self.quiet.left()))
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -664,13 +647,6 @@ class RepeatOrderRun:
 def _item(line: OrderLineView) -> Item:
     return Item(line.sku, line.quantity, line.unit, line.name, line.unit_en, line.name_en)
 
-
-
-async def _unwound(task: asyncio.Future) -> None:
-    """An abandoned step's task, awaited beside the call so that its end (usually a cancel) is
-    collected and never reported as "exception was never retrieved"."""
-    with contextlib.suppress(BaseException):
-        await task
 
 
 def _refused(exc: BaseException) -> bool:

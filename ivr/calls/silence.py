@@ -15,7 +15,10 @@ Asterisk, so that the operator's words start within the budget, not after it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 HANDOVER_RESERVE = 0.3  # seconds kept for the hand-over prompt and its round trip to Asterisk
 
@@ -36,3 +39,36 @@ class SilenceBudget:
 
     def quiet_for(self) -> float:
         return self._clock() - self._since
+
+
+# Steps abandoned at their budget, referenced until they have unwound (a task nobody references may
+# be collected mid-flight).
+_abandoned: set[asyncio.Future] = set()
+
+
+async def within(work: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``work`` for at most ``seconds``; past it (or when the waiting call is itself cancelled) the
+    work is cancelled and abandoned, never awaited: a statement on a stalled connection may take
+    long to unwind, and the caller must hear a human now. Raises TimeoutError."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        abandon(task)
+        raise
+    if not done:
+        abandon(task)
+        raise TimeoutError(f"abandoned after {seconds:.2f} s")
+    return task.result()
+
+
+def abandon(task: asyncio.Future) -> None:
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_unwound)
+
+
+def _unwound(task: asyncio.Future) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # collected: an abandoned step's error is not "never retrieved"
