@@ -101,6 +101,12 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.RECORDING_READY: "Запись готова",
     EventKind.RECORDING_MISSING: "Записи нет",
     EventKind.RECORDING_REFUSED: "Путь записи отклонён",
+    EventKind.ORDER_CANCELLED: "Заказ отменён",
+    EventKind.ORDER_CHANGED: "Заказ изменён",
+    EventKind.CUSTOMER_CREATED: "Клиент создан",
+    EventKind.CUSTOMER_CHANGED: "Адрес изменён",
+    EventKind.PHONE_ATTACHED: "Номер привязан",
+    EventKind.CALLBACK_NOTE: "Заметка к задаче",
     EventKind.ORDER_PLACED: "Заказ",
     EventKind.CALL_RECORDED: "Звонок",
 }
