@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from crm_bridge.dto import CallbackTaskView, PlacedOrder
+from crm_bridge.dto import CallbackTaskView, OrderView, PlacedOrder
 from crm_bridge.errors import (
     CrmError,
     EmptyOrder,
@@ -51,6 +52,11 @@ class OperatorStore(Protocol):
                          ) -> list[CallbackTaskView]: ...
 
     async def close_task(self, task_id: int, status: str, note: str | None = None) -> CallbackTaskView | None: ...
+
+    async def order_for_key(self, idempotency_key: str, customer_id: str) -> PlacedOrder | None: ...
+
+    async def recent_same_order(self, customer_id: str, lines: list[tuple[str, int]], *, within: timedelta
+                                ) -> OrderView | None: ...
 
 
 async def current_card(request: web.Request) -> web.Response:
@@ -149,8 +155,16 @@ async def place_operator_order(request: web.Request) -> web.Response:
     except InvalidOrderInput as exc:
         return api_error(422, "invalid_order", str(exc), exc.errors)
     call_id = order.call_id
+    store = request.app[STORE_KEY]
+    window = request.app[LIMITS_KEY].duplicate_window_hours
+    if not order.confirm_duplicate and window > 0:
+        earlier = await possible_duplicate(store, f"operator:{key}", request.match_info["customer_id"], order.lines,
+                                           timedelta(hours=window))
+        if earlier is not None:
+            log.info("operator_order_possible_duplicate", order_id=earlier.order_id, idempotency_key=key)
+            return to_json({"error": duplicate_error(earlier)}, status=409)
     try:
-        placed = await request.app[STORE_KEY].place_order(
+        placed = await store.place_order(
             idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=order.lines,
             source="operator", call_id=call_id,
         )
@@ -164,6 +178,28 @@ async def place_operator_order(request: web.Request) -> web.Response:
     log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
     return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
                    status=201 if placed.created else 200)
+
+
+async def possible_duplicate(store: Any, key: str, customer_id: str, lines: list[tuple[str, int]],
+                             within: timedelta) -> OrderView | None:
+    """The customer's order of the last ``within`` with the same lines, unless ``key`` already
+    placed an order (a retry of this very request is the key's replay, never a "repeat order?")."""
+    try:
+        if await store.order_for_key(key, customer_id) is not None:
+            return None
+    except IdempotencyConflict:
+        return None  # the key holds another customer's order: place_order answers that conflict
+    return await store.recent_same_order(customer_id, lines, within=within)
+
+
+def duplicate_error(earlier: OrderView) -> dict[str, Any]:
+    """409 ``possible_duplicate``: the body names the earlier order; send ``confirm_duplicate: true``
+    (with the same key) to place this one anyway."""
+    when = earlier.ordered_at.strftime("%d.%m.%Y %H:%M UTC")
+    message = (f"Повторный заказ? У клиента уже есть такой же заказ {earlier.order_id} от {when} "
+               f"на {earlier.total} ₽. Чтобы оформить ещё один, подтвердите (confirm_duplicate: true).")
+    return {"id": "possible_duplicate", "message": message, "order_id": earlier.order_id,
+            "ordered_at": earlier.ordered_at.isoformat(), "total": str(earlier.total)}
 
 
 def _key_conflict(key: str, exc: IdempotencyConflict) -> web.Response:

@@ -37,13 +37,18 @@
 
   // --- orders ---------------------------------------------------------------------------------
 
-  async function placeOrder(customerId, lines, key, callId) {
+  async function placeOrder(customerId, lines, key, callId, confirmDuplicate) {
     const response = await fetch("/api/v1/customers/" + encodeURIComponent(customerId) + "/orders", {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": ivr.csrf(), "Idempotency-Key": key },
-      body: JSON.stringify({ lines, call_id: callId || undefined }),
+      body: JSON.stringify({ lines, call_id: callId || undefined, confirm_duplicate: confirmDuplicate || undefined }),
     });
     const body = await response.json().catch(() => ({}));
+    // The customer has the same order from the last hours: ask, then place it under the same key.
+    if (response.status === 409 && body.error && body.error.id === "possible_duplicate" && !confirmDuplicate) {
+      if (window.confirm(body.error.message)) return placeOrder(customerId, lines, key, callId, true);
+      throw new Error("не оформлен: такой же заказ уже есть (" + body.error.order_id + ")");
+    }
     if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
     return body;
   }
