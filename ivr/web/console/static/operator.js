@@ -35,6 +35,24 @@
   // renderer of timeline events), so the live card reads like the call page.
   const pathStep = (step) => step.line || [step.kind || "", ""];
 
+  // A caller the robot did not know: make a customer with the number, or attach it to one found by
+  // search (the same as templates/_unknown_caller.html draws for the first card).
+  function unknownCaller(call) {
+    const box = el("div", { className: "unknown-caller" }, el("p", { className: "muted" }, "Клиент не определён."));
+    if (!call.caller_number) {
+      box.append(el("p", null, "Найдите клиента в ", el("a", { href: "/customers" }, "поиске клиентов"),
+                    " или ", el("a", { href: "/customers/new" }, "заведите нового"), "."));
+      return box;
+    }
+    const query = (name) => new URLSearchParams({ [name]: call.caller_number, call: call.call_id || "" }).toString();
+    box.append(el("p", null,
+      el("a", { className: "button", id: "new-customer-from-call", href: "/customers/new?" + query("number") },
+         "Новый клиент с этим номером"), " ",
+      el("a", { className: "button secondary", id: "attach-number-from-call", href: "/customers?" + query("attach") },
+         "Найти клиента и привязать номер")));
+    return box;
+  }
+
   // --- orders ---------------------------------------------------------------------------------
 
   async function placeOrder(customerId, lines, key, callId, confirmDuplicate) {
@@ -189,8 +207,8 @@
         parts.push(el("p", { className: "muted" }, "Телефоны: " + (c.phones || []).join(", ") + " · клиент " + c.customer_id));
         form.elements.customer_id.value = c.customer_id;
       } else {
-        parts.push(el("p", { className: "muted" }, "Клиент не определён: найдите его в ",
-                      el("a", { href: "/customers" }, "поиске клиентов"), "."));
+        form.elements.customer_id.value = "";
+        parts.push(unknownCaller(call));
       }
       if (card.ivr_path && card.ivr_path.length) {
         parts.push(el("h2", null, "Что было в меню робота"));
