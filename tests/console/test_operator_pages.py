@@ -116,7 +116,7 @@ async def test_ringing_card_shows_caller_customer_reason_path_and_last_orders(de
     assert path.index("Чтобы повторить заказ, нажмите 1.") < path.index("«0»")
     assert "H-1013" in html and "H-0991" in html
     assert html.count("Повторить заказ") == 2  # one per last order (C001 has two)
-    assert 'name="customer_id" required size="12"\n      value="C001"' in html
+    assert 'name="customer_id" readonly size="12" placeholder="из карточки звонка"\n      value="C001"' in html
     assert page_data(html)["card"]["call"]["call_id"] == "1.1"
 
 
