@@ -114,11 +114,14 @@ class Corrections:
         address: str = "",
         language: str = "ru",
         number: str | None = None,
+        call_id: str | None = None,
         by: str,
         now: datetime | None = None,
     ) -> CustomerView:
         """A new customer with a generated id (``<customer_prefix><n>``) and, when given, the
-        number they called from. Raises ``InvalidCustomer`` naming the bad field."""
+        number they called from. ``call_id``: the call they were made from; its event names the
+        call, so that call's story joins the customer's timeline. Raises ``InvalidCustomer``
+        naming the bad field."""
         names = {"last_name": last_name, "first_name": first_name, "patronymic": patronymic}
         names = {k: " ".join((v or "").split()) for k, v in names.items()}
         for field, value in names.items():
@@ -152,20 +155,22 @@ class Corrections:
                 session.add(Phone(number=normalized, customer_id=customer.id))
             name = " ".join(v for v in names.values() if v)
             repo.add_event(session, _event(EventKind.CUSTOMER_CREATED, at, customer_id,
-                                           {"by": by, "number": normalized, "name": name}))
+                                           {"by": by, "number": normalized, "name": name}, call_id=call_id))
             if shared:
                 repo.add_event(session, _event(EventKind.PHONE_ATTACHED, at, customer_id,
-                                               {"by": by, "number": normalized, "shared_with": shared}))
+                                               {"by": by, "number": normalized, "shared_with": shared},
+                                               call_id=call_id))
             await session.flush()
             view = customer_view(customer, [normalized] if normalized else [])
             await session.commit()
         log.info("customer_created", customer_id=customer_id, by=by, number=normalized, shared_with=shared)
         return view
 
-    async def attach_phone(self, customer_id: str, number: str, *, by: str,
+    async def attach_phone(self, customer_id: str, number: str, *, by: str, call_id: str | None = None,
                            now: datetime | None = None) -> CustomerView:
         """Attach ``number`` to the customer; when others own it already it becomes a shared number
-        (the robot then hands the caller to an operator, who picks). Attaching twice changes nothing."""
+        (the robot then hands the caller to an operator, who picks). Attaching twice changes nothing.
+        ``call_id``: as for ``create_customer``."""
         normalized = normalize_phone(number)
         if normalized is None:
             raise InvalidCustomer("number", f"Номер «{(number or '').strip()}» не распознан: нужен российский номер.")
@@ -178,7 +183,8 @@ class Corrections:
             if customer_id not in owners:
                 session.add(Phone(number=normalized, customer_id=customer.id))
                 repo.add_event(session, _event(EventKind.PHONE_ATTACHED, at, customer_id,
-                                               {"by": by, "number": normalized, "shared_with": owners}))
+                                               {"by": by, "number": normalized, "shared_with": owners},
+                                               call_id=call_id))
                 await session.flush()
             phones = (await repo.phones_of(session, [customer.id])).get(customer.id, [])
             view = customer_view(customer, phones)

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crm_bridge.demo import load_demo_data
+from ivr.web.console.invoice_pdf import build_invoice_pdf
 from tests.console.conftest import PASSWORD, login
+from tests.console.test_customer_pages import pdf_texts
 
 FORM_KEY = re.compile(r'name="key" value="([^"]+)"')
 
@@ -168,3 +170,18 @@ async def test_a_task_note_is_written_from_the_operator_page(demo, console_clien
     assert noted.status == 200 and "Ольга Операторова (op1): после 18" in html
     [open_task] = await demo.list_tasks("open")
     assert open_task.status == "open" and open_task.note == "Ольга Операторова (op1): после 18"
+
+
+async def test_the_invoice_pdf_says_cancelled_or_recomputed(demo):
+    edited = await demo.place_order(idempotency_key="k-pdf-1", customer_id="C001", lines=[("WATER-19", 1)],
+                                    source="operator")
+    await demo.change_order(edited.order.order_id, [("WATER-19", 2)], reason="ещё одна", by="op1")
+    cancelled = await demo.place_order(idempotency_key="k-pdf-2", customer_id="C002", lines=[("WATER-19", 1)],
+                                       source="operator")
+    await demo.cancel_order(cancelled.order.order_id, reason="отказ", by="op1")
+    texts = {}
+    for name, placed in (("edited", edited), ("cancelled", cancelled)):
+        invoice, order, customer = await demo.get_invoice(placed.invoice.number)
+        texts[name] = " ".join(pdf_texts(build_invoice_pdf(invoice, order, customer, compress=False)))
+    assert "Редакция 2: заказ изменён, счёт пересчитан" in texts["edited"] and "АННУЛИРОВАН" not in texts["edited"]
+    assert "АННУЛИРОВАН: заказ отменён" in texts["cancelled"]

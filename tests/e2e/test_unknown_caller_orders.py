@@ -49,6 +49,8 @@ async def test_an_unknown_caller_becomes_a_customer_who_orders_and_the_order_is_
     await expect(page.locator("#done")).to_have_text("Клиент создан.")
     await expect(page.locator("h1")).to_contain_text("Сидорова Мария")
     await expect(page.locator("#customer")).to_contain_text(UNKNOWN)
+    # the call it was made from is on the customer's timeline (the robot's lookup included)
+    await expect(page.locator("#timeline")).to_contain_text("Поиск по номеру")
 
     # then the order, from the customer's page
     await page.locator("#order-button").click()

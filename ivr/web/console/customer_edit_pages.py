@@ -76,7 +76,7 @@ async def create_customer(request: web.Request) -> web.StreamResponse:
         made = await deps.store.create_customer(
             last_name=values["last_name"], first_name=values["first_name"], patronymic=values["patronymic"],
             address=values["address"], language=values["language"] or "ru", number=values["number"] or None,
-            by=who(request),
+            call_id=values["call"] or None, by=who(request),
         )
     except InvalidCustomer as exc:
         log.info("customer_refused", field=exc.field, by=who(request))
@@ -93,7 +93,7 @@ async def attach_phone(request: web.Request) -> web.StreamResponse:
     number = str(form.get("number", "") or "").strip()[:40]
     call = call_param(form.get("call"))
     try:
-        await deps.store.attach_phone(customer_id, number, by=who(request))
+        await deps.store.attach_phone(customer_id, number, by=who(request), call_id=call or None)
     except UnknownCustomer:
         return _missing(request, customer_id)
     except InvalidCustomer as exc:

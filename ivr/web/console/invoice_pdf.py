@@ -127,6 +127,16 @@ def build_invoice_pdf(
     pdf.set_font("DejaVu", "B", 15)
     pdf.multi_cell(width, 8, f"Счёт на оплату № {invoice.number} от {issued:%d.%m.%Y}",
                    new_x="LMARGIN", new_y="NEXT")
+    # Corrections (crm_bridge/README.md, "Correcting an order"): a cancelled order's invoice says so;
+    # an edited order's invoice was recomputed under the same number.
+    if invoice.status == "cancelled":
+        pdf.set_text_color(180, 35, 24)
+        pdf.multi_cell(width, 8, "АННУЛИРОВАН: заказ отменён, счёт не подлежит оплате", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+    elif invoice.revision > 1:
+        pdf.set_font("DejaVu", "", 10)
+        pdf.multi_cell(width, 5, f"Редакция {invoice.revision}: заказ изменён, счёт пересчитан",
+                       new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font("DejaVu", "", 10)
     buyer = " ".join(p for p in (customer.last_name, customer.first_name, customer.patronymic) if p)
