@@ -237,6 +237,8 @@ def _order(order) -> dict[str, Any]:
         "ordered_at": order.ordered_at.isoformat(),
         "total": str(order.total),
         "source": order.source,
+        "delivery_date": order.delivery_date.isoformat() if order.delivery_date else None,
+        "status": order.status,  # "placed" | "cancelled" (crm_bridge.corrections)
         "lines": [{"sku": line.sku, "quantity": line.quantity, "unit": line.unit, "name": line.name}
                   for line in order.lines],
     }

@@ -12,8 +12,9 @@ import pytest
 
 from crm_bridge.demo import load_demo_data
 from ivr.web.console.invoice_pdf import build_invoice_pdf
-from tests.console.conftest import PASSWORD, login
+from tests.console.conftest import PASSWORD, login, start_client
 from tests.console.test_customer_pages import pdf_texts
+from tests.console.test_operator_pages import ring
 
 FORM_KEY = re.compile(r'name="key" value="([^"]+)"')
 
@@ -185,3 +186,29 @@ async def test_the_invoice_pdf_says_cancelled_or_recomputed(demo):
         texts[name] = " ".join(pdf_texts(build_invoice_pdf(invoice, order, customer, compress=False)))
     assert "Редакция 2: заказ изменён, счёт пересчитан" in texts["edited"] and "АННУЛИРОВАН" not in texts["edited"]
     assert "АННУЛИРОВАН: заказ отменён" in texts["cancelled"]
+
+
+async def test_the_operator_card_shows_delivery_dates_and_unknown_caller_actions(demo, console_app):
+    placed = await demo.place_order(idempotency_key="k-card", customer_id="C001", lines=[("WATER-19", 1)],
+                                    source="operator")
+    await demo.cancel_order(placed.order.order_id, reason="отказ", by="op1")
+    again = await demo.place_order(idempotency_key="k-card-2", customer_id="C001", lines=[("WATER-5", 1)],
+                                   source="operator")
+    client = await start_client(console_app)
+    try:
+        card = await ring(console_app)
+        await login(client, "op1", PASSWORD)
+        html = await (await client.get("/operator")).text()
+        await ring(console_app, call_id="2.2", caller="+79260001122", customer=None, reason="unknown_number",
+                   lookup="unknown")
+        unknown = await (await client.get("/operator")).text()
+    finally:
+        await client.close()
+    by_id = {o["order_id"]: o for o in card["last_orders"]}
+    assert by_id[again.order.order_id]["delivery_date"] == again.order.delivery_date.isoformat()
+    assert by_id[placed.order.order_id]["status"] == "cancelled"
+    assert f'<td class="delivery">{again.order.delivery_date:%d.%m.%Y}</td>' in html
+    assert "отменён" in html
+    assert "Клиент не определён." in unknown
+    assert 'href="/customers/new?number=%2B79260001122&amp;call=2.2"' in unknown
+    assert 'href="/customers?attach=%2B79260001122&amp;call=2.2"' in unknown

@@ -74,7 +74,13 @@ async def operator_page(request: web.Request) -> web.Response:
         reason_text=reason_text,
         task_reason_text=task_reason_text,
         labels={"states": STATES},
+        ru_date=ru_date,
     )
+
+
+def ru_date(iso: str | None) -> str:
+    """A card's delivery date ("2026-11-30", JSON) as the operator reads it: "30.11.2026"."""
+    return ".".join(reversed(iso.split("-"))) if iso else "—"
 
 
 def setup(app: web.Application, deps: ConsoleDeps) -> None:

@@ -30,6 +30,7 @@
     const [whole, cents] = Number(value).toFixed(2).split(".");
     return whole.replace(/\B(?=(\d{3})+(?!\d))/g, " ") + "," + cents + " ₽";
   };
+  const ruDate = (iso) => (iso ? iso.split("-").reverse().join(".") : "—"); // "2026-11-30" -> "30.11.2026"
   const when = (iso) => (iso ? new Date(iso).toLocaleString("ru-RU") : "");
   // The server puts each step's words on the card (ivr/web/console/timeline_text.py: the one
   // renderer of timeline events), so the live card reads like the call page.
@@ -222,7 +223,7 @@
       if (c && card.last_orders && card.last_orders.length) {
         parts.push(el("h2", null, "Последние заказы"));
         const table = el("table", { className: "last-orders" },
-          el("tr", null, el("th", null, "Заказ"), el("th", null, "Дата"), el("th", null, "Состав"),
+          el("tr", null, el("th", null, "Заказ"), el("th", null, "Дата"), el("th", null, "Доставка"), el("th", null, "Состав"),
              el("th", null, "Сумма"), el("th", null, "")));
         for (const order of card.last_orders) {
           const lines = el("td");
@@ -230,7 +231,9 @@
           const button = el("button", { type: "button", className: "repeat-order",
             dataset: { customer: c.customer_id, order: order.order_id, lines: JSON.stringify(order.lines) } }, "Повторить заказ");
           armRepeat(button);
-          table.append(el("tr", null, el("td", null, order.order_id), el("td", null, when(order.ordered_at)), lines,
+          const status = order.status === "cancelled" ? el("span", { className: "bad" }, " отменён") : null;
+          table.append(el("tr", null, el("td", null, order.order_id, status), el("td", null, when(order.ordered_at)),
+                          el("td", { className: "delivery" }, ruDate(order.delivery_date)), lines,
                           el("td", null, money(order.total)),
                           el("td", null, button, el("span", { className: "repeat-result" }))));
         }
