@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crm_bridge.contract.events import EventKind, unexpected_fields
 from crm_bridge.demo import load_demo_data
 from ivr.web.console.invoice_pdf import build_invoice_pdf
+from ivr.web.console.labels import EVENT_LABELS
+from ivr.web.console.timeline_text import event_text
 from tests.console.conftest import PASSWORD, login, start_client
 from tests.console.test_customer_pages import pdf_texts
 from tests.console.test_operator_pages import ring
@@ -212,3 +215,35 @@ async def test_the_operator_card_shows_delivery_dates_and_unknown_caller_actions
     assert "Клиент не определён." in unknown
     assert 'href="/customers/new?number=%2B79260001122&amp;call=2.2"' in unknown
     assert 'href="/customers?attach=%2B79260001122&amp;call=2.2"' in unknown
+
+
+def test_every_correction_event_reads_as_a_russian_sentence():
+    by = {"by": "Ольга Операторова (op1)"}
+    texts = {
+        EventKind.ORDER_CANCELLED: {**by, "order_id": "A-1", "reason": "отказ", "invoice": "СЧ-1"},
+        EventKind.ORDER_CHANGED: {**by, "order_id": "A-1", "reason": "больше", "revision": 2, "invoice": "СЧ-1",
+                                  "previous_total": "350.00", "total": "700.00",
+                                  "lines": [{"sku": "W", "quantity": 2}],
+                                  "previous_lines": [{"sku": "W", "quantity": 1}]},
+        EventKind.CUSTOMER_CREATED: {**by, "number": "+79260001122", "name": "Сидорова Мария"},
+        EventKind.CUSTOMER_CHANGED: {**by, "address": "ул. Новая, 1", "previous_address": "ул. Старая, 2"},
+        EventKind.PHONE_ATTACHED: {**by, "number": "+79260001122", "shared_with": ["C001"]},
+        EventKind.CALLBACK_NOTE: {**by, "task_id": 7, "note": "после 18"},
+    }
+    expected = {
+        EventKind.ORDER_CANCELLED: "Сотрудник Ольга Операторова (op1) отменил(а) заказ A-1, счёт СЧ-1 аннулирован. "
+                                   "Причина: отказ",
+        EventKind.ORDER_CHANGED: "Сотрудник Ольга Операторова (op1) изменил(а) заказ A-1: было W × 1, стало W × 2; "
+                                 "сумма 350.00 → 700.00 ₽, счёт СЧ-1 пересчитан (редакция 2). Причина: больше",
+        EventKind.CUSTOMER_CREATED: "Сотрудник Ольга Операторова (op1) завёл(а) клиента по звонку с номера "
+                                    "+79260001122.",
+        EventKind.CUSTOMER_CHANGED: "Сотрудник Ольга Операторова (op1) изменил(а) адрес: ул. Новая, 1 "
+                                    "(был: ул. Старая, 2).",
+        EventKind.PHONE_ATTACHED: "Сотрудник Ольга Операторова (op1) привязал(а) номер +79260001122; "
+                                  "номер общий с клиентом C001.",
+        EventKind.CALLBACK_NOTE: "Сотрудник Ольга Операторова (op1) к задаче перезвонить №7: «после 18»",
+    }
+    for kind, data in texts.items():
+        assert unexpected_fields(kind, data) is None, kind
+        assert event_text(kind, data) == expected[kind]
+        assert EVENT_LABELS[kind] and EVENT_LABELS[kind] != kind

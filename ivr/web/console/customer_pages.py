@@ -1,8 +1,11 @@
 """Customers in the console: search, the customer card, printable invoices (any signed-in role).
 
-- ``GET /customers?q=…`` — search by name parts, phone (any Russian format) or customer id.
-- ``GET /customers/{customer_id}`` — phones, address, language, orders with lines and invoices,
-  and the timeline of the customer's calls and orders (newest first); 404 page when unknown.
+- ``GET /customers?q=…`` — search by name parts, phone (any Russian format) or customer id; with
+  ``attach=<number>`` (from an unknown caller's card) each result offers "attach the number", else
+  "order" (customer_edit_pages, order_pages).
+- ``GET /customers/{customer_id}`` — phones, address, language, orders with lines, status, delivery
+  date and invoices, and the timeline of the customer's calls and orders (newest first); the order
+  button, the address and number forms; ``?done=…`` says what was just changed; 404 when unknown.
 - ``GET /customers/{customer_id}/invoices/{number}.pdf`` — the invoice as PDF (inline); 404 when
   the invoice does not exist or belongs to another customer.
 """
