@@ -14,9 +14,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.call_log import CallLog
+from crm_bridge.contract.outcomes import Reason
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
@@ -39,6 +41,7 @@ from ivr.calls.tracker import CallTracker
 from ivr.cluster import asyncpg_dsn, is_postgres
 from ivr.cluster.fanout import EventFanout
 from ivr.cluster.leader import AmiOwnership
+from ivr.database_gate import DatabaseGate, may_come_back, never_reachable, one_line, retry_until_ready
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
@@ -53,6 +56,9 @@ from ivr.web.order_input import OrderLimits
 log = structlog.get_logger("ivr.app")
 
 WEB_SHUTDOWN_TIMEOUT = 2.0  # seconds a web request still running at stop may take
+# A database that does not answer a ping in this long is "unreachable" at start (a blackholed host
+# would otherwise hold the FastAGI listener for the driver's minute-long connect timeout).
+DB_PING_TIMEOUT = 5.0
 
 
 def store_config(settings: Settings) -> StoreConfig:
@@ -108,8 +114,14 @@ async def catalogue_products(store: CrmStore) -> list[ProductView]:
         return []
 
 
-async def _warm_prompts(cache: PromptCache, store: CrmStore, settings: Settings) -> None:
-    """At start, beside the calls: one TTS process at a time so calls keep the other core."""
+async def _warm_prompts(
+    cache: PromptCache, store: CrmStore, settings: Settings, database: DatabaseGate | None = None
+) -> None:
+    """At start, beside the calls: one TTS process at a time so calls keep the other core. With the
+    database not there yet: the dialplan's named prompts now, the catalogue's once it answers."""
+    if database is not None and not database.ready:
+        await _warm_dialplan_prompts(cache, settings)
+        await database.became_ready.wait()
     try:
         products = await catalogue_products(store)
         report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1,
@@ -166,6 +178,7 @@ class Service:
     prompt_cache: PromptCache
     shutdown: Shutdown
     refused: RefusedCalls
+    database: DatabaseGate
     _resources: contextlib.AsyncExitStack
     web_port: int | None = None
     web_app: web.Application | None = None
@@ -189,6 +202,7 @@ class Service:
             "agi": {"listening": self.agi.port is not None, "active_calls": self.agi.active_calls},
             "ami": ami,
             "worker": {"pid": os.getpid(), "ami": role, "ami_lock": self.ami_ownership is not None},
+            "database": self.database.health(),
         }
 
 
@@ -222,10 +236,11 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     """Start the parts in dependency order; each registers its own stop as it starts, so teardown
     runs in reverse: FastAGI (started last: a call is taken only once everything it needs is up)
     stops first and drains its calls while AMI, the web console and the database are still there."""
-    if migrate:
-        await upgrade(settings.database.url)
-    engine, store = build_store(settings)
+    engine, store = build_store(settings)  # connects lazily; a URL SQLAlchemy cannot load raises here
     resources.push_async_callback(engine.dispose)
+    database = DatabaseGate()
+    prepare = _database_preparation(settings, engine, migrate)
+    await _open_database(database, prepare, settings)
     records = build_record_writer(settings, store)
     records.start()  # replays a spool a previous run left behind
     # Written, or spooled for the next start; after every producer below has stopped.
@@ -258,6 +273,9 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     shutdown = Shutdown()
     calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
     refused = RefusedCalls(records)
+    # Until the database has answered once (and migrations ran), every call goes to an operator.
+    routes = {script: database.guard(handler, lambda channel: refused(
+        channel.env, "database", Reason.DATABASE_UNAVAILABLE, "database")) for script, handler in routes.items()}
     admission = build_admission(settings, records)
     metrics.bind_admission(admission)
     agi = FastAgiServer(
@@ -274,8 +292,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     metrics.bind_agi_server(agi)
     service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
                       board=board, tracker=tracker, ami=ami, calls=calls, prompt_cache=prompt_cache,
-                      shutdown=shutdown, refused=refused, ami_ownership=ownership, fanout=fanout,
-                      _resources=resources)
+                      shutdown=shutdown, refused=refused, database=database, ami_ownership=ownership,
+                      fanout=fanout, _resources=resources)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -288,6 +306,11 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     except OSError as exc:
         raise StartupError(f"FastAGI: cannot listen on {settings.agi.host}:{settings.agi.port}: {exc}") from exc
     resources.push_async_callback(_stop_agi, agi, drain, shutdown)
+    if not database.ready:  # stopped first at stop: a half-run migration is rolled back with its transaction
+        db = settings.database
+        retry = asyncio.get_running_loop().create_task(
+            retry_until_ready(database, prepare, retry_min=db.retry_min, retry_max=db.retry_max), name="database-retry")
+        resources.push_async_callback(_cancel, retry)
     log.info(
         "service_started",
         agi=f"{settings.agi.host}:{agi.port}",
@@ -302,11 +325,42 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         pid=os.getpid(),
     )
     # In the background either way: the dialplan's named prompts first, then (warm_at_start) the rest.
-    warm = _warm_prompts(prompt_cache, store, settings) if settings.prompts.warm_at_start else \
+    warm = _warm_prompts(prompt_cache, store, settings, database) if settings.prompts.warm_at_start else \
         _warm_dialplan_prompts(prompt_cache, settings)
     service.prompts_warm = asyncio.get_running_loop().create_task(warm, name="prompts-warm")
     resources.push_async_callback(_cancel, service.prompts_warm)
     return service
+
+
+def _database_preparation(settings: Settings, engine: AsyncEngine, migrate: bool) -> Callable[[], Any]:
+    """What must succeed before calls are taken: the database answers (bounded), then migrations."""
+
+    async def prepare() -> None:
+        async with asyncio.timeout(DB_PING_TIMEOUT):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        if migrate:
+            await upgrade(settings.database.url)
+
+    return prepare
+
+
+async def _open_database(database: DatabaseGate, prepare: Callable[[], Any], settings: Settings) -> None:
+    """The first try, before the listener opens. A database that is not there *yet* leaves the gate
+    shut (the retry starts with the listener); a configuration error stops the start (one line)."""
+    try:
+        await prepare()
+    except Exception as exc:
+        where = safe_url(settings.database.url)
+        if never_reachable(exc):  # see ivr.database_gate: a human must change the URL, role or database
+            raise StartupError(f"database {where}: {one_line(exc)} (configuration error, not retried)") from exc
+        if not may_come_back(exc):
+            raise
+        database.mark_unreachable(one_line(exc))
+        log.warning("database.unavailable_at_start", database=where, error=one_line(exc),
+                    retry_in=settings.database.retry_min)
+        return
+    database.mark_ready()
 
 
 def build_calls(
@@ -411,6 +465,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         session_hours=settings.web.session_hours,
         timezone=settings.delivery.timezone,
         metrics=metrics,
+        database=service.database,
     )
     web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console,
                             order_limits=OrderLimits.from_settings(settings))

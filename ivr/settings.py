@@ -68,6 +68,9 @@ class DatabaseSettings:
     # An order write (the caller pressed 1 and waits for the confirmation) may take longer.
     order_deadline: float
     pool_size: int
+    # Database down at start: retried in the background, doubling from retry_min up to retry_max.
+    retry_min: float
+    retry_max: float
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,9 @@ class _HangingSession:
     async def __aenter__(self):
         return self
 
+    def get_bind(self):
+        return SimpleNamespace(dialect=SimpleNamespace(name="postgresql"))
+
     async def __aexit__(self, *exc):
         return False
 
@@ -228,8 +231,9 @@ async def test_healthz_503_when_the_database_hangs(store, monkeypatch):
         started = asyncio.get_running_loop().time()
         resp = await client.get("/healthz")
         body = await resp.json()
-        assert resp.status == 503 and body["database"] == {"ok": False, "error": "no answer within 0.2 s",
-                                                            "seconds": body["database"]["seconds"]}
+        assert resp.status == 503 and body["database"] == {
+            "ok": False, "state": "unreachable", "since": None, "error": "no answer within 0.2 s",
+            "seconds": body["database"]["seconds"]}
         assert asyncio.get_running_loop().time() - started < 2
     finally:
         await client.close()

@@ -26,3 +26,4 @@ class ConsoleDeps:
     session_hours: float = 12.0
     timezone: str = "Europe/Moscow"
     metrics: Any = None  # ivr.web.console.metrics.Metrics
+    database: Any = None  # ivr.database_gate.DatabaseGate: start-up state, unreachable since when

@@ -58,6 +58,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.HANDLER_ERROR: "внутренняя ошибка робота",
     Reason.UNKNOWN_SCRIPT: "неизвестный сценарий",
     Reason.OVERLOADED: "робот перегружен",
+    Reason.DATABASE_UNAVAILABLE: "база данных недоступна с запуска робота",
     Reason.SHUTDOWN: "робот перезапускался, звонок передан оператору",
     Reason.SERVER_UNREACHABLE: "робот недоступен (сервер не ответил)",
     Reason.SERVER_LOST: "робот прервал звонок (сбой сервера)",
