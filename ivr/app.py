@@ -309,7 +309,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     if not database.ready:  # stopped first at stop: a half-run migration is rolled back with its transaction
         db = settings.database
         retry = asyncio.get_running_loop().create_task(
-            retry_until_ready(database, prepare, retry_min=db.retry_min, retry_max=db.retry_max), name="database-retry")
+            retry_until_ready(database, prepare, retry_min=db.retry_min, retry_max=db.retry_max,
+                              on_ready=records.retry_now), name="database-retry")
         resources.push_async_callback(_cancel, retry)
     log.info(
         "service_started",

@@ -129,10 +129,11 @@ async def retry_until_ready(
     *,
     retry_min: float,
     retry_max: float,
-    on_ready: Callable[[], Awaitable[None]] | None = None,
+    on_ready: Callable[[], None] | None = None,
     jitter: Callable[[], float] = random.random,
 ) -> None:
-    """Run ``prepare`` (migrations, or a ping) until it succeeds, then open the gate."""
+    """Run ``prepare`` (a ping, then migrations) until it succeeds, then open the gate and tell
+    ``on_ready`` (the record writer replays what it spooled meanwhile, at once)."""
     delay = retry_min
     while not gate.ready:
         gate.attempts += 1
@@ -150,7 +151,7 @@ async def retry_until_ready(
             await asyncio.sleep(wait)
             delay = min(retry_max, delay * 2)
             continue
-        if on_ready is not None:
-            await on_ready()
         gate.mark_ready()
+        if on_ready is not None:
+            on_ready()
         log.info("database.ready", attempts=gate.attempts)
