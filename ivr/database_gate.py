@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from crm_bridge.contract.dialplan import IvrResult, Var
 from crm_bridge.contract.outcomes import Reason
@@ -37,6 +37,8 @@ log = structlog.get_logger("ivr.database")
 Handler = Callable[[AgiChannel], Awaitable[None]]
 # SQLSTATEs a retry cannot fix: class 28 (role, password, pg_hba) and 3D000 (no such database).
 _FATAL_SQLSTATE_PREFIXES = ("28", "3D")
+# Connection exception, insufficient resources, operator intervention, read-only transaction.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "25006")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -61,10 +63,19 @@ def never_reachable(exc: BaseException) -> bool:
 
 
 def may_come_back(exc: BaseException) -> bool:
-    """The database is not there *now*: refused, unresolvable, timed out, starting up, dropped."""
+    """The database is not there *now*: refused, unresolvable, timed out, starting up (57P03), too
+    many connections (53), a standby not promoted yet (25006). A migration that fails on a database
+    that answers is a bug to show, not to retry."""
     if never_reachable(exc):
         return False
-    return isinstance(exc, (OSError, TimeoutError, DBAPIError))
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = _sqlstate(exc)
+    if code is not None:
+        return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
 
 
 def one_line(exc: BaseException) -> str:

@@ -11,11 +11,12 @@ import asyncio
 import pytest
 import structlog
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from crm_bridge.contract.outcomes import Reason
 from crm_bridge.demo import load_demo_data
 from ivr.app import StartupError, start_service
-from ivr.database_gate import DatabaseGate, retry_until_ready
+from ivr.database_gate import DatabaseGate, may_come_back, never_reachable, retry_until_ready
 from tests.calls.harness import database_url, harness_settings, wait_for
 from tests.db.tcp_proxy import TcpProxy
 from tests.fakeasterisk import FakeAsterisk
@@ -112,3 +113,35 @@ async def test_the_retry_backs_off_exponentially_up_to_the_cap_one_line_per_atte
     assert gate.ready and gate.attempts == 6 and gate.unreachable_since is None
     assert [e["retry_in"] for e in logs if e["event"] == "database.unavailable"] == [0.01, 0.02, 0.04, 0.04, 0.04]
     assert tracebacks(logs) == []
+
+
+@pytest.mark.parametrize(("error", "retried"), [
+    (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"), True),
+    (OSError(-2, "Name or service not known"), True),  # socket.gaierror: a host that does not resolve (yet)
+    (TimeoutError(), True),
+    (ValueError("a bug"), False),
+])
+def test_what_the_start_retries(error, retried):
+    assert may_come_back(error) is retried
+    assert not never_reachable(error)
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str):
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("sqlstate", "retried", "fatal"), [
+    ("57P03", True, False),  # the database system is starting up
+    ("53300", True, False),  # too many connections
+    ("08006", True, False),  # connection failure
+    ("25006", True, False),  # read-only (a standby not promoted yet): migrations cannot run there
+    ("28P01", False, True),  # password authentication failed
+    ("28000", False, True),  # role does not exist / pg_hba rejects
+    ("3D000", False, True),  # database does not exist
+    ("42601", False, False),  # a migration's syntax error: a bug, shown at once
+])
+def test_what_the_start_retries_by_sqlstate(sqlstate, retried, fatal):
+    error = DBAPIError("SELECT 1", {}, _PgError(sqlstate))
+    assert (may_come_back(error), never_reachable(error)) == (retried, fatal)
