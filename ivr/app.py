@@ -317,6 +317,7 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         agi=f"{settings.agi.host}:{agi.port}",
         web=f"{settings.web.host}:{service.web_port}" if settings.web.enabled else None,
         database=safe_url(settings.database.url),
+        database_ready=database.ready,  # False: calls go to operators until the retry gets through
         prompts=settings.prompts.dir,
         tts=settings.prompts.engine,
         ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
