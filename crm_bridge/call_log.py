@@ -309,8 +309,7 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
             return True
-        return isinstance(exc.orig, (OSError, TimeoutError)) or _is_connection_error(exc.orig) or \
-            _is_transient(exc.orig)
+        return isinstance(exc.orig, (OSError, TimeoutError)) or _is_connection_error(exc.orig)
     return False
 
 
@@ -325,10 +324,8 @@ def _is_connection_error(orig: BaseException | None) -> bool:
 def _is_transient(exc: BaseException) -> bool:
     # Says nothing about the records either: a deadlock or serialization failure (class 40), out of
     # resources (53), a lock not available (55P03) or a cancelled statement (57014). Retry later.
-    # No such table (42P01): a database that came back before its migrations ran (ivr.database_gate);
-    # SQLite says the same as an OperationalError, already "not there".
     state = str(getattr(exc, "sqlstate", "") or "")
-    return state.startswith(("40", "53")) or state in ("55P03", "57014", "42P01")
+    return state.startswith(("40", "53")) or state in ("55P03", "57014")
 
 
 Execute = Callable[[Any, list[dict[str, Any]]], Awaitable[None]]
