@@ -51,6 +51,7 @@ from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
+from ivr.web.hardening import RedactingAccessLogger
 from ivr.web.order_input import OrderLimits
 
 log = structlog.get_logger("ivr.app")
@@ -404,6 +405,7 @@ def build_calls(
             window_start=settings.delivery.window_start,
             window_end=settings.delivery.window_end,
             media_slack=settings.agi.media_slack,
+            max_silence=f.max_silence,
         ),
         clock=clock,
         shutdown=shutdown,
@@ -414,6 +416,7 @@ def build_calls(
         notifier=notifier,
         hours=hours,
         db_deadline=settings.database.call_deadline,
+        max_silence=f.max_silence,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
         clock=clock,
@@ -469,11 +472,15 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         metrics=metrics,
         database=service.database,
     )
-    web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console,
-                            order_limits=OrderLimits.from_settings(settings))
+    try:
+        web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,
+                                console=console, order_limits=OrderLimits.from_settings(settings),
+                                trusted_proxies=settings.web.trusted_proxies)
+    except ValueError as exc:  # a web.trusted_proxies entry that is no address
+        raise StartupError(str(exc)) from exc
     # A request still running at stop gets this long; open operator feeds are closed at once
     # (ivr.web.operator_api), so nothing holds the stop for aiohttp's default minute.
-    runner = web.AppRunner(web_app, shutdown_timeout=WEB_SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(web_app, shutdown_timeout=WEB_SHUTDOWN_TIMEOUT, access_log_class=RedactingAccessLogger)
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
     # reuse_port: every worker (`ivr serve --workers N`) listens on the same port; the kernel spreads.

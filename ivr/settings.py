@@ -84,6 +84,9 @@ class WebSettings:
     session_hours: float
     # Service level: the share of queued callers an operator answered within this many seconds.
     service_level_seconds: int
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client
+    # (ivr.web.client_address); empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class FlowSettings:
     max_attempts: int
     max_quantity: int
     default_language: str
+    # Seconds the caller may hear nothing while the robot works (lookup, order, synthesis) before an
+    # operator takes over (ivr/calls/silence.py); the database deadlines never stretch it.
+    max_silence: float
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return str(value)
         if annotation is time:
             return value if isinstance(value, time) else time.fromisoformat(str(value))
+        if annotation == tuple[str, ...]:
+            items = value.split(",") if isinstance(value, str) else value
+            if isinstance(items, Mapping) or not isinstance(items, list | tuple):
+                raise TypeError(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
         if annotation == tuple[int, ...]:
             items = value.split(",") if isinstance(value, str) else value
             return tuple(int(v) for v in items if str(v).strip())

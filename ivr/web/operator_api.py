@@ -41,7 +41,6 @@ _ORDER_ERRORS: list[tuple[type[CrmError], int, str]] = [
     (InactiveProduct, 422, "inactive_product"),
     (InvalidQuantity, 422, "invalid_quantity"),
     (EmptyOrder, 422, "empty_order"),
-    (IdempotencyConflict, 409, "idempotency_conflict"),
 ]
 
 
@@ -155,6 +154,8 @@ async def place_operator_order(request: web.Request) -> web.Response:
             idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=order.lines,
             source="operator", call_id=call_id,
         )
+    except IdempotencyConflict as exc:
+        return _key_conflict(key, exc)
     except CrmError as exc:
         for error_type, status, error_id in _ORDER_ERRORS:
             if isinstance(exc, error_type):
@@ -163,6 +164,21 @@ async def place_operator_order(request: web.Request) -> web.Response:
     log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
     return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
                    status=201 if placed.created else 200)
+
+
+def _key_conflict(key: str, exc: IdempotencyConflict) -> web.Response:
+    """The key already placed another order (other lines, another customer): never 200 with that
+    order as if it were this one. 409, not 422: in this API a 422 says "fix the body", while this
+    body may be fine; what conflicts is the key, which holds an order that stands unchanged (send a
+    new key for a new order). The IETF idempotency-key draft suggests 422 here, but also lets 409
+    mean a key in use; our 409 had already meant "this key holds another customer's order", and one
+    status for "the key holds another order" is what a client can act on."""
+    log.warning("operator_order_key_conflict", idempotency_key=key, order_id=exc.order_id, differs=exc.differs)
+    message = (f"Idempotency-Key {key!r} already placed order {exc.order_id} {exc.what}; "
+               "that order stands unchanged, send a new key to place another order")
+    body = {"id": "idempotency_conflict", "message": message, "idempotency_key": key,
+            "order_id": exc.order_id, "differs": exc.differs}
+    return to_json({"error": body}, status=409)
 
 
 def _sku_fields(exc: CrmError, lines: list[tuple[str, int]]) -> list[FieldError]:

@@ -45,6 +45,8 @@ REASON_LABELS: dict[str, str] = {
     Reason.INVALID_INPUT: "клиент дважды нажал не те кнопки",
     Reason.ORDER_EMPTIED: "клиент убрал из заказа все позиции",
     Reason.ORDER_REJECTED: "заказ не принят (товар недоступен)",
+    Reason.ORDER_ALREADY_PLACED: "клиент вернулся в меню и изменил заказ: в силе заказ, оформленный ранее в звонке; "
+                                 "измените его по просьбе клиента",
     Reason.CALLBACK_WITHOUT_NUMBER: "просил перезвонить, но номер скрыт",
     Reason.DATABASE_TIMEOUT: "сбой базы данных (не ответила вовремя)",
     Reason.DATABASE_ERROR: "сбой базы данных",
@@ -82,6 +84,7 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.DTMF_RECEIVED: "Нажаты клавиши",
     EventKind.ORDER_CREATED: "Заказ создан",
     EventKind.ORDER_UNCERTAIN: "Заказ под вопросом",
+    EventKind.ORDER_ALREADY_PLACED: "Заказ уже оформлен",
     EventKind.STEP_FAILED: "Шаг не удался",
     EventKind.CALL_ESCALATED: "Передан оператору",
     EventKind.CALL_ERROR: "Ошибка робота",

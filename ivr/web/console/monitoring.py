@@ -38,6 +38,7 @@ from aiohttp import web
 
 from crm_bridge.call_search import orders_today
 from crm_bridge.db import read_only_reason
+from ivr.web.client_address import client_address
 from ivr.web.common import TOKEN_KEY, api_error, to_json
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
@@ -258,7 +259,7 @@ def metrics_allowed(request: web.Request) -> bool:
         given = token.strip().encode("utf-8", "surrogateescape")
         expected = request.app[TOKEN_KEY].encode("utf-8")
         return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given, expected)
-    return _is_loopback(request.remote)
+    return _is_loopback(client_address(request))  # behind a trusted proxy: the client's, not the proxy's
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

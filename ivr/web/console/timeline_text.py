@@ -64,7 +64,12 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
         case EventKind.STEP_FAILED:
             return "; ".join(b for b in (str(data.get("step") or ""), reason_text(data.get("reason"))) if b)
         case EventKind.ORDER_CREATED:
-            return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}"
+            late = " (стало известно после передачи оператору)" if data.get("after_handover") else ""
+            return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}{late}"
+        case EventKind.ORDER_ALREADY_PLACED:
+            text = f"в силе заказ {data.get('order_id') or ''}, оформленный ранее в звонке"
+            asked = ", ".join(f"{line.get('sku')} × {line.get('quantity')}" for line in data.get("lines") or [])
+            return text + (f"; клиент просил: {asked} (не оформлено)" if asked else "")
         case EventKind.ORDER_UNCERTAIN:
             return "база не ответила, оформлен ли заказ: проверьте заказы клиента, прежде чем вводить его снова"
         case EventKind.CALLBACK_CREATED:
