@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -505,9 +505,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def serve_forever(
-    settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None
-) -> None:
-    async with running_service(settings, migrate=migrate):
+    settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None,
+    once_database_ready: Callable[[], Awaitable[str | None]] | None = None,
+) -> str | None:
+    """Serve until SIGINT/SIGTERM. ``once_database_ready``: a check that needed the database and
+    could not run at start (cli: the demo passwords of an exposed console); when the database has
+    answered it runs, and a line it returns stops the service and is returned (else None)."""
+    refusal: list[str] = []
+    async with running_service(settings, migrate=migrate) as service:
         if on_started is not None:  # the supervisor of `ivr serve --workers N` waits for this
             on_started()
         stop = asyncio.Event()
@@ -515,7 +520,24 @@ async def serve_forever(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        checker: asyncio.Task[None] | None = None
+        if once_database_ready is not None:
+            check = once_database_ready
+
+            async def late_check() -> None:
+                await service.database.became_ready.wait()
+                line = await check()
+                if line:
+                    refusal.append(line)
+                    stop.set()
+
+            checker = loop.create_task(late_check(), name="late-check")
+        try:
+            await stop.wait()
+        finally:
+            if checker is not None:
+                await _cancel(checker)
+    return refusal[0] if refusal else None
 
 
 def safe_url(url: str) -> str:

@@ -118,3 +118,59 @@ async def test_serve_with_the_database_down_at_start_hands_calls_over_then_serve
 
 async def _log_count(path: Path, event: str, at_least: int) -> bool:
     return path.read_text().count(event) >= at_least
+
+
+@pytest.mark.timeout(180)
+async def test_an_exposed_serve_checks_the_demo_passwords_once_the_database_answers(tmp_path, pg_database):
+    """Beyond loopback, demo accounts on the demo password stop `ivr serve` (issue 10): with the
+    database down at start the check cannot run, so serve runs and checks when it answers."""
+    from crm_bridge.db import create_engine, session_factory, upgrade
+    from crm_bridge.demo import create_demo_users
+
+    await _reset_pg_schema_empty(pg_database)
+    await upgrade(pg_database)
+    engine = create_engine(pg_database)
+    try:
+        assert await create_demo_users(session_factory(engine))
+    finally:
+        await engine.dispose()
+    url = make_url(pg_database)
+    proxy = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    proxy.down()
+    agi_port = free_port()
+    env = clean_environ({
+        "IVR_AGI__HOST": "0.0.0.0",
+        "IVR_AGI__PORT": str(agi_port),
+        "IVR_WEB__ENABLED": "false",
+        "IVR_WEB__API_TOKEN": "a-real-token-for-this-test",
+        "IVR_DATABASE__URL": url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
+        "IVR_DATABASE__RETRY_MIN": "0.05",
+        "IVR_DATABASE__RETRY_MAX": "0.5",
+        "IVR_PROMPTS__DIR": str(tmp_path / "prompts"),
+        "IVR_PROMPTS__WARM_AT_START": "false",
+    })
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        server = await asyncio.create_subprocess_exec(str(IVR), "serve", cwd=tmp_path, env=env, stdout=log,
+                                                      stderr=asyncio.subprocess.STDOUT)
+    try:
+        async def listening():
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", agi_port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await until(listening, "the FastAGI listener", server)
+        proxy.up()
+        assert await asyncio.wait_for(server.wait(), BOUND) == 2
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        await proxy.stop()
+    output = log_path.read_text()
+    assert "the demo-password check runs when it answers" in output
+    assert "refusing to listen beyond loopback" in output and "admin" in output
+    assert "Traceback" not in output, output
