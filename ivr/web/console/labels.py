@@ -182,6 +182,16 @@ def task_reason_text(reason: str) -> str:
 
 # --- the console's own words: roles, API errors, the statistics export --------------------------------
 
+# The AMI link's state (ivr.ami.client, ivr.app's cluster standby), as the wallboard says it.
+AMI_STATUS_LABELS: dict[str, str] = {
+    "connected": "подключен",
+    "connecting": "подключается",
+    "disconnected": "нет связи, переподключается",
+    "auth_failed": "неверный логин или пароль AMI",
+    "disabled": "выключен в настройках",
+    "standby": "подключен в другом процессе",
+}
+
 ROLE_LABELS: dict[str, str] = {"operator": "Оператор", "supervisor": "Старший смены", "admin": "Администратор"}
 
 # An API error id (``{"error": {"id": …}}``, ivr.web.common / operator_api) as a sentence the user

@@ -40,6 +40,7 @@ from ivr.web.common import TOKEN_KEY, api_error, to_json
 from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import AMI_STATUS_LABELS
 from ivr.web.console.metrics import CONTENT_TYPE
 from ivr.web.console.render import render
 
@@ -139,7 +140,8 @@ async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> d
         "clock": formats.time_text(now, deps.timezone),
         "timezone": deps.timezone,
         "poll_seconds": POLL_SECONDS,
-        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT},
+        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT,
+                "status_text": AMI_STATUS_LABELS.get(ami_status or "", ami_status or "")},
         "agi": {"listening": agi.get("listening"), "active_calls": agi.get("active_calls")},
         "ivr": {"count": len(ivr_calls) if live else agi.get("active_calls"), "calls": ivr_calls},
         "queue": {

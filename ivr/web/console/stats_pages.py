@@ -2,7 +2,8 @@
 
 - ``GET /stats?from=YYYY-MM-DD&to=YYYY-MM-DD`` — the page (supervisor, admin); today by default.
 - ``GET /api/v1/stats?from=&to=`` — the same numbers as JSON (stable keys, money as strings).
-- ``GET /api/v1/stats.csv?from=&to=`` — CSV for Excel: UTF-8 with BOM, ``;``, decimal comma.
+- ``GET /api/v1/stats.csv?from=&to=`` — CSV for Excel: UTF-8 with BOM, ``;``, decimal comma, Russian
+  headers (``Показатель;Значение;Ключ``: the last column is the JSON's dotted key, stable for scripts).
 
 ``from`` / ``to`` are dates, both inclusive, in the console's time zone; full ISO datetimes work too
 (``from`` inclusive, ``to`` exclusive; a datetime without an offset is in the console's time zone).
