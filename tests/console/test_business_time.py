@@ -81,8 +81,8 @@ async def test_calls_list_and_call_page_show_moscow_time(seeded, console_client)
     assert f"Звонок {LATE_TEXT}:00" in page
     assert "23:30:00" in page and "23:30:05" in page  # timeline times
     assert f"перезвонить до {LATE_TEXT}" in page
-    assert "запись АТС: отвечен" in page and "перевод без консультации на 102" in page
-    assert "RuntimeError" not in page and "сбой на шаге «меню»" in page
+    assert "звонок отвечен, +79161234567 → s" in page and "перевод без консультации на 102" in page
+    assert "RuntimeError" not in page and "сбой робота на шаге «меню»" in page
 
 
 async def test_customer_card_shows_moscow_dates(seeded, console_client):

@@ -164,7 +164,7 @@ def test_event_sentences_use_the_business_zone_and_money_format():
     assert placed == f"A-7 на 1{NBSP}400,00{NBSP}₽, оператор, доставка 29 ноября 2026"
     assert f"1{NBSP}400,00{NBSP}₽" in event_text(EventKind.ORDER_CREATED, SAMPLES[EventKind.ORDER_CREATED], MSK)
     cdr = event_text(EventKind.CDR, SAMPLES[EventKind.CDR], MSK)
-    assert cdr == "запись АТС: отвечен, +79161234567 → s, всего 1:35, разговор 1:00"
+    assert cdr == "звонок отвечен, +79161234567 → s, всего 1:35, разговор 1:00"
     assert "KeyError" not in event_text(EventKind.CALL_ERROR, SAMPLES[EventKind.CALL_ERROR], MSK)
     assert event_text(EventKind.CALL_ENDED, SAMPLES[EventKind.CALL_ENDED], MSK) == (
         "Передан оператору; положил трубку (меню)")

@@ -76,7 +76,7 @@ async def test_supervisor_sees_moscow_time_and_russian_words(browser, console):
     timeline = page.locator("table.timeline")
     await expect(timeline).to_contain_text("23:30:00")
     await expect(timeline).to_contain_text(f"перезвонить до {LATE_TEXT}")
-    await expect(timeline).to_contain_text("запись АТС: отвечен, +79161234567 → s, всего 1:35, разговор 1:00")
+    await expect(timeline).to_contain_text("звонок отвечен, +79161234567 → s, всего 1:35, разговор 1:00")
     assert "uniqueid" not in await timeline.inner_text()
 
     await page.goto("/customers/C001")

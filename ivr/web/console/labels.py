@@ -94,7 +94,7 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.OPERATOR_ANSWERED: "Ответил оператор",
     EventKind.CALL_TRANSFERRED: "Переведён",
     EventKind.CALL_HUNGUP: "Звонок завершён",
-    EventKind.CDR: "CDR",
+    EventKind.CDR: "Данные АТС",
     EventKind.RECORDING_READY: "Запись готова",
     EventKind.RECORDING_MISSING: "Записи нет",
     EventKind.RECORDING_REFUSED: "Путь записи отклонён",

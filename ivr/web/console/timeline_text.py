@@ -89,17 +89,16 @@ def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> st
         case EventKind.CALL_ESCALATED | EventKind.CALLBACK_IMPOSSIBLE:
             return reason_text(data.get("reason"))
         case EventKind.STEP_FAILED:
-            return _sentence(step_text(data.get("step")),
-                             reason_text(data.get("reason")))
+            return _sentence(step_text(data.get("step")), reason_text(data.get("reason")))
         case EventKind.CALL_ERROR:
             # ``error`` is the robot's internal message (often English): the log has it, the page does not.
             step = step_text(data.get("step"))
-            return f"сбой на шаге «{step}», звонок передан оператору" if step else "сбой робота"
+            return f"сбой робота на шаге «{step}»" if step else "сбой робота"
         case EventKind.CALL_TRANSFERRED:
             how = TRANSFER_TYPES.get(str(data.get("type") or ""), "перевод")
             target = data.get("extension") or data.get("target_channel")
-            return how + (f" на {target}" if target else "") + (" не удался" if data.get("result") not in
-                                                                  (None, "", "Success") else "")
+            failed = str(data.get("result") or "success").lower() != "success"  # AMI: Success | Fail | Invalid…
+            return how + (f" на {target}" if target else "") + (" не удался" if failed else "")
         case EventKind.CDR:
             return _cdr_text(data)
         case EventKind.ORDER_CREATED:
@@ -129,7 +128,7 @@ def _cdr_text(data: Mapping[str, Any]) -> str:
     """Asterisk's call detail record as a sentence: who called where, the verdict, how long."""
     disposition = CDR_DISPOSITIONS.get(str(data.get("disposition") or "").upper(), "")
     route = " → ".join(str(x) for x in (data.get("source"), data.get("destination")) if x)
-    bits = [f"запись АТС: {disposition}" if disposition else "запись АТС"]
+    bits = [f"звонок {disposition}" if disposition else "звонок"]
     if route:
         bits.append(route)
     if data.get("duration") is not None:
