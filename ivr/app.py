@@ -412,7 +412,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         service_level_seconds=settings.web.service_level_seconds,
         cookie_secure=settings.web.cookie_secure,
         session_hours=settings.web.session_hours,
-        timezone=settings.delivery.timezone,
+        timezone=settings.hours.timezone,  # the business time zone: every date and time the console shows
         metrics=metrics,
     )
     try:
