@@ -1,22 +1,33 @@
-"""Read a CSV or XLSX file into header-mapped rows with their line numbers (blocking: run in a thread)."""
+"""Read a CSV or XLSX file into header-mapped rows with their line numbers (blocking: run in a thread).
+
+Memory is bounded by what the file holds, not by what it claims: rows are streamed, blank ones are
+skipped as they pass, only the layout's columns are kept, and a file of more than ``MAX_ROWS`` data
+rows is refused at the first row over it. An XLSX's ``<dimension>`` (``A1:XFD1048576`` from some
+exporters) and styled cells far to the right are ignored: openpyxl would pad every row to that
+width, measured 1.1 GB and 12 s for a 190 KB file of 8 000 customers (now 5 MB and 2 s).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crm_bridge.errors import ImportFileError
+from crm_bridge.importers.bounds import MAX_ROWS
 from crm_bridge.importers.columns import Layout, normalize_header
 from crm_bridge.importers.report import ImportReport
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
 XLSX_SUFFIXES = {".xlsx", ".xlsm"}
 DELIMITERS = (";", ",", "\t")
+# Unpacked size of an XLSX's parts read whole (all but the sheets). MAX_ROWS rows of ten text cells
+# take ~40 MB of shared strings XML.
+MAX_XLSX_PARTS_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,16 +67,16 @@ def parse_unique_rows(
     return parsed
 
 
-def read_table(path: Path, layout: Layout) -> Table:
+def read_table(path: Path, layout: Layout, *, max_rows: int = MAX_ROWS) -> Table:
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
     suffix = path.suffix.lower()
     with path.open("rb") as fh:
         magic = fh.read(4)
     if suffix in XLSX_SUFFIXES or (suffix not in CSV_SUFFIXES and magic.startswith(b"PK")):
-        return _map(path, _xlsx_rows(path), layout)
+        return _map(path, _xlsx_rows(path), layout, max_rows)
     if suffix in CSV_SUFFIXES:
-        table = _map(path, _csv_rows(path), layout)
+        table = _map(path, _csv_rows(path), layout, max_rows)
         _refuse_swallowed_rows(table, layout)
         return table
     raise ImportFileError(f"{path}: not a CSV or XLSX file (use .csv or .xlsx; .xls must be re-saved)")
@@ -82,11 +93,12 @@ def _refuse_swallowed_rows(table: Table, layout: Layout) -> None:
                 )
 
 
-def _map(path: Path, raw_rows: list[tuple[int, list[Any]]], layout: Layout) -> Table:
-    data = [(line, cells) for line, cells in raw_rows if any(not _blank(c) for c in cells)]
-    if not data:
+def _map(path: Path, raw_rows: Iterator[tuple[int, Sequence[Any]]], layout: Layout, max_rows: int) -> Table:
+    data = ((line, cells) for line, cells in raw_rows if any(not _blank(c) for c in cells))
+    first = next(data, None)
+    if first is None:
         raise ImportFileError(f"{path}: empty file, no header row")
-    header_line, header = data[0]
+    header_line, header = first
     lookup = layout.lookup()
     positions: dict[str, int] = {}
     for index, title in enumerate(header):
@@ -103,10 +115,11 @@ def _map(path: Path, raw_rows: list[tuple[int, list[Any]]], layout: Layout) -> T
             raise ImportFileError(
                 f"{path}:{header_line}: missing column {wanted} for {layout.kind} (header: {found})"
             )
-    rows = [
-        Row(line, {name: (cells[i] if i < len(cells) else None) for name, i in positions.items()})
-        for line, cells in data[1:]
-    ]
+    rows: list[Row] = []
+    for line, cells in data:
+        if len(rows) == max_rows:
+            raise ImportFileError(f"{path}:{line}: more than {max_rows} rows in one file (split it)")
+        rows.append(Row(line, {name: (cells[i] if i < len(cells) else None) for name, i in positions.items()}))
     return Table(file=str(path), columns=frozenset(positions), rows=rows)
 
 
@@ -124,7 +137,7 @@ def _decode(raw: bytes, path: Path) -> str:
     raise ImportFileError(f"{path}: cannot decode the file as UTF-8 or Windows-1251")
 
 
-def _csv_rows(path: Path) -> list[tuple[int, list[Any]]]:
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[Any]]]:
     text = _decode(path.read_bytes(), path)
     if "\x00" in text:
         raise ImportFileError(f"{path}: binary data in a CSV file")
@@ -135,7 +148,6 @@ def _csv_rows(path: Path) -> list[tuple[int, list[Any]]]:
     # strict: a quote that never closes (or closes in the middle of a later line) is an error
     # instead of silently swallowing the next customers into one cell.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows: list[tuple[int, list[Any]]] = []
     start = 1
     width: int | None = None  # cells in the header row
     try:
@@ -148,7 +160,7 @@ def _csv_rows(path: Path) -> list[tuple[int, list[Any]]]:
                 raise ImportFileError(
                     f"{path}:{start}: unclosed quote (the quoted cell runs on to line {reader.line_num})"
                 )
-            rows.append((start, cells))
+            yield start, cells
             start = reader.line_num + 1
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):
@@ -158,19 +170,49 @@ def _csv_rows(path: Path) -> list[tuple[int, list[Any]]]:
                 f"{path}:{start}: unclosed quote or text after a closing quote (up to line {reader.line_num})"
             ) from exc
         raise ImportFileError(f"{path}:{start}: broken CSV ({exc})") from exc
-    return rows
 
 
-def _xlsx_rows(path: Path) -> list[tuple[int, list[Any]]]:
+def _refuse_unstreamed_bulk(path: Path) -> None:
+    """Only the sheets are streamed; openpyxl reads the other XML parts (shared strings, styles)
+    whole. Their unpacked size is in the zip directory: a part inflating to gigabytes (a zip bomb,
+    or a broken writer) is refused before a byte of it is read."""
+    with zipfile.ZipFile(path) as archive:
+        held = sum(info.file_size for info in archive.infolist()
+                   if info.filename.endswith((".xml", ".rels")) and not info.filename.startswith("xl/worksheets/"))
+    if held > MAX_XLSX_PARTS_BYTES:
+        raise ImportFileError(
+            f"{path}: the workbook's shared strings and styles unpack to {held // 2**20} MB "
+            f"(at most {MAX_XLSX_PARTS_BYTES // 2**20} MB); re-save it or split the file"
+        )
+
+
+def _xlsx_rows(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
+    """The first sheet's rows, streamed: up to the header (the first non-blank row) at the width the
+    cells have, after it never wider than the header's last titled column."""
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
+        _refuse_unstreamed_bulk(path)
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
         raise ImportFileError(f"{path}: not a readable XLSX workbook ({exc})") from exc
     try:
         sheet = workbook.worksheets[0]
-        return [(number, list(cells)) for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1)]
+        # The <dimension> is the writer's claim, not the data's extent: with it openpyxl pads every
+        # row to its last column and yields empty rows up to its last row.
+        sheet.reset_dimensions()
+        width = 0
+        for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1):
+            if any(not _blank(c) for c in cells):
+                width = max(i for i, c in enumerate(cells, start=1) if not _blank(c))
+                yield number, cells[:width]
+                break
+        if width:
+            # A second pass from below the header, never wider than it: a styled cell at XFD (or
+            # a value out there, which no column would read) costs nothing. Missing rows come as
+            # one shared empty tuple; _map drops them as they pass.
+            rows = sheet.iter_rows(min_row=number + 1, max_col=width, values_only=True)
+            yield from enumerate(rows, start=number + 1)
     finally:
         workbook.close()  # read-only workbooks keep the file open until closed
