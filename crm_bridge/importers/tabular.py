@@ -74,7 +74,7 @@ def read_table(path: Path, layout: Layout, *, max_rows: int = MAX_ROWS) -> Table
     with path.open("rb") as fh:
         magic = fh.read(4)
     if suffix in XLSX_SUFFIXES or (suffix not in CSV_SUFFIXES and magic.startswith(b"PK")):
-        return _map(path, _xlsx_rows(path), layout, max_rows)
+        return _map(path, _xlsx_rows(path, frozenset(layout.lookup())), layout, max_rows)
     if suffix in CSV_SUFFIXES:
         table = _map(path, _csv_rows(path), layout, max_rows)
         _refuse_swallowed_rows(table, layout)
@@ -186,9 +186,10 @@ def _refuse_unstreamed_bulk(path: Path) -> None:
         )
 
 
-def _xlsx_rows(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
+def _xlsx_rows(path: Path, titles: frozenset[str]) -> Iterator[tuple[int, Sequence[Any]]]:
     """The first sheet's rows, streamed: up to the header (the first non-blank row) at the width the
-    cells have, after it never wider than the header's last titled column."""
+    cells have; after it, only up to the header's last column with one of ``titles`` (normalized
+    headers of the layout): columns further right are never read."""
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -205,13 +206,13 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
         width = 0
         for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1):
             if any(not _blank(c) for c in cells):
-                width = max(i for i, c in enumerate(cells, start=1) if not _blank(c))
-                yield number, cells[:width]
+                yield number, cells[: max(i for i, c in enumerate(cells, start=1) if not _blank(c))]
+                width = max((i for i, c in enumerate(cells, start=1) if normalize_header(c) in titles), default=0)
                 break
         if width:
-            # A second pass from below the header, never wider than it: a styled cell at XFD (or
-            # a value out there, which no column would read) costs nothing. Missing rows come as
-            # one shared empty tuple; _map drops them as they pass.
+            # A second pass from below the header, never wider than the columns read: a styled
+            # cell at XFD (or a note out there) costs nothing. Missing rows come as one shared
+            # empty tuple; _map drops them as they pass.
             rows = sheet.iter_rows(min_row=number + 1, max_col=width, values_only=True)
             yield from enumerate(rows, start=number + 1)
     finally:

@@ -32,12 +32,15 @@ def customer(i: int) -> list[object]:
 
 def far_styled_cell(row: re.Match[str]) -> str:
     number = int(row.group(2))
+    if number == 1:  # a note in the header's last column: no layout column, never read below
+        return row.group(1) + '<c r="XFD1" t="inlineStr"><is><t>заметки</t></is></c></row>'
     return row.group(1) + (f'<c r="XFD{number}" s="0"/>' if number % 100 == 1 else "") + "</row>"
 
 
 def whole_grid_xlsx(tmp_path: Path, rows: int = ROWS) -> Path:
     """The workbook openpyxl writes, with the sheet XML patched as exporters leave it: a dimension of
-    every column, a styled empty cell at XFD in the header and in every 100th row, a far styled row."""
+    every column, a note at XFD in the header, a styled empty cell there in every 100th row, a far
+    styled row."""
     book = Workbook()
     sheet = book.active
     sheet.append(HEADER)
