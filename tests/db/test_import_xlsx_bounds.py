@@ -120,3 +120,27 @@ def test_an_xlsx_whose_shared_strings_would_unpack_past_the_limit_is_refused_unr
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("customer_id,last_name\nC1,Ив\x00анов\n".encode(), r"c\.csv: binary data in a CSV file"),
+        (b"customer_id,last_name\nC1,\x98\xff\n", r"c\.csv: cannot decode the file as UTF-8 or Windows-1251"),
+    ],
+)
+def test_a_csv_decided_chunk_by_chunk_still_refuses_binary_and_undecodable_files(tmp_path: Path, content, message):
+    path = tmp_path / "c.csv"
+    path.write_bytes(content)
+    with pytest.raises(ImportFileError, match=message):
+        read_table(path, CUSTOMERS)
+
+
+def test_a_cp1251_csv_split_across_decode_chunks_reads_whole(tmp_path: Path) -> None:
+    """The encoding is decided over every chunk: a UTF-8 file whose only non-ASCII bytes come after
+    the first megabyte must not be taken for UTF-8 when they are cp1251."""
+    filler = "".join(f"C{i},Ivanov\n" for i in range(120_000))  # > 1 MB of ASCII
+    path = tmp_path / "c.csv"
+    path.write_bytes(("customer_id,last_name\n" + filler + "X1,Иванов\n").encode("cp1251"))
+    table = read_table(path, CUSTOMERS, max_rows=200_000)
+    assert table.rows[-1].values == {"customer_id": "X1", "last_name": "Иванов"}
