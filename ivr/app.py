@@ -103,7 +103,8 @@ def build_prompt_cache(settings: Settings, *, engine: TtsEngine | None = None) -
     p = settings.prompts
     engine = engine or engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
     return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
-                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None)
+                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None,
+                       composed_max_age=p.composed_max_age_days * 86400 if p.composed_max_age_days > 0 else None)
 
 
 async def catalogue_products(store: CrmStore) -> list[ProductView]:
@@ -332,6 +333,9 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         _warm_dialplan_prompts(prompt_cache, settings)
     service.prompts_warm = asyncio.get_running_loop().create_task(warm, name="prompts-warm")
     resources.push_async_callback(_cancel, service.prompts_warm)
+    # Size and age limits of prompts.dir, on a quiet system too; the first sweep clears what a crash left.
+    sweeps = asyncio.get_running_loop().create_task(prompt_cache.sweep_periodically(), name="prompts-sweep")
+    resources.push_async_callback(_cancel, sweeps)
     return service
 
 
@@ -468,7 +472,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         service_level_seconds=settings.web.service_level_seconds,
         cookie_secure=settings.web.cookie_secure,
         session_hours=settings.web.session_hours,
-        timezone=settings.delivery.timezone,
+        timezone=settings.hours.timezone,  # the business time zone: every date and time the console shows
         metrics=metrics,
         database=service.database,
     )

@@ -101,6 +101,9 @@ class PromptSettings:
     # Size limit of prompts.dir (static prompts, segment units, per-call files); least recently
     # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
     cache_max_mb: int
+    # Days after its last use at which an assembled greeting (composed/: it says the customer's
+    # name and last order) is deleted, however much room the size limit leaves; 0 = no age limit.
+    composed_max_age_days: float
     # `ivr serve` synthesizes what is missing of the library in the background at start (one TTS
     # process at a time), so calls in steady state start none. Tests turn it off. The few prompts
     # the dialplan plays by name are built at start either way (Asterisk has no fallback for them).
@@ -166,6 +169,11 @@ class AmiSettings:
     action_timeout: float
     reconnect_min: float
     reconnect_max: float
+    # Events received and not yet handled by the call tracker, at most. Beyond it the event stream
+    # is dropped and, once the tracker has caught up, resynced (ivr.ami.client): memory stays
+    # bounded (~2.5 KB an event, measured over the AMI traces: 25 MB at the default) and no event
+    # is lost without the tracker getting a fresh snapshot.
+    max_queued_events: int
 
     @property
     def enabled(self) -> bool:
