@@ -424,6 +424,7 @@ def build_calls(
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
         clock=clock,
+        shutdown=shutdown,
     )
     return repeat_order, {"repeat-order": repeat_order, "callback-request": callback}
 

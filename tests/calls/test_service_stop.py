@@ -176,3 +176,29 @@ async def test_a_call_cut_in_a_prompt_or_a_database_call_is_handed_over_before_t
     assert (call.outcome, call.reason) == ("operator", Reason.SHUTDOWN)
     assert len([e for e in logs if e["event"] == "call.cut_at_shutdown"]) == 1
     assert failures(logs) == []
+
+
+class _StuckCallbacks(_StuckLookup):
+    """The calls' store with a callback task write that never returns."""
+
+    async def open_callback_task(self, **kwargs):
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_queue_callback_request_cut_in_its_database_write_goes_back_to_the_queue(store, prompts_dir):
+    """The queue's "press 1" script obeys the cut too: IVR_RESULT=operator, IVR_REASON=shutdown, then
+    the socket closes (the dialplan keeps the caller in the queue)."""
+    await load_demo_data(store.sessions)
+    entered = asyncio.Event()
+    service = await start_service(harness_settings(database_url(store), prompts_dir, agi={"drain_seconds": 0.0}),
+                                  migrate=False, seams=Seams(call_store=lambda inner: _StuckCallbacks(inner, entered)))
+    fake = FakeAsterisk(check_files=True, variables={"IVR_CUSTOMER_ID": "C001"})
+    with structlog.testing.capture_logs() as logs:
+        await fake.connect("127.0.0.1", service.agi.port, caller_id="+79161234567", script="callback-request")
+        await asyncio.wait_for(entered.wait(), BOUND)
+        await service.stop()
+    assert fake.closed_by_server
+    assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("operator", Reason.SHUTDOWN)
+    assert len([e for e in logs if e["event"] == "call.cut_at_shutdown"]) == 1
+    assert failures(logs) == []
