@@ -58,7 +58,7 @@ WEB_SHUTDOWN_TIMEOUT = 2.0  # seconds a web request still running at stop may ta
 def store_config(settings: Settings) -> StoreConfig:
     d = settings.delivery
     return StoreConfig(
-        vat_rate=settings.orders.vat_rate,
+        vat_rates=settings.orders.vat_rates,
         prices_include_vat=settings.orders.prices_include_vat,
         invoice_prefix=settings.orders.invoice_prefix,
         order_prefix=settings.orders.order_prefix,
@@ -411,6 +411,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         session_hours=settings.web.session_hours,
         timezone=settings.delivery.timezone,
         metrics=metrics,
+        seller=settings.seller,
     )
     web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console,
                             order_limits=OrderLimits.from_settings(settings))
