@@ -29,6 +29,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("customers") as batch:  # SQLite drops columns by rebuilding
-        for name, _ in reversed(COLUMNS):
-            batch.drop_column(name)
+    # Not batch mode: rebuilding ``customers`` on SQLite trips the foreign keys that point at it;
+    # ALTER TABLE … DROP COLUMN (SQLite 3.35+) drops an unindexed, unreferenced column in place.
+    for name, _ in reversed(COLUMNS):
+        op.execute(sa.text(f"ALTER TABLE customers DROP COLUMN {name}"))
