@@ -100,6 +100,7 @@ class CrmStore:
         self.sessions = sessions
         self.config = config or StoreConfig()
         self._tz = ZoneInfo(self.config.timezone)  # fail at start-up on a bad zone, not mid-call
+        vat_rate_on(self.config.vat_rates, datetime.now(self._tz).date())  # and on a VAT schedule that starts later
         engine: AsyncEngine = sessions.kw["bind"]
         self._engine = engine
         self._sqlite = is_sqlite(engine)

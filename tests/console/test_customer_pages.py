@@ -318,3 +318,12 @@ async def test_missing_font_is_a_clear_error(demo, tmp_path: Path):
     found = await demo.get_invoice(placed.invoice.number)
     with pytest.raises(InvoiceFontMissing, match="fonts-dejavu-core"):
         build_invoice_pdf(*found, font_dir=tmp_path)
+
+
+def test_every_place_that_installs_the_service_installs_the_invoice_font():
+    """The font is a system package, not a Python one: the Docker image, `make` and CI list it."""
+    root = Path(__file__).resolve().parents[2]
+    for name in ("Dockerfile", "Makefile", ".ci/run"):
+        installs = [line for line in (root / name).read_text(encoding="utf-8").splitlines()
+                    if "fonts-dejavu-core" in line]
+        assert installs, f"{name} does not install fonts-dejavu-core (the invoice's Cyrillic font)"
