@@ -39,3 +39,12 @@ async def create_demo_users(sessions: Any) -> list[str]:
     for username, role, name, interface in DEMO_USERS:
         await accounts.create_user(username, DEMO_PASSWORD, role, display_name=name, operator_interface=interface)
     return [username for username, *_ in DEMO_USERS]
+
+
+async def demo_passwords_in_use(sessions: Any) -> list[str]:
+    """The active demo accounts that still have ``DEMO_PASSWORD`` (``ivr serve`` refuses to listen
+    beyond loopback while there is one). One password check per demo account present."""
+    accounts = AccountStore(sessions)
+    present = {account.username for account in await accounts.list_users() if account.active}
+    return [name for name, *_ in DEMO_USERS
+            if name in present and await accounts.authenticate(name, DEMO_PASSWORD) is not None]

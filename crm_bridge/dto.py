@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -52,6 +53,22 @@ class OrderView:
     source: str  # "import" | "ivr" | "operator"
     delivery_date: date | None = None
     invoice: InvoiceView | None = None
+
+    def difference(self, customer_id: str, lines: Sequence[tuple[str, int]], source: str) -> str | None:
+        """What makes a request under this order's idempotency key another order: ``"customer"``,
+        ``"lines"`` or ``"source"``; None when it asks for this very order again (a replay).
+
+        Lines compare as a multiset of (sku, quantity), zero quantities left out (they are never
+        stored): the order of the lines does not matter, their quantities do.
+        """
+        if customer_id != self.customer_id:
+            return "customer"
+        asked = sorted((sku, qty) for sku, qty in lines if qty > 0)
+        if asked != sorted((line.sku, line.quantity) for line in self.lines):
+            return "lines"
+        if source != self.source:
+            return "source"
+        return None
 
 
 @dataclass(frozen=True)

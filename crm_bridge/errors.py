@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crm_bridge.dto import OrderView
+
 
 class CrmError(Exception):
     """Base of every error the CRM store raises on purpose."""
@@ -50,13 +55,21 @@ class EmptyOrder(CrmError):
 
 
 class IdempotencyConflict(CrmError):
-    """The idempotency key was already used for an order of another customer."""
+    """The idempotency key already placed an order, and this request is another one: for another
+    customer, with other lines or from another source. Nothing is written; the key's order stands
+    as it was (``order``), so a caller can say which order stands (the API's 409, the robot's
+    ``order_already_placed``). ``differs``: "customer", "lines" or "source"."""
 
-    def __init__(self, idempotency_key: str, order_id: str) -> None:
-        super().__init__(f"idempotency key {idempotency_key!r} already placed order {order_id!r} "
-                         "for another customer")
+    def __init__(self, idempotency_key: str, order: OrderView, differs: str) -> None:
+        self.what = _DIFFERS.get(differs, f"with another {differs}")  # "with other lines", for messages
+        super().__init__(f"idempotency key {idempotency_key!r} already placed order {order.order_id!r} {self.what}")
         self.idempotency_key = idempotency_key
-        self.order_id = order_id
+        self.order = order
+        self.order_id = order.order_id
+        self.differs = differs
+
+
+_DIFFERS = {"customer": "for another customer", "lines": "with other lines", "source": "from another source"}
 
 
 class InvalidSource(CrmError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -130,7 +132,7 @@ class CrmStore:
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled Core connection for the hot path: autocommit on PostgreSQL; on SQLite a
         deferred read transaction (writes go through ``_sqlite_write``)."""
-        async with _store_errors(), self._reads.connect() as conn:
+        async with _store_errors(), self._reads.connect() as conn, _discarded_when_cancelled(conn):
             yield conn
 
     @asynccontextmanager
@@ -210,14 +212,18 @@ class CrmStore:
     ) -> PlacedOrder:
         """Create order + lines + invoice atomically, once per ``idempotency_key``.
 
-        A replay (retry, AGI reconnect, a concurrent duplicate) returns the first order with
-        ``created=False``; the same key for another customer raises ``IdempotencyConflict``. Races
-        are settled by the unique index on the key. PostgreSQL: two round trips (read the customer,
-        the key and the prices; then one statement inserting order, lines and invoice with numbers
-        from sequences), no transaction open across an await. SQLite: one BEGIN IMMEDIATE
-        transaction under the writer lock, numbers from the counter table. A dropped connection is
-        retried once (safe: the key makes the write idempotent; a retry after a commit whose reply
-        was lost returns that order with ``created=False``).
+        A replay (retry, AGI reconnect, a concurrent duplicate) of the same request (customer,
+        lines as a multiset of (sku, quantity), source) returns the first order with
+        ``created=False``; the same key with another request raises ``IdempotencyConflict``
+        carrying the key's order, which stands unchanged (issue 9: a changed order is never
+        answered with the old one as if it were the new). Races are settled by the unique index on
+        the key, and a duplicate that loses the race is compared with the winner alike. The
+        comparison costs no statement: the replay reads the key's order anyway. PostgreSQL: two
+        round trips (read the customer, the key and the prices; then one statement inserting order,
+        lines and invoice with numbers from sequences), no transaction open across an await.
+        SQLite: one BEGIN IMMEDIATE transaction under the writer lock, numbers from the counter
+        table. A dropped connection is retried once (safe: the key makes the write idempotent; a
+        retry after a commit whose reply was lost returns that order with ``created=False``).
         """
         if source not in ORDER_SOURCES:
             raise InvalidSource(source)
@@ -254,14 +260,23 @@ class CrmStore:
 
         return await self._retry_once("order_for_key", read)
 
-    async def _replay(self, conn: AsyncConnection, key: str, customer_id: str) -> PlacedOrder | None:
+    async def _replay(
+        self, conn: AsyncConnection, key: str, customer_id: str,
+        request: tuple[Sequence[tuple[str, int]], str] | None = None,
+    ) -> PlacedOrder | None:
+        """The order ``key`` placed, if any. Raises ``IdempotencyConflict`` when it is another
+        customer's, or, given ``request`` (lines, source), when it is another order."""
         rows = await repo.placed_order_rows(conn, key)
         if not rows:
             return None
         first = rows[0]
-        if first.customer_id != customer_id:
-            raise IdempotencyConflict(key, first.order_id)
         view = _order_from_rows(rows, first.customer_id, current_wording=False)
+        if request is not None:
+            differs = view.difference(customer_id, *request)
+        else:
+            differs = "customer" if view.customer_id != customer_id else None
+        if differs is not None:  # logged once, by the caller that knows the context (call, request)
+            raise IdempotencyConflict(key, view, differs)
         assert view.invoice is not None  # orders with a key are only made here, always with one
         return PlacedOrder(order=view, invoice=view.invoice, created=False)
 
@@ -283,9 +298,10 @@ class CrmStore:
                 numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
                 if numbers is not None:
                     return draft.placed(*numbers)
-                # Nothing inserted: a concurrent duplicate of the key committed first (replay it),
-                # or an import had taken the generated number (move the sequence on, try again).
-                replayed = await self._replay(conn, key, customer_id)
+                # Nothing inserted: a concurrent duplicate of the key committed first (replay it,
+                # or refuse it when it asked for another order), or an import had taken the
+                # generated number (move the sequence on, try again).
+                replayed = await self._replay(conn, key, customer_id, (wanted, source))
                 if replayed is not None:
                     return replayed
                 log.warning("order_number_taken_by_import", prefix=self.config.order_prefix)
@@ -322,7 +338,7 @@ class CrmStore:
         """The order this key already placed, or (customer pk, the priced draft) to insert."""
         customer_pk, existing_pk, products = await repo.order_inputs(conn, customer_id, key, [sku for sku, _ in wanted])
         if existing_pk is not None:
-            replayed = await self._replay(conn, key, customer_id)
+            replayed = await self._replay(conn, key, customer_id, (wanted, source))
             if replayed is not None:
                 return replayed
         if customer_pk is None:
@@ -652,6 +668,25 @@ class CrmStore:
         view = order_view(order, customer.customer_id, [line_view(line) for line in lines], invoice)
         assert view.invoice is not None
         return view.invoice, view, customer_view(customer, phones.get(customer.id, []))
+
+
+@asynccontextmanager
+async def _discarded_when_cancelled(conn: AsyncConnection) -> AsyncIterator[None]:
+    """A statement cancelled mid-flight (a call that could not wait: ivr/calls/silence.py) leaves
+    its connection in an unknown state, its reply perhaps still to come: on PostgreSQL the
+    connection is aborted at once (asyncpg's terminate; SQLAlchemy's own invalidation would first
+    try a polite close for up to 2 s) and never goes back to the pool, where the next call would
+    wait behind the stalled reply. aiosqlite finishes a statement in its thread whatever happens,
+    so a SQLite connection is simply returned."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            driver = (await conn.get_raw_connection()).driver_connection
+            if hasattr(driver, "terminate"):  # asyncpg
+                driver.terminate()
+                await conn.invalidate()
+        raise
 
 
 @asynccontextmanager

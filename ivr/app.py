@@ -48,6 +48,7 @@ from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
+from ivr.web.hardening import RedactingAccessLogger
 from ivr.web.order_input import OrderLimits
 
 log = structlog.get_logger("ivr.app")
@@ -96,7 +97,8 @@ def build_prompt_cache(settings: Settings, *, engine: TtsEngine | None = None) -
     p = settings.prompts
     engine = engine or engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
     return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
-                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None)
+                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None,
+                       composed_max_age=p.composed_max_age_days * 86400 if p.composed_max_age_days > 0 else None)
 
 
 async def catalogue_products(store: CrmStore) -> list[ProductView]:
@@ -306,6 +308,9 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         _warm_dialplan_prompts(prompt_cache, settings)
     service.prompts_warm = asyncio.get_running_loop().create_task(warm, name="prompts-warm")
     resources.push_async_callback(_cancel, service.prompts_warm)
+    # Size and age limits of prompts.dir, on a quiet system too; the first sweep clears what a crash left.
+    sweeps = asyncio.get_running_loop().create_task(prompt_cache.sweep_periodically(), name="prompts-sweep")
+    resources.push_async_callback(_cancel, sweeps)
     return service
 
 
@@ -348,6 +353,7 @@ def build_calls(
             window_start=settings.delivery.window_start,
             window_end=settings.delivery.window_end,
             media_slack=settings.agi.media_slack,
+            max_silence=f.max_silence,
         ),
         clock=clock,
         shutdown=shutdown,
@@ -358,6 +364,7 @@ def build_calls(
         notifier=notifier,
         hours=hours,
         db_deadline=settings.database.call_deadline,
+        max_silence=f.max_silence,
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
         clock=clock,
@@ -409,15 +416,19 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         service_level_seconds=settings.web.service_level_seconds,
         cookie_secure=settings.web.cookie_secure,
         session_hours=settings.web.session_hours,
-        timezone=settings.delivery.timezone,
+        timezone=settings.hours.timezone,  # the business time zone: every date and time the console shows
         metrics=metrics,
         seller=settings.seller,
     )
-    web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board, console=console,
-                            order_limits=OrderLimits.from_settings(settings))
+    try:
+        web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,
+                                console=console, order_limits=OrderLimits.from_settings(settings),
+                                trusted_proxies=settings.web.trusted_proxies)
+    except ValueError as exc:  # a web.trusted_proxies entry that is no address
+        raise StartupError(str(exc)) from exc
     # A request still running at stop gets this long; open operator feeds are closed at once
     # (ivr.web.operator_api), so nothing holds the stop for aiohttp's default minute.
-    runner = web.AppRunner(web_app, shutdown_timeout=WEB_SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(web_app, shutdown_timeout=WEB_SHUTDOWN_TIMEOUT, access_log_class=RedactingAccessLogger)
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
     # reuse_port: every worker (`ivr serve --workers N`) listens on the same port; the kernel spreads.

@@ -136,6 +136,10 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # sidecars; workers started by the supervisor read the same switch from the environment.
         settings = settings.replace(prompts={"text_sidecars": True})
         os.environ["IVR_PROMPTS__TEXT_SIDECARS"] = "true"
+    refused = await _exposure_refusal(settings)
+    if refused is not None:
+        print(refused, file=sys.stderr)
+        return 2
     if args.workers == 1:
         await serve_forever(settings)
         return 0
@@ -144,6 +148,25 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     await upgrade(settings.database.url)
     return await Supervisor(args.workers, worker_command(str(args.config) if args.config else None)).run()
+
+
+async def _exposure_refusal(settings: Settings) -> str | None:
+    """ivr.exposure: the line to refuse with when a listener is beyond loopback with a default secret."""
+    from ivr.exposure import exposed_listeners, refusal
+
+    if not exposed_listeners(settings):
+        return None  # on loopback: nothing to check (and no database to open for it)
+    from crm_bridge.db import session_factory, upgrade
+    from crm_bridge.demo import demo_passwords_in_use
+    from ivr.app import build_store
+
+    await upgrade(settings.database.url)  # serve would migrate anyway; the users table must exist
+    engine, _store = build_store(settings)
+    try:
+        demo_accounts = await demo_passwords_in_use(session_factory(engine))
+    finally:
+        await engine.dispose()
+    return refusal(settings, demo_accounts)
 
 
 async def _db(settings: Settings, args: argparse.Namespace) -> int:

@@ -85,6 +85,9 @@ class WebSettings:
     session_hours: float
     # Service level: the share of queued callers an operator answered within this many seconds.
     service_level_seconds: int
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client
+    # (ivr.web.client_address); empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class PromptSettings:
     # Size limit of prompts.dir (static prompts, segment units, per-call files); least recently
     # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
     cache_max_mb: int
+    # Days after its last use at which an assembled greeting (composed/: it says the customer's
+    # name and last order) is deleted, however much room the size limit leaves; 0 = no age limit.
+    composed_max_age_days: float
     # `ivr serve` synthesizes what is missing of the library in the background at start (one TTS
     # process at a time), so calls in steady state start none. Tests turn it off. The few prompts
     # the dialplan plays by name are built at start either way (Asterisk has no fallback for them).
@@ -123,6 +129,9 @@ class FlowSettings:
     max_attempts: int
     max_quantity: int
     default_language: str
+    # Seconds the caller may hear nothing while the robot works (lookup, order, synthesis) before an
+    # operator takes over (ivr/calls/silence.py); the database deadlines never stretch it.
+    max_silence: float
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,11 @@ class AmiSettings:
     action_timeout: float
     reconnect_min: float
     reconnect_max: float
+    # Events received and not yet handled by the call tracker, at most. Beyond it the event stream
+    # is dropped and, once the tracker has caught up, resynced (ivr.ami.client): memory stays
+    # bounded (~2.5 KB an event, measured over the AMI traces: 25 MB at the default) and no event
+    # is lost without the tracker getting a fresh snapshot.
+    max_queued_events: int
 
     @property
     def enabled(self) -> bool:
@@ -297,6 +311,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return str(value)
         if annotation is time:
             return value if isinstance(value, time) else time.fromisoformat(str(value))
+        if annotation == tuple[str, ...]:
+            items = value.split(",") if isinstance(value, str) else value
+            if isinstance(items, Mapping) or not isinstance(items, list | tuple):
+                raise TypeError(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
         if annotation == tuple[int, ...]:
             items = value.split(",") if isinstance(value, str) else value
             return tuple(int(v) for v in items if str(v).strip())

@@ -41,6 +41,7 @@ PROMPT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "technical_problem": (),
     "goodbye": (),
     "order_emptied": (),
+    "order_already_placed": ("number",),
     "after_hours_callback": ("open_hour", "close_hour"),
     "after_hours_no_number": ("open_hour", "close_hour"),
     "callback_promised": (),

@@ -169,6 +169,17 @@ def test_empty_tuple_from_the_environment():
     assert settings.delivery.holidays == ()
 
 
+def test_trusted_proxies_from_the_environment_and_toml(tmp_path):
+    assert default_settings().web.trusted_proxies == ()
+    env = load_settings(environ={"IVR_WEB__TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"})
+    assert env.web.trusted_proxies == ("127.0.0.1", "10.0.0.0/8")
+    local = write(tmp_path / "local.toml", '[web]\ntrusted_proxies = ["::1"]\n')
+    assert load_settings(local_file=local, environ={}).web.trusted_proxies == ("::1",)
+    bad = write(tmp_path / "bad.toml", "[web]\ntrusted_proxies = 5\n")
+    with pytest.raises(SettingsError, match="web.trusted_proxies"):
+        load_settings(local_file=bad, environ={})
+
+
 def test_typed_values_from_toml(tmp_path):
     local = write(
         tmp_path / "local.toml",

@@ -25,6 +25,7 @@ class EventKind(StrEnum):
     DTMF_RECEIVED = "dtmf.received"
     ORDER_CREATED = "order.created"
     ORDER_UNCERTAIN = "order.uncertain"
+    ORDER_ALREADY_PLACED = "order.already_placed"  # the call's key holds another order: it stands
     STEP_FAILED = "step.failed"
     CALL_ESCALATED = "call.escalated"
     CALL_ERROR = "call.error"
@@ -89,10 +90,18 @@ class OrderCreated(TypedDict, total=False):
     delivery_date: str | None
     lines: list[dict[str, Any]]  # {"sku", "quantity"}
     after_hangup: bool  # the write finished after the caller hung up
+    after_handover: bool  # known only after the caller went to an operator (order_outcome_unknown)
 
 
 class OrderUncertain(TypedDict, total=False):
     idempotency_key: str
+
+
+class OrderAlreadyPlaced(TypedDict, total=False):
+    order_id: str  # the order placed earlier in the call, which stands
+    idempotency_key: str
+    lines: list[dict[str, Any]]  # {"sku", "quantity"}: what the caller asked for this time, not placed
+    placed_lines: list[dict[str, Any]]  # {"sku", "quantity"}: the order that stands
 
 
 class StepFailed(TypedDict, total=False):
@@ -233,6 +242,7 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.DTMF_RECEIVED: DtmfReceived,
     EventKind.ORDER_CREATED: OrderCreated,
     EventKind.ORDER_UNCERTAIN: OrderUncertain,
+    EventKind.ORDER_ALREADY_PLACED: OrderAlreadyPlaced,
     EventKind.STEP_FAILED: StepFailed,
     EventKind.CALL_ESCALATED: CallEscalated,
     EventKind.CALL_ERROR: CallError,

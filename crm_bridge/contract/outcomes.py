@@ -75,6 +75,10 @@ class Reason(StrEnum):
     INVALID_INPUT = "invalid_input"
     ORDER_EMPTIED = "order_emptied"
     ORDER_REJECTED = "order_rejected"  # the store refused the order (unknown product, …): nothing was written
+    # The caller came back to the robot in the same call (same linkedid) and asked for another order:
+    # the one placed earlier in the call stands (IVR_ORDER_ID), the caller was told so and goes to an
+    # operator to change it (issue 9). Never read back as if it were the new one, never dropped.
+    ORDER_ALREADY_PLACED = "order_already_placed"
     CALLBACK_WITHOUT_NUMBER = "callback_without_number"
     # Something of ours failed (the caller still reaches a human).
     DATABASE_TIMEOUT = "database_timeout"

@@ -22,6 +22,7 @@ from ivr.calls.callback_task import CallbackStore, save_callback
 from ivr.calls.hours import BusinessHours
 from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
+from ivr.calls.silence import SilenceBudget, within
 from ivr.flows.callback_request import CallbackRequestFlow
 from ivr.flows.model import Finish, RequestCallback
 from ivr.speech.speaker import Speaker, SpeechError
@@ -40,6 +41,7 @@ class CallbackRequestCall:
         notifier: CallNotifier,
         hours: BusinessHours,
         db_deadline: float = 3.0,
+        max_silence: float = 1.5,
         media_slack: float = 30.0,
         default_language: str = "ru",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -50,12 +52,14 @@ class CallbackRequestCall:
         self._notifier = notifier
         self._hours = hours
         self._db_deadline = db_deadline
+        self._max_silence = max_silence
         self._media_slack = media_slack
         self._default_language = default_language
         self._clock = clock
 
     async def __call__(self, channel: AgiChannel) -> None:
         call = await self._identify(channel)
+        quiet = SilenceBudget(self._max_silence)
         events = self._notifier.open(call.call_id)
         events.customer_id = call.customer_id
         bound = log.bind(call_id=call.call_id, customer_id=call.customer_id)
@@ -63,9 +67,11 @@ class CallbackRequestCall:
             state, action = self._flow.start(customer_id=call.customer_id, has_number=call.number is not None)
             while not isinstance(action, Finish):
                 assert isinstance(action, RequestCallback)  # the only action this flow asks for
+                # The caller pressed 1 in the queue and hears nothing until the thanks.
                 event = await save_callback(
                     action, call, store=self._store, notifier=self._notifier, events=events,
                     due_at=self._hours.callback_due(self._clock()), deadline=self._db_deadline, log=bound,
+                    bounded=lambda work, deadline: within(work, min(deadline, quiet.left())),
                 )
                 state, action = self._flow.step(state, event)
             await self._finish(channel, call, events, action)

@@ -8,6 +8,7 @@ however often it is asked (an AGI retry, the AMI tracker seeing the same call).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,13 +36,16 @@ async def save_callback(
     due_at: datetime,
     deadline: float,
     log: Any,
+    bounded: Callable[[Coroutine[Any, Any, Any], float], Awaitable[Any]] | None = None,
 ) -> Event:
     """CallbackRecorded(created=False) when there is nobody to call back; StepFailed when the store
-    failed or missed ``deadline`` (on the timeline as ``step.failed``)."""
+    failed or missed ``deadline`` (on the timeline as ``step.failed``). ``bounded(work, deadline)``
+    runs the write (the repeat-order call's, which also keeps the caller's silence budget);
+    asyncio.wait_for by default."""
     if call.number is None and action.customer_id is None:
         return CallbackRecorded(created=False)
     try:
-        task, created = await asyncio.wait_for(
+        task, created = await (bounded or asyncio.wait_for)(
             store.open_callback_task(
                 customer_id=action.customer_id, number=call.number, reason=action.reason, due_at=due_at,
                 call_id=call.call_id,

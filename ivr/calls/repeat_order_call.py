@@ -3,7 +3,10 @@
 The runner is the only place where the flow meets I/O: it performs each action (CRM lookup, a
 question, an order) under a deadline, turns the outcome into an event for the flow, records the call
 and its timeline, and finally hands the result to the dialplan through channel variables.
-Whatever fails, the caller ends up with ``IVR_RESULT=operator`` and a reason, never in silence.
+Whatever fails, the caller ends up with ``IVR_RESULT=operator`` and a reason, never in silence:
+the work between two sounds shares the caller's silence budget (ivr/calls/silence.py), and a step
+past it is abandoned, not awaited (a stalled database connection can take its time to unwind; the
+store discards it).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -21,8 +24,8 @@ import structlog
 from crm_bridge.contract.dialplan import IvrResult, Var
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome, hangup_at
-from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, PlacedOrder
-from crm_bridge.errors import CrmError, StoreUnavailable
+from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, OrderView, PlacedOrder
+from crm_bridge.errors import CrmError, IdempotencyConflict, StoreUnavailable
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed, AgiProtocolError
 from ivr.agi.shutdown import CallCut, Shutdown
@@ -30,6 +33,7 @@ from ivr.calls.callback_task import save_callback
 from ivr.calls.hours import BusinessHours
 from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
+from ivr.calls.silence import SilenceBudget, within
 from ivr.flows.model import (
     Action,
     Ask,
@@ -41,6 +45,7 @@ from ivr.flows.model import (
     Finish,
     Item,
     LookupCaller,
+    OrderAlreadyPlaced,
     OrderPlaced,
     PlaceOrder,
     PromptRef,
@@ -51,6 +56,8 @@ from ivr.flows.repeat_order import RepeatOrderFlow, State
 from ivr.speech.speaker import Speaker, SpeechError
 
 log = structlog.get_logger("ivr.calls")
+T = TypeVar("T")
+_LAST_WORDS_MINIMUM = 0.1  # seconds a closing prompt may take to prepare when the budget is spent
 
 
 class CallRecords(Protocol):
@@ -88,6 +95,8 @@ class CallConfig:
     # Slack on top of a prompt's own length before we consider Asterisk gone silent.
     media_slack: float = 30.0
     hours: BusinessHours = BusinessHours()
+    # The most the caller hears nothing while the robot works (flow.max_silence, ivr/calls/silence.py).
+    max_silence: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,9 @@ class RepeatOrderRun:
         self.start_write: asyncio.Future | None = None
         self.order_write: asyncio.Future | None = None
         self.order_customer_id: str | None = None  # whose order the write is (to look it up by key)
+        # The caller went to an operator before the order write was settled: settled after the call.
+        self.order_pending = False
+        self.quiet = SilenceBudget(services.config.max_silence)
         self.events: CallEvents = services.notifier.open(self.env.uniqueid or "unknown")
         self.log = log.bind(uniqueid=self.env.uniqueid, script=self.env.script)
 
@@ -233,6 +245,7 @@ class RepeatOrderRun:
 
     async def _converse(self) -> tuple[CallFacts, str]:
         await self.channel.answer()
+        self.quiet.heard()  # the caller is connected and hears nothing until the greeting
         call_id = await self._call_id()
         self.identity = call = CallIdentity.of(self.env, call_id, default_language=self.s.config.default_language)
         self.events.call_id = call_id
@@ -268,6 +281,10 @@ class RepeatOrderRun:
             linkedid = None
         return linkedid or self.env.uniqueid or f"agi-{id(self)}"
 
+    async def _bounded(self, work: Coroutine[Any, Any, T], limit: float) -> T:
+        """``work`` within ``limit`` and what is left of the caller's silence budget (silence.within)."""
+        return await within(work, min(limit, self.quiet.left()))
+
     # --- actions --------------------------------------------------------------------------------
 
     async def _perform(self, state: State, action: Action) -> Event:
@@ -288,10 +305,9 @@ class RepeatOrderRun:
     async def _lookup(self) -> Event:
         assert self.identity is not None  # the flow looks the caller up only after the start
         try:
-            found = await asyncio.wait_for(
-                self.s.store.lookup_caller(self.identity.caller_id), self.s.config.db_deadline
-            )
+            found = await self._bounded(self.s.store.lookup_caller(self.identity.caller_id), self.s.config.db_deadline)
         except TimeoutError:
+            self.log.warning("lookup_timeout", quiet=round(self.quiet.quiet_for(), 3))
             return self._failed(Reason.DATABASE_TIMEOUT, "lookup")
         except Exception as exc:
             self.log.error("lookup_failed", error=repr(exc))
@@ -312,7 +328,7 @@ class RepeatOrderRun:
 
     async def _ask(self, ask: Ask) -> Event:
         try:
-            utterance = await self.s.speaker.prepare(ask.prompts, self.language)
+            utterance = await self.s.speaker.prepare(ask.prompts, self.language, deadline=self.quiet.left())
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
             return self._failed(Reason.TTS_ERROR, ask.step)
@@ -327,15 +343,19 @@ class RepeatOrderRun:
             return self._failed(Reason.PLAYBACK_FAILED, ask.step)
         finally:  # played, interrupted or the caller gone: the per-call file is no longer needed
             self.s.speaker.release(utterance)
+        self.quiet.heard()  # a key, or the question's own timeout: the next silence starts now
         self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=got.digits,
                              timed_out=got.timed_out)
         return Digits(got.digits, got.timed_out)
 
     async def _place(self, action: PlaceOrder) -> Event:
         # Shielded from the caller's hang-up: once they pressed 1 the order goes through (run()
-        # waits for it). Not shielded from the deadline: past it the write is cancelled. Whatever
-        # went wrong, the caller is never told "failed" before the order was looked up by its
-        # idempotency key (the call's linkedid, which also makes any retry return the same order).
+        # waits for it). Whatever went wrong, the caller is never told "failed" before the order was
+        # looked up by its idempotency key (the call's linkedid, which also makes any retry return
+        # the same order). A write still running when the silence budget is spent is not cut: the
+        # caller goes to an operator with ``order_outcome_unknown`` at once, and the write goes on
+        # in the background up to ``order_deadline``, then is settled by its key, so the call's row
+        # and the operator's card learn the truth (``_settle_after_handover``).
         assert self.identity is not None
         self.order_customer_id = action.customer_id
         self.order_write = write = asyncio.ensure_future(
@@ -347,20 +367,32 @@ class RepeatOrderRun:
                 call_id=self.events.call_id,
             )
         )
-        try:
-            placed = await asyncio.wait_for(asyncio.shield(write), self.s.config.order_deadline)
-        except asyncio.CancelledError:
-            if not _cancelled_alone(write):
-                raise  # this call is being stopped (hang-up, shutdown): run() settles the order
+        # A cancel of this wait (hang-up, shutdown) leaves the write running: run() settles it.
+        await asyncio.wait({write}, timeout=min(self.s.config.order_deadline, self.quiet.left()))
+        placed: PlacedOrder | None
+        if not write.done():
+            if not self.quiet.left():
+                return self._order_pending("write still running")
+            # Past order_deadline with time left for the caller: cancel it and look it up.
+            placed, reason = await self._settle_order(write, Reason.DATABASE_TIMEOUT, "past order_deadline")
+        elif write.cancelled():  # a statement timeout, a pool giving up: a write error to settle
             placed, reason = await self._settle_order(write, Reason.DATABASE_ERROR, "write cancelled")
-        except Exception as exc:
+        elif (exc := write.exception()) is not None:
+            if isinstance(exc, IdempotencyConflict) and exc.differs != "customer":
+                return self._order_already_placed(exc.order, action)
             if _refused(exc):
                 self.log.warning("order_rejected", error=repr(exc))
                 return self._failed(Reason.ORDER_REJECTED, "order")
             failure = Reason.DATABASE_TIMEOUT if isinstance(exc, TimeoutError) else Reason.DATABASE_ERROR
             placed, reason = await self._settle_order(write, failure, repr(exc))
+        else:
+            placed = write.result()
         if placed is None:
+            if reason == Reason.ORDER_OUTCOME_UNKNOWN:
+                self.order_pending = True  # looked up again after the call, with time to spare
             return self._failed(reason, "order")
+        if placed.order.difference(action.customer_id, action.lines, "ivr") is not None:
+            return self._order_already_placed(placed.order, action)  # settled by key: an earlier visit's order
         order, invoice = placed.order, placed.invoice
         self.order_id = order.order_id
         self._order_created(placed, after_hangup=False)
@@ -374,45 +406,81 @@ class RepeatOrderRun:
             window_end=cfg.window_end,
         )
 
+    def _order_pending(self, why: str) -> StepFailed:
+        """The silence budget is spent and the order's fate is not known yet: the caller goes to a
+        human now, who is told to check before entering it; the truth follows after the call."""
+        assert self.identity is not None
+        self.order_pending = True
+        key = self.identity.order_key
+        self.log.warning("order_pending_at_handover", why=why, quiet=round(self.quiet.quiet_for(), 3),
+                         idempotency_key=key)
+        self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
+        return self._failed(Reason.ORDER_OUTCOME_UNKNOWN, "order")
+
+    def _order_already_placed(self, order: OrderView, action: PlaceOrder) -> Event:
+        """The call's key already holds another order: the caller came back to the robot in the same
+        call and asked for something else. That order stands and the caller is told so (the flow's
+        rule, issue 9); what they asked for now goes on the timeline, not into an order."""
+        assert self.identity is not None
+        self.order_id = order.order_id
+        placed_lines = [{"sku": line.sku, "quantity": line.quantity} for line in order.lines]
+        asked = [{"sku": sku, "quantity": quantity} for sku, quantity in action.lines]
+        self.log.warning("order_already_placed", order_id=order.order_id, asked=asked, placed=placed_lines)
+        self.s.notifier.emit(self.events, EventKind.ORDER_ALREADY_PLACED, order_id=order.order_id,
+                             idempotency_key=self.identity.order_key, lines=asked, placed_lines=placed_lines)
+        return OrderAlreadyPlaced(order.order_id)
+
     async def _request_callback(self, action: RequestCallback) -> Event:
         assert self.identity is not None
         s = self.s
         event = await save_callback(
             action, self.identity, store=s.store, notifier=s.notifier, events=self.events,
             due_at=s.config.hours.callback_due(s.clock()), deadline=s.config.db_deadline, log=self.log,
+            bounded=self._bounded,
         )
         if isinstance(event, CallbackRecorded) and event.created:
             self.callback_saved = True  # a fact of the call, whatever happens after
         return event
 
-    async def _settle_order(self, write: asyncio.Future, failure: str, error: str) -> tuple[PlacedOrder | None, str]:
+    async def _settle_order(self, write: asyncio.Future, failure: str, error: str, *,
+                            caller_waits: bool = True) -> tuple[PlacedOrder | None, str]:
         """An order write that did not answer "placed": find out what really happened.
 
         "Failed" does not mean "not written": a COMMIT already on its way (PostgreSQL) or running in
         aiosqlite's thread lands after the write is cancelled at its deadline, and a connection that
         dropped or reset after the COMMIT reached the server reports an error for an order that
-        exists. So a write still running is cancelled and allowed to unwind, then the order is looked
-        up by its idempotency key. Found: the order stands and the caller hears it. Not found: nothing
-        was written, the caller goes to an operator with ``failure``. The look-up failing as well:
-        nobody can tell, the caller goes to an operator with ``order_outcome_unknown`` and the
-        timeline says to check before entering the order again. Returns (the order or None, reason).
+        exists. So a write still running is cancelled and allowed to unwind (only after the call:
+        while the caller waits, ``_place`` never cancels it), then the order is looked up by its
+        idempotency key, within the caller's silence budget while they wait. Found: the order
+        stands and the caller hears it. Not found: nothing was written, the caller goes to an
+        operator with ``failure``. The look-up failing or running out of time: nobody can tell yet,
+        the caller goes to an operator with ``order_outcome_unknown`` (the timeline says to check
+        before entering the order again) and the look-up is made again after the call. Returns
+        (the order or None, reason).
         """
         deadline = self.s.config.order_deadline
         if not write.done():
             write.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait({write}, timeout=deadline)
+            # Its unwind tells whether a COMMIT on its way landed (aiosqlite finishes it in its
+            # thread first); the caller waits for it only within the silence budget.
+            await asyncio.wait({write}, timeout=self.quiet.left() if caller_waits else deadline)
+            if not write.done():
+                self.log.error("order_outcome_unknown", write_error=error, error="write still unwinding")
+                self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=self.identity.order_key)
+                return None, Reason.ORDER_OUTCOME_UNKNOWN
         if write.done() and not write.cancelled() and write.exception() is None:
             placed: PlacedOrder = write.result()  # it finished while being cancelled
             self.log.warning("order_committed_after_deadline", order_id=placed.order.order_id)
             return placed, failure
         assert self.identity is not None and self.order_customer_id is not None  # set by _place
         key = self.identity.order_key
+        look_up = self.s.store.order_for_key(key, self.order_customer_id)
         try:
-            found = await asyncio.wait_for(self.s.store.order_for_key(key, self.order_customer_id), deadline)
+            found = await (self._bounded(look_up, deadline) if caller_waits else asyncio.wait_for(look_up, deadline))
         except Exception as exc:  # cannot tell: say so in the log, the row and the operator's screen
             self.log.error("order_outcome_unknown", write_error=error, error=repr(exc), idempotency_key=key)
-            self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
+            if caller_waits:
+                self.s.notifier.emit(self.events, EventKind.ORDER_UNCERTAIN, idempotency_key=key)
             return None, Reason.ORDER_OUTCOME_UNKNOWN
         if found is None:
             self.log.warning("order_not_placed", reason=failure, error=error)
@@ -420,9 +488,11 @@ class RepeatOrderRun:
             self.log.warning("order_placed_despite_error", order_id=found.order.order_id, error=error)
         return found, failure
 
-    async def _order_in_flight(self) -> bool:
-        """After a hang-up: settle an order write that was under way; True if the order stands."""
+    async def _order_in_flight(self, *, after_hangup: bool = True) -> bool:
+        """After the call (a hang-up, or a hand-over before the write was settled): settle an
+        order write that was under way; True if the order stands."""
         write = self.order_write
+        self.order_pending = False  # settled here, once
         if write is None:
             return False
         placed: PlacedOrder | None
@@ -431,25 +501,41 @@ class RepeatOrderRun:
         except asyncio.CancelledError:
             if not _cancelled_alone(write):
                 raise
-            placed, _ = await self._settle_order(write, Reason.DATABASE_ERROR, "write cancelled")
+            placed, _ = await self._settle_order(write, Reason.DATABASE_ERROR, "write cancelled", caller_waits=False)
         except Exception as exc:
             if _refused(exc):
                 return False
-            placed, _ = await self._settle_order(write, Reason.DATABASE_ERROR, repr(exc))
+            placed, _ = await self._settle_order(write, Reason.DATABASE_ERROR, repr(exc), caller_waits=False)
         if placed is None:
             return False
         self.order_id = placed.order.order_id
-        self._order_created(placed, after_hangup=True)
+        self._order_created(placed, after_hangup=after_hangup, after_handover=not after_hangup)
         return True
 
-    def _order_created(self, placed: PlacedOrder, *, after_hangup: bool) -> None:
-        """One shape of ``order.created``, whether the caller heard the read-back or had hung up."""
+    async def _settle_after_handover(self, facts: CallFacts) -> CallFacts:
+        """The caller went to an operator while the order write was unsettled: wait for it (up to
+        ``order_deadline``) or look it up by its key, so that the row, the timeline and the
+        operator's card (the board republishes it) carry the order if it was placed."""
+        if not self.order_pending or self.order_id:
+            return facts
+        try:
+            placed = await self._order_in_flight(after_hangup=False)
+        except Exception as exc:
+            self.log.error("order_not_settled", error=repr(exc))
+            return facts
+        self.log.info("order_settled_after_handover", order_id=self.order_id, placed=placed)
+        return replace(facts, order_id=self.order_id) if placed else facts
+
+    def _order_created(self, placed: PlacedOrder, *, after_hangup: bool, after_handover: bool = False) -> None:
+        """One shape of ``order.created``, whether the caller heard the read-back, had hung up, or
+        was with an operator by the time the order was known."""
         order, invoice = placed.order, placed.invoice
         self.s.notifier.emit(
             self.events, EventKind.ORDER_CREATED, order_id=order.order_id, invoice=invoice.number,
             total=str(invoice.total), replayed=not placed.created,
             delivery_date=order.delivery_date.isoformat() if order.delivery_date else None,
             lines=[{"sku": line.sku, "quantity": line.quantity} for line in order.lines], after_hangup=after_hangup,
+            **({"after_handover": True} if after_handover else {}),
         )
 
     def _failed(self, reason: str, step: str) -> StepFailed:
@@ -489,7 +575,10 @@ class RepeatOrderRun:
         if not prompts:
             return None
         try:
-            utterance = await self.s.speaker.prepare(prompts, self.language)
+            # Whatever the silence budget left, and a moment more: these words usually come from the
+            # cache (microseconds); a hand-over whose words cannot be made in time goes without them.
+            deadline = max(self.quiet.left(reserve=0.0), _LAST_WORDS_MINIMUM)
+            utterance = await self.s.speaker.prepare(prompts, self.language, deadline=deadline)
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
             return Reason.TTS_ERROR
@@ -504,6 +593,7 @@ class RepeatOrderRun:
             return Reason.PLAYBACK_FAILED
         finally:
             self.s.speaker.release(utterance)
+        self.quiet.heard()
         return None
 
     async def _hand_over(self, result: str, reason: str, customer_id: str | None = None,
@@ -536,6 +626,7 @@ class RepeatOrderRun:
         if self.start_write is not None:  # the start goes into the writer's queue before the end
             with contextlib.suppress(Exception):
                 await self.start_write
+        facts = await self._settle_after_handover(facts)
         notifier = self.s.notifier
         outcome = decide_outcome(facts)  # the robot's view; the row merges the tracker's facts too
         notifier.emit(self.events, EventKind.CALL_ENDED, outcome=outcome, reason=reason, step=self.step)

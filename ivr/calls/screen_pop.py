@@ -26,7 +26,8 @@ log = structlog.get_logger("ivr.screen_pop")
 # The IVR path worth showing an operator: what the caller heard and pressed, and how it ended.
 _PATH_KINDS = {
     EventKind.CALL_STARTED, EventKind.CALLER_IDENTIFIED, EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED,
-    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.STEP_FAILED, EventKind.CALL_ESCALATED,
+    EventKind.ORDER_CREATED, EventKind.ORDER_UNCERTAIN, EventKind.ORDER_ALREADY_PLACED, EventKind.STEP_FAILED,
+    EventKind.CALL_ESCALATED,
     EventKind.CALLBACK_CREATED, EventKind.QUEUE_ENTERED, EventKind.OPERATOR_NO_ANSWER,
 }
 _OPERATOR_KINDS = {
@@ -110,7 +111,7 @@ class OperatorBoard:
             call.candidates = data.get("candidates") or []
         elif event.kind == EventKind.CALL_ESCALATED:
             call.ivr_reason = data.get("reason")
-        elif event.kind == EventKind.ORDER_CREATED:
+        elif event.kind in (EventKind.ORDER_CREATED, EventKind.ORDER_ALREADY_PLACED):
             call.order_id = data.get("order_id")
         if event.kind in _PATH_KINDS:
             call.path.append({"at": event.at.isoformat(), "kind": event.kind, **_shown(data)})
@@ -119,6 +120,26 @@ class OperatorBoard:
                 self._recent.popitem(last=False)
         if event.kind in _OPERATOR_KINDS:
             self._spawn(self._operator_event(event))
+        elif event.kind == EventKind.ORDER_CREATED and self._showing(call_id):
+            # The order became known after the caller was put through (order_outcome_unknown, a
+            # write settled after the hand-over): the operator's open card must say so at once.
+            self._spawn(self._refresh(call_id))
+
+    def _showing(self, call_id: str) -> bool:
+        return any(card.get("call", {}).get("call_id") == call_id for card in self._cards.values())
+
+    async def _refresh(self, call_id: str) -> None:
+        async with self._order:
+            for key, card in list(self._cards.items()):
+                if card.get("call", {}).get("call_id") != call_id or card.get("state") == "free":
+                    continue
+                try:
+                    customer_id = (card.get("customer") or {}).get("customer_id")
+                    fresh = await self.build_card(call_id, card["operator_interface"], customer_id)
+                except Exception:
+                    log.exception("screen_pop_failed", call_id=call_id, kind="refresh")
+                    continue
+                self._publish(key, {**fresh, "state": card.get("state")})
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

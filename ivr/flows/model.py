@@ -134,6 +134,14 @@ class OrderPlaced:
 
 
 @dataclass(frozen=True)
+class OrderAlreadyPlaced:
+    """The call's idempotency key already holds another order (placed on an earlier visit to the
+    robot in the same call): that order stands, the one asked for now was not placed."""
+
+    order_id: str
+
+
+@dataclass(frozen=True)
 class StepFailed:
     """An external step (database, speech) failed or missed its deadline."""
 
@@ -147,4 +155,4 @@ class CallbackRecorded:
     created: bool
 
 
-Event = CallerLooked | Digits | OrderPlaced | CallbackRecorded | StepFailed
+Event = CallerLooked | Digits | OrderPlaced | OrderAlreadyPlaced | CallbackRecorded | StepFailed

@@ -4,11 +4,22 @@
                          └─► anyone else ─► Finish(operator)  ├─2─► EDIT each line ─► CONFIRM ─1─► PlaceOrder
                                                               └─0─► Finish(operator)
     READBACK ─ the read-back could not be played ─► Finish(operator, readback_failed, the order)
+    PlaceOrder ─ the call's key already holds another order ─► Finish(operator, order_already_placed, that order)
 
 Two failed inputs in a row (no input or a key that means nothing) hand the caller to an operator,
 and so does every failed external step: nobody is ever left in silence. An order that stands but
 whose confirmation the caller did not hear goes to an operator with the order, so that the caller
 hears it from a human instead of ringing back and ordering twice.
+
+One order per call (issue 9): the order is keyed by the call's linkedid, so a caller who comes back
+to the robot in the same call (a transfer back, an AGI retry) and asks for something else (9 bottles
+instead of 3) cannot get a second order. The rule: the first order stands. The caller hears that
+their order <number>, placed earlier in this call, stands, and goes to an operator to change it,
+with that order on the channel (IVR_ORDER_ID); after hours the same words, then the callback. The
+old order is never read back as if it were the new one, and the new request is never dropped in
+silence (the timeline's ``order.already_placed`` says what was asked). Why not place the change as a
+second order: a caller who changed 3 to 9 wants 9 bottles, not 12; only a human can tell a change
+from an addition, and can amend the first order before it is delivered.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from ivr.flows.model import (
     Finish,
     Item,
     LookupCaller,
+    OrderAlreadyPlaced,
     OrderPlaced,
     PlaceOrder,
     PromptRef,
@@ -85,6 +97,12 @@ class FlowError(RuntimeError):
 
 _TO_OPERATOR = (PromptRef("to_operator"),)
 _TECHNICAL = (PromptRef("technical_problem"),)
+
+
+def _already_placed(state: State) -> tuple[PromptRef, ...]:
+    """"Your order <number>, placed earlier in this call, stands" (before the hand-over's words)."""
+    return (PromptRef("order_already_placed", {"number": state.order_id}),)
+
 
 # Why a caller we looked up cannot be served by the robot; the reason goes to IVR_REASON.
 _LOOKUP_REASONS = {"unknown": Reason.UNKNOWN_NUMBER, "shared": Reason.SHARED_NUMBER, "invalid": Reason.NO_CALLER_ID}
@@ -184,6 +202,9 @@ class RepeatOrderFlow:
         return self._retry(state, digits, lambda lead: self._confirm_question(state, lead))
 
     def _on_placed(self, state: State, event: Event) -> tuple[State, Action]:
+        if isinstance(event, OrderAlreadyPlaced):  # the first order of the call stands (see the docstring)
+            state = dataclasses.replace(state, order_id=event.order_id)
+            return self._to_operator(state, Reason.ORDER_ALREADY_PLACED, (*_already_placed(state), *_TO_OPERATOR))
         if not isinstance(event, OrderPlaced):
             raise FlowError(f"placing expects OrderPlaced, got {type(event).__name__}")
         readback = PromptRef(
@@ -211,8 +232,9 @@ class RepeatOrderFlow:
         hours = {"open_hour": self.config.open_hour, "close_hour": self.config.close_hour}
         prompt = PromptRef("after_hours_callback" if recorded else "after_hours_no_number", hours)
         reason = after_hours(state.handover_reason)
+        lead = _already_placed(state) if state.handover_reason == Reason.ORDER_ALREADY_PLACED else ()
         # "done": nobody is in the queue now, so the dialplan says goodbye instead of queueing.
-        return self._finish(state, IvrResult.DONE, reason, (prompt,), callback_saved=recorded)
+        return self._finish(state, IvrResult.DONE, reason, (*lead, prompt), callback_saved=recorded)
 
     # --- helpers --------------------------------------------------------------------------------
 

@@ -90,13 +90,15 @@ class Speaker:
     def text(self, prompts: Sequence[PromptRef], language: str) -> str:
         return "".join(segment.text for segment in self.segments(prompts, language))
 
-    async def prepare(self, prompts: Sequence[PromptRef], language: str) -> Utterance:
+    async def prepare(self, prompts: Sequence[PromptRef], language: str, *, deadline: float | None = None) -> Utterance:
         """Render the prompts and give the file that says them (one file: a key pressed at any
-        moment of the whole sentence interrupts it, which keeps barge-in simple)."""
+        moment of the whole sentence interrupts it, which keeps barge-in simple). ``deadline``: the
+        caller's silence budget when shorter than the TTS deadline; a synthesis cut by it goes on
+        for the other calls that wait for the same words (the caches shield it)."""
         try:
             segments = self.segments(prompts, language)
             text = "".join(segment.text for segment in segments)
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(self._deadline if deadline is None else min(deadline, self._deadline)):
                 if all(not PROMPT_PARAMS.get(p.prompt_id) for p in prompts):
                     local, transient = await self._cache.path_for(text, language), False
                 elif _per_call(prompts):

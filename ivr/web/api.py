@@ -5,6 +5,7 @@ Every error is JSON with a stable machine-readable id: ``{"error": {"id": "...",
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import structlog
@@ -12,9 +13,11 @@ from aiohttp import web
 
 from crm_bridge.dto import CallView, CustomerCard, TimelineEventView
 from ivr.calls.screen_pop import OperatorBoard
+from ivr.web.client_address import TRUSTED_PROXIES_KEY, parse_networks
 from ivr.web.common import MAX_DB_INT, STORE_KEY, TOKEN_KEY, api_error, errors_and_auth, to_json
 from ivr.web.console.app import add_console
 from ivr.web.console.deps import ConsoleDeps
+from ivr.web.hardening import security_headers
 from ivr.web.operator_api import add_operator_routes
 from ivr.web.order_input import OrderLimits
 
@@ -80,9 +83,12 @@ def build_web_app(
     board: OperatorBoard | None = None,
     console: ConsoleDeps | None = None,
     order_limits: OrderLimits | None = None,
+    trusted_proxies: Iterable[str] = (),
 ) -> web.Application:
+    """``trusted_proxies``: web.trusted_proxies (ivr.web.client_address); a bad entry is a ValueError."""
     app = web.Application(middlewares=[errors_and_auth])
     app[STORE_KEY] = store
+    app[TRUSTED_PROXIES_KEY] = parse_networks(trusted_proxies)
     app[TOKEN_KEY] = api_token
     app.router.add_get("/api/v1/customers/{customer_id}", get_customer)
     app.router.add_get("/api/v1/calls", list_calls)
@@ -90,4 +96,5 @@ def build_web_app(
     add_operator_routes(app, board, order_limits)
     if console is not None:
         add_console(app, console)
+    app.middlewares.insert(0, security_headers)  # outermost: it sees every response, the console's too
     return app

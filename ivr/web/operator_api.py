@@ -23,6 +23,7 @@ from crm_bridge.errors import (
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.settings import default_settings
 from ivr.web.common import MAX_DB_INT, STORE_KEY, api_error, to_json
+from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.timeline_text import with_lines
 from ivr.web.order_input import FieldError, InvalidOrderInput, OrderLimits, parse_order
 
@@ -41,7 +42,6 @@ _ORDER_ERRORS: list[tuple[type[CrmError], int, str]] = [
     (InactiveProduct, 422, "inactive_product"),
     (InvalidQuantity, 422, "invalid_quantity"),
     (EmptyOrder, 422, "empty_order"),
-    (IdempotencyConflict, 409, "idempotency_conflict"),
 ]
 
 
@@ -58,7 +58,7 @@ async def current_card(request: web.Request) -> web.Response:
     card = request.app[BOARD_KEY].current(request.match_info["operator"])
     if card is None:
         return to_json({"operator": request.match_info["operator"], "state": "free", "call": None})
-    return to_json(with_lines(card))
+    return to_json(with_lines(card, business_zone(request.app)))
 
 
 async def operator_feed(request: web.Request) -> web.StreamResponse:
@@ -69,19 +69,20 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     feeds = request.app[FEEDS_KEY]
     feeds.add(ws)
+    zone = business_zone(request.app)
     queue = board.subscribe(operator)
     receive: asyncio.Future[Any] | None = None
     card_wait: asyncio.Future[Any] | None = None
     try:
         current = board.current(operator)
-        await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}))
+        await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}, zone))
         while not ws.closed:
             # Wait for a new card or for the browser (a close, or anything it sends) at once.
             receive = receive or asyncio.ensure_future(ws.receive())
             card_wait = card_wait or asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait({receive, card_wait}, return_when=asyncio.FIRST_COMPLETED)
             if card_wait in done:
-                await ws.send_str(_dumps(card_wait.result()))
+                await ws.send_str(_dumps(card_wait.result(), zone))
                 card_wait = None
             if receive in done:
                 message = receive.result()
@@ -101,8 +102,14 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _dumps(card: Any) -> str:
-    return json.dumps(with_lines(card), ensure_ascii=False, default=str)
+def _dumps(card: Any, zone: str) -> str:
+    return json.dumps(with_lines(card, zone), ensure_ascii=False, default=str)
+
+
+def business_zone(app: web.Application) -> str:
+    """The console's business time zone (hours.timezone), for the words on a card."""
+    deps = app.get(DEPS_KEY)
+    return deps.timezone if deps is not None else ConsoleDeps.timezone
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -155,6 +162,8 @@ async def place_operator_order(request: web.Request) -> web.Response:
             idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=order.lines,
             source="operator", call_id=call_id,
         )
+    except IdempotencyConflict as exc:
+        return _key_conflict(key, exc)
     except CrmError as exc:
         for error_type, status, error_id in _ORDER_ERRORS:
             if isinstance(exc, error_type):
@@ -163,6 +172,21 @@ async def place_operator_order(request: web.Request) -> web.Response:
     log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
     return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
                    status=201 if placed.created else 200)
+
+
+def _key_conflict(key: str, exc: IdempotencyConflict) -> web.Response:
+    """The key already placed another order (other lines, another customer): never 200 with that
+    order as if it were this one. 409, not 422: in this API a 422 says "fix the body", while this
+    body may be fine; what conflicts is the key, which holds an order that stands unchanged (send a
+    new key for a new order). The IETF idempotency-key draft suggests 422 here, but also lets 409
+    mean a key in use; our 409 had already meant "this key holds another customer's order", and one
+    status for "the key holds another order" is what a client can act on."""
+    log.warning("operator_order_key_conflict", idempotency_key=key, order_id=exc.order_id, differs=exc.differs)
+    message = (f"Idempotency-Key {key!r} already placed order {exc.order_id} {exc.what}; "
+               "that order stands unchanged, send a new key to place another order")
+    body = {"id": "idempotency_conflict", "message": message, "idempotency_key": key,
+            "order_id": exc.order_id, "differs": exc.differs}
+    return to_json({"error": body}, status=409)
 
 
 def _sku_fields(exc: CrmError, lines: list[tuple[str, int]]) -> list[FieldError]:

@@ -77,7 +77,9 @@ def harness_settings(database_url: str, prompts_dir: Path, **sections: dict[str,
         "database": {"url": database_url},
         "prompts": {"dir": str(prompts_dir), "warm_at_start": False},
         "call_records": {"spool_dir": str(prompts_dir.parent / "spool"), "write_timeout": 2.0},
-        "flow": {"menu_timeout": 1.0, "quantity_timeout": 1.0},
+        # A generous silence budget: a loaded machine's slow first synthesis must not send a test's
+        # caller to an operator; the tests of the budget set their own (and stall for real).
+        "flow": {"menu_timeout": 1.0, "quantity_timeout": 1.0, "max_silence": 10.0},
         "hours": hours_section(ALWAYS_OPEN),
     }
     for name, values in sections.items():
@@ -107,15 +109,17 @@ async def start_harness(
     clock: Callable[[], datetime] | None = None,
     hours: BusinessHours = ALWAYS_OPEN,
     call_store: Any = None,
+    max_silence: float = 10.0,
 ) -> CallHarness:
     """The service on the store's database. A store that is not a plain CrmStore (a test's slow or
     stuck wrapper) becomes the calls' view of the store; the service's own store serves the rest.
     ``call_store``: the calls' view of the store when it is another CrmStore on the same database
-    (e.g. through a TCP proxy that injects faults), the rest of the service keeping ``store``'s."""
+    (e.g. through a TCP proxy that injects faults), the rest of the service keeping ``store``'s.
+    ``max_silence``: see harness_settings."""
     settings = harness_settings(
         database_url(store), prompts_dir,
         database={"call_deadline": db_deadline, "order_deadline": order_deadline or db_deadline},
-        hours=hours_section(hours),
+        hours=hours_section(hours), flow={"max_silence": max_silence},
     )
     calls_view = call_store if call_store is not None else None if isinstance(store, CrmStore) else store
     seams = Seams(call_store=None if calls_view is None else (lambda _own: calls_view), tts=engine, clock=clock,

@@ -314,27 +314,38 @@ async def test_live_listeners_get_every_event_in_order(calls):
 
 
 class SlowOrders:
-    """The real store, but order writes wait first (a database under load)."""
+    """The real store, but order writes wait first (a database under load). ``cancelled`` is set
+    when a write was cancelled while it waited."""
 
     def __init__(self, inner, delay: float):
         self.inner, self.delay = inner, delay
+        self.cancelled = asyncio.Event()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     async def place_order(self, **kwargs):
-        await asyncio.sleep(self.delay)
+        try:
+            await asyncio.sleep(self.delay)  # the database's slowness, not a test's wait
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
         return await self.inner.place_order(**kwargs)
 
 
 async def test_order_past_its_deadline_is_rolled_back_not_left_behind_the_operator(store, prompts_dir):
+    # The write outlives the order deadline (the silence budget is not spent yet): it is cancelled
+    # and looked up by its key, and the caller goes over knowing there is no order.
     await load_demo_data(store.sessions)
-    harness = await start_harness(SlowOrders(store, 1.0), prompts_dir, db_deadline=0.3)
+    slow = SlowOrders(store, 30.0)
+    harness = await start_harness(slow, prompts_dir, db_deadline=0.3)
     try:
         fake = await harness.call("+79161234567", ["1"], timeout=10)
         assert fake.variables["IVR_RESULT"] == "operator"
         assert fake.variables["IVR_REASON"] == "database_timeout"
-        await asyncio.sleep(1.2)  # long enough for a write that was not cancelled to land
+        assert slow.cancelled.is_set()
+        call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
+        assert (call.reason, call.order_id) == ("database_timeout", None)
         assert await count(store, Invoice) == 0
     finally:
         await harness.stop()

@@ -1,9 +1,10 @@
-"""Issue 9, points 1 and 3: what the caller hears, what the store holds and what the operator sees agree.
+"""Issue 9, points 1, 2 and 3: what the caller hears, what the store holds and what the operator sees agree.
 
 Faults are injected for real: an order write that commits and then fails (a reset after the commit,
 a lost connection, a cancelled statement) on both databases, a TCP proxy in front of PostgreSQL that
 forwards the order's statement and resets before its reply, a fake Asterisk that answers the
-read-back's STREAM FILE with ``result=-1``, and a TTS that cannot speak the read-back.
+read-back's STREAM FILE with ``result=-1``, and a TTS that cannot speak the read-back. Point 2: the
+same call (one linkedid) back in the robot asking for another order.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import pytest
 from crm_bridge.db import session_factory
 from crm_bridge.demo import load_demo_data
 from crm_bridge.errors import ConnectionLost, StoreUnavailable
-from crm_bridge.models import Invoice
+from crm_bridge.models import Invoice, Order
 from crm_bridge.services import CrmStore
 from ivr.settings import default_settings
 from ivr.speech.tts import TtsError, engine_by_name
-from tests.calls.harness import start_harness
+from tests.calls.harness import start_harness, wait_for
 from tests.calls.test_call_through import count, ended_call
 from tests.db.tcp_proxy import proxied_engine
 from tests.fakeasterisk import FakeAsterisk
@@ -242,5 +243,83 @@ async def test_hangup_during_the_readback_is_not_a_failed_readback(store, prompt
         call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
         assert (call.outcome, call.order_id) == ("order_placed", fake.variables["IVR_ORDER_ID"])
         assert call.reason != "readback_failed"
+    finally:
+        await harness.stop()
+
+
+# --- point 2: the same call asking for another order keeps the first one --------------------------
+
+
+class FailsAfterTheFirstOrder:
+    """The real store for the first order; every later write fails before reaching the database, so
+    the runner settles it by looking the key up (and finds the first visit's order)."""
+
+    def __init__(self, inner):
+        self.inner, self.orders = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def place_order(self, **kwargs):
+        self.orders += 1
+        if self.orders > 1:
+            raise StoreUnavailable("connection refused")
+        return await self.inner.place_order(**kwargs)
+
+
+async def assert_the_first_order_stands(harness, store, first: FakeAsterisk, second: FakeAsterisk) -> None:
+    order_id = first.variables["IVR_ORDER_ID"]
+    assert (first.variables["IVR_RESULT"], first.variables["IVR_REASON"]) == ("done", "order_placed")
+    # The second visit: told that the first order stands, then to an operator with that order.
+    assert (second.variables["IVR_RESULT"], second.variables["IVR_REASON"]) == ("operator", "order_already_placed")
+    assert (second.variables["IVR_ORDER_ID"], second.variables["IVR_CUSTOMER_ID"]) == (order_id, "C001")
+    call_id = first.channel_vars["CHANNEL(linkedid)"]
+
+    async def second_end_recorded():
+        call = await store.get_call(call_id)
+        return call if call is not None and call.reason == "order_already_placed" else None
+
+    call = await wait_for(second_end_recorded)
+    assert (call.outcome, call.order_id) == ("order_placed", order_id)  # the call did place that order
+    # One order, as first asked (4 bottles), one invoice; the 9 bottles were not placed.
+    assert await count(store, Invoice) == 1
+    card = await store.get_customer_card("C001")
+    (placed,) = [o for o in card.orders if o.source == "ivr"]
+    assert placed.order_id == order_id and [(li.sku, li.quantity) for li in placed.lines] == [("WATER-19", 4)]
+    events = await store.call_timeline(call_id)
+    texts = [e.data["text"] for e in events if e.kind == "prompt.played"]
+    assert sum("Сумма" in t for t in texts) == 1, "the order was read back once, on the first visit only"
+    said = [t for t in texts if "уже оформлен" in t]
+    assert len(said) == 1 and "Соединяю с оператором" in said[0]
+    (already,) = [e.data for e in events if e.kind == "order.already_placed"]
+    assert already["order_id"] == order_id
+    assert already["lines"] == [{"sku": "WATER-19", "quantity": 9}]
+    assert already["placed_lines"] == [{"sku": "WATER-19", "quantity": 4}]
+    assert len([e for e in events if e.kind == "order.created"]) == 1
+    card = await harness.service.board.build_card(call_id, "PJSIP/101", None)
+    assert (card["call"]["ivr_reason"], card["call"]["order_id"]) == ("order_already_placed", order_id)
+    assert "order.already_placed" in [step["kind"] for step in card["ivr_path"]]
+
+
+async def test_a_second_visit_that_changes_the_quantity_keeps_the_first_order_and_hands_over(calls):
+    """Issue 9, point 2: 4 bottles ordered, back in the robot in the same call, changed to 9."""
+    linkedid = "1795751000.88"
+    history = await count(calls.store, Order)
+    first = await calls.call(ALEXEY, ["1"], uniqueid=linkedid)
+    second = await calls.call(ALEXEY, ["2", "9#", "1"], uniqueid=linkedid)
+    await assert_the_first_order_stands(calls, calls.store, first, second)
+    assert await count(calls.store, Order) == history + 1
+
+
+async def test_a_changed_order_whose_write_failed_is_not_settled_as_placed(store, prompts_dir):
+    """The write of the changed order fails, and the look-up by key finds the first visit's order:
+    that is not the order the caller asked for, so it is not read back as placed."""
+    await load_demo_data(store.sessions)
+    harness = await start_harness(FailsAfterTheFirstOrder(store), prompts_dir)
+    try:
+        linkedid = "1795751000.99"
+        first = await harness.call(ALEXEY, ["1"], uniqueid=linkedid)
+        second = await harness.call(ALEXEY, ["2", "9#", "1"], uniqueid=linkedid)
+        await assert_the_first_order_stands(harness, store, first, second)
     finally:
         await harness.stop()

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import timedelta
 from http.cookies import SimpleCookie
 
 import aiohttp
 import pytest
-import structlog
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
 from crm_bridge.demo import load_demo_data
 from crm_bridge.models import User as UserRow
 from crm_bridge.models import WebSession
-from ivr.web.console.auth import COOKIE, HOME, LOGIN_COOKIE, LoginLimiter, auth_state, require
+from ivr.web.console.auth import COOKIE, HOME, LOGIN_COOKIE, auth_state, require
 from tests.console.conftest import (
     API_TOKEN,
     PASSWORD,
@@ -145,44 +143,7 @@ async def test_login_from_a_foreign_origin_is_refused(console_client):
     assert session_cookie(console_client) is None
 
 
-# --- rate limit -------------------------------------------------------------------------------------
-
-
-async def test_failed_logins_are_rate_limited_then_recover(console_app):
-    clock = Clock()
-    auth_state(console_app).clock = clock
-    client = await start_client(console_app)
-    try:
-        for _ in range(5):
-            assert (await login_response(client, "op1", "bad-password")).status == 401
-            clock.advance(seconds=10)
-        with structlog.testing.capture_logs() as logs:
-            blocked = await login_response(client, "op1", PASSWORD)  # even the right password now
-        assert blocked.status == 429
-        assert "Слишком много неудачных попыток" in await blocked.text()
-        assert int(blocked.headers["Retry-After"]) > 0
-        assert any(e["event"] == "login_rate_limited" and e["log_level"] == "warning" for e in logs)
-        # the IP is limited too: another username from the same address
-        assert (await login_response(client, "sup1", PASSWORD)).status == 429
-
-        clock.advance(minutes=4)  # the first failure is 4 min 50 s old: still 5 in the window
-        assert (await login_response(client, "op1", PASSWORD)).status == 429
-        clock.advance(seconds=11)  # the first failure left the window
-        assert (await login_response(client, "op1", PASSWORD)).status == 303
-    finally:
-        await client.close()
-
-
-def test_limiter_counts_per_ip_and_per_username():
-    limiter = LoginLimiter(max_failures=3, window=timedelta(seconds=60))
-    for i in range(3):
-        limiter.fail((f"ip:10.0.0.{i}", "user:anna"), now=100.0 + i)
-    assert limiter.retry_after(("ip:10.0.0.9", "user:anna"), now=103.0) == pytest.approx(57.0)
-    assert limiter.retry_after(("ip:10.0.0.9", "user:boris"), now=103.0) == 0
-    assert limiter.retry_after(("ip:10.0.0.9", "user:anna"), now=160.5) == 0
-    limiter.fail(("ip:10.0.0.9", "user:x"), now=200.0)
-    limiter.reset("user:x")
-    assert limiter.retry_after(("user:x",), now=200.0) == 0
+# The sign-in throttle: tests/console/test_login_throttle.py.
 
 
 # --- sessions ---------------------------------------------------------------------------------------

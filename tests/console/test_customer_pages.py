@@ -13,6 +13,7 @@ from crm_bridge.demo import load_demo_data
 from crm_bridge.dto import CustomerView, InvoiceView, OrderLineView, OrderView, TimelineEventIn
 from crm_bridge.models import Customer, Phone
 from ivr.settings import load_settings
+from ivr.web.console.formats import date_text
 from ivr.web.console.invoice_pdf import (
     InvoiceFontMissing,
     amount_in_words,
@@ -90,10 +91,10 @@ async def test_card_shows_orders_lines_totals_source_delivery_and_invoice_links(
     html = await (await console_client.get("/customers/C001")).text()
     assert placed.order.order_id in html
     assert "3 × бутылка воды «Жемчужная роса» 19 л" in html
-    assert "1 170,00 ₽" in html
+    assert "1\u00a0170,00\u00a0₽" in html  # ivr.web.console.formats: no-break spaces
     assert "оператор" in html  # the source
     assert placed.order.delivery_date is not None
-    assert placed.order.delivery_date.strftime("%d.%m.%Y") in html
+    assert date_text(placed.order.delivery_date) in html  # "29 ноября 2026"
     assert f'href="{invoice_url("C001", placed.invoice.number)}"' in html
     # history orders have no invoice
     assert html.count('class="invoice"') == 1

@@ -110,7 +110,8 @@ async def test_wallboard_with_tracker(store):
     board = OperatorBoard(store, {"PJSIP/101": "Анна Смирнова", "PJSIP/104": "Глеб (не в смене)"})
     deps = deps_for(store, tracker=fake_tracker(), board=board, health=health())
     data = await wallboard_data(deps, now=NOW)
-    assert data["ami"] == {"live": True, "status": "connected", "message": None}
+    assert data["ami"] == {"live": True, "status": "connected", "message": None, "status_text": "подключен"}
+    assert data["clock"] == "12:00:00" and data["timezone"] == "Europe/Moscow"  # business time, not UTC
     assert data["ivr"]["count"] == 1 and data["ivr"]["calls"][0]["call_id"] == "r1"
     assert data["queue"]["count"] == 2
     assert [c["call_id"] for c in data["queue"]["calls"]] == ["q2", "q1"]  # the longest wait first
@@ -135,7 +136,8 @@ async def test_wallboard_without_tracker_still_counts_orders(store):
     assert data["orders_today"]["ivr"] == 2 and data["orders_today"]["operator"] == 1
     # A tracker whose AMI connection is down is not trusted for live numbers either.
     down = await wallboard_data(deps_for(store, tracker=fake_tracker(), health=health("auth_failed")), now=NOW)
-    assert down["ami"] == {"live": False, "status": "auth_failed", "message": AMI_DOWN_TEXT}
+    assert down["ami"] == {"live": False, "status": "auth_failed", "message": AMI_DOWN_TEXT,
+                           "status_text": "неверный логин или пароль AMI"}
     assert down["queue"]["calls"] == [] and down["orders_today"]["total"] == 3
 
 

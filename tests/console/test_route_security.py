@@ -37,7 +37,8 @@ from yarl import URL
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from ivr.web.common import TOKEN_KEY
-from ivr.web.console.auth import COOKIE, LOGIN_COOKIE, LoginLimiter, auth_state
+from ivr.web.console.auth import COOKIE, LOGIN_COOKIE, auth_state
+from ivr.web.console.login_throttle import LoginThrottle
 from ivr.web.console.metrics import Metrics
 from ivr.web.console.monitoring import metrics_endpoint
 from tests.console.conftest import (
@@ -192,7 +193,8 @@ def spool(tmp_path: Path) -> Path:
 async def rig(store, spool) -> Rig:
     health = {"agi": {"listening": True, "active_calls": 0}, "ami": {"status": "connected"}}
     app = make_console_app(store, recordings_dir=spool, metrics=Metrics(), health=lambda: health)
-    auth_state(app).limiter = LoginLimiter(max_failures=10_000)  # the sweep signs in wrongly on purpose
+    # the sweep signs in wrongly on purpose
+    auth_state(app).throttle = LoginThrottle(account_free=10_000, address_free=10_000)
     await add_role_users(app)
     victim = await auth_state(app).accounts.create_user("victim", PASSWORD, "operator", "Жертва", "PJSIP/109")
     await load_demo_data(store.sessions)

@@ -10,6 +10,11 @@ cannot know). ``lose_reply_to(marker)`` does the same for the next client messag
 swallowed before the reset. ``refuse_after`` then refuses that many new connections (None: stays
 down until ``up()``), so that a client's immediate retry fails too. ``reply_lost`` is set when the
 fault happened (``commit_reply_lost`` is the same event).
+
+``stall()`` makes the database hang: connections stay open and the client's messages reach the
+server, but no reply comes back until ``unstall()`` (held replies are then delivered in order).
+``reply_delay`` (seconds) delays every reply: a slow database. ``replies_held`` is set once a reply
+is being held back by a stall.
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ class TcpProxy:
         self.reply_lost = asyncio.Event()
         self.commit_reply_lost = self.reply_lost
         self.refused = 0  # connections refused so far
+        self.accepted = 0  # connections forwarded to the server so far
+        self.reply_delay = 0.0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self.replies_held = asyncio.Event()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -63,6 +73,12 @@ class TcpProxy:
 
     def up(self) -> None:
         self._up = True
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def unstall(self) -> None:
+        self._flowing.set()
 
     def lose_commit_reply(self) -> None:
         self.lose_reply_to(b"COMMIT")
@@ -91,6 +107,7 @@ class TcpProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
+        self.accepted += 1
         sent = asyncio.Event()  # the marked message went to the server: its reply is to be lost
         try:
             await asyncio.gather(
@@ -119,6 +136,12 @@ class TcpProxy:
                     _reset(server)
                     self._after_loss()
                     return
+                if not client_side:
+                    if not self._flowing.is_set():
+                        self.replies_held.set()
+                        await self._flowing.wait()
+                    if self.reply_delay:
+                        await asyncio.sleep(self.reply_delay)  # the slow database itself, not a test's wait
                 writer.write(data)
                 await writer.drain()
         _reset(client)

@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.dto import TimelineEventIn
@@ -15,7 +15,7 @@ from crm_bridge.errors import (
     UnknownCustomer,
     UnknownProduct,
 )
-from crm_bridge.models import Invoice, Order
+from crm_bridge.models import Customer, Invoice, Order, OrderLine
 from crm_bridge.money import money
 from crm_bridge.services import CrmStore, StoreConfig
 from tests.db.seed import IVANOV_PHONE, SHARED_PHONE, seed
@@ -260,9 +260,11 @@ async def test_place_order_rejects_bad_requests_and_writes_nothing(seeded: CrmSt
 
 async def test_same_key_twice_returns_the_first_order(seeded: CrmStore) -> None:
     first = await seeded.place_order(idempotency_key="call-7:repeat", customer_id="C1",
-                                     lines=[("W19", 4)], source="ivr", now=MORNING)
+                                     lines=[("W19", 4), ("CUPS", 1)], source="ivr", now=MORNING)
+    # The same request, its lines in another order and with a zero line: the same order again.
     again = await seeded.place_order(idempotency_key="call-7:repeat", customer_id="C1",
-                                     lines=[("W19", 9)], source="ivr", now=MORNING + timedelta(minutes=1))
+                                     lines=[("CUPS", 1), ("W5", 0), ("W19", 4)], source="ivr",
+                                     now=MORNING + timedelta(minutes=1))
     assert first.created and not again.created
     assert again.order == first.order
     assert again.invoice == first.invoice
@@ -270,10 +272,97 @@ async def test_same_key_twice_returns_the_first_order(seeded: CrmStore) -> None:
     assert await count_rows(seeded, Invoice) == 1
 
 
-async def test_same_key_for_another_customer_is_a_conflict(seeded: CrmStore) -> None:
-    await seeded.place_order(idempotency_key="k", customer_id="C1", lines=[("W19", 1)], source="ivr")
-    with pytest.raises(IdempotencyConflict):
-        await seeded.place_order(idempotency_key="k", customer_id="C2", lines=[("W19", 1)], source="ivr")
+@pytest.mark.parametrize(
+    ("change", "differs"),
+    [
+        ({"lines": [("W19", 9)]}, "lines"),  # issue 9: 3 bottles changed to 9 on a second visit
+        ({"lines": [("W19", 3), ("CUPS", 1)]}, "lines"),
+        ({"lines": [("W19", 1), ("W19", 2)]}, "lines"),  # a multiset: 1 + 2 is not one line of 3
+        ({"source": "operator"}, "source"),
+        ({"customer_id": "C2"}, "customer"),
+    ],
+)
+async def test_same_key_with_another_request_is_a_conflict_naming_the_order_that_stands(
+    seeded: CrmStore, change, differs
+) -> None:
+    request = {"idempotency_key": "call-8:repeat", "customer_id": "C1", "lines": [("W19", 3)], "source": "ivr"}
+    first = await seeded.place_order(**request, now=MORNING)
+    with pytest.raises(IdempotencyConflict) as caught:
+        await seeded.place_order(**(request | change), now=MORNING + timedelta(minutes=1))
+    conflict = caught.value
+    assert (conflict.idempotency_key, conflict.differs) == ("call-8:repeat", differs)
+    assert conflict.order == first.order and conflict.order_id == first.order.order_id
+    assert first.order.order_id in str(conflict)
+    # Nothing was written, the first order stands as it was, and the key still replays it.
+    assert await count_rows(seeded, Order) == 3
+    assert await count_rows(seeded, Invoice) == 1
+    replay = await seeded.place_order(**request)
+    assert replay.order == first.order and not replay.created
+
+
+async def test_concurrent_duplicates_with_other_content_get_the_winner_or_a_conflict(seeded: CrmStore) -> None:
+    quantities = [3, 9, 3, 9, 5, 3]
+    results = await asyncio.gather(
+        *(
+            seeded.place_order(idempotency_key="call-10:repeat", customer_id="C1", lines=[("W19", q)],
+                               source="ivr", now=MORNING)
+            for q in quantities
+        ),
+        return_exceptions=True,
+    )
+    placed = [r for r in results if not isinstance(r, BaseException)]
+    (winner,) = [r for r in placed if r.created]
+    won = winner.order.lines[0].quantity
+    for quantity, result in zip(quantities, results, strict=True):
+        if quantity == won:  # the same request: the winner's order, replayed
+            assert not isinstance(result, BaseException) and result.order == winner.order
+        else:  # another request: refused, naming the order that stands
+            assert isinstance(result, IdempotencyConflict), result
+            assert result.order == winner.order and result.differs == "lines"
+    assert await count_rows(seeded, Order) == 3
+    assert await count_rows(seeded, Invoice) == 1
+
+
+async def test_a_duplicate_that_loses_the_insert_race_with_other_lines_is_a_conflict(
+    seeded: CrmStore, db_url: str
+) -> None:
+    """The race path itself (PostgreSQL): the key is free when the request reads it, so its insert
+    waits on the unique index for a concurrent first insert, inserts nothing, and reads the winner.
+    SQLite has no such path: its writers queue before they read the key (the test above)."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite serializes writers before they read the key")
+    async with seeded.sessions() as holder:  # the first insert, not committed yet
+        customer_pk = (await holder.execute(select(Customer.id).where(Customer.customer_id == "C1"))).scalar_one()
+        order = Order(order_id="A-9001", customer_id=customer_pk, ordered_at=MORNING, source="ivr",
+                      idempotency_key="call-11:repeat", total=Decimal("1050.00"))
+        holder.add(order)
+        await holder.flush()
+        holder.add(OrderLine(order_id=order.id, line_no=1, sku="W19", quantity=3, unit_price=Decimal("350.00"),
+                             amount=Decimal("1050.00"), unit="бутылка", name="воды 19 л"))
+        holder.add(Invoice(number="СЧ-9001", order_id=order.id, issued_at=MORNING, subtotal=Decimal("875.00"),
+                           vat_rate=Decimal("20"), vat_amount=Decimal("175.00"), total=Decimal("1050.00")))
+        await holder.flush()
+        second = asyncio.ensure_future(seeded.place_order(
+            idempotency_key="call-11:repeat", customer_id="C1", lines=[("W19", 9)], source="ivr", now=MORNING))
+        await _until_an_insert_waits_for_a_lock(seeded)
+        await holder.commit()
+    with pytest.raises(IdempotencyConflict) as caught:
+        await second
+    assert caught.value.order_id == "A-9001" and caught.value.differs == "lines"
+    assert [(line.sku, line.quantity) for line in caught.value.order.lines] == [("W19", 3)]
+    assert await count_rows(seeded, Order) == 3
+
+
+async def _until_an_insert_waits_for_a_lock(store: CrmStore) -> None:
+    """Poll PostgreSQL's own view of its backends until an INSERT INTO orders waits for a lock."""
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                 "AND query LIKE '%INSERT INTO orders%'")
+    async with asyncio.timeout(10):
+        while True:
+            async with store.sessions() as s:
+                if (await s.execute(query)).scalar_one():
+                    return
+            await asyncio.sleep(0.01)
 
 
 async def test_concurrent_duplicates_create_exactly_one_order_and_invoice(seeded: CrmStore) -> None:

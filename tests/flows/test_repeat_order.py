@@ -16,6 +16,7 @@ from ivr.flows.model import (
     Finish,
     Item,
     LookupCaller,
+    OrderAlreadyPlaced,
     OrderPlaced,
     PlaceOrder,
     RequestCallback,
@@ -28,6 +29,8 @@ WATER = Item("W19", 4, "бутылка", "воды «Жемчужная роса
 CUPS = Item("CUP", 2, "упаковка", "стаканчиков")
 FOUND = CallerLooked("found", ALEXEY, (WATER, CUPS))
 PLACED = OrderPlaced("A-1002", Decimal("1920.00"), date(2026, 11, 28), date(2026, 11, 27), 9, 14)
+# The call's key already holds this order (placed on an earlier visit to the robot in the same call).
+ALREADY_PLACED = OrderAlreadyPlaced("A-1002")
 
 
 def key(k: str) -> Digits:
@@ -94,6 +97,11 @@ CASES = [
     ("operator_at_confirm", [FOUND, key("2"), HASH, HASH, key("0")], "operator", "caller_request", None),
     ("invalid_twice_at_confirm", [FOUND, key("2"), HASH, HASH, key("5"), key("5")], "operator", "invalid_input",
      None),
+    # Issue 9: back in the same call, 4 changed to 9: the first order stands, a human changes it.
+    ("changed_on_a_second_visit", [FOUND, key("2"), key("9"), HASH, key("1"), ALREADY_PLACED], "operator",
+     "order_already_placed", (("W19", 9), ("CUP", 2))),
+    ("repeat_on_a_second_visit_after_a_change", [FOUND, key("1"), ALREADY_PLACED], "operator",
+     "order_already_placed", (("W19", 4), ("CUP", 2))),
 ]
 
 
@@ -105,7 +113,7 @@ def test_flow_branches(name, events, result, reason, lines):
     assert (final.result, final.reason) == (result, reason)
     placed = [a for a in actions if isinstance(a, PlaceOrder)]
     if lines is None:
-        assert not any(isinstance(e, OrderPlaced) for e in events)
+        assert not any(isinstance(e, OrderPlaced | OrderAlreadyPlaced) for e in events)
     else:
         assert [p.lines for p in placed] == [lines]
         assert placed[0].customer_id == "C-1"
@@ -199,6 +207,17 @@ def test_unheard_readback_hands_over_with_the_order_and_says_so():
     assert not final.confirms_order
 
 
+def test_an_order_already_placed_in_the_call_is_named_and_handed_over_never_read_back():
+    _s, actions = drive([FOUND, key("2"), key("9"), HASH, key("1"), ALREADY_PLACED])
+    final = actions[-1]
+    assert (final.result, final.reason, final.order_id, final.customer_id) == (
+        "operator", "order_already_placed", "A-1002", "C-1")
+    assert [(p.prompt_id, dict(p.params)) for p in final.prompts] == [
+        ("order_already_placed", {"number": "A-1002"}), ("to_operator", {})]
+    assert "order_placed" not in [p.prompt_id for p in final.prompts]  # no read-back of the old order
+    assert not final.confirms_order
+
+
 def test_flow_is_deterministic_and_does_not_mutate_state():
     flow = RepeatOrderFlow()
     state, _ = flow.start()
@@ -263,6 +282,18 @@ def test_after_hours_unheard_readback_leaves_a_callback_with_the_order():
     assert (final.result, final.reason, final.order_id, final.callback_saved) == (
         "done", "after_hours:readback_failed", "A-1002", True)
     assert not final.confirms_order
+
+
+def test_after_hours_an_order_already_placed_is_named_before_the_callback():
+    actions = drive_closed([FOUND, key("2"), key("9"), HASH, key("1"), ALREADY_PLACED, CallbackRecorded(created=True)])
+    request = actions[-2]
+    assert isinstance(request, RequestCallback)
+    assert (request.customer_id, request.reason) == ("C-1", "order_already_placed")
+    final = actions[-1]
+    assert (final.result, final.reason, final.order_id, final.callback_saved) == (
+        "done", "after_hours:order_already_placed", "A-1002", True)
+    assert [p.prompt_id for p in final.prompts] == ["order_already_placed", "after_hours_callback"]
+    assert final.prompts[0].params == {"number": "A-1002"}
 
 
 def test_after_hours_repeat_orders_still_work():

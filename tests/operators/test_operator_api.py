@@ -80,10 +80,37 @@ async def test_bad_operator_orders_are_refused_with_stable_ids(client, store, cu
 async def test_same_key_for_another_customer_is_a_conflict(client):
     headers = {**AUTH, "Idempotency-Key": "shared-key"}
     body = {"lines": [{"sku": "WATER-19", "quantity": 1}]}
-    assert (await client.post("/api/v1/customers/C001/orders", json=body, headers=headers)).status == 201
+    first = await client.post("/api/v1/customers/C001/orders", json=body, headers=headers)
+    assert first.status == 201
     response = await client.post("/api/v1/customers/C002/orders", json=body, headers=headers)
     assert response.status == 409
-    assert (await response.json())["error"]["id"] == "idempotency_conflict"
+    error = (await response.json())["error"]
+    assert error["id"] == "idempotency_conflict" and error["differs"] == "customer"
+    assert error["order_id"] == (await first.json())["order"]["order_id"]
+
+
+async def test_same_key_with_another_body_is_a_conflict_naming_the_order_that_stands(client, store):
+    """Issue 9: never 200 with the old order for a changed body; the first order stays as it was."""
+    headers = {**AUTH, "Idempotency-Key": "op-102-0001"}
+    body = {"lines": [{"sku": "WATER-19", "quantity": 3}]}
+    first = await client.post("/api/v1/customers/C001/orders", json=body, headers=headers)
+    assert first.status == 201
+    order_id = (await first.json())["order"]["order_id"]
+    changed = {"lines": [{"sku": "WATER-19", "quantity": 9}]}
+    response = await client.post("/api/v1/customers/C001/orders", json=changed, headers=headers)
+    assert response.status == 409
+    error = (await response.json())["error"]
+    assert error["id"] == "idempotency_conflict"
+    assert (error["idempotency_key"], error["order_id"], error["differs"]) == ("op-102-0001", order_id, "lines")
+    assert order_id in error["message"] and "op-102-0001" in error["message"]
+    assert "operator:" not in error["message"]  # the key as the client sent it, not the store's
+    # The same body again is still the plain replay, and only one invoice exists.
+    again = await client.post("/api/v1/customers/C001/orders", json=body, headers=headers)
+    assert again.status == 200
+    replay = await again.json()
+    assert replay["order"]["order_id"] == order_id and replay["created"] is False
+    assert [(line["sku"], line["quantity"]) for line in replay["order"]["lines"]] == [("WATER-19", 3)]
+    assert await invoices(store) == 1
 
 
 async def test_orders_need_the_token(client):

@@ -11,11 +11,13 @@
   made with the session: the hidden ``csrf_token`` form field or the ``X-CSRF-Token`` header
   (console.js sends it). A foreign Origin (or Referer) is refused as well. The sign-in form has its
   own double-submit token (``ivr_login`` cookie), since no session exists yet.
-* Sign-in rate limit: at most ``MAX_FAILURES`` failed attempts per client IP and per username in a
-  sliding ``FAILURE_WINDOW``; then 429 until the oldest failure leaves the window. The counters are
-  in memory, PER PROCESS (several processes behind a balancer each count on their own) and keyed
-  by the peer address (behind a reverse proxy that is the proxy's: then the username limit is
-  what holds).
+* Sign-in throttle (ivr.web.console.login_throttle): growing delays after failed passwords, per
+  username and per client address, so one person's typos never lock out the rest of their office.
+  A refused attempt is answered 429 with Retry-After and the wait in words, and logged as one
+  ``login_throttled`` line (username, address, scope; never the password). The counters are in
+  memory, PER PROCESS (several processes behind a balancer each count on their own). The address
+  is the TCP peer's, or behind a reverse proxy listed in ``web.trusted_proxies`` the client's
+  from X-Forwarded-For (ivr.web.client_address).
 * Roles: operator < supervisor < admin; a role has every permission of the roles below it.
   ``require(*roles)`` guards pages and handlers; the API's table is ``SESSION_API_POLICY`` in
   ivr.web.common.
@@ -25,10 +27,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 import secrets
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +41,7 @@ from aiohttp import web
 
 from crm_bridge.accounts import ROLES, Account, AccountError, AccountStore, normalize_username
 from crm_bridge.models import utcnow
+from ivr.web.client_address import client_address
 from ivr.web.common import (
     AUTH_KIND_KEY,
     CSRF_KEY,
@@ -53,6 +56,7 @@ from ivr.web.common import (
     to_json,
 )
 from ivr.web.console.deps import ConsoleDeps
+from ivr.web.console.login_throttle import LoginThrottle, Refusal
 from ivr.web.console.render import render
 
 log = structlog.get_logger("ivr.web.auth")
@@ -61,8 +65,6 @@ COOKIE = "ivr_session"
 LOGIN_COOKIE = "ivr_login"
 ABSOLUTE_LIFETIME = timedelta(days=7)
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often per session
-MAX_FAILURES = 5
-FAILURE_WINDOW = timedelta(minutes=5)
 HOME = {"operator": "/operator", "supervisor": "/calls", "admin": "/calls"}
 ROLE_NAMES = {"operator": "Оператор", "supervisor": "Старший смены", "admin": "Администратор"}
 
@@ -95,52 +97,6 @@ def csrf_token(request: web.Request) -> str:
     return request.get(CSRF_KEY, "")
 
 
-# --- sign-in rate limit -----------------------------------------------------------------------------
-
-
-class LoginLimiter:
-    """Sliding-window failure counter per key (``ip:…``, ``user:…``), in memory, bounded."""
-
-    def __init__(self, max_failures: int = MAX_FAILURES, window: timedelta = FAILURE_WINDOW,
-                 max_keys: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window = window.total_seconds()
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
-
-    def retry_after(self, keys: Iterable[str], now: float) -> float:
-        """Seconds until every key is below the limit again; 0 when none is at it."""
-        wait = 0.0
-        for key in keys:
-            times = self._recent(key, now)
-            if times is not None and len(times) >= self.max_failures:
-                wait = max(wait, times[-self.max_failures] + self.window - now)
-        return wait
-
-    def fail(self, keys: Iterable[str], now: float) -> None:
-        for key in keys:
-            times = self._recent(key, now) or deque(maxlen=self.max_failures)
-            times.append(now)
-            self._failures[key] = times
-            self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
-
-    def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-
 # --- state ------------------------------------------------------------------------------------------
 
 
@@ -148,8 +104,8 @@ class LoginLimiter:
 class AuthState:
     accounts: AccountStore
     deps: ConsoleDeps
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
-    clock: Callable[[], datetime] = utcnow  # tests move time by replacing it
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    clock: Callable[[], datetime] = utcnow  # sessions and the throttle; tests move time by replacing it
 
     @property
     def idle_lifetime(self) -> timedelta:
@@ -338,6 +294,29 @@ async def login_form(request: web.Request) -> web.Response:
     return _login_page(request, next_path=next_path)
 
 
+def _wait_words(seconds: float) -> str:
+    """"7 сек." / "3 мин." (abbreviations: no agreement of the noun with the number needed)."""
+    whole = max(1, math.ceil(seconds))
+    return f"{whole} сек." if whole < 60 else f"{math.ceil(whole / 60)} мин."
+
+
+_THROTTLED = {
+    "account": "Слишком много неверных паролей для этого имени. Повторите вход через {wait}",
+    "address": "Слишком много неудачных попыток входа с этого адреса. Повторите вход через {wait}",
+}
+
+
+def _throttled(request: web.Request, refusal: Refusal, *, username: str, ip: str,
+               next_path: str | None) -> web.Response:
+    """429: the person reads how long to wait; the client gets Retry-After; the log one line."""
+    log.warning("login_throttled", scope=refusal.scope, ip=ip, username=normalize_username(username)[:64],
+                retry_after=refusal.retry_after)
+    response = _login_page(request, status=429, username=username, next_path=next_path,
+                           error=_THROTTLED[refusal.scope].format(wait=_wait_words(refusal.wait)))
+    response.headers["Retry-After"] = str(refusal.retry_after)
+    return response
+
+
 async def login_submit(request: web.Request) -> web.StreamResponse:
     state = request.app[AUTH_KEY]
     form = await request.post()
@@ -350,31 +329,31 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not csrf_matches(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf_token", ""))):
         return _login_page(request, status=403, username=username, next_path=next_path,
                            error="Форма устарела. Введите имя и пароль ещё раз.")
-    ip = request.remote or "unknown"
-    keys = (f"ip:{ip}", f"user:{normalize_username(username)}")
+    ip = client_address(request)
+    account_key = normalize_username(username)[:64]
     now = state.clock()
-    wait = state.limiter.retry_after(keys, now.timestamp())
-    if wait > 0:
-        log.warning("login_rate_limited", ip=ip, username=normalize_username(username)[:64])
-        minutes = max(1, int(wait + 59) // 60)
-        response = _login_page(request, status=429, username=username, next_path=next_path,
-                               error=f"Слишком много неудачных попыток. Повторите через {minutes} мин.")
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
+    refusal = state.throttle.before(account_key, ip, now.timestamp())
+    if refusal is not None:
+        return _throttled(request, refusal, username=username, ip=ip, next_path=next_path)
     account = await state.accounts.authenticate(username, password)
     if account is None:
-        state.limiter.fail(keys, now.timestamp())
-        log.info("login_failed", ip=ip, username=normalize_username(username)[:64])
-        return _login_page(request, status=401, username=username, next_path=next_path,
-                           error="Неверное имя пользователя или пароль.")
-    state.limiter.reset(keys[1])
+        refusal = state.throttle.after_failure(account_key, ip, now.timestamp())
+        if refusal is not None:
+            return _throttled(request, refusal, username=username, ip=ip, next_path=next_path)
+        log.info("login_failed", ip=ip, username=account_key)
+        error = "Неверное имя пользователя или пароль."
+        wait = state.throttle.next_wait(account_key, now.timestamp())
+        if wait > 0:
+            error += f" Следующая попытка — через {_wait_words(wait)}"
+        return _login_page(request, status=401, username=username, next_path=next_path, error=error)
+    state.throttle.succeeded(account_key)
     old = request.cookies.get(COOKIE)
     if old and _TOKEN.match(old):
         await state.accounts.delete_session(_hash(old))  # never promote a cookie from before sign-in
     token = secrets.token_urlsafe(32)
     await state.accounts.create_session(
         account.id, token_hash=_hash(token), csrf_token=secrets.token_urlsafe(32), now=now,
-        expires_at=now + ABSOLUTE_LIFETIME, ip=request.remote, user_agent=request.headers.get("User-Agent"),
+        expires_at=now + ABSOLUTE_LIFETIME, ip=ip, user_agent=request.headers.get("User-Agent"),
     )
     await state.accounts.purge_sessions(now=now, idle=state.idle_lifetime)
     log.info("login_succeeded", user_id=account.id, username=account.username, role=account.role, ip=ip)

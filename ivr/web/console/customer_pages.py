@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
 
+from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.invoice_pdf import InvoiceFontMissing, build_invoice_pdf
@@ -65,7 +67,7 @@ async def customer_page(request: web.Request) -> web.Response:
         sources=SOURCES,
         languages=LANGUAGES,
         kinds=EVENT_LABELS,
-        event_text=event_text,
+        event_text=partial(event_text, zone=formats.zone_of(deps.timezone)),
     )
 
 
@@ -90,7 +92,8 @@ async def invoice_pdf(request: web.Request) -> web.StreamResponse:
                                           timezone=deps.timezone)
     except InvoiceFontMissing as exc:
         log.error("invoice_font_missing", error=str(exc))
-        return web.Response(status=503, text=f"Счёт не может быть построен: {exc}", content_type="text/plain")
+        return web.Response(status=503, content_type="text/plain",
+                            text="Счёт не может быть построен: на сервере нет шрифта для PDF. Сообщите администратору.")
     response = web.Response(body=body, content_type="application/pdf")
     response.headers["Content-Disposition"] = _disposition(invoice.number)
     response.headers["Cache-Control"] = "no-store"

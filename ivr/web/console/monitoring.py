@@ -6,7 +6,9 @@
   robot now, calls waiting in the queue (and the longest current wait), operators busy/free, orders
   placed today (robot vs operator). The live part comes from the AMI call tracker; without it (no
   tracker, or AMI not connected) ``ami.live`` is false, the page says "AMI не подключен", and the
-  robot's own count of calls (FastAGI connections) and today's orders are still shown.
+  robot's own count of calls (FastAGI connections) and today's orders are still shown. ``clock``
+  is the moment of the data in the business time zone (``hours.timezone``), "23:30:05": the board
+  shows it, never the browser's clock nor UTC.
 - ``GET /healthz`` — no authentication, JSON. 200 when the database answers ``SELECT 1`` within
   ``DB_TIMEOUT`` and the FastAGI listener is listening; ``"status": "degraded"`` (still 200) when
   AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status": "down"`` otherwise.
@@ -34,9 +36,12 @@ from aiohttp import web
 from sqlalchemy import text
 
 from crm_bridge.call_search import orders_today
+from ivr.web.client_address import client_address
 from ivr.web.common import TOKEN_KEY, api_error, to_json
+from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import AMI_STATUS_LABELS
 from ivr.web.console.metrics import CONTENT_TYPE
 from ivr.web.console.render import render
 
@@ -132,8 +137,12 @@ async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> d
 
     return {
         "generated_at": now.isoformat(),
+        # The board's clock in business time (hours.timezone), as the page and wallboard.js show it.
+        "clock": formats.time_text(now, deps.timezone),
+        "timezone": deps.timezone,
         "poll_seconds": POLL_SECONDS,
-        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT},
+        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT,
+                "status_text": AMI_STATUS_LABELS.get(ami_status or "", ami_status or "")},
         "agi": {"listening": agi.get("listening"), "active_calls": agi.get("active_calls")},
         "ivr": {"count": len(ivr_calls) if live else agi.get("active_calls"), "calls": ivr_calls},
         "queue": {
@@ -232,7 +241,7 @@ def metrics_allowed(request: web.Request) -> bool:
         given = token.strip().encode("utf-8", "surrogateescape")
         expected = request.app[TOKEN_KEY].encode("utf-8")
         return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given, expected)
-    return _is_loopback(request.remote)
+    return _is_loopback(client_address(request))  # behind a trusted proxy: the client's, not the proxy's
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -26,11 +26,11 @@
     : "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
   const customerHref = (id) => "/customers/" + encodeURIComponent(id);
-  const money = (value) => {
-    const [whole, cents] = Number(value).toFixed(2).split(".");
-    return whole.replace(/\B(?=(\d{3})+(?!\d))/g, " ") + "," + cents + " ₽";
-  };
-  const when = (iso) => (iso ? new Date(iso).toLocaleString("ru-RU") : "");
+  // Money and moments as every page writes them (ivr.fmt: business time zone, Russian words).
+  const money = ivr.fmt.money;
+  const when = (iso) => ivr.fmt.when(iso);
+  // What the user reads for a failed request: the sentence for its error id, never the server's text.
+  const problem = (error) => "Ошибка: " + ((labels.errors || {})[error.id] || labels.unknown_error);
   // The server puts each step's words on the card (ivr/web/console/timeline_text.py: the one
   // renderer of timeline events), so the live card reads like the call page.
   const pathStep = (step) => step.line || [step.kind || "", ""];
@@ -44,13 +44,13 @@
       body: JSON.stringify({ lines, call_id: callId || undefined }),
     });
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
+    if (!response.ok) throw ivr.apiError(body, response);
     return body;
   }
 
   const placedText = (result) =>
     "Заказ " + result.order.order_id + " оформлен, счёт " + result.invoice.number + ", сумма " +
-    money(result.invoice.total) + (result.order.delivery_date ? ", доставка " + result.order.delivery_date : "") +
+    money(result.invoice.total) + (result.order.delivery_date ? ", доставка " + ivr.fmt.day(result.order.delivery_date) : "") +
     (result.created ? "" : " (уже был оформлен)");
 
   let currentCallId = data.card && data.card.call ? data.card.call.call_id : null;
@@ -70,7 +70,7 @@
         ivr.text(result, placedText(placed));
         result.className = "repeat-result ok";
       } catch (error) {
-        ivr.text(result, "Ошибка: " + error.message);
+        ivr.text(result, problem(error));
         result.className = "repeat-result bad";
         button.disabled = false; // the same key: retrying can never make a second order
       }
@@ -116,7 +116,7 @@
       orderResult.className = "ok";
       formDone = true;
     } catch (error) {
-      ivr.text(orderResult, "Ошибка: " + error.message);
+      ivr.text(orderResult, problem(error));
       orderResult.className = "bad";
     } finally {
       button.disabled = false;
@@ -141,7 +141,7 @@
           button.closest("tr").classList.add("muted");
         }
       } catch (error) {
-        ivr.text(result, "Ошибка: " + error.message);
+        ivr.text(result, problem(error));
         cell.querySelectorAll("button").forEach((b) => { b.disabled = false; });
       }
     });
@@ -207,8 +207,8 @@
           const button = el("button", { type: "button", className: "repeat-order",
             dataset: { customer: c.customer_id, order: order.order_id, lines: JSON.stringify(order.lines) } }, "Повторить заказ");
           armRepeat(button);
-          table.append(el("tr", null, el("td", null, order.order_id), el("td", null, when(order.ordered_at)), lines,
-                          el("td", null, money(order.total)),
+          table.append(el("tr", null, el("td", null, order.order_id), el("td", null, order.ordered_at_text || when(order.ordered_at)), lines,
+                          el("td", null, order.total_text || money(order.total)),
                           el("td", null, button, el("span", { className: "repeat-result" }))));
         }
         parts.push(table);
@@ -222,7 +222,7 @@
     const status = document.getElementById("feed-status");
     let lastCard = null;
     ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (card) => {
-      ivr.text(status, "обновлено " + new Date().toLocaleTimeString("ru-RU"));
+      ivr.text(status, "обновлено " + ivr.fmt.time(new Date()));
       const signature = JSON.stringify(card);
       if (signature === lastCard) return; // a reconnect re-sends the current card: keep the armed buttons
       lastCard = signature;
