@@ -65,7 +65,7 @@ DB_PING_TIMEOUT = 5.0
 def store_config(settings: Settings) -> StoreConfig:
     d = settings.delivery
     return StoreConfig(
-        vat_rate=settings.orders.vat_rate,
+        vat_rates=settings.orders.vat_rates,
         prices_include_vat=settings.orders.prices_include_vat,
         invoice_prefix=settings.orders.invoice_prefix,
         order_prefix=settings.orders.order_prefix,
@@ -476,6 +476,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         timezone=settings.hours.timezone,  # the business time zone: every date and time the console shows
         metrics=metrics,
         database=service.database,
+        seller=settings.seller,
     )
     try:
         web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,

@@ -88,7 +88,8 @@ async def invoice_pdf(request: web.Request) -> web.StreamResponse:
                       missing=f"{customer_id}: счёт {number}", full_name=_full_name)
     invoice, order, customer = found
     try:
-        body = await asyncio.to_thread(build_invoice_pdf, invoice, order, customer, timezone=deps.timezone)
+        body = await asyncio.to_thread(build_invoice_pdf, invoice, order, customer, seller=deps.seller,
+                                          timezone=deps.timezone)
     except InvoiceFontMissing as exc:
         log.error("invoice_font_missing", error=str(exc))
         return web.Response(status=503, content_type="text/plain",
