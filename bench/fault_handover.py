@@ -15,8 +15,8 @@ What runs where
 * PostgreSQL faults: the server reaches PostgreSQL through :class:`FaultProxy` (this file; the same
   idea as tests/db/tcp_proxy.py, which the bench does not import) that can stall (forward nothing,
   connections stay open), delay every reply, refuse connections (its listener closed) or lose the
-  reply to every COMMIT (the COMMIT reached the server, the connection is reset before the client
-  hears it). SQLite: another connection holds a write transaction (``BEGIN IMMEDIATE``). TTS: the
+  reply to the order's statement (it committed on the server, the connection is reset before the
+  client hears it). SQLite: another connection holds a write transaction (``BEGIN IMMEDIATE``). TTS: the
   server's ``espeak-ng`` is a wrapper that hangs while a flag file exists. Protocol: the fake
   Asterisk answers the caller's key press with a line that is no AGI reply.
 * This process plays Asterisk (the load generator of agi_load.py: env block, one reply per command,
@@ -94,9 +94,10 @@ class FaultProxy:
     ``forward``: bytes pass. ``stall``: nothing passes either way; connections (old and new) stay
     open, so the client waits on its own deadlines. ``delay``: every chunk from the server reaches
     the client ``delay`` s after it arrived (order kept). ``refuse``: the listener is closed
-    (connect() gets ECONNREFUSED) and open connections are reset. ``lose_commit``: a client
-    message containing COMMIT goes to the server, and the server's reply, up to its ReadyForQuery
-    (the transaction is over), is swallowed and both sides reset. ``clear()`` resets every link and
+    (connect() gets ECONNREFUSED) and open connections are reset. ``lose_reply``: the next
+    ``losses`` client messages containing ``marker`` go to the server, and the server's reply to
+    each, up to its ReadyForQuery (the statement and its transaction are over: committed), is
+    swallowed and both sides reset. ``clear()`` resets every link and
     forwards again, so a wave never leaves half a protocol exchange to the next.
     """
 
@@ -105,7 +106,9 @@ class FaultProxy:
         self.port = 0
         self.mode = "forward"
         self.delay = 0.0
-        self.lost_commits = 0
+        self.marker = b""
+        self.losses = 0  # replies still to lose
+        self.lost_replies = 0
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
 
@@ -114,8 +117,8 @@ class FaultProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    async def set_mode(self, mode: str, *, delay: float = 0.0) -> None:
-        self.mode, self.delay = mode, delay
+    async def set_mode(self, mode: str, *, delay: float = 0.0, marker: bytes = b"", losses: int = 0) -> None:
+        self.mode, self.delay, self.marker, self.losses = mode, delay, marker, losses
         if mode == "refuse":
             self._reset_all()
             await self._close_listener()
@@ -161,7 +164,7 @@ class FaultProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
-        committing = asyncio.Event()  # a COMMIT went up under lose_commit: its reply is to be lost
+        committing = asyncio.Event()  # a marked statement went up under lose_reply: its reply is lost
         try:
             await asyncio.gather(
                 self._upstream(reader, up_writer, committing), self._downstream(up_reader, writer, link, committing)
@@ -176,7 +179,8 @@ class FaultProxy:
             while data := await reader.read(65536):
                 if self.mode == "stall":
                     continue  # swallowed: the link is reset when the wave ends
-                if self.mode == "lose_commit" and b"COMMIT" in data:
+                if self.mode == "lose_reply" and self.losses > 0 and self.marker in data:
+                    self.losses -= 1
                     committing.set()
                 writer.write(data)
                 await writer.drain()
@@ -202,8 +206,8 @@ class FaultProxy:
                         continue
                     if committing.is_set():
                         if _READY_FOR_QUERY not in data:
-                            continue  # the server is still answering the COMMIT: the client never hears it
-                        self.lost_commits += 1
+                            continue  # the server is still answering: the client never hears it
+                        self.lost_replies += 1
                         break
                     due = time.monotonic() + (self.delay if self.mode == "delay" else 0.0)
                     queue.put_nowait((due, data))
@@ -216,6 +220,15 @@ class FaultProxy:
             client, server = link
             _reset(client)
             _reset(server)
+
+
+def order_statement_marker() -> bytes:
+    """Bytes only the order's statement sends: it alone binds the invoice prefix (orders.invoice_prefix).
+    On PostgreSQL the order is one autocommit statement (crm_bridge/pg_direct.py): no COMMIT goes by,
+    the statement's reply is the commit's."""
+    from ivr.settings import load_settings
+
+    return load_settings().orders.invoice_prefix.encode("utf-8")
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -283,8 +296,8 @@ KINDS = [
          proxy_mode="refuse"),
     Kind("pg_stall_order", "postgres", "order", "PostgreSQL stalls after the caller pressed 1 (the order write)",
          proxy_mode="stall"),
-    Kind("pg_reset_after_commit", "postgres", "order", "connection reset after COMMIT reached the server (order)",
-         proxy_mode="lose_commit"),
+    Kind("pg_reset_after_commit", "postgres", "order",
+         "connection reset after the order's commit reached the server (one per call)", proxy_mode="lose_reply"),
     Kind("tts_hang", "postgres", "lookup", "TTS engine never returns (greeting with a name not in the prompt cache)",
          tts_hang=True),
     Kind("agi_garbage", "postgres", "order", "a garbage AGI reply to the caller's key press (protocol error)",
@@ -498,10 +511,12 @@ async def run_kind(kind: Kind, args: argparse.Namespace, workdir: Path, prompts_
         server.env["PATH"] = f"{hanging_tts(workdir / 'fakebin', flag)}{os.pathsep}{server.env.get('PATH', '')}"
         server.env["IVR_PROMPTS__WARM_AT_START"] = "false"  # the new customers' names stay out of the cache
     callers = (backends.tts_callers if kind.tts_hang else backends.callers)[kind.backend]
+    order_marker = order_statement_marker()
 
-    async def fault_on() -> None:
+    async def fault_on(calls_at_step: int) -> None:
         if proxy is not None:
-            await proxy.set_mode(kind.proxy_mode or "forward", delay=kind.delay)
+            await proxy.set_mode(kind.proxy_mode or "forward", delay=kind.delay, marker=order_marker,
+                                 losses=calls_at_step)
         if lock is not None:
             await lock.hold()
         if kind.tts_hang:
@@ -536,7 +551,7 @@ async def run_kind(kind: Kind, args: argparse.Namespace, workdir: Path, prompts_
             tasks = [asyncio.create_task(fault_call(c, server.port, kind, wave, args.call_timeout)) for c in batch]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wave.ready.wait(), args.call_timeout)
-            await fault_on()
+            await fault_on(wave.arrived)
             try:
                 wave.go.set()
                 _done, pending = await asyncio.wait(tasks, timeout=args.call_timeout + 5)
@@ -603,7 +618,7 @@ def summarize(kind: Kind, calls: list[FaultCall], load_start, load_end, elapsed:
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in load_end],
         "elapsed_s": round(elapsed, 1),
-        "lost_commits": proxy.lost_commits if proxy is not None else None,
+        "lost_replies": proxy.lost_replies if proxy is not None else None,
     }
 
 
@@ -708,7 +723,7 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     print(markdown_table(rows))
     for r in rows:
-        extra = {k: r[k] for k in ("errors", "not_reached", "never_heard", "lost_commits", "elapsed_s",
+        extra = {k: r[k] for k in ("errors", "not_reached", "never_heard", "lost_replies", "elapsed_s",
                                    "server_phases_s") if r[k]}
         if extra:
             print(f"\n{r['kind']}: {json.dumps(extra, ensure_ascii=False)}")
