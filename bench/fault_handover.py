@@ -29,7 +29,8 @@ linkedid for a lookup, the key press "1" for an order, the garbage line); **hear
 thing the caller hears after it: a prompt (GET DATA / STREAM FILE), the hand-over (SET VARIABLE /
 EXEC MSet carrying IVR_RESULT) or the connection closed; **hand-over** = IVR_RESULT on the wire or the
 close. A call whose silence ends with a menu (GET DATA: the call went on, e.g. a slow lookup that
-answered) is hung up there: the bench measures the silence, not the rest of the call.
+answered) is hung up there: the bench measures the silence, not the rest of the call. The goal
+(≤ 1.5 s) is judged on the p99 of the hand-over, a call that went on counting with its menu.
 """
 
 from __future__ import annotations
@@ -583,11 +584,12 @@ async def run_kind(kind: Kind, args: argparse.Namespace, workdir: Path, prompts_
     return row
 
 
-def _stats(values: list[float]) -> dict[str, float | None]:
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(v, 3)
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
 
-    return {"p50": r(pct(values, 50)), "p99": r(pct(values, 99)), "max": r(max(values) if values else None)}
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {"p50": _r(pct(values, 50)), "p99": _r(pct(values, 99)), "max": _r(max(values) if values else None)}
 
 
 def summarize(kind: Kind, calls: list[FaultCall], load_start, load_end, elapsed: float,
@@ -596,8 +598,11 @@ def summarize(kind: Kind, calls: list[FaultCall], load_start, load_end, elapsed:
     heard = [c.heard_s for c in reached if c.heard_s is not None]
     handover = [c.handover_s for c in reached if c.handover_s is not None]
     silent = [c for c in reached if c.heard_s is None]  # the caller heard nothing at all
-    heard_stats = _stats(heard)
-    meets = bool(reached) and not silent and heard_stats["p99"] is not None and heard_stats["p99"] <= GOAL_S
+    # The goal is judged on the hand-over; a call that went on instead (a menu after a slow lookup
+    # that answered) counts with the time to that menu: the caller was served, that late.
+    served = [c.handover_s if c.handover_s is not None else c.heard_s for c in reached if c.heard_s is not None]
+    served_stats = _stats(served)
+    meets = bool(reached) and not silent and served_stats["p99"] is not None and served_stats["p99"] <= GOAL_S
     return {
         "kind": kind.name,
         "what": kind.what,
@@ -605,8 +610,9 @@ def summarize(kind: Kind, calls: list[FaultCall], load_start, load_end, elapsed:
         "step": kind.step,
         "calls": len(calls),
         "reached": len(reached),
-        "heard_s": heard_stats,
+        "heard_s": _stats(heard),
         "handover_s": _stats(handover),
+        "served_s": served_stats,
         "handed_over": len(handover),
         "meets_goal": meets,
         "never_heard": len(silent),
@@ -619,6 +625,12 @@ def summarize(kind: Kind, calls: list[FaultCall], load_start, load_end, elapsed:
         "loadavg_end": [round(x, 2) for x in load_end],
         "elapsed_s": round(elapsed, 1),
         "lost_replies": proxy.lost_replies if proxy is not None else None,
+        # every call, for distributions (e.g. two modes) the percentiles hide
+        "per_call": [
+            {"heard_s": _r(c.heard_s), "heard": c.heard, "handover_s": _r(c.handover_s), "result": c.result,
+             "reason": c.reason, "hung_up_at_menu": c.hung_up, "error": c.error}
+            for c in calls
+        ],
     }
 
 
@@ -700,7 +712,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     for kind in kinds:
                         row = await run_kind(kind, args, workdir, prompts_src, backends)
                         rows.append(row)
-                        print(f"[{kind.name}] heard p99 {row['heard_s']['p99']} s, results {row['results']}",
+                        print(f"[{kind.name}] hand-over p99 {row['served_s']['p99']} s, results {row['results']}",
                               file=sys.stderr)
             except TimeoutError:
                 print(f"global deadline of {args.deadline} s reached; reporting what finished", file=sys.stderr)

@@ -123,3 +123,25 @@ async def test_the_proxy_delays_every_reply_in_order(echo_port: int) -> None:
         writer.close()
     finally:
         await proxy.stop()
+
+
+async def test_the_proxy_loses_the_reply_to_a_marked_statement_once_per_loss_armed(echo_port: int) -> None:
+    # The echo server's reply carries the statement's own ReadyForQuery ('Z', length 5): its end.
+    statement = b"INSERT ... 'SCH-1' ...Z\x00\x00\x00\x05I"
+    proxy = await FaultProxy("127.0.0.1", echo_port).start()
+    try:
+        await proxy.set_mode("lose_reply", marker=b"SCH-", losses=1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(statement)
+        try:
+            got = await reader.read()  # reset once the whole reply went by: nothing of it reaches us
+        except ConnectionError:
+            got = b""
+        assert (got, proxy.lost_replies) == (b"", 1)
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)  # the retry's new link
+        writer.write(statement)
+        assert await reader.readexactly(len(statement)) == statement  # the one loss is spent
+        writer.close()
+    finally:
+        await proxy.stop()
