@@ -539,13 +539,13 @@ async def run_kind(kind: Kind, args: argparse.Namespace, workdir: Path, prompts_
     try:
         await server.start()
         phases["start_s"] = round(time.monotonic() - t_start, 2)
-        # Plain calls first, one per distinct greeting (the load customers share WARM_NAMES names and
-        # one order), one after the other: the pool is connected and every greeting the waves' callers
-        # hear is composed, as on a server in service. Otherwise the first wave's callers would meet
-        # the composing of ten greetings at once before their faulty step. The tts_hang callers'
-        # names stay uncached: they are not among these.
+        # Plain calls first, one per distinct greeting the waves will use (the load customers share
+        # WARM_NAMES names and one order; call i is customer i), one after the other: the pool is
+        # connected and every greeting the waves' callers hear is composed, as on a server in
+        # service. Otherwise the first wave's callers would meet the composing of ten greetings at
+        # once before their faulty step. The tts_hang callers' names stay uncached: not among these.
         warm_kind = Kind("warm-up", kind.backend, "none", "")
-        for i, caller in enumerate(backends.callers[kind.backend][:WARM_NAMES]):
+        for i, caller in enumerate(backends.callers[kind.backend][: min(WARM_NAMES, args.calls)]):
             warm = FaultCall(-1 - i, caller, f"{int(time.time())}.warm{uuid.uuid4().hex[:6]}")
             warm_wave = Wave(1)
             warm_wave.go.set()
