@@ -328,6 +328,7 @@ async def ami_client(port: int, on_event, on_resync=None):
         action_timeout=5.0,
         reconnect_min=0.05,
         reconnect_max=1.0,
+        max_queued_events=10000,
     )
     return AmiClient(settings, on_event, on_resync=on_resync)
 

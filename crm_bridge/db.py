@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import weakref
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 log = structlog.get_logger(__name__)
 
@@ -164,3 +165,40 @@ def _run_upgrade(connection: Connection, url: str, revision: str, step: Any = co
     # env.py uses this connection instead of opening its own (alembic's "connection sharing" recipe).
     cfg.attributes["connection"] = connection
     step(cfg, revision)
+
+
+# One round trip: a hot standby (recovery) or a database/role set to default_transaction_read_only
+# takes no write, so the robot could take no order there.
+_PG_READ_ONLY = text("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+
+
+async def read_only_reason(session: AsyncSession) -> str | None:
+    """Why the database behind ``session`` takes no writes, or None when it does. Cheap enough for
+    every health check: one query on PostgreSQL; on SQLite ``SELECT 1`` (it answers) and the file's
+    permissions, nothing written (a test write would queue behind the call records' writer)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        in_recovery, read_only = (await session.execute(_PG_READ_ONLY)).one()
+        if in_recovery:
+            return "hot standby (pg_is_in_recovery)"
+        return "transaction_read_only is on" if read_only == "on" else None
+    await session.execute(text("SELECT 1"))
+    return sqlite_read_only_reason(bind.url)
+
+
+def sqlite_read_only_reason(url: URL) -> str | None:
+    """A read-only SQLite database: opened ``mode=ro``/``immutable``, or a file or directory this
+    process may not write (SQLite writes its journal/WAL beside the file). Root passes every
+    permission check except a read-only mount, so for root only the URI and the mount count."""
+    database = url.database or ""
+    query = {k: str(v) for k, v in url.query.items()}
+    if query.get("mode") == "ro" or query.get("immutable") == "1" or "mode=ro" in database:
+        return "opened read-only (mode=ro)"
+    if database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    path = Path(database.removeprefix("file:").split("?", 1)[0]).expanduser()
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"file {path} is read-only"
+    if not os.access(path.parent, os.W_OK):
+        return f"directory {path.parent} is read-only"
+    return None

@@ -96,6 +96,10 @@ class CustomerView:
     language: str  # "ru" | "en"
     address: str
     phones: tuple[str, ...]  # E.164
+    # A company customer: legal name, ИНН, КПП (the invoice's buyer); "" for a private person.
+    company: str = ""
+    inn: str = ""
+    kpp: str = ""
 
 
 LookupStatus = Literal["found", "unknown", "shared", "invalid"]

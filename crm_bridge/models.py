@@ -101,6 +101,10 @@ class Customer(Base):
     patronymic: Mapped[str] = mapped_column(String(100), default="")
     language: Mapped[str] = mapped_column(String(2), default="ru")
     address: Mapped[str] = mapped_column(Text, default="")
+    # A company customer (the invoice's buyer is then the company): legal name, ИНН, КПП; "" otherwise.
+    company: Mapped[str] = mapped_column(String(300), default="")
+    inn: Mapped[str] = mapped_column(String(12), default="")
+    kpp: Mapped[str] = mapped_column(String(9), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

@@ -49,7 +49,7 @@ from crm_bridge.errors import (
     UnknownCustomer,
 )
 from crm_bridge.models import CallbackTask, Customer, as_utc
-from crm_bridge.money import money, vat_split
+from crm_bridge.money import RUSSIAN_VAT_RATES, money, vat_rate_on, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.pricing import positive_lines as _positive_lines
 from crm_bridge.pricing import priced as _priced
@@ -80,8 +80,10 @@ NUMBER_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class StoreConfig:
-    vat_rate: Decimal = Decimal("20")
+    # (first day, percent), chosen by the order's delivery (shipment) date: see money.vat_rate_on.
+    vat_rates: tuple[tuple[date, Decimal], ...] = RUSSIAN_VAT_RATES
     prices_include_vat: bool = True
+    # Invoice numbers carry the year of issue (store time zone): "СЧ-2026-17" (README: numbering).
     invoice_prefix: str = "СЧ-"
     order_prefix: str = "A-"
     customer_prefix: str = "C-"  # customers made in the console (crm_bridge.corrections)
@@ -101,6 +103,7 @@ class CrmStore(Corrections):
         self.sessions = sessions
         self.config = config or StoreConfig()
         self._tz = ZoneInfo(self.config.timezone)  # fail at start-up on a bad zone, not mid-call
+        vat_rate_on(self.config.vat_rates, datetime.now(self._tz).date())  # and on a VAT schedule that starts later
         engine: AsyncEngine = sessions.kw["bind"]
         self._engine = engine
         self._sqlite = is_sqlite(engine)
@@ -326,7 +329,7 @@ class CrmStore(Corrections):
                 if not await repo.order_number_taken(conn, order_id):
                     break
                 log.warning("order_number_taken_by_import", order_id=order_id)
-            invoice_number = f"{self.config.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
+            invoice_number = f"{draft.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
             await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
         return draft.placed(order_id, invoice_number)
 
@@ -352,14 +355,18 @@ class CrmStore(Corrections):
         source: str,
         ordered_at: datetime,
     ) -> _OrderDraft:
-        """Price the lines (unknown/inactive products raise before any number is taken) and the VAT."""
+        """Price the lines (unknown/inactive products raise before any number is taken) and the VAT
+        at the rate in force on the delivery (shipment) day."""
         priced = tuple(_priced(products, sku, qty) for sku, qty in wanted)
         total = sum((line.amount for line in priced), Decimal(0))
-        subtotal, vat, payable = vat_split(total, self.config.vat_rate, included=self.config.prices_include_vat)
+        delivery = self._delivery_date(ordered_at)
+        rate = vat_rate_on(self.config.vat_rates, delivery)
+        subtotal, vat, payable = vat_split(total, rate, included=self.config.prices_include_vat)
+        year = ordered_at.astimezone(self._tz).year  # the invoice's date is the order's, in store time
         return _OrderDraft(
             customer_id=customer_id, lines=priced, source=source, ordered_at=ordered_at,
-            delivery_date=self._delivery_date(ordered_at), total=money(total), subtotal=subtotal,
-            vat_rate=self.config.vat_rate, vat_amount=vat, payable=payable,
+            delivery_date=delivery, total=money(total), subtotal=subtotal,
+            vat_rate=rate, vat_amount=vat, payable=payable, invoice_prefix=f"{self.config.invoice_prefix}{year}-",
         )
 
     def _delivery_date(self, ordered_at: datetime) -> date:
@@ -789,12 +796,13 @@ class _OrderDraft:
     vat_rate: Decimal
     vat_amount: Decimal
     payable: Decimal
+    invoice_prefix: str  # the configured prefix and the year: "СЧ-2026-"
 
     def pg_params(self, customer_pk: int, key: str, call_id: str | None, config: StoreConfig) -> dict[str, Any]:
         """Parameters of ``repositories.PLACE_ORDER_PG`` (the lines as parallel arrays)."""
         return {
             "order_prefix": config.order_prefix,
-            "invoice_prefix": config.invoice_prefix,
+            "invoice_prefix": self.invoice_prefix,
             "customer_pk": customer_pk,
             "ordered_at": self.ordered_at,
             "source": self.source,

@@ -28,6 +28,9 @@ def customer_view(customer: m.Customer, phones: Iterable[str]) -> CustomerView:
         language=customer.language,
         address=customer.address,
         phones=tuple(phones),
+        company=customer.company,
+        inn=customer.inn,
+        kpp=customer.kpp,
     )
 
 

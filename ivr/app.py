@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +14,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.call_log import CallLog
+from crm_bridge.contract.outcomes import Reason
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
@@ -39,6 +41,7 @@ from ivr.calls.tracker import CallTracker
 from ivr.cluster import asyncpg_dsn, is_postgres
 from ivr.cluster.fanout import EventFanout
 from ivr.cluster.leader import AmiOwnership
+from ivr.database_gate import DatabaseGate, may_come_back, never_reachable, one_line, retry_until_ready
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
@@ -54,12 +57,15 @@ from ivr.web.order_input import OrderLimits
 log = structlog.get_logger("ivr.app")
 
 WEB_SHUTDOWN_TIMEOUT = 2.0  # seconds a web request still running at stop may take
+# A database that does not answer a ping in this long is "unreachable" at start (a blackholed host
+# would otherwise hold the FastAGI listener for the driver's minute-long connect timeout).
+DB_PING_TIMEOUT = 5.0
 
 
 def store_config(settings: Settings) -> StoreConfig:
     d = settings.delivery
     return StoreConfig(
-        vat_rate=settings.orders.vat_rate,
+        vat_rates=settings.orders.vat_rates,
         prices_include_vat=settings.orders.prices_include_vat,
         invoice_prefix=settings.orders.invoice_prefix,
         order_prefix=settings.orders.order_prefix,
@@ -97,7 +103,8 @@ def build_prompt_cache(settings: Settings, *, engine: TtsEngine | None = None) -
     p = settings.prompts
     engine = engine or engine_by_name(p.engine, rate_wpm=p.rate, deadline=p.tts_deadline)
     return PromptCache(Path(p.dir), engine, {"ru": p.voice_ru, "en": p.voice_en},
-                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None)
+                       max_bytes=p.cache_max_mb * 1024 * 1024, calls_dir=Path(p.calls_dir) if p.calls_dir else None,
+                       composed_max_age=p.composed_max_age_days * 86400 if p.composed_max_age_days > 0 else None)
 
 
 async def catalogue_products(store: CrmStore) -> list[ProductView]:
@@ -109,8 +116,14 @@ async def catalogue_products(store: CrmStore) -> list[ProductView]:
         return []
 
 
-async def _warm_prompts(cache: PromptCache, store: CrmStore, settings: Settings) -> None:
-    """At start, beside the calls: one TTS process at a time so calls keep the other core."""
+async def _warm_prompts(
+    cache: PromptCache, store: CrmStore, settings: Settings, database: DatabaseGate | None = None
+) -> None:
+    """At start, beside the calls: one TTS process at a time so calls keep the other core. With the
+    database not there yet: the dialplan's named prompts now, the catalogue's once it answers."""
+    if database is not None and not database.ready:
+        await _warm_dialplan_prompts(cache, settings)
+        await database.became_ready.wait()
     try:
         products = await catalogue_products(store)
         report = await warm_prompts(cache, products=products, max_quantity=settings.flow.max_quantity, concurrency=1,
@@ -167,6 +180,7 @@ class Service:
     prompt_cache: PromptCache
     shutdown: Shutdown
     refused: RefusedCalls
+    database: DatabaseGate
     _resources: contextlib.AsyncExitStack
     web_port: int | None = None
     web_app: web.Application | None = None
@@ -190,6 +204,7 @@ class Service:
             "agi": {"listening": self.agi.port is not None, "active_calls": self.agi.active_calls},
             "ami": ami,
             "worker": {"pid": os.getpid(), "ami": role, "ami_lock": self.ami_ownership is not None},
+            "database": self.database.health(),
         }
 
 
@@ -223,10 +238,11 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     """Start the parts in dependency order; each registers its own stop as it starts, so teardown
     runs in reverse: FastAGI (started last: a call is taken only once everything it needs is up)
     stops first and drains its calls while AMI, the web console and the database are still there."""
-    if migrate:
-        await upgrade(settings.database.url)
-    engine, store = build_store(settings)
+    engine, store = build_store(settings)  # connects lazily; a URL SQLAlchemy cannot load raises here
     resources.push_async_callback(engine.dispose)
+    database = DatabaseGate()
+    prepare = _database_preparation(settings, engine, migrate)
+    await _open_database(database, prepare, settings)
     records = build_record_writer(settings, store)
     records.start()  # replays a spool a previous run left behind
     # Written, or spooled for the next start; after every producer below has stopped.
@@ -259,6 +275,9 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     shutdown = Shutdown()
     calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
     refused = RefusedCalls(records)
+    # Until the database has answered once (and migrations ran), every call goes to an operator.
+    routes = {script: database.guard(handler, lambda channel: refused(
+        channel.env, "database", Reason.DATABASE_UNAVAILABLE, "database")) for script, handler in routes.items()}
     admission = build_admission(settings, records)
     metrics.bind_admission(admission)
     agi = FastAgiServer(
@@ -275,8 +294,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     metrics.bind_agi_server(agi)
     service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
                       board=board, tracker=tracker, ami=ami, calls=calls, prompt_cache=prompt_cache,
-                      shutdown=shutdown, refused=refused, ami_ownership=ownership, fanout=fanout,
-                      _resources=resources)
+                      shutdown=shutdown, refused=refused, database=database, ami_ownership=ownership,
+                      fanout=fanout, _resources=resources)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -289,11 +308,18 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     except OSError as exc:
         raise StartupError(f"FastAGI: cannot listen on {settings.agi.host}:{settings.agi.port}: {exc}") from exc
     resources.push_async_callback(_stop_agi, agi, drain, shutdown)
+    if not database.ready:  # stopped first at stop: a half-run migration is rolled back with its transaction
+        db = settings.database
+        retry = asyncio.get_running_loop().create_task(
+            retry_until_ready(database, prepare, retry_min=db.retry_min, retry_max=db.retry_max,
+                              on_ready=records.retry_now), name="database-retry")
+        resources.push_async_callback(_cancel, retry)
     log.info(
         "service_started",
         agi=f"{settings.agi.host}:{agi.port}",
         web=f"{settings.web.host}:{service.web_port}" if settings.web.enabled else None,
         database=safe_url(settings.database.url),
+        database_ready=database.ready,  # False: calls go to operators until the retry gets through
         prompts=settings.prompts.dir,
         tts=settings.prompts.engine,
         ami=f"{settings.ami.host}:{settings.ami.port}" if settings.ami.enabled else "disabled",
@@ -303,11 +329,45 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         pid=os.getpid(),
     )
     # In the background either way: the dialplan's named prompts first, then (warm_at_start) the rest.
-    warm = _warm_prompts(prompt_cache, store, settings) if settings.prompts.warm_at_start else \
+    warm = _warm_prompts(prompt_cache, store, settings, database) if settings.prompts.warm_at_start else \
         _warm_dialplan_prompts(prompt_cache, settings)
     service.prompts_warm = asyncio.get_running_loop().create_task(warm, name="prompts-warm")
     resources.push_async_callback(_cancel, service.prompts_warm)
+    # Size and age limits of prompts.dir, on a quiet system too; the first sweep clears what a crash left.
+    sweeps = asyncio.get_running_loop().create_task(prompt_cache.sweep_periodically(), name="prompts-sweep")
+    resources.push_async_callback(_cancel, sweeps)
     return service
+
+
+def _database_preparation(settings: Settings, engine: AsyncEngine, migrate: bool) -> Callable[[], Any]:
+    """What must succeed before calls are taken: the database answers (bounded), then migrations."""
+
+    async def prepare() -> None:
+        async with asyncio.timeout(DB_PING_TIMEOUT):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        if migrate:
+            await upgrade(settings.database.url)
+
+    return prepare
+
+
+async def _open_database(database: DatabaseGate, prepare: Callable[[], Any], settings: Settings) -> None:
+    """The first try, before the listener opens. A database that is not there *yet* leaves the gate
+    shut (the retry starts with the listener); a configuration error stops the start (one line)."""
+    try:
+        await prepare()
+    except Exception as exc:
+        where = safe_url(settings.database.url)
+        if never_reachable(exc):  # see ivr.database_gate: a human must change the URL, role or database
+            raise StartupError(f"database {where}: {one_line(exc)} (configuration error, not retried)") from exc
+        if not may_come_back(exc):
+            raise
+        database.mark_unreachable(one_line(exc))
+        log.warning("database.unavailable_at_start", database=where, error=one_line(exc),
+                    retry_in=settings.database.retry_min)
+        return
+    database.mark_ready()
 
 
 def build_calls(
@@ -364,6 +424,7 @@ def build_calls(
         media_slack=settings.agi.media_slack,
         default_language=f.default_language,
         clock=clock,
+        shutdown=shutdown,
     )
     return repeat_order, {"repeat-order": repeat_order, "callback-request": callback}
 
@@ -412,8 +473,10 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         service_level_seconds=settings.web.service_level_seconds,
         cookie_secure=settings.web.cookie_secure,
         session_hours=settings.web.session_hours,
-        timezone=settings.delivery.timezone,
+        timezone=settings.hours.timezone,  # the business time zone: every date and time the console shows
         metrics=metrics,
+        database=service.database,
+        seller=settings.seller,
     )
     try:
         web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,
@@ -448,9 +511,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def serve_forever(
-    settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None
-) -> None:
-    async with running_service(settings, migrate=migrate):
+    settings: Settings, *, migrate: bool = True, on_started: Callable[[], None] | None = None,
+    once_database_ready: Callable[[], Awaitable[str | None]] | None = None,
+) -> str | None:
+    """Serve until SIGINT/SIGTERM. ``once_database_ready``: a check that needed the database and
+    could not run at start (cli: the demo passwords of an exposed console); when the database has
+    answered it runs, and a line it returns stops the service and is returned (else None)."""
+    refusal: list[str] = []
+    async with running_service(settings, migrate=migrate) as service:
         if on_started is not None:  # the supervisor of `ivr serve --workers N` waits for this
             on_started()
         stop = asyncio.Event()
@@ -458,7 +526,24 @@ async def serve_forever(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        checker: asyncio.Task[None] | None = None
+        if once_database_ready is not None:
+            check = once_database_ready
+
+            async def late_check() -> None:
+                await service.database.became_ready.wait()
+                line = await check()
+                if line:
+                    refusal.append(line)
+                    stop.set()
+
+            checker = loop.create_task(late_check(), name="late-check")
+        try:
+            await stop.wait()
+        finally:
+            if checker is not None:
+                await _cancel(checker)
+    return refusal[0] if refusal else None
 
 
 def safe_url(url: str) -> str:

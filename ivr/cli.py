@@ -136,12 +136,29 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # sidecars; workers started by the supervisor read the same switch from the environment.
         settings = settings.replace(prompts={"text_sidecars": True})
         os.environ["IVR_PROMPTS__TEXT_SIDECARS"] = "true"
-    refused = await _exposure_refusal(settings)
+    from ivr.database_gate import may_come_back, one_line
+
+    late_check = None
+    try:
+        refused = await _exposure_refusal(settings)
+    except Exception as exc:
+        if args.workers > 1 or not may_come_back(exc):
+            raise
+        # The database is not there yet: serve hands calls to operators and retries it (README
+        # "Health"); the demo-password check runs as soon as it answers, and stops serve if it fails.
+        print(f"ivr serve: database unreachable ({one_line(exc)}); the demo-password check runs when it answers",
+              file=sys.stderr)
+        from ivr.exposure import refusal
+
+        refused, late_check = refusal(settings, []), lambda: _exposure_refusal(settings)  # the token: now
     if refused is not None:
         print(refused, file=sys.stderr)
         return 2
     if args.workers == 1:
-        await serve_forever(settings)
+        refused = await serve_forever(settings, once_database_ready=late_check)
+        if refused is not None:
+            print(refused, file=sys.stderr)
+            return 2
         return 0
     from crm_bridge.db import upgrade
     from ivr.cluster.supervisor import Supervisor, worker_command

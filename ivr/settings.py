@@ -33,6 +33,10 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the key."""
 
 
+# (first day, percent) pairs, oldest first: orders.vat_rates.
+VatRates = tuple[tuple[date, Decimal], ...]
+
+
 @dataclass(frozen=True)
 class AgiSettings:
     host: str
@@ -68,6 +72,9 @@ class DatabaseSettings:
     # An order write (the caller pressed 1 and waits for the confirmation) may take longer.
     order_deadline: float
     pool_size: int
+    # Database down at start: retried in the background, doubling from retry_min up to retry_max.
+    retry_min: float
+    retry_max: float
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ class PromptSettings:
     # Size limit of prompts.dir (static prompts, segment units, per-call files); least recently
     # used files are evicted beyond it. The ru+en library with the demo products is ~15 MB.
     cache_max_mb: int
+    # Days after its last use at which an assembled greeting (composed/: it says the customer's
+    # name and last order) is deleted, however much room the size limit leaves; 0 = no age limit.
+    composed_max_age_days: float
     # `ivr serve` synthesizes what is missing of the library in the background at start (one TTS
     # process at a time), so calls in steady state start none. Tests turn it off. The few prompts
     # the dialplan plays by name are built at start either way (Asterisk has no fallback for them).
@@ -129,7 +139,9 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class OrderSettings:
-    vat_rate: Decimal
+    # VAT percent by the first day it applies, chosen by the order's delivery (shipment) date.
+    # TOML: [{from = "2019-01-01", rate = "20"}, …]; environment: "2019-01-01=20,2026-01-01=22".
+    vat_rates: VatRates
     # Prices in the catalogue include VAT (Russian retail practice).
     prices_include_vat: bool
     invoice_prefix: str
@@ -140,6 +152,22 @@ class OrderSettings:
     # An operator's order (console or API) with the same lines as an order of the same customer in
     # the last hours asks "repeat order?" first (API: 409 possible_duplicate); 0 turns it off.
     duplicate_window_hours: float
+
+
+@dataclass(frozen=True)
+class SellerSettings:
+    """The seller's requisites printed on every invoice (счёт на оплату): fill them in before going live."""
+
+    name: str  # full legal name, e.g. ООО «Чистая вода»
+    inn: str
+    kpp: str  # empty for a sole proprietor (ИП)
+    address: str
+    bank: str
+    bik: str
+    account: str  # расчётный счёт
+    correspondent_account: str  # корреспондентский счёт of the bank
+    director: str  # signs as Руководитель
+    accountant: str  # signs as Бухгалтер
 
 
 @dataclass(frozen=True)
@@ -166,6 +194,11 @@ class AmiSettings:
     action_timeout: float
     reconnect_min: float
     reconnect_max: float
+    # Events received and not yet handled by the call tracker, at most. Beyond it the event stream
+    # is dropped and, once the tracker has caught up, resynced (ivr.ami.client): memory stays
+    # bounded (~2.5 KB an event, measured over the AMI traces: 25 MB at the default) and no event
+    # is lost without the tracker getting a fresh snapshot.
+    max_queued_events: int
 
     @property
     def enabled(self) -> bool:
@@ -232,6 +265,7 @@ class Settings:
     prompts: PromptSettings
     flow: FlowSettings
     orders: OrderSettings
+    seller: SellerSettings
     delivery: DeliverySettings
     ami: AmiSettings
     recordings: RecordingSettings
@@ -296,6 +330,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return tuple(
                 v if isinstance(v, date) else date.fromisoformat(str(v).strip()) for v in items if str(v).strip()
             )
+        if annotation == VatRates:
+            return _vat_rates(value)
         if annotation == dict[str, str]:
             if isinstance(value, str):  # environment: "PJSIP/101=Анна,PJSIP/102=Олег"
                 pairs = (item.split("=", 1) for item in value.split(",") if item.strip())
@@ -306,6 +342,28 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise SettingsError(f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from exc
     raise SettingsError(f"{key}: unsupported setting type {annotation}")
+
+
+def _vat_rates(value: Any) -> VatRates:
+    """A list of {from, rate} tables (TOML) or "2019-01-01=20,2026-01-01=22" (environment)."""
+    if isinstance(value, str):
+        value = [dict(zip(("from", "rate"), item.split("=", 1), strict=True)) for item in value.split(",")
+                 if item.strip()]
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(value)
+    rates: list[tuple[date, Decimal]] = []
+    for entry in value:
+        if not isinstance(entry, Mapping) or set(entry) != {"from", "rate"}:
+            raise ValueError(entry)
+        start = entry["from"]
+        start = start if isinstance(start, date) else date.fromisoformat(str(start).strip())
+        rate = Decimal(str(entry["rate"]).strip())
+        if isinstance(entry["rate"], bool) or not rate.is_finite() or not 0 <= rate < 100:
+            raise ValueError(entry)
+        rates.append((start, rate))
+    if len({start for start, _ in rates}) != len(rates):
+        raise ValueError("two rates start on the same day")
+    return tuple(sorted(rates))
 
 
 def _coerce_section(section_type: type, values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

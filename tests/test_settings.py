@@ -33,7 +33,8 @@ def test_the_shipped_defaults_are_the_settings_without_any_file():
     assert settings.agi.port == shipped["agi"]["port"] == 4573
     assert settings.database.url == shipped["database"]["url"]
     assert settings.web.api_token == "change-me"
-    assert settings.orders.vat_rate == Decimal("20") and isinstance(settings.orders.vat_rate, Decimal)
+    assert settings.orders.vat_rates == ((date(2019, 1, 1), Decimal("20")), (date(2026, 1, 1), Decimal("22")))
+    assert all(isinstance(rate, Decimal) for _, rate in settings.orders.vat_rates)
     assert settings.delivery.cutoff == time(14, 0)
     assert settings.delivery.days == (1, 2, 3, 4, 5, 6)
     assert settings.delivery.holidays == tuple(date.fromisoformat(d) for d in shipped["delivery"]["holidays"])
@@ -147,7 +148,7 @@ def test_typed_values_from_the_environment():
         environ={
             "IVR_AGI__PORT": "4574",
             "IVR_AGI__ENV_TIMEOUT": "2.5",
-            "IVR_ORDERS__VAT_RATE": "10.5",
+            "IVR_ORDERS__VAT_RATES": "2026-01-01=22, 2019-01-01=10.5",
             "IVR_DELIVERY__CUTOFF": "13:30",
             "IVR_DELIVERY__DAYS": "1, 2,3",
             "IVR_DELIVERY__HOLIDAYS": "2026-12-31, 2027-01-01",
@@ -156,7 +157,7 @@ def test_typed_values_from_the_environment():
     )
     assert settings.agi.port == 4574 and isinstance(settings.agi.port, int)
     assert settings.agi.env_timeout == 2.5
-    assert settings.orders.vat_rate == Decimal("10.5") and isinstance(settings.orders.vat_rate, Decimal)
+    assert settings.orders.vat_rates == ((date(2019, 1, 1), Decimal("10.5")), (date(2026, 1, 1), Decimal("22")))
     assert settings.delivery.cutoff == time(13, 30)
     assert settings.delivery.days == (1, 2, 3)
     assert settings.delivery.holidays == (date(2026, 12, 31), date(2027, 1, 1))
@@ -183,13 +184,14 @@ def test_typed_values_from_toml(tmp_path):
     local = write(
         tmp_path / "local.toml",
         "[delivery]\ncutoff = 12:15:00\nholidays = [2026-05-01, \"2026-05-09\"]\ndays = [1, 3, 5]\n"
-        '[orders]\nvat_rate = 10\n[web]\nport = "9090"\n',
+        '[orders]\nvat_rates = [{from = 2019-01-01, rate = 10}, {from = "2027-01-01", rate = "12.5"}]\n'
+        '[web]\nport = "9090"\n',
     )
     settings = load_settings(local_file=local, environ={})
     assert settings.delivery.cutoff == time(12, 15)
     assert settings.delivery.holidays == (date(2026, 5, 1), date(2026, 5, 9))
     assert settings.delivery.days == (1, 3, 5)
-    assert settings.orders.vat_rate == Decimal("10")
+    assert settings.orders.vat_rates == ((date(2019, 1, 1), Decimal("10")), (date(2027, 1, 1), Decimal("12.5")))
     assert settings.web.port == 9090
 
 
@@ -209,8 +211,12 @@ def test_settings_are_frozen_and_replace_coerces():
         ({"IVR_AGI__PORT": "4573.9"}, "agi.port"),
         ({"IVR_WEB__ENABLED": "maybe"}, "web.enabled"),
         ({"IVR_AGI__ENV_TIMEOUT": "soon"}, "agi.env_timeout"),
-        ({"IVR_ORDERS__VAT_RATE": "twenty"}, "orders.vat_rate"),
-        ({"IVR_ORDERS__VAT_RATE": "NaN"}, "orders.vat_rate"),
+        ({"IVR_ORDERS__VAT_RATES": "2019-01-01=twenty"}, "orders.vat_rates"),
+        ({"IVR_ORDERS__VAT_RATES": "2019-01-01=NaN"}, "orders.vat_rates"),
+        ({"IVR_ORDERS__VAT_RATES": "2019-01-01"}, "orders.vat_rates"),
+        ({"IVR_ORDERS__VAT_RATES": ""}, "orders.vat_rates"),
+        ({"IVR_ORDERS__VAT_RATES": "2019-01-01=20,2019-01-01=22"}, "orders.vat_rates"),
+        ({"IVR_ORDERS__VAT_RATE": "20"}, "orders.vat_rate"),  # the single rate of old: unknown now
         ({"IVR_DELIVERY__CUTOFF": "25:00"}, "delivery.cutoff"),
         ({"IVR_DELIVERY__DAYS": "1,two"}, "delivery.days"),
         ({"IVR_DELIVERY__HOLIDAYS": "2026-02-30"}, "delivery.holidays"),
@@ -233,7 +239,10 @@ def test_malformed_or_unknown_environment_values_name_the_key(env, names):
         ("[agi]\nport = 4573.5\n", "agi.port"),
         ("[web]\nenabled = \"perhaps\"\n", "web.enabled"),
         ("[web]\nenabled = 7\n", "web.enabled"),
-        ("[orders]\nvat_rate = \"20%\"\n", "orders.vat_rate"),
+        ("[orders]\nvat_rates = [{from = \"2019-01-01\", rate = \"20%\"}]\n", "orders.vat_rates"),
+        ("[orders]\nvat_rates = [{from = \"2019-01-01\", rate = 120}]\n", "orders.vat_rates"),
+        ("[orders]\nvat_rates = [{since = \"2019-01-01\", rate = 20}]\n", "orders.vat_rates"),
+        ("[orders]\nvat_rates = \"20\"\n", "orders.vat_rates"),
         ("[delivery]\ndays = 3\n", "delivery.days"),
         ("[delivery]\nholidays = [\"31.12.2026\"]\n", "delivery.holidays"),
         ("[web]\ntoken = \"x\"\n", "web.token"),

@@ -97,6 +97,9 @@ class Reason(StrEnum):
     HANDLER_ERROR = "handler_error"
     UNKNOWN_SCRIPT = "unknown_script"
     OVERLOADED = "overloaded"
+    # The database was not reachable since the service started (migrations not run yet): every call
+    # goes straight to an operator until the start-up retry gets through (ivr.database_gate).
+    DATABASE_UNAVAILABLE = "database_unavailable"
     SHUTDOWN = "shutdown"  # the service stopped while the call ran; the caller was cut to the queue
     # Set by the dialplan itself when our server gave no result (extensions_ivr.conf, after AGI()).
     SERVER_UNREACHABLE = "server_unreachable"  # nothing answered at IVR_AGI_BASE (AGISTATUS=FAILURE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,8 @@ from crm_bridge.importers.tabular import Row, Table, parse_unique_rows
 from crm_bridge.models import Customer, Phone
 
 NAME_FIELDS = ("last_name", "first_name", "patronymic")
+INN = re.compile(r"\d{10}|\d{12}")
+KPP = re.compile(r"\d{4}[\dA-Z]{2}\d{3}")  # positions 5-6 may be letters (the reason code)
 
 
 def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
@@ -36,6 +39,12 @@ def parse_row(row: Row, columns: frozenset[str]) -> tuple[str, dict[str, Any]]:
         fields["address"] = fit(cells.text(values.get("address")), Customer.address)
     if "language" in columns:
         fields["language"] = cells.language(values.get("language"))
+    if "company" in columns:
+        fields["company"] = fit(cells.text(values.get("company")), Customer.company)
+    if "inn" in columns:
+        fields["inn"] = _requisite(values.get("inn"), INN, "ИНН: 10 digits (company) or 12 (person)")
+    if "kpp" in columns:
+        fields["kpp"] = _requisite(values.get("kpp"), KPP, "КПП: 9 characters")
     if "phones" in columns:
         fields["phones"] = cells.phones(values.get("phones"))
     return customer_id, fields
@@ -71,8 +80,17 @@ async def load(session: AsyncSession, table: Table, report: ImportReport) -> Non
     await session.flush()
 
 
+def _requisite(value: Any, pattern: re.Pattern[str], rule: str) -> str:
+    """An ИНН or КПП cell: empty, or the characters as printed on the invoice."""
+    text = cells.text(value).replace(" ", "")  # a number cell (7701234567.0) comes as its digits
+    if text and not pattern.fullmatch(text):
+        raise ValueError(f"bad {rule}: {text!r}")
+    return text
+
+
 def _defaults(fields: dict[str, Any]) -> dict[str, Any]:
-    base = {"last_name": "", "first_name": "", "patronymic": "", "address": "", "language": "ru"}
+    base = {"last_name": "", "first_name": "", "patronymic": "", "address": "", "language": "ru",
+            "company": "", "inn": "", "kpp": ""}
     return base | fields
 
 

@@ -4,6 +4,13 @@ Values are UTF-8 as a rule, but Asterisk passes the caller name (and whatever th
 the arguments) as the bytes the SIP peer sent: Latin-1 and cp1251 names exist in the wild. Such a
 value is decoded leniently (``decode_value``) and kept in ``AgiEnv.undecoded`` with its raw bytes,
 so the server logs them once and serves the call; only the keys and the block's structure are strict.
+
+Bounds: the block is read against one deadline (``agi.env_timeout``) for the whole of it, so a peer
+trickling a byte at a time is cut like one sending nothing; and it may hold at most ``MAX_ENV_BYTES``.
+A real block is ~0.6 KB (608-656 bytes, 25 lines, in the 13 sessions of
+``tests/data/asterisk-traces/agi``); 32 KiB leaves room for fifty times that (long dialplan
+arguments: res_agi passes at most 127 of them), while an unauthenticated connection can no longer
+make us hold 256 lines of 8 KiB (2 MB) each.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from ivr.agi.errors import AgiEnvError
 
 MAX_ENV_LINE = 8192
 MAX_ENV_LINES = 256
+MAX_ENV_BYTES = 32 * 1024  # the whole block, terminators included: see the module docstring
 
 _KEY_RE = re.compile(r"agi_[A-Za-z0-9_]+")
 _ARG_RE = re.compile(r"arg_(\d+)")
@@ -143,10 +151,16 @@ async def read_env(
     *,
     max_line: int = MAX_ENV_LINE,
     max_lines: int = MAX_ENV_LINES,
+    max_bytes: int = MAX_ENV_BYTES,
 ) -> AgiEnv:
-    """Read the env block with ONE overall deadline; raise AgiEnvError on anything but a clean block."""
+    """Read the env block with ONE overall deadline; raise AgiEnvError on anything but a clean block.
+
+    Nothing is kept of a refused block: what was parsed goes with the exception, and the bytes still
+    buffered go with the connection the server closes.
+    """
     raw: dict[str, str] = {}
     undecoded: dict[str, bytes] = {}
+    size = 0
     try:
         async with asyncio.timeout(timeout):
             for _ in range(max_lines + 1):
@@ -163,6 +177,9 @@ async def read_env(
                     raise AgiEnvError(f"connection error while reading env: {exc!r}") from None
                 if len(line) > max_line + 2:
                     raise AgiEnvError(f"env line too long ({len(line)} bytes)")
+                size += len(line)
+                if size > max_bytes:
+                    raise AgiEnvError(f"env block longer than {max_bytes} bytes ({len(raw)} keys read)")
                 line = line[:-1]
                 if line.endswith(b"\r"):
                     line = line[:-1]

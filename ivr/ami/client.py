@@ -25,6 +25,12 @@ reordered, and a slow or failing handler never blocks pings or action replies); 
 ``CoreShowChannels`` + ``QueueStatus`` items go to ``on_resync`` at their place in that order,
 because Asterisk does not replay events missed while we were away; a bad secret is reported once
 and retried only every ``reconnect_max`` seconds.
+
+Events wait for ``on_event`` in a queue of at most ``ami.max_queued_events``. When the consumer
+falls that far behind, the connection's event stream is dropped (the session closes; the
+``ami_disconnected`` line says why, with the count), the consumer gets every event queued until
+then, and only when it has caught up do we log in again and resync: a snapshot instead of events
+lost silently, and memory bounded instead of a queue growing for as long as the consumer lags.
 """
 
 from __future__ import annotations
@@ -271,6 +277,10 @@ class AmiClient:
         self._ids = itertools.count(1)
         self._id_prefix = f"ivr-{uuid.uuid4().hex[:8]}"
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._queue_empty = asyncio.Event()  # the dispatcher has handed over everything queued
+        self._queue_empty.set()
+        self._overflow: str | None = None  # why this session's event stream was dropped
+        self._overflows = 0
         self._runner: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -296,6 +306,8 @@ class AmiClient:
             "reconnects": self._reconnects,
             "logins": self._logins,
             "last_event_at": self._last_event_at,
+            "queued_events": self._queue.qsize(),
+            "queue_overflows": self._overflows,
         }
 
     async def start(self) -> None:
@@ -391,7 +403,14 @@ class AmiClient:
                 self.log.debug("ami_late_list_item_dropped", action_id=action_id, ami_event=message["Event"])
                 return
             self._last_event_at = time.time()
-            self._queue.put_nowait(("event", message))
+            if self._overflow is not None:
+                return  # this stream is being dropped: the resync after the reconnect replaces it
+            if self._queue.qsize() >= self.settings.max_queued_events:
+                self._overflows += 1
+                self._overflow = (f"event queue full ({self._queue.qsize()} events waiting for the "
+                                  f"handler): dropping the stream, resync once they are handled")
+                return
+            self._enqueue("event", message)
             return
         pending = self._pending.get(action_id) if action_id else None
         if pending is None:
@@ -418,6 +437,10 @@ class AmiClient:
 
     # ---------------------------------------------------------------------------- connection loop
 
+    def _enqueue(self, kind: str, payload: Any) -> None:
+        self._queue.put_nowait((kind, payload))
+        self._queue_empty.clear()
+
     async def _run(self) -> None:
         failures = 0
         first = True
@@ -426,6 +449,7 @@ class AmiClient:
                 self._reconnects += 1
             first = False
             self._connected_mono = None
+            self._overflow = None
             try:
                 reason = await self._session()
             except _AuthFailed as exc:
@@ -440,6 +464,14 @@ class AmiClient:
                 reason = _describe(exc)
             if self._stopping:
                 break
+            if self._overflow is not None:
+                # Not Asterisk's fault: no backoff, but no login either before the handler has
+                # caught up, or the new stream would overflow at once.
+                self._set_status("disconnected", self._overflow)
+                await self._queue_empty.wait()
+                failures = 0
+                await asyncio.sleep(self._jitter(self.settings.reconnect_min))
+                continue
             lasted = time.monotonic() - self._connected_mono if self._connected_mono is not None else 0.0
             if self._connected_mono is not None and lasted >= self.settings.reconnect_max:
                 failures = 0  # a session that held for a while resets the backoff
@@ -529,6 +561,8 @@ class AmiClient:
                         self._route(message)
                     except Exception:  # never let one odd message end the session
                         self.log.exception("ami_route_failed", message=_sample(message))
+                if self._overflow is not None:
+                    return self._overflow
                 if parser.banner is not None and not self._banner.is_set():
                     self.log.debug("ami_banner", banner=parser.banner)
                     self._banner.set()
@@ -562,12 +596,14 @@ class AmiClient:
             self.log.warning("ami_resync_timeout", error=str(exc))
             raise
         self.log.info("ami_resynced", items=len(items))
-        self._queue.put_nowait(("resync", items))
+        self._enqueue("resync", items)
 
     # -------------------------------------------------------------------------------------- dispatch
 
     async def _dispatch_loop(self) -> None:
         while True:
+            if self._queue.empty():
+                self._queue_empty.set()
             kind, payload = await self._queue.get()
             handler = self._on_event if kind == "event" else self._on_resync
             if handler is None:

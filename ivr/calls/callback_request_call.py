@@ -8,23 +8,27 @@ the dialplan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
 from crm_bridge.contract.dialplan import IvrResult, Var
 from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import Reason
 from ivr.agi.channel import AgiChannel
-from ivr.agi.errors import AgiHangup, AgiPlaybackFailed
+from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed
+from ivr.agi.shutdown import Shutdown
 from ivr.calls.callback_task import CallbackStore, save_callback
 from ivr.calls.hours import BusinessHours
 from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
-from ivr.calls.silence import SilenceBudget, within
+from ivr.calls.silence import SilenceBudget, abandon, within
 from ivr.flows.callback_request import CallbackRequestFlow
-from ivr.flows.model import Finish, RequestCallback
+from ivr.flows.model import Event, Finish, RequestCallback
 from ivr.speech.speaker import Speaker, SpeechError
 
 log = structlog.get_logger("ivr.calls")
@@ -45,6 +49,7 @@ class CallbackRequestCall:
         media_slack: float = 30.0,
         default_language: str = "ru",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shutdown: Shutdown | None = None,
     ) -> None:
         self._flow = CallbackRequestFlow()
         self._store = store
@@ -56,6 +61,7 @@ class CallbackRequestCall:
         self._media_slack = media_slack
         self._default_language = default_language
         self._clock = clock
+        self._shutdown = shutdown
 
     async def __call__(self, channel: AgiChannel) -> None:
         call = await self._identify(channel)
@@ -68,16 +74,38 @@ class CallbackRequestCall:
             while not isinstance(action, Finish):
                 assert isinstance(action, RequestCallback)  # the only action this flow asks for
                 # The caller pressed 1 in the queue and hears nothing until the thanks.
-                event = await save_callback(
+                saving = save_callback(
                     action, call, store=self._store, notifier=self._notifier, events=events,
                     due_at=self._hours.callback_due(self._clock()), deadline=self._db_deadline, log=bound,
                     bounded=lambda work, deadline: within(work, min(deadline, quiet.left())),
                 )
+                event = await self._unless_cut(saving)
+                if event is None:  # the service's drain time is over: back to the queue at once
+                    bound.warning("call.cut_at_shutdown", step="callback")
+                    with contextlib.suppress(AgiError):
+                        await channel.set_variables({Var.RESULT: IvrResult.OPERATOR, Var.REASON: Reason.SHUTDOWN})
+                    return
                 state, action = self._flow.step(state, event)
             await self._finish(channel, call, events, action)
         finally:
             await channel.close()
             await self._notifier.flush(events)
+
+    async def _unless_cut(self, work: Coroutine[Any, Any, Event]) -> Event | None:
+        """``work``'s event, or None when the service cuts its calls first (the work is abandoned:
+        the callback task is idempotent per call, a later request of the same call finds it)."""
+        if self._shutdown is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        cut = asyncio.ensure_future(self._shutdown.cut.wait())
+        try:
+            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+        if task.done():
+            return task.result()
+        abandon(task)
+        return None
 
     async def _identify(self, channel: AgiChannel) -> CallIdentity:
         env = channel.env

@@ -201,6 +201,14 @@ class RepeatOrderRun:
             self.s.notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=str(exc))
             with contextlib.suppress(AgiError):
                 await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
+        except AgiError as exc:
+            # Asterisk refused a command (510, a 520 usage block) or let it time out: the peer's doing,
+            # not a bug of ours, so one line and no traceback; a human takes the caller.
+            facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.AGI_ERROR
+            self.log.warning("call.agi_failed", step=self.step, error=repr(exc)[:300])
+            self.s.notifier.emit(self.events, EventKind.CALL_ERROR, step=self.step, error=str(exc))
+            with contextlib.suppress(AgiError):
+                await self._hand_over(IvrResult.OPERATOR, reason, order_id=self.order_id)
         except Exception as exc:  # any bug: log it, and the dialplan still queues the caller
             self.log.exception("call_failed", step=self.step)
             facts, reason = self._facts(ivr_result=IvrResult.ERROR), Reason.INTERNAL_ERROR

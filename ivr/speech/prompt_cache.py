@@ -3,8 +3,11 @@
 Layout of ``prompts.dir``: ``<key>.wav`` (+ ``<key>.txt``, its words) for static prompts (no
 personal data), ``segments/<key>.wav`` for the units prompts are assembled from (no text beside
 them: a name's unit says a customer's name), ``calls/<random>.wav`` (+ ``.txt``) for a composed
-prompt while its call plays it, and ``named/`` for prompts the dialplan plays by name. All names
-are hashes or random. The cache has a size limit: see :meth:`PromptCache.sweep`.
+prompt while its call plays it, ``composed/<key>.wav`` for assembled prompts that recur (a repeat
+caller's greeting: it says the name), and ``named/`` for prompts the dialplan plays by name. All
+names are hashes or random. The cache has a size limit and ``composed/`` an age limit, applied by
+:meth:`PromptCache.sweep` at start, every ``SWEEP_INTERVAL`` and whenever 5 % of the size limit was
+written since the last sweep.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ FILE_MODE = 0o644  # Asterisk runs as another user: it needs to read what we wri
 # A composed per-call file is deleted when its call has played it; one left behind by a crash is
 # swept once it is older than any prompt plus its media slack could take.
 CALL_FILE_MAX_AGE = 600.0
+# Between sweeps at most this long: a greeting past its age limit, or a per-call file left by a crash,
+# stays on disk this much longer at most.
+SWEEP_INTERVAL = 3600.0
 # After eviction the cache is at most this share of its limit, so a sweep is not due again at once.
 _SWEEP_LOW_WATER = 0.9
 
@@ -58,7 +64,7 @@ class PromptCache:
 
     def __init__(
         self, directory: Path, engine: TtsEngine, voices: Mapping[str, str], *, fsync: bool = False,
-        max_bytes: int | None = None, calls_dir: Path | None = None,
+        max_bytes: int | None = None, calls_dir: Path | None = None, composed_max_age: float | None = None,
     ) -> None:
         self.directory = Path(directory)
         # Per-call files: under the directory by default; elsewhere (a tmpfs) by configuration.
@@ -70,6 +76,8 @@ class PromptCache:
         self.voices = dict(voices)
         self.fsync = fsync
         self.max_bytes = max_bytes
+        # Seconds since its last use after which a composed prompt goes (it says a customer's name).
+        self.composed_max_age = composed_max_age
         self.hits = 0
         self.misses = 0
         self.syntheses = 0  # TTS processes run, for any purpose: the "0 per call" of issue 7
@@ -180,7 +188,9 @@ class PromptCache:
         Recency is the file's mtime (a cache hit touches it) or "now" for units the segment library
         holds in memory. Per-call files are never evicted by size (their call deletes them after
         playing); those older than ``CALL_FILE_MAX_AGE`` (left by a crash) and stale temporary files
-        go regardless. ``named/`` is the dialplan's: never touched. Blocking: run it in a thread.
+        go regardless, and so do composed prompts unused for ``composed_max_age`` seconds (personal
+        data does not pile up however large the limit). ``named/`` is the dialplan's: never touched.
+        Blocking: run it in a thread.
         """
         now = time.time() if now is None else now
         in_use = self.in_use()
@@ -209,9 +219,14 @@ class PromptCache:
                         total += st.st_size
                     continue
                 groups.setdefault(path.stem, []).append((path, st))
+            max_age = self.composed_max_age if folder == self.composed_dir else None
             for stem, files in groups.items():
                 size = sum(st.st_size for _, st in files)
                 used = now if stem in in_use else max(st.st_mtime for _, st in files)
+                if max_age is not None and now - used > max_age:
+                    removed += sum(_unlink(p) for p in sorted((p for p, _ in files), key=lambda p: p.suffix != ".txt"))
+                    removed_bytes += size
+                    continue
                 entries.append((used, size, [p for p, _ in files]))
                 total += size
         if self.max_bytes is not None and total > self.max_bytes:
@@ -226,6 +241,15 @@ class PromptCache:
                 total -= size
                 removed_bytes += size
         return SweepReport(files_removed=removed, bytes_removed=removed_bytes, bytes_kept=total)
+
+    async def sweep_periodically(self, interval: float = SWEEP_INTERVAL) -> None:
+        """Sweep now (what a crash or a stop left behind), then every ``interval`` seconds, so the
+        age limits hold on a quiet system too (size-triggered sweeps need writes)."""
+        while True:
+            self._start_sweep()  # or the one a write started
+            assert self._sweeping is not None
+            await asyncio.wait({self._sweeping})
+            await asyncio.sleep(interval)
 
     def write_atomic(self, target: Path, data: bytes) -> None:
         """Write a file Asterisk may read at any moment: temp file beside it, then rename."""

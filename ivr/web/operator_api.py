@@ -24,6 +24,7 @@ from crm_bridge.errors import (
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.settings import default_settings
 from ivr.web.common import MAX_DB_INT, STORE_KEY, api_error, to_json
+from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.timeline_text import with_lines
 from ivr.web.order_input import FieldError, InvalidOrderInput, OrderLimits, parse_order
 
@@ -63,7 +64,7 @@ async def current_card(request: web.Request) -> web.Response:
     card = request.app[BOARD_KEY].current(request.match_info["operator"])
     if card is None:
         return to_json({"operator": request.match_info["operator"], "state": "free", "call": None})
-    return to_json(with_lines(card))
+    return to_json(with_lines(card, business_zone(request.app)))
 
 
 async def operator_feed(request: web.Request) -> web.StreamResponse:
@@ -74,19 +75,20 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     feeds = request.app[FEEDS_KEY]
     feeds.add(ws)
+    zone = business_zone(request.app)
     queue = board.subscribe(operator)
     receive: asyncio.Future[Any] | None = None
     card_wait: asyncio.Future[Any] | None = None
     try:
         current = board.current(operator)
-        await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}))
+        await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}, zone))
         while not ws.closed:
             # Wait for a new card or for the browser (a close, or anything it sends) at once.
             receive = receive or asyncio.ensure_future(ws.receive())
             card_wait = card_wait or asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait({receive, card_wait}, return_when=asyncio.FIRST_COMPLETED)
             if card_wait in done:
-                await ws.send_str(_dumps(card_wait.result()))
+                await ws.send_str(_dumps(card_wait.result(), zone))
                 card_wait = None
             if receive in done:
                 message = receive.result()
@@ -106,8 +108,14 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _dumps(card: Any) -> str:
-    return json.dumps(with_lines(card), ensure_ascii=False, default=str)
+def _dumps(card: Any, zone: str) -> str:
+    return json.dumps(with_lines(card, zone), ensure_ascii=False, default=str)
+
+
+def business_zone(app: web.Application) -> str:
+    """The console's business time zone (hours.timezone), for the words on a card."""
+    deps = app.get(DEPS_KEY)
+    return deps.timezone if deps is not None else ConsoleDeps.timezone
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.agi.env import AgiEnv, decode_value, read_env
+from ivr.agi.env import MAX_ENV_BYTES, MAX_ENV_LINE, AgiEnv, decode_value, read_env
 from ivr.agi.errors import AgiEnvError
 from tests.traces import TRACES as CAPTURED_TRACES
 
@@ -164,6 +164,25 @@ async def test_one_overall_deadline_even_when_lines_keep_trickling():
     assert loop.time() - start < 0.5
     feeder.cancel()
 
+
+
+def test_every_captured_env_block_is_far_below_the_bound():
+    sizes = [len(trace_env_block(path)) for path in sorted((CAPTURED_TRACES / "agi").glob("*.txt"))
+             if "agi_network:" in path.read_text(encoding="utf-8")]
+    assert sizes and max(sizes) < 1024 < MAX_ENV_BYTES // 30
+
+
+async def test_long_dialplan_arguments_within_the_bound_are_read():
+    args = b"".join(b"agi_arg_%d: %s\n" % (i, b"a" * 200) for i in range(1, 128))  # res_agi's 127 arguments
+    env = await read_env(reader_with(FULL_ENV[:-1] + args + b"\n"), timeout=1)
+    assert len(env.args) == 127 and env.args[-1] == "a" * 200
+
+
+async def test_a_block_of_lines_each_within_the_line_limit_but_over_the_block_bound_is_refused():
+    line = b"agi_arg_1: " + b"x" * (MAX_ENV_LINE - 20) + b"\n"
+    lines = MAX_ENV_BYTES // len(line) + 1
+    with pytest.raises(AgiEnvError, match=f"longer than {MAX_ENV_BYTES} bytes"):
+        await read_env(reader_with(line * lines + b"\n"), timeout=1)
 
 # Caller names as SIP peers send them (issue 9, point 6): Asterisk hands AGI the bytes untouched.
 NAMES = [

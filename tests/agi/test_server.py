@@ -145,6 +145,49 @@ async def test_bad_peers_do_not_spin_the_loop(serve):
         w.close()
 
 
+
+async def test_an_env_block_over_its_byte_bound_is_refused_in_one_line_and_closed(serve):
+    """256 lines of 8 KB each used to be accepted: 2 MB held for a peer that never said who it is."""
+    server = await serve(simple, env_timeout=5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    line = b"agi_arg_1: " + b"x" * 8000 + b"\n"
+    with structlog.testing.capture_logs() as logs:
+        writer.write(line * 255)  # within the old line count and line length
+        with contextlib.suppress(ConnectionResetError):
+            assert await read_until_closed(reader, 2) == b""
+    writer.close()
+    refused = [e for e in logs if e["event"] == "agi_env_rejected"]
+    assert len(refused) == 1 and "longer than 32768 bytes" in refused[0]["reason"]
+    assert server.active_calls == 0  # counted down before the socket was closed
+    fake = await normal_call(server.port)
+    assert fake.variables["IVR_RESULT"] == "done"
+
+
+async def test_a_peer_trickling_bytes_is_cut_at_env_timeout_for_the_whole_block(serve):
+    """Every byte arrives long before any per-line or per-read timeout would fire; the block as a
+    whole must still be finished within agi.env_timeout."""
+    server = await serve(simple, env_timeout=0.4)
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = loop.time()
+    closed = asyncio.create_task(read_until_closed(reader, 5))
+
+    async def trickle():  # a byte every 10 ms: the 650-byte block would take 6.5 s
+        with contextlib.suppress(ConnectionError):
+            for byte in FULL_ENV:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+    feeder = asyncio.create_task(trickle())
+    with structlog.testing.capture_logs() as logs, contextlib.suppress(ConnectionResetError):
+        assert await closed == b""
+    assert 0.35 <= loop.time() - started < 1.5
+    feeder.cancel()
+    writer.close()
+    assert [e["reason"] for e in logs if e["event"] == "agi_env_rejected"][0].startswith(
+        "env block not finished within 0.4s")
+
 async def test_handler_exception_sets_operator_and_closes(serve):
     async def broken(ch: AgiChannel) -> None:
         await ch.answer()

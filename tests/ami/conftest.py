@@ -24,6 +24,7 @@ def ami_settings(port: int, **overrides: Any) -> AmiSettings:
         "action_timeout": 0.5,
         "reconnect_min": 0.05,
         "reconnect_max": 0.2,
+        "max_queued_events": 10000,
     }
     values.update(overrides)
     return AmiSettings(**values)

@@ -278,6 +278,44 @@ async def test_a_slow_handler_does_not_block_actions_or_reorder_events(fake, mak
     assert seen[-2:] == ["Slow", "Next"]
 
 
+
+async def test_a_handler_falling_behind_drops_the_stream_then_resyncs_once_it_caught_up(fake, make_client, logs):
+    """At most max_queued_events wait in memory; the rest of the stream is not queued without bound
+    nor lost silently: the session is dropped, and after the handler caught up, login + resync."""
+    fake.channels = [core_show_channel()]
+    order: list[str] = []
+    blocked, release = asyncio.Event(), asyncio.Event()
+
+    async def on_event(event):
+        if event["Event"] == "Block":
+            blocked.set()
+            await release.wait()
+        order.append(event.get("N", event["Event"]))
+
+    client = make_client(ami_settings(fake.port, max_queued_events=50), on_event=on_event,
+                         on_resync=lambda items: order.append(f"resync:{len(items)}"))
+    await client.start()
+    await wait_until(lambda: "resync:1" in order)
+    await fake.push([{"Event": "Block", "Privilege": "call,all"}])
+    await blocked.wait()
+    await fake.push([{"Event": "Newstate", "Privilege": "call,all", "N": str(n)} for n in range(500)])
+    await wait_until(lambda: client.status == "disconnected")
+
+    health = client.health()
+    assert health["queued_events"] == 50 and health["queue_overflows"] == 1
+    assert fake.logins == 1, "no new login while the handler is still behind"
+    [line] = logs.named("ami_disconnected")
+    assert line["error"].startswith("event queue full (50 events waiting for the handler)")
+    del order[:]
+    release.set()
+    await wait_until(lambda: any(o.startswith("resync") for o in order))
+    # Everything queued, in order, then the new session's login events and its snapshot.
+    assert order == ["Block", *map(str, range(50)), "FullyBooted", "SuccessfulAuth", "resync:1"]
+    assert fake.logins == 2 and client.status == "connected"
+    await fake.push([{"Event": "Newstate", "Privilege": "call,all", "N": "after"}])
+    await wait_until(lambda: order[-1] == "after")
+    assert client.health()["queued_events"] == 0
+
 # ------------------------------------------------------------------------------ reconnect, resync
 
 

@@ -51,7 +51,8 @@ class Rig:
         )
         self.fake_ami = await FakeAmi().start()
         settings = AmiSettings(host="127.0.0.1", port=self.fake_ami.port, username="ivr", secret=secret,
-                               ping_interval=5.0, action_timeout=1.0, reconnect_min=0.05, reconnect_max=0.2)
+                               ping_interval=5.0, action_timeout=1.0, reconnect_min=0.05, reconnect_max=0.2,
+                               max_queued_events=10000)
         self.resyncs = 0
         self.ami = AmiClient(settings, self.tracker.handle, on_resync=self._resync)
         await self.ami.start()

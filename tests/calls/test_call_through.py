@@ -267,13 +267,15 @@ async def test_database_slower_than_its_deadline_sends_the_caller_to_an_operator
         await harness.stop()
 
 
-async def test_database_down_still_reaches_a_human(prompts_dir, tmp_path):
-    """Nothing listens where the database should be: every CRM step fails, the caller is queued."""
+async def test_database_down_still_reaches_a_human(store, prompts_dir, tmp_path):
+    """The database went away after the start: every CRM step fails, the caller is queued. (Down
+    since the start, calls are handed over before a word: tests/calls/test_database_at_start.py.)"""
     from crm_bridge.db import create_engine, session_factory
     from crm_bridge.services import CrmStore
 
     engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    harness = await start_harness(CrmStore(session_factory(engine)), prompts_dir, db_deadline=2.0)
+    harness = await start_harness(store, prompts_dir, db_deadline=2.0,
+                                  call_store=CrmStore(session_factory(engine)))
     try:
         fake = await harness.call("+79161234567", timeout=10)
         assert fake.variables["IVR_RESULT"] == "operator"

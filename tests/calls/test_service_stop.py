@@ -15,7 +15,7 @@ import structlog
 
 from crm_bridge.contract.outcomes import Reason
 from crm_bridge.demo import load_demo_data
-from ivr.app import StartupError, start_service
+from ivr.app import Seams, StartupError, start_service
 from tests.calls.harness import database_url, harness_settings, wait_for
 from tests.fakeasterisk import TIMEOUT, FakeAsterisk
 
@@ -129,4 +129,76 @@ async def test_a_taken_web_port_stops_everything_started_with_one_clear_error(st
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", agi_port)
     assert not [e for e in logs if e["event"] == "service_started"]
+    assert failures(logs) == []
+
+
+class _StuckLookup:
+    """The calls' store with a caller look-up that never returns (a database that went quiet)."""
+
+    def __init__(self, inner, entered: asyncio.Event):
+        self.inner, self.entered = inner, entered
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def lookup_caller(self, raw):
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("where", ["STREAM FILE", "database"])
+async def test_a_call_cut_in_a_prompt_or_a_database_call_is_handed_over_before_the_socket_closes(
+    store, prompts_dir, where
+):
+    """Whatever the call waits on when the drain ends (Asterisk playing a prompt, the database), the
+    dialplan gets IVR_RESULT=operator / IVR_REASON=shutdown on the wire, then the socket closes."""
+    await load_demo_data(store.sessions)
+    waiting = asyncio.Event()
+    seams = Seams(call_store=lambda inner: _StuckLookup(inner, waiting)) if where == "database" else Seams()
+    service = await start_service(harness_settings(database_url(store), prompts_dir, agi={"drain_seconds": 0.0}),
+                                  migrate=False, seams=seams)
+
+    async def prompt(command):
+        waiting.set()
+        await service.shutdown.cut.wait()  # Asterisk plays on until the server gives up on the call
+        return "200 result=0 endpos=8000"
+
+    fake = FakeAsterisk({"STREAM FILE": prompt} if where == "STREAM FILE" else None, check_files=True)
+    with structlog.testing.capture_logs() as logs:
+        await fake.connect("127.0.0.1", service.agi.port, caller_id="+79161234567")
+        await asyncio.wait_for(waiting.wait(), BOUND)
+        await service.stop()
+    assert fake.closed_by_server
+    assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("operator", Reason.SHUTDOWN)
+    # The hand-over is the last command the fake answered before the close.
+    assert "IVR_REASON" in fake.commands[-1] and "shutdown" in fake.commands[-1], fake.commands[-3:]
+    call = await ended_call(store, fake.channel_vars["CHANNEL(linkedid)"])
+    assert (call.outcome, call.reason) == ("operator", Reason.SHUTDOWN)
+    assert len([e for e in logs if e["event"] == "call.cut_at_shutdown"]) == 1
+    assert failures(logs) == []
+
+
+class _StuckCallbacks(_StuckLookup):
+    """The calls' store with a callback task write that never returns."""
+
+    async def open_callback_task(self, **kwargs):
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_queue_callback_request_cut_in_its_database_write_goes_back_to_the_queue(store, prompts_dir):
+    """The queue's "press 1" script obeys the cut too: IVR_RESULT=operator, IVR_REASON=shutdown, then
+    the socket closes (the dialplan keeps the caller in the queue)."""
+    await load_demo_data(store.sessions)
+    entered = asyncio.Event()
+    service = await start_service(harness_settings(database_url(store), prompts_dir, agi={"drain_seconds": 0.0}),
+                                  migrate=False, seams=Seams(call_store=lambda inner: _StuckCallbacks(inner, entered)))
+    fake = FakeAsterisk(check_files=True, variables={"IVR_CUSTOMER_ID": "C001"})
+    with structlog.testing.capture_logs() as logs:
+        await fake.connect("127.0.0.1", service.agi.port, caller_id="+79161234567", script="callback-request")
+        await asyncio.wait_for(entered.wait(), BOUND)
+        await service.stop()
+    assert fake.closed_by_server
+    assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("operator", Reason.SHUTDOWN)
+    assert len([e for e in logs if e["event"] == "call.cut_at_shutdown"]) == 1
     assert failures(logs) == []

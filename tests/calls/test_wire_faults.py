@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from crm_bridge.models import Order
 from tests.calls.harness import wait_for
-from tests.fakeasterisk import FakeAsterisk
+from tests.fakeasterisk import R510, FakeAsterisk, usage_520
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,3 +94,35 @@ async def test_a_known_caller_with_a_non_utf8_name_is_served(calls, raw):
     call = await wait_for(lambda: ended(calls.store, fake))
     assert (call.outcome, call.order_id) == ("order_placed", fake.variables["IVR_ORDER_ID"])
     assert await orders(calls.store) == before + 1
+
+
+async def _reset(fake: FakeAsterisk):
+    """The connection is reset while Asterisk plays the menu (a crash, a NAT that forgot us)."""
+    fake._writer.transport.abort()
+    await asyncio.Event().wait()  # this fake channel says nothing more
+
+
+# What the peer does wrong, not a bug of ours: the log gets one line for it, never a traceback.
+PEER_FAULTS = {
+    "510 to ANSWER": ({"ANSWER": R510}, ["call.agi_failed"]),
+    "520 usage block to GET DATA": ({"GET DATA": lambda cmd: usage_520("GET DATA")}, ["call.agi_failed"]),
+    "garbage instead of the linkedid": ({"GET VARIABLE CHANNEL(linkedid)": "\x00\xff garbage"},
+                                        ["agi_protocol_error"]),
+    "reset during GET DATA": (None, []),
+}
+
+
+@pytest.mark.parametrize("fault", list(PEER_FAULTS))
+async def test_a_peer_fault_is_one_log_line_never_a_traceback(calls, fault):
+    rules, lines = PEER_FAULTS[fault]
+    fake = FakeAsterisk(rules or {"GET DATA": lambda cmd: _reset(fake)}, inputs=[], check_files=True)
+    with structlog.testing.capture_logs() as logs:
+        await fake.connect("127.0.0.1", calls.server.port, caller_id=KNOWN)
+        call = await wait_for(lambda: ended(calls.store, fake), 20)
+        await fake.close()
+    assert [e for e in logs if e.get("exc_info") or e["log_level"] in ("error", "critical", "exception")] == []
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == lines, logs
+    if rules is not None:
+        # Handed over; the row says the robot failed, and why.
+        assert (fake.variables["IVR_RESULT"], call.outcome) == ("operator", "error")
+        assert call.reason == fake.variables["IVR_REASON"] in ("agi_error", "protocol_error")

@@ -38,6 +38,7 @@ async def service(tmp_path, shared_prompts):
         prompts={"dir": str(shared_prompts), "warm_at_start": False, "text_sidecars": True},
         # operators always on duty: what a caller hears must not depend on the hour the tests run
         hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
+        flow={"max_silence": 10.0},  # a loaded machine's first syntheses must not hand the caller over
     )
     svc = await start_service(settings)
     try:
@@ -205,6 +206,7 @@ async def test_a_call_above_capacity_goes_to_an_operator_at_once_and_is_recorded
         database={"url": f"sqlite+aiosqlite:///{tmp_path}/ivr.sqlite3"},
         prompts={"dir": str(shared_prompts), "warm_at_start": False},
         hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
+        flow={"max_silence": 10.0},  # a loaded machine's first syntheses must not hand the caller over
     )
     svc = await start_service(settings)
     try:

@@ -8,7 +8,10 @@ through the real FastAGI server and repeat-order handler (tests/calls/harness.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,17 +20,20 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-from crm_bridge.db import create_engine, session_factory
+from crm_bridge.db import create_engine, session_factory, sqlite_read_only_reason
 from crm_bridge.demo import load_demo_data
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.services import CrmStore
 from ivr.calls.screen_pop import OperatorBoard
+from ivr.database_gate import DatabaseGate
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.metrics import Metrics
 from ivr.web.console.monitoring import AMI_DOWN_TEXT, _is_loopback, wallboard_data
-from tests.calls.harness import start_harness, wait_for
+from tests.calls.harness import database_url, start_harness, wait_for
 
 TOKEN = "t0ken-monitoring"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -110,7 +116,8 @@ async def test_wallboard_with_tracker(store):
     board = OperatorBoard(store, {"PJSIP/101": "Анна Смирнова", "PJSIP/104": "Глеб (не в смене)"})
     deps = deps_for(store, tracker=fake_tracker(), board=board, health=health())
     data = await wallboard_data(deps, now=NOW)
-    assert data["ami"] == {"live": True, "status": "connected", "message": None}
+    assert data["ami"] == {"live": True, "status": "connected", "message": None, "status_text": "подключен"}
+    assert data["clock"] == "12:00:00" and data["timezone"] == "Europe/Moscow"  # business time, not UTC
     assert data["ivr"]["count"] == 1 and data["ivr"]["calls"][0]["call_id"] == "r1"
     assert data["queue"]["count"] == 2
     assert [c["call_id"] for c in data["queue"]["calls"]] == ["q2", "q1"]  # the longest wait first
@@ -135,7 +142,8 @@ async def test_wallboard_without_tracker_still_counts_orders(store):
     assert data["orders_today"]["ivr"] == 2 and data["orders_today"]["operator"] == 1
     # A tracker whose AMI connection is down is not trusted for live numbers either.
     down = await wallboard_data(deps_for(store, tracker=fake_tracker(), health=health("auth_failed")), now=NOW)
-    assert down["ami"] == {"live": False, "status": "auth_failed", "message": AMI_DOWN_TEXT}
+    assert down["ami"] == {"live": False, "status": "auth_failed", "message": AMI_DOWN_TEXT,
+                           "status_text": "неверный логин или пароль AMI"}
     assert down["queue"]["calls"] == [] and down["orders_today"]["total"] == 3
 
 
@@ -206,9 +214,88 @@ async def test_healthz_503_when_the_database_port_is_closed(store):
         await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def read_only_store(url: str):
+    """A store on the same database that takes no writes: on PostgreSQL through a role whose
+    default_transaction_read_only is on, on SQLite the file opened mode=ro (chmod cannot stop root)."""
+    parsed = make_url(url)
+    role = f"ivr_ro_{uuid.uuid4().hex[:8]}"
+    admin = None
+    if parsed.get_backend_name() == "postgresql":
+        admin = create_engine(url)
+        async with admin.connect() as conn:
+            await conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+            await conn.execute(text(f"ALTER ROLE {role} SET default_transaction_read_only = on"))
+            await conn.commit()
+        ro_url = parsed.set(username=role).render_as_string(hide_password=False)
+    else:
+        ro_url = f"sqlite+aiosqlite:///file:{parsed.database}?mode=ro&uri=true"
+    engine = create_engine(ro_url)
+    try:
+        yield CrmStore(session_factory(engine))
+    finally:
+        await engine.dispose()
+        if admin is not None:
+            async with admin.connect() as conn:
+                await conn.execute(text(f"DROP ROLE {role}"))
+                await conn.commit()
+            await admin.dispose()
+
+
+async def test_healthz_503_on_a_read_only_database(store):
+    deps = deps_for(store, health=health())
+    client = await client_for(deps)
+    try:
+        async with read_only_store(database_url(store)) as read_only:
+            deps.store = read_only
+            resp = await client.get("/healthz")
+            body = await resp.json()
+        # It answers, but no order could be placed there: a readiness probe must take this one out.
+        assert resp.status == 503 and body["status"] == "down"
+        assert body["database"]["state"] == "read_only" and body["database"]["ok"] is False
+        assert body["database"]["error"] in ("transaction_read_only is on", "opened read-only (mode=ro)")
+        deps.store = store
+        body = await (await client.get("/healthz")).json()
+        assert body["status"] == "ok" and body["database"]["state"] == "up"
+    finally:
+        await client.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes a chmod 0444 file all the same")
+def test_a_sqlite_file_this_process_may_not_write_is_read_only(tmp_path):
+    path = tmp_path / "crm.sqlite3"
+    path.write_bytes(b"")
+    path.chmod(0o444)
+    assert sqlite_read_only_reason(make_url(f"sqlite+aiosqlite:///{path}")) == f"file {path} is read-only"
+
+
+def test_a_writable_sqlite_file_is_not_read_only(tmp_path):
+    assert sqlite_read_only_reason(make_url(f"sqlite+aiosqlite:///{tmp_path}/crm.sqlite3")) is None
+
+
+async def test_healthz_says_since_when_the_database_is_unreachable(store):
+    gate = DatabaseGate(clock=lambda: NOW)
+    gate.mark_unreachable("ConnectionRefusedError: [Errno 111] Connect call failed")
+    deps = deps_for(store, health=health(), database=gate)
+    client = await client_for(deps)
+    try:
+        resp = await client.get("/healthz")  # the start-up retry's word: no second knock on the database
+        body = await resp.json()
+        assert resp.status == 503 and body["database"]["state"] == "unreachable"
+        assert body["database"]["since"] == NOW.isoformat() and "Connect call failed" in body["database"]["error"]
+        gate.mark_ready()
+        body = await (await client.get("/healthz")).json()
+        assert body["status"] == "ok" and body["database"]["since"] is None
+    finally:
+        await client.close()
+
+
 class _HangingSession:
     async def __aenter__(self):
         return self
+
+    def get_bind(self):
+        return SimpleNamespace(dialect=SimpleNamespace(name="postgresql"))
 
     async def __aexit__(self, *exc):
         return False
@@ -228,8 +315,9 @@ async def test_healthz_503_when_the_database_hangs(store, monkeypatch):
         started = asyncio.get_running_loop().time()
         resp = await client.get("/healthz")
         body = await resp.json()
-        assert resp.status == 503 and body["database"] == {"ok": False, "error": "no answer within 0.2 s",
-                                                            "seconds": body["database"]["seconds"]}
+        assert resp.status == 503 and body["database"] == {
+            "ok": False, "state": "unreachable", "since": None, "error": "no answer within 0.2 s",
+            "seconds": body["database"]["seconds"]}
         assert asyncio.get_running_loop().time() - started < 2
     finally:
         await client.close()

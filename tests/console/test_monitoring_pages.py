@@ -143,6 +143,7 @@ async def test_wallboard_js_redraws_from_the_json(store, tmp_path):
     assert out["requested"] == [["/api/v1/wallboard", "same-origin"]]
     assert out["delay"] == 2000 and out["rescheduled"] == 1  # polls again
     assert out["wb-ami"]["hidden"] is True and out["wb-error"]["hidden"] is True
+    assert out["wb-updated"]["text"] == "12:00:00"  # the server's Moscow clock, not the browser's nor UTC
     assert (out["wb-ivr"]["text"], out["wb-queue"]["text"], out["wb-longest"]["text"]) == ("1", "2", "1:35")
     assert (out["wb-busy"]["text"], out["wb-free"]["text"]) == ("2", "1")
     assert out["wb-orders-total"]["text"] == "0"
@@ -152,6 +153,7 @@ async def test_wallboard_js_redraws_from_the_json(store, tmp_path):
     offline = await wallboard_data(deps_for(store, tracker=None, health=None), now=NOW)
     out = _run_wallboard_js(tmp_path, offline)
     assert out["wb-ami"]["hidden"] is False and out["wb-ami"]["text"].startswith(AMI_DOWN_TEXT)
+    assert out["wb-ami"]["text"].endswith("(выключен в настройках)")
     assert out["wb-queue"]["text"] == "—" and out["wb-orders-ivr"]["text"] == "0"
     assert out["queueRows"] == [["Никто не ждёт."]]
 

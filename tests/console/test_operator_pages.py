@@ -86,7 +86,7 @@ async def test_operator_sees_own_free_screen_with_products_and_tasks(demo, conso
     # the product list for a new order
     for sku in ("WATER-19", "WATER-5", "BOTTLE-19", "CUPS-100", "PUMP"):
         assert f'<option value="{sku}">' in html
-    assert "350,00 ₽" in html
+    assert "350,00\u00a0₽" in html
     # call-back tasks, rendered on the server (the page works before JS)
     assert 'href="/customers/C002"' in html
     assert "не дождался ответа в очереди" in html
@@ -270,5 +270,6 @@ def test_reasons_and_path_steps_in_plain_russian():
     assert reason_text(None) == ""
     for reason in ("no_input", "invalid_input", "no_caller_id", "no_previous_order", "database_error"):
         assert IVR_REASONS[reason]
-    assert event_line("dtmf.received", {"digits": "", "timed_out": True}) == ("Нажаты клавиши", "ничего не нажато")
-    assert event_line("prompt.played", {"text": "Здравствуйте"}) == ("Робот сказал", "Здравствуйте")
+    assert event_line("dtmf.received", {"digits": "", "timed_out": True}, "Europe/Moscow") == (
+        "Нажаты клавиши", "ничего не нажато")
+    assert event_line("prompt.played", {"text": "Здравствуйте"}, "Europe/Moscow") == ("Робот сказал", "Здравствуйте")

@@ -12,12 +12,13 @@ import pytest
 
 from crm_bridge.contract.events import EventKind, unexpected_fields
 from crm_bridge.demo import load_demo_data
+from ivr.web.console.formats import date_text
 from ivr.web.console.invoice_pdf import build_invoice_pdf
 from ivr.web.console.labels import EVENT_LABELS
 from ivr.web.console.timeline_text import event_text
 from tests.console.conftest import PASSWORD, login, start_client
-from tests.console.test_customer_pages import pdf_texts
 from tests.console.test_operator_pages import ring
+from tests.pdftext import pdf_text
 
 FORM_KEY = re.compile(r'name="key" value="([^"]+)"')
 
@@ -120,11 +121,11 @@ async def test_an_order_is_edited_then_cancelled_with_reasons_on_the_timeline(de
     order_id = placed.order.order_id
     card = await (await console_client.get("/customers/C001")).text()
     assert f'href="/customers/C001/orders/{order_id}"' in card and "изменить / отменить" in card
-    assert placed.order.delivery_date.strftime("%d.%m.%Y") in card
+    assert date_text(placed.order.delivery_date) in card
     page = await console_client.get(f"/customers/C001/orders/{order_id}")
     html = await page.text()
     assert page.status == 200 and 'id="edit-order"' in html and 'id="cancel-order"' in html
-    assert placed.order.delivery_date.strftime("%d.%m.%Y") in html
+    assert date_text(placed.order.delivery_date) in html
     no_reason = await console_client.post(f"/customers/C001/orders/{order_id}/cancel",
                                           data={"csrf_token": csrf, "reason": " "})
     assert no_reason.status == 422 and "Укажите причину отмены." in await no_reason.text()
@@ -186,7 +187,7 @@ async def test_the_invoice_pdf_says_cancelled_or_recomputed(demo):
     texts = {}
     for name, placed in (("edited", edited), ("cancelled", cancelled)):
         invoice, order, customer = await demo.get_invoice(placed.invoice.number)
-        texts[name] = " ".join(pdf_texts(build_invoice_pdf(invoice, order, customer, compress=False)))
+        texts[name] = pdf_text(build_invoice_pdf(invoice, order, customer))
     assert "Редакция 2: заказ изменён, счёт пересчитан" in texts["edited"] and "АННУЛИРОВАН" not in texts["edited"]
     assert "АННУЛИРОВАН: заказ отменён" in texts["cancelled"]
 
@@ -210,7 +211,7 @@ async def test_the_operator_card_shows_delivery_dates_and_unknown_caller_actions
     by_id = {o["order_id"]: o for o in card["last_orders"]}
     assert by_id[again.order.order_id]["delivery_date"] == again.order.delivery_date.isoformat()
     assert by_id[placed.order.order_id]["status"] == "cancelled"
-    assert f'<td class="delivery">{again.order.delivery_date:%d.%m.%Y}</td>' in html
+    assert f'<td class="delivery">{date_text(again.order.delivery_date)}</td>' in html
     assert "отменён" in html
     assert "Клиент не определён." in unknown
     assert 'href="/customers/new?number=%2B79260001122&amp;call=2.2"' in unknown
@@ -234,7 +235,7 @@ def test_every_correction_event_reads_as_a_russian_sentence():
         EventKind.ORDER_CANCELLED: "Сотрудник Ольга Операторова (op1) отменил(а) заказ A-1, счёт СЧ-1 аннулирован. "
                                    "Причина: отказ",
         EventKind.ORDER_CHANGED: "Сотрудник Ольга Операторова (op1) изменил(а) заказ A-1: было W × 1, стало W × 2; "
-                                 "сумма 350.00 → 700.00 ₽, счёт СЧ-1 пересчитан (редакция 2). Причина: больше",
+                                 "сумма 350,00\xa0₽ → 700,00\xa0₽, счёт СЧ-1 пересчитан (редакция 2). Причина: больше",
         EventKind.CUSTOMER_CREATED: "Сотрудник Ольга Операторова (op1) завёл(а) клиента по звонку с номера "
                                     "+79260001122.",
         EventKind.CUSTOMER_CHANGED: "Сотрудник Ольга Операторова (op1) изменил(а) адрес: ул. Новая, 1 "
@@ -245,5 +246,5 @@ def test_every_correction_event_reads_as_a_russian_sentence():
     }
     for kind, data in texts.items():
         assert unexpected_fields(kind, data) is None, kind
-        assert event_text(kind, data) == expected[kind]
+        assert event_text(kind, data, "Europe/Moscow") == expected[kind]
         assert EVENT_LABELS[kind] and EVENT_LABELS[kind] != kind

@@ -149,8 +149,8 @@ def read_csv(text: str) -> tuple[dict[str, str], list[list[str]], list[list[str]
         else:
             sections[-1].append(row)
     metrics, operators, hours = sections
-    assert metrics[0] == ["metric", "value"]
-    return dict(metrics[1:]), operators, hours
+    assert metrics[0] == ["Показатель", "Значение", "Ключ"]  # Russian name, value, stable machine key
+    return {key: value for _, value, key in metrics[1:]}, operators, hours
 
 
 def _number(cell: str):
@@ -197,11 +197,11 @@ async def test_csv_matches_the_json(client):
         else:
             assert metrics[key].replace(",", ".") == str(value), key
 
-    assert operators[0] == ["operator_interface", "operator_name", "calls_answered", "avg_talk_seconds",
-                            "avg_wait_seconds", "orders"]
+    assert operators[0] == ["Интерфейс оператора", "Оператор", "Принято звонков", "Разговор, среднее, с",
+                            "Ожидание клиентов, среднее, с", "Заказов"]
     assert operators[1:] == [["PJSIP/101", "Анна", "1", "120,0", "5,0", "1"],
                              ["PJSIP/102", "Борис", "1", "60,0", "25,0", "0"]]
-    assert hours[0] == ["hour", "calls"]
+    assert hours[0] == ["Час", "Звонков"]
     assert [[f"{h:02d}", str(c)] for h, c in enumerate(body["calls_per_hour"])] == hours[1:]
     assert [int(c) for _, c in hours[1:]] == list(EXPECTED_HOURS)
 
@@ -255,7 +255,7 @@ async def test_page_for_a_supervisor(store, console_client):
         "20,0 %",  # service level
         "0:28 / 1:00",  # wait of all queued calls: average / p90
         "1:30",  # average talk
-        "2 620,00 ₽", "Анна", "PJSIP/101", "Борис", "0:25",
+        "2\u00a0620,00\u00a0₽", "Анна", "PJSIP/101", "Борис", "0:25",
         "Сбросил в очереди", "77,8 %", "71,4 %",  # funnel shares
         "/api/v1/stats.csv?from=2026-11-20&amp;to=2026-11-20",
         "<title>13:00–13:59 — 2</title>",

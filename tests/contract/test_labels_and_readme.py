@@ -22,7 +22,7 @@ def test_every_outcome_reason_event_and_hangup_side_has_words_and_nothing_else_d
 
 def test_composite_reasons_read_as_words():
     assert reason_text("after_hours:no_input") == "звонок в нерабочее время; клиент не нажимал кнопки"
-    assert reason_text("hangup_at_menu") == "положил трубку (menu)"
+    assert reason_text("hangup_at_menu") == "положил трубку (меню)"
     assert "FAILURE" in reason_text("agi_FAILURE") and reason_text("agi_FAILURE") != "agi_FAILURE"
 
 

@@ -151,7 +151,7 @@ async def test_an_edited_order_keeps_sold_prices_and_recomputes_its_invoice(stor
         ("W19", 3, Decimal("350.00")), ("W5", 1, Decimal("150.00"))]
     assert changed.total == Decimal("1200.00") and changed.revision == 2
     assert changed.invoice.number == order.invoice.number and changed.invoice.revision == 2
-    assert changed.invoice.total == Decimal("1200.00") and changed.invoice.vat_amount == Decimal("200.00")
+    assert changed.invoice.total == Decimal("1200.00") and changed.invoice.vat_amount == Decimal("216.39")
     assert changed.delivery_date == order.delivery_date
     _, stored, _ = await store.get_invoice(order.invoice.number)
     assert [(line.sku, line.quantity) for line in stored.lines] == [("W19", 3), ("W5", 1)]

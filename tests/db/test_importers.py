@@ -123,6 +123,35 @@ async def test_russian_headers_semicolons_bom_and_full_name(store: CrmStore, tmp
     assert card is not None and card.orders[0].ordered_at == datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 
 
+async def test_company_customers_with_inn_and_kpp(store: CrmStore, tmp_path: Path) -> None:
+    customers = (
+        "Код клиента;ФИО;Телефоны;Организация;ИНН;КПП\n"
+        "K-1;Петрова Мария Ивановна;+7 903 111 22 33;ООО «Ромашка»;7705 123456;770501001\n"
+        "K-2;Морозов Игорь Николаевич;+7 963 765 43 21;ИП Морозов И. Н.;773412345678;\n"
+        "K-3;Иванов Алексей;+7 916 123 45 67;;;\n"
+        "K-4;Сидоров Пётр;+7 916 000 00 01;ООО «Ошибка»;77051234;770501001\n"
+        "K-5;Сидоров Иван;+7 916 000 00 02;ООО «Ошибка»;7705123456;77-05-01\n"
+    )
+    report = await import_file(store, "customers", write(tmp_path, "c.csv", customers))
+    assert report.created == 3
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (5, "bad ИНН: 10 digits (company) or 12 (person): '77051234'"),
+        (6, "bad КПП: 9 characters: '77-05-01'"),
+    ]
+    people = {cid: (await store.get_customer_card(cid)).customer for cid in ("K-1", "K-2", "K-3")}
+    assert [(c.company, c.inn, c.kpp) for c in people.values()] == [
+        ("ООО «Ромашка»", "7705123456", "770501001"),
+        ("ИП Морозов И. Н.", "773412345678", ""),
+        ("", "", ""),
+    ]
+    # XLSX: ИНН typed as a number
+    book = xlsx(tmp_path, "c.xlsx", [["ID", "ФИО", "Компания", "ИНН", "КПП"],
+                                     ["K-1", "Петрова Мария Ивановна", "ООО «Ромашка»", 7705123457, "7705AB001"]])
+    assert counts(await import_file(store, "customers", book)) == (0, 1, 0)
+    k1 = (await store.get_customer_card("K-1")).customer
+    assert (k1.inn, k1.kpp, k1.phones) == ("7705123457", "7705AB001", ("+79031112233",))
+
+
 async def test_windows_1251_csv_is_read(store: CrmStore, tmp_path: Path) -> None:
     products = "Артикул;Цена;Единица;Наименование\nW19;350;бутылка;воды 19 л\n"
     report = await import_file(store, "products", write(tmp_path, "p.csv", products, "cp1251"))

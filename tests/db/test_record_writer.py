@@ -18,10 +18,12 @@ from structlog.testing import capture_logs
 from crm_bridge.call_log import CallEnd, CallLog, CallRecord, CallStart, CallUpdate, TimelineRecord
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.db import create_engine, session_factory
+from crm_bridge.errors import StoreUnavailable
 from crm_bridge.models import Call, TimelineEvent
 from crm_bridge.services import CrmStore
 from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
+from tests.db.fixtures import _reset_pg_schema_empty
 from tests.db.tcp_proxy import TcpProxy, proxied_engine
 
 T0 = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -348,3 +350,19 @@ def test_record_json_round_trip_keeps_every_field() -> None:
     records = [*call_records("x"), CallUpdate(call_id="x", fields={"answered_at": T0, "queue": "q"}, started_at=T0)]
     assert [record_from_json(record_to_json(r)) for r in records] == records
     assert Counter(type(r).__name__ for r in records)["TimelineRecord"] == EVENTS_PER_CALL
+
+
+async def test_a_database_not_migrated_yet_is_unavailable_not_a_rejection(db_url: str) -> None:
+    """A database back before its migrations ran (ivr serve's start-up retry) holds the records in
+    the spool; split and dead-lettered they would be lost."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "postgresql":
+        await _reset_pg_schema_empty(db_url)
+        engine = create_engine(db_url)
+    else:
+        engine = create_engine(url.set(database=f"{url.database}.empty").render_as_string(hide_password=False))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await CallLog(session_factory(engine)).write(call_records("not-migrated"))
+    finally:
+        await engine.dispose()

@@ -16,6 +16,7 @@ from crm_bridge.errors import (
     UnknownProduct,
 )
 from crm_bridge.models import Customer, Invoice, Order, OrderLine
+from crm_bridge.money import money
 from crm_bridge.services import CrmStore, StoreConfig
 from tests.db.seed import IVANOV_PHONE, SHARED_PHONE, seed
 
@@ -149,12 +150,12 @@ async def test_place_order_creates_order_lines_and_invoice_with_vat_included(see
         ("CUPS", 3, Decimal("299.97")),
     ]
     assert order.total == Decimal("1699.97")
-    assert invoice.number == "СЧ-1"
+    assert invoice.number == "СЧ-2026-1"
     assert invoice.total == Decimal("1699.97")
-    # 1699.97 * 20 / 120 = 283.328… → 283.33
-    assert invoice.vat_amount == Decimal("283.33")
-    assert invoice.subtotal == Decimal("1416.64")
-    assert invoice.vat_rate == Decimal("20")
+    # delivered in 2026: 22 %; 1699.97 * 22 / 122 = 306.551… → 306.55
+    assert invoice.vat_amount == Decimal("306.55")
+    assert invoice.subtotal == Decimal("1393.42")
+    assert invoice.vat_rate == Decimal("22")
     assert order.delivery_date == date(2026, 11, 27)  # Friday, ordered before the cut-off
     card = await seeded.get_customer_card("C1")
     assert card is not None and card.orders[0].invoice == invoice
@@ -174,7 +175,33 @@ async def test_vat_is_added_on_top_when_prices_exclude_it(db_url: str) -> None:
         await engine.dispose()
     assert placed.order.order_id == "Z1001"
     assert (placed.invoice.subtotal, placed.invoice.vat_amount, placed.invoice.total) == (
-        Decimal("99.99"), Decimal("20.00"), Decimal("119.99"))
+        Decimal("99.99"), Decimal("22.00"), Decimal("121.99"))  # 22 % of 99.99 = 21.9978
+
+
+@pytest.mark.parametrize(
+    ("ordered_at", "delivered", "rate", "number"),
+    [
+        # Monday before the cut-off: delivered on Tuesday 2025-12-30, at the old 20 %.
+        (datetime(2025, 12, 29, 7, 0, tzinfo=UTC), date(2025, 12, 30), Decimal("20"), "СЧ-2025-1"),
+        # Tuesday 2025-12-30 after the cut-off (14:00 Moscow): shipped 2026-01-01, so 22 % on an
+        # invoice still dated (and numbered) 2025.
+        (datetime(2025, 12, 30, 12, 0, tzinfo=UTC), date(2026, 1, 1), Decimal("22"), "СЧ-2025-1"),
+        # 2026-01-01 00:30 in Moscow is still 2025 in UTC: the year is the store's (Moscow) one.
+        (datetime(2025, 12, 31, 21, 30, tzinfo=UTC), date(2026, 1, 2), Decimal("22"), "СЧ-2026-1"),
+    ],
+)
+async def test_vat_rate_follows_the_delivery_date_and_the_number_carries_the_year(
+    seeded: CrmStore, ordered_at, delivered, rate, number
+) -> None:
+    placed = await seeded.place_order(idempotency_key="k", customer_id="C1", lines=[("W19", 1)], source="ivr",
+                                      now=ordered_at)
+    assert placed.order.delivery_date == delivered
+    assert placed.invoice.vat_rate == rate
+    assert placed.invoice.number == number
+    assert placed.invoice.vat_amount == money(Decimal("350.00") * rate / (100 + rate))
+    card = await seeded.get_customer_card("C1")  # as stored, not only as returned
+    assert card is not None
+    assert [o.invoice for o in card.orders if o.order_id == placed.order.order_id] == [placed.invoice]
 
 
 async def test_order_and_invoice_numbers_follow_their_own_sequences(seeded: CrmStore) -> None:
@@ -183,7 +210,7 @@ async def test_order_and_invoice_numbers_follow_their_own_sequences(seeded: CrmS
         placed = await seeded.place_order(idempotency_key=f"k{n}", customer_id="C1", lines=[("W19", 1)],
                                           source="ivr", now=MORNING)
         numbers.append((placed.order.order_id, placed.invoice.number))
-    assert numbers == [("A-1001", "СЧ-1"), ("A-1002", "СЧ-2"), ("A-1003", "СЧ-3")]
+    assert numbers == [("A-1001", "СЧ-2026-1"), ("A-1002", "СЧ-2026-2"), ("A-1003", "СЧ-2026-3")]
 
 
 async def test_generated_order_number_skips_one_taken_by_an_import(seeded: CrmStore) -> None:
@@ -226,8 +253,9 @@ async def test_place_order_rejects_bad_requests_and_writes_nothing(seeded: CrmSt
     with pytest.raises(error):
         await seeded.place_order(**args)
     assert await count_rows(seeded, Invoice) == 0
-    placed = await seeded.place_order(idempotency_key="k2", customer_id="C1", lines=[("W19", 1)], source="ivr")
-    assert (placed.order.order_id, placed.invoice.number) == ("A-1001", "СЧ-1")  # no number was burnt
+    placed = await seeded.place_order(idempotency_key="k2", customer_id="C1", lines=[("W19", 1)], source="ivr",
+                                      now=MORNING)
+    assert (placed.order.order_id, placed.invoice.number) == ("A-1001", "СЧ-2026-1")  # no number was burnt
 
 
 async def test_same_key_twice_returns_the_first_order(seeded: CrmStore) -> None:
@@ -350,21 +378,23 @@ async def test_concurrent_duplicates_create_exactly_one_order_and_invoice(seeded
     assert len({r.invoice.number for r in results}) == 1
     assert await count_rows(seeded, Order) == 3
     assert await count_rows(seeded, Invoice) == 1
-    nxt = await seeded.place_order(idempotency_key="other", customer_id="C1", lines=[("W19", 1)], source="ivr")
+    nxt = await seeded.place_order(idempotency_key="other", customer_id="C1", lines=[("W19", 1)], source="ivr",
+                                   now=MORNING)
     # Invoice numbers stay gapless: the invoice's number is only taken for an inserted order. An order
     # number may be skipped on PostgreSQL by a duplicate in flight (crm_bridge/README.md, "Numbers").
-    assert nxt.invoice.number == "СЧ-2"
+    assert nxt.invoice.number == "СЧ-2026-2"
     assert nxt.order.order_id > results[0].order.order_id
 
 
 async def test_concurrent_different_orders_get_distinct_numbers(seeded: CrmStore) -> None:
     results = await asyncio.gather(
         *(
-            seeded.place_order(idempotency_key=f"k{n}", customer_id="C1", lines=[("W19", 1)], source="ivr")
+            seeded.place_order(idempotency_key=f"k{n}", customer_id="C1", lines=[("W19", 1)], source="ivr",
+                               now=MORNING)
             for n in range(6)
         )
     )
-    assert sorted(r.invoice.number for r in results) == sorted(f"СЧ-{n}" for n in range(1, 7))
+    assert sorted(r.invoice.number for r in results) == sorted(f"СЧ-2026-{n}" for n in range(1, 7))
     assert len({r.order.order_id for r in results}) == 6
 
 

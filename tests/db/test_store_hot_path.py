@@ -87,7 +87,7 @@ async def test_place_order_succeeds_once_after_its_pooled_connection_was_termina
     with capture_logs() as logs:
         placed = await store.place_order(idempotency_key="call-1:repeat", customer_id="C1",
                                          lines=[("W19", 2)], source="ivr", now=MORNING)
-    assert placed.created and (placed.order.order_id, placed.invoice.number) == ("A-1001", "СЧ-1")
+    assert placed.created and (placed.order.order_id, placed.invoice.number) == ("A-1001", "СЧ-2026-1")
     assert [e["unit"] for e in logs if e["event"] == "store_connection_lost"] == ["place_order"]
     assert await count_rows(store, Invoice) == 1
 
@@ -124,7 +124,7 @@ async def test_order_and_invoice_numbers_continue_after_migration_0004(db_url: s
         await seed(store)
         placed = await store.place_order(idempotency_key="k", customer_id="C1", lines=[("W19", 1)],
                                          source="ivr", now=MORNING)
-        assert (placed.order.order_id, placed.invoice.number) == ("A-1042", "СЧ-42")
+        assert (placed.order.order_id, placed.invoice.number) == ("A-1042", "СЧ-2026-42")
     finally:
         await engine.dispose()
     await downgrade(url, "0003")  # the downgrade hands the position back to the counter table
@@ -150,8 +150,8 @@ async def test_generated_numbers_skip_a_run_of_imported_ones(store: CrmStore) ->
         numbers.append((placed.order.order_id, placed.invoice.number))
     # SQLite steps over each taken number; PostgreSQL jumps past the highest imported one at once.
     expected_first = "A-1004" if store.sessions.kw["bind"].dialect.name == "sqlite" else "A-1006"
-    assert numbers[0] == (expected_first, "СЧ-1")
-    assert [invoice for _, invoice in numbers] == ["СЧ-1", "СЧ-2", "СЧ-3"]
+    assert numbers[0] == (expected_first, "СЧ-2026-1")
+    assert [invoice for _, invoice in numbers] == ["СЧ-2026-1", "СЧ-2026-2", "СЧ-2026-3"]
     assert len({order for order, _ in numbers} | {"A-1001", "A-1002", "A-1003", "A-1005"}) == 7
 
 
@@ -166,13 +166,14 @@ async def test_sqlite_takes_a_burst_of_concurrent_orders_without_locking_errors(
         store = CrmStore(session_factory(engine))
         await seed(store)
         results = await asyncio.gather(
-            *(store.place_order(idempotency_key=f"call-{n}", customer_id="C1", lines=[("W19", 1)], source="ivr")
+            *(store.place_order(idempotency_key=f"call-{n}", customer_id="C1", lines=[("W19", 1)], source="ivr",
+                                now=MORNING)
               for n in range(60)),
             *(store.lookup_caller(IVANOV_PHONE) for _ in range(60)),
         )
     finally:
         await engine.dispose()
-    invoices = sorted(int(r.invoice.number.removeprefix("СЧ-")) for r in results[:60])
+    invoices = sorted(int(r.invoice.number.removeprefix("СЧ-2026-")) for r in results[:60])
     assert invoices == list(range(1, 61))
     assert all(r.status == "found" for r in results[60:])
 

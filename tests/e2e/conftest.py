@@ -152,7 +152,8 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
         ami={"port": fake_ami.port, "username": "ivr", "secret": "ivrsecret", "reconnect_min": 0.05,
              "reconnect_max": 0.2, "action_timeout": 2.0},
         operators={"names": {OPERATOR_INTERFACE: OPERATOR_NAME}},
-        flow={"menu_timeout": 2.0, "quantity_timeout": 2.0},
+        # max_silence: a loaded machine's first syntheses must not send the caller to an operator
+        flow={"menu_timeout": 2.0, "quantity_timeout": 2.0, "max_silence": 10.0},
     )
     service = await start_service(settings)
     try:

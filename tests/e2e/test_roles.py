@@ -19,7 +19,7 @@ async def test_each_role_signs_in_sees_its_sections_and_signs_out(browser, conso
         assert page.url.startswith(console.url("/login?next="))
         await sign_in(page, username)
         assert await nav_links(page) == NAV[username], username
-        role = {"op1": "operator", "sup1": "supervisor", "adm1": "admin"}[username]
+        role = {"op1": "Оператор", "sup1": "Старший смены", "adm1": "Администратор"}[username]  # in Russian
         assert (await page.locator("header .who").inner_text()).endswith(f"· {role}")
         if username == "adm1":
             await screenshot(page, console, "a-admin-home")

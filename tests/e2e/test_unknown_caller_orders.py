@@ -10,6 +10,7 @@ import re
 
 from playwright.async_api import expect
 
+from ivr.web.console.formats import date_text
 from tests.e2e.conftest import e2e, needs_chromium, new_page, screenshot, sign_in
 from tests.e2e.test_operator_screen_pop import LINKEDID, split_trace
 
@@ -63,7 +64,7 @@ async def test_an_unknown_caller_becomes_a_customer_who_orders_and_the_order_is_
     [placed] = card.orders
     assert placed.order_id == order_id and [(line.sku, line.quantity) for line in placed.lines] == [("WATER-19", 2)]
     row = page.locator(f"#orders tr[data-order='{order_id}']")
-    await expect(row).to_contain_text(placed.delivery_date.strftime("%d.%m.%Y"))  # the delivery date is shown
+    await expect(row).to_contain_text(date_text(placed.delivery_date))  # the delivery date is shown
     lookup = await console.store.lookup_caller(UNKNOWN)
     assert lookup.status == "found" and lookup.last_order.order_id == order_id  # the robot knows them now
 
@@ -79,7 +80,7 @@ async def test_an_unknown_caller_becomes_a_customer_who_orders_and_the_order_is_
 
     # cancel it with a reason; the customer's page says so, on the timeline too
     await page.locator(f"#orders tr[data-order='{order_id}'] a.change-order").click()
-    await expect(page.locator("#delivery-date")).to_have_text(placed.delivery_date.strftime("%d.%m.%Y"))
+    await expect(page.locator("#delivery-date")).to_have_text(date_text(placed.delivery_date))
     await page.locator("#cancel-order input[name=reason]").fill("клиент уезжает на дачу")
     await page.locator("#cancel-order-button").click()
     await expect(page.locator("#done")).to_have_text(f"Заказ {order_id} отменён.")

@@ -205,3 +205,61 @@ async def test_orphaned_call_files_are_swept_after_their_age(tmp_path):
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     cache.sweep()
     assert not old.exists() and fresh.exists()
+
+
+DAY = 86400.0
+
+
+async def test_a_greeting_unused_past_its_age_is_swept_with_its_words_and_a_used_one_is_kept(built_dir, tmp_path):
+    """composed/ greetings say customers' names: they go after composed_max_age without use, however
+    much room the size limit leaves; a repeat caller's hit renews his."""
+    import os
+    import time
+
+    cache = PromptCache(copy_of(built_dir, tmp_path), EspeakEngine(), VOICES, max_bytes=10**9,
+                        composed_max_age=30 * DAY)
+    speaker = Speaker(cache, text_sidecars=True)
+    gone = await speaker.prepare((greeting("Алексей"),), "ru")
+    kept = await speaker.prepare((greeting("Борис"),), "ru")
+    gone_files = [gone.local_path.with_suffix(s) for s in (".wav", ".txt")]
+    kept_wav = kept.local_path.with_suffix(".wav")
+    assert gone.local_path.parent == cache.composed_dir and all(p.exists() for p in gone_files)
+    month_ago = time.time() - 31 * DAY
+    static = next(cache.directory.glob("*.wav"), None) or next((cache.directory / "segments").glob("*.wav"))
+    for path in (*gone_files, kept_wav, static):
+        os.utime(path, (month_ago, month_ago))
+    again = await speaker.prepare((greeting("Борис"),), "ru")  # Борис calls again: a hit
+    assert again.local_path == kept.local_path
+
+    report = await asyncio.to_thread(cache.sweep)
+    assert not any(p.exists() for p in gone_files)
+    assert kept_wav.exists() and static.exists()  # only composed/ ages; the size limit is far
+    assert report.files_removed == 2
+
+    cache.composed_max_age = None  # prompts.composed_max_age_days = 0: no age limit
+    os.utime(kept_wav, (month_ago, month_ago))
+    await asyncio.to_thread(cache.sweep)
+    assert kept_wav.exists()
+
+
+async def test_the_first_periodic_sweep_runs_at_once_and_clears_what_a_crash_left(tmp_path):
+    """`ivr serve` runs sweep_periodically from start: a read-back a crash left is not kept until
+    the cache happens to fill up."""
+    import os
+    import time
+
+    cache = PromptCache(tmp_path, EspeakEngine(), VOICES, max_bytes=10**9, composed_max_age=30 * DAY)
+    cache.calls_dir.mkdir()
+    cache.composed_dir.mkdir()
+    left = [cache.calls_dir / "a1b2.wav", cache.composed_dir / "c3d4.wav", cache.composed_dir / "c3d4.txt"]
+    for path in left:
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (time.time() - 40 * DAY, time.time() - 40 * DAY))
+    task = asyncio.create_task(cache.sweep_periodically(interval=3600))
+    try:
+        async with asyncio.timeout(5):
+            while any(p.exists() for p in left):  # noqa: ASYNC110  (the sweep runs in a thread)
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -135,6 +135,9 @@ async def test_customer_card_of_imported_customer(client):
         "language": "ru",
         "address": "Москва, Ленинский пр-т, д. 40, офис 3",
         "phones": ["+79031112233"],
+        "company": "ООО «Ромашка»",  # a company customer: the invoice's buyer
+        "inn": "7705123456",
+        "kpp": "770501001",
     }
     assert [o["order_id"] for o in body["orders"]] == ["H-1020", "H-0998"]  # newest first
     newest = body["orders"][0]
@@ -191,9 +194,9 @@ async def test_customer_card_shows_the_order_placed_by_phone_with_its_invoice(cl
     for key in ("subtotal", "vat_rate", "vat_amount", "total"):
         assert isinstance(invoice[key], str), key  # Decimal travels as a string, never a float
     assert invoice["total"] == "1400.00"
-    assert Decimal(invoice["vat_rate"]) == 20
+    assert Decimal(invoice["vat_rate"]) == 22  # delivered in 2026
     assert Decimal(invoice["subtotal"]) + Decimal(invoice["vat_amount"]) == Decimal("1400.00")
-    assert Decimal(invoice["vat_amount"]) == Decimal("233.33")  # 20 % included in 1400.00
+    assert Decimal(invoice["vat_amount"]) == Decimal("252.46")  # 22 % included in 1400.00
 
 
 async def test_unknown_customer_is_404(client):

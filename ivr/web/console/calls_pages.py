@@ -37,6 +37,7 @@ from crm_bridge.call_search import (
 )
 from ivr.calls.recordings import RecordingLocator
 from ivr.web.common import ROLE_RANK
+from ivr.web.console import formats
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.labels import HANGUP_LABELS, OUTCOME_LABELS, event_label, outcome_label, reason_text
@@ -60,8 +61,9 @@ def can_listen(user: Any) -> bool:
     return ROLE_RANK.get(role or "", 0) >= ROLE_RANK["supervisor"]
 
 
-def _local(moment: datetime | None, zone: ZoneInfo, fmt: str = "%d.%m.%Y %H:%M:%S") -> str:
-    return "" if moment is None else moment.astimezone(zone).strftime(fmt)
+def _local(moment: datetime | None, zone: ZoneInfo) -> str:
+    """A moment of the call in business time, to the second: "28 ноября 2026, 23:30:05"."""
+    return formats.datetime_text(moment, zone, seconds=True)
 
 
 def _filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str], list[str]]:
@@ -243,17 +245,17 @@ async def call_page(request: web.Request) -> web.Response:
         ("Разговор", duration(call.talk_seconds)),
         ("Оператор", " ".join(x for x in (call.operator_name, f"({call.operator_interface})"
                                            if call.operator_interface else None) if x) or "—"),
-        ("Положил трубку", HANGUP_LABELS.get(call.hangup_by or "", call.hangup_by or "—")),
+        ("Положил трубку", HANGUP_LABELS.get(call.hangup_by or "", "—")),
         ("Переводы", str(call.transfers or 0)),
         ("Запись", duration(call.recording_seconds) if call.recording_path else "нет"),
     ]
     timeline = [
         {
             "seq": e.seq,
-            "at": _local(e.at, zone, "%H:%M:%S"),
+            "at": formats.time_text(e.at, zone),
             "kind": e.kind,
             "label": event_label(e.kind),
-            "text": event_text(e.kind, e.data),
+            "text": event_text(e.kind, e.data, zone),
         }
         for e in events
     ]

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
 
+from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.customer_edit_pages import call_param
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
@@ -72,7 +74,7 @@ async def customer_page(request: web.Request) -> web.Response:
         sources=SOURCES,
         languages=LANGUAGES,
         kinds=EVENT_LABELS,
-        event_text=event_text,
+        event_text=partial(event_text, zone=formats.zone_of(deps.timezone)),
         done=_done_text(request.query.get("done", ""), request.query.get("order", "")[:64]),
         call=call_param(request.query.get("call")),
         now=datetime.now(UTC),
@@ -111,10 +113,12 @@ async def invoice_pdf(request: web.Request) -> web.StreamResponse:
                       missing=f"{customer_id}: счёт {number}", full_name=_full_name)
     invoice, order, customer = found
     try:
-        body = await asyncio.to_thread(build_invoice_pdf, invoice, order, customer, timezone=deps.timezone)
+        body = await asyncio.to_thread(build_invoice_pdf, invoice, order, customer, seller=deps.seller,
+                                          timezone=deps.timezone)
     except InvoiceFontMissing as exc:
         log.error("invoice_font_missing", error=str(exc))
-        return web.Response(status=503, text=f"Счёт не может быть построен: {exc}", content_type="text/plain")
+        return web.Response(status=503, content_type="text/plain",
+                            text="Счёт не может быть построен: на сервере нет шрифта для PDF. Сообщите администратору.")
     response = web.Response(body=body, content_type="application/pdf")
     response.headers["Content-Disposition"] = _disposition(invoice.number)
     response.headers["Cache-Control"] = "no-store"

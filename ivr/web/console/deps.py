@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from ivr.calls.screen_pop import OperatorBoard
+from ivr.settings import SellerSettings, default_settings
 
 DEPS_KEY = web.AppKey("console_deps", Any)
 
@@ -26,3 +27,5 @@ class ConsoleDeps:
     session_hours: float = 12.0
     timezone: str = "Europe/Moscow"
     metrics: Any = None  # ivr.web.console.metrics.Metrics
+    database: Any = None  # ivr.database_gate.DatabaseGate: start-up state, unreachable since when
+    seller: SellerSettings = field(default_factory=lambda: default_settings().seller)  # on every invoice

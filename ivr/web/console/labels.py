@@ -60,6 +60,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.HANDLER_ERROR: "внутренняя ошибка робота",
     Reason.UNKNOWN_SCRIPT: "неизвестный сценарий",
     Reason.OVERLOADED: "робот перегружен",
+    Reason.DATABASE_UNAVAILABLE: "база данных недоступна с запуска робота",
     Reason.SHUTDOWN: "робот перезапускался, звонок передан оператору",
     Reason.SERVER_UNREACHABLE: "робот недоступен (сервер не ответил)",
     Reason.SERVER_LOST: "робот прервал звонок (сбой сервера)",
@@ -97,7 +98,7 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.OPERATOR_ANSWERED: "Ответил оператор",
     EventKind.CALL_TRANSFERRED: "Переведён",
     EventKind.CALL_HUNGUP: "Звонок завершён",
-    EventKind.CDR: "CDR",
+    EventKind.CDR: "Данные АТС",
     EventKind.RECORDING_READY: "Запись готова",
     EventKind.RECORDING_MISSING: "Записи нет",
     EventKind.RECORDING_REFUSED: "Путь записи отклонён",
@@ -121,6 +122,28 @@ LOOKUP_STATUSES: dict[str, str] = {
     "invalid": "номер не определился",
 }
 
+# Where the robot was (repeat_order_call.step, the flow's Ask steps): hangup_at_<step>, step.failed.
+STEP_LABELS: dict[str, str] = {
+    "start": "начало звонка",
+    "lookup": "поиск клиента",
+    "menu": "меню",
+    "confirm": "подтверждение заказа",
+    "order": "оформление заказа",
+    "callback": "заявка на звонок",
+    "goodbye": "прощание",
+    "handover": "передача оператору",
+}
+
+
+def step_text(step: str | None) -> str:
+    """'menu' -> 'меню'; 'quantity:W19' -> 'количество товара W19'; an unknown step as it is."""
+    if not step:
+        return ""
+    if step.startswith("quantity:"):
+        return f"количество товара {step.removeprefix('quantity:')}"
+    return STEP_LABELS.get(step, step)
+
+
 ORDER_SOURCES = {"import": "из учётной системы", "ivr": "робот", "operator": "оператор"}
 
 
@@ -136,12 +159,17 @@ def event_label(kind: str) -> str:
 
 def reason_text(reason: str | None) -> str:
     """'caller_request' -> 'клиент попросил оператора'; 'after_hours:no_input' -> both parts;
-    'hangup_at_menu' -> 'положил трубку (menu)'; 'agi_FAILURE' -> the dialplan's own word.
+    'hangup_at_menu' -> 'положил трубку (меню)'; 'agi_FAILURE' -> the dialplan's own word.
     Unknown ids are shown as they are."""
     if not reason:
         return ""
     words = []
-    for part in (p for p in reason.split(":") if p):
+    parts = [p for p in reason.split(":") if p]
+    # 'hangup_at_quantity:W19': the step itself holds a colon (the flow's per-product quantity step).
+    for i, part in enumerate(parts):
+        if part == f"{HANGUP_AT_PREFIX}quantity" and i + 1 < len(parts):
+            parts[i:i + 2] = [f"{part}:{parts[i + 1]}"]
+    for part in parts:
         if part in REASON_LABELS:
             words.append(REASON_LABELS[part])
         elif part == AFTER_HOURS_PREFIX.rstrip(":"):
@@ -149,7 +177,7 @@ def reason_text(reason: str | None) -> str:
         elif part in TASK_REASON_LABELS:
             words.append(TASK_REASON_LABELS[part])
         elif part.startswith(HANGUP_AT_PREFIX):
-            words.append(f"положил трубку ({part.removeprefix(HANGUP_AT_PREFIX)})")
+            words.append(f"положил трубку ({step_text(part.removeprefix(HANGUP_AT_PREFIX))})")
         elif part.startswith(AGI_STATUS_REASON_PREFIX):
             words.append(f"робот не ответил Asterisk ({part.removeprefix(AGI_STATUS_REASON_PREFIX)})")
         else:
@@ -160,3 +188,116 @@ def reason_text(reason: str | None) -> str:
 def task_reason_text(reason: str) -> str:
     """A callback task's reason; several joined by "; " when the customer called again."""
     return "; ".join(TASK_REASON_LABELS.get(p, reason_text(p)) for p in reason.split("; ") if p)
+
+
+# --- the console's own words: roles, API errors, the statistics export --------------------------------
+
+# The AMI link's state (ivr.ami.client, ivr.app's cluster standby), as the wallboard says it.
+AMI_STATUS_LABELS: dict[str, str] = {
+    "connected": "подключен",
+    "connecting": "подключается",
+    "disconnected": "нет связи, переподключается",
+    "auth_failed": "неверный логин или пароль AMI",
+    "disabled": "выключен в настройках",
+    "standby": "подключен в другом процессе",
+}
+
+ROLE_LABELS: dict[str, str] = {"operator": "Оператор", "supervisor": "Старший смены", "admin": "Администратор"}
+
+# An API error id (``{"error": {"id": …}}``, ivr.web.common / operator_api) as a sentence the user
+# reads. Pages and scripts show these, never the back end's English message (which names internals:
+# "unknown customer: 'NOPE'"); an id missing here reads as UNKNOWN_ERROR_TEXT.
+API_ERROR_LABELS: dict[str, str] = {
+    "unauthorized": "Сеанс истёк: войдите в консоль заново.",
+    "forbidden": "Это действие недоступно для вашей роли.",
+    "cross_origin": "Запрос пришёл не со страницы консоли: обновите страницу.",
+    "csrf_failed": "Страница устарела: обновите её и повторите.",
+    "store_unavailable": "База данных сейчас недоступна: повторите через минуту.",
+    "internal_error": "Сбой на сервере: повторите; если не поможет, сообщите администратору.",
+    "customer_not_found": "Клиент с таким номером не найден.",
+    "call_not_found": "Звонок не найден.",
+    "task_not_found": "Задача не найдена: возможно, её уже закрыли.",
+    "invalid_status": "Неизвестный итог задачи.",
+    "invalid_note": "Заметка должна быть текстом.",
+    "bad_query": "Неверные параметры запроса.",
+    "bad_request": "Неверный запрос.",
+    "bad_json": "Неверный запрос.",
+    "idempotency_key_required": "Обновите страницу и повторите.",
+    "invalid_order": "Заказ заполнен неверно: проверьте товары и количество.",
+    "unknown_product": "Такого товара нет в каталоге.",
+    "inactive_product": "Этот товар больше не продаётся.",
+    "invalid_quantity": "Количество должно быть целым числом от 1.",
+    "empty_order": "В заказе нет ни одной позиции.",
+    "idempotency_conflict": "Этот заказ уже оформлен на другого клиента: обновите страницу.",
+    "possible_duplicate": "Повторный заказ? Такой же заказ у клиента уже есть за последние часы; не оформлен.",
+    "metrics_disabled": "Метрики в этом процессе выключены.",
+}
+UNKNOWN_ERROR_TEXT = "Не удалось выполнить действие: повторите или обновите страницу."
+
+
+def api_error_text(error_id: str | None) -> str:
+    return API_ERROR_LABELS.get(error_id or "", UNKNOWN_ERROR_TEXT)
+
+
+# The statistics CSV (stats_pages.statistics_csv): the first column is the Russian name, the last
+# the stable machine key (the JSON's dotted path), so a spreadsheet reads and a script still parses.
+STATS_METRIC_LABELS: dict[str, str] = {
+    "period.from": "Период: с",
+    "period.to": "Период: по",
+    "period.start": "Начало периода",
+    "period.end": "Конец периода (не включая)",
+    "period.timezone": "Часовой пояс",
+    "service_level_seconds": "Порог уровня сервиса, с",
+    "calls.total": "Звонков всего",
+    "calls.known_customer": "Звонков известных клиентов",
+    "queue.entered": "Вошли в очередь",
+    "queue.answered": "Ответил оператор",
+    "queue.abandoned": "Сбросили в очереди",
+    "queue.abandon_rate": "Доля потерянных в очереди",
+    "queue.answered_within_service_level": "Ответ в пределах уровня сервиса",
+    "queue.service_level": "Уровень сервиса",
+    "queue.wait_seconds.answered.count": "Ожидание (ответил оператор): звонков",
+    "queue.wait_seconds.answered.average": "Ожидание (ответил оператор): среднее, с",
+    "queue.wait_seconds.answered.p90": "Ожидание (ответил оператор): p90, с",
+    "queue.wait_seconds.abandoned.count": "Ожидание (сбросили): звонков",
+    "queue.wait_seconds.abandoned.average": "Ожидание (сбросили): среднее, с",
+    "queue.wait_seconds.abandoned.p90": "Ожидание (сбросили): p90, с",
+    "queue.wait_seconds.all.count": "Ожидание (все в очереди): звонков",
+    "queue.wait_seconds.all.average": "Ожидание (все в очереди): среднее, с",
+    "queue.wait_seconds.all.p90": "Ожидание (все в очереди): p90, с",
+    "queue.avg_talk_seconds": "Разговор, среднее, с",
+    "orders.ivr": "Заказов роботом",
+    "orders.ivr_amount": "Заказов роботом на сумму, ₽",
+    "orders.operator_from_calls": "Заказов операторами из звонков",
+    "orders.from_calls": "Заказов из звонков всего",
+    "orders.automation_rate": "Автоматизация",
+    "orders.ivr_per_known_customer_call": "Заказов робота на звонок известного клиента",
+}
+STATS_CSV_HEADERS: dict[str, str] = {
+    "metric": "Показатель",
+    "value": "Значение",
+    "key": "Ключ",
+    "operator_interface": "Интерфейс оператора",
+    "operator_name": "Оператор",
+    "calls_answered": "Принято звонков",
+    "avg_talk_seconds": "Разговор, среднее, с",
+    "avg_wait_seconds": "Ожидание клиентов, среднее, с",
+    "orders": "Заказов",
+    "hour": "Час",
+    "calls": "Звонков",
+}
+
+
+def stats_metric_label(key: str) -> str:
+    """The Russian name of a flattened statistics key; outcomes and funnel stages from their tables."""
+    if key in STATS_METRIC_LABELS:
+        return STATS_METRIC_LABELS[key]
+    if key.startswith("calls.by_outcome."):
+        return f"Звонков с итогом «{outcome_label(key.removeprefix('calls.by_outcome.'))}»"
+    if key.startswith("funnel."):
+        from crm_bridge.stats import FUNNEL_STAGES  # stage names live with the SQL that counts them
+
+        stage, _, field = key.removeprefix("funnel.").rpartition(".")
+        title = dict(FUNNEL_STAGES).get(stage, stage)
+        return f"Воронка: {title}" + (", доля от предыдущего этапа" if field == "share_of_previous" else "")
+    return key

@@ -6,10 +6,16 @@
   robot now, calls waiting in the queue (and the longest current wait), operators busy/free, orders
   placed today (robot vs operator). The live part comes from the AMI call tracker; without it (no
   tracker, or AMI not connected) ``ami.live`` is false, the page says "AMI не подключен", and the
-  robot's own count of calls (FastAGI connections) and today's orders are still shown.
-- ``GET /healthz`` — no authentication, JSON. 200 when the database answers ``SELECT 1`` within
-  ``DB_TIMEOUT`` and the FastAGI listener is listening; ``"status": "degraded"`` (still 200) when
-  AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status": "down"`` otherwise.
+  robot's own count of calls (FastAGI connections) and today's orders are still shown. ``clock``
+  is the moment of the data in the business time zone (``hours.timezone``), "23:30:05": the board
+  shows it, never the browser's clock nor UTC.
+- ``GET /healthz`` — no authentication, JSON, one cheap query. 200 when the database answers within
+  ``DB_TIMEOUT`` and takes writes, and the FastAGI listener is listening; ``"status": "degraded"``
+  (still 200) when AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status":
+  "down"`` otherwise: ``database.state`` is ``unreachable`` (``since`` when; also while the start-up
+  retry waits for it) or ``read_only`` (a hot standby, ``default_transaction_read_only``, a read-only
+  SQLite file), in which no order could be placed. A readiness probe wants exactly that; see the
+  README's "Health" section for why liveness must not use the status.
   With several processes on one PostgreSQL (ivr/cluster) only one owns AMI: the others say
   ``"standby"``, which is healthy. ``worker`` names the process that answered: ``pid`` and ``ami``
   (``owner`` | ``standby`` | ``local``, the last for a single process that needs no lock).
@@ -31,13 +37,15 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from sqlalchemy import text
 
 from crm_bridge.call_search import orders_today
+from crm_bridge.db import read_only_reason
 from ivr.web.client_address import client_address
 from ivr.web.common import TOKEN_KEY, api_error, to_json
+from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import AMI_STATUS_LABELS
 from ivr.web.console.metrics import CONTENT_TYPE
 from ivr.web.console.render import render
 
@@ -133,8 +141,12 @@ async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> d
 
     return {
         "generated_at": now.isoformat(),
+        # The board's clock in business time (hours.timezone), as the page and wallboard.js show it.
+        "clock": formats.time_text(now, deps.timezone),
+        "timezone": deps.timezone,
         "poll_seconds": POLL_SECONDS,
-        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT},
+        "ami": {"live": live, "status": ami_status, "message": None if live else AMI_DOWN_TEXT,
+                "status_text": AMI_STATUS_LABELS.get(ami_status or "", ami_status or "")},
         "agi": {"listening": agi.get("listening"), "active_calls": agi.get("active_calls")},
         "ivr": {"count": len(ivr_calls) if live else agi.get("active_calls"), "calls": ivr_calls},
         "queue": {
@@ -168,25 +180,47 @@ async def wallboard_json(request: web.Request) -> web.Response:
 # --- health ---------------------------------------------------------------------------------------------
 
 
-async def _database_ok(deps: ConsoleDeps) -> tuple[bool, str | None, float]:
+async def _database_state(deps: ConsoleDeps) -> dict[str, Any]:
+    """``state``: ``up``, ``read_only`` (answers, takes no write: no order could be placed) or
+    ``unreachable`` (with ``since``). While the service's start-up retry has not got through
+    (ivr.database_gate) the check does not knock as well: the retry's last word is the answer."""
+    gate = deps.database
+    if gate is not None and not gate.ready:
+        health = gate.health()
+        return {"ok": False, "state": "unreachable", "since": health["unreachable_since"], "error": health["error"],
+                "seconds": 0.0}
     started = time.perf_counter()
 
-    async def ping() -> None:
+    async def probe() -> str | None:
         async with deps.store.sessions() as session:
-            await session.execute(text("SELECT 1"))
+            return await read_only_reason(session)
 
+    error: str | None
     try:
-        await asyncio.wait_for(ping(), DB_TIMEOUT)
+        read_only = await asyncio.wait_for(probe(), DB_TIMEOUT)
     except TimeoutError:
-        return False, f"no answer within {DB_TIMEOUT:g} s", time.perf_counter() - started
+        error = f"no answer within {DB_TIMEOUT:g} s"
     except Exception as exc:
-        return False, (str(exc).splitlines() or [repr(exc)])[0][:200], time.perf_counter() - started
-    return True, None, time.perf_counter() - started
+        error = (str(exc).splitlines() or [repr(exc)])[0][:200]
+    else:
+        seconds = round(time.perf_counter() - started, 4)
+        if gate is not None:
+            gate.mark_reachable()
+        if read_only is not None:
+            return {"ok": False, "state": "read_only", "since": None, "error": read_only, "seconds": seconds}
+        return {"ok": True, "state": "up", "since": None, "error": None, "seconds": seconds}
+    since = None
+    if gate is not None:
+        gate.mark_unreachable(error)
+        since = gate.health()["unreachable_since"]
+    return {"ok": False, "state": "unreachable", "since": since, "error": error,
+            "seconds": round(time.perf_counter() - started, 4)}
 
 
 async def healthz(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
-    db_ok, db_error, db_seconds = await _database_ok(deps)
+    database = await _database_state(deps)
+    db_ok = database["ok"]
     health = _health(deps)
     agi = health.get("agi") if isinstance(health.get("agi"), dict) else None
     ami = health.get("ami") if isinstance(health.get("ami"), dict) else None
@@ -196,7 +230,7 @@ async def healthz(request: web.Request) -> web.Response:
     status = "ok" if db_ok and agi_ok and ami_ok else "degraded" if db_ok and agi_ok else "down"
     body = {
         "status": status,
-        "database": {"ok": db_ok, "error": db_error, "seconds": round(db_seconds, 4)},
+        "database": database,
         "fastagi": {
             "ok": agi_ok,
             "listening": bool(agi and agi.get("listening")),

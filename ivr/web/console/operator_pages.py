@@ -19,7 +19,7 @@ from aiohttp import web
 from ivr.calls.screen_pop import operator_key
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import reason_text, task_reason_text
+from ivr.web.console.labels import API_ERROR_LABELS, UNKNOWN_ERROR_TEXT, reason_text, task_reason_text
 from ivr.web.console.render import render
 from ivr.web.console.timeline_text import with_lines
 
@@ -53,7 +53,7 @@ async def operator_page(request: web.Request) -> web.Response:
     card: dict[str, Any] | None = None
     if key:
         current = deps.board.current(key) if deps.board is not None else None
-        card = with_lines({**EMPTY_CARD, "operator": key, **(current or {})})
+        card = with_lines({**EMPTY_CARD, "operator": key, **(current or {})}, deps.timezone)
     products = await deps.store.list_products()
     tasks = await deps.store.list_tasks("open", limit=200)
     ivr_steps = [tuple(step["line"]) for step in card["ivr_path"]] if card else []
@@ -73,14 +73,9 @@ async def operator_page(request: web.Request) -> web.Response:
         states=STATES,
         reason_text=reason_text,
         task_reason_text=task_reason_text,
-        labels={"states": STATES},
-        ru_date=ru_date,
+        # operator.js: states, error sentences by API error id, and the business zone for ivr.fmt.
+        labels={"states": STATES, "errors": API_ERROR_LABELS, "unknown_error": UNKNOWN_ERROR_TEXT},
     )
-
-
-def ru_date(iso: str | None) -> str:
-    """A card's delivery date ("2026-11-30", JSON) as the operator reads it: "30.11.2026"."""
-    return ".".join(reversed(iso.split("-"))) if iso else "—"
 
 
 def setup(app: web.Application, deps: ConsoleDeps) -> None:

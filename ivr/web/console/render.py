@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from ivr.web.console import formats
+from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
+from ivr.web.console.labels import ROLE_LABELS
+
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
+DEFAULT_TIMEZONE = ConsoleDeps.timezone  # pages of an app without console deps (tests of bare routes)
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -22,37 +25,42 @@ _env = jinja2.Environment(
 )
 
 
-def _money(value: Any) -> str:
-    if value is None:
-        return ""
-    amount = Decimal(str(value)).quantize(Decimal("0.01"))
-    whole, _, cents = f"{amount:,.2f}".partition(".")
-    return f"{whole.replace(',', ' ')},{cents} ₽"
+@jinja2.pass_context
+def _when(context: Any, value: Any, seconds: bool = False) -> str:
+    """A moment, in the business zone the page was rendered for: "28 ноября 2026, 23:30"."""
+    return formats.datetime_text(value, context["business_tz"], seconds=seconds)
 
 
-def _when(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone().strftime("%d.%m.%Y %H:%M:%S")
+@jinja2.pass_context
+def _day(context: Any, value: Any) -> str:
+    return formats.date_text(value, context["business_tz"])
 
 
-def _seconds(value: Any) -> str:
-    if value is None:
-        return "—"
-    total = int(round(float(value)))
-    return f"{total // 60}:{total % 60:02d}"
+@jinja2.pass_context
+def _clock(context: Any, value: Any, seconds: bool = True) -> str:
+    return formats.time_text(value, context["business_tz"], seconds=seconds)
 
 
-_env.filters.update(money=_money, when=_when, seconds=_seconds)
+# Every date, time and amount on a page goes through these filters (ivr.web.console.formats).
+_env.filters.update(
+    money=formats.money_text,
+    when=_when,
+    clock=_clock,
+    day=_day,
+    seconds=formats.duration_text,
+    role=lambda role: ROLE_LABELS.get(role, "—"),
+)
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
     from ivr.web.console.auth import csrf_token, current_user  # auth builds on render's neighbours
 
+    deps = request.app.get(DEPS_KEY)
+    timezone = deps.timezone if deps is not None else DEFAULT_TIMEZONE
+    context.setdefault("business_tz", formats.zone_of(timezone))
     body = _env.get_template(template).render(
-        user=current_user(request), csrf_token=csrf_token(request), path=request.path, **context
+        user=current_user(request), csrf_token=csrf_token(request), path=request.path, timezone_name=timezone,
+        **context,
     )
     response = web.Response(text=body, status=status, content_type="text/html")
     # Pages are per-user: never cache them, never frame them.

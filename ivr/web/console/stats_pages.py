@@ -2,7 +2,8 @@
 
 - ``GET /stats?from=YYYY-MM-DD&to=YYYY-MM-DD`` — the page (supervisor, admin); today by default.
 - ``GET /api/v1/stats?from=&to=`` — the same numbers as JSON (stable keys, money as strings).
-- ``GET /api/v1/stats.csv?from=&to=`` — CSV for Excel: UTF-8 with BOM, ``;``, decimal comma.
+- ``GET /api/v1/stats.csv?from=&to=`` — CSV for Excel: UTF-8 with BOM, ``;``, decimal comma, Russian
+  headers (``Показатель;Значение;Ключ``: the last column is the JSON's dotted key, stable for scripts).
 
 ``from`` / ``to`` are dates, both inclusive, in the console's time zone; full ISO datetimes work too
 (``from`` inclusive, ``to`` exclusive; a datetime without an offset is in the console's time zone).
@@ -26,9 +27,10 @@ from markupsafe import Markup, escape
 
 from crm_bridge.stats import CallStatistics, call_statistics
 from ivr.web.common import api_error, to_json
+from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import OUTCOME_LABELS
+from ivr.web.console.labels import OUTCOME_LABELS, STATS_CSV_HEADERS, stats_metric_label
 from ivr.web.console.render import render
 
 # A period longer than this is refused: the page and the p90 read one row per call of the period.
@@ -37,7 +39,11 @@ MAX_DAYS = 366
 
 
 class BadPeriod(ValueError):
-    pass
+    """``str()`` is the API's English message; ``words`` is what the page says."""
+
+    def __init__(self, message: str, words: str) -> None:
+        super().__init__(message)
+        self.words = words
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ def _parse_bound(value: str, zone: ZoneInfo, name: str) -> date | datetime:
             return date.fromisoformat(value)
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise BadPeriod(f"{name} must be YYYY-MM-DD or an ISO 8601 datetime, got {value[:40]!r}") from exc
+        raise BadPeriod(f"{name} must be YYYY-MM-DD or an ISO 8601 datetime, got {value[:40]!r}",
+                        f"дата «{value[:40]}» не распознана: нужна ГГГГ-ММ-ДД") from exc
     return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
 
 
@@ -92,9 +99,9 @@ def parse_period(query: Any, timezone: str, today: date) -> Period:
 
     both_dates = not isinstance(low, datetime) and not isinstance(high, datetime)
     if (both_dates and low > high) or start > end:
-        raise BadPeriod(f"from ({label_from}) is after to ({label_to})")
+        raise BadPeriod(f"from ({label_from}) is after to ({label_to})", "начало периода позже его конца")
     if end - start > timedelta(days=MAX_DAYS):
-        raise BadPeriod(f"the period is longer than {MAX_DAYS} days")
+        raise BadPeriod(f"the period is longer than {MAX_DAYS} days", f"период длиннее {MAX_DAYS} дней")
     return Period(start, end, label_from, label_to, first_day, max(first_day, last_day))
 
 
@@ -194,12 +201,14 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float | Decimal):
-        return str(value).replace(".", ",")
+        return formats.decimal_comma(value)
     return str(value)
 
 
 def statistics_csv(data: dict[str, Any]) -> str:
-    """metric;value (the JSON flattened to dotted keys), then the operators and the hours."""
+    """Показатель;Значение;Ключ: the JSON flattened, each row with its Russian name first and its
+    stable machine key (the JSON's dotted path) last; then the operators, then the hours, each table
+    under Russian column headers (labels.STATS_CSV_HEADERS; the column order is fixed)."""
     metrics: list[tuple[str, Any]] = []
     flat = {k: v for k, v in data.items() if k not in ("operators", "funnel", "calls_per_hour")}
     flat["funnel"] = {s["stage"]: {"count": s["count"], "share_of_previous": s["share_of_previous"]}
@@ -207,14 +216,14 @@ def statistics_csv(data: dict[str, Any]) -> str:
     _flatten("", flat, metrics)
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    writer.writerow(["metric", "value"])
-    writer.writerows([key, _cell(value)] for key, value in metrics)
+    writer.writerow([STATS_CSV_HEADERS[c] for c in ("metric", "value", "key")])
+    writer.writerows([stats_metric_label(key), _cell(value), key] for key, value in metrics)
     writer.writerow([])
     columns = ["interface", "name", "calls_answered", "avg_talk_seconds", "avg_wait_seconds", "orders"]
-    writer.writerow(["operator_" + c if c in ("interface", "name") else c for c in columns])
+    writer.writerow([STATS_CSV_HEADERS["operator_" + c if c in ("interface", "name") else c] for c in columns])
     writer.writerows([_cell(row[c]) for c in columns] for row in data["operators"])
     writer.writerow([])
-    writer.writerow(["hour", "calls"])
+    writer.writerow([STATS_CSV_HEADERS["hour"], STATS_CSV_HEADERS["calls"]])
     writer.writerows([f"{hour:02d}", count] for hour, count in enumerate(data["calls_per_hour"]))
     return "\ufeff" + buffer.getvalue()
 
@@ -339,7 +348,7 @@ def _tiles(s: CallStatistics) -> list[tuple[str, str, str]]:
     """(title, value, hint)"""
     return [
         ("Звонков", str(s.calls_total), f"из них известных клиентов: {s.known_customer_calls}"),
-        ("Заказов роботом", str(s.ivr_orders), f"на сумму {_money(s.ivr_orders_amount)}"),
+        ("Заказов роботом", str(s.ivr_orders), f"на сумму {formats.money_text(s.ivr_orders_amount)}"),
         ("Автоматизация", pct(s.automation_rate),
          f"заказы робота / все заказы из звонков ({s.ivr_orders} из {s.orders_from_calls})"),
         ("Заказов на звонок клиента", pct(s.ivr_orders_per_known_customer_call),
@@ -353,11 +362,6 @@ def _tiles(s: CallStatistics) -> list[tuple[str, str, str]]:
          "все звонки очереди с известным ожиданием"),
         ("Разговор (ср.)", secs(s.avg_talk_seconds), "звонки, принятые оператором"),
     ]
-
-
-def _money(value: Decimal) -> str:
-    whole, _, cents = f"{value:,.2f}".partition(".")
-    return f"{whole.replace(',', ' ')},{cents} ₽"
 
 
 def _page_context(s: CallStatistics, period: Period, today: date) -> dict[str, Any]:
@@ -387,7 +391,6 @@ def _page_context(s: CallStatistics, period: Period, today: date) -> dict[str, A
         "csv_url": "/api/v1/stats.csv?" + query,
         "pct": pct,
         "secs": secs,
-        "money": _money,
     }
 
 
@@ -400,7 +403,7 @@ async def stats_page(request: web.Request) -> web.Response:
         error, status = None, 200
     except BadPeriod as exc:
         period = parse_period({}, deps.timezone, today)
-        error, status = f"Неверный период: {exc}. Показан сегодняшний день.", 400
+        error, status = f"Неверный период: {exc.words}. Показан сегодняшний день.", 400
     stats = await _statistics(deps, period)
     return render(request, "stats.html", status=status, error=error, **_page_context(stats, period, today))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_bridge.contract.events import EventKind
+from ivr.web.console import formats
 from ivr.web.console.labels import (
     HANGUP_LABELS,
     LOOKUP_STATUSES,
@@ -19,20 +20,39 @@ from ivr.web.console.labels import (
     event_label,
     outcome_label,
     reason_text,
+    step_text,
+    task_reason_text,
 )
+
+# Asterisk's CDR dispositions, as the supervisor says them.
+CDR_DISPOSITIONS: dict[str, str] = {
+    "ANSWERED": "отвечен",
+    "NO ANSWER": "без ответа",
+    "BUSY": "занято",
+    "FAILED": "не состоялся",
+    "CONGESTION": "сеть перегружена",
+}
+TRANSFER_TYPES: dict[str, str] = {"blind": "перевод без консультации", "attended": "перевод с консультацией"}
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    total = int(round(float(seconds)))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+    return formats.duration_text(seconds)
 
 
-def event_text(kind: str, data: Mapping[str, Any]) -> str:
-    """The interesting part of an event's data, in words."""
+def _sentence(*bits: Any) -> str:
+    return "; ".join(str(b) for b in bits if b)
+
+
+def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> str:
+    """The interesting part of an event's data, in words (``zone``: the business time zone, for the
+    moments an event names). A kind without its own sentence (one added to the contract but not yet
+    here) reads as a plain "no details", never as its raw fields."""
     match kind:
+        case EventKind.CALL_STARTED:
+            caller = data.get("caller")
+            return f"звонит {caller}" if caller else "номер скрыт"
+        case EventKind.CALL_AFTER_HOURS:
+            return "звонок вне рабочих часов операторов"
         case EventKind.PROMPT_PLAYED:
             return str(data.get("text") or data.get("step") or "")
         case EventKind.DTMF_RECEIVED:
@@ -40,32 +60,52 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
                 return "ничего не нажато"
             return f"«{data.get('digits') or ''}»" + (" (время вышло)" if data.get("timed_out") else "")
         case EventKind.CALLER_IDENTIFIED:
-            return LOOKUP_STATUSES.get(str(data.get("status")), str(data.get("status") or ""))
+            return LOOKUP_STATUSES.get(str(data.get("status")), "номер не удалось проверить")
         case EventKind.OPERATOR_RINGING | EventKind.OPERATOR_NO_ANSWER | EventKind.OPERATOR_ANSWERED:
             who = str(data.get("operator_name") or data.get("operator_interface") or "")
             if kind == EventKind.OPERATOR_ANSWERED and data.get("hold_time") is not None:
                 who += f", ждал {duration(data.get('hold_time'))}"
+            if kind == EventKind.OPERATOR_NO_ANSWER and data.get("ring_seconds") is not None:
+                who += f", звонил {duration(data.get('ring_seconds'))}"
             return who
         case EventKind.QUEUE_ENTERED:
             position = f", позиция {data['position']}" if data.get("position") else ""
             return f"очередь {data.get('queue') or ''}{position}"
         case EventKind.QUEUE_ABANDONED:
             return f"ждал {duration(data.get('wait_seconds'))}"
-        case EventKind.RECORDING_READY | EventKind.RECORDING_MISSING | EventKind.RECORDING_REFUSED:
+        case EventKind.RECORDING_READY:
             seconds = data.get("seconds")
-            return Path(str(data.get("path") or "")).name + (f", {duration(seconds)}" if seconds is not None else "")
+            length = f", длительность {duration(seconds)}" if seconds is not None else ""
+            return f"файл {Path(str(data.get('path') or '')).name}{length}"
+        case EventKind.RECORDING_MISSING:
+            return f"файл {Path(str(data.get('path') or '')).name} не найден"
+        case EventKind.RECORDING_REFUSED:
+            return "путь к записи вне каталога записей, файл не показан"
         case EventKind.CALL_ENDED:
-            return "; ".join(b for b in (outcome_label(data.get("outcome")), reason_text(data.get("reason"))) if b)
+            return _sentence(outcome_label(data.get("outcome")), reason_text(data.get("reason")))
         case EventKind.CALL_HUNGUP:
-            who = HANGUP_LABELS.get(str(data.get("who")), data.get("who") or "")
+            who = HANGUP_LABELS.get(str(data.get("who")), "")
             return outcome_label(data.get("outcome")) + (f", положил {who}" if who else "")
         case EventKind.CALL_ESCALATED | EventKind.CALLBACK_IMPOSSIBLE:
             return reason_text(data.get("reason"))
         case EventKind.STEP_FAILED:
-            return "; ".join(b for b in (str(data.get("step") or ""), reason_text(data.get("reason"))) if b)
+            return _sentence(step_text(data.get("step")), reason_text(data.get("reason")))
+        case EventKind.CALL_ERROR:
+            # ``error`` is the robot's internal message (often English): the log has it, the page does not.
+            step = step_text(data.get("step"))
+            return f"сбой робота на шаге «{step}»" if step else "сбой робота"
+        case EventKind.CALL_TRANSFERRED:
+            how = TRANSFER_TYPES.get(str(data.get("type") or ""), "перевод")
+            target = data.get("extension") or data.get("target_channel")
+            failed = str(data.get("result") or "success").lower() != "success"  # AMI: Success | Fail | Invalid…
+            return how + (f" на {target}" if target else "") + (" не удался" if failed else "")
+        case EventKind.CDR:
+            return _cdr_text(data)
         case EventKind.ORDER_CREATED:
-            late = " (стало известно после передачи оператору)" if data.get("after_handover") else ""
-            return f"заказ {data.get('order_id') or ''}, счёт {data.get('invoice') or ''}{late}"
+            total = f" на {formats.money_text(data['total'])}" if data.get("total") else ""
+            text = f"заказ {data.get('order_id') or ''}{total}, счёт {data.get('invoice') or ''}"
+            text += ", повтор уже оформленного" if data.get("replayed") else ""
+            return text + (" (стало известно после передачи оператору)" if data.get("after_handover") else "")
         case EventKind.ORDER_ALREADY_PLACED:
             text = f"в силе заказ {data.get('order_id') or ''}, оформленный ранее в звонке"
             asked = ", ".join(f"{line.get('sku')} × {line.get('quantity')}" for line in data.get("lines") or [])
@@ -73,11 +113,14 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
         case EventKind.ORDER_UNCERTAIN:
             return "база не ответила, оформлен ли заказ: проверьте заказы клиента, прежде чем вводить его снова"
         case EventKind.CALLBACK_CREATED:
-            return f"до {data['due_at'][:16].replace('T', ' ')}" if data.get("due_at") else ""
+            due = formats.datetime_text(data.get("due_at"), zone)
+            return _sentence(f"перезвонить до {due}" if due else "", task_reason_text(str(data.get("reason") or "")))
         case EventKind.ORDER_PLACED:
-            source = ORDER_SOURCES.get(data.get("source") or "", data.get("source"))
-            text = f"{data.get('order_id')} на {data.get('total')} ₽, {source}"
-            return text + (f", доставка {data['delivery_date']}" if data.get("delivery_date") else "")
+            source = ORDER_SOURCES.get(data.get("source") or "", "")
+            text = f"{data.get('order_id')} на {formats.money_text(data.get('total'))}"
+            text += f", {source}" if source else ""
+            day = formats.date_text(data.get("delivery_date"))
+            return text + (f", доставка {day}" if day else "")
         case EventKind.ORDER_CANCELLED:
             invoice = f", счёт {data['invoice']} аннулирован" if data.get("invoice") else ""
             return (f"{_by(data)} отменил(а) заказ {data.get('order_id') or ''}{invoice}. "
@@ -89,7 +132,8 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
             if data.get("invoice"):
                 invoice = f", счёт {data['invoice']} пересчитан (редакция {data.get('revision')})"
             return (f"{_by(data)} изменил(а) заказ {data.get('order_id') or ''}: было {before or '—'}, "
-                    f"стало {now or '—'}; сумма {data.get('previous_total')} → {data.get('total')} ₽{invoice}. "
+                    f"стало {now or '—'}; сумма {formats.money_text(data.get('previous_total'))} → "
+                    f"{formats.money_text(data.get('total'))}{invoice}. "
                     f"Причина: {data.get('reason') or '—'}")
         case EventKind.CUSTOMER_CREATED:
             number = f" по звонку с номера {data['number']}" if data.get("number") else ""
@@ -107,9 +151,8 @@ def event_text(kind: str, data: Mapping[str, Any]) -> str:
             bits = [outcome_label(data.get("outcome")), reason_text(data.get("reason"))]
             if data.get("operator"):
                 bits.append(f"оператор {data['operator']}")
-            return "; ".join(b for b in bits if b)
-    shown = {k: v for k, v in data.items() if v not in (None, "", [], {})}
-    return ", ".join(f"{k}={v}" for k, v in list(shown.items())[:8])[:300]
+            return _sentence(*bits)
+    return "подробностей нет"
 
 
 def _by(data: Mapping[str, Any]) -> str:
@@ -120,17 +163,39 @@ def _lines_text(lines: Any) -> str:
     return ", ".join(f"{line.get('sku')} × {line.get('quantity')}" for line in lines or [] if isinstance(line, Mapping))
 
 
-def event_line(kind: str, data: Mapping[str, Any]) -> tuple[str, str]:
+def _cdr_text(data: Mapping[str, Any]) -> str:
+    """Asterisk's call detail record as a sentence: who called where, the verdict, how long."""
+    disposition = CDR_DISPOSITIONS.get(str(data.get("disposition") or "").upper(), "")
+    route = " → ".join(str(x) for x in (data.get("source"), data.get("destination")) if x)
+    bits = [f"звонок {disposition}" if disposition else "звонок"]
+    if route:
+        bits.append(route)
+    if data.get("duration") is not None:
+        bits.append(f"всего {duration(data['duration'])}")
+    if data.get("billsec") is not None and disposition == CDR_DISPOSITIONS["ANSWERED"]:
+        bits.append(f"разговор {duration(data['billsec'])}")
+    return ", ".join(bits)
+
+
+def event_line(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> tuple[str, str]:
     """(title, words) of one event."""
-    return event_label(kind), event_text(kind, data)
+    return event_label(kind), event_text(kind, data, zone)
 
 
-def with_lines(card: Mapping[str, Any]) -> dict[str, Any]:
-    """An operator card in words: each IVR path step gets ``line`` ([title, text]) and the call its
-    ``ivr_reason_text``."""
+def with_lines(card: Mapping[str, Any], zone: formats.ZoneLike) -> dict[str, Any]:
+    """An operator card in words: each IVR path step gets ``line`` ([title, text]), the call its
+    ``ivr_reason_text``, each last order its ``ordered_at_text`` and ``total_text`` (business time,
+    the console's money), so the browser shows what the server would."""
     out = dict(card)
     if card.get("ivr_path"):
-        out["ivr_path"] = [{**step, "line": list(event_line(str(step.get("kind")), step))} for step in card["ivr_path"]]
+        out["ivr_path"] = [{**step, "line": list(event_line(str(step.get("kind")), step, zone))}
+                           for step in card["ivr_path"]]
+    if card.get("last_orders"):
+        out["last_orders"] = [
+            {**order, "ordered_at_text": formats.datetime_text(order.get("ordered_at"), zone),
+             "total_text": formats.money_text(order.get("total"))}
+            for order in card["last_orders"]
+        ]
     call = card.get("call")
     if isinstance(call, Mapping):
         out["call"] = {**call, "ivr_reason_text": reason_text(call.get("ivr_reason"))}

@@ -1,4 +1,6 @@
-// Small helpers shared by the console pages: CSRF-aware fetch and a self-reconnecting WebSocket.
+// Small helpers shared by the console pages: CSRF-aware fetch, a self-reconnecting WebSocket, and
+// ivr.fmt: the browser's copy of ivr/web/console/formats.py (same words, same business time zone,
+// read from <meta name="business-tz">; never the browser's own zone).
 "use strict";
 const ivr = {
   csrf() { return document.querySelector('meta[name="csrf-token"]').content; },
@@ -9,8 +11,14 @@ const ivr = {
       body: JSON.stringify(body),
     });
     const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error((data.error && data.error.message) || response.statusText);
+    if (!response.ok) throw ivr.apiError(data, response);
     return data;
+  },
+  // An API error carries its stable id; pages show the Russian sentence for it (labels.API_ERROR_LABELS).
+  apiError(data, response) {
+    const error = new Error((data.error && data.error.message) || response.statusText);
+    error.id = (data.error && data.error.id) || (response.status === 401 ? "unauthorized" : "");
+    return error;
   },
   live(path, onMessage) {
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
@@ -24,3 +32,53 @@ const ivr = {
   },
   text(el, value) { el.textContent = value == null ? "" : String(value); },
 };
+
+ivr.fmt = (() => {
+  const NBSP = "\u00a0";
+  const MONTHS = ["января", "февраля", "марта", "апреля", "мая", "июня",
+                  "июля", "августа", "сентября", "октября", "ноября", "декабря"];
+  const zone = () => {
+    const meta = document.querySelector('meta[name="business-tz"]');
+    return (meta && meta.content) || "Europe/Moscow";
+  };
+  // A moment's wall-clock parts in the business zone; a naive ISO string is UTC (as on the server).
+  const parts = (value) => {
+    if (value == null || value === "") return null;
+    let moment = value;
+    if (typeof value === "string" && !/(Z|[+-]\d\d:?\d\d)$/.test(value)) moment = value + "Z";
+    const date = moment instanceof Date ? moment : new Date(moment);
+    if (Number.isNaN(date.getTime())) return null;
+    const out = {};
+    const format = new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone(), year: "numeric", month: "numeric", day: "numeric",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    });
+    for (const part of format.formatToParts(date)) out[part.type] = part.value;
+    return out;
+  };
+  const dayWords = (y, m, d) => Number(d) + " " + MONTHS[Number(m) - 1] + " " + Number(y);
+  const fmt = {
+    day(value) {
+      const plain = typeof value === "string" && /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+      if (plain) return dayWords(plain[1], plain[2], plain[3]);
+      const p = parts(value);
+      return p ? dayWords(p.year, p.month, p.day) : "";
+    },
+    time(value, seconds = true) {
+      const p = parts(value);
+      return p ? p.hour + ":" + p.minute + (seconds ? ":" + p.second : "") : "";
+    },
+    when(value, seconds = false) {
+      const p = parts(value);
+      return p ? dayWords(p.year, p.month, p.day) + ", " + fmt.time(value, seconds) : "";
+    },
+    money(value) {
+      if (value == null || value === "") return "";
+      const number = Number(value);
+      if (Number.isNaN(number)) return String(value);
+      const [whole, cents] = Math.abs(number).toFixed(2).split(".");
+      return (number < 0 ? "-" : "") + whole.replace(/\B(?=(\d{3})+(?!\d))/g, NBSP) + "," + cents + NBSP + "₽";
+    },
+  };
+  return fmt;
+})();

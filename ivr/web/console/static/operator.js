@@ -26,12 +26,11 @@
     : "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
       (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)));
   const customerHref = (id) => "/customers/" + encodeURIComponent(id);
-  const money = (value) => {
-    const [whole, cents] = Number(value).toFixed(2).split(".");
-    return whole.replace(/\B(?=(\d{3})+(?!\d))/g, " ") + "," + cents + " ₽";
-  };
-  const ruDate = (iso) => (iso ? iso.split("-").reverse().join(".") : "—"); // "2026-11-30" -> "30.11.2026"
-  const when = (iso) => (iso ? new Date(iso).toLocaleString("ru-RU") : "");
+  // Money and moments as every page writes them (ivr.fmt: business time zone, Russian words).
+  const money = ivr.fmt.money;
+  const when = (iso) => ivr.fmt.when(iso);
+  // What the user reads for a failed request: the sentence for its error id, never the server's text.
+  const problem = (error) => "Ошибка: " + ((labels.errors || {})[error.id] || labels.unknown_error);
   // The server puts each step's words on the card (ivr/web/console/timeline_text.py: the one
   // renderer of timeline events), so the live card reads like the call page.
   const pathStep = (step) => step.line || [step.kind || "", ""];
@@ -63,18 +62,19 @@
       body: JSON.stringify({ lines, call_id: callId || undefined, confirm_duplicate: confirmDuplicate || undefined }),
     });
     const body = await response.json().catch(() => ({}));
-    // The customer has the same order from the last hours: ask, then place it under the same key.
+    // The customer has the same order from the last hours: ask, then place it under the same key
+    // (declined: the error's sentence says why nothing was placed).
     if (response.status === 409 && body.error && body.error.id === "possible_duplicate" && !confirmDuplicate) {
-      if (window.confirm(body.error.message)) return placeOrder(customerId, lines, key, callId, true);
-      throw new Error("не оформлен: такой же заказ уже есть (" + body.error.order_id + ")");
+      const question = (labels.errors || {}).possible_duplicate + " (" + body.error.order_id + ")";
+      if (window.confirm(question)) return placeOrder(customerId, lines, key, callId, true);
     }
-    if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
+    if (!response.ok) throw ivr.apiError(body, response);
     return body;
   }
 
   const placedText = (result) =>
     "Заказ " + result.order.order_id + " оформлен, счёт " + result.invoice.number + ", сумма " +
-    money(result.invoice.total) + (result.order.delivery_date ? ", доставка " + result.order.delivery_date : "") +
+    money(result.invoice.total) + (result.order.delivery_date ? ", доставка " + ivr.fmt.day(result.order.delivery_date) : "") +
     (result.created ? "" : " (уже был оформлен)");
 
   let currentCallId = data.card && data.card.call ? data.card.call.call_id : null;
@@ -94,7 +94,7 @@
         ivr.text(result, placedText(placed));
         result.className = "repeat-result ok";
       } catch (error) {
-        ivr.text(result, "Ошибка: " + error.message);
+        ivr.text(result, problem(error));
         result.className = "repeat-result bad";
         button.disabled = false; // the same key: retrying can never make a second order
       }
@@ -140,7 +140,7 @@
       orderResult.className = "ok";
       formDone = true;
     } catch (error) {
-      ivr.text(orderResult, "Ошибка: " + error.message);
+      ivr.text(orderResult, problem(error));
       orderResult.className = "bad";
     } finally {
       button.disabled = false;
@@ -165,7 +165,7 @@
           button.closest("tr").classList.add("muted");
         }
       } catch (error) {
-        ivr.text(result, "Ошибка: " + error.message);
+        ivr.text(result, problem(error));
         cell.querySelectorAll("button").forEach((b) => { b.disabled = false; });
       }
     });
@@ -232,9 +232,10 @@
             dataset: { customer: c.customer_id, order: order.order_id, lines: JSON.stringify(order.lines) } }, "Повторить заказ");
           armRepeat(button);
           const status = order.status === "cancelled" ? el("span", { className: "bad" }, " отменён") : null;
-          table.append(el("tr", null, el("td", null, order.order_id, status), el("td", null, when(order.ordered_at)),
-                          el("td", { className: "delivery" }, ruDate(order.delivery_date)), lines,
-                          el("td", null, money(order.total)),
+          table.append(el("tr", null, el("td", null, order.order_id, status),
+                          el("td", null, order.ordered_at_text || when(order.ordered_at)),
+                          el("td", { className: "delivery" }, ivr.fmt.day(order.delivery_date) || "—"), lines,
+                          el("td", null, order.total_text || money(order.total)),
                           el("td", null, button, el("span", { className: "repeat-result" }))));
         }
         parts.push(table);
@@ -248,7 +249,7 @@
     const status = document.getElementById("feed-status");
     let lastCard = null;
     ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (card) => {
-      ivr.text(status, "обновлено " + new Date().toLocaleTimeString("ru-RU"));
+      ivr.text(status, "обновлено " + ivr.fmt.time(new Date()));
       const signature = JSON.stringify(card);
       if (signature === lastCard) return; // a reconnect re-sends the current card: keep the armed buttons
       lastCard = signature;

@@ -27,10 +27,10 @@
   };
 
   function draw(data) {
-    put("wb-updated", (data.generated_at || "").slice(11, 19) + " UTC");
+    put("wb-updated", data.clock);  // business time, formatted by the server (ivr/web/console/formats.py)
     const ami = $("wb-ami");
     ami.hidden = !!data.ami.live;
-    if (!data.ami.live) ami.textContent = (data.ami.message || "AMI не подключен") + (data.ami.status ? " (" + data.ami.status + ")" : "");
+    if (!data.ami.live) ami.textContent = (data.ami.message || "AMI не подключен") + (data.ami.status_text ? " (" + data.ami.status_text + ")" : "");
     put("wb-ivr", data.ivr.count);
     put("wb-queue", data.queue.count);
     $("wb-longest").textContent = mmss(data.queue.longest_wait_seconds);

@@ -1,7 +1,7 @@
 """Orders can be corrected: cancelled or edited until the delivery cut-off (issue 10).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-28 15:00:00
 
 ``orders``: ``status`` ("placed" | "cancelled"), ``revision`` (1, + 1 per edit), and the last
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
