@@ -149,7 +149,7 @@ class Order(Base):
     call_id: Mapped[str | None] = mapped_column(String(64), index=True)
     delivery_date: Mapped[date | None] = mapped_column(Date)
     total: Mapped[Decimal] = mapped_column(Money)
-    # Corrections by an operator (migration 0007): "placed" or "cancelled"; revision + 1 per edit;
+    # Corrections by an operator (migration 0008): "placed" or "cancelled"; revision + 1 per edit;
     # the last change's time, who made it (the console user) and why. The full story is on the
     # customer's timeline (order.changed / order.cancelled events).
     status: Mapped[str] = mapped_column(String(16), default="placed", server_default=text("'placed'"))
