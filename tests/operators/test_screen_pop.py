@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,6 +11,7 @@ from crm_bridge.demo import load_demo_data
 from ivr.calls.screen_pop import OperatorBoard, operator_key
 from ivr.web.api import build_web_app
 from tests.calls.harness import start_harness
+from tests.feeds import next_card
 
 TOKEN = "s3cret"
 
@@ -53,12 +53,12 @@ async def test_escalated_call_pops_the_customer_card_within_300_ms(setup):
     assert fake.variables["IVR_REASON"] == "caller_request"
 
     ws = await client.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
-    first = json.loads((await ws.receive()).data)
+    first = await next_card(ws)
     assert first["state"] == "free"
 
     started = asyncio.get_running_loop().time()
     ring(harness, call_id, customer_id="C002")
-    card = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    card = await next_card(ws, 1.0)
     assert asyncio.get_running_loop().time() - started < 0.3
     assert card["state"] == "ringing"
     assert card["operator_name"] == "Анна Смирнова"
@@ -71,14 +71,14 @@ async def test_escalated_call_pops_the_customer_card_within_300_ms(setup):
     assert card["last_orders"][0]["lines"][0]["sku"] == "WATER-19"
 
     ring(harness, call_id, kind="operator.answered", customer_id="C002")
-    answered = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    answered = await next_card(ws, 1.0)
     assert answered["state"] == "talking"
 
     response = await client.get("/api/v1/operators/101/current", headers={"Authorization": f"Bearer {TOKEN}"})
     assert (await response.json())["state"] == "talking"
 
     harness.notifier.emit(harness.notifier.open(call_id), "call.hungup", who="caller")
-    freed = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    freed = await next_card(ws, 1.0)
     assert freed["state"] == "free"
     await ws.close()
 
