@@ -171,6 +171,7 @@ MEMBER_STATE_LABELS: dict[str, str] = {
 # The operator page's feed: "live" (feed open, AMI connected), "reconnecting" (the page lost the
 # feed and retries), "ami_down" (feed open, AMI not connected: no card can pop), "ami_disabled".
 LINK_LABELS: dict[str, str] = {
+    "connecting": "подключение…",
     "live": "на связи",
     "reconnecting": "переподключение…",
     "ami_down": "AMI недоступен",
