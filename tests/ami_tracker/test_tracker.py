@@ -641,3 +641,22 @@ async def test_a_header_at_hang_up_then_flushed_audio_is_announced_on_the_retry(
     await rig.records.sync()
     call = await rig.store.get_call(ROBOT_CALL_ID)
     assert call is not None and (call.recording_seconds, call.recording_bytes) == (6.8, 108844)
+
+
+async def test_operator_state_is_the_queue_members_word_unless_a_call_says_more(rig: Rig) -> None:
+    operator = "Local/101@operator-agent/n"
+    member = {"Event": "QueueMember", "Queue": "operators", "Name": "Operator 101", "Location": operator,
+              "StateInterface": operator, "InCall": "0", "Status": "1", "Paused": "1", "PausedReason": "обед"}
+    await rig.tracker.resync([member])  # the QueueStatus snapshot after a login
+    op = rig.tracker.operator_state()[operator]
+    assert (op["state"], op["paused_reason"], op["name"]) == ("paused", "обед", "Анна Смирнова")
+    messages = events(MENU)
+    await rig.feed(messages[: next(i for i, m in enumerate(messages) if m["Event"] == "AgentCalled") + 1])
+    assert rig.tracker.operator_state()[operator]["state"] == "ringing"  # the call decides
+    rig.tracker.forget_members()  # AMI went away
+    assert rig.tracker.operator_state()[operator]["state"] == "ringing"
+    other = "PJSIP/199"
+    await rig.tracker.handle({"Event": "QueueMemberStatus", "Queue": "operators", "Interface": other,
+                              "MemberName": "Гость", "Status": "5", "Paused": "0", "InCall": "0"})
+    assert rig.tracker.operator_state()[other] == {"state": "unavailable", "call_id": None, "name": "Гость",
+                                                   "since": OPEN_HOURS.isoformat(), "paused_reason": None}
