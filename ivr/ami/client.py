@@ -242,7 +242,8 @@ class _Pending:
 
 
 class AmiClient:
-    """See the module docstring. ``start()`` returns at once; ``status``/``health()`` tell the state."""
+    """See the module docstring. ``start()`` returns at once; ``status``/``health()`` tell the state,
+    and ``on_status(status)`` is told each change as it happens (the operator pages show it)."""
 
     def __init__(
         self,

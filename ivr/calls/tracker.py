@@ -10,6 +10,10 @@ channels alive, queue, operator, the IVR's variables, the recording path. Facts 
   for calls the IVR never saw),
 - callback tasks, for callers who gave up in the queue (or asked for a call-back).
 
+Queue members' own states (QueueMember items of the resync snapshot, QueueMember* events) are
+kept apart (``ivr.calls.members``) for the wallboard: ``operator_state()`` says ringing/talking from
+the call it follows, else what app_queue said, else "unknown".
+
 A call ends when the last of its channels hangs up (the Cdr may come after; it is mapped back to
 its call). Finished calls leave memory; a call silent for ``idle_hours`` is evicted. After an AMI
 reconnect, ``resync`` reconciles with the channels Asterisk still has (CoreShowChannels).
