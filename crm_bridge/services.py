@@ -465,6 +465,14 @@ class CrmStore(Corrections):
         customer, phones = owners[0]
         return customer_view(customer, phones)
 
+    async def customers_by_ids(self, customer_ids: Sequence[str]) -> dict[str, CustomerView]:
+        """The customers among ``customer_ids`` that exist (the wallboard's names), phones left out."""
+        if not customer_ids:
+            return {}
+        async with self._unit() as session:
+            found = await repo.customers_by_external_ids(session, customer_ids)
+        return {cid: customer_view(customer, ()) for cid, customer in found.items()}
+
     # --- callback tasks ------------------------------------------------------------------------
 
     async def open_callback_task(

@@ -33,6 +33,13 @@ log = structlog.get_logger("ivr.web")
 BOARD_KEY = web.AppKey("operator_board", OperatorBoard)
 # The operator feeds open now, closed at shutdown (see _close_feeds).
 FEEDS_KEY = web.AppKey("operator_feeds", set[web.WebSocketResponse])
+# Set when the service stops: every feed handler returns at once (see _close_feeds).
+STOPPING_KEY = web.AppKey("operator_feeds_stopping", asyncio.Event)
+# Seconds of silence after which a feed repeats the link message (the page's liveness check).
+FEED_HEARTBEAT_KEY = web.AppKey("operator_feed_heartbeat", float)
+FEED_HEARTBEAT_SECONDS = 15.0
+# How long a close waits for the browser's answer (aiohttp's default, 10 s, per dead laptop at stop).
+FEED_CLOSE_SECONDS = 1.0
 LIMITS_KEY = web.AppKey("order_limits", OrderLimits)
 MAX_KEY_LENGTH = 200
 
@@ -68,25 +75,39 @@ async def current_card(request: web.Request) -> web.Response:
 
 
 async def operator_feed(request: web.Request) -> web.StreamResponse:
-    """WebSocket: the current card at once, then every change while the socket is open."""
+    """WebSocket: the current card and the AMI link at once, then every change while the socket is
+    open, and the link again every ``FEED_HEARTBEAT_KEY`` seconds of silence (the page treats a
+    feed silent for a few heartbeats as dead and reconnects). Ends at once when the service stops."""
     operator = request.match_info["operator"]
     board = request.app[BOARD_KEY]
-    ws = web.WebSocketResponse(heartbeat=30)
+    stopping = request.app[STOPPING_KEY]
+    heartbeat = request.app[FEED_HEARTBEAT_KEY]
+    ws = web.WebSocketResponse(heartbeat=30, timeout=FEED_CLOSE_SECONDS)
     await ws.prepare(request)
+    if stopping.is_set():  # opened while the service stops: the page retries against the next one
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        return ws
     feeds = request.app[FEEDS_KEY]
     feeds.add(ws)
     zone = business_zone(request.app)
     queue = board.subscribe(operator)
     receive: asyncio.Future[Any] | None = None
     card_wait: asyncio.Future[Any] | None = None
+    stop_wait = asyncio.ensure_future(stopping.wait())
     try:
         current = board.current(operator)
         await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}, zone))
+        await ws.send_str(_dumps({**board.link(), "heartbeat_seconds": heartbeat}, zone))
         while not ws.closed:
-            # Wait for a new card or for the browser (a close, or anything it sends) at once.
+            # Wait for a new card, the browser (a close, or anything it sends) or the stop at once.
             receive = receive or asyncio.ensure_future(ws.receive())
             card_wait = card_wait or asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({receive, card_wait}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receive, card_wait, stop_wait}, timeout=heartbeat,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if stop_wait in done:
+                break
+            if not done:
+                await ws.send_str(_dumps({**board.link(), "heartbeat_seconds": heartbeat}, zone))
             if card_wait in done:
                 await ws.send_str(_dumps(card_wait.result(), zone))
                 card_wait = None
@@ -98,13 +119,14 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     finally:
         feeds.discard(ws)
         board.unsubscribe(operator, queue)
-        for pending in (receive, card_wait):
+        for pending in (receive, card_wait, stop_wait):
             if pending is not None and not pending.done():
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pending
-        with contextlib.suppress(Exception):
-            await ws.close()
+        if not stopping.is_set():  # at stop, _close_feeds is closing it ("going away")
+            with contextlib.suppress(Exception):
+                await ws.close()
     return ws
 
 
@@ -242,6 +264,8 @@ def add_operator_routes(app: web.Application, board: OperatorBoard | None, limit
     if board is not None:
         app[BOARD_KEY] = board
         app[FEEDS_KEY] = set()
+        app[STOPPING_KEY] = asyncio.Event()
+        app[FEED_HEARTBEAT_KEY] = FEED_HEARTBEAT_SECONDS
         app.on_shutdown.append(_close_feeds)
         app.router.add_get("/api/v1/operators/{operator}/current", current_card)
         app.router.add_get("/api/v1/operators/{operator}/feed", operator_feed)
@@ -249,8 +273,12 @@ def add_operator_routes(app: web.Application, board: OperatorBoard | None, limit
 
 async def _close_feeds(app: web.Application) -> None:
     """At stop: an operator's open page must not hold the process for aiohttp's shutdown timeout.
-    "Going away" makes the page's script reconnect, to this process's successor."""
-    feeds = list(app[FEEDS_KEY])
-    await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping") for ws in feeds), return_exceptions=True
-    )
+    "Going away" makes the page's script reconnect, to this process's successor. The handlers end
+    on the stop event too, so none waits for a browser that does not answer the close."""
+    app[STOPPING_KEY].set()
+    closing = [asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"))
+               for ws in list(app[FEEDS_KEY])]
+    if closing:
+        # A browser that never answers the close must not hold the stop: its connection is cut
+        # with the server's (aiohttp's cleanup), the page then reconnects to the next process.
+        await asyncio.wait(closing, timeout=FEED_CLOSE_SECONDS)

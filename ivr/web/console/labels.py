@@ -301,3 +301,32 @@ def stats_metric_label(key: str) -> str:
         title = dict(FUNNEL_STAGES).get(stage, stage)
         return f"Воронка: {title}" + (", доля от предыдущего этапа" if field == "share_of_previous" else "")
     return key
+
+
+# --- the operator page's link and the wallboard's operator states (issue 10, points 2 and 7) -------------
+
+# A queue member as app_queue reports it (ivr.calls.members.MEMBER_STATES).
+MEMBER_STATE_LABELS: dict[str, str] = {
+    "free": "свободен",
+    "talking": "разговаривает",
+    "ringing": "звонит",
+    "unavailable": "недоступен",
+    "paused": "на паузе",
+    "unknown": "неизвестно",
+}
+
+# The operator page's feed: "live" (feed open, AMI connected), "reconnecting" (the page lost the
+# feed and retries), "ami_down" (feed open, AMI not connected: no card can pop), "ami_disabled".
+LINK_LABELS: dict[str, str] = {
+    "connecting": "подключение…",
+    "live": "на связи",
+    "reconnecting": "переподключение…",
+    "ami_down": "AMI недоступен",
+    "ami_disabled": "AMI не настроен: карточка звонка не появится",
+}
+
+
+def member_state_text(state: str, paused_reason: str | None = None) -> str:
+    """'на паузе: обед' when the pause has a reason."""
+    text = MEMBER_STATE_LABELS.get(state, MEMBER_STATE_LABELS["unknown"])
+    return f"{text}: {paused_reason}" if state == "paused" and paused_reason else text

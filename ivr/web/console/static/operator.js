@@ -244,16 +244,112 @@
     body.replaceChildren(...parts);
   }
 
+  // --- the link, and telling the operator a call pops ----------------------------------------------
+
+  const linkEl = document.getElementById("link-state");
+  const clock = (iso) => (iso ? ivr.fmt.time(iso) : "");  // business time, never the browser's zone
+  let feedUp = false;
+  let ami = null;  // the last {"type": "link", "ami": status, "since": iso} from the feed
+
+  function showLink() {
+    let key;
+    if (!feedUp) key = ami ? "reconnecting" : "connecting";
+    else if (!ami || ami.ami === "connected" || ami.ami === "standby") key = "live";  // standby: another process owns AMI
+    else if (ami.ami === "disabled") key = "ami_disabled";
+    else key = "ami_down";
+    let text = labels.link[key];
+    if (key === "ami_down" && ami.since) text += " с " + clock(ami.since);
+    if (linkEl.dataset.state !== key || linkEl.textContent !== text) {
+      linkEl.dataset.state = key;
+      linkEl.className = "link link-" + key;
+      ivr.text(linkEl, text);
+    }
+    document.getElementById("call-card").classList.toggle("stale", key !== "live");
+  }
+
+  // The ring: a short two-tone beep from WebAudio (no file to fetch). Browsers keep audio silent
+  // until the person has clicked the page once; the button below is that click.
+  let audio = null;
+  function audioContext() {
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return null;
+    audio = audio || new Context();
+    if (audio.state === "suspended") audio.resume().catch(() => {});
+    return audio;
+  }
+  function ring() {
+    const context = audioContext();
+    if (!context) return;
+    const now = context.currentTime;
+    [[0, 880], [0.25, 660], [0.5, 880], [0.75, 660]].forEach(([at, hz]) => {
+      const tone = context.createOscillator();
+      const volume = context.createGain();
+      tone.frequency.value = hz;
+      volume.gain.value = 0.15;
+      tone.connect(volume).connect(context.destination);
+      tone.start(now + at);
+      tone.stop(now + at + 0.2);
+    });
+  }
+
+  const pageHidden = () => document.visibilityState !== "visible" || !document.hasFocus();
+  function notify(title, body, callId) {
+    if (!("Notification" in window) || Notification.permission !== "granted" || !pageHidden()) return;
+    const note = new Notification(title, { body, tag: "ivr-call-" + callId });
+    note.onclick = () => { window.focus(); note.close(); };
+  }
+
+  const alertsButton = document.getElementById("alerts-enable");
+  const alertsStatus = document.getElementById("alerts-status");
+  function showAlerts() {
+    if (!alertsStatus) return;
+    const permission = "Notification" in window ? Notification.permission : "unsupported";
+    ivr.text(alertsStatus, { granted: "уведомления включены", denied: "уведомления запрещены в браузере",
+                             unsupported: "браузер не показывает уведомления" }[permission] || "");
+  }
+  if (alertsButton) {
+    alertsButton.addEventListener("click", async () => {
+      audioContext();  // this click unlocks the sound
+      if ("Notification" in window && Notification.permission === "default") {
+        try { await Notification.requestPermission(); } catch (error) { /* old Safari: callback form */ }
+      }
+      showAlerts();
+    });
+    showAlerts();
+  }
+
+  const announceEl = document.getElementById("call-announce");
+  let poppedCallId = data.card && data.card.state === "ringing" && data.card.call ? data.card.call.call_id : null;
+  function popped(card) {
+    const call = card.call;
+    if (!call || card.state !== "ringing" || call.call_id === poppedCallId) return;
+    poppedCallId = call.call_id;
+    const who = card.customer ? person(card.customer) : "клиент не определён";
+    const title = "Звонок: " + who;
+    const body = "Номер " + (call.caller_number || "скрыт") +
+      (call.ivr_reason_text || call.ivr_reason ? ". " + (call.ivr_reason_text || call.ivr_reason) : "");
+    ivr.text(announceEl, title + ". " + body);
+    ring();
+    notify(title, body, call.call_id);
+  }
+
   document.querySelectorAll(".repeat-order").forEach(armRepeat);
   if (data.operator && data.live) {
     const status = document.getElementById("feed-status");
     let lastCard = null;
-    ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (card) => {
+    showLink();
+    ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (message) => {
+      if (message.type === "link") { ami = message; showLink(); return; }
+      if (message.type) return;  // a kind of message this page does not know yet
       ivr.text(status, "обновлено " + ivr.fmt.time(new Date()));
-      const signature = JSON.stringify(card);
+      const signature = JSON.stringify(message);
       if (signature === lastCard) return; // a reconnect re-sends the current card: keep the armed buttons
       lastCard = signature;
-      renderCard(card);
+      renderCard(message);
+      popped(message);
+    }, {
+      onOpen: () => { feedUp = true; showLink(); },
+      onDown: () => { feedUp = false; showLink(); },
     });
   }
 })();
