@@ -214,12 +214,20 @@ async def possible_duplicate(store: Any, key: str, customer_id: str, lines: list
                              within: timedelta) -> OrderView | None:
     """The customer's order of the last ``within`` with the same lines, unless ``key`` already
     placed an order (a retry of this very request is the key's replay, never a "repeat order?")."""
-    try:
-        if await store.order_for_key(key, customer_id) is not None:
-            return None
-    except IdempotencyConflict:
-        return None  # the key holds another customer's order: place_order answers that conflict
-    return await store.recent_same_order(customer_id, lines, within=within)
+    async def placed_by_key() -> bool:
+        try:
+            return await store.order_for_key(key, customer_id) is not None
+        except IdempotencyConflict:
+            return True  # the key holds another customer's order: place_order answers that conflict
+
+    if await placed_by_key():
+        return None
+    earlier = await store.recent_same_order(customer_id, lines, within=within)
+    # A concurrent duplicate of this very request (a double click) may have committed between the
+    # two reads: the order found is then this key's own, which place_order replays.
+    if earlier is not None and await placed_by_key():
+        return None
+    return earlier
 
 
 def duplicate_error(earlier: OrderView) -> dict[str, Any]:
