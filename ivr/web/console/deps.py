@@ -26,3 +26,5 @@ class ConsoleDeps:
     session_hours: float = 12.0
     timezone: str = "Europe/Moscow"
     metrics: Any = None  # ivr.web.console.metrics.Metrics
+    outbox: Any = None  # crm_bridge.outbox.store.OutboxStore, when CRM targets are configured
+    recording_links: Any = None  # crm_bridge.connectors.recording_links.RecordingLinks: GET /r/<token>

@@ -1,0 +1,160 @@
+"""The delivery worker: one task per target takes due outbox rows and delivers them, never a call's.
+
+Per target, in a loop: claim up to ``batch`` due rows (``OutboxStore.claim``: per-call order, leased),
+deliver them one at a time through the target's token bucket, settle each:
+
+- delivered → ``delivered`` (with what the target answered, e.g. Bitrix24's CALL_ID);
+- ``Retry`` → pending again after ``Backoff.delay(attempts)``, or dead at ``max_attempts``; the rest
+  of the batch goes back untried (not counted) at the same time: a target that is down is asked
+  once per backoff step, not once per row;
+- ``Throttled`` → the row and the rest of the batch wait ``after`` seconds, not counted;
+- ``Refused`` → dead at once.
+
+Nothing here runs on a call's path: calls only add rows (``crm_bridge.call_log``). The database
+being down stops deliveries (logged once per failure, retried every ``poll_interval``), never calls.
+``clock`` (wall, for the rows' times), ``monotonic`` and ``sleep`` (the token bucket) and ``rand``
+(the jitter) are parameters, so tests step ``run_once`` with a clock of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from crm_bridge.connectors.base import DeliveryContext, DeliveryError, Refused, Target, Throttled
+from crm_bridge.dto import CallView, OutboxItem
+from crm_bridge.outbox.backoff import Backoff, TokenBucket
+from crm_bridge.outbox.store import OutboxStore
+
+log = structlog.get_logger("crm_bridge.outbox")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: OutboxStore,
+        targets: Sequence[Target],
+        calls: Callable[[str], Awaitable[CallView | None]],
+        *,
+        max_attempts: int,
+        backoff: Backoff,
+        batch: int = 50,
+        lease: float = 120.0,
+        poll_interval: float = 1.0,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.targets = {t.name: t for t in targets}
+        self._calls = calls
+        self.max_attempts = max(1, max_attempts)
+        self.backoff = backoff
+        self.batch, self.lease, self.poll_interval = batch, lease, poll_interval
+        self._clock, self._monotonic, self._sleep, self._rand = clock, monotonic, sleep, rand
+        self._buckets = {t.name: TokenBucket(t.rate, t.burst, monotonic()) for t in targets}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.delivered = 0  # counters for /metrics and tests
+        self.failures = 0
+
+    def context(self, target: str) -> DeliveryContext:
+        async def remote_ref(call_id: str, kind: str) -> str | None:
+            return await self.store.remote_ref(target, call_id, kind)
+
+        return DeliveryContext(call=self._calls, remote_ref=remote_ref)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name in self.targets:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._run(name), name=f"outbox-{name}"))
+        log.info("crm.outbox_started", targets=sorted(self.targets))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for target in self.targets.values():
+            with contextlib.suppress(Exception):
+                await target.close()
+
+    async def _run(self, name: str) -> None:
+        while True:
+            try:
+                done = await self.run_once(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database, not a target: deliveries wait, calls do not
+                log.warning("crm.outbox_unavailable", target=name, error=type(exc).__name__)
+                done = 0
+            if done == 0:
+                await asyncio.sleep(self.poll_interval)
+
+    # --- one step -------------------------------------------------------------------------------
+
+    async def run_once(self, name: str) -> int:
+        """Claim and settle one batch of ``name``'s due rows; returns how many were claimed."""
+        target = self.targets[name]
+        items = await self.store.claim(name, self._clock(), limit=self.batch, lease=self.lease)
+        context = self.context(name)
+        for i, item in enumerate(items):
+            await self._take_token(name)
+            held_back = await self._deliver(target, item, context)
+            if held_back is not None:  # the target is failing: the rest of the batch waits as long
+                for rest in items[i + 1:]:
+                    await self.store.failed(rest.id, rest.last_error or "not tried: the target was failing",
+                                            held_back, dead=False, count_attempt=False)
+                break
+        return len(items)
+
+    async def _take_token(self, name: str) -> None:
+        bucket = self._buckets[name]
+        wait = bucket.wait_time(self._monotonic())
+        while wait > 0:
+            await self._sleep(wait)
+            wait = bucket.wait_time(self._monotonic())
+
+    async def _deliver(self, target: Target, item: OutboxItem, context: DeliveryContext) -> datetime | None:
+        """Settle one row; returns when to try the batch's other rows if the target is failing."""
+        bound = log.bind(target=target.name, event_id=item.event_id, kind=item.kind, call_id=item.call_id,
+                         attempts=item.attempts)
+        try:
+            remote = await target.deliver(item, context)
+        except Throttled as exc:
+            later = self._clock() + timedelta(seconds=exc.after)
+            await self.store.failed(item.id, str(exc), later, dead=False, count_attempt=False)
+            bound.info("crm.delivery_throttled", after=exc.after)
+            return later
+        except Refused as exc:
+            self.failures += 1
+            await self.store.failed(item.id, str(exc), self._clock(), dead=True)
+            bound.warning("crm.delivery_dead", error=str(exc))
+            return None
+        except (DeliveryError, Exception) as exc:
+            self.failures += 1
+            # A target's own errors are scrubbed; anything else is named by its type only.
+            error = str(exc) if isinstance(exc, DeliveryError) else f"unexpected {type(exc).__name__}"
+            dead = item.attempts >= self.max_attempts
+            later = self._clock() + timedelta(seconds=self.backoff.delay(item.attempts, self._rand))
+            await self.store.failed(item.id, error, later, dead=dead)
+            if dead:
+                bound.warning("crm.delivery_dead", error=error)
+                return None
+            bound.info("crm.delivery_retry", error=error, next_attempt_at=later.isoformat())
+            return later
+        await self.store.delivered(item.id, self._clock(), remote)
+        self.delivered += 1
+        bound.info("crm.delivered")
+        return None
