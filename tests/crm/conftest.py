@@ -24,3 +24,9 @@ async def bitrix() -> AsyncIterator[FakeBitrix24]:
     await fake.start()
     yield fake
     await fake.stop()
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory):
+    # One prompt cache for the CRM tests' calls: each phrase is synthesized once per run.
+    return tmp_path_factory.mktemp("crm-prompts")

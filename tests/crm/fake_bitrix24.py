@@ -49,7 +49,7 @@ class FakeBitrix24:
     token: str = TOKEN
     calls: dict[str, FakeCall] = field(default_factory=dict)
     log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # executed: (method, params)
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (method, error code)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (method, error code or HTTP status)
     port: int = 0
     _status: int | None = None
     _expired: bool = False
@@ -99,6 +99,7 @@ class FakeBitrix24:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"].removesuffix(".json")
         if self._status is not None:
+            self.refused.append((method, f"HTTP {self._status}"))
             return web.Response(status=self._status, text="<html>Service Unavailable</html>")
         if (request.match_info["user"], request.match_info["token"]) != (self.user, self.token):
             return self._error(method, 401, "INVALID_CREDENTIALS", "Invalid request credentials")
