@@ -21,7 +21,8 @@ class FakeWebhook:
     secret: str = SECRET
     window: float = 300.0
     received: list[dict[str, Any]] = field(default_factory=list)  # accepted bodies, in arrival order
-    refused: int = 0
+    refused: int = 0  # bad signatures
+    failures: int = 0  # requests answered with fail_with's status
     port: int = 0
     _status: int | None = None
     _runner: web.AppRunner | None = None
@@ -51,6 +52,7 @@ class FakeWebhook:
 
     async def _handle(self, request: web.Request) -> web.Response:
         if self._status is not None:
+            self.failures += 1
             return web.Response(status=self._status)
         body = await request.read()
         timestamp = request.headers.get("X-Ivr-Timestamp", "")
