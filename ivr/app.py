@@ -190,6 +190,8 @@ class Seams:
     clock: Callable[[], datetime] | None = None  # the handlers' wall clock (business hours, dates)
     # A timeline event off crm_bridge.contract.events raises instead of being logged: tests.
     strict_events: bool = False
+    # CRM targets in place of those of ``[crm] targets`` (the bench runs three, one of them down).
+    crm_targets: tuple[Target, ...] | None = None
 
 
 async def _warm_dialplan_prompts(cache: PromptCache, settings: Settings) -> None:
@@ -287,7 +289,7 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     engine, store = build_store(settings)
     resources.push_async_callback(engine.dispose)
     try:
-        targets = build_targets(settings)
+        targets = list(seams.crm_targets) if seams.crm_targets is not None else build_targets(settings)
     except ValueError as exc:  # a target's URL or secret is malformed (the message holds no secret)
         raise StartupError(f"crm: {exc}") from exc
     records = build_record_writer(settings, store, outbox_routing(targets))

@@ -13,13 +13,13 @@ refused event would block its call for ever); an admin's retry puts it back in l
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.contract.crm import OutboxState
@@ -88,11 +88,16 @@ class OutboxStore:
             )
         return [_claimed(r) for r in rows]
 
-    async def delivered(self, item_id: int, now: datetime, remote_ref: str | None = None) -> None:
+    async def delivered(self, done: Sequence[tuple[int, str | None]], now: datetime) -> None:
+        """Rows the target took, ``(id, remote_ref)`` each: one transaction, one executemany."""
+        if not done:
+            return
         async with self._write() as session:
             await session.execute(
-                update(OUTBOX).where(OUTBOX.c.id == item_id)
-                .values(state=DELIVERED, delivered_at=now, remote_ref=remote_ref, last_error=None)
+                update(OUTBOX).where(OUTBOX.c.id == bindparam("item_id"))
+                .values(state=DELIVERED, delivered_at=now, remote_ref=bindparam("ref"), last_error=None)
+                .execution_options(synchronize_session=False),
+                [{"item_id": item_id, "ref": ref} for item_id, ref in done],
             )
 
     async def failed(self, item_id: int, error: str, next_attempt_at: datetime, *, dead: bool,

@@ -3,12 +3,17 @@
 Per target, in a loop: claim up to ``batch`` due rows (``OutboxStore.claim``: per-call order, leased),
 deliver them one at a time through the target's token bucket, settle each:
 
-- delivered → ``delivered`` (with what the target answered, e.g. Bitrix24's CALL_ID);
+- delivered → ``delivered`` (with what the target answered, e.g. Bitrix24's CALL_ID), marked for the
+  whole batch in one transaction at its end, or before a failure is settled;
 - ``Retry`` → pending again after ``Backoff.delay(attempts)``, or dead at ``max_attempts``; the rest
   of the batch goes back untried (not counted) at the same time: a target that is down is asked
   once per backoff step, not once per row;
 - ``Throttled`` → the row and the rest of the batch wait ``after`` seconds, not counted;
 - ``Refused`` → dead at once.
+
+A short batch (the outbox nearly drained) is followed by ``poll_interval`` of rest, so that at a
+steady call rate one claim and one settle serve many rows: each is a write transaction, and on
+SQLite the calls' own writes queue behind the same writer lock (measured: bench/README.md).
 
 Nothing here runs on a call's path: calls only add rows (``crm_bridge.call_log``). The database
 being down stops deliveries (logged once per failure, retried every ``poll_interval``), never calls.
@@ -24,6 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -99,7 +105,10 @@ class DeliveryWorker:
             except Exception as exc:  # the database, not a target: deliveries wait, calls do not
                 log.warning("crm.outbox_unavailable", target=name, error=type(exc).__name__)
                 done = 0
-            if done == 0:
+            if done < self.batch:
+                # A short batch: the outbox is (nearly) drained. Waiting lets rows gather, so one claim
+                # and one settle serve many rows (each is a write transaction, on SQLite the writer lock
+                # the calls' own writes queue on); a full batch means a backlog: go on at once.
                 await asyncio.sleep(self.poll_interval)
 
     # --- one step -------------------------------------------------------------------------------
@@ -109,14 +118,16 @@ class DeliveryWorker:
         target = self.targets[name]
         items = await self.store.claim(name, self._clock(), limit=self.batch, lease=self.lease)
         context = self.context(name)
+        done: list[tuple[int, str | None]] = []  # settled together: one transaction per batch
         for i, item in enumerate(items):
             await self._take_token(name)
-            held_back = await self._deliver(target, item, context)
+            held_back = await self._deliver(target, item, context, done)
             if held_back is not None:  # the target is failing: the rest of the batch waits as long
                 for rest in items[i + 1:]:
                     await self.store.failed(rest.id, rest.last_error or "not tried: the target was failing",
                                             held_back, dead=False, count_attempt=False)
                 break
+        await self.store.delivered(done, self._clock())
         return len(items)
 
     async def _take_token(self, name: str) -> None:
@@ -126,35 +137,42 @@ class DeliveryWorker:
             await self._sleep(wait)
             wait = bucket.wait_time(self._monotonic())
 
-    async def _deliver(self, target: Target, item: OutboxItem, context: DeliveryContext) -> datetime | None:
-        """Settle one row; returns when to try the batch's other rows if the target is failing."""
+    async def _deliver(self, target: Target, item: OutboxItem, context: DeliveryContext,
+                       done: list[tuple[int, str | None]]) -> datetime | None:
+        """Deliver one row: a success joins ``done``; a failure is settled at once, after the batch's
+        successes so far (a crash after a failure never leaves an answered row unmarked). Returns when
+        to try the batch's other rows if the target is failing."""
         bound = log.bind(target=target.name, event_id=item.event_id, kind=item.kind, call_id=item.call_id,
                          attempts=item.attempts)
         try:
             remote = await target.deliver(item, context)
-        except Throttled as exc:
+        except Exception as exc:  # a target's DeliveryError, or a bug (named by its type only)
+            await self.store.delivered(done, self._clock())
+            done.clear()
+            return await self._failed(item, exc, bound)
+        done.append((item.id, remote))
+        self.delivered += 1
+        bound.debug("crm.delivered")
+        return None
+
+    async def _failed(self, item: OutboxItem, exc: Exception, bound: Any) -> datetime | None:
+        if isinstance(exc, Throttled):
             later = self._clock() + timedelta(seconds=exc.after)
             await self.store.failed(item.id, str(exc), later, dead=False, count_attempt=False)
             bound.info("crm.delivery_throttled", after=exc.after)
             return later
-        except Refused as exc:
-            self.failures += 1
+        self.failures += 1
+        if isinstance(exc, Refused):
             await self.store.failed(item.id, str(exc), self._clock(), dead=True)
             bound.warning("crm.delivery_dead", error=str(exc))
             return None
-        except (DeliveryError, Exception) as exc:
-            self.failures += 1
-            # A target's own errors are scrubbed; anything else is named by its type only.
-            error = str(exc) if isinstance(exc, DeliveryError) else f"unexpected {type(exc).__name__}"
-            dead = item.attempts >= self.max_attempts
-            later = self._clock() + timedelta(seconds=self.backoff.delay(item.attempts, self._rand))
-            await self.store.failed(item.id, error, later, dead=dead)
-            if dead:
-                bound.warning("crm.delivery_dead", error=error)
-                return None
-            bound.info("crm.delivery_retry", error=error, next_attempt_at=later.isoformat())
-            return later
-        await self.store.delivered(item.id, self._clock(), remote)
-        self.delivered += 1
-        bound.info("crm.delivered")
-        return None
+        # A target's own errors are scrubbed; anything else is named by its type only.
+        error = str(exc) if isinstance(exc, DeliveryError) else f"unexpected {type(exc).__name__}"
+        dead = item.attempts >= self.max_attempts
+        later = self._clock() + timedelta(seconds=self.backoff.delay(item.attempts, self._rand))
+        await self.store.failed(item.id, error, later, dead=dead)
+        if dead:
+            bound.warning("crm.delivery_dead", error=error)
+            return None
+        bound.info("crm.delivery_retry", error=error, next_attempt_at=later.isoformat())
+        return later
