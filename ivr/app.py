@@ -132,7 +132,7 @@ def outbox_routing(targets: list[Target]) -> OutboxRouting | None:
 def build_outbox_worker(settings: Settings, store: CrmStore, targets: list[Target]) -> DeliveryWorker:
     c = settings.crm
     return DeliveryWorker(
-        OutboxStore(store.sessions), targets, store.get_call, max_attempts=c.max_attempts,
+        OutboxStore(store.sessions), targets, max_attempts=c.max_attempts,
         backoff=Backoff(c.retry_min, c.retry_max), batch=c.batch, lease=c.lease, poll_interval=c.poll_interval,
     )
 

@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
-from crm_bridge.dto import OutboxItem
-from crm_bridge.models import OutboxRow
+from crm_bridge.dto import CallView, OutboxItem
+from crm_bridge.models import Call, Customer, OutboxRow
+from crm_bridge.views import call_view
 
 OUTBOX = OutboxRow.__table__
 _EARLIER = OUTBOX.alias("earlier")
@@ -111,16 +112,38 @@ class OutboxStore:
         async with self._write() as session:
             await session.execute(update(OUTBOX).where(OUTBOX.c.id == item_id).values(**values))
 
-    async def remote_ref(self, target: str, call_id: str, kind: str) -> str | None:
-        """What ``target`` answered to the call's delivered ``kind`` event (Bitrix24's CALL_ID)."""
-        async with self.sessions() as session:
-            found = await session.execute(
-                select(OUTBOX.c.remote_ref).where(
-                    OUTBOX.c.target == target, OUTBOX.c.call_id == call_id, OUTBOX.c.kind == kind,
-                    OUTBOX.c.state == DELIVERED,
-                ).order_by(OUTBOX.c.id).limit(1)
+    async def hold_back(self, item_ids: Sequence[int], next_attempt_at: datetime) -> None:
+        """Claimed rows left untried (their target is failing): back in line at ``next_attempt_at``,
+        their claim's attempt given back. One statement for the lot."""
+        if not item_ids:
+            return
+        async with self._write() as session:
+            await session.execute(
+                update(OUTBOX).where(OUTBOX.c.id.in_(list(item_ids)))
+                .values(next_attempt_at=next_attempt_at, attempts=OUTBOX.c.attempts - 1)
             )
-            return found.scalar_one_or_none()
+
+    async def batch_context(self, target: str, call_ids: Sequence[str]) -> tuple[
+            dict[str, CallView], dict[tuple[str, str], str]]:
+        """For a claimed batch, in one read: its calls' rows, and what ``target`` answered to their
+        delivered events, by (call_id, kind). Per row this cost two reads (measured: half the
+        worker's CPU per delivery)."""
+        if not call_ids:
+            return {}, {}
+        ids = sorted(set(call_ids))
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(Call, Customer.customer_id).outerjoin(Customer, Customer.id == Call.customer_id)
+                .where(Call.call_id.in_(ids))
+            )).all()
+            refs = (await session.execute(
+                select(OUTBOX.c.call_id, OUTBOX.c.kind, OUTBOX.c.remote_ref).where(
+                    OUTBOX.c.target == target, OUTBOX.c.call_id.in_(ids), OUTBOX.c.state == DELIVERED,
+                    OUTBOX.c.remote_ref.is_not(None),
+                ).order_by(OUTBOX.c.id.desc())  # the first delivered wins below
+            )).all()
+        return ({call.call_id: call_view(call, customer) for call, customer in rows},
+                {(call_id, kind): ref for call_id, kind, ref in refs})
 
     async def dead_letters(self, limit: int = 200) -> list[OutboxItem]:
         async with self.sessions() as session:

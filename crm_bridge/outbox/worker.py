@@ -50,7 +50,6 @@ class DeliveryWorker:
         self,
         store: OutboxStore,
         targets: Sequence[Target],
-        calls: Callable[[str], Awaitable[CallView | None]],
         *,
         max_attempts: int,
         backoff: Backoff,
@@ -64,7 +63,6 @@ class DeliveryWorker:
     ) -> None:
         self.store = store
         self.targets = {t.name: t for t in targets}
-        self._calls = calls
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.batch, self.lease, self.poll_interval = batch, lease, poll_interval
@@ -74,11 +72,17 @@ class DeliveryWorker:
         self.delivered = 0  # counters for /metrics and tests
         self.failures = 0
 
-    def context(self, target: str) -> DeliveryContext:
-        async def remote_ref(call_id: str, kind: str) -> str | None:
-            return await self.store.remote_ref(target, call_id, kind)
+    async def context(self, target: str, items: Sequence[OutboxItem]) -> DeliveryContext:
+        """What the batch's deliveries may look up, read once for the whole batch."""
+        calls, refs = await self.store.batch_context(target, [i.call_id for i in items if i.call_id])
 
-        return DeliveryContext(call=self._calls, remote_ref=remote_ref)
+        async def call(call_id: str) -> CallView | None:
+            return calls.get(call_id)
+
+        async def remote_ref(call_id: str, kind: str) -> str | None:
+            return refs.get((call_id, kind))
+
+        return DeliveryContext(call=call, remote_ref=remote_ref)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -117,15 +121,15 @@ class DeliveryWorker:
         """Claim and settle one batch of ``name``'s due rows; returns how many were claimed."""
         target = self.targets[name]
         items = await self.store.claim(name, self._clock(), limit=self.batch, lease=self.lease)
-        context = self.context(name)
+        if not items:
+            return 0
+        context = await self.context(name, items)
         done: list[tuple[int, str | None]] = []  # settled together: one transaction per batch
         for i, item in enumerate(items):
             await self._take_token(name)
             held_back = await self._deliver(target, item, context, done)
             if held_back is not None:  # the target is failing: the rest of the batch waits as long
-                for rest in items[i + 1:]:
-                    await self.store.failed(rest.id, rest.last_error or "not tried: the target was failing",
-                                            held_back, dead=False, count_attempt=False)
+                await self.store.hold_back([rest.id for rest in items[i + 1:]], held_back)
                 break
         await self.store.delivered(done, self._clock())
         return len(items)

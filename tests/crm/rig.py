@@ -61,7 +61,7 @@ def make_worker(store: Any, targets: Sequence[Target], clock: Clock, *, max_atte
     async def no_sleep(_seconds: float) -> None:
         return None
 
-    return DeliveryWorker(OutboxStore(store.sessions), targets, store.get_call, max_attempts=max_attempts,
+    return DeliveryWorker(OutboxStore(store.sessions), targets, max_attempts=max_attempts,
                           backoff=Backoff(retry_min, retry_max), clock=clock, sleep=no_sleep, rand=lambda: 1.0)
 
 
