@@ -343,7 +343,10 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
                       shutdown=shutdown, refused=refused, ami_ownership=ownership, fanout=fanout,
                       _resources=resources)
     if targets:
-        await _start_outbox(resources, service, targets)
+        # Always enqueue; deliver here unless a dedicated `ivr crm deliver` process does (crm.deliver).
+        service.outbox = build_outbox_worker(settings, store, targets)
+        if settings.crm.deliver:
+            service.outbox_ownership = await start_outbox(resources, settings, service.outbox)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -472,16 +475,14 @@ async def _start_ami(
 OUTBOX_LOCK_KEY = 0x6976_722D_6F75_74
 
 
-async def _start_outbox(resources: contextlib.AsyncExitStack, service: Service, targets: list[Target]) -> None:
+async def start_outbox(resources: contextlib.AsyncExitStack, settings: Settings,
+                       worker: DeliveryWorker) -> AmiOwnership | None:
     """The delivery worker: alone on SQLite, or in the one process holding the outbox lock on PostgreSQL
     (the rows are claimed with SKIP LOCKED anyway, so a hand-over never delivers a row twice)."""
-    settings = service.settings
-    worker = build_outbox_worker(settings, service.store, targets)
-    service.outbox = worker
     if not is_postgres(settings.database.url):
         worker.start()
         resources.push_async_callback(worker.stop)
-        return
+        return None
 
     async def acquired() -> None:
         worker.start()
@@ -490,7 +491,29 @@ async def _start_outbox(resources: contextlib.AsyncExitStack, service: Service, 
                              key=OUTBOX_LOCK_KEY, logger=structlog.get_logger("ivr.cluster").bind(lock="outbox"))
     await ownership.start()
     resources.push_async_callback(ownership.stop)
-    service.outbox_ownership = ownership
+    return ownership
+
+
+async def deliver_forever(settings: Settings) -> None:
+    """`ivr crm deliver`: only the delivery worker, beside `ivr serve` processes set to
+    ``crm.deliver = false`` (the calls' processes then spend nothing on delivering)."""
+    if not settings.crm.targets:
+        raise StartupError("crm.targets is empty: nothing to deliver")
+    async with contextlib.AsyncExitStack() as resources:
+        engine, store = build_store(settings)
+        resources.push_async_callback(engine.dispose)
+        try:
+            targets = build_targets(settings)
+        except ValueError as exc:
+            raise StartupError(f"crm: {exc}") from exc
+        await start_outbox(resources, settings, build_outbox_worker(settings, store, targets))
+        log.info("crm.deliverer_started", targets=[t.name for t in targets], pid=os.getpid())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
 
 
 async def _start_web(resources: contextlib.AsyncExitStack, service: Service, metrics: Metrics) -> None:

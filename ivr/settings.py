@@ -222,6 +222,9 @@ class CrmSettings:
     # Which targets receive call events: "webhook", "bitrix24" (their own sections below). Empty: none,
     # and a call writes nothing more than without the bridge.
     targets: tuple[str, ...]
+    # This process delivers (one per cluster, by a PostgreSQL lock). false: it only enqueues, and a
+    # dedicated `ivr crm deliver` process delivers: the calls' processes spend no CPU on it.
+    deliver: bool
     # A delivery failing this many times becomes a dead letter (console: /admin/crm, "retry").
     max_attempts: int
     # Backoff between attempts: retry_min doubling up to retry_max seconds, jittered down to half.

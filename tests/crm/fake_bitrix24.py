@@ -175,10 +175,10 @@ class FakeBitrix24:
                         session.get(url) as resp:
                     if resp.status != 200:
                         return self._error(method, 400, "ERROR_RECORD_DOWNLOAD", f"HTTP {resp.status}")
-                    call.record = await resp.read()
+                    record = await resp.read()
             except aiohttp.ClientError as exc:
                 return self._error(method, 400, "ERROR_RECORD_DOWNLOAD", type(exc).__name__)
-            call.record_name = name
+            call.record_name, call.record = name, record  # together: a test waits on either
             return {"FILE_ID": len(self.calls)}
         call.record_name = name
         return {"FILE_ID": len(self.calls), "uploadUrl": f"http://127.0.0.1:{self.port}/upload/{call.call_id}"}
