@@ -1261,6 +1261,7 @@ class Variant:
     workers: int = 0  # 0: the bench's own child (start_service); N: `python -m ivr serve --workers N`
     cold: bool = False
     crm: bool = False  # three CRM targets (bench/crm_receivers.py), one of them down
+    crm_deliver: bool = True  # False: the server only enqueues (crm.deliver = false)
 
 
 def ceiling_ok(run: dict[str, Any]) -> bool:
@@ -1413,6 +1414,7 @@ async def run_variant(
                 stack.callback(lambda: print(f"[{variant.name}] CRM requests received: {receivers.hits}",
                                              file=sys.stderr))
                 server.env["IVR_BENCH_CRM_TARGETS"] = receivers.targets_json()
+                server.env["IVR_CRM__DELIVER"] = "true" if variant.crm_deliver else "false"
         try:
             await server.start()
         except RuntimeError as exc:
@@ -1491,6 +1493,8 @@ def plan(args: argparse.Namespace) -> tuple[list[Variant], list[Scenario]]:
         variants.append(Variant(f"ivr {backend}", backend))
         if args.crm:
             variants.append(Variant(f"ivr {backend} + 3 CRM targets, 1 down", backend, crm=True))
+            variants.append(Variant(f"ivr {backend} + 3 CRM targets, enqueue only", backend, crm=True,
+                                    crm_deliver=False))
         if args.cold:
             variants.append(Variant(f"ivr {backend} cold", backend, cold=True))
     if args.workers:
