@@ -108,7 +108,11 @@ def build_targets(settings: Settings) -> list[Target]:
     for name in c.targets:
         if name == TargetKind.WEBHOOK:
             w = settings.crm_webhook
-            kinds = frozenset(w.events) if w.events else frozenset(k.value for k in EXPORTED)
+            exported = frozenset(k.value for k in EXPORTED)
+            kinds = frozenset(w.events) if w.events else exported
+            if kinds - exported:
+                raise StartupError(f"crm_webhook.events: {', '.join(sorted(kinds - exported))} is not an exported "
+                                   f"event (known: {', '.join(sorted(exported))})")
             targets.append(WebhookTarget(name, w.url, w.secret, kinds=kinds, rate=w.rate, burst=w.burst,
                                          timeout=c.request_timeout))
         elif name == TargetKind.BITRIX24:
