@@ -125,14 +125,30 @@ class DeliveryWorker:
             return 0
         context = await self.context(name, items)
         done: list[tuple[int, str | None]] = []  # settled together: one transaction per batch
-        for i, item in enumerate(items):
-            await self._take_token(name)
-            held_back = await self._deliver(target, item, context, done)
-            if held_back is not None:  # the target is failing: the rest of the batch waits as long
-                await self.store.hold_back([rest.id for rest in items[i + 1:]], held_back)
-                break
+        settled = 0  # items[:settled] are delivered (in done) or settled as failures
+        try:
+            for i, item in enumerate(items):
+                await self._take_token(name)
+                held_back = await self._deliver(target, item, context, done)
+                settled = i + 1
+                if held_back is not None:  # the target is failing: the rest of the batch waits as long
+                    await self.store.hold_back([rest.id for rest in items[i + 1:]], held_back)
+                    settled = len(items)
+                    break
+        except asyncio.CancelledError:
+            # Stopping (SIGTERM): what was delivered is marked, what was not goes back in line now
+            # rather than when its lease runs out. The row in flight may have arrived: at least once.
+            await asyncio.shield(self._settle_on_stop(done, [i.id for i in items[settled:]]))
+            raise
         await self.store.delivered(done, self._clock())
         return len(items)
+
+    async def _settle_on_stop(self, done: list[tuple[int, str | None]], untried: list[int]) -> None:
+        try:
+            await self.store.delivered(done, self._clock())
+            await self.store.hold_back(untried, self._clock())
+        except Exception as exc:  # the database is gone too: the leases will run out
+            log.warning("crm.outbox_unsettled_at_stop", rows=len(done) + len(untried), error=type(exc).__name__)
 
     async def _take_token(self, name: str) -> None:
         bucket = self._buckets[name]

@@ -4,6 +4,7 @@ events it accepted in arrival order. ``fail_with(503)`` makes it answer that sta
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -25,6 +26,9 @@ class FakeWebhook:
     failures: int = 0  # requests answered with fail_with's status
     port: int = 0
     _status: int | None = None
+    admit: int | None = None  # answer this many requests, then hold the others until release()
+    held: int = 0  # requests waiting to be released
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
 
     @property
@@ -47,10 +51,19 @@ class FakeWebhook:
     def fail_with(self, status: int | None) -> None:
         self._status = status
 
+    def release(self) -> None:
+        self.admit = None
+        self._release.set()
+
     def event_ids(self) -> list[str]:
         return [e["event_id"] for e in self.received]
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.admit is not None:
+            if self.admit <= 0:
+                self.held += 1
+                await self._release.wait()
+            self.admit -= 1
         if self._status is not None:
             self.failures += 1
             return web.Response(status=self._status)

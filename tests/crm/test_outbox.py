@@ -3,13 +3,15 @@ backing off by a clock the test holds, dead letters and their retry."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, func, select
 
 from crm_bridge.call_log import CallLog
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.models import OutboxRow
+from tests.calls.harness import wait_for
 from tests.crm.rig import Clock, call_events, drain, enqueue, make_worker, start_of, webhook_target
 
 
@@ -117,3 +119,20 @@ async def test_a_wrong_signature_is_refused_by_the_receiver(store, webhook) -> N
     assert webhook.refused == 1 and webhook.received == []
     [item] = await worker.store.items()
     assert item.state == OutboxState.DEAD  # 401: the receiver will not take it as it is
+
+
+async def test_a_stopped_worker_marks_what_arrived_and_puts_the_rest_back_in_line(store, webhook) -> None:
+    target = webhook_target(webhook)
+    await enqueue(store, [target], [r for c in "abc" for r in call_events(c, ("call.started",))])
+    worker = make_worker(store, [target], Clock())
+    webhook.admit = 1  # the first request is answered, the second hangs: the worker stops in the middle of it
+    task = asyncio.create_task(worker.run_once("webhook"))
+    await wait_for(lambda: len(webhook.received) == 1 and webhook.held == 1, timeout=10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    webhook.release()
+    await worker.stop()
+    items = await worker.store.items()
+    assert [i.state for i in items] == ["delivered", "pending", "pending"]
+    now = datetime.now(UTC)
+    assert all(i.next_attempt_at <= now for i in items[1:])  # back in line at once, not after the lease
