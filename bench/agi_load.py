@@ -116,7 +116,7 @@ async def _wait_stdin_line() -> str:
 
 
 async def _child_ivr(args: argparse.Namespace) -> None:
-    from ivr.app import start_service
+    from ivr.app import Seams, start_service
     from ivr.logs import configure_logging
     from ivr.settings import load_settings
 
@@ -127,7 +127,12 @@ async def _child_ivr(args: argparse.Namespace) -> None:
         prompts={"dir": args.prompts_dir, "calls_dir": args.calls_dir},
     )
     configure_logging(settings.log.level, settings.log.json)
-    service = await start_service(settings, migrate=False)
+    seams = Seams()
+    if os.environ.get("IVR_BENCH_CRM_TARGETS"):  # --crm: three CRM targets, one of them down
+        from bench.crm_receivers import build_targets
+
+        seams = Seams(crm_targets=build_targets(os.environ["IVR_BENCH_CRM_TARGETS"]))
+    service = await start_service(settings, migrate=False, seams=seams)
     # The prompt cache counters, for the details only: the table's TTS count comes from the spawn probe.
     cache = service.prompt_cache
     _announce(
@@ -1255,6 +1260,8 @@ class Variant:
     backend: str | None = None  # None: echo
     workers: int = 0  # 0: the bench's own child (start_service); N: `python -m ivr serve --workers N`
     cold: bool = False
+    crm: bool = False  # three CRM targets (bench/crm_receivers.py), one of them down
+    crm_deliver: bool = True  # False: the server only enqueues (crm.deliver = false)
 
 
 def ceiling_ok(run: dict[str, Any]) -> bool:
@@ -1398,6 +1405,16 @@ async def run_variant(
                 )
             else:
                 server = ServerProcess("ivr", workdir, db_url=url, prompts_dir=str(prompts), calls_dir=calls_dir)
+            if variant.crm:
+                from bench.crm_receivers import Receivers
+
+                receivers = Receivers()
+                receivers.start()
+                stack.callback(receivers.stop)
+                stack.callback(lambda: print(f"[{variant.name}] CRM requests received: {receivers.hits}",
+                                             file=sys.stderr))
+                server.env["IVR_BENCH_CRM_TARGETS"] = receivers.targets_json()
+                server.env["IVR_CRM__DELIVER"] = "true" if variant.crm_deliver else "false"
         try:
             await server.start()
         except RuntimeError as exc:
@@ -1474,6 +1491,10 @@ def plan(args: argparse.Namespace) -> tuple[list[Variant], list[Scenario]]:
     variants = [Variant("echo")]
     for backend in backends:
         variants.append(Variant(f"ivr {backend}", backend))
+        if args.crm:
+            variants.append(Variant(f"ivr {backend} + 3 CRM targets, 1 down", backend, crm=True))
+            variants.append(Variant(f"ivr {backend} + 3 CRM targets, enqueue only", backend, crm=True,
+                                    crm_deliver=False))
         if args.cold:
             variants.append(Variant(f"ivr {backend} cold", backend, cold=True))
     if args.workers:
@@ -1667,6 +1688,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--lookup-1m", action="store_true", help="also run bench/lookup_1m.py and print its report")
     g.add_argument("--lookup-timeout", type=float, default=1800.0, help="cap on bench/lookup_1m.py (default 1800 s)")
+    p.add_argument("--crm", action="store_true",
+                   help="also run each backend with three CRM targets configured, one of them down (issue 11)")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--keep-logs", help="copy the servers' logs to this directory")
     p.add_argument("--child", choices=["ivr", "echo"], help=argparse.SUPPRESS)

@@ -13,7 +13,11 @@ writing but before forgetting it) changes nothing, so a batch may be written *at
 - a call start is ``INSERT … ON CONFLICT DO NOTHING``;
 - a call end and an AMI update are upserts that set the same values again;
 - a timeline row carries the record's uid in ``timeline_events.event_uid`` (unique):
-  ``ON CONFLICT (event_uid) DO NOTHING``.
+  ``ON CONFLICT (event_uid) DO NOTHING``;
+- an outbox row (the CRM bridge, ``crm_bridge.outbox``) is keyed by (record uid, target):
+  ``ON CONFLICT (event_id, target) DO NOTHING``. Rows are made only for the kinds a configured
+  target wants, in the same transaction as the timeline row they copy; with no target configured,
+  no statement at all.
 
 Semantics kept from the one-call-per-transaction store methods (``CrmStore.record_call_start``,
 ``record_call_end``, ``update_call``): a call end or update without a start still creates the row;
@@ -41,7 +45,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -55,7 +59,8 @@ from crm_bridge.contract.outcomes import CallFacts, decide_outcome, facts_implyi
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import RecordRejected, StoreUnavailable
-from crm_bridge.models import Call, Customer, TimelineEvent, UtcDateTime, as_utc
+from crm_bridge.models import Call, Customer, OutboxRow, TimelineEvent, UtcDateTime, as_utc
+from crm_bridge.outbox.routing import OutboxRouting
 from crm_bridge.pg_direct import DirectStatement, driver, settle_lost_connection
 from crm_bridge.views import row_facts
 
@@ -192,8 +197,10 @@ def record_from_json(data: Mapping[str, Any]) -> CallRecord:
 class CallLog:
     """Writes batches of call records; one transaction per ``write``. Never commits anything else."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, outbox: OutboxRouting | None = None) -> None:
         self.sessions = sessions
+        # The CRM targets' share of each batch (crm_bridge.outbox); None or no target: nothing to do.
+        self._outbox = outbox if outbox is not None and outbox.targets else None
         engine = sessions.kw["bind"]
         # SQLite: queue behind the process's other writers (orders, callbacks) on one asyncio lock
         # instead of spinning in busy_timeout (crm_bridge.db); None on PostgreSQL.
@@ -245,7 +252,7 @@ class CallLog:
                 # No FOR UPDATE on SQLite: the batch already holds the database's write lock.
                 return (await conn.execute(_call_rows_query(CALLS.c.call_id.in_(call_ids)))).all()
 
-            await _write(records, _statements(conn.dialect.name), execute, customer_pks, call_rows)
+            await _write(records, _statements(conn.dialect.name), execute, customer_pks, call_rows, self._outbox)
             await session.commit()
 
     async def _write_once_pg(self, records: Sequence[CallRecord]) -> None:
@@ -265,7 +272,8 @@ class CallLog:
 
             try:
                 async with raw.transaction():
-                    await _write(records, _statements("postgresql"), execute, customer_pks, call_rows)
+                    await _write(records, _statements("postgresql"), execute, customer_pks, call_rows,
+                                 self._outbox)
             except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
                 await settle_lost_connection(conn)  # the pool learns the connection is gone
                 raise
@@ -336,7 +344,7 @@ CallRows = Callable[[list[str]], Awaitable[Sequence[tuple[Any, ...]]]]
 
 
 async def _write(records: Sequence[CallRecord], statements: _Statements, execute: Execute,
-                 customer_pks: CustomerPks, call_rows: CallRows) -> None:
+                 customer_pks: CustomerPks, call_rows: CallRows, outbox: OutboxRouting | None = None) -> None:
     # Core statements on the tables (not the ORM classes): an ORM-enabled insert with a list of
     # rows takes SQLAlchemy's ORM bulk path, measured 3x slower here.
     waves, timeline = _waves(records)
@@ -358,10 +366,15 @@ async def _write(records: Sequence[CallRecord], statements: _Statements, execute
             await execute(statements.update(names), [_update_row(r, customers, verdicts) for r in group])
     if timeline:
         await execute(statements.timeline, [_timeline_row(r) for r in timeline])
+        if outbox is not None:
+            rows = outbox.rows_for(timeline, datetime.now(UTC))
+            if rows:  # one executemany for the whole batch, whatever the number of targets
+                await execute(statements.outbox, rows)
 
 
 CALLS = Call.__table__
 TIMELINE = TimelineEvent.__table__
+OUTBOX = OutboxRow.__table__
 
 
 class _Statements:
@@ -372,6 +385,7 @@ class _Statements:
         self.start = self.insert(CALLS).on_conflict_do_nothing(index_elements=["call_id"])
         self.end = _end_statement(self.insert)
         self.timeline = self.insert(TIMELINE).on_conflict_do_nothing(index_elements=["event_uid"])
+        self.outbox = self.insert(OUTBOX).on_conflict_do_nothing(index_elements=["event_id", "target"])
         self._updates: dict[tuple[str, ...], Any] = {}
 
     def update(self, names: tuple[str, ...]) -> Any:

@@ -196,3 +196,23 @@ class TimelineEventIn:
     customer_id: str | None
     kind: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One outbox row (crm_bridge.outbox): an event promised to one target."""
+
+    id: int
+    event_id: str
+    target: str
+    kind: str
+    call_id: str | None
+    occurred_at: datetime
+    payload: dict[str, Any]
+    state: str  # crm_bridge.contract.crm.OutboxState
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    remote_ref: str | None
+    created_at: datetime
+    delivered_at: datetime | None

@@ -332,6 +332,38 @@ class WebSession(Base):
     user_agent: Mapped[str | None] = mapped_column(String(300))
 
 
+class OutboxRow(Base):
+    """One call event for one CRM target, waiting for (or past) its delivery (crm_bridge/outbox).
+
+    Written in the same transaction as the timeline row it copies (crm_bridge.call_log), so the
+    event and its delivery promise commit together; ``(event_id, target)`` is unique, so a replayed
+    batch or a retried enqueue never promises the same event twice.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("event_id", "target"),
+        Index(None, "state", "next_attempt_at"),  # the worker's "what is due"
+        Index(None, "call_id", "target"),  # "is an earlier event of this call still pending?"
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(32))  # the timeline record's uid
+    target: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(50))
+    call_id: Mapped[str | None] = mapped_column(String(64))  # the ordering key
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(10))  # crm_bridge.contract.crm.OutboxState
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))  # scrubbed of the target's secrets
+    # What the target answered that later events need (Bitrix24's CALL_ID from the register).
+    remote_ref: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 __all__ = [
     "INVOICE_NUMBER_SEQUENCE",
     "ORDER_NUMBER_SEQUENCE",
@@ -342,6 +374,7 @@ __all__ = [
     "Invoice",
     "Order",
     "OrderLine",
+    "OutboxRow",
     "Phone",
     "Product",
     "SequenceCounter",

@@ -18,10 +18,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.call_log import CallLog
+from crm_bridge.connectors.base import Target
+from crm_bridge.connectors.bitrix24 import Bitrix24Target
+from crm_bridge.connectors.recording_links import RecordingLinks
+from crm_bridge.connectors.webhook import WebhookTarget
+from crm_bridge.contract.crm import EXPORTED, TargetKind
+from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import Reason
 from crm_bridge.db import create_engine, session_factory, upgrade
 from crm_bridge.delivery import DeliveryRules
 from crm_bridge.dto import ProductView
+from crm_bridge.outbox.backoff import Backoff
+from crm_bridge.outbox.routing import OutboxRouting
+from crm_bridge.outbox.store import OutboxStore
+from crm_bridge.outbox.worker import DeliveryWorker
 from crm_bridge.services import CrmStore, StoreConfig
 from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
@@ -89,11 +99,60 @@ def build_store(settings: Settings) -> tuple[AsyncEngine, CrmStore]:
     return engine, CrmStore(session_factory(engine), store_config(settings))
 
 
-def build_record_writer(settings: Settings, store: CrmStore) -> RecordWriter:
-    """The process's one call-record writer (group commit, spool while the database is down)."""
+def recording_links(settings: Settings) -> RecordingLinks | None:
+    """Signed links to recordings (GET /r/<token>), when the CRM bridge is given a key and our address."""
+    c = settings.crm
+    if not (c.link_secret and c.public_url):
+        return None
+    return RecordingLinks(c.link_secret, c.public_url, c.link_hours * 3600)
+
+
+def build_targets(settings: Settings) -> list[Target]:
+    """The configured CRM targets (``[crm] targets``); a bad target setting stops the start-up."""
+    targets: list[Target] = []
+    c = settings.crm
+    for name in c.targets:
+        if name == TargetKind.WEBHOOK:
+            w = settings.crm_webhook
+            exported = frozenset(k.value for k in EXPORTED)
+            kinds = frozenset(w.events) if w.events else exported
+            if kinds - exported:
+                raise StartupError(f"crm_webhook.events: {', '.join(sorted(kinds - exported))} is not an exported "
+                                   f"event (known: {', '.join(sorted(exported))})")
+            targets.append(WebhookTarget(name, w.url, w.secret, kinds=kinds, rate=w.rate, burst=w.burst,
+                                         timeout=c.request_timeout))
+        elif name == TargetKind.BITRIX24:
+            b = settings.crm_bitrix24
+            # The call's end: the tracker's hang-up (operator, talk time) with AMI, else the robot's end.
+            finish_on = EventKind.CALL_HUNGUP if settings.ami.enabled else EventKind.CALL_ENDED
+            targets.append(Bitrix24Target(
+                name, b.webhook_url, default_user=b.default_user, users=b.users, crm_create=b.crm_create,
+                line_number=b.line_number, finish_on=finish_on.value, links=recording_links(settings),
+                rate=b.rate, burst=b.burst, timeout=c.request_timeout,
+            ))
+        else:
+            raise StartupError(f"crm.targets: unknown target {name!r} (known: {', '.join(TargetKind)})")
+    return targets
+
+
+def outbox_routing(targets: list[Target]) -> OutboxRouting | None:
+    return OutboxRouting({t.name: t.kinds for t in targets}) if targets else None
+
+
+def build_outbox_worker(settings: Settings, store: CrmStore, targets: list[Target]) -> DeliveryWorker:
+    c = settings.crm
+    return DeliveryWorker(
+        OutboxStore(store.sessions), targets, max_attempts=c.max_attempts,
+        backoff=Backoff(c.retry_min, c.retry_max), batch=c.batch, lease=c.lease, poll_interval=c.poll_interval,
+    )
+
+
+def build_record_writer(settings: Settings, store: CrmStore, outbox: OutboxRouting | None = None) -> RecordWriter:
+    """The process's one call-record writer (group commit, spool while the database is down); with
+    CRM targets, each batch enqueues their events in its own transaction."""
     r = settings.call_records
     return RecordWriter(
-        CallLog(store.sessions), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
+        CallLog(store.sessions, outbox=outbox), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
         max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
         linger=r.linger,
     )
@@ -148,6 +207,8 @@ class Seams:
     clock: Callable[[], datetime] | None = None  # the handlers' wall clock (business hours, dates)
     # A timeline event off crm_bridge.contract.events raises instead of being logged: tests.
     strict_events: bool = False
+    # CRM targets in place of those of ``[crm] targets`` (the bench runs three, one of them down).
+    crm_targets: tuple[Target, ...] | None = None
 
 
 async def _warm_dialplan_prompts(cache: PromptCache, settings: Settings) -> None:
@@ -186,6 +247,10 @@ class Service:
     web_app: web.Application | None = None
     # Several processes on one PostgreSQL (ivr/cluster): None = this process owns AMI alone.
     ami_ownership: AmiOwnership | None = None
+    # The CRM bridge's delivery worker (None: no target configured); on PostgreSQL it runs in the one
+    # process holding the outbox lock (outbox_ownership), so a target's rate limit holds cluster-wide.
+    outbox: DeliveryWorker | None = None
+    outbox_ownership: AmiOwnership | None = None
     fanout: EventFanout | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
@@ -243,7 +308,11 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     database = DatabaseGate()
     prepare = _database_preparation(settings, engine, migrate)
     await _open_database(database, prepare, settings)
-    records = build_record_writer(settings, store)
+    try:
+        targets = list(seams.crm_targets) if seams.crm_targets is not None else build_targets(settings)
+    except ValueError as exc:  # a target's URL or secret is malformed (the message holds no secret)
+        raise StartupError(f"crm: {exc}") from exc
+    records = build_record_writer(settings, store, outbox_routing(targets))
     records.start()  # replays a spool a previous run left behind
     # Written, or spooled for the next start; after every producer below has stopped.
     resources.push_async_callback(records.drain, settings.call_records.write_timeout)
@@ -300,6 +369,11 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
                       board=board, tracker=tracker, ami=ami, calls=calls, prompt_cache=prompt_cache,
                       shutdown=shutdown, refused=refused, database=database, ami_ownership=ownership,
                       fanout=fanout, _resources=resources)
+    if targets:
+        # Always enqueue; deliver here unless a dedicated `ivr crm deliver` process does (crm.deliver).
+        service.outbox = build_outbox_worker(settings, store, targets)
+        if settings.crm.deliver:
+            service.outbox_ownership = await start_outbox(resources, settings, service.outbox)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -487,6 +561,51 @@ async def _start_ami(
     return ownership, fanout
 
 
+# Fixed, like the AMI lock: every `ivr` process on the database competes for it. ("ivr-out" in ASCII.)
+OUTBOX_LOCK_KEY = 0x6976_722D_6F75_74
+
+
+async def start_outbox(resources: contextlib.AsyncExitStack, settings: Settings,
+                       worker: DeliveryWorker) -> AmiOwnership | None:
+    """The delivery worker: alone on SQLite, or in the one process holding the outbox lock on PostgreSQL
+    (the rows are claimed with SKIP LOCKED anyway, so a hand-over never delivers a row twice)."""
+    if not is_postgres(settings.database.url):
+        worker.start()
+        resources.push_async_callback(worker.stop)
+        return None
+
+    async def acquired() -> None:
+        worker.start()
+
+    ownership = AmiOwnership(asyncpg_dsn(settings.database.url), on_acquired=acquired, on_lost=worker.stop,
+                             key=OUTBOX_LOCK_KEY, logger=structlog.get_logger("ivr.cluster").bind(lock="outbox"))
+    await ownership.start()
+    resources.push_async_callback(ownership.stop)
+    return ownership
+
+
+async def deliver_forever(settings: Settings) -> None:
+    """`ivr crm deliver`: only the delivery worker, beside `ivr serve` processes set to
+    ``crm.deliver = false`` (the calls' processes then spend nothing on delivering)."""
+    if not settings.crm.targets:
+        raise StartupError("crm.targets is empty: nothing to deliver")
+    async with contextlib.AsyncExitStack() as resources:
+        engine, store = build_store(settings)
+        resources.push_async_callback(engine.dispose)
+        try:
+            targets = build_targets(settings)
+        except ValueError as exc:
+            raise StartupError(f"crm: {exc}") from exc
+        await start_outbox(resources, settings, build_outbox_worker(settings, store, targets))
+        log.info("crm.deliverer_started", targets=[t.name for t in targets], pid=os.getpid())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
 async def _start_web(resources: contextlib.AsyncExitStack, service: Service, metrics: Metrics) -> None:
     settings = service.settings
     console = ConsoleDeps(
@@ -502,6 +621,8 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         metrics=metrics,
         database=service.database,
         seller=settings.seller,
+        outbox=service.outbox.store if service.outbox is not None else None,
+        recording_links=recording_links(settings),
     )
     try:
         web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,

@@ -1,4 +1,4 @@
-"""`ivr serve | call | import | demo-data | db upgrade | prompts build | users add|list|passwd`."""
+"""`ivr serve | call | import | demo-data | db upgrade | prompts build | users add|list|passwd | crm deliver`."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--script", default="repeat-order", help="script name, may carry options: repeat-order?lang=en")
     call.add_argument("--play", action="store_true", help="play each prompt if aplay/play is installed")
 
+    crm = sub.add_parser("crm", help="the CRM bridge")
+    crm.add_argument("action", choices=["deliver"],
+                     help="deliver: run only the outbox's delivery worker (beside `serve` with crm.deliver=false)")
+
     users = sub.add_parser("users", help="console users (operators, supervisors, admins)")
     users_sub = users.add_subparsers(dest="action", required=True)
     users_add = users_sub.add_parser("add", help="create a user; the password is read from stdin or a prompt")
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": _prompts,
         "call": _call,
         "users": _users,
+        "crm": _crm,
     }[args.command]
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -107,6 +112,13 @@ def _one_line(exc: BaseException) -> str:
 
     # A StartupError names the part and the address already ("web console: cannot listen on …").
     return str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+
+
+async def _crm(settings: Settings, args: argparse.Namespace) -> int:
+    from ivr.app import deliver_forever
+
+    await deliver_forever(settings)
+    return 0
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -252,6 +252,52 @@ class OperatorSettings:
 
 
 @dataclass(frozen=True)
+class CrmSettings:
+    """The CRM bridge (crm_bridge/outbox, crm_bridge/connectors): call events pushed to other systems."""
+
+    # Which targets receive call events: "webhook", "bitrix24" (their own sections below). Empty: none,
+    # and a call writes nothing more than without the bridge.
+    targets: tuple[str, ...]
+    # This process delivers (one per cluster, by a PostgreSQL lock). false: it only enqueues, and a
+    # dedicated `ivr crm deliver` process delivers: the calls' processes spend no CPU on it.
+    deliver: bool
+    # A delivery failing this many times becomes a dead letter (console: /admin/crm, "retry").
+    max_attempts: int
+    # Backoff between attempts: retry_min doubling up to retry_max seconds, jittered down to half.
+    retry_min: float
+    retry_max: float
+    batch: int  # rows a worker takes per round
+    lease: float  # seconds a taken row is another worker's to leave alone (then taken again)
+    poll_interval: float  # seconds between looks at an empty outbox
+    request_timeout: float  # seconds one HTTP request to a target may take
+    # Recording links a CRM fetches (GET /r/<token>): our web server as the CRM reaches it, the HMAC
+    # key of the links (16+ characters) and how long a link stays valid. Empty: no recordings sent.
+    public_url: str
+    link_secret: str
+    link_hours: float
+
+
+@dataclass(frozen=True)
+class CrmWebhookSettings:
+    url: str
+    secret: str  # HMAC-SHA256 key of X-Ivr-Signature (16+ characters)
+    events: tuple[str, ...]  # event kinds to send; empty: every exported kind
+    rate: float  # requests per second at most
+    burst: int
+
+
+@dataclass(frozen=True)
+class CrmBitrix24Settings:
+    webhook_url: str  # https://<portal>/rest/<user>/<token>/ (an incoming webhook: telephony + crm)
+    default_user: int  # the Bitrix24 user a call is registered to (and finished by, without an operator)
+    users: dict[str, str]  # queue member interface -> Bitrix24 user id, e.g. {"PJSIP/101" = "7"}
+    crm_create: bool  # CRM_CREATE: a lead for an unknown number
+    line_number: str  # LINE_NUMBER of the register, empty: none
+    rate: float  # Bitrix24 allows about 2 requests per second per webhook
+    burst: int
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str
     json: bool
@@ -272,6 +318,9 @@ class Settings:
     call_records: CallRecordSettings
     hours: HoursSettings
     operators: OperatorSettings
+    crm: CrmSettings
+    crm_webhook: CrmWebhookSettings
+    crm_bitrix24: CrmBitrix24Settings
     log: LogSettings
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:

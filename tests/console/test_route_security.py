@@ -139,6 +139,11 @@ ACCESS: dict[tuple[str, str], list[Probe]] = {
                                                      body={"active": "1"})],
     ("POST", "/admin/users/{user_id}/password"): [page("/admin/users/{victim}/password", 302, 403, 403, 422,
                                                        body={"password": "short"})],
+    # the CRM bridge's dead letters (no target in the rig: the page says so; no row to retry: 404)
+    ("GET", "/admin/crm"): [page("/admin/crm", 302, *ADMIN)],
+    ("POST", "/admin/crm/{item_id}/retry"): [page("/admin/crm/999999/retry", 302, 403, 403, 404, body={})],
+    # a CRM fetches a recording by a signed link alone: no session needed, nothing without a valid token
+    ("GET", "/r/{token}"): [page("/r/not-a-token", 404, 404, 404, 404)],
     # --- API ------------------------------------------------------------------------------------------
     ("GET", "/api/v1/me"): [page("/api/v1/me", 401, *ANY)],
     ("GET", "/api/v1/customers/{customer_id}"): [page("/api/v1/customers/C001", 401, *ANY)],

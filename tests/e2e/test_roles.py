@@ -42,8 +42,8 @@ async def test_each_role_signs_in_sees_its_sections_and_signs_out(browser, conso
 
 
 @pytest.mark.parametrize(("username", "paths"), [
-    ("op1", ["/stats", "/wallboard", "/admin/users"]),
-    ("sup1", ["/admin/users"]),
+    ("op1", ["/stats", "/wallboard", "/admin/users", "/admin/crm"]),
+    ("sup1", ["/admin/users", "/admin/crm"]),
 ])
 async def test_refused_where_the_role_forbids(browser, console, username, paths):
     page = await new_page(browser, console)

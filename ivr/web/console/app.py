@@ -7,6 +7,7 @@ from aiohttp import web
 from ivr.web.console import (
     auth,
     calls_pages,
+    crm_pages,
     customer_edit_pages,
     customer_pages,
     monitoring,
@@ -23,5 +24,5 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_static("/static/", STATIC, append_version=False)
     # customer_edit_pages before customer_pages: /customers/new is not /customers/{customer_id}.
     for module in (auth, operator_pages, customer_edit_pages, order_pages, customer_pages, calls_pages, stats_pages,
-                   monitoring):
+                   monitoring, crm_pages):
         module.setup(app, deps)

@@ -29,3 +29,5 @@ class ConsoleDeps:
     metrics: Any = None  # ivr.web.console.metrics.Metrics
     database: Any = None  # ivr.database_gate.DatabaseGate: start-up state, unreachable since when
     seller: SellerSettings = field(default_factory=lambda: default_settings().seller)  # on every invoice
+    outbox: Any = None  # crm_bridge.outbox.store.OutboxStore, when CRM targets are configured
+    recording_links: Any = None  # crm_bridge.connectors.recording_links.RecordingLinks: GET /r/<token>

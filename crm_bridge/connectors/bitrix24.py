@@ -1,0 +1,160 @@
+"""Bitrix24 telephony through an incoming webhook (``https://<portal>/rest/<user>/<token>/``).
+
+Per call, in order (the outbox holds a call's later events until the earlier ones are delivered):
+
+==================  ==========================================  =========================================
+event               method                                      parameters
+==================  ==========================================  =========================================
+call.started        ``telephony.externalcall.register``         USER_ID (``default_user``), PHONE_NUMBER,
+                                                                TYPE=2 (inbound), CALL_START_DATE,
+                                                                CRM_CREATE (config), SHOW=0, LINE_NUMBER
+call end            ``telephony.externalcall.finish``           CALL_ID (register's), USER_ID (the
+(``finish_on``)                                                 operator's through ``users``, else the
+                                                                default), DURATION, STATUS_CODE, ADD_TO_CHAT=0
+recording.ready     ``telephony.externalCall.attachRecord``     CALL_ID, FILENAME, RECORD_URL (a signed,
+                                                                expiring ``/r/<token>`` link of ours)
+==================  ==========================================  =========================================
+
+The register's ``result.CALL_ID`` is kept on its outbox row (``remote_ref``) for the later two.
+The call end is ``call.hungup`` (the AMI tracker saw the last channel go: operator and talk time
+known) when AMI is on, else ``call.ended`` (the robot's part is over).
+
+Errors, as Bitrix24 answers them (``{"error": "...", "error_description": "..."}``):
+``QUERY_LIMIT_EXCEEDED`` (HTTP 503, about 2 requests/s per webhook) → ``Throttled``; HTTP 5xx, no
+answer, ``expired_token``/``INVALID_CREDENTIALS``/``insufficient_scope``/401 (a webhook being fixed
+by an admin) → ``Retry``; any other error (a refused parameter) → ``Refused``.
+``telephony.call.attachTranscription`` is not sent: we keep no transcript as a list of messages
+yet (a sidecar file only); it is a branch here once transcripts are events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from crm_bridge.connectors.base import DeliveryContext, Refused, Retry, Throttled
+from crm_bridge.connectors.http import HttpClient
+from crm_bridge.connectors.recording_links import RecordingLinks
+from crm_bridge.connectors.secrets import Scrubber, scrub_url
+from crm_bridge.contract.events import EventKind
+from crm_bridge.contract.outcomes import Outcome
+from crm_bridge.dto import CallView, OutboxItem
+
+REGISTER = "telephony.externalcall.register"
+FINISH = "telephony.externalcall.finish"
+ATTACH_RECORD = "telephony.externalCall.attachRecord"
+INBOUND = 2
+# Bitrix24's call status codes (SIP-like): 200 answered, 304 missed, 486 busy, 603 declined.
+ANSWERED, MISSED = "200", "304"
+_ANSWERED = frozenset({Outcome.ORDER_PLACED, Outcome.OPERATOR_ANSWERED, Outcome.CALLBACK_REQUESTED,
+                       Outcome.AFTER_HOURS})
+_RETRY_ERRORS = frozenset({"QUERY_LIMIT_EXCEEDED", "expired_token", "INVALID_CREDENTIALS", "insufficient_scope",
+                           "NO_AUTH_FOUND", "INTERNAL_SERVER_ERROR", "OVERLOAD_LIMIT"})
+
+
+def status_code(outcome: str | None) -> str:
+    """Answered when a human or the robot served the caller; missed otherwise."""
+    return ANSWERED if outcome in _ANSWERED else MISSED
+
+
+class Bitrix24Target:
+    def __init__(self, name: str, webhook_url: str, *, default_user: int, users: Mapping[str, str],
+                 crm_create: bool, line_number: str, finish_on: str, links: RecordingLinks | None,
+                 rate: float, burst: int, timeout: float) -> None:
+        if not webhook_url.startswith(("http://", "https://")) or "/rest/" not in webhook_url:
+            raise ValueError(f"{name}: webhook_url must look like https://<portal>/rest/<user>/<token>/, "
+                             f"got {scrub_url(webhook_url)!r}")
+        self.name, self.rate, self.burst = name, rate, burst
+        self.address = scrub_url(webhook_url)
+        self._base = webhook_url.rstrip("/") + "/"
+        self._default_user = default_user
+        self._users = {k: int(v) for k, v in users.items()}
+        self._crm_create, self._line = crm_create, line_number
+        self._finish_on, self._links = finish_on, links
+        kinds = {EventKind.CALL_STARTED.value, finish_on}
+        if links is not None:  # without a public link there is no way for the portal to fetch a file
+            kinds.add(EventKind.RECORDING_READY.value)
+        self.kinds = frozenset(kinds)
+        self._scrub = Scrubber([webhook_url, self._base, webhook_url.rstrip("/").rsplit("/", 1)[-1]])
+        self._http = HttpClient(timeout, self._scrub)
+
+    async def deliver(self, item: OutboxItem, context: DeliveryContext) -> str | None:
+        if item.call_id is None:
+            raise Refused("an event without a call")
+        call = await context.call(item.call_id)
+        if item.kind == EventKind.CALL_STARTED:
+            result = await self._call(REGISTER, self._register(item, call))
+            call_id = result.get("CALL_ID") if isinstance(result, Mapping) else None
+            if not call_id:
+                raise Retry("register answered without CALL_ID")
+            return str(call_id)
+        remote = await context.remote_ref(item.call_id, EventKind.CALL_STARTED.value)
+        if remote is None:  # its register is dead or was never enqueued: an admin retries it first
+            raise Retry("the call is not registered in Bitrix24")
+        if item.kind == self._finish_on:
+            await self._call(FINISH, self._finish(remote, item, call))
+        elif item.kind == EventKind.RECORDING_READY and self._links is not None:
+            await self._call(ATTACH_RECORD, {
+                "CALL_ID": remote, "FILENAME": _filename(item.call_id, item.payload),
+                "RECORD_URL": self._links.url(item.call_id),
+            })
+        else:
+            raise Refused(f"{item.kind} is not sent to Bitrix24")
+        return None
+
+    def _register(self, item: OutboxItem, call: CallView | None) -> dict[str, Any]:
+        data = item.payload.get("data") or {}
+        phone = (call.normalized_number or call.caller_number) if call is not None else None
+        params: dict[str, Any] = {
+            "USER_ID": self._default_user, "PHONE_NUMBER": phone or data.get("caller") or "",
+            "TYPE": INBOUND, "CALL_START_DATE": item.occurred_at.isoformat(timespec="seconds"),
+            "CRM_CREATE": 1 if self._crm_create else 0, "SHOW": 0,
+        }
+        if self._line:
+            params["LINE_NUMBER"] = self._line
+        return params
+
+    def _finish(self, remote: str, item: OutboxItem, call: CallView | None) -> dict[str, Any]:
+        user = self._default_user
+        duration = 0
+        outcome = None
+        if call is not None:
+            user = self._users.get(call.operator_interface or "", self._default_user)
+            end: datetime = call.ended_at or item.occurred_at
+            duration = max(0, round((end - call.started_at).total_seconds()))
+            outcome = call.outcome
+        outcome = outcome or (item.payload.get("data") or {}).get("outcome")
+        return {"CALL_ID": remote, "USER_ID": user, "DURATION": duration, "STATUS_CODE": status_code(outcome),
+                "ADD_TO_CHAT": 0}
+
+    async def _call(self, method: str, params: Mapping[str, Any]) -> Any:
+        answer = await self._http.post(f"{self._base}{method}.json", json.dumps(params).encode(),
+                                       {"Content-Type": "application/json"})
+        try:
+            body = json.loads(answer.body or b"{}")
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        error = body.get("error")
+        if answer.status == 200 and error is None:
+            return body.get("result")
+        said = self._scrub(f"{method}: HTTP {answer.status} {error or ''} {body.get('error_description') or ''}")
+        said = said.strip()[:300]
+        if error == "QUERY_LIMIT_EXCEEDED":
+            raise Throttled(said, 1.0)
+        if answer.status >= 500 or answer.status in (401, 408, 429) or error in _RETRY_ERRORS:
+            raise Retry(said)
+        raise Refused(said)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def _filename(call_id: str, payload: Mapping[str, Any]) -> str:
+    path = str((payload.get("data") or {}).get("path") or "")
+    suffix = ".mp3" if path.lower().endswith(".mp3") else ".wav"  # Bitrix24 takes wav or mp3 only
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in call_id).strip(".")
+    return (safe[:80] or "call") + suffix

@@ -1,0 +1,141 @@
+"""Whole calls through the fake Asterisk reach the fake Bitrix24 portal as its telephony integrations
+do: register → finish (→ attachRecord, whose link the portal fetches from our web server), once and
+in order, also across an outage and the portal's own rate limit; its token never shows."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from crm_bridge.call_log import CallUpdate, TimelineRecord
+from crm_bridge.demo import load_demo_data
+from ivr.app import Seams, start_service
+from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
+from tests.crm.fake_bitrix24 import FakeBitrix24
+from tests.traces import TRACES
+
+WAV = TRACES / "recordings" / "mixmonitor-sip-call.wav"
+LINK_SECRET = "recording-link-secret-0123456789"
+
+
+async def all_delivered(harness: CallHarness, rows: int) -> bool:
+    """The fake saw the request before our worker marked the row: wait for the marks too."""
+    assert harness.service.outbox is not None
+    items = await harness.service.outbox.store.items()
+    return len(items) == rows and all(i.state == "delivered" for i in items)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_bridge(store, prompts_dir: Path, bitrix: FakeBitrix24, recordings: Path,
+                       **crm: object) -> CallHarness:
+    await load_demo_data(store.sessions)
+    port = free_port()
+    settings = harness_settings(
+        database_url(store), prompts_dir,
+        web={"enabled": True, "host": "127.0.0.1", "port": port},
+        recordings={"dir": str(recordings)},
+        crm={"targets": ["bitrix24"], "retry_min": 0.2, "retry_max": 1.0, "poll_interval": 0.05,
+             "request_timeout": 2.0, "public_url": f"http://127.0.0.1:{port}", "link_secret": LINK_SECRET, **crm},
+        crm_bitrix24={"webhook_url": bitrix.webhook_url, "default_user": 1, "users": {"PJSIP/101": "7"}},
+    )
+    service = await start_service(settings, migrate=False, seams=Seams(strict_events=True))
+    return CallHarness(service=service, store=service.store, prompts_dir=prompts_dir)
+
+
+@pytest.fixture
+def recordings(tmp_path: Path) -> Path:
+    path = tmp_path / "recordings"
+    path.mkdir()
+    return path
+
+
+async def test_a_call_is_registered_then_finished_then_its_recording_attached(store, prompts_dir, bitrix,
+                                                                              recordings) -> None:
+    harness = await start_bridge(store, prompts_dir, bitrix, recordings)
+    try:
+        fake = await harness.call("+79161234567", ["1"])
+        call_id = fake.channel_vars["CHANNEL(linkedid)"]
+        await wait_for(lambda: bitrix.methods() == ["telephony.externalcall.register",
+                                                    "telephony.externalcall.finish"], timeout=20)
+        [(remote, call)] = bitrix.calls.items()
+        assert call.register["PHONE_NUMBER"] == "+79161234567"
+        assert (call.register["TYPE"], call.register["SHOW"], call.register["CRM_CREATE"]) == (2, 0, 1)
+        assert call.finish is not None
+        assert (call.finish["STATUS_CODE"], call.finish["USER_ID"], call.finish["ADD_TO_CHAT"]) == ("200", 1, 0)
+
+        # The tracker's word that the recording is there (AMI is off in the harness: said by hand).
+        shutil.copyfile(WAV, recordings / f"{call_id}.wav")
+        now = datetime.now(UTC)
+        await harness.records.submit([
+            CallUpdate(call_id=call_id, fields={"recording_path": str(recordings / f"{call_id}.wav")}, started_at=now),
+            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="recording.ready",
+                           data={"path": str(recordings / f"{call_id}.wav"), "seconds": 6.8, "bytes": 1}),
+        ])
+        await wait_for(lambda: call.record is not None, timeout=20)
+        assert call.record == WAV.read_bytes()  # fetched through the signed link, from our web server
+        assert call.record_name == f"{call_id}.wav"
+        assert bitrix.methods()[-1] == "telephony.externalCall.attachRecord"
+    finally:
+        await harness.stop()
+
+
+async def test_portal_down_then_back_every_call_arrives_once_in_order(store, prompts_dir, bitrix,
+                                                                      recordings) -> None:
+    harness = await start_bridge(store, prompts_dir, bitrix, recordings)
+    try:
+        with capture_logs() as logs:
+            await bitrix.stop()  # unreachable: connection refused
+            numbers = ["+79161234567", "+79031112233", "+79990000000"]
+            for number in numbers:
+                await harness.call(number, ["1"])
+            outbox = harness.service.outbox
+            assert outbox is not None
+
+            async def tried_while_down() -> bool:
+                return any(i.attempts >= 1 for i in await outbox.store.items())
+
+            await wait_for(tried_while_down, timeout=20)
+            bitrix.fail_with(503)  # back, but failing: 5xx
+            await bitrix.start()
+            await wait_for(lambda: len(bitrix.refused) >= 1, timeout=20)
+            bitrix.fail_with(None)
+            await wait_for(lambda: all_delivered(harness, 6), timeout=40)
+        assert len(bitrix.calls) == 3  # one register per call, however many attempts
+        assert sorted(c.register["PHONE_NUMBER"] for c in bitrix.calls.values()) == sorted(numbers)
+        for remote in bitrix.calls:
+            order = [m for m, p in bitrix.log if p.get("CALL_ID") == remote]
+            assert order == ["telephony.externalcall.finish"]  # after its register, which made the id
+        text = repr(logs) + repr(await outbox.store.items())
+        assert bitrix.token not in text
+        assert any(e["event"] == "crm.delivery_retry" for e in logs)
+    finally:
+        await harness.stop()
+
+
+async def test_the_portals_rate_limit_slows_delivery_and_loses_nothing(store, prompts_dir, bitrix,
+                                                                       recordings) -> None:
+    # Our bucket above the portal's: the portal answers QUERY_LIMIT_EXCEEDED and we wait, uncounted.
+    harness = await start_bridge(store, prompts_dir, bitrix, recordings)
+    harness.service.outbox._buckets["bitrix24"].rate = 50.0  # type: ignore[union-attr]
+    harness.service.outbox._buckets["bitrix24"].burst = 50  # type: ignore[union-attr]
+    try:
+        for number in ["+79161234567", "+79031112233", "+79990000000", "+79161234567"]:
+            await harness.call(number, ["1"])
+        await wait_for(lambda: all_delivered(harness, 8), timeout=40)
+        assert len(bitrix.calls) == 4
+        items = await harness.service.outbox.store.items()  # type: ignore[union-attr]
+        if ("telephony.externalcall.register", "QUERY_LIMIT_EXCEEDED") in bitrix.refused or \
+                ("telephony.externalcall.finish", "QUERY_LIMIT_EXCEEDED") in bitrix.refused:
+            assert max(i.attempts for i in items) <= 2  # a throttled try is not counted as a failure
+    finally:
+        await harness.stop()
