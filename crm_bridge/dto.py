@@ -53,6 +53,7 @@ class OrderView:
     source: str  # "import" | "ivr" | "operator"
     delivery_date: date | None = None
     invoice: InvoiceView | None = None
+    call_id: str | None = None  # the call it was placed in (robot or operator); None for imports
 
     def difference(self, customer_id: str, lines: Sequence[tuple[str, int]], source: str) -> str | None:
         """What makes a request under this order's idempotency key another order: ``"customer"``,

@@ -85,6 +85,7 @@ def order_view(
         source=order.source,
         delivery_date=order.delivery_date,
         invoice=invoice_view(invoice) if invoice is not None else None,
+        call_id=order.call_id,
     )
 
 

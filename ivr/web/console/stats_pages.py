@@ -366,8 +366,9 @@ TREND_SERIES = (  # (DayRow field, legend, colour): the shares drawn on the tren
 
 def trend_chart(days: tuple[DayRow, ...] | list[DayRow]) -> Markup:
     """Calls per day as grey bars (left scale) and three shares 0–100 % as lines (right scale)."""
-    left, right, top, plot_h, bottom = 40, 44, 26, 180, 34
-    step = max(14, min(60, 900 // max(1, len(days))))
+    left, right, top, plot_h, bottom, plot_w = 40, 44, 26, 180, 34, 900
+    step = round(max(14, plot_w / max(1, len(days))), 2)  # a day's slot: the chart keeps its width
+    bar_w = round(min(step - 4, 40), 2)
     width = left + right + step * max(1, len(days))
     height = top + plot_h + bottom
     peak = max((d.calls for d in days), default=0) or 1
@@ -385,15 +386,16 @@ def trend_chart(days: tuple[DayRow, ...] | list[DayRow]) -> Markup:
         x = left + i * step
         h = round(plot_h * d.calls / peak, 1)
         parts.append(
-            f'<rect class="bar" x="{x + 2}" y="{base - h}" width="{step - 4}" height="{h}" fill="#d0d5dd">'
+            f'<rect class="bar" x="{round(x + (step - bar_w) / 2, 2)}" y="{base - h}" width="{bar_w}" height="{h}" '
+            f'fill="#d0d5dd">'
             f"<title>{formats.date_text(d.day)}: звонков {d.calls}</title></rect>"
         )
         if i % label_every == 0:
-            parts.append(f'<text x="{x + step / 2}" y="{base + 14}" font-size="10" text-anchor="middle" '
+            parts.append(f'<text x="{round(x + step / 2, 2)}" y="{base + 14}" font-size="10" text-anchor="middle" '
                          f'fill="#6b7280">{d.day.day:02d}.{d.day.month:02d}</text>')
     for n, (field, legend, color) in enumerate(TREND_SERIES):
         points = [
-            (left + i * step + step / 2, round(base - plot_h * value, 1))
+            (round(left + i * step + step / 2, 2), round(base - plot_h * value, 1))
             for i, d in enumerate(days) if (value := getattr(d, field)) is not None
         ]
         if points:
