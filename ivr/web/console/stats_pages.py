@@ -381,7 +381,7 @@ def trend_chart(days: tuple[DayRow, ...] | list[DayRow]) -> Markup:
         f'<text x="{width - right + 4}" y="{top + 4}" font-size="11" fill="#6b7280">100 %</text>',
         f'<text x="{width - right + 4}" y="{base}" font-size="11" fill="#6b7280">0 %</text>',
     ]
-    label_every = max(1, len(days) // 15)
+    label_every = max(1, -(-len(days) // 12))  # at most ~12 labels: "28 ноя" is wider than a day of a month
     for i, d in enumerate(days):
         x = left + i * step
         h = round(plot_h * d.calls / peak, 1)
@@ -392,7 +392,7 @@ def trend_chart(days: tuple[DayRow, ...] | list[DayRow]) -> Markup:
         )
         if i % label_every == 0:
             parts.append(f'<text x="{round(x + step / 2, 2)}" y="{base + 14}" font-size="10" text-anchor="middle" '
-                         f'fill="#6b7280">{d.day.day:02d}.{d.day.month:02d}</text>')
+                         f'fill="#6b7280">{formats.short_day_text(d.day)}</text>')
     for n, (field, legend, color) in enumerate(TREND_SERIES):
         points = [
             (round(left + i * step + step / 2, 2), round(base - plot_h * value, 1))
