@@ -17,6 +17,7 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from openpyxl import load_workbook
 from playwright.async_api import expect
@@ -166,7 +167,46 @@ async def test_calls_sort_and_export(browser, console):
     assert page.js_errors == [], page.js_errors
 
 
+# The six days before today: (robot orders, operator answered within 20 s, after 20 s+, abandoned in
+# the queue, hung up in the robot): a week that moves, for the trend and the README's picture.
+PAST_WEEK = [(5, 2, 1, 1, 1), (7, 1, 2, 0, 2), (4, 3, 1, 2, 0), (8, 1, 0, 1, 1), (6, 2, 2, 0, 1), (9, 1, 1, 1, 0)]
+
+
+async def _past_week(console) -> None:
+    noon = datetime.now(ZoneInfo("Europe/Moscow")).replace(hour=12, minute=0, second=0, microsecond=0)
+    serial = 0
+    for back, (orders, fast, slow, abandoned, dropped) in zip(range(6, 0, -1), PAST_WEEK, strict=True):
+        day = noon - timedelta(days=back)  # from noon: a day's calls never cross midnight
+        kinds = ["order_placed"] * orders + ["fast"] * fast + ["slow"] * slow + ["abandoned_in_queue"] * abandoned \
+            + ["abandoned_in_ivr"] * dropped
+        for n, kind in enumerate(kinds):
+            serial += 1
+            call_id, at = f"1795000000.{serial}", day + timedelta(minutes=7 * n)
+            await console.store.record_call_start(
+                call_id=call_id, caller_number="+79161234567", normalized_number="+79161234567",
+                customer_id="C001", channel="PJSIP/trunk-1", script="repeat-order", started_at=at)
+            queued = {"queue": "operators", "queue_entered_at": at + timedelta(seconds=30)}
+            if kind in ("order_placed", "fast"):  # the robot's order, or the one the operator took
+                await console.store.place_order(
+                    idempotency_key=f"seed:{call_id}", customer_id="C001", lines=[("WATER-19", 2)],
+                    source="ivr" if kind == "order_placed" else "operator", call_id=call_id,
+                    now=at + timedelta(minutes=1))
+            if kind in ("fast", "slow"):
+                wait = 8.0 if kind == "fast" else 55.0
+                await console.store.update_call(
+                    call_id, facts=facts_implying("operator_answered"), reason="caller_request", wait_seconds=wait,
+                    answered_at=at + timedelta(seconds=30 + wait), talk_seconds=70.0,
+                    ended_at=at + timedelta(minutes=3), **queued)
+            elif kind == "abandoned_in_queue":
+                await console.store.update_call(call_id, facts=facts_implying(kind), reason="caller_request",
+                                                wait_seconds=40.0, ended_at=at + timedelta(minutes=2), **queued)
+            else:
+                await console.store.update_call(call_id, facts=facts_implying(kind), reason=kind,
+                                                ended_at=at + timedelta(minutes=1))
+
+
 async def test_stats_trend_and_the_honest_automation_rate(browser, console):
+    await _past_week(console)
     await _recorded_call(console)  # an operator answered: the robot did not finish it
     fake = await console.call("+79161234567", ["1"])  # the robot placed an order: finished
     await console.call_row(fake.channel_vars["UNIQUEID"], "order_placed")
@@ -181,6 +221,11 @@ async def test_stats_trend_and_the_honest_automation_rate(browser, console):
     await expect(today).to_contain_text("50,0 % (1 из 2)")
     await page.locator(".presets a", has_text="7 дней").click()
     await expect(page.locator("#days tbody tr")).to_have_count(7)
+    # the first day of the week: 5 of its 10 calls finished by the robot; 2 of 4 queued answered in 20 s
+    await expect(page.locator("#days tbody tr").first).to_contain_text("50,0 % (5 из 10)")
+    await expect(page.locator("#days tbody tr").first).to_contain_text("50,0 % (2 из 4)")
+    robot, answered = 5 + 7 + 4 + 8 + 6 + 9 + 1, sum(sum(day) for day in PAST_WEEK) + 2
+    await expect(page.locator("#automation-numbers")).to_have_text(f"{robot} из {answered}")
     await page.set_viewport_size({"width": 1280, "height": 1640})  # tiles, the rate, the trend, the days
     await doc_screenshot(page, "stats")
     assert page.js_errors == [], page.js_errors
