@@ -3,7 +3,7 @@
 The player (``static/player.js``) draws bars from ``GET /calls/{id}/recording/peaks``:
 ``{"duration": seconds, "peaks": [0..1, …]}``, ``BUCKETS`` values, each the loudest sample of its
 slice of the recording (channels mixed by taking the louder). Computing them on the server costs one
-read of the file with numpy (a one-hour 8 kHz call is ~57 MB of samples: well under a second) and
+read of the file with numpy (a one-hour 8 kHz 16-bit call, 57.6 MB: 0.17–0.23 s measured, 2 shared cores) and
 sends ~5 KB, where decoding in the browser would download the whole file before anything is drawn.
 
 Only PCM WAV (8/16/24/32-bit integer, or 32-bit float) is read: what MixMonitor writes by default.
