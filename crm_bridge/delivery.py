@@ -1,4 +1,4 @@
-"""Delivery date rules: pure functions, no I/O."""
+"""Delivery date rules and the change deadline they imply: pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -32,3 +32,24 @@ def delivery_date(ordered_at_local: datetime, rules: DeliveryRules) -> date:
             return day
         day += timedelta(days=1)
     raise ValueError("no delivery day within a year: check delivery days and holidays")
+
+
+def change_deadline(delivery: date, rules: DeliveryRules) -> datetime:
+    """Until when an order delivered on ``delivery`` may be cancelled or edited (depot wall clock).
+
+    The cut-off of the calendar day before the delivery date (``delivery.cutoff``, 14:00): that is
+    when the day's loading lists are closed. Delivery on Thursday -> until Wednesday 14:00; on
+    Monday -> until Sunday 14:00 (a day without deliveries has a cut-off too: the depot plans then).
+    An order is always changeable when placed: ``delivery_date`` picks a day whose deadline is
+    still ahead (before the cut-off: tomorrow, deadline today at the cut-off; past it: the day
+    after, deadline tomorrow at the cut-off). The deadline itself is already too late.
+    """
+    return datetime.combine(delivery - timedelta(days=1), rules.cutoff)
+
+
+def changeable(now_local: datetime, delivery: date | None, rules: DeliveryRules) -> bool:
+    """Whether an order with this delivery date may still be changed at ``now_local`` (naive,
+    depot wall clock). Orders without a delivery date (imported history) never are."""
+    if delivery is None:
+        return False
+    return now_local.replace(tzinfo=None) < change_deadline(delivery, rules)

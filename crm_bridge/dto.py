@@ -41,6 +41,8 @@ class InvoiceView:
     vat_rate: Decimal
     vat_amount: Decimal
     total: Decimal  # what the customer pays
+    status: str = "issued"  # "issued" | "cancelled" (its order was cancelled)
+    revision: int = 1  # + 1 each time its order is edited (recomputed under the same number)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,22 @@ class OrderView:
     source: str  # "import" | "ivr" | "operator"
     delivery_date: date | None = None
     invoice: InvoiceView | None = None
+    status: str = "placed"  # "placed" | "cancelled"
+    revision: int = 1  # + 1 per edit
+    changed_at: datetime | None = None  # the last cancel or edit: when, by whom, why
+    changed_by: str | None = None
+    change_reason: str | None = None
+    change_deadline: datetime | None = None  # aware UTC; None: never changeable (no delivery date)
     call_id: str | None = None  # the call it was placed in (robot or operator); None for imports
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+    def same_lines(self, lines: Sequence[tuple[str, int]]) -> bool:
+        """The same multiset of (sku, quantity) as ``lines`` (zero quantities left out)."""
+        asked = sorted((sku, qty) for sku, qty in lines if qty > 0)
+        return asked == sorted((line.sku, line.quantity) for line in self.lines)
 
     def difference(self, customer_id: str, lines: Sequence[tuple[str, int]], source: str) -> str | None:
         """What makes a request under this order's idempotency key another order: ``"customer"``,
@@ -64,8 +81,7 @@ class OrderView:
         """
         if customer_id != self.customer_id:
             return "customer"
-        asked = sorted((sku, qty) for sku, qty in lines if qty > 0)
-        if asked != sorted((line.sku, line.quantity) for line in self.lines):
+        if not self.same_lines(lines):
             return "lines"
         if source != self.source:
             return "source"

@@ -85,3 +85,41 @@ class ImportFileError(CrmError):
 class RecordRejected(CrmError):
     """The database refused a value in a batch of call records (crm_bridge.call_log): retrying the
     same batch cannot succeed, split it to find the bad record."""
+
+
+class UnknownOrder(CrmError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"unknown order: {order_id!r}")
+        self.order_id = order_id
+
+
+class OrderNotChangeable(CrmError):
+    """The order may not be cancelled or edited (any more). ``why``: "cutoff" (the change deadline
+    has passed), "cancelled" (already cancelled), "no_delivery_date" (imported history).
+    ``message`` is the Russian sentence an operator reads."""
+
+    def __init__(self, order_id: str, why: str, message: str) -> None:
+        super().__init__(f"order {order_id!r} cannot be changed: {why}")
+        self.order_id = order_id
+        self.why = why
+        self.message = message
+
+
+class ChangeReasonRequired(CrmError):
+    def __init__(self) -> None:
+        super().__init__("a cancellation or an edit needs a reason")
+
+
+class InvalidCustomer(CrmError):
+    """A new customer's or an edit's fields are unusable; ``message`` is Russian, for the form."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"invalid customer {field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class UnknownTask(CrmError):
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"unknown callback task: {task_id}")
+        self.task_id = task_id

@@ -149,6 +149,14 @@ class Order(Base):
     call_id: Mapped[str | None] = mapped_column(String(64), index=True)
     delivery_date: Mapped[date | None] = mapped_column(Date)
     total: Mapped[Decimal] = mapped_column(Money)
+    # Corrections by an operator (migration 0008): "placed" or "cancelled"; revision + 1 per edit;
+    # the last change's time, who made it (the console user) and why. The full story is on the
+    # customer's timeline (order.changed / order.cancelled events).
+    status: Mapped[str] = mapped_column(String(16), default="placed", server_default=text("'placed'"))
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    changed_by: Mapped[str | None] = mapped_column(String(200))
+    change_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class OrderLine(Base):
@@ -183,6 +191,10 @@ class Invoice(Base):
     vat_rate: Mapped[Decimal] = mapped_column(Numeric(5, 2))
     vat_amount: Mapped[Decimal] = mapped_column(Money)
     total: Mapped[Decimal] = mapped_column(Money)
+    # "issued" or "cancelled" (its order was cancelled); an edited order's invoice keeps its number
+    # and is recomputed with revision + 1 (crm_bridge/README.md, "Correcting an order").
+    status: Mapped[str] = mapped_column(String(16), default="issued", server_default=text("'issued'"))
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class SequenceCounter(Base):

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Row, String, and_, any_, bindparam, insert, or_, select, text, update
+from sqlalchemy import ARRAY, Row, String, and_, any_, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
@@ -211,7 +211,8 @@ def _caller_statement() -> Any:
     newest = _orders.alias("newest")
     last_order_pk = (
         select(newest.c.id)
-        .where(newest.c.customer_id == _customers.c.id)
+        # A cancelled order is not "your last order" (the robot would offer to repeat it).
+        .where(newest.c.customer_id == _customers.c.id, newest.c.status != "cancelled")
         .order_by(newest.c.ordered_at.desc(), newest.c.id.desc())
         .limit(1)
         .correlate(_customers)
@@ -605,3 +606,74 @@ async def invoice_by_number(session: AsyncSession, number: str) -> tuple[Invoice
     )
     row = (await session.execute(stmt)).first()
     return None if row is None else (row[0], row[1], row[2])
+
+
+# --- console corrections: customers, phones, orders (issue 10) ----------------------------------
+
+
+async def next_counter(session: AsyncSession, name: str) -> int:
+    """Take the next value of counter ``name`` in the ``sequences`` table, on either backend (console
+    rate: the row lock of the UPDATE serializes concurrent takers on PostgreSQL, the write lock on
+    SQLite). A missing row starts at 0."""
+    bump = update(_counters).where(_counters.c.name == name).values(value=_counters.c.value + 1).returning(
+        _counters.c.value
+    )
+    value = (await session.execute(bump)).scalar()
+    if value is None:
+        await session.execute(_insert_for(session)(_counters).values(name=name, value=0).on_conflict_do_nothing())
+        value = (await session.execute(bump)).scalar_one()
+    return int(value)
+
+
+async def customer_id_taken(session: AsyncSession, customer_id: str) -> bool:
+    stmt = select(Customer.id).where(Customer.customer_id == customer_id)
+    return (await session.execute(stmt)).first() is not None
+
+
+async def owners_of_phone(session: AsyncSession, number: str) -> list[str]:
+    """External ids of the customers owning ``number`` (E.164)."""
+    stmt = (
+        select(Customer.customer_id)
+        .join(Phone, Phone.customer_id == Customer.id)
+        .where(Phone.number == number)
+        .order_by(Customer.customer_id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def order_for_change(session: AsyncSession, order_id: str) -> tuple[Order, Invoice | None, str] | None:
+    """An order by its number with its invoice and its customer's external id, the order row locked
+    for update on PostgreSQL (SQLite: the unit of work holds the write lock)."""
+    stmt = (
+        select(Order, Invoice, Customer.customer_id)
+        .join(Customer, Customer.id == Order.customer_id)
+        .outerjoin(Invoice, Invoice.order_id == Order.id)
+        .where(Order.order_id == order_id)
+        .with_for_update(of=Order)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+async def replace_order_lines(session: AsyncSession, order_pk: int, lines: Sequence[dict[str, Any]]) -> None:
+    """The order's lines become ``lines`` (column values without order_id and line_no)."""
+    await session.execute(delete(OrderLine).where(OrderLine.order_id == order_pk))
+    if lines:
+        await session.execute(
+            insert(OrderLine), [{**line, "order_id": order_pk, "line_no": no} for no, line in enumerate(lines, 1)]
+        )
+
+
+async def recent_orders_of_customer(session: AsyncSession, customer_pk: int, since: Any) -> list[Order]:
+    """The customer's orders placed at or after ``since`` and not cancelled, newest first."""
+    stmt = (
+        select(Order)
+        .where(Order.customer_id == customer_pk, Order.ordered_at >= since, Order.status != "cancelled")
+        .order_by(Order.ordered_at.desc(), Order.id.desc())
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+def add_event(session: AsyncSession, event: TimelineEvent) -> None:
+    """A timeline row written in the caller's unit of work (the change and its record commit together)."""
+    session.add(event)

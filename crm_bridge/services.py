@@ -23,6 +23,7 @@ from crm_bridge import repositories as repo
 from crm_bridge.call_log import CallEnd, CallLog, CallUpdate, TimelineRecord
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts
+from crm_bridge.corrections import Corrections
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
@@ -43,16 +44,15 @@ from crm_bridge.errors import (
     ConnectionLost,
     EmptyOrder,
     IdempotencyConflict,
-    InactiveProduct,
-    InvalidQuantity,
     InvalidSource,
     StoreUnavailable,
     UnknownCustomer,
-    UnknownProduct,
 )
 from crm_bridge.models import CallbackTask, Customer, as_utc
 from crm_bridge.money import RUSSIAN_VAT_RATES, money, vat_rate_on, vat_split
 from crm_bridge.phones import normalize_phone
+from crm_bridge.pricing import positive_lines as _positive_lines
+from crm_bridge.pricing import priced as _priced
 from crm_bridge.views import (
     call_view,
     callback_task_view,
@@ -86,11 +86,12 @@ class StoreConfig:
     # Invoice numbers carry the year of issue (store time zone): "СЧ-2026-17" (README: numbering).
     invoice_prefix: str = "СЧ-"
     order_prefix: str = "A-"
+    customer_prefix: str = "C-"  # customers made in the console (crm_bridge.corrections)
     delivery: DeliveryRules = field(default_factory=DeliveryRules)
     timezone: str = "Europe/Moscow"
 
 
-class CrmStore:
+class CrmStore(Corrections):
     """The store's services. The call's hot path (``lookup_caller``, ``place_order``) is Core over a
     pooled connection, one statement per step; the console's calls use ORM sessions (``_unit``).
 
@@ -179,7 +180,8 @@ class CrmStore:
             lines = await repo.lines_of_orders(session, [o.id for o, _ in orders])
         # History reads back as it was sold: snapshot wording, not today's catalogue.
         views = tuple(
-            order_view(order, customer_id, [line_view(line) for line in lines.get(order.id, [])], invoice)
+            order_view(order, customer_id, [line_view(line) for line in lines.get(order.id, [])], invoice,
+                       self.change_deadline(order.delivery_date))
             for order, invoice in orders
         )
         return CustomerCard(customer=customer_view(customer, phones.get(customer.id, [])), orders=views)
@@ -462,6 +464,14 @@ class CrmStore:
             return None
         customer, phones = owners[0]
         return customer_view(customer, phones)
+
+    async def customers_by_ids(self, customer_ids: Sequence[str]) -> dict[str, CustomerView]:
+        """The customers among ``customer_ids`` that exist (the wallboard's names), phones left out."""
+        if not customer_ids:
+            return {}
+        async with self._unit() as session:
+            found = await repo.customers_by_external_ids(session, customer_ids)
+        return {cid: customer_view(customer, ()) for cid, customer in found.items()}
 
     # --- callback tasks ------------------------------------------------------------------------
 
@@ -894,36 +904,6 @@ def _name_matches(customer: Customer, tokens: Sequence[str]) -> bool:
     fields = [_fold(f or "") for f in (customer.last_name, customer.first_name, customer.patronymic,
                                        customer.customer_id)]
     return all(any(_fold(token) in field for field in fields) for token in tokens)
-
-
-def _positive_lines(lines: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Validate quantities (ints ≥ 0; bool is not a quantity) and drop the zero ones."""
-    out = []
-    for sku, qty in lines:
-        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 0:
-            raise InvalidQuantity(sku, qty)
-        if qty > 0:
-            out.append((sku, qty))
-    return out
-
-
-def _priced(products: dict[str, Any], sku: str, quantity: int) -> OrderLineView:
-    """``products``: Product rows or ORM objects by sku (anything with the Product columns)."""
-    product = products.get(sku)
-    if product is None:
-        raise UnknownProduct(sku)
-    if not product.active:
-        raise InactiveProduct(sku)
-    return OrderLineView(
-        sku=sku,
-        quantity=quantity,
-        unit_price=product.price,
-        amount=money(product.price * quantity),
-        unit=product.unit,
-        name=product.name,
-        unit_en=product.unit_en,
-        name_en=product.name_en,
-    )
 
 
 def _line_columns(line: OrderLineView) -> dict[str, Any]:

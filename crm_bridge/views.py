@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from crm_bridge import models as m
 from crm_bridge.contract.outcomes import CallFacts, facts_implying
@@ -67,6 +68,8 @@ def invoice_view(invoice: m.Invoice) -> InvoiceView:
         vat_rate=invoice.vat_rate,
         vat_amount=invoice.vat_amount,
         total=invoice.total,
+        status=invoice.status or "issued",
+        revision=invoice.revision or 1,
     )
 
 
@@ -75,6 +78,7 @@ def order_view(
     customer_id: str,
     lines: Iterable[OrderLineView],
     invoice: m.Invoice | None,
+    change_deadline: datetime | None = None,
 ) -> OrderView:
     return OrderView(
         order_id=order.order_id,
@@ -85,6 +89,12 @@ def order_view(
         source=order.source,
         delivery_date=order.delivery_date,
         invoice=invoice_view(invoice) if invoice is not None else None,
+        status=order.status or "placed",
+        revision=order.revision or 1,
+        changed_at=order.changed_at,
+        changed_by=order.changed_by,
+        change_reason=order.change_reason,
+        change_deadline=change_deadline,
         call_id=order.call_id,
     )
 

@@ -269,9 +269,13 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     )
     resources.push_async_callback(tracker.drain)
     # AMI is optional: without a username the client says so once and stays idle.
-    ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync)
+    link = _AmiLink(board, tracker)
+    ami = AmiClient(settings.ami, tracker.handle, on_resync=tracker.resync, on_status=link.changed)
     resources.push_async_callback(ami.stop)
+    link.ami = ami
     ownership, fanout = await _start_ami(resources, settings, ami, board, notifier)
+    link.ownership = ownership
+    board.watch_ami(link.status)
     shutdown = Shutdown()
     calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
     refused = RefusedCalls(records)
@@ -439,6 +443,27 @@ def build_admission(settings: Settings, records: RecordWriter) -> Admission:
     )
     admission.bind_record_backlog(lambda: records.backlog)
     return admission
+
+
+class _AmiLink:
+    """The AMI status the operator pages show ("standby": another process owns AMI, see ivr/cluster),
+    pushed to the board's feeds on every change; the members' states go stale with the link."""
+
+    def __init__(self, board: OperatorBoard, tracker: CallTracker) -> None:
+        self._board = board
+        self._tracker = tracker
+        self.ami: AmiClient | None = None
+        self.ownership: AmiOwnership | None = None
+
+    def status(self) -> str:
+        if self.ownership is not None and self.ownership.role == "standby":
+            return "standby"
+        return self.ami.status if self.ami is not None else "disabled"
+
+    def changed(self, status: str) -> None:
+        if status != "connected":
+            self._tracker.forget_members()
+        self._board.ami_changed()
 
 
 async def _start_ami(

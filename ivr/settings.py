@@ -149,6 +149,9 @@ class OrderSettings:
     # Bounds of an order placed through the API (operators, CRM clients); per line: flow.max_quantity.
     max_lines: int
     max_total_quantity: int
+    # An operator's order (console or API) with the same lines as an order of the same customer in
+    # the last hours asks "repeat order?" first (API: 409 possible_duplicate); 0 turns it off.
+    duplicate_window_hours: float
 
 
 @dataclass(frozen=True)

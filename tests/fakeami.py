@@ -14,7 +14,8 @@ What it does, as Asterisk 22.10.1 did in ``login_variants.txt`` and ``actions.tx
   configured on the server (``core_show_channel()``, ``queue_params()``, ``queue_member()``,
   ``queue_entry()`` build them with the trace's header order).
 
-Test controls: ``await server.push(events, speed=None)`` (to logged-in clients; with ``speed`` the
+Test controls: ``stop()`` then ``start()`` again (Asterisk down and back, same port),
+``await server.push(events, speed=None)`` (to logged-in clients; with ``speed`` the
 trace's own spacing, divided by ``speed``), ``await server.drop_clients()``, ``server.send_raw(b)``,
 ``server.stop_answering_pings = True``, ``server.ignore_actions`` (names never answered),
 ``server.action_handlers[name] = fn(headers) -> list of messages | None``. It records every action
@@ -270,7 +271,8 @@ class FakeAmi:
     # ------------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> FakeAmi:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        """Listen; after a ``stop()``, on the same port again (Asterisk coming back)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

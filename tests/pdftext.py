@@ -47,7 +47,9 @@ def _objects(pdf: bytes) -> dict[int, tuple[bytes, bytes]]:
         data = stream.group(1) if stream else b""
         head = body[: stream.start()] if stream else body
         if b"/FlateDecode" in head:
-            data = zlib.decompress(data)
+            # A decompressor object, not zlib.decompress: when the stream's last byte is a \r, _STREAM's
+            # "\r?\nendstream" takes it as the line break, and only the checksum's tail is lost.
+            data = zlib.decompressobj().decompress(data)
         out[int(number)] = (head, data)
     return out
 

@@ -47,6 +47,13 @@ class EventKind(StrEnum):
     RECORDING_READY = "recording.ready"
     RECORDING_MISSING = "recording.missing"
     RECORDING_REFUSED = "recording.refused"
+    # The console (an operator correcting the store, issue 10): no call, the customer's timeline.
+    ORDER_CANCELLED = "order.cancelled"
+    ORDER_CHANGED = "order.changed"
+    CUSTOMER_CREATED = "customer.created"
+    CUSTOMER_CHANGED = "customer.changed"
+    PHONE_ATTACHED = "phone.attached"
+    CALLBACK_NOTE = "callback.note"
     # Not stored: built by the store for a customer's timeline (CrmStore.customer_timeline).
     ORDER_PLACED = "order.placed"
     CALL_RECORDED = "call.recorded"
@@ -227,6 +234,51 @@ class OrderPlacedEntry(TypedDict, total=False):
     lines: int
 
 
+class OrderCancelled(TypedDict, total=False):
+    order_id: str
+    by: str  # the signed-in console user who did it
+    reason: str
+    total: str  # decimal as text
+    invoice: str | None  # its invoice, now marked cancelled
+    delivery_date: str | None
+
+
+class OrderChanged(TypedDict, total=False):
+    order_id: str
+    by: str
+    reason: str
+    revision: int  # the order's new revision (2 after the first edit)
+    previous_total: str
+    total: str
+    invoice: str | None  # recomputed under the same number with the same revision
+    lines: list[dict[str, Any]]  # {"sku", "quantity"}: the order now
+    previous_lines: list[dict[str, Any]]  # {"sku", "quantity"}: before the edit
+
+
+class CustomerCreated(TypedDict, total=False):
+    by: str
+    number: str | None  # E.164: the unknown caller's number the customer was made from
+    name: str
+
+
+class CustomerChanged(TypedDict, total=False):
+    by: str
+    address: str  # the new address
+    previous_address: str
+
+
+class PhoneAttached(TypedDict, total=False):
+    by: str
+    number: str  # E.164
+    shared_with: list[str]  # other customers owning the number (a shared number now)
+
+
+class CallbackNote(TypedDict, total=False):
+    by: str
+    task_id: int
+    note: str
+
+
 class CallRecordedEntry(TypedDict, total=False):
     outcome: str | None
     reason: str | None
@@ -260,6 +312,12 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.RECORDING_READY: RecordingReady,
     EventKind.RECORDING_MISSING: RecordingPath,
     EventKind.RECORDING_REFUSED: RecordingPath,
+    EventKind.ORDER_CANCELLED: OrderCancelled,
+    EventKind.ORDER_CHANGED: OrderChanged,
+    EventKind.CUSTOMER_CREATED: CustomerCreated,
+    EventKind.CUSTOMER_CHANGED: CustomerChanged,
+    EventKind.PHONE_ATTACHED: PhoneAttached,
+    EventKind.CALLBACK_NOTE: CallbackNote,
     EventKind.ORDER_PLACED: OrderPlacedEntry,
     EventKind.CALL_RECORDED: CallRecordedEntry,
 }

@@ -53,6 +53,8 @@ from ivr.settings import AmiSettings
 
 EventHandler = Callable[[dict[str, str]], Awaitable[None] | None]
 ResyncHandler = Callable[[list[dict[str, str]]], Awaitable[None] | None]
+# Told every change of ``status`` (the operator's page shows it); must be fast and never raise.
+StatusHandler = Callable[[str], None]
 
 STATUSES = ("disabled", "connecting", "connected", "auth_failed", "disconnected")
 
@@ -246,7 +248,8 @@ class _Pending:
 
 
 class AmiClient:
-    """See the module docstring. ``start()`` returns at once; ``status``/``health()`` tell the state."""
+    """See the module docstring. ``start()`` returns at once; ``status``/``health()`` tell the state,
+    and ``on_status(status)`` is told each change as it happens (the operator pages show it)."""
 
     def __init__(
         self,
@@ -254,11 +257,13 @@ class AmiClient:
         on_event: EventHandler,
         *,
         on_resync: ResyncHandler | None = None,
+        on_status: StatusHandler | None = None,
         logger: Any = None,
     ) -> None:
         self.settings = settings
         self._on_event = on_event
         self._on_resync = on_resync
+        self._on_status = on_status
         self.log = logger if logger is not None else structlog.get_logger("ivr.ami")
         self._status = "disabled" if not settings.enabled else "disconnected"
         self._last_error: str | None = None
@@ -321,6 +326,7 @@ class AmiClient:
             return
         self._stopping = False
         self._status = "connecting"
+        self._tell_status()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="ami-dispatch")
         self._runner = asyncio.create_task(self._run(), name="ami-connection")
 
@@ -337,8 +343,9 @@ class AmiClient:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._runner = self._dispatcher = None
-        if self._status != "disabled":
-            self._status = "disconnected"
+        if self._status not in ("disabled", "disconnected"):
+            self._status = "disconnected"  # a stop we asked for: no warning in the log
+            self._tell_status()
         self._connected_since = None
 
     async def send_action(
@@ -629,6 +636,8 @@ class AmiClient:
             self._last_error = error
         self._status = status
         s = self.settings
+        if status != previous:
+            self._tell_status()
         if status == previous:
             self.log.debug("ami_retry_failed", status=status, error=error)
         elif status == "connected":
@@ -645,6 +654,14 @@ class AmiClient:
             )
         elif status == "disconnected":
             self.log.warning("ami_disconnected", host=s.host, port=s.port, error=error)
+
+    def _tell_status(self) -> None:
+        if self._on_status is None:
+            return
+        try:
+            self._on_status(self._status)
+        except Exception:
+            self.log.exception("ami_status_handler_failed", status=self._status)
 
     def _malformed(self, reason: str, sample: bytes) -> None:
         self._malformed_count += 1

@@ -4,6 +4,11 @@ The board listens to every call event (CallNotifier listeners get them synchrono
 database write), keeps each recent call's IVR path in memory, and when the AMI tracker reports
 ``operator.ringing`` / ``operator.answered`` it builds the card (customer, last orders, the reason
 the robot gave up, the prompts heard and keys pressed) and pushes it to that operator's feeds.
+
+A feed carries cards (no ``type`` key, as ``current()`` returns them) and link messages
+``{"type": "link", "ami": <status>, "since": <ISO>}``: the AMI state the card depends on
+(connected | standby | connecting | disconnected | auth_failed | disabled, from ``watch_ami``), sent
+to every feed when it changes, so an operator whose pop cannot come is told so on the page.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +46,7 @@ _SHOWN_KEYS = ("step", "text", "digits", "timed_out", "status", "reason", "order
 BOARD_DATA_KEYS = frozenset({*_SHOWN_KEYS, "caller", "candidates", "customer_id", "operator_interface"})
 _RECENT_CALLS = 2000
 _LAST_ORDERS = 3
+LINK = "link"  # the "type" of a feed message that is not a card
 
 
 class CardStore(Protocol):
@@ -79,6 +85,8 @@ class OperatorBoard:
         # Cards are built (database reads) and published strictly in event order, so "talking"
         # never overtakes "ringing", nor "free" a card still being built. A build takes a few ms.
         self._order = asyncio.Lock()
+        self._ami_source: Callable[[], str] = lambda: "disabled"
+        self._ami: tuple[str, str] = ("disabled", _now())  # (status, since)
 
     @property
     def operator_names(self) -> dict[str, str]:
@@ -200,6 +208,36 @@ class OperatorBoard:
             "ivr_path": path,
         }
 
+    # --- the AMI link ----------------------------------------------------------------------------
+
+    def watch_ami(self, source: Callable[[], str]) -> None:
+        """``source()`` says the AMI status the cards depend on; call ``ami_changed()`` when it may
+        have changed (the AMI client's on_status)."""
+        self._ami_source = source
+        self._read_ami()
+
+    def ami_changed(self) -> None:
+        """Tell every open feed at once when the status moved; fast, never raises."""
+        try:
+            if self._read_ami():
+                for queues in list(self._feeds.values()):
+                    for queue in list(queues):
+                        self._put(queue, self.link())
+        except Exception:
+            log.exception("screen_pop_link_failed")
+
+    def link(self) -> dict[str, Any]:
+        self._read_ami()
+        status, since = self._ami
+        return {"type": LINK, "ami": status, "since": since}
+
+    def _read_ami(self) -> bool:
+        status = self._ami_source()
+        if status == self._ami[0]:
+            return False
+        self._ami = (status, _now())
+        return True
+
     # --- feeds out --------------------------------------------------------------------------------
 
     def current(self, operator: str) -> dict[str, Any] | None:
@@ -216,10 +254,14 @@ class OperatorBoard:
     def _publish(self, operator: str, card: dict[str, Any]) -> None:
         self._cards[operator] = card
         for queue in list(self._feeds.get(operator, ())):
-            if queue.full():  # a stalled browser must not grow memory: drop its oldest card
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(card)
+            self._put(queue, card)
+
+    @staticmethod
+    def _put(queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
+        if queue.full():  # a stalled browser must not grow memory: drop its oldest message
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+        queue.put_nowait(message)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -237,6 +279,8 @@ def _order(order) -> dict[str, Any]:
         "ordered_at": order.ordered_at.isoformat(),
         "total": str(order.total),
         "source": order.source,
+        "delivery_date": order.delivery_date.isoformat() if order.delivery_date else None,
+        "status": order.status,  # "placed" | "cancelled" (crm_bridge.corrections)
         "lines": [{"sku": line.sku, "quantity": line.quantity, "unit": line.unit, "name": line.name}
                   for line in order.lines],
     }

@@ -10,6 +10,10 @@ channels alive, queue, operator, the IVR's variables, the recording path. Facts 
   for calls the IVR never saw),
 - callback tasks, for callers who gave up in the queue (or asked for a call-back).
 
+Queue members' own states (QueueMember items of the resync snapshot, QueueMember* events) are
+kept apart (``ivr.calls.members``) for the wallboard: ``operator_state()`` says ringing/talking from
+the call it follows, else what app_queue said, else "unknown".
+
 A call ends when the last of its channels hangs up (the Cdr may come after; it is mapped back to
 its call). Finished calls leave memory; a call silent for ``idle_hours`` is evicted. After an AMI
 reconnect, ``resync`` reconciles with the channels Asterisk still has (CoreShowChannels).
@@ -46,6 +50,7 @@ from crm_bridge.dto import CallbackTaskView, CallView, CustomerView
 from crm_bridge.phones import caller_number, normalize_phone
 from ivr.ami.events import CallEvent, Rejected, translate
 from ivr.calls.hours import BusinessHours
+from ivr.calls.members import MEMBER_EVENTS, QueueMembers
 from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.calls.recordings import RecordingInfo, RecordingLocator
 
@@ -168,6 +173,9 @@ class CallTracker:
         self._finished: OrderedDict[str, CallEvents | None] = OrderedDict()  # call_id -> events if ours
         self._uniqueids: OrderedDict[str, str] = OrderedDict()  # uniqueid -> call_id (for Cdr)
         self._operators: dict[str, _Operator] = {i: _Operator(name=n) for i, n in self._names.items()}
+        # What app_queue says of each member (device state, pause): the wallboard's "free" comes
+        # only from there, never from "no call seen".
+        self._members = QueueMembers(clock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_sweep: datetime | None = None
 
@@ -176,6 +184,9 @@ class CallTracker:
     async def handle(self, message: Mapping[str, str]) -> None:
         """Translate one AMI message and apply it; never raises."""
         try:
+            if str(message.get("Event") or "").strip().lower() in MEMBER_EVENTS:
+                self._members.apply(message)
+                return
             event = translate(message)
             if event is None:
                 return
@@ -190,6 +201,7 @@ class CallTracker:
     async def resync(self, items: list[dict[str, str]]) -> None:
         """Reconcile with CoreShowChannel items after a reconnect (events were lost meanwhile)."""
         try:
+            self._members.resync(items)
             await self._resync(items)
         except Exception:
             self._log.exception("resync_failed")
@@ -228,16 +240,29 @@ class CallTracker:
         return out
 
     def operator_state(self) -> dict[str, dict[str, Any]]:
-        """Per queue-member interface: ringing | talking | free, with the current call."""
-        return {
-            interface: {
-                "state": op.state,
-                "call_id": op.call_id,
-                "name": op.name,
-                "since": op.since.isoformat() if op.since else None,
+        """Per queue-member interface: free | talking | ringing | unavailable | paused | unknown.
+
+        A call we follow (AgentCalled/AgentConnect) says ringing/talking with its call; otherwise
+        the queue's own word on the member (ivr.calls.members); a member AMI never reported is
+        "unknown"."""
+        members = self._members.view()
+        out: dict[str, dict[str, Any]] = {}
+        for interface in sorted(set(self._operators) | set(members)):
+            op = self._operators.get(interface) or _Operator(name=self._names.get(interface))
+            member = members.get(interface) or {}
+            on_call = op.state in ("ringing", "talking")
+            out[interface] = {
+                "state": op.state if on_call else member.get("state", "unknown"),
+                "call_id": op.call_id if on_call else None,
+                "name": op.name or member.get("name"),
+                "since": (op.since.isoformat() if op.since else None) if on_call else member.get("since"),
+                "paused_reason": None if on_call else member.get("paused_reason"),
             }
-            for interface, op in sorted(self._operators.items())
-        }
+        return out
+
+    def forget_members(self) -> None:
+        """AMI is down: the members' states we knew are stale (the wallboard says "unknown")."""
+        self._members.forget()
 
     # --- applying events -------------------------------------------------------------------------
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from crm_bridge.dto import CallbackTaskView, PlacedOrder
+from crm_bridge.dto import CallbackTaskView, OrderView, PlacedOrder
 from crm_bridge.errors import (
     CrmError,
     EmptyOrder,
@@ -32,6 +33,13 @@ log = structlog.get_logger("ivr.web")
 BOARD_KEY = web.AppKey("operator_board", OperatorBoard)
 # The operator feeds open now, closed at shutdown (see _close_feeds).
 FEEDS_KEY = web.AppKey("operator_feeds", set[web.WebSocketResponse])
+# Set when the service stops: every feed handler returns at once (see _close_feeds).
+STOPPING_KEY = web.AppKey("operator_feeds_stopping", asyncio.Event)
+# Seconds of silence after which a feed repeats the link message (the page's liveness check).
+FEED_HEARTBEAT_KEY = web.AppKey("operator_feed_heartbeat", float)
+FEED_HEARTBEAT_SECONDS = 15.0
+# How long a close waits for the browser's answer (aiohttp's default, 10 s, per dead laptop at stop).
+FEED_CLOSE_SECONDS = 1.0
 LIMITS_KEY = web.AppKey("order_limits", OrderLimits)
 MAX_KEY_LENGTH = 200
 
@@ -53,6 +61,11 @@ class OperatorStore(Protocol):
 
     async def close_task(self, task_id: int, status: str, note: str | None = None) -> CallbackTaskView | None: ...
 
+    async def order_for_key(self, idempotency_key: str, customer_id: str) -> PlacedOrder | None: ...
+
+    async def recent_same_order(self, customer_id: str, lines: list[tuple[str, int]], *, within: timedelta
+                                ) -> OrderView | None: ...
+
 
 async def current_card(request: web.Request) -> web.Response:
     card = request.app[BOARD_KEY].current(request.match_info["operator"])
@@ -62,25 +75,39 @@ async def current_card(request: web.Request) -> web.Response:
 
 
 async def operator_feed(request: web.Request) -> web.StreamResponse:
-    """WebSocket: the current card at once, then every change while the socket is open."""
+    """WebSocket: the current card and the AMI link at once, then every change while the socket is
+    open, and the link again every ``FEED_HEARTBEAT_KEY`` seconds of silence (the page treats a
+    feed silent for a few heartbeats as dead and reconnects). Ends at once when the service stops."""
     operator = request.match_info["operator"]
     board = request.app[BOARD_KEY]
-    ws = web.WebSocketResponse(heartbeat=30)
+    stopping = request.app[STOPPING_KEY]
+    heartbeat = request.app[FEED_HEARTBEAT_KEY]
+    ws = web.WebSocketResponse(heartbeat=30, timeout=FEED_CLOSE_SECONDS)
     await ws.prepare(request)
+    if stopping.is_set():  # opened while the service stops: the page retries against the next one
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        return ws
     feeds = request.app[FEEDS_KEY]
     feeds.add(ws)
     zone = business_zone(request.app)
     queue = board.subscribe(operator)
     receive: asyncio.Future[Any] | None = None
     card_wait: asyncio.Future[Any] | None = None
+    stop_wait = asyncio.ensure_future(stopping.wait())
     try:
         current = board.current(operator)
         await ws.send_str(_dumps(current or {"operator": operator, "state": "free", "call": None}, zone))
+        await ws.send_str(_dumps({**board.link(), "heartbeat_seconds": heartbeat}, zone))
         while not ws.closed:
-            # Wait for a new card or for the browser (a close, or anything it sends) at once.
+            # Wait for a new card, the browser (a close, or anything it sends) or the stop at once.
             receive = receive or asyncio.ensure_future(ws.receive())
             card_wait = card_wait or asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({receive, card_wait}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receive, card_wait, stop_wait}, timeout=heartbeat,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if stop_wait in done:
+                break
+            if not done:
+                await ws.send_str(_dumps({**board.link(), "heartbeat_seconds": heartbeat}, zone))
             if card_wait in done:
                 await ws.send_str(_dumps(card_wait.result(), zone))
                 card_wait = None
@@ -92,13 +119,14 @@ async def operator_feed(request: web.Request) -> web.StreamResponse:
     finally:
         feeds.discard(ws)
         board.unsubscribe(operator, queue)
-        for pending in (receive, card_wait):
+        for pending in (receive, card_wait, stop_wait):
             if pending is not None and not pending.done():
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pending
-        with contextlib.suppress(Exception):
-            await ws.close()
+        if not stopping.is_set():  # at stop, _close_feeds is closing it ("going away")
+            with contextlib.suppress(Exception):
+                await ws.close()
     return ws
 
 
@@ -157,8 +185,16 @@ async def place_operator_order(request: web.Request) -> web.Response:
     except InvalidOrderInput as exc:
         return api_error(422, "invalid_order", str(exc), exc.errors)
     call_id = order.call_id
+    store = request.app[STORE_KEY]
+    window = request.app[LIMITS_KEY].duplicate_window_hours
+    if not order.confirm_duplicate and window > 0:
+        earlier = await possible_duplicate(store, f"operator:{key}", request.match_info["customer_id"], order.lines,
+                                           timedelta(hours=window))
+        if earlier is not None:
+            log.info("operator_order_possible_duplicate", order_id=earlier.order_id, idempotency_key=key)
+            return to_json({"error": duplicate_error(earlier)}, status=409)
     try:
-        placed = await request.app[STORE_KEY].place_order(
+        placed = await store.place_order(
             idempotency_key=f"operator:{key}", customer_id=request.match_info["customer_id"], lines=order.lines,
             source="operator", call_id=call_id,
         )
@@ -172,6 +208,28 @@ async def place_operator_order(request: web.Request) -> web.Response:
     log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
     return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
                    status=201 if placed.created else 200)
+
+
+async def possible_duplicate(store: Any, key: str, customer_id: str, lines: list[tuple[str, int]],
+                             within: timedelta) -> OrderView | None:
+    """The customer's order of the last ``within`` with the same lines, unless ``key`` already
+    placed an order (a retry of this very request is the key's replay, never a "repeat order?")."""
+    try:
+        if await store.order_for_key(key, customer_id) is not None:
+            return None
+    except IdempotencyConflict:
+        return None  # the key holds another customer's order: place_order answers that conflict
+    return await store.recent_same_order(customer_id, lines, within=within)
+
+
+def duplicate_error(earlier: OrderView) -> dict[str, Any]:
+    """409 ``possible_duplicate``: the body names the earlier order; send ``confirm_duplicate: true``
+    (with the same key) to place this one anyway."""
+    when = earlier.ordered_at.strftime("%d.%m.%Y %H:%M UTC")
+    message = (f"Повторный заказ? У клиента уже есть такой же заказ {earlier.order_id} от {when} "
+               f"на {earlier.total} ₽. Чтобы оформить ещё один, подтвердите (confirm_duplicate: true).")
+    return {"id": "possible_duplicate", "message": message, "order_id": earlier.order_id,
+            "ordered_at": earlier.ordered_at.isoformat(), "total": str(earlier.total)}
 
 
 def _key_conflict(key: str, exc: IdempotencyConflict) -> web.Response:
@@ -206,6 +264,8 @@ def add_operator_routes(app: web.Application, board: OperatorBoard | None, limit
     if board is not None:
         app[BOARD_KEY] = board
         app[FEEDS_KEY] = set()
+        app[STOPPING_KEY] = asyncio.Event()
+        app[FEED_HEARTBEAT_KEY] = FEED_HEARTBEAT_SECONDS
         app.on_shutdown.append(_close_feeds)
         app.router.add_get("/api/v1/operators/{operator}/current", current_card)
         app.router.add_get("/api/v1/operators/{operator}/feed", operator_feed)
@@ -213,8 +273,12 @@ def add_operator_routes(app: web.Application, board: OperatorBoard | None, limit
 
 async def _close_feeds(app: web.Application) -> None:
     """At stop: an operator's open page must not hold the process for aiohttp's shutdown timeout.
-    "Going away" makes the page's script reconnect, to this process's successor."""
-    feeds = list(app[FEEDS_KEY])
-    await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping") for ws in feeds), return_exceptions=True
-    )
+    "Going away" makes the page's script reconnect, to this process's successor. The handlers end
+    on the stop event too, so none waits for a browser that does not answer the close."""
+    app[STOPPING_KEY].set()
+    closing = [asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"))
+               for ws in list(app[FEEDS_KEY])]
+    if closing:
+        # A browser that never answers the close must not hold the stop: its connection is cut
+        # with the server's (aiohttp's cleanup), the page then reconnects to the next process.
+        await asyncio.wait(closing, timeout=FEED_CLOSE_SECONDS)

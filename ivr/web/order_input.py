@@ -31,6 +31,7 @@ class OrderLimits:
     max_quantity: int  # per line: the same bound as a caller keying a quantity (flow.max_quantity)
     max_lines: int
     max_total_quantity: int
+    duplicate_window_hours: float = 4.0  # orders.duplicate_window_hours: "repeat order?" (0: never asked)
 
     def __post_init__(self) -> None:
         if min(self.max_quantity, self.max_lines, self.max_total_quantity) < 1:
@@ -39,7 +40,8 @@ class OrderLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> OrderLimits:
         return cls(max_quantity=settings.flow.max_quantity, max_lines=settings.orders.max_lines,
-                   max_total_quantity=settings.orders.max_total_quantity)
+                   max_total_quantity=settings.orders.max_total_quantity,
+                   duplicate_window_hours=settings.orders.duplicate_window_hours)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class FieldError:
 class OrderInput:
     lines: list[tuple[str, int]]
     call_id: str | None
+    confirm_duplicate: bool = False  # the operator confirmed "repeat order?" (orders.duplicate_window_hours)
 
 
 class InvalidOrderInput(ValueError):
@@ -84,12 +87,15 @@ def parse_order(body: Any, limits: OrderLimits) -> OrderInput:
         if sku is not None and quantity is not None:
             lines.append((sku, quantity))
     call_id = _call_id(body.get("call_id"), errors)
+    confirm = body.get("confirm_duplicate", False)
+    if not isinstance(confirm, bool):
+        errors.append(FieldError("confirm_duplicate", "confirm_duplicate must be true or false"))
     total = sum(quantity for _, quantity in lines)
     if not errors and total > limits.max_total_quantity:
         errors.append(FieldError("lines", f"at most {limits.max_total_quantity} units in one order, got {total}"))
     if errors:
         raise InvalidOrderInput(errors)
-    return OrderInput(lines=lines, call_id=call_id)
+    return OrderInput(lines=lines, call_id=call_id, confirm_duplicate=confirm is True)
 
 
 def _sku(value: Any, at: str, errors: list[FieldError]) -> str | None:

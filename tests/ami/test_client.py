@@ -577,3 +577,22 @@ async def test_stop_while_waiting_to_reconnect_is_immediate(make_client):
     await client.stop()
     assert time.monotonic() - started < 0.5
     assert [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith("ami-")] == []
+
+
+async def test_every_status_change_is_told_to_on_status_and_a_requested_stop_is_no_warning(fake, make_client, logs):
+    statuses: list[str] = []
+    changed = asyncio.Event()
+
+    def on_status(status: str) -> None:
+        statuses.append(status)
+        changed.set()
+
+    client = make_client(ami_settings(fake.port), on_status=on_status)
+    await client.start()
+    await connected(client)
+    await fake.drop_clients()  # Asterisk restarts: the client says so, then logs in again
+    await fake.wait_for_logins(2)
+    await connected(client)
+    await client.stop()
+    assert statuses == ["connecting", "connected", "disconnected", "connected", "disconnected"]
+    assert len(logs.named("ami_disconnected")) == 1  # the drop, not the stop we asked for

@@ -6,7 +6,6 @@ them (ivr/app.py). The IVR part of the escalated call runs first through the rea
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +26,7 @@ from tests.ami_tracker.traces import CALL_IDS, TRACES
 from tests.calls.harness import ALWAYS_OPEN, start_harness, wait_for
 from tests.fakeami import FakeAmi, core_show_channel, load_trace_events
 from tests.fakeasterisk import FakeAsterisk
+from tests.feeds import next_card
 
 TOKEN = "t"
 OPERATOR = "Local/101@operator-agent/n"  # the queue member interface in the traces
@@ -97,11 +97,11 @@ async def test_escalated_call_is_tracked_and_popped_on_the_operator_screen(rig):
     await rig.call_row(call_id, "operator")
 
     ws = await rig.web.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
-    assert json.loads((await ws.receive()).data)["state"] == "free"
+    assert (await next_card(ws))["state"] == "free"
 
     # Asterisk's side of the same call, byte for byte from the trace: queue, ring, answer, hang-up.
     await rig.fake_ami.push(load_trace_events(TRACES / "menu_operator_senddtmf.txt"))
-    ringing = json.loads((await asyncio.wait_for(ws.receive(), 2.0)).data)
+    ringing = (await next_card(ws, 2.0))
     assert ringing["state"] == "ringing"
     assert ringing["operator_name"] == "Анна Смирнова"
     assert ringing["customer"]["customer_id"] == "C001"
@@ -111,7 +111,7 @@ async def test_escalated_call_is_tracked_and_popped_on_the_operator_screen(rig):
     assert ringing["last_orders"], "the operator sees the last orders"
     states = [ringing["state"]]
     while states[-1] != "free":
-        states.append(json.loads((await asyncio.wait_for(ws.receive(), 2.0)).data)["state"])
+        states.append((await next_card(ws, 2.0))["state"])
     assert states == ["ringing", "talking", "free"]
     await ws.close()
 

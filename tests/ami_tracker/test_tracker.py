@@ -117,8 +117,9 @@ async def test_live_views_follow_the_call(rig: Rig) -> None:
                 op["call_id"],
             )
     await rig.tracker.drain()
-    assert seen["MixMonitorStart"] == ([(call_id, "ivr", None, None)], "free", None)
-    assert seen["QueueCallerJoin"] == ([(call_id, "queue", "operators", None)], "free", None)
+    # No call and no word from app_queue on the member yet: "unknown", never "free" by default.
+    assert seen["MixMonitorStart"] == ([(call_id, "ivr", None, None)], "unknown", None)
+    assert seen["QueueCallerJoin"] == ([(call_id, "queue", "operators", None)], "unknown", None)
     assert seen["AgentCalled"] == ([(call_id, "queue", "operators", None)], "ringing", call_id)
     assert seen["AgentConnect"] == (
         [(call_id, "operator", "operators", "Local/101@operator-agent/n")],
@@ -126,11 +127,13 @@ async def test_live_views_follow_the_call(rig: Rig) -> None:
         call_id,
     )
     assert rig.tracker.live_calls() == []
+    # Free because app_queue said so (QueueMemberStatus Status 1 after the hang-up).
     assert rig.tracker.operator_state()["Local/101@operator-agent/n"] == {
         "state": "free",
         "call_id": None,
         "name": "Анна Смирнова",
         "since": OPEN_HOURS.isoformat(),
+        "paused_reason": None,
     }
 
 
@@ -464,7 +467,9 @@ async def test_resync_finalizes_a_call_that_vanished(rig: Rig) -> None:
         await rig.tracker.resync([])  # reconnected: Asterisk has no channel of that call any more
     assert [e for e in logs if e["event"] == "call_ended_while_disconnected"]
     assert rig.tracker.live_calls() == []
-    assert rig.tracker.operator_state()["Local/101@operator-agent/n"]["state"] == "free"
+    # off the call; the snapshot lists no queue member, so nothing says the operator is free
+    op = rig.tracker.operator_state()["Local/101@operator-agent/n"]
+    assert (op["state"], op["call_id"]) == ("unknown", None)
     await rig.records.sync()
     call = await rig.store.get_call(CALL_IDS[MENU])
     assert call is not None
@@ -636,3 +641,22 @@ async def test_a_header_at_hang_up_then_flushed_audio_is_announced_on_the_retry(
     await rig.records.sync()
     call = await rig.store.get_call(ROBOT_CALL_ID)
     assert call is not None and (call.recording_seconds, call.recording_bytes) == (6.8, 108844)
+
+
+async def test_operator_state_is_the_queue_members_word_unless_a_call_says_more(rig: Rig) -> None:
+    operator = "Local/101@operator-agent/n"
+    member = {"Event": "QueueMember", "Queue": "operators", "Name": "Operator 101", "Location": operator,
+              "StateInterface": operator, "InCall": "0", "Status": "1", "Paused": "1", "PausedReason": "обед"}
+    await rig.tracker.resync([member])  # the QueueStatus snapshot after a login
+    op = rig.tracker.operator_state()[operator]
+    assert (op["state"], op["paused_reason"], op["name"]) == ("paused", "обед", "Анна Смирнова")
+    messages = events(MENU)
+    await rig.feed(messages[: next(i for i, m in enumerate(messages) if m["Event"] == "AgentCalled") + 1])
+    assert rig.tracker.operator_state()[operator]["state"] == "ringing"  # the call decides
+    rig.tracker.forget_members()  # AMI went away
+    assert rig.tracker.operator_state()[operator]["state"] == "ringing"
+    other = "PJSIP/199"
+    await rig.tracker.handle({"Event": "QueueMemberStatus", "Queue": "operators", "Interface": other,
+                              "MemberName": "Гость", "Status": "5", "Paused": "0", "InCall": "0"})
+    assert rig.tracker.operator_state()[other] == {"state": "unavailable", "call_id": None, "name": "Гость",
+                                                   "since": OPEN_HOURS.isoformat(), "paused_reason": None}

@@ -5,7 +5,6 @@ the whole card (and the owner's board gets the standby's IVR path)."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 import pytest
@@ -18,6 +17,7 @@ from tests.ami_tracker.traces import CALL_IDS, TRACES
 from tests.cluster.conftest import wait_until
 from tests.fakeami import FakeAmi, load_trace_events
 from tests.fakeasterisk import FakeAsterisk
+from tests.feeds import next_card
 
 TOKEN = "t"
 OPERATOR = "Local/101@operator-agent/n"  # the queue member interface in the traces
@@ -62,9 +62,9 @@ async def test_the_operator_on_the_standby_gets_the_card_of_a_call_the_owner_saw
 
             url = f"http://127.0.0.1:{standby.web_port}/api/v1/operators/101/feed?token={TOKEN}"
             async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-                assert json.loads((await ws.receive(timeout=10)).data)["state"] == "free"
+                assert (await next_card(ws, 10))["state"] == "free"
                 await ami.push(load_trace_events(TRACES / "menu_operator_senddtmf.txt"))  # only the owner hears it
-                ringing = json.loads((await ws.receive(timeout=10)).data)
+                ringing = (await next_card(ws, 10))
             assert ringing["state"] == "ringing" and ringing["operator_name"] == "Анна Смирнова"
             assert ringing["customer"]["customer_id"] == "C001"
             assert ringing["call"]["ivr_reason"] == "caller_request"

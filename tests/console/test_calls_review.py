@@ -132,7 +132,9 @@ async def test_operator_order_is_linked_both_ways(client, store):  # noqa: F811
     await login(client, "sup1", PASSWORD)
     page = await (await client.get(f"/calls/{RECORDED}")).text()
     assert 'id="call-orders"' in page and placed.order.order_id in page
-    assert f'href="/customers/C002#order-{placed.order.order_id}"' in page and "оператор, 11:02:00" in page
+    assert f'href="/customers/C002/orders/{placed.order.order_id}"' in page and "оператор, 11:02:00" in page
+    order_page = await (await client.get(f"/customers/C002/orders/{placed.order.order_id}")).text()
+    assert f'<a id="order-call" href="/calls/{RECORDED}">' in order_page
     customer = await (await client.get("/customers/C002")).text()
     assert f'<tr id="order-{placed.order.order_id}">' in customer
     assert f'<a class="order-call" href="/calls/{RECORDED}">' in customer

@@ -149,6 +149,17 @@ SAMPLES: dict[str, dict] = {
                              "delivery_date": "2026-11-29", "lines": 1},
     EventKind.CALL_RECORDED: {"outcome": "operator_answered", "reason": "caller_request",
                               "caller_number": "+79161234567", "operator": "Анна"},
+    # issue 10: corrections from the console
+    EventKind.ORDER_CANCELLED: {"order_id": "A-7", "by": "Анна (op1)", "reason": "отказ", "total": "1400.00",
+                                "invoice": "СЧ-7", "delivery_date": "2026-11-29"},
+    EventKind.ORDER_CHANGED: {"order_id": "A-7", "by": "Анна (op1)", "reason": "ещё бутыль", "revision": 2,
+                              "previous_total": "1400.00", "total": "1750.00", "invoice": "СЧ-7",
+                              "lines": [{"sku": "WATER-19", "quantity": 5}],
+                              "previous_lines": [{"sku": "WATER-19", "quantity": 4}]},
+    EventKind.CUSTOMER_CREATED: {"by": "Анна (op1)", "number": "+79260001122", "name": "Сидорова Мария"},
+    EventKind.CUSTOMER_CHANGED: {"by": "Анна (op1)", "address": "ул. Новая, 1", "previous_address": "ул. Старая, 2"},
+    EventKind.PHONE_ATTACHED: {"by": "Анна (op1)", "number": "+79260001122", "shared_with": ["C001"]},
+    EventKind.CALLBACK_NOTE: {"by": "Анна (op1)", "task_id": 7, "note": "после 18"},
 }
 
 

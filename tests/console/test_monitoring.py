@@ -125,8 +125,13 @@ async def test_wallboard_with_tracker(store):
     ops = {o["interface"]: o for o in data["operators"]["list"]}
     assert set(ops) == {"PJSIP/101", "PJSIP/102", "PJSIP/103", "PJSIP/104"}  # configured names too
     assert ops["PJSIP/101"]["state"] == "talking" and ops["PJSIP/101"]["seconds"] == 60.0
-    assert ops["PJSIP/104"]["state"] == "free" and ops["PJSIP/104"]["name"] == "Глеб (не в смене)"
-    assert (data["operators"]["busy"], data["operators"]["free"]) == (2, 2)
+    # configured, but AMI never said a word of him: not "free"
+    assert ops["PJSIP/104"]["state"] == "unknown" and ops["PJSIP/104"]["name"] == "Глеб (не в смене)"
+    assert ops["PJSIP/104"]["state_text"] == "неизвестно"
+    assert (data["operators"]["busy"], data["operators"]["free"], data["operators"]["unknown"]) == (2, 1, 1)
+    # the queue names the customers it knows (demo data: C001 is Иванов Алексей Сергеевич)
+    names = {c["call_id"]: c.get("customer_name") for c in data["queue"]["calls"]}
+    assert names == {"q1": "Иванов Алексей Сергеевич", "q2": None}
     assert (data["operators"]["talking"], data["operators"]["ringing"]) == (1, 1)
     assert data["orders_today"]["ivr"] == 2 and data["orders_today"]["operator"] == 1
     assert data["orders_today"]["day"] == "2026-11-20"

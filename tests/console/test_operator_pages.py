@@ -20,6 +20,7 @@ from ivr.web.console.labels import REASON_LABELS as IVR_REASONS
 from ivr.web.console.labels import reason_text
 from ivr.web.console.timeline_text import event_line
 from tests.console.conftest import PASSWORD, login, start_client
+from tests.feeds import next_card
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 XSS = "<script>alert(1)</script>"
@@ -116,7 +117,7 @@ async def test_ringing_card_shows_caller_customer_reason_path_and_last_orders(de
     assert path.index("Чтобы повторить заказ, нажмите 1.") < path.index("«0»")
     assert "H-1013" in html and "H-0991" in html
     assert html.count("Повторить заказ") == 2  # one per last order (C001 has two)
-    assert 'name="customer_id" required size="12"\n      value="C001"' in html
+    assert 'name="customer_id" readonly size="12" placeholder="из карточки звонка"\n      value="C001"' in html
     assert page_data(html)["card"]["call"]["call_id"] == "1.1"
 
 
@@ -244,10 +245,10 @@ async def test_feed_is_session_authenticated_and_pushes_the_card(demo, console_a
     try:
         await login(client, "op1", PASSWORD)
         ws = await client.ws_connect("/api/v1/operators/101/feed")
-        first = json.loads((await ws.receive(timeout=5)).data)
+        first = await next_card(ws)
         assert first["state"] == "free"
         await ring(console_app, kind="operator.answered")
-        card = json.loads((await ws.receive(timeout=5)).data)
+        card = await next_card(ws)
         assert card["state"] == "talking"
         assert card["customer"]["customer_id"] == "C001"
         await ws.close()

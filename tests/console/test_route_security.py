@@ -107,6 +107,22 @@ ACCESS: dict[tuple[str, str], list[Probe]] = {
     ("GET", "/customers/{customer_id}"): [page("/customers/C001", 302, *ANY)],
     ("GET", "/customers/{customer_id}/invoices/{number}.pdf"): [page("/customers/C001/invoices/{invoice}.pdf",
                                                                      302, *ANY)],
+    # issue 10: customers made and corrected, orders placed and corrected (harmless bodies: refused)
+    ("GET", "/customers/new"): [page("/customers/new?number=89260001122", 302, *ANY)],
+    ("POST", "/customers/new"): [page("/customers/new", 302, 422, 422, 422, body={"last_name": "", "first_name": ""})],
+    ("POST", "/customers/{customer_id}/phones"): [page("/customers/C001/phones", 302, 422, 422, 422,
+                                                       body={"number": "12"})],
+    ("POST", "/customers/{customer_id}/address"): [page("/customers/C001/address", 302, 422, 422, 422,
+                                                        body={"address": " "})],
+    ("GET", "/customers/{customer_id}/order"): [page("/customers/C001/order", 302, *ANY)],
+    ("POST", "/customers/{customer_id}/order"): [page("/customers/C001/order", 302, 422, 422, 422,
+                                                      body={"key": "k", "sku": "WATER-19", "quantity": "0"})],
+    ("GET", "/customers/{customer_id}/orders/{order_id}"): [page("/customers/C001/orders/NO-SUCH", 302, 404, 404, 404)],
+    ("POST", "/customers/{customer_id}/orders/{order_id}/edit"): [
+        page("/customers/C001/orders/NO-SUCH/edit", 302, 404, 404, 404, body={"reason": "x"})],
+    ("POST", "/customers/{customer_id}/orders/{order_id}/cancel"): [
+        page("/customers/C001/orders/NO-SUCH/cancel", 302, 404, 404, 404, body={"reason": "x"})],
+    ("POST", "/tasks/{task_id}/note"): [page("/tasks/999999/note", 302, 404, 404, 404, body={"note": "x"})],
     ("GET", "/calls"): [page("/calls", 302, *ANY)],
     ("GET", "/calls/{call_id}"): [page("/calls/{call}", 302, *ANY)],
     ("GET", "/calls/{call_id}/recording"): [page("/calls/{call}/recording", 302, *SUPERVISOR)],

@@ -30,7 +30,7 @@ async def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
             counters = dict((await conn.execute(text("SELECT name, value FROM sequences"))).all())
     finally:
         await engine.dispose()
-    assert version == ["0007"]
+    assert version == ["0008"]
     assert counters == {"order": 1000, "invoice": 0}
 
 

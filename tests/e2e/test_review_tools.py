@@ -65,9 +65,12 @@ async def test_operator_order_is_linked_to_its_call(browser, console):
     orders = supervisor.locator("#call-orders")
     await expect(orders).to_contain_text(order_id)
     await expect(orders.locator(".order-operator")).to_contain_text("оператор")
-    # the customer's order row leads back to the call it was taken in
+    # the order's page and the customer's order row lead back to the call it was taken in
     await orders.locator(f"a:text-is('{order_id}')").click()
-    await expect(supervisor).to_have_url(re.compile(rf"/customers/C001#order-{order_id}$"))
+    await expect(supervisor).to_have_url(re.compile(rf"/customers/C001/orders/{order_id}$"))
+    await supervisor.locator("#order-call").click()
+    await expect(supervisor).to_have_url(re.compile(rf"/calls/{re.escape(LINKEDID)}$"))
+    await supervisor.goto("/customers/C001")
     await supervisor.locator(f"#order-{order_id} a.order-call").click()
     await expect(supervisor).to_have_url(re.compile(rf"/calls/{re.escape(LINKEDID)}$"))
     assert page.js_errors == [] and supervisor.js_errors == [], (page.js_errors, supervisor.js_errors)

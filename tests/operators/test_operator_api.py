@@ -151,3 +151,33 @@ async def test_bad_task_updates(client, path, body, status, error_id):
 async def test_bad_task_filter(client):
     response = await client.get("/api/v1/tasks?status=weird", headers=AUTH)
     assert response.status == 400
+
+
+async def test_the_same_order_again_within_hours_asks_repeat_order_first(client, store):
+    """orders.duplicate_window_hours (4): another key, the same customer and lines -> 409
+    possible_duplicate naming the earlier order; confirm_duplicate places it; a retry of the
+    confirmed request under its key is a replay, not a question."""
+    body = {"lines": [{"sku": "WATER-19", "quantity": 2}, {"sku": "CUPS-100", "quantity": 1}]}
+    first = await client.post("/api/v1/customers/C001/orders", json=body, headers={**AUTH, "Idempotency-Key": "d-1"})
+    assert first.status == 201
+    order_id = (await first.json())["order"]["order_id"]
+    swapped = {"lines": list(reversed(body["lines"]))}  # the order of the lines does not matter
+    again = await client.post("/api/v1/customers/C001/orders", json=swapped, headers={**AUTH, "Idempotency-Key": "d-2"})
+    assert again.status == 409
+    error = (await again.json())["error"]
+    assert error["id"] == "possible_duplicate" and error["order_id"] == order_id
+    assert error["message"].startswith("Повторный заказ?")
+    assert await invoices(store) == 1
+    other = await client.post("/api/v1/customers/C001/orders", json={"lines": [{"sku": "WATER-19", "quantity": 1}]},
+                              headers={**AUTH, "Idempotency-Key": "d-3"})
+    assert other.status == 201  # other lines: no question
+    confirmed = {**swapped, "confirm_duplicate": True}
+    placed = await client.post("/api/v1/customers/C001/orders", json=confirmed,
+                               headers={**AUTH, "Idempotency-Key": "d-2"})
+    assert placed.status == 201 and (await placed.json())["order"]["order_id"] != order_id
+    retry = await client.post("/api/v1/customers/C001/orders", json=swapped, headers={**AUTH, "Idempotency-Key": "d-2"})
+    assert retry.status == 200  # the key's replay
+    bad = await client.post("/api/v1/customers/C001/orders", json={**body, "confirm_duplicate": "yes"},
+                            headers={**AUTH, "Idempotency-Key": "d-4"})
+    assert bad.status == 422
+    assert await invoices(store) == 3

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from crm_bridge.demo import load_demo_data
 from ivr.calls.screen_pop import OperatorBoard, operator_key
 from ivr.web.api import build_web_app
+from ivr.web.operator_api import FEED_HEARTBEAT_KEY, FEED_HEARTBEAT_SECONDS, STOPPING_KEY
 from tests.calls.harness import start_harness
+from tests.feeds import next_card, next_message
 
 TOKEN = "s3cret"
 
@@ -53,12 +55,12 @@ async def test_escalated_call_pops_the_customer_card_within_300_ms(setup):
     assert fake.variables["IVR_REASON"] == "caller_request"
 
     ws = await client.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
-    first = json.loads((await ws.receive()).data)
+    first = await next_card(ws)
     assert first["state"] == "free"
 
     started = asyncio.get_running_loop().time()
     ring(harness, call_id, customer_id="C002")
-    card = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    card = await next_card(ws, 1.0)
     assert asyncio.get_running_loop().time() - started < 0.3
     assert card["state"] == "ringing"
     assert card["operator_name"] == "Анна Смирнова"
@@ -71,14 +73,14 @@ async def test_escalated_call_pops_the_customer_card_within_300_ms(setup):
     assert card["last_orders"][0]["lines"][0]["sku"] == "WATER-19"
 
     ring(harness, call_id, kind="operator.answered", customer_id="C002")
-    answered = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    answered = await next_card(ws, 1.0)
     assert answered["state"] == "talking"
 
     response = await client.get("/api/v1/operators/101/current", headers={"Authorization": f"Bearer {TOKEN}"})
     assert (await response.json())["state"] == "talking"
 
     harness.notifier.emit(harness.notifier.open(call_id), "call.hungup", who="caller")
-    freed = json.loads((await asyncio.wait_for(ws.receive(), 1.0)).data)
+    freed = await next_card(ws, 1.0)
     assert freed["state"] == "free"
     await ws.close()
 
@@ -145,3 +147,43 @@ async def test_the_board_remembers_a_bounded_number_of_calls_whatever_arrives_la
         board.on_event(event(f"c{i}", "cdr"))
     assert len(board._recent) == screen_pop._RECENT_CALLS
     await board.close()
+
+
+async def test_the_feed_tells_the_ami_link_at_once_and_on_every_change(setup):
+    harness, board, client = setup
+    ami = ["connected"]
+    board.watch_ami(lambda: ami[0])
+    ws = await client.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
+    assert (await next_message(ws))["state"] == "free"  # the card first, as before
+    link = await next_message(ws)
+    assert (link["type"], link["ami"], link["heartbeat_seconds"]) == ("link", "connected", FEED_HEARTBEAT_SECONDS)
+    ami[0] = "disconnected"
+    board.ami_changed()
+    down = await next_message(ws, 1.0)
+    assert (down["type"], down["ami"]) == ("link", "disconnected") and down["since"] >= link["since"]
+    board.ami_changed()  # nothing moved: nothing sent
+    ami[0] = "connected"
+    board.ami_changed()
+    assert (await next_message(ws, 1.0))["ami"] == "connected"
+    await ws.close()
+
+
+async def test_a_silent_feed_repeats_the_link_as_its_heartbeat(store):
+    board = OperatorBoard(store)
+    board.watch_ami(lambda: "connected")
+    app = build_web_app(store, api_token=TOKEN, board=board)
+    app[FEED_HEARTBEAT_KEY] = 0.05
+    async with TestClient(TestServer(app)) as client:
+        ws = await client.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
+        await next_card(ws)
+        beats = [await next_message(ws) for _ in range(3)]
+        assert [(b["type"], b["ami"], b["heartbeat_seconds"]) for b in beats] == [("link", "connected", 0.05)] * 3
+        await ws.close()
+
+
+async def test_a_feed_opened_while_the_service_stops_is_told_to_go_away(setup):
+    _, _, client = setup
+    client.server.app[STOPPING_KEY].set()
+    ws = await client.ws_connect(f"/api/v1/operators/101/feed?token={TOKEN}")
+    closing = await asyncio.wait_for(ws.receive(), 5.0)
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY)

@@ -1,8 +1,11 @@
 """Customers in the console: search, the customer card, printable invoices (any signed-in role).
 
-- ``GET /customers?q=…`` — search by name parts, phone (any Russian format) or customer id.
-- ``GET /customers/{customer_id}`` — phones, address, language, orders with lines and invoices,
-  and the timeline of the customer's calls and orders (newest first); 404 page when unknown.
+- ``GET /customers?q=…`` — search by name parts, phone (any Russian format) or customer id; with
+  ``attach=<number>`` (from an unknown caller's card) each result offers "attach the number", else
+  "order" (customer_edit_pages, order_pages).
+- ``GET /customers/{customer_id}`` — phones, address, language, orders with lines, status, delivery
+  date and invoices, and the timeline of the customer's calls and orders (newest first); the order
+  button, the address and number forms; ``?done=…`` says what was just changed; 404 when unknown.
 - ``GET /customers/{customer_id}/invoices/{number}.pdf`` — the invoice as PDF (inline); 404 when
   the invoice does not exist or belongs to another customer.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +24,7 @@ from aiohttp import web
 
 from ivr.web.console import formats
 from ivr.web.console.auth import require
+from ivr.web.console.customer_edit_pages import call_param
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.invoice_pdf import InvoiceFontMissing, build_invoice_pdf
 from ivr.web.console.labels import EVENT_LABELS, ORDER_SOURCES
@@ -43,8 +48,10 @@ async def customers_page(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
     query = request.query.get("q", "").strip()[:200]
     results = await deps.store.search_customers(query, limit=SEARCH_LIMIT) if query else []
+    # ?attach=<number>: the operator looks for the customer an unknown caller's number belongs to.
+    attach = request.query.get("attach", "").strip()[:40]
     return render(request, "customers.html", query=query, results=results, limit=SEARCH_LIMIT,
-                  missing=None, full_name=_full_name)
+                  missing=None, full_name=_full_name, attach=attach, call=call_param(request.query.get("call")))
 
 
 @require(*ROLES)
@@ -68,7 +75,25 @@ async def customer_page(request: web.Request) -> web.Response:
         languages=LANGUAGES,
         kinds=EVENT_LABELS,
         event_text=partial(event_text, zone=formats.zone_of(deps.timezone)),
+        done=_done_text(request.query.get("done", ""), request.query.get("order", "")[:64]),
+        call=call_param(request.query.get("call")),
+        now=datetime.now(UTC),
     )
+
+
+# What the page says after a change made from the console (?done=…&order=…).
+_DONE = {
+    "created": "Клиент создан.",
+    "attached": "Номер привязан.",
+    "address": "Адрес сохранён.",
+    "placed": "Заказ {order} оформлен.",
+    "cancelled": "Заказ {order} отменён.",
+    "changed": "Заказ {order} изменён, счёт пересчитан.",
+}
+
+
+def _done_text(done: str, order: str) -> str:
+    return _DONE[done].format(order=order) if done in _DONE else ""
 
 
 def _disposition(number: str) -> str:

@@ -174,6 +174,16 @@ def build_invoice_pdf(
     pdf.set_font("DejaVu", "B", 14)
     pdf.multi_cell(width, 7, f"Счёт на оплату № {invoice.number} от {date_in_words(issued)}",
                    new_x="LMARGIN", new_y="NEXT")
+    # Corrections (crm_bridge/README.md, "Correcting an order"): a cancelled order's invoice says so;
+    # an edited order's invoice was recomputed under the same number.
+    if invoice.status == "cancelled":
+        pdf.set_text_color(180, 35, 24)
+        pdf.multi_cell(width, 7, "АННУЛИРОВАН: заказ отменён, счёт не подлежит оплате", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+    elif invoice.revision > 1:
+        pdf.set_font("DejaVu", "", 10)
+        pdf.multi_cell(width, 5, f"Редакция {invoice.revision}: заказ изменён, счёт пересчитан",
+                       new_x="LMARGIN", new_y="NEXT")
     _rule(pdf, 0.6)
 
     # --- parties and basis --------------------------------------------------------------------------

@@ -102,6 +102,12 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.RECORDING_READY: "Запись готова",
     EventKind.RECORDING_MISSING: "Записи нет",
     EventKind.RECORDING_REFUSED: "Путь записи отклонён",
+    EventKind.ORDER_CANCELLED: "Заказ отменён",
+    EventKind.ORDER_CHANGED: "Заказ изменён",
+    EventKind.CUSTOMER_CREATED: "Клиент создан",
+    EventKind.CUSTOMER_CHANGED: "Адрес изменён",
+    EventKind.PHONE_ATTACHED: "Номер привязан",
+    EventKind.CALLBACK_NOTE: "Заметка к задаче",
     EventKind.ORDER_PLACED: "Заказ",
     EventKind.CALL_RECORDED: "Звонок",
 }
@@ -223,6 +229,7 @@ API_ERROR_LABELS: dict[str, str] = {
     "invalid_quantity": "Количество должно быть целым числом от 1.",
     "empty_order": "В заказе нет ни одной позиции.",
     "idempotency_conflict": "Этот заказ уже оформлен на другого клиента: обновите страницу.",
+    "possible_duplicate": "Повторный заказ? Такой же заказ у клиента уже есть за последние часы; не оформлен.",
     "metrics_disabled": "Метрики в этом процессе выключены.",
 }
 UNKNOWN_ERROR_TEXT = "Не удалось выполнить действие: повторите или обновите страницу."
@@ -310,3 +317,32 @@ def stats_metric_label(key: str) -> str:
         title = dict(FUNNEL_STAGES).get(stage, stage)
         return f"Воронка: {title}" + (", доля от предыдущего этапа" if field == "share_of_previous" else "")
     return key
+
+
+# --- the operator page's link and the wallboard's operator states (issue 10, points 2 and 7) -------------
+
+# A queue member as app_queue reports it (ivr.calls.members.MEMBER_STATES).
+MEMBER_STATE_LABELS: dict[str, str] = {
+    "free": "свободен",
+    "talking": "разговаривает",
+    "ringing": "звонит",
+    "unavailable": "недоступен",
+    "paused": "на паузе",
+    "unknown": "неизвестно",
+}
+
+# The operator page's feed: "live" (feed open, AMI connected), "reconnecting" (the page lost the
+# feed and retries), "ami_down" (feed open, AMI not connected: no card can pop), "ami_disabled".
+LINK_LABELS: dict[str, str] = {
+    "connecting": "подключение…",
+    "live": "на связи",
+    "reconnecting": "переподключение…",
+    "ami_down": "AMI недоступен",
+    "ami_disabled": "AMI не настроен: карточка звонка не появится",
+}
+
+
+def member_state_text(state: str, paused_reason: str | None = None) -> str:
+    """'на паузе: обед' when the pause has a reason."""
+    text = MEMBER_STATE_LABELS.get(state, MEMBER_STATE_LABELS["unknown"])
+    return f"{text}: {paused_reason}" if state == "paused" and paused_reason else text

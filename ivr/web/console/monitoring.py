@@ -4,11 +4,14 @@
   below every 2 s (no WebSocket, no library) and redraws.
 - ``GET /api/v1/wallboard`` — a supervisor/admin session or the API bearer token: calls in the
   robot now, calls waiting in the queue (and the longest current wait), operators busy/free, orders
-  placed today (robot vs operator). The live part comes from the AMI call tracker; without it (no
-  tracker, or AMI not connected) ``ami.live`` is false, the page says "AMI не подключен", and the
-  robot's own count of calls (FastAGI connections) and today's orders are still shown. ``clock``
-  is the moment of the data in the business time zone (``hours.timezone``), "23:30:05": the board
-  shows it, never the browser's clock nor UTC.
+  placed today (robot vs operator). Operators are in the queue's own words (QueueMember /
+  QueueMemberStatus: free, talking, ringing, unavailable, paused with its reason), "unknown" for a
+  member AMI never reported; queue rows name the customer (read through the store, cached a while).
+  The live part comes from the AMI call tracker; without it (no tracker, or AMI not connected)
+  ``ami.live`` is false, the page says "AMI не подключен", and the robot's own count of calls
+  (FastAGI connections) and today's orders are still shown. ``clock`` is the moment of the data in
+  the business time zone (``hours.timezone``), "23:30:05": the board shows it, never the browser's
+  clock nor UTC.
 - ``GET /healthz`` — no authentication, JSON, one cheap query. 200 when the database answers within
   ``DB_TIMEOUT`` and takes writes, and the FastAGI listener is listening; ``"status": "degraded"``
   (still 200) when AMI is not connected (disabled, auth_failed, reconnecting…); 503 ``"status":
@@ -32,6 +35,7 @@ import asyncio
 import hmac
 import ipaddress
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +49,7 @@ from ivr.web.common import TOKEN_KEY, api_error, to_json
 from ivr.web.console import formats
 from ivr.web.console.auth import require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import AMI_STATUS_LABELS
+from ivr.web.console.labels import AMI_STATUS_LABELS, MEMBER_STATE_LABELS, member_state_text
 from ivr.web.console.metrics import CONTENT_TYPE
 from ivr.web.console.render import render
 
@@ -87,6 +91,8 @@ def _configured_names(deps: ConsoleDeps) -> dict[str, str]:
 
 
 def _operators(deps: ConsoleDeps, live: bool, now: datetime) -> list[dict[str, Any]]:
+    """Every operator the tracker or the configuration knows, in the queue's own words
+    (ivr.calls.members): "unknown" unless AMI said otherwise, never "free" by default."""
     names = _configured_names(deps)
     state: dict[str, dict[str, Any]] = {}
     if live and deps.tracker is not None:
@@ -94,19 +100,66 @@ def _operators(deps: ConsoleDeps, live: bool, now: datetime) -> list[dict[str, A
     out = []
     for interface in sorted(set(state) | set(names)):
         current = state.get(interface) or {}
-        status = current.get("state") or ("free" if live else "unknown")
+        status = current.get("state") if live and current.get("state") in MEMBER_STATE_LABELS else "unknown"
         out.append({
             "interface": interface,
             "name": current.get("name") or names.get(interface) or interface,
             "state": status,
+            "state_text": member_state_text(status, current.get("paused_reason")),
+            "paused_reason": current.get("paused_reason") if status == "paused" else None,
             "call_id": current.get("call_id"),
             "since": current.get("since"),
-            "seconds": _seconds_since(current.get("since"), now) if status in ("ringing", "talking") else None,
+            "seconds": _seconds_since(current.get("since"), now) if status in _TIMED else None,
         })
     return out
 
 
-async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> dict[str, Any]:
+_TIMED = ("ringing", "talking", "paused")  # states whose duration the board shows
+
+
+class CustomerNames:
+    """customer id -> "Фамилия Имя Отчество" for the queue rows, read once a while per id (a poll
+    every 2 s must not read the same customers again and again)."""
+
+    def __init__(self, ttl: float = 300.0, size: int = 1000, clock: Any = time.monotonic) -> None:
+        self._ttl, self._size, self._clock = ttl, size, clock
+        self._names: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+
+    async def lookup(self, store: Any, ids: list[str]) -> dict[str, str | None]:
+        now = self._clock()
+        fresh = {i: hit[1] for i in ids if (hit := self._names.get(i)) and now - hit[0] < self._ttl}
+        missing = sorted({i for i in ids if i not in fresh})
+        if missing:
+            found = await asyncio.wait_for(store.customers_by_ids(missing), DB_TIMEOUT)
+            for customer_id in missing:
+                c = found.get(customer_id)
+                name = " ".join(p for p in (c.last_name, c.first_name, c.patronymic) if p) if c else None
+                fresh[customer_id] = name
+                self._names[customer_id] = (now, name)
+                self._names.move_to_end(customer_id)
+            while len(self._names) > self._size:
+                self._names.popitem(last=False)
+        return fresh
+
+
+NAMES_KEY = web.AppKey("wallboard_customer_names", CustomerNames)
+
+
+async def _name_queue(deps: ConsoleDeps, names: CustomerNames | None, calls: list[dict[str, Any]]) -> None:
+    ids = [c["customer_id"] for c in calls if c.get("customer_id")]
+    if not ids:
+        return
+    try:
+        found = await (names or CustomerNames()).lookup(deps.store, ids)
+    except Exception as exc:  # the ids stay on the board: a slow database must not blank it
+        log.warning("wallboard_names_failed", error=repr(exc)[:300])
+        return
+    for call in calls:
+        call["customer_name"] = found.get(call.get("customer_id") or "")
+
+
+async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None,
+                         names: CustomerNames | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     health = _health(deps)
     ami = health.get("ami") if isinstance(health.get("ami"), dict) else {}
@@ -125,6 +178,7 @@ async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> d
             item["seconds"] = _seconds_since(call.get("since"), now)
             {"queue": queue_calls, "operator": operator_calls}.get(call.get("state"), ivr_calls).append(item)
     queue_calls.sort(key=lambda c: -(c["seconds"] or 0))
+    await _name_queue(deps, names, queue_calls + operator_calls)
     operators = _operators(deps, live, now)
 
     orders: dict[str, Any] | None
@@ -159,6 +213,9 @@ async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> d
             "ringing": sum(1 for o in operators if o["state"] == "ringing") if live else None,
             "busy": sum(1 for o in operators if o["state"] in ("talking", "ringing")) if live else None,
             "free": sum(1 for o in operators if o["state"] == "free") if live else None,
+            "paused": sum(1 for o in operators if o["state"] == "paused") if live else None,
+            "unavailable": sum(1 for o in operators if o["state"] == "unavailable") if live else None,
+            "unknown": sum(1 for o in operators if o["state"] == "unknown") if live else None,
             "list": operators,
             "calls": operator_calls,
         },
@@ -168,11 +225,12 @@ async def wallboard_data(deps: ConsoleDeps, *, now: datetime | None = None) -> d
 
 async def wallboard_page(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
-    return render(request, "wallboard.html", board=await wallboard_data(deps), poll_seconds=POLL_SECONDS)
+    board = await wallboard_data(deps, names=request.app[NAMES_KEY])
+    return render(request, "wallboard.html", board=board, poll_seconds=POLL_SECONDS)
 
 
 async def wallboard_json(request: web.Request) -> web.Response:
-    response = to_json(await wallboard_data(request.app[DEPS_KEY]))
+    response = to_json(await wallboard_data(request.app[DEPS_KEY], names=request.app[NAMES_KEY]))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -284,6 +342,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, deps: ConsoleDeps) -> None:
+    app[NAMES_KEY] = CustomerNames()
     app.router.add_get("/wallboard", require("supervisor", "admin")(wallboard_page))
     app.router.add_get("/api/v1/wallboard", require("supervisor", "admin")(wallboard_json))
     app.router.add_get("/healthz", healthz)

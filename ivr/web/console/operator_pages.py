@@ -7,6 +7,14 @@
   keeps the card live from the WebSocket ``/api/v1/operators/{key}/feed`` and sends the actions:
   orders to ``POST /api/v1/customers/{id}/orders`` (one Idempotency-Key per form, so a double
   click never makes two orders) and task results to ``POST /api/v1/tasks/{id}``.
+
+  The page says whether a card can reach it (``#link-state``): "на связи" (feed open, AMI
+  connected), "переподключение…" (the feed dropped: the script retries with exponential backoff
+  and jitter, resubscribes and gets the current card first), "AMI недоступен с …" (the feed is up
+  but the service has lost Asterisk). A card that pops rings (WebAudio), is read out by screen
+  readers (``aria-live``) and, when the page is hidden, shows a browser notification (permission
+  asked on the operator's click on "Включить звук и уведомления"; browsers allow it only over HTTPS
+  or on localhost).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from aiohttp import web
 from ivr.calls.screen_pop import operator_key
 from ivr.web.console.auth import current_user, require
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import API_ERROR_LABELS, UNKNOWN_ERROR_TEXT, reason_text, task_reason_text
+from ivr.web.console.labels import API_ERROR_LABELS, LINK_LABELS, UNKNOWN_ERROR_TEXT, reason_text, task_reason_text
 from ivr.web.console.render import render
 from ivr.web.console.timeline_text import with_lines
 
@@ -71,10 +79,12 @@ async def operator_page(request: web.Request) -> web.Response:
         product_json=[{"sku": p.sku, "price": str(p.price), "unit": p.unit, "name": p.name} for p in products],
         tasks=tasks,
         states=STATES,
+        link_key="connecting" if deps.board is not None else "ami_disabled",
+        link_labels=LINK_LABELS,
         reason_text=reason_text,
         task_reason_text=task_reason_text,
-        # operator.js: states, error sentences by API error id, and the business zone for ivr.fmt.
-        labels={"states": STATES, "errors": API_ERROR_LABELS, "unknown_error": UNKNOWN_ERROR_TEXT},
+        # operator.js: states, error sentences by API error id, the link's words, and the business zone for ivr.fmt.
+        labels={"states": STATES, "errors": API_ERROR_LABELS, "unknown_error": UNKNOWN_ERROR_TEXT, "link": LINK_LABELS},
     )
 
 

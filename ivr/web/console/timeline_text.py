@@ -121,12 +121,46 @@ def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> st
             text += f", {source}" if source else ""
             day = formats.date_text(data.get("delivery_date"))
             return text + (f", доставка {day}" if day else "")
+        case EventKind.ORDER_CANCELLED:
+            invoice = f", счёт {data['invoice']} аннулирован" if data.get("invoice") else ""
+            return (f"{_by(data)} отменил(а) заказ {data.get('order_id') or ''}{invoice}. "
+                    f"Причина: {data.get('reason') or '—'}")
+        case EventKind.ORDER_CHANGED:
+            now = _lines_text(data.get("lines"))
+            before = _lines_text(data.get("previous_lines"))
+            invoice = ""
+            if data.get("invoice"):
+                invoice = f", счёт {data['invoice']} пересчитан (редакция {data.get('revision')})"
+            return (f"{_by(data)} изменил(а) заказ {data.get('order_id') or ''}: было {before or '—'}, "
+                    f"стало {now or '—'}; сумма {formats.money_text(data.get('previous_total'))} → "
+                    f"{formats.money_text(data.get('total'))}{invoice}. "
+                    f"Причина: {data.get('reason') or '—'}")
+        case EventKind.CUSTOMER_CREATED:
+            number = f" по звонку с номера {data['number']}" if data.get("number") else ""
+            return f"{_by(data)} завёл(а) клиента{number}."
+        case EventKind.CUSTOMER_CHANGED:
+            previous = data.get("previous_address") or "—"
+            return f"{_by(data)} изменил(а) адрес: {data.get('address') or '—'} (был: {previous})."
+        case EventKind.PHONE_ATTACHED:
+            others = data.get("shared_with") or []
+            shared = f"; номер общий с клиентом {', '.join(others)}" if others else ""
+            return f"{_by(data)} привязал(а) номер {data.get('number') or ''}{shared}."
+        case EventKind.CALLBACK_NOTE:
+            return f"{_by(data)} к задаче перезвонить №{data.get('task_id')}: «{data.get('note') or ''}»"
         case EventKind.CALL_RECORDED:
             bits = [outcome_label(data.get("outcome")), reason_text(data.get("reason"))]
             if data.get("operator"):
                 bits.append(f"оператор {data['operator']}")
             return _sentence(*bits)
     return "подробностей нет"
+
+
+def _by(data: Mapping[str, Any]) -> str:
+    return f"Сотрудник {data['by']}" if data.get("by") else "Сотрудник"
+
+
+def _lines_text(lines: Any) -> str:
+    return ", ".join(f"{line.get('sku')} × {line.get('quantity')}" for line in lines or [] if isinstance(line, Mapping))
 
 
 def _cdr_text(data: Mapping[str, Any]) -> str:

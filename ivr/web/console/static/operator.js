@@ -35,15 +35,39 @@
   // renderer of timeline events), so the live card reads like the call page.
   const pathStep = (step) => step.line || [step.kind || "", ""];
 
+  // A caller the robot did not know: make a customer with the number, or attach it to one found by
+  // search (the same as templates/_unknown_caller.html draws for the first card).
+  function unknownCaller(call) {
+    const box = el("div", { className: "unknown-caller" }, el("p", { className: "muted" }, "Клиент не определён."));
+    if (!call.caller_number) {
+      box.append(el("p", null, "Найдите клиента в ", el("a", { href: "/customers" }, "поиске клиентов"),
+                    " или ", el("a", { href: "/customers/new" }, "заведите нового"), "."));
+      return box;
+    }
+    const query = (name) => new URLSearchParams({ [name]: call.caller_number, call: call.call_id || "" }).toString();
+    box.append(el("p", null,
+      el("a", { className: "button", id: "new-customer-from-call", href: "/customers/new?" + query("number") },
+         "Новый клиент с этим номером"), " ",
+      el("a", { className: "button secondary", id: "attach-number-from-call", href: "/customers?" + query("attach") },
+         "Найти клиента и привязать номер")));
+    return box;
+  }
+
   // --- orders ---------------------------------------------------------------------------------
 
-  async function placeOrder(customerId, lines, key, callId) {
+  async function placeOrder(customerId, lines, key, callId, confirmDuplicate) {
     const response = await fetch("/api/v1/customers/" + encodeURIComponent(customerId) + "/orders", {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": ivr.csrf(), "Idempotency-Key": key },
-      body: JSON.stringify({ lines, call_id: callId || undefined }),
+      body: JSON.stringify({ lines, call_id: callId || undefined, confirm_duplicate: confirmDuplicate || undefined }),
     });
     const body = await response.json().catch(() => ({}));
+    // The customer has the same order from the last hours: ask, then place it under the same key
+    // (declined: the error's sentence says why nothing was placed).
+    if (response.status === 409 && body.error && body.error.id === "possible_duplicate" && !confirmDuplicate) {
+      const question = (labels.errors || {}).possible_duplicate + " (" + body.error.order_id + ")";
+      if (window.confirm(question)) return placeOrder(customerId, lines, key, callId, true);
+    }
     if (!response.ok) throw ivr.apiError(body, response);
     return body;
   }
@@ -184,8 +208,8 @@
         parts.push(el("p", { className: "muted" }, "Телефоны: " + (c.phones || []).join(", ") + " · клиент " + c.customer_id));
         form.elements.customer_id.value = c.customer_id;
       } else {
-        parts.push(el("p", { className: "muted" }, "Клиент не определён: найдите его в ",
-                      el("a", { href: "/customers" }, "поиске клиентов"), "."));
+        form.elements.customer_id.value = "";
+        parts.push(unknownCaller(call));
       }
       if (card.ivr_path && card.ivr_path.length) {
         parts.push(el("h2", null, "Что было в меню робота"));
@@ -199,7 +223,7 @@
       if (c && card.last_orders && card.last_orders.length) {
         parts.push(el("h2", null, "Последние заказы"));
         const table = el("table", { className: "last-orders" },
-          el("tr", null, el("th", null, "Заказ"), el("th", null, "Дата"), el("th", null, "Состав"),
+          el("tr", null, el("th", null, "Заказ"), el("th", null, "Дата"), el("th", null, "Доставка"), el("th", null, "Состав"),
              el("th", null, "Сумма"), el("th", null, "")));
         for (const order of card.last_orders) {
           const lines = el("td");
@@ -207,7 +231,10 @@
           const button = el("button", { type: "button", className: "repeat-order",
             dataset: { customer: c.customer_id, order: order.order_id, lines: JSON.stringify(order.lines) } }, "Повторить заказ");
           armRepeat(button);
-          table.append(el("tr", null, el("td", null, order.order_id), el("td", null, order.ordered_at_text || when(order.ordered_at)), lines,
+          const status = order.status === "cancelled" ? el("span", { className: "bad" }, " отменён") : null;
+          table.append(el("tr", null, el("td", null, order.order_id, status),
+                          el("td", null, order.ordered_at_text || when(order.ordered_at)),
+                          el("td", { className: "delivery" }, ivr.fmt.day(order.delivery_date) || "—"), lines,
                           el("td", null, order.total_text || money(order.total)),
                           el("td", null, button, el("span", { className: "repeat-result" }))));
         }
@@ -217,16 +244,112 @@
     body.replaceChildren(...parts);
   }
 
+  // --- the link, and telling the operator a call pops ----------------------------------------------
+
+  const linkEl = document.getElementById("link-state");
+  const clock = (iso) => (iso ? ivr.fmt.time(iso) : "");  // business time, never the browser's zone
+  let feedUp = false;
+  let ami = null;  // the last {"type": "link", "ami": status, "since": iso} from the feed
+
+  function showLink() {
+    let key;
+    if (!feedUp) key = ami ? "reconnecting" : "connecting";
+    else if (!ami || ami.ami === "connected" || ami.ami === "standby") key = "live";  // standby: another process owns AMI
+    else if (ami.ami === "disabled") key = "ami_disabled";
+    else key = "ami_down";
+    let text = labels.link[key];
+    if (key === "ami_down" && ami.since) text += " с " + clock(ami.since);
+    if (linkEl.dataset.state !== key || linkEl.textContent !== text) {
+      linkEl.dataset.state = key;
+      linkEl.className = "link link-" + key;
+      ivr.text(linkEl, text);
+    }
+    document.getElementById("call-card").classList.toggle("stale", key !== "live");
+  }
+
+  // The ring: a short two-tone beep from WebAudio (no file to fetch). Browsers keep audio silent
+  // until the person has clicked the page once; the button below is that click.
+  let audio = null;
+  function audioContext() {
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return null;
+    audio = audio || new Context();
+    if (audio.state === "suspended") audio.resume().catch(() => {});
+    return audio;
+  }
+  function ring() {
+    const context = audioContext();
+    if (!context) return;
+    const now = context.currentTime;
+    [[0, 880], [0.25, 660], [0.5, 880], [0.75, 660]].forEach(([at, hz]) => {
+      const tone = context.createOscillator();
+      const volume = context.createGain();
+      tone.frequency.value = hz;
+      volume.gain.value = 0.15;
+      tone.connect(volume).connect(context.destination);
+      tone.start(now + at);
+      tone.stop(now + at + 0.2);
+    });
+  }
+
+  const pageHidden = () => document.visibilityState !== "visible" || !document.hasFocus();
+  function notify(title, body, callId) {
+    if (!("Notification" in window) || Notification.permission !== "granted" || !pageHidden()) return;
+    const note = new Notification(title, { body, tag: "ivr-call-" + callId });
+    note.onclick = () => { window.focus(); note.close(); };
+  }
+
+  const alertsButton = document.getElementById("alerts-enable");
+  const alertsStatus = document.getElementById("alerts-status");
+  function showAlerts() {
+    if (!alertsStatus) return;
+    const permission = "Notification" in window ? Notification.permission : "unsupported";
+    ivr.text(alertsStatus, { granted: "уведомления включены", denied: "уведомления запрещены в браузере",
+                             unsupported: "браузер не показывает уведомления" }[permission] || "");
+  }
+  if (alertsButton) {
+    alertsButton.addEventListener("click", async () => {
+      audioContext();  // this click unlocks the sound
+      if ("Notification" in window && Notification.permission === "default") {
+        try { await Notification.requestPermission(); } catch (error) { /* old Safari: callback form */ }
+      }
+      showAlerts();
+    });
+    showAlerts();
+  }
+
+  const announceEl = document.getElementById("call-announce");
+  let poppedCallId = data.card && data.card.state === "ringing" && data.card.call ? data.card.call.call_id : null;
+  function popped(card) {
+    const call = card.call;
+    if (!call || card.state !== "ringing" || call.call_id === poppedCallId) return;
+    poppedCallId = call.call_id;
+    const who = card.customer ? person(card.customer) : "клиент не определён";
+    const title = "Звонок: " + who;
+    const body = "Номер " + (call.caller_number || "скрыт") +
+      (call.ivr_reason_text || call.ivr_reason ? ". " + (call.ivr_reason_text || call.ivr_reason) : "");
+    ivr.text(announceEl, title + ". " + body);
+    ring();
+    notify(title, body, call.call_id);
+  }
+
   document.querySelectorAll(".repeat-order").forEach(armRepeat);
   if (data.operator && data.live) {
     const status = document.getElementById("feed-status");
     let lastCard = null;
-    ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (card) => {
+    showLink();
+    ivr.live("/api/v1/operators/" + encodeURIComponent(data.operator) + "/feed", (message) => {
+      if (message.type === "link") { ami = message; showLink(); return; }
+      if (message.type) return;  // a kind of message this page does not know yet
       ivr.text(status, "обновлено " + ivr.fmt.time(new Date()));
-      const signature = JSON.stringify(card);
+      const signature = JSON.stringify(message);
       if (signature === lastCard) return; // a reconnect re-sends the current card: keep the armed buttons
       lastCard = signature;
-      renderCard(card);
+      renderCard(message);
+      popped(message);
+    }, {
+      onOpen: () => { feedUp = true; showLink(); },
+      onDown: () => { feedUp = false; showLink(); },
     });
   }
 })();

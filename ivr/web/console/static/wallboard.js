@@ -5,7 +5,6 @@
   if (!root) return;
   const url = root.dataset.url;
   const every = Math.max(1, Number(root.dataset.poll) || 2) * 1000;
-  const STATES = { talking: "разговаривает", ringing: "звонит", free: "свободен" };
   const $ = (id) => document.getElementById(id);
   const put = (id, value) => { const el = $(id); if (el) el.textContent = value == null ? "—" : String(value); };
   const mmss = (s) => {
@@ -49,7 +48,14 @@
       link.href = "/calls/" + encodeURIComponent(call.call_id);
       link.textContent = call.caller || "скрыт";
       cell(row, "").appendChild(link);
-      cell(row, call.customer_id || "—");
+      if (call.customer_id) {
+        const customer = document.createElement("a");
+        customer.href = "/customers/" + encodeURIComponent(call.customer_id);
+        customer.textContent = call.customer_name || call.customer_id;
+        cell(row, "").appendChild(customer);
+      } else {
+        cell(row, "—");
+      }
       cell(row, mmss(call.seconds));
       queue.appendChild(row);
     }
@@ -61,7 +67,7 @@
       const row = document.createElement("tr");
       cell(row, op.name);
       cell(row, op.interface);
-      cell(row, STATES[op.state] || "неизвестно", "state-" + op.state);
+      cell(row, op.state_text || "неизвестно", "state-" + op.state);
       cell(row, mmss(op.seconds));
       ops.appendChild(row);
     }
