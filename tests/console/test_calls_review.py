@@ -136,7 +136,7 @@ async def test_operator_order_is_linked_both_ways(client, store):  # noqa: F811
     order_page = await (await client.get(f"/customers/C002/orders/{placed.order.order_id}")).text()
     assert f'<a id="order-call" href="/calls/{RECORDED}">' in order_page
     customer = await (await client.get("/customers/C002")).text()
-    assert f'<tr id="order-{placed.order.order_id}">' in customer
+    assert f'<tr id="order-{placed.order.order_id}" data-order="{placed.order.order_id}"' in customer
     assert f'<a class="order-call" href="/calls/{RECORDED}">' in customer
 
 
