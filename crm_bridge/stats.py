@@ -27,10 +27,12 @@ belong to it when ``orders.ordered_at`` is in ``[start, end)``. Imported orders 
 **Automation** ("the robot finished N % of the calls it answered", ``robot_finished`` /
 ``robot_answered``, both numbers shown beside the rate):
 - *calls the robot answered* (the denominator): ended calls (an outcome is decided) where the robot
-  spoke, i.e. every ended call except those it never took: refused as overloaded before it spoke
-  (reason ``overloaded``) or sent to the queue by the dialplan because our server did not answer
-  (``server_unreachable``). A call the robot took and then failed (``error``, ``server_lost``…)
-  stays in the denominator: that is a call the robot did not finish.
+  spoke, i.e. every ended call except those it never took: sent to the queue before it spoke
+  (reason ``overloaded``: admission control; ``database_unavailable``: the store was not reachable
+  since start-up) or by the dialplan because our server did not answer (``server_unreachable``).
+  Those are counted apart (*calls the robot did not take*, ``robot_refused``) and shown beside the
+  rate, so a robot that turns calls away cannot look better for it. A call the robot took and then
+  failed (``error``, ``server_lost``…) stays in the denominator: a call the robot did not finish.
 - *calls the robot finished* (the numerator): of those, the calls no human had to take —
   outcome ``order_placed`` (the robot placed the order), ``after_hours`` (the robot told the
   caller the hours and ended the call itself), or ``callback_requested`` taken by the robot's own
@@ -112,12 +114,12 @@ FUNNEL_STAGES = (
 )
 
 # The automation rate's definition (module docstring): who never reached the robot, what it finishes.
-NOT_ANSWERED_BY_ROBOT = frozenset({Reason.OVERLOADED, Reason.SERVER_UNREACHABLE})
+NOT_ANSWERED_BY_ROBOT = frozenset({Reason.OVERLOADED, Reason.DATABASE_UNAVAILABLE, Reason.SERVER_UNREACHABLE})
 ROBOT_FINISHED_OUTCOMES = frozenset({Outcome.ORDER_PLACED, Outcome.AFTER_HOURS, Outcome.CALLBACK_REQUESTED})
 AUTOMATION_DEFINITION = (
     "Робот закончил сам (заказ оформлен, нерабочее время, заказ обратного звонка без очереди) "
-    "из звонков, которые робот принял (завершённые звонки, кроме отклонённых при перегрузке и не "
-    "дошедших до сервера)"
+    "из звонков, которые робот принял (завершённые звонки, кроме переданных оператору до слов робота: "
+    "перегрузка, база недоступна, сервер не ответил — они считаются отдельно)"
 )
 
 
@@ -197,6 +199,7 @@ class CallStatistics:
     orders_from_calls: int
     ivr_order_share: float | None  # IVR orders / orders from calls (not the automation rate)
     robot_answered: int
+    robot_refused: int  # ended calls the robot never took (NOT_ANSWERED_BY_ROBOT): not in the rate, shown
     robot_finished: int
     robot_finished_by_outcome: tuple[tuple[str, int], ...]  # order_placed / after_hours / callback_requested
     automation_rate: float | None  # robot_finished / robot_answered
@@ -312,7 +315,7 @@ async def _collect(
     orders = await _orders(session, start, end)
     operators = await _operators(session, in_period, start, end)
     funnel = await _funnel(session, in_period, total)
-    hours, days, finished_by = await _per_call(session, in_period, start, end, zone, sl)
+    hours, days, finished_by, refused = await _per_call(session, in_period, start, end, zone, sl)
 
     ivr_count, ivr_amount = orders.get("ivr", (0, money(0)))
     operator_count, _ = orders.get("operator", (0, money(0)))
@@ -340,6 +343,7 @@ async def _collect(
         orders_from_calls=ivr_count + operator_count,
         ivr_order_share=ratio(ivr_count, ivr_count + operator_count),
         robot_answered=sum(d.robot_answered for d in days),
+        robot_refused=refused,
         robot_finished=sum(d.robot_finished for d in days),
         robot_finished_by_outcome=finished_by,
         automation_rate=ratio(sum(d.robot_finished for d in days), sum(d.robot_answered for d in days)),
@@ -488,13 +492,14 @@ def local_days(start: datetime, end: datetime, zone: ZoneInfo) -> list[date]:
 
 async def _per_call(
     session: AsyncSession, in_period: Any, start: datetime, end: datetime, zone: ZoneInfo, sl: int
-) -> tuple[tuple[int, ...], tuple[DayRow, ...], tuple[tuple[str, int], ...]]:
+) -> tuple[tuple[int, ...], tuple[DayRow, ...], tuple[tuple[str, int], ...], int]:
     """Hours, days and the robot's finished calls, bucketed here, not in SQL: SQLite has no time
     zones, and the robot's definitions are Python (``robot_answered`` / ``robot_finished``), the one
     place they are written. One short row per call of the period (the period is bounded)."""
     hours = [0] * 24
     days = {day: _DayCounts() for day in local_days(start, end, zone)}
     finished_by: dict[str, int] = {}
+    refused = 0
     queued = or_(Call.queue.is_not(None), Call.queue_entered_at.is_not(None))
     rows = await session.execute(
         select(Call.started_at, Call.outcome, Call.reason, queued, Call.answered_at.is_not(None), Call.wait_seconds)
@@ -506,6 +511,7 @@ async def _per_call(
         counts = days.setdefault(moment.date(), _DayCounts())
         counts.calls += 1
         counts.answered_by_robot += robot_answered(outcome, reason)
+        refused += outcome is not None and reason in NOT_ANSWERED_BY_ROBOT
         if robot_finished(outcome, reason, bool(is_queued)):
             counts.finished_by_robot += 1
             finished_by[outcome] = finished_by.get(outcome, 0) + 1
@@ -514,7 +520,7 @@ async def _per_call(
             counts.queued += 1
             counts.within_sl += bool(answered) and wait is not None and wait <= sl
     by = tuple((str(o), finished_by.get(o, 0)) for o in sorted(ROBOT_FINISHED_OUTCOMES))
-    return tuple(hours), tuple(c.row(day) for day, c in sorted(days.items())), by
+    return tuple(hours), tuple(c.row(day) for day, c in sorted(days.items())), by, refused
 
 
 __all__ = [

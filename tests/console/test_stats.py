@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from crm_bridge.contract.outcomes import facts_implying
+from crm_bridge.contract.outcomes import CallFacts, facts_implying
 from crm_bridge.demo import load_demo_data
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.phones import normalize_phone
@@ -206,7 +206,7 @@ async def test_known_day_every_number(store):
     assert s.orders_from_calls == 5
     assert s.ivr_order_share == 0.8  # 4 / 5: the share of orders, not the automation rate
     # The honest rate: the robot answered all 10 calls and finished the 4 with an order itself.
-    assert (s.robot_finished, s.robot_answered, s.automation_rate) == (4, 10, 0.4)
+    assert (s.robot_finished, s.robot_answered, s.automation_rate, s.robot_refused) == (4, 10, 0.4, 0)
     assert s.robot_finished_by_outcome == (("after_hours", 0), ("callback_requested", 0), ("order_placed", 4))
     assert [astuple(d) for d in s.days] == [(date(2026, 11, 20), 10, 10, 4, 0.4, 2, 0.2, 5, 1, 0.2)]
     assert s.ivr_orders_per_known_customer_call == 0.4444  # 4 / 9
@@ -332,6 +332,7 @@ AUTOMATION_ROWS = [
     ("operator_answered", "caller_request", True, True, False),
     ("operator_answered", "overloaded", True, False, False),  # refused before the robot spoke
     ("operator", "server_unreachable", False, False, False),  # our server never answered
+    ("operator_answered", "database_unavailable", True, False, False),  # sent on before the robot spoke
     ("error", "server_lost", False, True, False),  # the robot took it and crashed: not finished
     ("error", "database_error", True, True, False),
     ("abandoned_in_ivr", "hangup_at_menu", False, True, False),
@@ -356,3 +357,33 @@ def test_local_days_cover_the_period():
     assert local_days(DAY_START, DAY_START, zone) == [date(2026, 11, 20)]
     assert local_days(DAY_START - timedelta(hours=1), DAY_END + timedelta(seconds=1), zone) == [
         date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)]
+
+
+async def test_automation_on_the_store_refused_apart_robot_callbacks_and_after_hours_in(store):
+    """On both backends, beside the known day: a call refused as overloaded (then answered by an
+    operator) is neither in the numerator nor the denominator but counted apart; a robot callback,
+    an after-hours call and a queue callback show the numerator's rules on stored rows."""
+    await seed_day(store)
+
+    async def call(call_id: str, minute: int, facts: CallFacts, reason: str, **tracked: Any) -> None:
+        at = msk(17, minute)
+        await store.record_call_start(call_id=call_id, caller_number="+79161234567",
+                                      normalized_number="+79161234567", customer_id="C001", channel="PJSIP/t-1",
+                                      script="repeat-order", started_at=at)
+        await store.record_call_end(call_id, facts=facts, reason=reason, ended_at=at + timedelta(minutes=1),
+                                    customer_id="C001", order_id=None)
+        if tracked:
+            await store.update_call(call_id, **tracked)
+
+    await call("refused", 0, CallFacts(refused=True), "overloaded")
+    await store.update_call("refused", facts=facts_implying("operator_answered"), queue="operators",
+                            queue_entered_at=msk(17, 0, 5), wait_seconds=4.0, answered_at=msk(17, 0, 9))
+    await call("robot-cb", 10, facts_implying("callback_requested"), "callback_requested")
+    await call("closed", 20, facts_implying("after_hours"), "after_hours:caller_request")
+    await call("queue-cb", 30, facts_implying("callback_requested"), "callback_requested",
+               queue="operators", queue_entered_at=msk(17, 30, 5), wait_seconds=30.0)
+    s = await day_stats(store)
+    assert s.calls_total == 14 and s.robot_refused == 1
+    assert (s.robot_finished, s.robot_answered) == (6, 13)  # 4 orders + robot callback + after hours
+    assert s.robot_finished_by_outcome == (("after_hours", 1), ("callback_requested", 1), ("order_placed", 4))
+    assert s.automation_rate == round(6 / 13, 4)

@@ -66,6 +66,7 @@ EXPECTED_JSON_NUMBERS = {
         "rate": 0.4,
         "robot_finished": 4,
         "robot_answered": 10,
+        "robot_refused": 0,
         "finished_by_outcome": {"after_hours": 0, "callback_requested": 0, "order_placed": 4},
         "definition": AUTOMATION_DEFINITION,
     },

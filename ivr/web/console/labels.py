@@ -274,6 +274,7 @@ STATS_METRIC_LABELS: dict[str, str] = {
     "automation.rate": "Автоматизация: робот закончил сам, доля",
     "automation.robot_finished": "Автоматизация: звонков робот закончил сам (числитель)",
     "automation.robot_answered": "Автоматизация: звонков принял робот (знаменатель)",
+    "automation.robot_refused": "Автоматизация: звонков робот не принял (не в знаменателе)",
     "automation.definition": "Автоматизация: определение",
     "orders.ivr_per_known_customer_call": "Заказов робота на звонок известного клиента",
 }

@@ -173,6 +173,7 @@ def statistics_json(stats: CallStatistics, period: Period, *, money_as_string: b
             "rate": stats.automation_rate,
             "robot_finished": stats.robot_finished,
             "robot_answered": stats.robot_answered,
+            "robot_refused": stats.robot_refused,
             "finished_by_outcome": dict(stats.robot_finished_by_outcome),
             "definition": AUTOMATION_DEFINITION,
         },
