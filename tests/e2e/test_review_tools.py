@@ -78,7 +78,8 @@ async def test_operator_order_is_linked_to_its_call(browser, console):
 
 async def _recorded_call(console) -> None:
     path = copy_recording(console, f"call-{RECORDED}.wav")
-    started = datetime.now(UTC) - timedelta(minutes=5)
+    now = datetime.now(ZoneInfo("Europe/Moscow"))
+    started = max(now - timedelta(minutes=5), now.replace(hour=0, minute=0, second=0, microsecond=0))  # today
     await console.store.record_call_start(
         call_id=RECORDED, caller_number="+79161234567", normalized_number="+79161234567", customer_id="C001",
         channel="PJSIP/trunk-00000007", script="repeat-order", started_at=started)
