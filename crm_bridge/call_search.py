@@ -10,11 +10,18 @@ session and returns frozen DTOs. The filters are ANDed; each one narrows:
   last name / first name / patronymic, case-insensitive also for Cyrillic on SQLite);
 - ``outcome``: exact;
 - ``operator``: the queue-member interface (``PJSIP/101``) or its short form (``101``).
+
+Sorting is by a whitelisted key (``SORT_KEYS``: ``started``, ``caller``, ``customer``, ``outcome``,
+``reason``, ``wait``, ``talk``, ``operator``, ``order``), ``-key`` for descending; anything else is the
+default, newest first (``parse_sort``): a column name never reaches SQL from the query string. Empty
+values go last either way, and ties are broken newest first, so pages never shuffle.
+``iter_calls`` streams the same selection for the exports, at most ``limit`` rows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -30,6 +37,19 @@ from crm_bridge.phones import normalize_phone
 from crm_bridge.views import call_view
 
 MAX_PAGE = 200
+# Sort keys of the call list -> the expression they order by (the whitelist: nothing else is sortable).
+SORT_KEYS: dict[str, Any] = {
+    "started": Call.started_at,
+    "caller": Call.normalized_number,
+    "customer": func.coalesce(Customer.last_name, Customer.customer_id),
+    "outcome": Call.outcome,
+    "reason": Call.reason,
+    "wait": Call.wait_seconds,
+    "talk": Call.talk_seconds,
+    "operator": func.coalesce(Call.operator_name, Call.operator_interface),
+    "order": Call.order_id,
+}
+DEFAULT_SORT = "-started"
 _NON_DIGITS = re.compile(r"\D")
 
 
@@ -171,10 +191,50 @@ def _name(customer: Customer | None) -> str | None:
     return " ".join(p for p in (customer.last_name, customer.first_name, customer.patronymic) if p) or None
 
 
+def parse_sort(value: Any) -> str:
+    """``value`` when it names a whitelisted key (``"wait"``, ``"-wait"``), else ``DEFAULT_SORT``."""
+    text = str(value or "").strip()
+    return text if text.removeprefix("-") in SORT_KEYS else DEFAULT_SORT
+
+
+def _order_by(sort: str) -> list[Any]:
+    sort = parse_sort(sort)
+    column = SORT_KEYS[sort.removeprefix("-")]
+    direction = column.desc() if sort.startswith("-") else column.asc()
+    # NULLs last on both backends (PostgreSQL puts them first in DESC, SQLite first in ASC).
+    return [column.is_(None), direction, Call.started_at.desc(), Call.call_id.desc()]
+
+
+def _selection(filters: CallFilters, dialect: str) -> Any:
+    base = select(Call, Customer).outerjoin(Customer, Customer.id == Call.customer_id)
+    where = _conditions(filters, dialect)
+    return base.where(*where) if where else base
+
+
+def _row(call: Call, customer: Customer | None) -> CallRow:
+    return CallRow(call=call_view(call, customer.customer_id if customer else None), customer_name=_name(customer))
+
+
+async def iter_calls(
+    sessions: async_sessionmaker[AsyncSession], filters: CallFilters, *, sort: str = DEFAULT_SORT, limit: int
+) -> AsyncIterator[CallRow]:
+    """The calls matching ``filters`` in ``sort`` order, at most ``limit``, streamed (the exports)."""
+    async with sessions() as session:
+        stmt = _selection(filters, await _dialect(session)).order_by(*_order_by(sort)).limit(max(0, int(limit)))
+        result = await session.stream(stmt.execution_options(yield_per=1000))
+        async for call, customer in result:
+            yield _row(call, customer)
+
+
 async def search_calls(
-    sessions: async_sessionmaker[AsyncSession], filters: CallFilters, *, limit: int = 50, offset: int = 0
+    sessions: async_sessionmaker[AsyncSession],
+    filters: CallFilters,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    sort: str = DEFAULT_SORT,
 ) -> CallPage:
-    """One page of the calls matching ``filters``, newest first, with the total count."""
+    """One page of the calls matching ``filters`` in ``sort`` order, with the total count."""
     limit = max(1, min(int(limit), MAX_PAGE))
     offset = max(0, int(offset))
     async with sessions() as session:
@@ -185,13 +245,10 @@ async def search_calls(
             base = base.where(*where)
             count = count.where(*where)
         total = int((await session.execute(count)).scalar_one())
-        stmt = base.order_by(Call.started_at.desc(), Call.call_id.desc()).limit(limit).offset(offset)
+        stmt = base.order_by(*_order_by(sort)).limit(limit).offset(offset)
         rows = (await session.execute(stmt)).all()
     return CallPage(
-        rows=tuple(
-            CallRow(call=call_view(call, customer.customer_id if customer else None), customer_name=_name(customer))
-            for call, customer in rows
-        ),
+        rows=tuple(_row(call, customer) for call, customer in rows),
         total=total,
         limit=limit,
         offset=offset,
@@ -211,6 +268,29 @@ async def call_with_customer(sessions: async_sessionmaker[AsyncSession], call_id
         return None
     call, customer = row
     return CallRow(call=call_view(call, customer.customer_id if customer else None), customer_name=_name(customer))
+
+
+@dataclass(frozen=True)
+class CallOrder:
+    """An order placed in a call (by the robot or by the operator who took it)."""
+
+    order_id: str
+    customer_id: str
+    source: str  # "ivr" | "operator"
+    ordered_at: datetime
+    total: Decimal
+
+
+async def orders_of_call(sessions: async_sessionmaker[AsyncSession], call_id: str) -> list[CallOrder]:
+    """The orders whose ``call_id`` is this call, oldest first: the call page links each one."""
+    async with sessions() as session:
+        stmt = (
+            select(Order.order_id, Customer.customer_id, Order.source, Order.ordered_at, Order.total)
+            .join(Customer, Customer.id == Order.customer_id)
+            .where(Order.call_id == call_id)
+            .order_by(Order.ordered_at, Order.id)
+        )
+        return [CallOrder(*row) for row in (await session.execute(stmt)).all()]
 
 
 async def known_outcomes(sessions: async_sessionmaker[AsyncSession]) -> list[str]:

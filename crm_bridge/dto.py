@@ -61,6 +61,7 @@ class OrderView:
     changed_by: str | None = None
     change_reason: str | None = None
     change_deadline: datetime | None = None  # aware UTC; None: never changeable (no delivery date)
+    call_id: str | None = None  # the call it was placed in (robot or operator); None for imports
 
     @property
     def cancelled(self) -> bool:

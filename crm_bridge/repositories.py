@@ -176,6 +176,7 @@ def _order_invoice_line_columns() -> tuple[Any, ...]:
         _orders.c.order_id,
         _orders.c.ordered_at,
         _orders.c.source,
+        _orders.c.call_id,
         _orders.c.delivery_date,
         _orders.c.total.label("order_total"),
         _invoices.c.number.label("invoice_number"),

@@ -299,7 +299,7 @@ class CrmStore(Corrections):
                 customer_pk, draft = known
                 numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
                 if numbers is not None:
-                    return draft.placed(*numbers)
+                    return draft.placed(*numbers, call_id=call_id)
                 # Nothing inserted: a concurrent duplicate of the key committed first (replay it,
                 # or refuse it when it asked for another order), or an import had taken the
                 # generated number (move the sequence on, try again).
@@ -331,7 +331,7 @@ class CrmStore(Corrections):
                 log.warning("order_number_taken_by_import", order_id=order_id)
             invoice_number = f"{draft.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
             await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
-        return draft.placed(order_id, invoice_number)
+        return draft.placed(order_id, invoice_number, call_id=call_id)
 
     async def _replay_or_draft(
         self, conn: AsyncConnection, key: str, customer_id: str, wanted: list[tuple[str, int]], source: str,
@@ -787,6 +787,7 @@ def _order_from_rows(rows: Sequence[Row[Any]], customer_id: str, *, current_word
         source=first.source,
         delivery_date=first.delivery_date,
         invoice=invoice,
+        call_id=first.call_id,
     )
 
 
@@ -857,7 +858,7 @@ class _OrderDraft:
         }
         return order, lines, invoice
 
-    def placed(self, order_id: str, invoice_number: str) -> PlacedOrder:
+    def placed(self, order_id: str, invoice_number: str, *, call_id: str | None) -> PlacedOrder:
         invoice = InvoiceView(
             number=invoice_number,
             issued_at=self.ordered_at,
@@ -875,6 +876,7 @@ class _OrderDraft:
             source=self.source,
             delivery_date=self.delivery_date,
             invoice=invoice,
+            call_id=call_id,
         )
         return PlacedOrder(order=order, invoice=invoice, created=True)
 

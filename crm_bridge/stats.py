@@ -19,8 +19,32 @@ belong to it when ``orders.ordered_at`` is in ``[start, end)``. Imported orders 
 - *IVR orders*: orders with source ``ivr`` placed in the period, and the sum of their totals.
 - *operator orders from calls*: orders with source ``operator`` and a ``call_id``, placed in the
   period.
-- *automation rate* = IVR orders / (IVR orders + operator orders from calls): the share of the
-  orders that came from the phone which the robot took without a human.
+- *IVR order share* = IVR orders / (IVR orders + operator orders from calls): the share of the
+  orders that came from the phone which the robot took. Not the automation rate: a call that
+  ended with no order at all (the caller gave up, an operator only answered a question) is not in
+  it, which is how it once read 99.4 % while the robot finished 17 % of the calls (issue 10).
+
+**Automation** ("the robot finished N % of the calls it answered", ``robot_finished`` /
+``robot_answered``, both numbers shown beside the rate):
+- *calls the robot answered* (the denominator): ended calls (an outcome is decided) where the robot
+  spoke, i.e. every ended call except those it never took: sent to the queue before it spoke
+  (reason ``overloaded``: admission control; ``database_unavailable``: the store was not reachable
+  since start-up) or by the dialplan because our server did not answer (``server_unreachable``).
+  Those are counted apart (*calls the robot did not take*, ``robot_refused``) and shown beside the
+  rate, so a robot that turns calls away cannot look better for it. A call the robot took and then
+  failed (``error``, ``server_lost``…) stays in the denominator: a call the robot did not finish.
+- *calls the robot finished* (the numerator): of those, the calls no human had to take —
+  outcome ``order_placed`` (the robot placed the order), ``after_hours`` (the robot told the
+  caller the hours and ended the call itself), or ``callback_requested`` taken by the robot's own
+  script (the call never entered the queue; a caller who pressed for a callback while waiting for
+  an operator wanted a human and does not count). Everything else (an operator answered, the
+  caller hung up in the robot or in the queue, the queue timed out, the robot handed over) is a
+  call the robot did not finish.
+- *automation rate* = calls the robot finished / calls the robot answered.
+
+**By day** (the trend on /stats): per local day of the call's start (``timezone``), every day of
+the period even when empty: calls, calls the robot answered / finished and its rate, calls answered
+by an operator and their share of all calls, calls that entered the queue and the service level.
 - *IVR orders per known-customer call* = IVR orders / known-customer calls: how often a
   recognised caller ended up with an order from the robot.
 
@@ -61,7 +85,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -88,6 +112,41 @@ FUNNEL_STAGES = (
     ("order_stage", "Оформление заказа"),
     ("order_placed", "Заказ оформлен"),
 )
+
+# The automation rate's definition (module docstring): who never reached the robot, what it finishes.
+NOT_ANSWERED_BY_ROBOT = frozenset({Reason.OVERLOADED, Reason.DATABASE_UNAVAILABLE, Reason.SERVER_UNREACHABLE})
+ROBOT_FINISHED_OUTCOMES = frozenset({Outcome.ORDER_PLACED, Outcome.AFTER_HOURS, Outcome.CALLBACK_REQUESTED})
+AUTOMATION_DEFINITION = (
+    "Робот закончил сам (заказ оформлен, нерабочее время, заказ обратного звонка без очереди) "
+    "из звонков, которые робот принял (завершённые звонки, кроме переданных оператору до слов робота: "
+    "перегрузка, база недоступна, сервер не ответил — они считаются отдельно)"
+)
+
+
+def robot_answered(outcome: str | None, reason: str | None) -> bool:
+    """The call ended and the robot spoke in it (the automation rate's denominator)."""
+    return outcome is not None and reason not in NOT_ANSWERED_BY_ROBOT
+
+
+def robot_finished(outcome: str | None, reason: str | None, queued: bool) -> bool:
+    """The robot answered the call and no human had to take it (the automation rate's numerator)."""
+    if not robot_answered(outcome, reason) or outcome not in ROBOT_FINISHED_OUTCOMES:
+        return False
+    return not (outcome == Outcome.CALLBACK_REQUESTED and queued)
+
+
+@dataclass(frozen=True)
+class DayRow:
+    day: date  # local day of the calls' start
+    calls: int
+    robot_answered: int
+    robot_finished: int
+    automation_rate: float | None  # robot_finished / robot_answered
+    operator_answered: int  # calls an operator answered
+    operator_share: float | None  # operator_answered / calls
+    queued: int
+    answered_within_service_level: int
+    service_level: float | None  # answered_within_service_level / queued
 
 
 @dataclass(frozen=True)
@@ -138,11 +197,17 @@ class CallStatistics:
     ivr_orders_amount: Decimal
     operator_orders_from_calls: int
     orders_from_calls: int
-    automation_rate: float | None
+    ivr_order_share: float | None  # IVR orders / orders from calls (not the automation rate)
+    robot_answered: int
+    robot_refused: int  # ended calls the robot never took (NOT_ANSWERED_BY_ROBOT): not in the rate, shown
+    robot_finished: int
+    robot_finished_by_outcome: tuple[tuple[str, int], ...]  # order_placed / after_hours / callback_requested
+    automation_rate: float | None  # robot_finished / robot_answered
     ivr_orders_per_known_customer_call: float | None
     operators: tuple[OperatorRow, ...]
     funnel: tuple[FunnelStage, ...]
     calls_per_hour: tuple[int, ...]  # 24 buckets, local hour of the call's start
+    days: tuple[DayRow, ...]  # every local day of the period, oldest first
 
     def outcome_count(self, outcome: str) -> int:
         return dict(self.calls_by_outcome).get(outcome, 0)
@@ -250,7 +315,7 @@ async def _collect(
     orders = await _orders(session, start, end)
     operators = await _operators(session, in_period, start, end)
     funnel = await _funnel(session, in_period, total)
-    hours = await _calls_per_hour(session, in_period, zone)
+    hours, days, finished_by, refused = await _per_call(session, in_period, start, end, zone, sl)
 
     ivr_count, ivr_amount = orders.get("ivr", (0, money(0)))
     operator_count, _ = orders.get("operator", (0, money(0)))
@@ -276,11 +341,17 @@ async def _collect(
         ivr_orders_amount=ivr_amount,
         operator_orders_from_calls=operator_count,
         orders_from_calls=ivr_count + operator_count,
-        automation_rate=ratio(ivr_count, ivr_count + operator_count),
+        ivr_order_share=ratio(ivr_count, ivr_count + operator_count),
+        robot_answered=sum(d.robot_answered for d in days),
+        robot_refused=refused,
+        robot_finished=sum(d.robot_finished for d in days),
+        robot_finished_by_outcome=finished_by,
+        automation_rate=ratio(sum(d.robot_finished for d in days), sum(d.robot_answered for d in days)),
         ivr_orders_per_known_customer_call=ratio(ivr_count, known),
         operators=operators,
         funnel=funnel,
         calls_per_hour=hours,
+        days=days,
     )
 
 
@@ -395,12 +466,73 @@ def funnel_stages(counts: Sequence[int]) -> tuple[FunnelStage, ...]:
     return tuple(stages)
 
 
-async def _calls_per_hour(session: AsyncSession, in_period: Any, zone: ZoneInfo) -> tuple[int, ...]:
-    """Bucketed here, not in SQL: SQLite has no time zones (one timestamp per call in the period)."""
+@dataclass
+class _DayCounts:
+    calls: int = 0
+    answered_by_robot: int = 0
+    finished_by_robot: int = 0
+    operator: int = 0
+    queued: int = 0
+    within_sl: int = 0
+
+    def row(self, day: date) -> DayRow:
+        return DayRow(
+            day, self.calls, self.answered_by_robot, self.finished_by_robot,
+            ratio(self.finished_by_robot, self.answered_by_robot), self.operator, ratio(self.operator, self.calls),
+            self.queued, self.within_sl, ratio(self.within_sl, self.queued),
+        )
+
+
+def local_days(start: datetime, end: datetime, zone: ZoneInfo) -> list[date]:
+    """The local days ``[start, end)`` touches, oldest first (an empty period still has its day)."""
+    first = start.astimezone(zone).date()
+    last = max(first, (end - timedelta(microseconds=1)).astimezone(zone).date())
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+async def _per_call(
+    session: AsyncSession, in_period: Any, start: datetime, end: datetime, zone: ZoneInfo, sl: int
+) -> tuple[tuple[int, ...], tuple[DayRow, ...], tuple[tuple[str, int], ...], int]:
+    """Hours, days and the robot's finished calls, bucketed here, not in SQL: SQLite has no time
+    zones, and the robot's definitions are Python (``robot_answered`` / ``robot_finished``), the one
+    place they are written. One short row per call of the period (the period is bounded)."""
     hours = [0] * 24
-    for started_at in (await session.execute(select(Call.started_at).where(in_period))).scalars():
-        hours[started_at.astimezone(zone).hour] += 1
-    return tuple(hours)
+    days = {day: _DayCounts() for day in local_days(start, end, zone)}
+    finished_by: dict[str, int] = {}
+    refused = 0
+    queued = or_(Call.queue.is_not(None), Call.queue_entered_at.is_not(None))
+    rows = await session.execute(
+        select(Call.started_at, Call.outcome, Call.reason, queued, Call.answered_at.is_not(None), Call.wait_seconds)
+        .where(in_period)
+    )
+    for started_at, outcome, reason, is_queued, answered, wait in rows:
+        moment = started_at.astimezone(zone)
+        hours[moment.hour] += 1
+        counts = days.setdefault(moment.date(), _DayCounts())
+        counts.calls += 1
+        counts.answered_by_robot += robot_answered(outcome, reason)
+        refused += outcome is not None and reason in NOT_ANSWERED_BY_ROBOT
+        if robot_finished(outcome, reason, bool(is_queued)):
+            counts.finished_by_robot += 1
+            finished_by[outcome] = finished_by.get(outcome, 0) + 1
+        counts.operator += outcome == Outcome.OPERATOR_ANSWERED
+        if is_queued:
+            counts.queued += 1
+            counts.within_sl += bool(answered) and wait is not None and wait <= sl
+    by = tuple((str(o), finished_by.get(o, 0)) for o in sorted(ROBOT_FINISHED_OUTCOMES))
+    return tuple(hours), tuple(c.row(day) for day, c in sorted(days.items())), by, refused
 
 
-__all__ = ["CallStatistics", "FunnelStage", "OperatorRow", "WaitStats", "call_statistics", "p90", "ratio"]
+__all__ = [
+    "AUTOMATION_DEFINITION",
+    "CallStatistics",
+    "DayRow",
+    "FunnelStage",
+    "OperatorRow",
+    "WaitStats",
+    "call_statistics",
+    "p90",
+    "ratio",
+    "robot_answered",
+    "robot_finished",
+]

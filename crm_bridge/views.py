@@ -95,6 +95,7 @@ def order_view(
         changed_by=order.changed_by,
         change_reason=order.change_reason,
         change_deadline=change_deadline,
+        call_id=order.call_id,
     )
 
 

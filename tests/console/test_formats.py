@@ -59,6 +59,13 @@ def test_month_names_are_genitive(month):
     assert MONTHS_GENITIVE[2] == "марта" and MONTHS_GENITIVE[4] == "мая" and MONTHS_GENITIVE[10] == "ноября"
 
 
+def test_short_days_for_chart_axes():
+    from ivr.web.console.formats import short_day_text
+
+    assert [short_day_text(date(2026, m, d)) for m, d in ((11, 28), (5, 1), (6, 9), (7, 31))] == [
+        "28 ноя", "1 мая", "9 июн", "31 июл"]
+
+
 def test_plain_dates_and_nothing():
     assert date_text("2026-11-29") == "29 ноября 2026"
     assert date_text(None) == "" and datetime_text(None, MSK) == "" and time_text("", MSK) == ""

@@ -99,6 +99,7 @@ ACCESS: dict[tuple[str, str], list[Probe]] = {
     ("GET", "/metrics"): [page("/metrics", 200, 200, 200, 200)],  # the test client is on 127.0.0.1
     ("GET", "/static"): [page("/static/console.js", 200, 200, 200, 200),
                          page("/static/operator.js", 200, 200, 200, 200),
+                         page("/static/player.js", 200, 200, 200, 200),
                          page("/static/no-such-file.js", 404, 404, 404, 404)],
     # --- pages ----------------------------------------------------------------------------------------
     ("GET", "/operator"): [page("/operator", 302, *ANY)],
@@ -125,6 +126,9 @@ ACCESS: dict[tuple[str, str], list[Probe]] = {
     ("GET", "/calls"): [page("/calls", 302, *ANY)],
     ("GET", "/calls/{call_id}"): [page("/calls/{call}", 302, *ANY)],
     ("GET", "/calls/{call_id}/recording"): [page("/calls/{call}/recording", 302, *SUPERVISOR)],
+    ("GET", "/calls/{call_id}/recording/peaks"): [page("/calls/{call}/recording/peaks", 302, *SUPERVISOR)],
+    ("GET", "/calls.csv"): [page("/calls.csv?outcome=order_placed", 302, *SUPERVISOR)],
+    ("GET", "/calls.xlsx"): [page("/calls.xlsx?sort=-wait", 302, *SUPERVISOR)],
     ("GET", "/stats"): [page("/stats", 302, *SUPERVISOR)],
     ("GET", "/wallboard"): [page("/wallboard", 302, *SUPERVISOR)],
     ("GET", "/admin/users"): [page("/admin/users", 302, *ADMIN)],

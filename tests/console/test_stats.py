@@ -24,18 +24,18 @@ operator order at 00:00 on the 21st (Moscow).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import astuple, dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from crm_bridge.contract.outcomes import facts_implying
+from crm_bridge.contract.outcomes import CallFacts, facts_implying
 from crm_bridge.demo import load_demo_data
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.phones import normalize_phone
-from crm_bridge.stats import call_statistics, p90, ratio
+from crm_bridge.stats import call_statistics, local_days, p90, ratio, robot_answered, robot_finished
 
 TZ = "Europe/Moscow"
 DAY_START = datetime(2026, 11, 19, 21, 0, tzinfo=UTC)  # 2026-11-20 00:00 Moscow
@@ -204,7 +204,11 @@ async def test_known_day_every_number(store):
     assert s.ivr_orders_amount == Decimal("2620.00")  # 2×350 + (3×350 + 120) + 450 + 2×150 (demo prices)
     assert s.operator_orders_from_calls == 1
     assert s.orders_from_calls == 5
-    assert s.automation_rate == 0.8  # 4 / 5
+    assert s.ivr_order_share == 0.8  # 4 / 5: the share of orders, not the automation rate
+    # The honest rate: the robot answered all 10 calls and finished the 4 with an order itself.
+    assert (s.robot_finished, s.robot_answered, s.automation_rate, s.robot_refused) == (4, 10, 0.4, 0)
+    assert s.robot_finished_by_outcome == (("after_hours", 0), ("callback_requested", 0), ("order_placed", 4))
+    assert [astuple(d) for d in s.days] == [(date(2026, 11, 20), 10, 10, 4, 0.4, 2, 0.2, 5, 1, 0.2)]
     assert s.ivr_orders_per_known_customer_call == 0.4444  # 4 / 9
 
     # Queue: op1, op2, ab1, ab2, unk entered it.
@@ -252,6 +256,7 @@ async def test_empty_period(store):
         ("order_placed", 0, None),
     ]
     assert s.calls_per_hour == (0,) * 24
+    assert [astuple(d) for d in s.days] == [(date(2026, 11, 2), 0, 0, 0, None, 0, None, 0, 0, None)]
 
 
 async def test_empty_database(store):
@@ -264,7 +269,9 @@ async def test_period_boundaries(store):
     # [start, end): the last second before the day holds "before" (its call and its IVR order) only.
     before = await day_stats(store, msk(23, 59, 29, day=19), DAY_START)
     assert before.calls_total == 1 and before.calls_by_outcome == (("order_placed", 1),)
-    assert (before.ivr_orders, before.orders_from_calls, before.automation_rate) == (1, 1, 1.0)
+    assert (before.ivr_orders, before.orders_from_calls, before.ivr_order_share) == (1, 1, 1.0)
+    assert (before.robot_finished, before.robot_answered, before.automation_rate) == (1, 1, 1.0)
+    assert [d.day for d in before.days] == [date(2026, 11, 19)]
     assert before.calls_per_hour[23] == 1 and sum(before.calls_per_hour) == 1
     # A call starting exactly at the end of a period belongs to the next one, in hour 0.
     edge = await day_stats(store, DAY_END, DAY_END + timedelta(seconds=1))
@@ -277,7 +284,11 @@ async def test_period_boundaries(store):
     # Two days: both edges in, Анна has the "after" call and its order too.
     two = await day_stats(store, msk(0, day=19), msk(0, day=22))
     assert two.calls_total == 12 and two.ivr_orders == 5 and two.operator_orders_from_calls == 2
-    assert two.automation_rate == round(5 / 7, 4)
+    assert two.ivr_order_share == round(5 / 7, 4)
+    assert (two.robot_finished, two.robot_answered, two.automation_rate) == (5, 12, round(5 / 12, 4))
+    # Every local day of the period, oldest first (the 19th has "before", the 21st "after").
+    assert [(d.day.day, d.calls, d.robot_finished, d.robot_answered, d.operator_answered) for d in two.days] == [
+        (19, 1, 1, 1, 0), (20, 10, 4, 10, 2), (21, 1, 0, 1, 1)]
     assert [(r.interface, r.calls_answered, r.avg_talk_seconds, r.avg_wait_seconds, r.orders)
             for r in two.operators] == [("PJSIP/101", 2, 75.0, 4.0, 2), ("PJSIP/102", 1, 60.0, 25.0, 0)]
     assert two.calls_per_hour[0] == 1 and two.calls_per_hour[23] == 2
@@ -287,7 +298,8 @@ async def test_order_of_a_call_answered_before_the_period_still_counts_for_its_o
     await seed_day(store)
     # The 21st from 00:01: the "after" call started before, its operator order at 00:02 is inside.
     s = await day_stats(store, msk(0, 1, day=21), msk(0, 3, day=21))
-    assert s.calls_total == 0 and s.operator_orders_from_calls == 1 and s.automation_rate == 0.0
+    assert s.calls_total == 0 and s.operator_orders_from_calls == 1 and s.ivr_order_share == 0.0
+    assert s.automation_rate is None and s.robot_answered == 0
     assert [(r.interface, r.name, r.calls_answered, r.avg_talk_seconds, r.orders) for r in s.operators] == [
         ("PJSIP/101", "Анна", 0, None, 1)]
 
@@ -306,3 +318,72 @@ def test_p90_is_nearest_rank():
     assert p90(range(1, 11)) == 9.0  # 10 values: the 9th
     assert p90(range(1, 12)) == 10.0  # 11 values: ceil(9.9) = 10th
     assert ratio(1, 0) is None and ratio(0, 3) == 0.0 and ratio(2, 3) == 0.6667
+
+
+# --- the automation rate's definition, row by row ----------------------------------------------------
+
+# (outcome, reason, entered the queue) -> (the robot answered it, the robot finished it)
+AUTOMATION_ROWS = [
+    ("order_placed", "order_placed", False, True, True),
+    ("order_placed", "readback_failed", True, True, True),  # the order stands; a human only read it back
+    ("after_hours", "after_hours:caller_request", False, True, True),
+    ("callback_requested", "callback_requested", False, True, True),  # the robot's own callback script
+    ("callback_requested", "callback_requested", True, True, False),  # pressed 1 while waiting for a human
+    ("operator_answered", "caller_request", True, True, False),
+    ("operator_answered", "overloaded", True, False, False),  # refused before the robot spoke
+    ("operator", "server_unreachable", False, False, False),  # our server never answered
+    ("operator_answered", "database_unavailable", True, False, False),  # sent on before the robot spoke
+    ("error", "server_lost", False, True, False),  # the robot took it and crashed: not finished
+    ("error", "database_error", True, True, False),
+    ("abandoned_in_ivr", "hangup_at_menu", False, True, False),
+    ("abandoned_in_queue", "unknown_number", True, True, False),
+    ("queue_timeout", "no_input", True, True, False),
+    ("operator", "caller_request", False, True, False),
+    (None, None, False, False, False),  # in progress: not in the rate until it ends
+]
+
+
+@pytest.mark.parametrize(("outcome", "reason", "queued", "answered", "finished"), AUTOMATION_ROWS)
+def test_automation_definition(outcome, reason, queued, answered, finished):
+    assert robot_answered(outcome, reason) is answered
+    assert robot_finished(outcome, reason, queued) is finished
+
+
+def test_local_days_cover_the_period():
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(TZ)
+    assert local_days(DAY_START, DAY_END, zone) == [date(2026, 11, 20)]
+    assert local_days(DAY_START, DAY_START, zone) == [date(2026, 11, 20)]
+    assert local_days(DAY_START - timedelta(hours=1), DAY_END + timedelta(seconds=1), zone) == [
+        date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)]
+
+
+async def test_automation_on_the_store_refused_apart_robot_callbacks_and_after_hours_in(store):
+    """On both backends, beside the known day: a call refused as overloaded (then answered by an
+    operator) is neither in the numerator nor the denominator but counted apart; a robot callback,
+    an after-hours call and a queue callback show the numerator's rules on stored rows."""
+    await seed_day(store)
+
+    async def call(call_id: str, minute: int, facts: CallFacts, reason: str, **tracked: Any) -> None:
+        at = msk(17, minute)
+        await store.record_call_start(call_id=call_id, caller_number="+79161234567",
+                                      normalized_number="+79161234567", customer_id="C001", channel="PJSIP/t-1",
+                                      script="repeat-order", started_at=at)
+        await store.record_call_end(call_id, facts=facts, reason=reason, ended_at=at + timedelta(minutes=1),
+                                    customer_id="C001", order_id=None)
+        if tracked:
+            await store.update_call(call_id, **tracked)
+
+    await call("refused", 0, CallFacts(refused=True), "overloaded")
+    await store.update_call("refused", facts=facts_implying("operator_answered"), queue="operators",
+                            queue_entered_at=msk(17, 0, 5), wait_seconds=4.0, answered_at=msk(17, 0, 9))
+    await call("robot-cb", 10, facts_implying("callback_requested"), "callback_requested")
+    await call("closed", 20, facts_implying("after_hours"), "after_hours:caller_request")
+    await call("queue-cb", 30, facts_implying("callback_requested"), "callback_requested",
+               queue="operators", queue_entered_at=msk(17, 30, 5), wait_seconds=30.0)
+    s = await day_stats(store)
+    assert s.calls_total == 14 and s.robot_refused == 1
+    assert (s.robot_finished, s.robot_answered) == (6, 13)  # 4 orders + robot callback + after hours
+    assert s.robot_finished_by_outcome == (("after_hours", 1), ("callback_requested", 1), ("order_placed", 4))
+    assert s.automation_rate == round(6 / 13, 4)

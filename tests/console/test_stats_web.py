@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from crm_bridge.stats import AUTOMATION_DEFINITION
 from ivr.web.api import build_web_app
 from ivr.web.console.deps import ConsoleDeps
 from ivr.web.console.stats_pages import hbar_chart, hour_chart, parse_period
@@ -58,8 +59,16 @@ EXPECTED_JSON_NUMBERS = {
         "ivr_amount": "2620.00",
         "operator_from_calls": 1,
         "from_calls": 5,
-        "automation_rate": 0.8,
+        "ivr_share": 0.8,
         "ivr_per_known_customer_call": 0.4444,
+    },
+    "automation": {
+        "rate": 0.4,
+        "robot_finished": 4,
+        "robot_answered": 10,
+        "robot_refused": 0,
+        "finished_by_outcome": {"after_hours": 0, "callback_requested": 0, "order_placed": 4},
+        "definition": AUTOMATION_DEFINITION,
     },
     "operators": [
         {"interface": "PJSIP/101", "name": "Анна", "calls_answered": 1, "avg_talk_seconds": 120.0,
@@ -76,6 +85,11 @@ EXPECTED_JSON_NUMBERS = {
         )
     ],
     "calls_per_hour": list(EXPECTED_HOURS),
+    "days": [
+        {"day": "2026-11-20", "calls": 10, "robot_answered": 10, "robot_finished": 4, "automation_rate": 0.4,
+         "operator_answered": 2, "operator_share": 0.2, "queued": 5, "answered_within_service_level": 1,
+         "service_level": 0.2},
+    ],
 }
 
 
@@ -141,16 +155,16 @@ async def test_api_needs_a_token_or_a_session(client):
         assert (await client.get(path, headers={"Authorization": "Bearer nope"})).status == 401
 
 
-def read_csv(text: str) -> tuple[dict[str, str], list[list[str]], list[list[str]]]:
+def read_csv(text: str) -> tuple[dict[str, str], list[list[str]], list[list[str]], list[list[str]]]:
     sections: list[list[list[str]]] = [[]]
     for row in csv.reader(io.StringIO(text), delimiter=";"):
         if not row:
             sections.append([])
         else:
             sections[-1].append(row)
-    metrics, operators, hours = sections
+    metrics, operators, hours, days = sections
     assert metrics[0] == ["Показатель", "Значение", "Ключ"]  # Russian name, value, stable machine key
-    return {key: value for _, value, key in metrics[1:]}, operators, hours
+    return {key: value for _, value, key in metrics[1:]}, operators, hours, days
 
 
 def _number(cell: str):
@@ -165,14 +179,18 @@ async def test_csv_matches_the_json(client):
     assert response.headers["Content-Disposition"] == 'attachment; filename="ivr-stats_2026-11-20_2026-11-20.csv"'
     raw = await response.read()
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM: Excel opens it as UTF-8
-    metrics, operators, hours = read_csv(raw.decode("utf-8-sig"))
+    metrics, operators, hours, days = read_csv(raw.decode("utf-8-sig"))
 
     assert metrics["period.from"] == "2026-11-20" and metrics["period.timezone"] == TZ
     assert metrics["calls.total"] == "10" and metrics["calls.known_customer"] == "9"
     for outcome, count in EXPECTED_OUTCOMES:
         assert metrics[f"calls.by_outcome.{outcome}"] == str(count)
     assert metrics["orders.ivr_amount"] == "2620,00"  # decimal comma: a number in a Russian Excel
-    assert metrics["orders.automation_rate"] == "0,8"
+    assert metrics["orders.ivr_share"] == "0,8"
+    # The honest rate with its numerator, denominator and definition, each on its own row.
+    assert (metrics["automation.rate"], metrics["automation.robot_finished"], metrics["automation.robot_answered"]) == (
+        "0,4", "4", "10")
+    assert metrics["automation.definition"] == AUTOMATION_DEFINITION
     assert metrics["queue.wait_seconds.all.p90"] == "60,0"
     assert metrics["funnel.calls.share_of_previous"] == ""  # None: an empty cell
     # Every number of the JSON is in the CSV, under its dotted key.
@@ -185,7 +203,7 @@ async def test_csv_matches_the_json(client):
         else:
             flat[prefix] = value
 
-    walk("", {k: v for k, v in body.items() if k not in ("operators", "funnel", "calls_per_hour")})
+    walk("", {k: v for k, v in body.items() if k not in ("operators", "funnel", "calls_per_hour", "days")})
     for stage in body["funnel"]:
         walk(f"funnel.{stage['stage']}", {"count": stage["count"], "share_of_previous": stage["share_of_previous"]})
     assert set(metrics) == set(flat)
@@ -195,7 +213,7 @@ async def test_csv_matches_the_json(client):
         elif value is None:
             assert metrics[key] == "", key
         else:
-            assert metrics[key].replace(",", ".") == str(value), key
+            assert metrics[key].replace(",", ".") == str(value).replace(",", "."), key
 
     assert operators[0] == ["Интерфейс оператора", "Оператор", "Принято звонков", "Разговор, среднее, с",
                             "Ожидание клиентов, среднее, с", "Заказов"]
@@ -204,6 +222,10 @@ async def test_csv_matches_the_json(client):
     assert hours[0] == ["Час", "Звонков"]
     assert [[f"{h:02d}", str(c)] for h, c in enumerate(body["calls_per_hour"])] == hours[1:]
     assert [int(c) for _, c in hours[1:]] == list(EXPECTED_HOURS)
+    assert days == [["День", "Звонков", "Принял робот", "Робот закончил сам", "Автоматизация", "Ответил оператор",
+                     "Доля ответов оператора", "Вошли в очередь", "Ответ в пределах уровня сервиса",
+                     "Уровень сервиса"],
+                    ["2026-11-20", "10", "10", "4", "0,4", "2", "0,2", "5", "1", "0,2"]]
 
 
 async def test_csv_filename_for_a_datetime_period(client):
@@ -245,11 +267,14 @@ async def test_page_for_a_supervisor(store, console_client):
     response = await console_client.get(f"/stats?{DAY}")
     assert response.status == 200
     html = await response.text()
-    assert html.count("<svg") == 3  # per hour, outcomes, funnel: drawn in the page
+    assert html.count("<svg") == 4  # by day, per hour, outcomes, funnel: drawn in the page
     assert '<script src="http' not in html and "cdn" not in html.lower()
     for needle in (
         "Статистика звонков", 'value="2026-11-20"',
-        "80,0 %",  # automation
+        "80,0 %",  # IVR order share
+        # The honest automation rate, its numbers and its definition.
+        'Робот закончил сам <span id="automation-rate">40,0 %</span>', "4 из 10", AUTOMATION_DEFINITION,
+        '<polyline class="series series-automation_rate"', "20 ноября 2026",
         "44,4 %",  # IVR orders per known-customer call
         "40,0 %",  # abandon rate
         "20,0 %",  # service level
@@ -270,7 +295,7 @@ async def test_page_defaults_and_presets(console_client):
     html = await response.text()
     for preset in ("Сегодня", "Вчера", "7 дней", "30 дней"):
         assert preset in html
-    assert "Звонков за период нет" in html and "—" in html and html.count("<svg") == 3
+    assert "Звонков за период нет" in html and "—" in html and html.count("<svg") == 4
 
 
 async def test_page_bad_period_is_400_with_today(console_client):

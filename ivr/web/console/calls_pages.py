@@ -2,7 +2,11 @@
 
 - ``GET /calls`` — any signed-in role. Filters (query string): ``from`` / ``to`` (local days,
   inclusive), ``caller`` (any Russian format or a few digits), ``customer`` (id or name),
-  ``outcome``, ``operator`` (``PJSIP/101`` or ``101``), ``page``. Newest first, 50 a page.
+  ``outcome``, ``operator`` (``PJSIP/101`` or ``101``), ``page``, ``sort`` (a column key, ``-key``
+  descending: ``crm_bridge.call_search.SORT_KEYS``; the column headers are the links). Newest first
+  by default, 50 a page.
+- ``GET /calls.csv`` / ``GET /calls.xlsx`` — supervisors and admins: the current filter and sort as a
+  file, at most 100 000 rows (``calls_export``).
 - ``GET /calls/{call_id}`` — any signed-in role: the call's fields, its timeline in order, the
   transcript when a sidecar file exists (``<recording>.txt`` / ``.json``, or the recording's name
   with ``.txt`` / ``.json`` instead of its extension), and the player
@@ -16,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import date, datetime
@@ -28,19 +33,24 @@ import structlog
 from aiohttp import web
 
 from crm_bridge.call_search import (
+    DEFAULT_SORT,
     CallFilters,
     call_with_customer,
     known_operators,
     known_outcomes,
+    orders_of_call,
     parse_day,
+    parse_sort,
     search_calls,
 )
 from ivr.calls.recordings import RecordingLocator
 from ivr.web.common import ROLE_RANK
 from ivr.web.console import formats
 from ivr.web.console.auth import current_user, require
+from ivr.web.console.calls_export import MAX_ROWS, calls_csv, calls_xlsx
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
-from ivr.web.console.labels import HANGUP_LABELS, OUTCOME_LABELS, event_label, outcome_label, reason_text
+from ivr.web.console.labels import HANGUP_LABELS, ORDER_SOURCES, OUTCOME_LABELS, event_label, outcome_label, reason_text
+from ivr.web.console.recording_peaks import cached_peaks
 from ivr.web.console.render import render
 from ivr.web.console.timeline_text import duration, event_text
 
@@ -66,7 +76,7 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> str:
     return formats.datetime_text(moment, zone, seconds=True)
 
 
-def _filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str], list[str]]:
+def query_filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str], list[str]]:
     """Filters from the query string, the values to show back in the form, and the problems."""
     form = {
         k: "".join(ch for ch in str(query.get(k, "")) if ch.isprintable()).strip()[:100]
@@ -124,17 +134,22 @@ def _row(row: Any, zone: ZoneInfo) -> dict[str, Any]:
 async def calls_list(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
     zone = ZoneInfo(deps.timezone)
-    filters, form, errors = _filters(request.query, deps.timezone)
+    filters, form, errors = query_filters(request.query, deps.timezone)
     page_no = _page_number(request.query)
+    sort = parse_sort(request.query.get("sort"))
     sessions = deps.store.sessions
-    page = await search_calls(sessions, filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    page = await search_calls(sessions, filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE, sort=sort)
     outcomes = sorted(set(OUTCOME_LABELS) | set(await known_outcomes(sessions)))
     operators = await known_operators(sessions)
     pages = max(1, -(-page.total // PAGE_SIZE))
     kept = {k: v for k, v in form.items() if v}
+    if sort != DEFAULT_SORT:
+        kept["sort"] = sort
 
     def page_url(number: int) -> str:
         return "/calls?" + urlencode({**kept, "page": str(number)})
+
+    listen = can_listen(current_user(request))
 
     return render(
         request,
@@ -149,9 +164,41 @@ async def calls_list(request: web.Request) -> web.Response:
         next_url=page_url(page_no + 1) if page_no < pages else None,
         outcome_choices=[(o, outcome_label(o)) for o in outcomes],
         operator_choices=[(i, f"{n} ({i})" if n else i) for i, n in operators],
-        can_listen=can_listen(current_user(request)),
+        can_listen=listen,
         timezone=deps.timezone,
+        sort_links=_sort_links(form, sort),
+        export_query=urlencode(kept),
+        can_export=listen,
+        export_truncated=page.total > MAX_ROWS,
+        export_max=f"{MAX_ROWS:,}".replace(",", formats.NBSP),
     )
+
+
+SORT_COLUMNS = (  # (sort key, header) in the table's order; "Запись" is not sortable
+    ("started", "Начало"), ("caller", "Номер"), ("customer", "Клиент"), ("outcome", "Итог"),
+    ("reason", "Причина"), ("wait", "Ожидание"), ("talk", "Разговор"), ("operator", "Оператор"),
+    ("order", "Заказ"),
+)
+
+
+def _sort_links(form: dict[str, str], sort: str) -> list[dict[str, str]]:
+    """One header per sortable column: its link (same filters, first page), arrow and aria-sort.
+    A click on the current column flips its direction; another column starts ascending, except
+    the start time, whose natural order is newest first."""
+    kept = {k: v for k, v in form.items() if v}
+    current, descending = sort.removeprefix("-"), sort.startswith("-")
+    links = []
+    for key, title in SORT_COLUMNS:
+        if key == current:
+            target = key if descending else f"-{key}"
+            arrow, aria = ("↓", "descending") if descending else ("↑", "ascending")
+        else:
+            target = f"-{key}" if key == "started" else key
+            arrow, aria = "", "none"
+        query = urlencode({**kept, **({"sort": target} if target != DEFAULT_SORT else {})})
+        links.append({"key": key, "title": title, "url": "/calls" + (f"?{query}" if query else ""),
+                      "arrow": arrow, "aria": aria})
+    return links
 
 
 def _sidecars(recording: Path) -> list[Path]:
@@ -198,7 +245,10 @@ def _transcript_lines(text: str, is_json: bool) -> list[dict[str, str]]:
             start = item.get("start")
             at = duration(start) if isinstance(start, int | float) else ""
             who = str(item.get("speaker") or item.get("channel") or item.get("who") or "")
-            lines.append({"who": who, "at": at, "text": str(item["text"])})
+            line = {"who": who, "at": at, "text": str(item["text"])}
+            if isinstance(start, int | float) and start >= 0:
+                line["start"] = f"{float(start):.2f}"  # the player's hook: click to hear this line
+            lines.append(line)
     return lines
 
 
@@ -224,7 +274,7 @@ async def call_page(request: web.Request) -> web.Response:
     row = await call_with_customer(deps.store.sessions, call_id) if _valid_call_id(call_id) else None
     if row is None:
         return render(request, "call.html", status=404, call=None, call_id=call_id, fields=[], events=[],
-                      transcript=None, player=False, info=None)
+                      transcript=None, player=False, info=None, orders=[])
     call = row.call
     events = await deps.store.call_timeline(call_id)
     listen = can_listen(current_user(request))
@@ -259,11 +309,27 @@ async def call_page(request: web.Request) -> web.Response:
         }
         for e in events
     ]
+    orders = [
+        {"order_id": o.order_id, "customer_id": o.customer_id, "source": o.source,
+         "source_label": ORDER_SOURCES.get(o.source, o.source),
+         "at": formats.time_text(o.ordered_at, zone), "total": formats.money_text(o.total)}
+        for o in await orders_of_call(deps.store.sessions, call_id)
+    ]
     return render(request, "call.html", call=call, call_id=call_id, info=info, fields=fields, events=timeline,
-                  transcript=transcript, player=listen and bool(call.recording_path))
+                  transcript=transcript, player=listen and bool(call.recording_path), orders=orders)
 
 
-async def call_recording(request: web.Request) -> web.StreamResponse:
+async def call_recording_peaks(request: web.Request) -> web.Response:
+    """The waveform of the call's recording (``recording_peaks``); 404 when there is none to draw:
+    no recording, or not PCM WAV (the player then decodes the file itself)."""
+    local = await _recording_file(request)
+    peaks = await asyncio.to_thread(cached_peaks, local)
+    if peaks is None:
+        raise web.HTTPNotFound(reason="no waveform for this recording")
+    return web.json_response(peaks, headers={"Cache-Control": "private, max-age=300"})
+
+
+async def _recording_file(request: web.Request) -> Path:
     deps: ConsoleDeps = request.app[DEPS_KEY]
     call_id = request.match_info["call_id"]
     call = await deps.store.get_call(call_id) if _valid_call_id(call_id) else None
@@ -274,6 +340,12 @@ async def call_recording(request: web.Request) -> web.StreamResponse:
         log.warning("recording_not_served", call_id=call_id, path=call.recording_path[:300],
                     refused=local is None)
         raise web.HTTPNotFound(reason="no recording for this call")
+    return local
+
+
+async def call_recording(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    local = await _recording_file(request)
     headers = {
         "Content-Type": AUDIO_TYPES.get(local.suffix.lower(), "application/octet-stream"),
         "Cache-Control": "private, max-age=300",
@@ -293,5 +365,8 @@ def _ascii_name(call_id: str) -> str:
 
 def setup(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_get("/calls", require("operator", "supervisor", "admin")(calls_list))
+    app.router.add_get("/calls.csv", require("supervisor", "admin")(calls_csv))
+    app.router.add_get("/calls.xlsx", require("supervisor", "admin")(calls_xlsx))
     app.router.add_get("/calls/{call_id}", require("operator", "supervisor", "admin")(call_page))
     app.router.add_get("/calls/{call_id}/recording", require("supervisor", "admin")(call_recording))
+    app.router.add_get("/calls/{call_id}/recording/peaks", require("supervisor", "admin")(call_recording_peaks))

@@ -8,6 +8,7 @@ off by a no-break space (``NBSP``), so an amount never breaks across lines.
 
 - ``datetime_text(moment, zone)`` — "28 ноября 2026, 23:30" (``seconds=True``: "…, 23:30:05");
 - ``date_text(day)`` — "28 ноября 2026" (a ``date``, or a moment with its zone);
+- ``short_day_text(day)`` — "28 ноя" (a chart's axis);
 - ``time_text(moment, zone)`` — "23:30:05" (``seconds=False``: "23:30");
 - ``money_text(value)`` — "1 400,00 ₽"; ``duration_text(seconds)`` — "1:05", "1:02:03", "—".
 
@@ -67,6 +68,11 @@ def date_text(day: date | datetime | str | None, zone: ZoneLike | None = None) -
         assert moment is not None
         day = moment.date()
     return _day_words(day)
+
+
+def short_day_text(day: date) -> str:
+    """A day on a chart's axis: "28 ноя" (never "28.11": that reads as an amount)."""
+    return f"{day.day} {MONTHS_GENITIVE[day.month - 1][:3]}"
 
 
 def time_text(moment: datetime | str | None, zone: ZoneLike, *, seconds: bool = True) -> str:

@@ -270,7 +270,12 @@ STATS_METRIC_LABELS: dict[str, str] = {
     "orders.ivr_amount": "Заказов роботом на сумму, ₽",
     "orders.operator_from_calls": "Заказов операторами из звонков",
     "orders.from_calls": "Заказов из звонков всего",
-    "orders.automation_rate": "Автоматизация",
+    "orders.ivr_share": "Доля заказов робота среди заказов из звонков",
+    "automation.rate": "Автоматизация: робот закончил сам, доля",
+    "automation.robot_finished": "Автоматизация: звонков робот закончил сам (числитель)",
+    "automation.robot_answered": "Автоматизация: звонков принял робот (знаменатель)",
+    "automation.robot_refused": "Автоматизация: звонков робот не принял (не в знаменателе)",
+    "automation.definition": "Автоматизация: определение",
     "orders.ivr_per_known_customer_call": "Заказов робота на звонок известного клиента",
 }
 STATS_CSV_HEADERS: dict[str, str] = {
@@ -285,6 +290,16 @@ STATS_CSV_HEADERS: dict[str, str] = {
     "orders": "Заказов",
     "hour": "Час",
     "calls": "Звонков",
+    "day_day": "День",
+    "day_calls": "Звонков",
+    "day_robot_answered": "Принял робот",
+    "day_robot_finished": "Робот закончил сам",
+    "day_automation_rate": "Автоматизация",
+    "day_operator_answered": "Ответил оператор",
+    "day_operator_share": "Доля ответов оператора",
+    "day_queued": "Вошли в очередь",
+    "day_answered_within_service_level": "Ответ в пределах уровня сервиса",
+    "day_service_level": "Уровень сервиса",
 }
 
 
@@ -294,6 +309,8 @@ def stats_metric_label(key: str) -> str:
         return STATS_METRIC_LABELS[key]
     if key.startswith("calls.by_outcome."):
         return f"Звонков с итогом «{outcome_label(key.removeprefix('calls.by_outcome.'))}»"
+    if key.startswith("automation.finished_by_outcome."):
+        return f"Автоматизация: робот закончил с итогом «{outcome_label(key.rpartition('.')[2])}»"
     if key.startswith("funnel."):
         from crm_bridge.stats import FUNNEL_STAGES  # stage names live with the SQL that counts them
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from markupsafe import Markup, escape
 
-from crm_bridge.stats import CallStatistics, call_statistics
+from crm_bridge.stats import AUTOMATION_DEFINITION, CallStatistics, DayRow, call_statistics
 from ivr.web.common import api_error, to_json
 from ivr.web.console import formats
 from ivr.web.console.auth import require
@@ -35,7 +35,9 @@ from ivr.web.console.render import render
 
 # A period longer than this is refused: the page and the p90 read one row per call of the period.
 MAX_DAYS = 366
-
+# The by-day table of the CSV, in this order (headers: labels.STATS_CSV_HEADERS["day_" + column]).
+DAY_COLUMNS = ("day", "calls", "robot_answered", "robot_finished", "automation_rate", "operator_answered",
+               "operator_share", "queued", "answered_within_service_level", "service_level")
 
 
 class BadPeriod(ValueError):
@@ -164,8 +166,16 @@ def statistics_json(stats: CallStatistics, period: Period, *, money_as_string: b
             "ivr_amount": str(stats.ivr_orders_amount) if money_as_string else stats.ivr_orders_amount,
             "operator_from_calls": stats.operator_orders_from_calls,
             "from_calls": stats.orders_from_calls,
-            "automation_rate": stats.automation_rate,
+            "ivr_share": stats.ivr_order_share,
             "ivr_per_known_customer_call": stats.ivr_orders_per_known_customer_call,
+        },
+        "automation": {
+            "rate": stats.automation_rate,
+            "robot_finished": stats.robot_finished,
+            "robot_answered": stats.robot_answered,
+            "robot_refused": stats.robot_refused,
+            "finished_by_outcome": dict(stats.robot_finished_by_outcome),
+            "definition": AUTOMATION_DEFINITION,
         },
         "operators": [
             {
@@ -183,6 +193,21 @@ def statistics_json(stats: CallStatistics, period: Period, *, money_as_string: b
             for s in stats.funnel
         ],
         "calls_per_hour": list(stats.calls_per_hour),
+        "days": [
+            {
+                "day": d.day.isoformat(),
+                "calls": d.calls,
+                "robot_answered": d.robot_answered,
+                "robot_finished": d.robot_finished,
+                "automation_rate": d.automation_rate,
+                "operator_answered": d.operator_answered,
+                "operator_share": d.operator_share,
+                "queued": d.queued,
+                "answered_within_service_level": d.answered_within_service_level,
+                "service_level": d.service_level,
+            }
+            for d in stats.days
+        ],
     }
 
 
@@ -210,7 +235,7 @@ def statistics_csv(data: dict[str, Any]) -> str:
     stable machine key (the JSON's dotted path) last; then the operators, then the hours, each table
     under Russian column headers (labels.STATS_CSV_HEADERS; the column order is fixed)."""
     metrics: list[tuple[str, Any]] = []
-    flat = {k: v for k, v in data.items() if k not in ("operators", "funnel", "calls_per_hour")}
+    flat = {k: v for k, v in data.items() if k not in ("operators", "funnel", "calls_per_hour", "days")}
     flat["funnel"] = {s["stage"]: {"count": s["count"], "share_of_previous": s["share_of_previous"]}
                       for s in data["funnel"]}
     _flatten("", flat, metrics)
@@ -225,6 +250,9 @@ def statistics_csv(data: dict[str, Any]) -> str:
     writer.writerow([])
     writer.writerow([STATS_CSV_HEADERS["hour"], STATS_CSV_HEADERS["calls"]])
     writer.writerows([f"{hour:02d}", count] for hour, count in enumerate(data["calls_per_hour"]))
+    writer.writerow([])
+    writer.writerow([STATS_CSV_HEADERS["day_" + c] for c in DAY_COLUMNS])
+    writer.writerows([_cell(row[c]) for c in DAY_COLUMNS] for row in data["days"])
     return "\ufeff" + buffer.getvalue()
 
 
@@ -330,6 +358,59 @@ def hbar_chart(rows: list[tuple[str, int, str]], label: str, color: str = "#0f62
     return Markup("".join(parts))
 
 
+TREND_SERIES = (  # (DayRow field, legend, colour): the shares drawn on the trend chart
+    ("automation_rate", "робот закончил сам", "#067647"),
+    ("operator_share", "ответил оператор", "#0f62fe"),
+    ("service_level", "уровень сервиса", "#b54708"),
+)
+
+
+def trend_chart(days: tuple[DayRow, ...] | list[DayRow]) -> Markup:
+    """Calls per day as grey bars (left scale) and three shares 0–100 % as lines (right scale)."""
+    left, right, top, plot_h, bottom, plot_w = 40, 44, 26, 180, 34, 900
+    step = round(max(14, plot_w / max(1, len(days))), 2)  # a day's slot: the chart keeps its width
+    bar_w = round(min(step - 4, 40), 2)
+    width = left + right + step * max(1, len(days))
+    height = top + plot_h + bottom
+    peak = max((d.calls for d in days), default=0) or 1
+    base = top + plot_h
+    parts = [
+        f'<svg class="chart trend" role="img" aria-label="Звонки и доли по дням" xmlns="http://www.w3.org/2000/svg" '
+        f'width="100%" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet">',
+        f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#9ca3af"/>',
+        f'<text x="{left - 4}" y="{top + 4}" font-size="11" text-anchor="end" fill="#6b7280">{peak}</text>',
+        f'<text x="{width - right + 4}" y="{top + 4}" font-size="11" fill="#6b7280">100 %</text>',
+        f'<text x="{width - right + 4}" y="{base}" font-size="11" fill="#6b7280">0 %</text>',
+    ]
+    label_every = max(1, -(-len(days) // 12))  # at most ~12 labels: "28 ноя" is wider than a day of a month
+    for i, d in enumerate(days):
+        x = left + i * step
+        h = round(plot_h * d.calls / peak, 1)
+        parts.append(
+            f'<rect class="bar" x="{round(x + (step - bar_w) / 2, 2)}" y="{base - h}" width="{bar_w}" height="{h}" '
+            f'fill="#d0d5dd">'
+            f"<title>{formats.date_text(d.day)}: звонков {d.calls}</title></rect>"
+        )
+        if i % label_every == 0:
+            parts.append(f'<text x="{round(x + step / 2, 2)}" y="{base + 14}" font-size="10" text-anchor="middle" '
+                         f'fill="#6b7280">{formats.short_day_text(d.day)}</text>')
+    for n, (field, legend, color) in enumerate(TREND_SERIES):
+        points = [
+            (round(left + i * step + step / 2, 2), round(base - plot_h * value, 1))
+            for i, d in enumerate(days) if (value := getattr(d, field)) is not None
+        ]
+        if points:
+            path = " ".join(f"{x},{y}" for x, y in points)
+            parts.append(f'<polyline class="series series-{field}" points="{path}" fill="none" stroke="{color}" '
+                         f'stroke-width="2"/>')
+            parts.extend(f'<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>' for x, y in points)
+        lx = left + n * 170
+        parts.append(f'<rect x="{lx}" y="6" width="12" height="4" fill="{color}"/>'
+                     f'<text x="{lx + 16}" y="12" font-size="11">{escape(legend)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
 def _link(first: date, last: date) -> str:
     return "/stats?" + urlencode({"from": first.isoformat(), "to": last.isoformat()})
 
@@ -349,7 +430,9 @@ def _tiles(s: CallStatistics) -> list[tuple[str, str, str]]:
     return [
         ("Звонков", str(s.calls_total), f"из них известных клиентов: {s.known_customer_calls}"),
         ("Заказов роботом", str(s.ivr_orders), f"на сумму {formats.money_text(s.ivr_orders_amount)}"),
-        ("Автоматизация", pct(s.automation_rate),
+        ("Робот закончил сам", pct(s.automation_rate),
+         f"{s.robot_finished} из {s.robot_answered} звонков, которые робот принял"),
+        ("Доля заказов робота", pct(s.ivr_order_share),
          f"заказы робота / все заказы из звонков ({s.ivr_orders} из {s.orders_from_calls})"),
         ("Заказов на звонок клиента", pct(s.ivr_orders_per_known_customer_call),
          "заказы робота / звонки известных клиентов"),
@@ -387,6 +470,10 @@ def _page_context(s: CallStatistics, period: Period, today: date) -> dict[str, A
         "hour_svg": hour_chart(s.calls_per_hour),
         "outcome_svg": hbar_chart(outcome_rows, "Исходы звонков", "#067647"),
         "funnel_svg": hbar_chart(funnel_rows, "Воронка робота"),
+        "trend_svg": trend_chart(s.days),
+        "days": [(formats.date_text(d.day), d) for d in s.days],
+        "automation_definition": AUTOMATION_DEFINITION,
+        "finished_by": [(OUTCOME_LABELS.get(o, o), n) for o, n in s.robot_finished_by_outcome],
         "json_url": "/api/v1/stats?" + query,
         "csv_url": "/api/v1/stats.csv?" + query,
         "pct": pct,

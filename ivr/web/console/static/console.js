@@ -104,6 +104,14 @@ ivr.fmt = (() => {
       const [whole, cents] = Math.abs(number).toFixed(2).split(".");
       return (number < 0 ? "-" : "") + whole.replace(/\B(?=(\d{3})+(?!\d))/g, NBSP) + "," + cents + NBSP + "₽";
     },
+    // formats.duration_text: m:ss, or h:mm:ss from an hour; "—" when unknown.
+    duration(seconds) {
+      if (seconds == null || !Number.isFinite(Number(seconds))) return "—";
+      const total = Math.round(Number(seconds));
+      const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
+      const two = (n) => String(n).padStart(2, "0");
+      return h ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
+    },
   };
   return fmt;
 })();
