@@ -225,7 +225,12 @@ class GrammarRecognizer:
         while self._pending and self._kaldi is not None:
             chunk = bytes(self._pending)
             self._pending.clear()
-            result = await loop.run_in_executor(self._executor, self._accept, self._kaldi, chunk)
+            try:
+                result = await loop.run_in_executor(self._executor, self._accept, self._kaldi, chunk)
+            except RuntimeError as exc:  # the pool shut down under us (service stopping)
+                log.warning("speech recognizer stopped: pool closed", error=str(exc))
+                self._pending.clear()
+                return
             if isinstance(result, Final) or result.text != self._last_partial:
                 self._last_partial = "" if isinstance(result, Final) else result.text
                 self._results.put_nowait(result)

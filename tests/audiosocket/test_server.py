@@ -261,3 +261,23 @@ async def test_a_caller_hanging_up_mid_word_leaks_no_recognizer(speech_server):
     assert (await _outcome(pending)).status == "hangup"
     assert GrammarRecognizer.open_count == before
     await client.aclose()
+
+
+async def test_the_captured_asterisk_stream_replayed_answers_with_its_key(server):
+    # tests/data/asterisk-traces/audiosocket/app.txt: the UUID, audio frames every 20 ms, the caller's
+    # "5" as message #128, more audio. Replayed in one write, as a burst the reader must frame.
+    from ivr.audiosocket.protocol import dtmf_message, uuid_message
+    from tests.audiosocket.fake_asterisk import captured_headers
+
+    headers = [h for h in captured_headers("app.txt") if h.direction == "AST -> server"]
+    call = captured_uuid("app.txt")
+    stream = bytearray(uuid_message(call))
+    for number in range(2, 344):  # 343 messages from Asterisk, numbered from 1
+        stream += dtmf_message("5") if number == 128 else audio_message(b"\x01\x00" * 160)
+    assert stream[:3] == headers[0].header and stream[19:22] == headers[1].header
+    pending = server.expect(call, _question(max_digits=1), "ru")
+    client = await FakeAudioSocket.connect(server.port, None)
+    await client.send_raw(bytes(stream))
+    assert await _outcome(pending) == Outcome("answered", "5", prompt_stopped=True)
+    await asyncio.wait_for(client.hung_up.wait(), 5)
+    await client.aclose()
