@@ -84,6 +84,7 @@ class SpeechModels:
         )
         self._loads: dict[str, asyncio.Future[vosk.Model | None]] = {}
         self.load_seconds: dict[str, float] = {}
+        self._grammars_checked: set[tuple[str, tuple[str, ...]]] = set()
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -137,9 +138,12 @@ class SpeechModels:
         model = await self.model(language)
         if model is None:
             return None
+        key = (language, tuple(grammar))
         missing = [w for phrase in grammar for w in phrase.split() if model.vosk_model_find_word(w) < 0]
-        if missing:
-            # vosk drops them silently; a phrase the model cannot say is one the caller cannot answer with.
+        if missing and key not in self._grammars_checked:
+            # vosk drops them quietly (Kaldi's own warning is muted below); a phrase the model cannot
+            # say is one the caller cannot answer with. Once per grammar, not once per call.
+            self._grammars_checked.add(key)
             log.warning("speech grammar words missing from the model", language=language,
                         words=sorted(set(missing))[:20], count=len(set(missing)))
         kaldi = await asyncio.get_running_loop().run_in_executor(self._executor, _new_recognizer, model, grammar)
@@ -168,7 +172,7 @@ def _load_model(path: str) -> vosk.Model:
     key = str(Path(path).resolve())
     with _MODELS_LOCK:
         if key not in _MODELS:
-            vosk.SetLogLevel(-1)  # Kaldi's per-model chatter; errors still reach stderr
+            vosk.SetLogLevel(-2)  # Kaldi's chatter and per-recognizer warnings off; errors still reach stderr
             _MODELS[key] = vosk.Model(key)
         return _MODELS[key]
 
