@@ -298,6 +298,24 @@ class CrmBitrix24Settings:
 
 
 @dataclass(frozen=True)
+class SpeechSettings:
+    """Voice answers (issue 12, in progress): vosk models and the AudioSocket listener."""
+
+    enabled: bool
+    # vosk model directories (the one holding am/, conf/, graph/); "" = no model for that language:
+    # its callers stay on keys. A missing or unreadable model is one log line, not a failed start.
+    model_ru: str
+    model_en: str
+    # A recognized word below this confidence makes the whole answer a failed input (re-asked).
+    min_confidence: float
+    # Where Asterisk's AudioSocket() connects; loopback unless Asterisk runs on another host.
+    audiosocket_host: str
+    audiosocket_port: int
+    # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
+    recognizer_threads: int
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str
     json: bool
@@ -321,6 +339,7 @@ class Settings:
     crm: CrmSettings
     crm_webhook: CrmWebhookSettings
     crm_bitrix24: CrmBitrix24Settings
+    speech: SpeechSettings
     log: LogSettings
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:

@@ -1,0 +1,277 @@
+"""vosk off the event loop: one model per language per process, one grammar recognizer per question.
+
+A vosk model is hundreds of megabytes and seconds to load (the Korean test model: ~250 MB on disk,
+~2 s, ~0.5 GB resident), so :class:`SpeechModels` loads each language once, lazily, in a worker
+thread, and every call shares it. A model that is not configured, missing or unreadable is one log
+line and ``available = False`` for that language: its callers stay on keys, the service runs on.
+
+A :class:`GrammarRecognizer` is cheap (one per question of a call): a ``KaldiRecognizer`` restricted
+to the question's phrases (:mod:`ivr.speech.answers`) plus ``[unk]``. Audio arrives as 20 ms slin16
+frames (320 bytes at 8 kHz) from the AudioSocket; :meth:`GrammarRecognizer.push` only appends them
+to a buffer, and one decoding job at a time per recognizer (vosk's recognizer is not thread-safe)
+takes everything buffered to the thread pool, so a recognizer that falls behind catches up in one
+larger chunk and the event loop never waits on vosk (it releases the GIL while decoding). The
+results come back as :class:`Partial` (speech under way: barge-in) and :class:`Final` (vosk's
+endpoint: the caller stopped speaking), words with confidences and times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ivr.speech.answers import UNK, Word
+
+if TYPE_CHECKING:
+    import vosk
+
+    from ivr.settings import SpeechSettings
+
+RATE = 8000  # AudioSocket carries signed linear 16-bit mono at 8 kHz
+FRAME_BYTES = RATE * 2 // 50  # one 20 ms frame
+_BYTES_PER_SECOND = RATE * 2
+
+log = structlog.get_logger("ivr.speech")
+
+
+class RecognizerClosed(RuntimeError):
+    """Audio pushed to a recognizer after it was closed."""
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Words heard so far in an utterance that is not over (non-empty: the caller is speaking)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Final:
+    """An utterance vosk considers over (its endpoint, or the end of the audio)."""
+
+    words: tuple[Word, ...]
+    text: str
+    audio_seconds: float  # audio fed to the recognizer when it was decided
+    endpoint: bool  # True: vosk heard the caller stop; False: :meth:`GrammarRecognizer.finish`
+
+
+def _final(payload: str, audio_seconds: float, endpoint: bool) -> Final:
+    result: dict[str, Any] = json.loads(payload)
+    words = tuple(
+        Word(str(w["word"]), float(w.get("conf", 1.0)), float(w["start"]), float(w["end"]))
+        for w in result.get("result", ())
+    )
+    return Final(words, str(result.get("text", "")), audio_seconds, endpoint)
+
+
+class SpeechModels:
+    """The vosk models of the configured languages, each loaded once on first use (see the module doc)."""
+
+    def __init__(self, settings: SpeechSettings, executor: ThreadPoolExecutor | None = None) -> None:
+        self._paths = {"ru": settings.model_ru, "en": settings.model_en}
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max(1, settings.recognizer_threads), thread_name_prefix="vosk"
+        )
+        self._loads: dict[str, asyncio.Future[vosk.Model | None]] = {}
+        self.load_seconds: dict[str, float] = {}
+        self._grammars_checked: set[tuple[str, tuple[str, ...]]] = set()
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
+    def available(self, language: str) -> bool | None:
+        """True/False once the language's model was tried; None before the first use."""
+        future = self._loads.get(language)
+        if future is None or not future.done():
+            return None
+        return future.result() is not None
+
+    async def model(self, language: str) -> vosk.Model | None:
+        """The model of ``language``, loading it on first use; None if it cannot be had (logged once)."""
+        future = self._loads.get(language)
+        if future is None:
+            # Single flight: every caller of the first seconds awaits the same load.
+            future = asyncio.get_running_loop().create_future()
+            self._loads[language] = future
+            try:
+                future.set_result(await self._load(language))
+            except BaseException as exc:  # cancelled mid-load: the next caller tries again
+                del self._loads[language]
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning if nobody else waits
+                raise
+        return await asyncio.shield(future)
+
+    async def _load(self, language: str) -> vosk.Model | None:
+        path = self._paths.get(language, "")
+        if not path:
+            log.info("speech model not configured: callers answer with keys", language=language)
+            return None
+        started = time.perf_counter()
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(self._executor, _load_model, path)
+        except _ModelMissing:
+            log.error("speech model missing: callers answer with keys", language=language, path=path)
+            return None
+        except Exception as exc:  # vosk says only "Failed to create a model"; Kaldi's reason went to stderr
+            log.error("speech model unreadable: callers answer with keys", language=language, path=path,
+                      error=str(exc))
+            return None
+        self.load_seconds[language] = time.perf_counter() - started
+        log.info("speech model loaded", language=language, path=path,
+                 seconds=round(self.load_seconds[language], 2))
+        return model
+
+    async def recognizer(self, language: str, grammar: Sequence[str]) -> GrammarRecognizer | None:
+        """A recognizer of ``grammar`` (phrases + ``[unk]``) in ``language``, or None without a model."""
+        model = await self.model(language)
+        if model is None:
+            return None
+        key = (language, tuple(grammar))
+        missing = [w for phrase in grammar for w in phrase.split() if model.vosk_model_find_word(w) < 0]
+        if missing and key not in self._grammars_checked:
+            # vosk drops them quietly (Kaldi's own warning is muted below); a phrase the model cannot
+            # say is one the caller cannot answer with. Once per grammar, not once per call.
+            self._grammars_checked.add(key)
+            log.warning("speech grammar words missing from the model", language=language,
+                        words=sorted(set(missing))[:20], count=len(set(missing)))
+        kaldi = await asyncio.get_running_loop().run_in_executor(self._executor, _new_recognizer, model, grammar)
+        return GrammarRecognizer(kaldi, self._executor)
+
+    def close(self) -> None:
+        if self._own_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+# Loaded models by directory, for the whole process: a second SpeechModels (tests, a reload of the
+# settings) shares them instead of holding another copy of hundreds of megabytes.
+_MODELS: dict[str, vosk.Model] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+class _ModelMissing(Exception):
+    """No model files where the settings point (vosk would say only "Failed to create a model")."""
+
+
+def _load_model(path: str) -> vosk.Model:
+    import vosk  # a native library of ~30 MB: imported when speech is used, not by every `ivr` command
+
+    if not Path(path, "am").is_dir() and not Path(path, "final.mdl").exists():
+        raise _ModelMissing(path)
+    key = str(Path(path).resolve())
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            vosk.SetLogLevel(-2)  # Kaldi's chatter and per-recognizer warnings off; errors still reach stderr
+            _MODELS[key] = vosk.Model(key)
+        return _MODELS[key]
+
+
+def _new_recognizer(model: vosk.Model, grammar: Sequence[str]) -> vosk.KaldiRecognizer:
+    import vosk
+
+    # ensure_ascii=False: vosk does not decode \\u escapes, a Cyrillic word would be "missing".
+    kaldi = vosk.KaldiRecognizer(model, RATE, json.dumps(list(grammar), ensure_ascii=False))
+    kaldi.SetWords(True)
+    return kaldi
+
+
+class GrammarRecognizer:
+    """One question's recognizer: push frames, await :meth:`next_result`, or :meth:`finish`."""
+
+    # Recognizers not yet closed, process-wide: a leak (an exchange that forgot aclose) shows here.
+    open_count = 0
+
+    def __init__(self, kaldi: vosk.KaldiRecognizer, executor: ThreadPoolExecutor) -> None:
+        GrammarRecognizer.open_count += 1
+        self._kaldi: vosk.KaldiRecognizer | None = kaldi
+        self._executor = executor
+        self._pending = bytearray()
+        self._fed = 0  # bytes handed to vosk
+        self._drain: asyncio.Task[None] | None = None
+        self._results: asyncio.Queue[Partial | Final] = asyncio.Queue()
+        self._last_partial = ""
+        self.cpu_seconds = 0.0  # CPU time the decoding threads spent on this recognizer
+
+    @property
+    def audio_seconds(self) -> float:
+        return (self._fed + len(self._pending)) / _BYTES_PER_SECOND
+
+    def push(self, audio: bytes) -> None:
+        """Queue audio (slin16, 8 kHz); never blocks. Decoding happens in the thread pool."""
+        if self._kaldi is None:
+            raise RecognizerClosed("audio pushed to a closed recognizer")
+        self._pending += audio
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_task(self._decode_pending())
+
+    async def decoded(self) -> None:
+        """Wait until everything pushed so far went through vosk (its results are queued)."""
+        while self._drain is not None and not self._drain.done():
+            await asyncio.shield(self._drain)
+
+    async def next_result(self) -> Partial | Final:
+        """The next partial (only when its text changed) or final result, in order."""
+        return await self._results.get()
+
+    async def _decode_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending and self._kaldi is not None:
+            chunk = bytes(self._pending)
+            self._pending.clear()
+            try:
+                result = await loop.run_in_executor(self._executor, self._accept, self._kaldi, chunk)
+            except RuntimeError as exc:  # the pool shut down under us (service stopping)
+                log.warning("speech recognizer stopped: pool closed", error=str(exc))
+                self._pending.clear()
+                return
+            if isinstance(result, Final) or result.text != self._last_partial:
+                self._last_partial = "" if isinstance(result, Final) else result.text
+                self._results.put_nowait(result)
+
+    def _accept(self, kaldi: vosk.KaldiRecognizer, chunk: bytes) -> Partial | Final:
+        # In a worker thread; only one at a time per recognizer (the drain task awaits each job).
+        started = time.thread_time()
+        ended = kaldi.AcceptWaveform(chunk)
+        self._fed += len(chunk)
+        if ended:
+            result: Partial | Final = _final(kaldi.Result(), self._fed / _BYTES_PER_SECOND, endpoint=True)
+        else:
+            result = Partial(str(json.loads(kaldi.PartialResult()).get("partial", "")))
+        self.cpu_seconds += time.thread_time() - started
+        return result
+
+    async def finish(self) -> Final:
+        """Decode what is queued and end the utterance (the audio ended or the question timed out)."""
+        await self.decoded()
+        if self._kaldi is None:
+            raise RecognizerClosed("finish on a closed recognizer")
+        payload = await asyncio.get_running_loop().run_in_executor(self._executor, self._kaldi.FinalResult)
+        return _final(payload, self._fed / _BYTES_PER_SECOND, endpoint=False)
+
+    async def aclose(self) -> None:
+        """Stop decoding and free the recognizer (after its running job: vosk would crash under it)."""
+        kaldi, self._kaldi = self._kaldi, None
+        if kaldi is None:
+            return
+        GrammarRecognizer.open_count -= 1
+        self._pending.clear()
+        if self._drain is not None:
+            await asyncio.gather(self._drain, return_exceptions=True)
+        del kaldi  # the last reference: vosk_recognizer_free
+
+
+def heard_speech(result: Partial | Final) -> bool:
+    """Whether a result means the caller is speaking words of the grammar (barge-in), not noise."""
+    text = result.text.replace(UNK, "").strip()
+    return bool(text)

@@ -1,0 +1,198 @@
+"""The real vosk path with the Korean PyPI model: loading, grammar, streamed 20 ms frames, endpoints.
+
+What a Korean word is recognized as is asserted only where it is stable (espeak-ng's audio and
+vosk's decoding are deterministic: "네" alone, with silence after it); the rest checks mechanics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from ivr.settings import default_settings
+from ivr.speech.recognizer import FRAME_BYTES, Final, Partial, RecognizerClosed, SpeechModels, heard_speech
+from tests.speech.vosk_support import KO_GRAMMAR, KO_MODEL, frames, noise, silence, spoken
+
+
+def _models(**speech) -> SpeechModels:
+    return SpeechModels(default_settings().replace(speech={"model_ru": KO_MODEL, **speech}).speech)
+
+
+async def _until_final(recognizer) -> tuple[list[Partial], Final]:
+    partials: list[Partial] = []
+    while True:
+        result = await asyncio.wait_for(recognizer.next_result(), 30)
+        if isinstance(result, Final):
+            return partials, result
+        partials.append(result)
+
+
+async def test_a_word_then_silence_ends_at_vosks_endpoint_with_timings():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None and models.available("ru") is True
+        word = spoken("네")
+        for frame in frames(word + silence(1.5)):
+            assert len(frame) == FRAME_BYTES
+            recognizer.push(frame)
+        partials, final = await _until_final(recognizer)
+        assert final.endpoint, "vosk's endpoint, not the end of the audio, ended the utterance"
+        assert [w.word for w in final.words] == ["네"] and final.text == "네"
+        (heard,) = final.words
+        assert 0.0 <= heard.start < heard.end <= len(word) / 16000 + 0.1
+        assert 0.0 < heard.conf <= 1.0
+        assert final.audio_seconds <= 0.02 * len(frames(word + silence(1.5)))
+        assert all(p.text for p in partials), "a partial is reported only when its words changed"
+        assert recognizer.cpu_seconds > 0
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def test_partials_while_speaking_then_final():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        # Frame by frame, each decoded before the next, as a real-time caller is: partials appear.
+        seen: list[Partial | Final] = []
+        for frame in frames(spoken("하나 둘 셋 네") + silence(1.5)):
+            recognizer.push(frame)
+            await recognizer.decoded()
+            while not recognizer._results.empty():
+                seen.append(recognizer._results.get_nowait())
+        finals = [r for r in seen if isinstance(r, Final)]
+        assert finals and isinstance(seen[-1], Final)
+        first_final = seen.index(finals[0])
+        assert any(isinstance(r, Partial) and heard_speech(r) for r in seen[:first_final])
+        for w in finals[0].words:
+            assert w.word in KO_GRAMMAR and w.start < w.end
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def test_silence_is_no_words_and_finish_ends_the_utterance():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        for frame in frames(silence(2.0)):
+            recognizer.push(frame)
+        final = await recognizer.finish()
+        assert final.words == () and final.text == "" and not final.endpoint
+        assert final.audio_seconds == pytest.approx(2.0)
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def test_grammar_words_the_model_lacks_are_logged():
+    # The Korean model has no "[unk]" (Russian and English vosk models do): vosk would drop it silently.
+    models = _models()
+    try:
+        with capture_logs() as logs:
+            recognizer = await models.recognizer("ru", [*KO_GRAMMAR, "оператор"])
+            again = await models.recognizer("ru", [*KO_GRAMMAR, "оператор"])  # the next call's question
+        assert recognizer is not None and again is not None
+        (warning,) = [e for e in logs if e["event"] == "speech grammar words missing from the model"]
+        assert warning["words"] == ["[unk]", "оператор"]
+        await recognizer.aclose()
+        await again.aclose()
+    finally:
+        models.close()
+
+
+async def test_one_model_per_process_loaded_once():
+    first, second = _models(), _models()
+    try:
+        a, b = await asyncio.gather(first.model("ru"), first.model("ru"))
+        assert a is b is not None
+        assert await second.model("ru") is a
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: "", "speech model not configured: callers answer with keys"),
+        (lambda tmp: str(tmp / "nowhere"), "speech model missing: callers answer with keys"),
+        (lambda tmp: str(tmp), "speech model missing: callers answer with keys"),  # a directory, no model in it
+        ("corrupt", "speech model unreadable: callers answer with keys"),
+    ],
+)
+async def test_no_usable_model_is_one_log_line_and_keys(tmp_path: Path, make, message):
+    if make == "corrupt":
+        for part in ("am", "conf", "graph"):
+            (tmp_path / part).mkdir()
+        (tmp_path / "am" / "final.mdl").write_bytes(b"\x00not a kaldi model" * 100)
+        (tmp_path / "conf" / "model.conf").write_text("--sample-frequency=8000\n")
+        path = str(tmp_path)
+    else:
+        path = make(tmp_path)
+    models = _models(model_ru=path)
+    try:
+        with capture_logs() as logs:
+            assert await models.recognizer("ru", KO_GRAMMAR) is None
+            assert await models.recognizer("ru", KO_GRAMMAR) is None  # tried once, not per call
+        assert [e["event"] for e in logs] == [message]
+        assert models.available("ru") is False
+        assert models.available("en") is None  # never asked for
+    finally:
+        models.close()
+
+
+async def test_decoding_never_blocks_the_event_loop():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        audio = noise(8.0)
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.create_task(ticker())
+        started = time.thread_time()
+        recognizer.push(audio)  # 8 s of audio in one chunk: one long decoding job
+        await recognizer.finish()
+        loop_cpu = time.thread_time() - started
+        stop.set()
+        await ticking
+        # The decoding CPU went to the pool's thread, not this (the loop's) thread.
+        assert recognizer.cpu_seconds > 0.1
+        assert loop_cpu < recognizer.cpu_seconds / 2, (loop_cpu, recognizer.cpu_seconds)
+        assert len(gaps) > 5
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def test_a_closed_recognizer_takes_no_audio():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        for frame in frames(spoken("네")):
+            recognizer.push(frame)
+        await recognizer.aclose()  # while a job may be running: it finishes first, then vosk frees
+        with pytest.raises(RecognizerClosed):
+            recognizer.push(b"\0" * FRAME_BYTES)
+        with pytest.raises(RecognizerClosed):
+            await recognizer.finish()
+    finally:
+        models.close()
