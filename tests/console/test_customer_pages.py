@@ -100,6 +100,15 @@ async def test_card_shows_orders_lines_totals_source_delivery_and_invoice_links(
     assert html.count('class="invoice"') == 1
 
 
+async def test_a_company_customer_card_shows_the_buyer_of_its_invoices(demo, console_client):
+    await login(console_client, "op1", PASSWORD)
+    company = await (await console_client.get("/customers/C002")).text()  # demo: ООО «Ромашка»
+    assert 'id="company"' in company
+    assert "ООО «Ромашка»" in company and "ИНН 7705123456 · КПП 770501001" in company
+    person = await (await console_client.get("/customers/C001")).text()
+    assert 'id="company"' not in person
+
+
 async def test_card_timeline_links_calls_and_lists_orders(demo, console_client):
     await demo.record_call_start(call_id="1700000000.42", caller_number="+79161234567",
                                  normalized_number="+79161234567", customer_id="C001", channel="PJSIP/t",
