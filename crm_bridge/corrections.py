@@ -229,6 +229,14 @@ class Corrections:
         return order_view(order, customer_id, [line_view(line) for line in lines], invoice,
                           self.change_deadline(order.delivery_date))
 
+    async def _order_to_change(self, session: Any, order_id: str, at: datetime) -> tuple[Any, Any, str]:
+        """The order (locked), its invoice and its customer's id, if it may still change at ``at``."""
+        found = await repo.order_for_change(session, order_id)
+        if found is None:
+            raise UnknownOrder(order_id)
+        self._check_changeable(found[0], at)
+        return found
+
     async def cancel_order(self, order_id: str, *, reason: str, by: str,
                            now: datetime | None = None) -> OrderView:
         """Cancel the order (until its change deadline); its invoice is marked cancelled, keeping
@@ -236,11 +244,7 @@ class Corrections:
         why = _reason(reason)
         at = _now(now)
         async with self._unit(write=True) as session:
-            found = await repo.order_for_change(session, order_id)
-            if found is None:
-                raise UnknownOrder(order_id)
-            order, invoice, customer_id = found
-            self._check_changeable(order, at)
+            order, invoice, customer_id = await self._order_to_change(session, order_id, at)
             order.status = "cancelled"
             order.changed_at, order.changed_by, order.change_reason = at, by, why
             if invoice is not None:
@@ -270,11 +274,7 @@ class Corrections:
             raise EmptyOrder()
         at = _now(now)
         async with self._unit(write=True) as session:
-            found = await repo.order_for_change(session, order_id)
-            if found is None:
-                raise UnknownOrder(order_id)
-            order, invoice, customer_id = found
-            self._check_changeable(order, at)
+            order, invoice, customer_id = await self._order_to_change(session, order_id, at)
             sold = {line.sku: line for line in (await repo.lines_of_orders(session, [order.id])).get(order.id, [])}
             before = [line_view(line) for line in sold.values()]
             merged: dict[str, int] = {}
