@@ -200,6 +200,15 @@ class TimelineEventIn:
 
 
 @dataclass(frozen=True)
+class OutboxBacklog:
+    """One target's outbox as /healthz and /metrics report it."""
+
+    pending: int  # waiting for their turn or their next attempt
+    dead: int  # dead letters an admin has not retried
+    oldest_pending_seconds: float | None  # age of the oldest pending event: a stuck target shows here
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     """One outbox row (crm_bridge.outbox): an event promised to one target."""
 

@@ -622,6 +622,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         database=service.database,
         seller=settings.seller,
         outbox=service.outbox.store if service.outbox is not None else None,
+        outbox_targets=tuple(service.outbox.targets) if service.outbox is not None else (),
         recording_links=recording_links(settings),
     )
     try:

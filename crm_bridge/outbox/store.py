@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
-from crm_bridge.dto import CallView, OutboxItem
+from crm_bridge.dto import CallView, OutboxBacklog, OutboxItem
 from crm_bridge.models import Call, Customer, OutboxRow
 from crm_bridge.views import call_view
 
@@ -180,6 +180,25 @@ class OutboxStore:
         out: dict[str, dict[str, int]] = {}
         for target, state, n in rows:
             out.setdefault(target, {})[state] = n
+        return out
+
+    async def backlog(self, targets: Sequence[str], now: datetime) -> dict[str, OutboxBacklog]:
+        """Pending and dead rows per target, and the age of the oldest pending one: one grouped read
+        (delivered rows are not counted: the index on (state, next_attempt_at) skips them)."""
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(OUTBOX.c.target, OUTBOX.c.state, func.count(), func.min(OUTBOX.c.occurred_at))
+                .where(OUTBOX.c.state.in_((PENDING, DEAD))).group_by(OUTBOX.c.target, OUTBOX.c.state)
+            )).all()
+        found: dict[tuple[str, str], tuple[int, datetime | None]] = {
+            (target, state): (n, oldest) for target, state, n, oldest in rows}
+        out: dict[str, OutboxBacklog] = {}
+        for target in sorted(set(targets) | {t for t, _ in found}):
+            pending, oldest = found.get((target, PENDING), (0, None))
+            out[target] = OutboxBacklog(
+                pending=pending, dead=found.get((target, DEAD), (0, None))[0],
+                oldest_pending_seconds=None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3),
+            )
         return out
 
 

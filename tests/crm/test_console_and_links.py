@@ -102,3 +102,43 @@ async def test_a_transport_error_quoting_the_url_is_scrubbed(store) -> None:
 def test_a_short_link_secret_is_refused() -> None:
     with pytest.raises(ValueError):
         RecordingLinks("short", "https://x", 60)
+
+
+async def test_healthz_and_metrics_show_each_targets_backlog_without_failing_the_probe(store, webhook) -> None:
+    """A CRM that is down delays its events; the probe stays ready and says how far behind it is."""
+    from ivr.web.console.metrics import Metrics
+
+    target = webhook_target(webhook)
+    await enqueue(store, [target], call_events("c1", ("call.started",)))  # five minutes ago
+    clock = Clock()
+    worker = make_worker(store, [target], clock)
+    webhook.fail_with(400)  # refused for good: a dead letter
+    await worker.run_once("webhook")
+    await worker.stop()
+    await enqueue(store, [target], call_events("c2", ("call.started", "call.ended")))  # not tried yet
+    outbox = OutboxStore(store.sessions)
+    backlog = await outbox.backlog(("webhook", "bitrix24"), clock())
+    assert backlog["bitrix24"].pending == 0 and backlog["bitrix24"].oldest_pending_seconds is None
+    counts = backlog["webhook"]
+    assert (counts.pending, counts.dead) == (2, 1)
+    assert counts.oldest_pending_seconds is not None and 299 <= counts.oldest_pending_seconds <= 330
+
+    app = make_console_app(store, outbox=outbox, outbox_targets=("webhook", "bitrix24"), metrics=Metrics(),
+                           health=lambda: {"agi": {"listening": True, "active_calls": 0},
+                                           "ami": {"status": "connected"}})
+    client = await start_client(app)
+    try:
+        answer = await client.get("/healthz")
+        assert answer.status == 200
+        body = await answer.json()
+        assert body["status"] == "ok"
+        crm = body["crm"]["targets"]
+        assert crm["webhook"]["dead"] == counts.dead and crm["webhook"]["pending"] == counts.pending
+        assert crm["bitrix24"] == {"pending": 0, "dead": 0, "oldest_pending_seconds": None}
+        text = await (await client.get("/metrics")).text()  # the test client is on the loopback address
+        assert f'ivr_crm_outbox_dead{{target="webhook"}} {float(counts.dead)}' in text
+        assert f'ivr_crm_outbox_pending{{target="webhook"}} {float(counts.pending)}' in text
+        assert 'ivr_crm_outbox_pending{target="bitrix24"} 0.0' in text
+        assert webhook.secret not in text
+    finally:
+        await client.close()

@@ -30,4 +30,5 @@ class ConsoleDeps:
     database: Any = None  # ivr.database_gate.DatabaseGate: start-up state, unreachable since when
     seller: SellerSettings = field(default_factory=lambda: default_settings().seller)  # on every invoice
     outbox: Any = None  # crm_bridge.outbox.store.OutboxStore, when CRM targets are configured
+    outbox_targets: tuple[str, ...] = ()  # the configured targets' names: each is reported, even with no row
     recording_links: Any = None  # crm_bridge.connectors.recording_links.RecordingLinks: GET /r/<token>

@@ -83,6 +83,7 @@ class _LiveCollector(Collector):
             CounterMetricFamily("ivr_call_records_dead_letters", "Call records the database rejected"),
             CounterMetricFamily("ivr_calls_rejected", "Calls refused as overloaded", labels=["cause"]),
             GaugeMetricFamily("ivr_event_loop_lag_seconds", "Smoothed event-loop lag seen by admission control"),
+            *_outbox_families(),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -113,6 +114,24 @@ class _LiveCollector(Collector):
         yield rejected
         yield GaugeMetricFamily("ivr_event_loop_lag_seconds", "Smoothed event-loop lag seen by admission control",
                                 value=lag)
+        backlog = self._metrics.outbox_backlog
+        if backlog is not None:  # no CRM target, or the read failed: no sample rather than a stale one
+            pending, dead, oldest = _outbox_families()
+            for target, b in backlog.items():
+                pending.add_metric([target], b.pending)
+                dead.add_metric([target], b.dead)
+                oldest.add_metric([target], b.oldest_pending_seconds or 0.0)
+            yield from (pending, dead, oldest)
+
+
+def _outbox_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily("ivr_crm_outbox_pending", "CRM outbox events not yet delivered", labels=["target"]),
+        GaugeMetricFamily("ivr_crm_outbox_dead", "CRM outbox dead letters (an admin may retry them)",
+                          labels=["target"]),
+        GaugeMetricFamily("ivr_crm_outbox_oldest_pending_seconds",
+                          "Age of the oldest undelivered CRM event (0 when none)", labels=["target"]),
+    )
 
 
 class Metrics:
@@ -128,6 +147,8 @@ class Metrics:
         self.agi_servers: list[Any] = []
         self.record_writers: list[Any] = []
         self.admissions: list[Any] = []
+        # {target: crm_bridge.dto.OutboxBacklog}, read by the /metrics handler before each render.
+        self.outbox_backlog: dict[str, Any] | None = None
         self.registry.register(_LiveCollector(self))
 
     # --- feeds ------------------------------------------------------------------------------------

@@ -22,6 +22,10 @@
   With several processes on one PostgreSQL (ivr/cluster) only one owns AMI: the others say
   ``"standby"``, which is healthy. ``worker`` names the process that answered: ``pid`` and ``ami``
   (``owner`` | ``standby`` | ``local``, the last for a single process that needs no lock).
+  ``crm`` (null without CRM targets): per target the outbox's ``pending`` and ``dead`` rows and the
+  age of the oldest pending event. It never changes the status: a CRM that is down delays its
+  events, it does not stop a call (the readiness probe must not take calls away for it); alert on
+  ``oldest_pending_seconds`` and ``dead`` instead.
 - ``GET /metrics`` — Prometheus text format from ``deps.metrics`` (ivr.web.console.metrics, its
   own registry). Allowed with the API bearer token (``Authorization: Bearer …``) or from the
   loopback address (127.0.0.1 / ::1) — the local Prometheus agent needs no secret; anyone else
@@ -275,6 +279,28 @@ async def _database_state(deps: ConsoleDeps) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 4)}
 
 
+async def _outbox_backlog(deps: ConsoleDeps) -> dict[str, Any] | None:
+    """{target: OutboxBacklog}, None without targets or when the read failed (logged)."""
+    if deps.outbox is None:
+        return None
+    try:
+        return await asyncio.wait_for(deps.outbox.backlog(deps.outbox_targets, datetime.now(UTC)), DB_TIMEOUT)
+    except Exception as exc:
+        log.warning("outbox_backlog_failed", error=repr(exc)[:300])
+        return None
+
+
+async def _crm_backlog(deps: ConsoleDeps) -> dict[str, Any] | None:
+    if deps.outbox is None:
+        return None
+    backlog = await _outbox_backlog(deps)
+    if backlog is None:
+        return {"ok": False, "targets": None}
+    return {"ok": True, "targets": {name: {"pending": b.pending, "dead": b.dead,
+                                           "oldest_pending_seconds": b.oldest_pending_seconds}
+                                    for name, b in backlog.items()}}
+
+
 async def healthz(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
     database = await _database_state(deps)
@@ -296,6 +322,7 @@ async def healthz(request: web.Request) -> web.Response:
         },
         "ami": {"ok": ami_ok, "status": ami_status, "last_error": (ami or {}).get("last_error")},
         "worker": health.get("worker"),
+        "crm": await _crm_backlog(deps) if db_ok else None,
     }
     response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
     response.headers["Cache-Control"] = "no-store"
@@ -334,6 +361,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         return api_error(403, "forbidden", "metrics need the API bearer token or a request from localhost")
     if deps.metrics is None:
         return api_error(404, "metrics_disabled", "metrics are not enabled in this process")
+    if deps.outbox is not None:  # read now: the scrape shows the outbox as it is, not as it was
+        deps.metrics.outbox_backlog = await _outbox_backlog(deps)
     body = deps.metrics.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE
