@@ -14,6 +14,7 @@ import structlog
 
 from crm_bridge.sync.report import SyncReport
 from crm_bridge.sync.runner import SyncRunner
+from crm_bridge.sync.store import CursorView
 
 log = structlog.get_logger(__name__)
 
@@ -28,12 +29,16 @@ class SyncStatus:
     last_ok: bool | None
     last_failure: str | None
     issues: int
+    cursors: tuple[CursorView, ...]  # this source's, as the last run left them
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "interval_seconds": self.interval, "running": self.running,
                 "last_started": self.last_started.isoformat() if self.last_started else None,
                 "last_finished": self.last_finished.isoformat() if self.last_finished else None,
-                "last_ok": self.last_ok, "last_failure": self.last_failure, "issues": self.issues}
+                "last_ok": self.last_ok, "last_failure": self.last_failure, "issues": self.issues,
+                "cursors": {c.entity: {"since": c.since, "resume_at_page": c.run_page, "last_error": c.last_error,
+                                       "finished_at": c.finished_at.isoformat() if c.finished_at else None}
+                            for c in self.cursors}}
 
 
 class SyncSchedule:
@@ -48,6 +53,7 @@ class SyncSchedule:
         self.last_started: datetime | None = None
         self.last_finished: datetime | None = None
         self.runs = 0
+        self.cursors: tuple[CursorView, ...] = ()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -72,7 +78,7 @@ class SyncSchedule:
         return SyncStatus(self.runner.source.name, self.interval, self.running, self.last_started,
                           self.last_finished, None if self.last is None else self.last.ok,
                           None if self.last is None else self.last.failure,
-                          0 if self.last is None else len(self.last.issues))
+                          0 if self.last is None else len(self.last.issues), self.cursors)
 
     async def _loop(self) -> None:
         while True:
@@ -81,6 +87,9 @@ class SyncSchedule:
                 self.last = await self.runner.run()
             except Exception:  # a bug must not end the schedule: logged, tried again next time
                 log.exception("sync.crashed", source=self.runner.source.name)
+            with contextlib.suppress(Exception):  # the database may be the reason the run stopped
+                name = self.runner.source.name
+                self.cursors = tuple(c for c in await self.runner.store.cursors() if c.source == name)
             self.last_finished = self._clock()
             self.runs += 1
             self._wake.clear()

@@ -69,7 +69,7 @@ class FakeBitrix24:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/rest/{user}/{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None)  # the portal's log, not ours: it holds the token
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
