@@ -16,6 +16,10 @@ Methods: ``telephony.externalcall.register`` (result ``CALL_ID``, ``CRM_CREATED_
 statistics record), ``telephony.externalCall.attachRecord`` (with ``RECORD_URL``: one download
 attempt, as the portal makes, and an error if it fails; result ``FILE_ID``). Names are
 case-insensitive, as on a real portal.
+
+The read side (the pull, crm_bridge/sync): ``add_reads(fake, Portal())`` serves a seeded portal's
+``crm.contact.list``, ``crm.product.list``, ``crm.deal.list``, ``crm.deal.productrows.get`` and
+``batch`` (see the section below).
 """
 
 from __future__ import annotations
