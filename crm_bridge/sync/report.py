@@ -36,6 +36,9 @@ class SyncReport:
     # The one line saying why the run stopped (CRM down, 401, still throttled…); None: it finished.
     failure: str | None = None
     resumed: list[str] = field(default_factory=list)  # entities whose run continued a killed one
+    # (customer_id, number, its issue): a phone left unattached because someone else owned it then;
+    # tried again once every page of contacts is in (the owner may have given it up on a later page).
+    unattached: list[tuple[str, str, SyncIssue]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -48,9 +51,11 @@ class SyncReport:
         self.issues.append(SyncIssue(self.source, entity, external_id, reason))
         self.of(entity).refused += 1
 
-    def note(self, entity: str, external_id: str, reason: str) -> None:
+    def note(self, entity: str, external_id: str, reason: str) -> SyncIssue:
         """A record taken in part (a phone not attached): reported, not counted as refused."""
-        self.issues.append(SyncIssue(self.source, entity, external_id, reason))
+        issue = SyncIssue(self.source, entity, external_id, reason)
+        self.issues.append(issue)
+        return issue
 
     def summary(self) -> list[str]:
         lines = [

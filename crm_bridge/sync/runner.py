@@ -74,6 +74,8 @@ class SyncRunner:
             await self.store.write_page(name, self.source.prefix, entity, items, report,
                                         PageWrite(since, mark, page.next))
             if page.next is None:
+                if entity == Entity.CONTACT:
+                    await self.store.attach_freed(report)
                 return
             token = page.next
 

@@ -163,6 +163,25 @@ class SyncStore:
         counts.unchanged += mine.unchanged
         counts.refused += mine.refused
         report.issues.extend(page.issues)
+        report.unattached.extend(page.unattached)
+
+    async def attach_freed(self, report: SyncReport) -> None:
+        """Attach the phones a page left unattached whose other owner has since given them up (a number
+        that moved from a contact on a later page); their issues leave the report."""
+        if not report.unattached:
+            return
+        async with self._write() as session:
+            owners = await _owners(session, {number for _, number, _ in report.unattached})
+            customers = await repo.customers_by_external_ids(session, [key for key, _, _ in report.unattached])
+            for key, number, issue in list(report.unattached):
+                customer = customers.get(key)
+                if customer is None or set(owners.get(number, {})) - {customer.id}:
+                    continue
+                if customer.id not in owners.get(number, {}):
+                    session.add(Phone(number=number, customer_id=customer.id))
+                    owners.setdefault(number, {})[customer.id] = key
+                report.unattached.remove((key, number, issue))
+                report.issues.remove(issue)
 
 
 async def _cursor_row(session: AsyncSession, source: str, entity: str) -> SyncCursor:
@@ -241,8 +260,9 @@ async def _contacts(session: AsyncSession, source: str, prefix: str, items: list
         for number in m.phones:
             others = {pk: cid for pk, cid in owners.get(number, {}).items() if pk != customer.id}
             if others:
-                report.note(entity, m.external_id, f"phone {number} belongs to customer "
-                                                   f"{', '.join(sorted(others.values()))}: not attached")
+                issue = report.note(entity, m.external_id, f"phone {number} belongs to customer "
+                                                           f"{', '.join(sorted(others.values()))}: not attached")
+                report.unattached.append((key, number, issue))
                 continue
             keep.append(number)
         current = phone_rows.get(customer.id, [])

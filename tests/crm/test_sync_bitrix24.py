@@ -205,3 +205,19 @@ async def test_a_lost_deal_is_a_cancelled_order_never_read_back(store: CrmStore,
     assert report.of("deal").updated == 1
     lookup = await store.lookup_caller("+79161234567")
     assert [ln.sku for ln in lookup.last_order.lines] == ["B24-P11"]
+
+
+async def test_a_number_that_moves_to_an_earlier_contact_follows_it_in_one_run(
+        store: CrmStore, bitrix: FakeBitrix24, portal: Portal) -> None:
+    assert (await sync(store, bitrix, entities=(Entity.CONTACT,))).ok
+    portal.tick(60)
+    moved = "+79260000060"  # contact 60's number, now contact 4's; contact 60 has a new one
+    portal.touch(portal.contacts, 4, PHONE=[{"ID": "1", "VALUE_TYPE": "WORK", "VALUE": moved}])
+    portal.touch(portal.contacts, 60, PHONE=[{"ID": "2", "VALUE_TYPE": "WORK", "VALUE": "+79269999960"}])
+    portal.tick(60)
+    report = await sync(store, bitrix, entities=(Entity.CONTACT,))
+    assert report.ok and report.of("contact").fetched == 2
+    assert report.issues == []  # contact 4 came first, when 60 still had it: attached once 60 gave it up
+    assert (await store.lookup_caller(moved)).customer.customer_id == "B24-4"
+    assert (await store.lookup_caller("+79269999960")).customer.customer_id == "B24-60"
+    assert (await store.lookup_caller("+79260000004")).status == "unknown"
