@@ -101,6 +101,7 @@ async def test_a_second_run_reads_only_what_changed_and_twice_changes_nothing(
 
     again = await sync(store, amo)
     assert (again.of("contact").fetched, again.of("deal").fetched) == (0, 0)
+    assert amo.state.served[-1][2] == 0  # the empty page was a 204 with no body
     last = [q for p, q, _ in amo.state.served if p == "/api/v4/contacts"][-1]
     assert last["filter[updated_at][from]"] == mark
     assert await fingerprint(store) == first
@@ -145,7 +146,7 @@ async def test_a_run_killed_after_page_two_resumes_there_and_ends_like_an_uninte
 
 
 async def test_401_429_and_an_account_that_is_down_say_so_in_one_line_without_the_token(
-        store: CrmStore, amo: FakeAmoReads) -> None:
+        store: CrmStore, amo: FakeAmoReads, capsys: pytest.CaptureFixture[str]) -> None:
     denied = await sync(store, amo, token="expired-or-revoked-token")
     assert denied.failure == "contacts: GET /api/v4/contacts: HTTP 401 Invalid access token"
     assert await count(store, Customer) == 0
@@ -168,7 +169,9 @@ async def test_401_429_and_an_account_that_is_down_say_so_in_one_line_without_th
     down = await sync(store, amo, retries=1)
     assert down.failure == "contacts: GET /api/v4/contacts: HTTP 503"
     amo.state.fail_with(None)
-    for text in (denied.failure, stuck.failure, down.failure):
+    logged = capsys.readouterr()
+    assert "sync.stopped" in logged.out + logged.err
+    for text in (denied.failure, stuck.failure, down.failure, logged.out, logged.err):
         assert TOKEN not in text
     async with store.sessions() as session:
         assert await session.scalar(select(Customer.first_name).where(Customer.customer_id == "AMO-5")) == "Клиент5"

@@ -162,7 +162,7 @@ async def _uninterrupted(tmp_path: Path, bitrix: FakeBitrix24) -> dict:
 
 
 async def test_a_portal_that_is_down_refuses_the_webhook_or_throttles_says_so_in_one_line(
-        store: CrmStore, bitrix: FakeBitrix24, portal: Portal) -> None:
+        store: CrmStore, bitrix: FakeBitrix24, portal: Portal, capsys: pytest.CaptureFixture[str]) -> None:
     wrong = bitrix.webhook_url.replace(TOKEN, "not-the-token-at-all")
     denied = await sync(store, bitrix, url=wrong)
     assert denied.failure == "contacts: crm.contact.list: HTTP 401 INVALID_CREDENTIALS Invalid request credentials"
@@ -186,7 +186,9 @@ async def test_a_portal_that_is_down_refuses_the_webhook_or_throttles_says_so_in
     down = await sync(store, bitrix)
     assert down.failure.startswith("contacts: crm.contact.list: ClientConnectorError")
     cursor = await SyncStore(store.sessions).cursor("bitrix24", "contact")
-    for text in (denied.failure, stuck.failure, down.failure, cursor.last_error):
+    logged = capsys.readouterr()
+    assert "sync.stopped" in logged.out + logged.err
+    for text in (denied.failure, stuck.failure, down.failure, cursor.last_error, logged.out, logged.err):
         assert TOKEN not in text and bitrix.webhook_url not in text
     async with store.sessions() as session:
         assert await session.scalar(select(Customer.first_name).where(Customer.customer_id == "B24-5")) == "Клиент5"
@@ -221,3 +223,24 @@ async def test_a_number_that_moves_to_an_earlier_contact_follows_it_in_one_run(
     assert (await store.lookup_caller(moved)).customer.customer_id == "B24-4"
     assert (await store.lookup_caller("+79269999960")).customer.customer_id == "B24-60"
     assert (await store.lookup_caller("+79260000004")).status == "unknown"
+
+
+async def test_a_portal_failing_between_the_deals_and_their_rows_writes_nothing_of_that_page(
+        store: CrmStore, bitrix: FakeBitrix24, portal: Portal) -> None:
+    await our_catalogue(store)
+
+    def fail_the_rows(method: str, params: dict) -> None:
+        if method == "batch":
+            bitrix.fail_with(500)
+
+    portal.before_read = fail_the_rows
+    failed = await sync(store, bitrix, retries=0)
+    assert failed.failure == "deals: batch: HTTP 500"
+    assert (failed.of("contact").created, failed.of("deal").created) == (122, 0)
+    assert await count(store, Order) == 0  # the deal page came back, its rows did not: nothing of it is written
+    assert (await SyncStore(store.sessions).cursor("bitrix24", "deal")).last_error == "batch: HTTP 500"
+
+    portal.before_read = None
+    bitrix.fail_with(None)
+    again = await sync(store, bitrix)
+    assert again.ok and again.of("deal").created == 3 and again.of("contact").fetched == 0
