@@ -3,13 +3,14 @@ databases: the store it fills, a whole call on it, a second run, a killed run, a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from crm_bridge.db import create_engine, session_factory, upgrade
-from crm_bridge.models import Customer, Order
+from crm_bridge.models import Customer, ExternalRef, Order
 from crm_bridge.services import CrmStore
 from crm_bridge.sync import Bitrix24Source, SyncReport, SyncRunner, SyncStore
 from crm_bridge.sync.records import Entity
@@ -244,3 +245,23 @@ async def test_a_portal_failing_between_the_deals_and_their_rows_writes_nothing_
     bitrix.fail_with(None)
     again = await sync(store, bitrix)
     assert again.ok and again.of("deal").created == 3 and again.of("contact").fetched == 0
+
+
+async def test_a_deal_pushed_from_one_of_our_orders_stays_our_order(store: CrmStore, bitrix: FakeBitrix24,
+                                                                    portal: Portal) -> None:
+    """The push side records (bitrix24, deal, <id>) -> our order when it creates a deal; the pull then
+    leaves that order as it is instead of making a second one from the deal."""
+    await our_catalogue(store)
+    assert (await sync(store, bitrix, entities=(Entity.CONTACT, Entity.PRODUCT))).ok
+    placed = await store.place_order(idempotency_key="ivr:call-1", customer_id="B24-1", lines=[("WATER-19", 2)],
+                                     source="ivr")
+    async with store.sessions() as session:
+        session.add(ExternalRef(source="bitrix24", entity="deal", external_id="101",
+                                local_key=placed.order.order_id, synced_at=datetime.now(UTC)))
+        await session.commit()
+    report = await sync(store, bitrix, entities=(Entity.DEAL,))
+    assert report.ok and (report.of("deal").created, report.of("deal").unchanged) == (2, 1)
+    card = await store.get_customer_card("B24-1")
+    ours = next(o for o in card.orders if o.order_id == placed.order.order_id)
+    assert (ours.source, [(ln.sku, ln.quantity) for ln in ours.lines]) == ("ivr", [("WATER-19", 2)])
+    assert "B24-D101" not in {o.order_id for o in card.orders}
