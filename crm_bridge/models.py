@@ -364,6 +364,44 @@ class OutboxRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class ExternalRef(Base):
+    """Which local row a CRM record is (crm_bridge/sync): (source, entity, external id) -> the local
+    key (``customers.customer_id``, ``products.sku`` or ``orders.order_id``). A second sync finds its
+    rows here, so it updates them instead of creating others."""
+
+    __tablename__ = "external_refs"
+    __table_args__ = (UniqueConstraint("source", "entity", "external_id"), Index(None, "entity", "local_key"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(20))  # bitrix24 | amocrm
+    entity: Mapped[str] = mapped_column(String(20))  # contact | product | deal
+    external_id: Mapped[str] = mapped_column(String(64))
+    local_key: Mapped[str] = mapped_column(String(64))
+    synced_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SyncCursor(Base):
+    """Where the pull of one entity from one CRM stands (crm_bridge/sync/runner.py).
+
+    ``since``: the CRM's own time of the last finished run's start (the next run asks for records
+    modified since then). A run in progress keeps its filter (``run_since``), the CRM's time at its
+    first page (``run_mark``, the next ``since``) and the page to ask for next (``run_page``); each is
+    written in the transaction that stores the page, so a killed run resumes where it stood."""
+
+    __tablename__ = "sync_cursors"
+
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(20), primary_key=True)
+    since: Mapped[str | None] = mapped_column(String(40))
+    run_since: Mapped[str | None] = mapped_column(String(40))
+    run_mark: Mapped[str | None] = mapped_column(String(40))
+    run_page: Mapped[str | None] = mapped_column(String(40))
+    pages: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))  # scrubbed of the CRM's secrets
+
+
 __all__ = [
     "INVOICE_NUMBER_SEQUENCE",
     "ORDER_NUMBER_SEQUENCE",
@@ -371,6 +409,7 @@ __all__ = [
     "Call",
     "CallbackTask",
     "Customer",
+    "ExternalRef",
     "Invoice",
     "Order",
     "OrderLine",
@@ -378,6 +417,7 @@ __all__ = [
     "Phone",
     "Product",
     "SequenceCounter",
+    "SyncCursor",
     "TimelineEvent",
     "User",
     "WebSession",

@@ -33,6 +33,9 @@ from crm_bridge.outbox.routing import OutboxRouting
 from crm_bridge.outbox.store import OutboxStore
 from crm_bridge.outbox.worker import DeliveryWorker
 from crm_bridge.services import CrmStore, StoreConfig
+from crm_bridge.sync import AmoCrmSource, Bitrix24Source, Retrying, SyncRunner, SyncSchedule, SyncStore
+from crm_bridge.sync.report import SyncReport
+from crm_bridge.sync.source import CrmSource
 from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
@@ -251,6 +254,10 @@ class Service:
     # process holding the outbox lock (outbox_ownership), so a target's rate limit holds cluster-wide.
     outbox: DeliveryWorker | None = None
     outbox_ownership: AmiOwnership | None = None
+    # The pull from a CRM on an interval (None: sync.source = none); on PostgreSQL it runs in the one
+    # process holding the sync lock (sync_ownership).
+    sync: SyncSchedule | None = None
+    sync_ownership: AmiOwnership | None = None
     fanout: EventFanout | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
@@ -270,7 +277,14 @@ class Service:
             "ami": ami,
             "worker": {"pid": os.getpid(), "ami": role, "ami_lock": self.ami_ownership is not None},
             "database": self.database.health(),
+            "sync": self._sync_health(),
         }
+
+    def _sync_health(self) -> dict[str, object] | None:
+        if self.sync is None:
+            return None
+        role = "local" if self.sync_ownership is None else self.sync_ownership.role
+        return {**self.sync.status().to_json(), "role": role}
 
 
 class StartupError(OSError):
@@ -374,6 +388,10 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         service.outbox = build_outbox_worker(settings, store, targets)
         if settings.crm.deliver:
             service.outbox_ownership = await start_outbox(resources, settings, service.outbox)
+    if settings.sync.source != "none":
+        service.sync = SyncSchedule(SyncRunner(SyncStore(store.sessions), build_sync_source(settings)),
+                                    settings.sync.interval_minutes * 60)
+        service.sync_ownership = await start_sync(resources, settings, service.sync)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -582,6 +600,75 @@ async def start_outbox(resources: contextlib.AsyncExitStack, settings: Settings,
     await ownership.start()
     resources.push_async_callback(ownership.stop)
     return ownership
+
+
+def build_sync_source(settings: Settings, name: str | None = None) -> CrmSource:
+    """The CRM the sync reads (``sync.source``, or ``name`` for `ivr sync <name>`), with its credentials
+    from its own section; a missing or malformed one stops the start with a line naming the key."""
+    name = name or settings.sync.source
+    s = settings.sync
+    retrying = Retrying(retries=s.retries)
+    try:
+        if name == "bitrix24":
+            b = settings.crm_bitrix24
+            if not b.webhook_url:
+                raise ValueError("crm_bitrix24.webhook_url is empty (an incoming webhook with the crm scope)")
+            return Bitrix24Source(b.webhook_url, rate=b.rate, burst=b.burst, timeout=s.request_timeout,
+                                  retrying=retrying, region=s.region)
+        if name == "amocrm":
+            a = settings.crm_amocrm
+            if not a.base_url:
+                raise ValueError("crm_amocrm.base_url is empty")
+            return AmoCrmSource(a.base_url, a.token, timeout=s.request_timeout, retrying=retrying, region=s.region)
+    except ValueError as exc:  # the message holds no secret (the sources scrub the URL they quote)
+        raise StartupError(f"sync: {exc}") from exc
+    raise StartupError(f"sync.source: unknown CRM {name!r} (none, bitrix24 or amocrm)")
+
+
+# Fixed, like the AMI and outbox locks: one process of a deployment pulls from the CRM. ("ivr-syn")
+SYNC_LOCK_KEY = 0x6976_722D_7379_6E
+
+
+async def start_sync(resources: contextlib.AsyncExitStack, settings: Settings,
+                     schedule: SyncSchedule) -> AmiOwnership | None:
+    """The schedule alone on SQLite, or in the one process holding the sync lock on PostgreSQL (two
+    processes pulling at once would race on the same external refs and double the CRM's load)."""
+    if not is_postgres(settings.database.url):
+        schedule.start()
+        resources.push_async_callback(schedule.stop)
+        return None
+
+    async def acquired() -> None:
+        schedule.start()
+
+    ownership = AmiOwnership(asyncpg_dsn(settings.database.url), on_acquired=acquired, on_lost=schedule.stop,
+                             key=SYNC_LOCK_KEY, logger=structlog.get_logger("ivr.cluster").bind(lock="sync"))
+    await ownership.start()
+    resources.push_async_callback(ownership.stop)
+    resources.push_async_callback(schedule.runner.source.close)  # a standby never started it
+    return ownership
+
+
+async def sync_once(settings: Settings, name: str, *, full: bool) -> SyncReport:
+    """`ivr sync <crm> [--full]`: one run, the report returned to print. On PostgreSQL it takes the
+    sync lock first and refuses to run beside a service that is pulling."""
+    source = build_sync_source(settings, name)
+    engine, store = build_store(settings)
+    lock = None
+    try:
+        if is_postgres(settings.database.url):
+            import asyncpg
+
+            lock = await asyncpg.connect(asyncpg_dsn(settings.database.url))
+            if not await lock.fetchval("SELECT pg_try_advisory_lock($1::bigint)", SYNC_LOCK_KEY):
+                raise StartupError("sync: another ivr process is pulling from the CRM now (it holds the sync "
+                                   "lock); try again when it is done")
+        return await SyncRunner(SyncStore(store.sessions), source).run(full=full)
+    finally:
+        if lock is not None:
+            await lock.close()  # the session's end frees the lock
+        await source.close()
+        await engine.dispose()
 
 
 async def deliver_forever(settings: Settings) -> None:

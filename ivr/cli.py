@@ -1,4 +1,5 @@
-"""`ivr serve | call | import | demo-data | db upgrade | prompts build | users add|list|passwd | crm deliver`."""
+"""`ivr serve | call | import | demo-data | db upgrade | prompts build | users add|list|passwd | crm deliver |
+sync bitrix24|amocrm`."""
 
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     crm.add_argument("action", choices=["deliver"],
                      help="deliver: run only the outbox's delivery worker (beside `serve` with crm.deliver=false)")
 
+    sync = sub.add_parser("sync", help="pull contacts, products and deals from a CRM into the store, once")
+    sync.add_argument("source", choices=["bitrix24", "amocrm"],
+                      help="bitrix24: [crm_bitrix24] webhook_url; amocrm: [crm_amocrm] base_url and token")
+    sync.add_argument("--full", action="store_true",
+                      help="read everything again instead of what changed since the last run (changes nothing "
+                           "that is already right)")
+
     users = sub.add_parser("users", help="console users (operators, supervisors, admins)")
     users_sub = users.add_subparsers(dest="action", required=True)
     users_add = users_sub.add_parser("add", help="create a user; the password is read from stdin or a prompt")
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "call": _call,
         "users": _users,
         "crm": _crm,
+        "sync": _sync,
     }[args.command]
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -119,6 +128,25 @@ async def _crm(settings: Settings, args: argparse.Namespace) -> int:
 
     await deliver_forever(settings)
     return 0
+
+
+async def _sync(settings: Settings, args: argparse.Namespace) -> int:
+    """One run; the counts on stdout, what could not be mapped and why the run stopped on stderr."""
+    from crm_bridge.db import upgrade
+    from ivr.app import sync_once
+
+    await upgrade(settings.database.url)
+    report = await sync_once(settings, args.source, full=args.full)
+    for issue in report.issues:
+        print(issue, file=sys.stderr)
+    lines = report.summary()
+    for line in lines[:len(report.counts)]:
+        print(line)
+    for line in lines[len(report.counts):]:  # why the run stopped: one line, scrubbed of the CRM's secrets
+        print(f"ivr sync: {line}", file=sys.stderr)
+    if report.resumed:
+        print(f"{args.source}: continued the stopped run of {', '.join(report.resumed)}")
+    return 0 if report.ok else 1
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -298,6 +298,24 @@ class CrmBitrix24Settings:
 
 
 @dataclass(frozen=True)
+class CrmAmocrmSettings:
+    base_url: str  # https://<account>.amocrm.ru (or .kommo.com)
+    token: str  # a long-lived token of a private integration (never logged or shown)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The pull from a CRM (crm_bridge/sync): contacts, products and deals into our store."""
+
+    # none: no pull; bitrix24: through [crm_bitrix24] webhook_url (scope crm); amocrm: [crm_amocrm].
+    source: Literal["none", "bitrix24", "amocrm"]
+    interval_minutes: float  # between the end of one run and the start of the next, in `ivr serve`
+    request_timeout: float  # seconds one request to the CRM may take
+    retries: int  # a throttled or failed request is asked again this many times (backoff 1 s doubling to 30 s)
+    region: str  # the country a phone number without its code is taken to be in (RU: 8 916… = +7 916…)
+
+
+@dataclass(frozen=True)
 class SpeechSettings:
     """Voice answers (issue 12, in progress): vosk models and the AudioSocket listener."""
 
@@ -339,6 +357,8 @@ class Settings:
     crm: CrmSettings
     crm_webhook: CrmWebhookSettings
     crm_bitrix24: CrmBitrix24Settings
+    crm_amocrm: CrmAmocrmSettings
+    sync: SyncSettings
     speech: SpeechSettings
     log: LogSettings
 

@@ -40,6 +40,18 @@ class HttpClient:
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
             raise Retry(self._scrub(f"{type(exc).__name__}: {exc}")[:300]) from None
 
+    async def get(self, url: str, headers: Mapping[str, str]) -> Answer:
+        """A GET with the same deadline and scrubbing (the pull from a CRM, crm_bridge/sync)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.get(url, headers=dict(headers), allow_redirects=False) as resp:
+                return Answer(resp.status, dict(resp.headers), await resp.read())
+        except TimeoutError as exc:
+            raise Retry("timeout") from exc
+        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+            raise Retry(self._scrub(f"{type(exc).__name__}: {exc}")[:300]) from None
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -16,6 +16,10 @@ Methods: ``telephony.externalcall.register`` (result ``CALL_ID``, ``CRM_CREATED_
 statistics record), ``telephony.externalCall.attachRecord`` (with ``RECORD_URL``: one download
 attempt, as the portal makes, and an error if it fails; result ``FILE_ID``). Names are
 case-insensitive, as on a real portal.
+
+The read side (the pull, crm_bridge/sync): ``add_reads(fake, Portal())`` serves a seeded portal's
+``crm.contact.list``, ``crm.product.list``, ``crm.deal.list``, ``crm.deal.productrows.get`` and
+``batch`` (see the section below).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -51,6 +58,8 @@ class FakeBitrix24:
     log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # executed: (method, params)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (method, error code or HTTP status)
     port: int = 0
+    # The read side (crm.*.list, batch): methods added by tests.crm.fake_bitrix24 `add_reads` (name -> handler).
+    reads: dict[str, Any] = field(default_factory=dict)
     _status: int | None = None
     _expired: bool = False
     _tokens: float = 0.0
@@ -64,7 +73,7 @@ class FakeBitrix24:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/rest/{user}/{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None)  # the portal's log, not ours: it holds the token
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
@@ -111,7 +120,7 @@ class FakeBitrix24:
             params = await request.json()
         else:
             params = dict(await request.post())
-        handler = {
+        handler = self.reads.get(method.lower()) or {
             "telephony.externalcall.register": self._register,
             "telephony.externalcall.finish": self._finish,
             "telephony.externalcall.attachrecord": self._attach_record,
@@ -186,3 +195,196 @@ class FakeBitrix24:
 
 def as_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+# --- the read side: crm.contact.list, crm.product.list, crm.deal.list, crm.deal.productrows.get, batch ----
+#
+# As documented (https://apidocs.bitrix24.ru/api-reference/crm/contacts/crm-contact-list.html and the
+# "list methods" page): ``select``, ``filter`` with prefixed keys (``>=DATE_MODIFY``, ``>ID``, ``=X``),
+# ``order``, ``start``; 50 records a page; the answer ``{"result": [...], "total": N, "next": start+50
+# (only when more), "time": {"start", "finish", "duration", "date_start", "date_finish"}}``. Dates are
+# the portal's local time with its offset (``2026-11-28T20:12:03+03:00``). ``batch`` runs up to 50
+# ``method?query`` commands and answers ``{"result": {"result": {key: …}, "result_error": {key: {…}},
+# "result_total": {…}, "result_next": {…}, "result_time": {…}}}``.
+
+PAGE = 50
+PORTAL_TZ = timezone(timedelta(hours=3))  # a Moscow portal
+
+
+@dataclass
+class Portal:
+    """The CRM records of a fake portal, the portal's clock, and what was asked of it."""
+
+    contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    products: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # deal id -> product rows
+    now: datetime = field(default_factory=lambda: datetime.now(PORTAL_TZ).replace(microsecond=0))
+    served: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)  # (method, params, records)
+    # Called before a read is served: a test breaks the portal from here (fail_with, stop…).
+    before_read: Callable[[str, dict[str, Any]], None] | None = None
+    throttle_next: int = 0  # this many more reads answer QUERY_LIMIT_EXCEEDED
+
+    def stamp(self) -> str:
+        return self.now.isoformat()
+
+    def tick(self, seconds: float = 60) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def contact(self, cid: int, name: str, last: str = "", second: str = "", phones: tuple[str, ...] = ()) -> None:
+        self.contacts[cid] = {"ID": str(cid), "NAME": name, "SECOND_NAME": second, "LAST_NAME": last,
+                              "PHONE": [{"ID": str(cid * 10 + n), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"}
+                                        for n, p in enumerate(phones)] or None,
+                              "DATE_CREATE": self.stamp(), "DATE_MODIFY": self.stamp()}
+
+    def product(self, pid: int, name: str, price: str, code: str | None = None, active: bool = True) -> None:
+        self.products[pid] = {"ID": str(pid), "NAME": name, "CODE": code, "PRICE": price, "CURRENCY_ID": "RUB",
+                              "ACTIVE": "Y" if active else "N", "MEASURE": 9, "TIMESTAMP_X": self.stamp(),
+                              "DATE_CREATE": self.stamp()}
+
+    def deal(self, did: int, contact: int | None, created: datetime, rows: list[tuple[int, str, str]],
+             semantic: str = "P") -> None:
+        """rows: (product id or 0, quantity, price); the row's name comes from the product."""
+        self.deals[did] = {"ID": str(did), "TITLE": f"Заказ {did}", "CONTACT_ID": str(contact) if contact else None,
+                           "DATE_CREATE": created.astimezone(PORTAL_TZ).isoformat(), "DATE_MODIFY": self.stamp(),
+                           "STAGE_ID": "WON" if semantic == "S" else "LOSE" if semantic == "F" else "NEW",
+                           "STAGE_SEMANTIC_ID": semantic}
+        self.rows[did] = [{"ID": str(did * 100 + n), "OWNER_ID": str(did), "OWNER_TYPE": "D", "PRODUCT_ID": pid,
+                           "PRODUCT_NAME": self.products.get(pid, {}).get("NAME", "Доставка"), "PRICE": price,
+                           "QUANTITY": qty, "MEASURE_CODE": 796, "MEASURE_NAME": "шт"}
+                          for n, (pid, qty, price) in enumerate(rows)]
+
+    def touch(self, table: dict[int, dict[str, Any]], rid: int, **changes: Any) -> None:
+        stamp = "TIMESTAMP_X" if table is self.products else "DATE_MODIFY"
+        table[rid].update(changes, **{stamp: self.stamp()})
+
+    def asked(self, method: str) -> list[dict[str, Any]]:
+        return [p for m, p, _ in self.served if m == method]
+
+    def records_served(self, method: str) -> int:
+        return sum(n for m, _, n in self.served if m == method)
+
+
+def add_reads(fake: FakeBitrix24, portal: Portal) -> None:
+    """Serve ``portal`` through the fake's list methods and ``batch``."""
+    tables = {"crm.contact.list": portal.contacts, "crm.product.list": portal.products, "crm.deal.list": portal.deals}
+    for method, table in tables.items():
+        fake.reads[method] = _list_handler(fake, portal, method, table)
+    fake.reads["crm.deal.productrows.get"] = _rows_handler(fake, portal)
+    fake.reads["batch"] = _batch_handler(fake, portal)
+
+
+def _answer(fake: FakeBitrix24, portal: Portal, method: str, params: dict[str, Any], body: dict[str, Any],
+            records: int) -> web.Response:
+    portal.served.append((method, params, records))
+    fake.log.append((method, params))
+    stamp = portal.stamp()
+    return web.json_response({**body, "time": {"start": time.time(), "finish": time.time(), "duration": 0.01,
+                                               "processing": 0.005, "date_start": stamp, "date_finish": stamp}})
+
+
+def _refuse_read(fake: FakeBitrix24, portal: Portal, method: str, params: dict[str, Any]) -> web.Response | None:
+    if portal.before_read is not None:
+        portal.before_read(method, params)
+    if fake._status is not None:  # set by before_read
+        fake.refused.append((method, f"HTTP {fake._status}"))
+        return web.Response(status=fake._status, text="<html>Service Unavailable</html>")
+    if portal.throttle_next > 0:
+        portal.throttle_next -= 1
+        return fake._error(method, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+    return None
+
+
+def _matches(record: dict[str, Any], filters: dict[str, Any]) -> bool:
+    for key, wanted in filters.items():
+        op = next((o for o in (">=", "<=", ">", "<", "!=", "=") if key.startswith(o)), "=")
+        name = key[len(op):] if key.startswith(op) else key
+        value = record.get(name)
+        if name.startswith("DATE") or name == "TIMESTAMP_X":
+            value, wanted = datetime.fromisoformat(str(value)), datetime.fromisoformat(str(wanted))
+        elif name == "ID":
+            value, wanted = int(value), int(wanted)
+        ok = {">=": value >= wanted, "<=": value <= wanted, ">": value > wanted, "<": value < wanted,
+              "!=": value != wanted, "=": value == wanted}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _list_handler(fake: FakeBitrix24, portal: Portal, method: str, table: dict[int, dict[str, Any]]) -> Any:
+    async def handle(params: dict[str, Any]) -> Any:
+        refused = _refuse_read(fake, portal, method, params)
+        if refused is not None:
+            return refused
+        filters = params.get("filter") or {}
+        try:
+            found = [r for r in table.values() if _matches(r, filters)]
+            start = int(params.get("start") or 0)
+        except (TypeError, ValueError):
+            return fake._error(method, 400, "INVALID_ARG_VALUE", "Invalid filter or start")
+        order = params.get("order") or {"ID": "ASC"}
+        for name, direction in reversed(list(order.items())):
+            found.sort(key=lambda r, n=name: int(r[n]) if n == "ID" else str(r.get(n)),
+                       reverse=str(direction).upper() == "DESC")
+        select = params.get("select") or []
+        page = found[start:start + PAGE]
+        if select:
+            page = [{k: v for k, v in r.items() if k in select or k == "ID"} for r in page]
+        body: dict[str, Any] = {"result": page, "total": len(found)}
+        if start + PAGE < len(found):
+            body["next"] = start + PAGE
+        return _answer(fake, portal, method, params, body, len(page))
+
+    return handle
+
+
+def _rows_of(portal: Portal, deal_id: Any) -> list[dict[str, Any]] | None:
+    try:
+        key = int(deal_id)
+    except (TypeError, ValueError):
+        return None
+    return portal.rows.get(key) if key in portal.deals else None
+
+
+def _rows_handler(fake: FakeBitrix24, portal: Portal) -> Any:
+    async def handle(params: dict[str, Any]) -> Any:
+        method = "crm.deal.productrows.get"
+        refused = _refuse_read(fake, portal, method, params)
+        if refused is not None:
+            return refused
+        rows = _rows_of(portal, params.get("id"))
+        if rows is None:
+            return fake._error(method, 400, "ERROR_CORE", "Not found")
+        return _answer(fake, portal, method, params, {"result": rows}, len(rows))
+
+    return handle
+
+
+def _batch_handler(fake: FakeBitrix24, portal: Portal) -> Any:
+    async def handle(params: dict[str, Any]) -> Any:
+        refused = _refuse_read(fake, portal, "batch", params)
+        if refused is not None:
+            return refused
+        cmd = params.get("cmd") or {}
+        if len(cmd) > 50:
+            return fake._error("batch", 400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
+        result: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        served = 0
+        for key, line in cmd.items():
+            name, _, query = str(line).partition("?")
+            args = dict(parse_qsl(query))
+            if name.lower() != "crm.deal.productrows.get":
+                errors[key] = {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}
+                continue
+            rows = _rows_of(portal, args.get("id"))
+            if rows is None:
+                errors[key] = {"error": "ERROR_CORE", "error_description": "Not found"}
+                continue
+            result[key] = rows
+            served += len(rows)
+        return _answer(fake, portal, "batch", params, {"result": {
+            "result": result, "result_error": errors or [], "result_total": [], "result_next": [],
+            "result_time": {}}}, served)
+
+    return handle

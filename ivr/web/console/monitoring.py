@@ -323,6 +323,8 @@ async def healthz(request: web.Request) -> web.Response:
         "ami": {"ok": ami_ok, "status": ami_status, "last_error": (ami or {}).get("last_error")},
         "worker": health.get("worker"),
         "crm": await _crm_backlog(deps) if db_ok else None,
+        # The pull from a CRM: last run, its failure line, each entity's cursor (null: not configured).
+        "sync": health.get("sync"),
     }
     response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
     response.headers["Cache-Control"] = "no-store"
