@@ -312,7 +312,9 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         targets = list(seams.crm_targets) if seams.crm_targets is not None else build_targets(settings)
     except ValueError as exc:  # a target's URL or secret is malformed (the message holds no secret)
         raise StartupError(f"crm: {exc}") from exc
-    records = build_record_writer(settings, store, outbox_routing(targets))
+    routing = outbox_routing(targets)
+    store.route_outbox(routing)  # operators' orders and corrections enqueue with their own change
+    records = build_record_writer(settings, store, routing)
     records.start()  # replays a spool a previous run left behind
     # Written, or spooled for the next start; after every producer below has stopped.
     resources.push_async_callback(records.drain, settings.call_records.write_timeout)

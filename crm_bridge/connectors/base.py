@@ -36,6 +36,10 @@ class Refused(DeliveryError):
     pass
 
 
+async def _nothing(_key: str) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class DeliveryContext:
     """What a target may look up while delivering (read-only, from our store)."""
@@ -43,6 +47,8 @@ class DeliveryContext:
     call: Callable[[str], Awaitable[CallView | None]]  # the call row as it stands now
     # What this target answered to an earlier event of the call: (call_id, kind) -> remote ref.
     remote_ref: Callable[[str, str], Awaitable[str | None]]
+    # What it answered to the first event of a subject ("order:<id>" -> the deal's id), if any.
+    subject_ref: Callable[[str], Awaitable[str | None]] = _nothing
 
 
 class Target(Protocol):

@@ -7,8 +7,9 @@ commits, so no other worker takes them while the delivery runs; a worker that di
 leaves its rows to be taken again when the lease runs out (at least once; see the README).
 
 Order per call: a row is due only when no *earlier* row (occurred_at, then id) of the same call
-and target is still pending, leased or not. A dead row does not hold the call back (else one
-refused event would block its call for ever); an admin's retry puts it back in line.
+(or the same subject, ``order:<id>``) and target is still pending, leased or not. A dead row does
+not hold the call back (else one refused event would block its call for ever); an admin's retry
+puts it back in line.
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ def _item(row: Any) -> OutboxItem:
         id=row.id, event_id=row.event_id, target=row.target, kind=row.kind, call_id=row.call_id,
         occurred_at=row.occurred_at, payload=dict(row.payload or {}), state=row.state, attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, last_error=row.last_error, remote_ref=row.remote_ref,
-        created_at=row.created_at, delivered_at=row.delivered_at,
+        created_at=row.created_at, delivered_at=row.delivered_at, subject=row.subject,
     )
 
 
 def _due(target: str, now: datetime) -> Any:
     o, e = OUTBOX.c, _EARLIER.c
+    # The same call, or the same subject (an order's change waits for its creation, made in a call
+    # or in the console); NULL equals nothing, so rows without either are never held back.
     earlier_pending = exists().where(
-        e.target == o.target, e.call_id == o.call_id, e.state == PENDING,
+        e.target == o.target, or_(e.call_id == o.call_id, e.subject == o.subject), e.state == PENDING,
         or_(e.occurred_at < o.occurred_at, and_(e.occurred_at == o.occurred_at, e.id < o.id)),
     )
     return and_(o.target == target, o.state == PENDING, o.next_attempt_at <= now, ~earlier_pending)
@@ -144,6 +147,20 @@ class OutboxStore:
             )).all()
         return ({call.call_id: call_view(call, customer) for call, customer in rows},
                 {(call_id, kind): ref for call_id, kind, ref in refs})
+
+    async def subject_refs(self, target: str, subjects: Sequence[str]) -> dict[str, str]:
+        """What ``target`` answered to the first delivered event of each subject that answered
+        anything (an order's deal id), in one read for a claimed batch."""
+        if not subjects:
+            return {}
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(OUTBOX.c.subject, OUTBOX.c.remote_ref).where(
+                    OUTBOX.c.target == target, OUTBOX.c.subject.in_(sorted(set(subjects))),
+                    OUTBOX.c.state == DELIVERED, OUTBOX.c.remote_ref.is_not(None),
+                ).order_by(OUTBOX.c.id.desc())  # the first delivered wins below
+            )).all()
+        return {subject: ref for subject, ref in rows}
 
     async def dead_letters(self, limit: int = 200) -> list[OutboxItem]:
         async with self.sessions() as session:

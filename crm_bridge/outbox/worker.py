@@ -75,6 +75,7 @@ class DeliveryWorker:
     async def context(self, target: str, items: Sequence[OutboxItem]) -> DeliveryContext:
         """What the batch's deliveries may look up, read once for the whole batch."""
         calls, refs = await self.store.batch_context(target, [i.call_id for i in items if i.call_id])
+        subjects = await self.store.subject_refs(target, [i.subject for i in items if i.subject])
 
         async def call(call_id: str) -> CallView | None:
             return calls.get(call_id)
@@ -82,7 +83,10 @@ class DeliveryWorker:
         async def remote_ref(call_id: str, kind: str) -> str | None:
             return refs.get((call_id, kind))
 
-        return DeliveryContext(call=call, remote_ref=remote_ref)
+        async def subject_ref(subject: str) -> str | None:
+            return subjects.get(subject)
+
+        return DeliveryContext(call=call, remote_ref=remote_ref, subject_ref=subject_ref)
 
     # --- the loop -------------------------------------------------------------------------------
 
