@@ -18,8 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.call_log import CallLog
-from crm_bridge.connectors.base import Target
 from crm_bridge.connectors.amocrm import AmoCrmTarget, LeadSettings
+from crm_bridge.connectors.base import Target
 from crm_bridge.connectors.bitrix24 import Bitrix24Target, DealSettings
 from crm_bridge.connectors.recording_links import RecordingLinks
 from crm_bridge.connectors.webhook import WebhookTarget
