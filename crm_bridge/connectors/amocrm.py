@@ -45,7 +45,7 @@ address is the base URL.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -105,8 +105,10 @@ class AmoCrmTarget:
         self.kinds = frozenset(kinds)
         self._scrub = Scrubber([token])
         self._http = HttpClient(timeout, self._scrub)
+        self._pace: Callable[[], Awaitable[None]] = DeliveryContext.pace
 
     async def deliver(self, item: OutboxItem, context: DeliveryContext) -> str | None:
+        self._pace = context.pace  # the worker delivers one row at a time per target
         if item.kind in ORDER_KINDS and self._leads is not None:
             return await self._order(item, context, self._leads)
         if item.kind == self._finish_on and item.call_id is not None:
@@ -224,6 +226,7 @@ class AmoCrmTarget:
         if body is not None:
             raw = json.dumps(body, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
+        await self._pace()
         answer = await self._http.request(method, f"{self._base}{path}", raw, headers)
         if 200 <= answer.status < 300:
             return answer

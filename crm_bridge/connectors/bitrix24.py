@@ -51,7 +51,7 @@ yet (a sidecar file only); it is a branch here once transcripts are events.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -122,8 +122,10 @@ class Bitrix24Target:
         self.kinds = frozenset(kinds)
         self._scrub = Scrubber([webhook_url, self._base, webhook_url.rstrip("/").rsplit("/", 1)[-1]])
         self._http = HttpClient(timeout, self._scrub)
+        self._pace: Callable[[], Awaitable[None]] = DeliveryContext.pace
 
     async def deliver(self, item: OutboxItem, context: DeliveryContext) -> str | None:
+        self._pace = context.pace  # the worker delivers one row at a time per target
         if item.kind in ORDER_KINDS and self._deals is not None:
             return await self._order(item, context, self._deals)
         if item.call_id is None:
@@ -232,6 +234,7 @@ class Bitrix24Target:
         return int(ids[0]) if ids else None
 
     async def _call(self, method: str, params: Mapping[str, Any]) -> Any:
+        await self._pace()
         answer = await self._http.post(f"{self._base}{method}.json", json.dumps(params).encode(),
                                        {"Content-Type": "application/json"})
         try:
