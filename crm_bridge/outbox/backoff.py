@@ -42,7 +42,7 @@ class TokenBucket:
         client on the same webhook, a clock of its own, a rate set too high). Halve the rate and
         start from an empty bucket; a delivery with several requests (an order's deal) would
         otherwise meet the limit at the same request of every attempt, for ever."""
-        self.rate = max(self.ceiling / 64, self.rate / 2)
+        self.rate = max(0.05, self.rate / 2)
         self._tokens = 0.0
 
     def recover(self) -> None:
