@@ -149,3 +149,40 @@ async def test_a_call_from_a_number_no_card_owns_is_delivered_and_said_once(stor
         await drain(worker, clock)
     assert amocrm.calls == [] and len(amocrm.unmatched) == 1
     assert [e["event"] for e in logs if e["event"] == "crm.amocrm_call_unmatched"] == ["crm.amocrm_call_unmatched"]
+
+
+async def test_three_targets_one_of_them_down_the_call_goes_on_and_the_others_get_everything(
+        store, prompts_dir, amocrm, bitrix, webhook) -> None:
+    await load_demo_data(store.sessions)
+    await amocrm.stop()  # amoCRM unreachable for the whole call
+    settings = harness_settings(
+        database_url(store), prompts_dir,
+        crm={"targets": ["webhook", "bitrix24", "amocrm"], "retry_min": 30.0, "retry_max": 60.0,
+             "poll_interval": 0.05, "request_timeout": 2.0},
+        crm_webhook={"url": webhook.url, "secret": webhook.secret},
+        crm_bitrix24={"webhook_url": bitrix.webhook_url},
+        crm_amocrm={"base_url": amocrm.base_url, "token": amocrm.token},
+    )
+    service = await start_service(settings, migrate=False, seams=Seams(strict_events=True))
+    harness = CallHarness(service=service, store=service.store, prompts_dir=prompts_dir)
+    try:
+        with capture_logs() as logs:
+            fake = await harness.call("+79161234567", ["1"])
+            assert fake.variables["IVR_RESULT"] == "done"  # the robot took the order as ever
+            outbox = harness.service.outbox
+            assert outbox is not None
+
+            async def others_delivered() -> bool:
+                items = await outbox.store.items()
+                return all(i.state == OutboxState.DELIVERED for i in items if i.target != "amocrm") and \
+                    any(i.target == "amocrm" and i.attempts >= 1 for i in items)
+
+            await wait_for(others_delivered, timeout=30)
+        assert len(bitrix.calls) == 1 and len(bitrix.deals) == 1
+        assert {e["kind"] for e in webhook.received} >= {"call.started", "order.created", "call.ended"}
+        amo_rows = [i for i in await outbox.store.items() if i.target == "amocrm"]
+        assert {i.kind for i in amo_rows} == {"order.created", "call.ended"}
+        assert all(i.state == OutboxState.PENDING for i in amo_rows)  # waiting for its backoff, not lost
+        assert amocrm.token not in repr(logs) + repr(amo_rows)
+    finally:
+        await harness.stop()
