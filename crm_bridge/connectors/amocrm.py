@@ -16,8 +16,8 @@ place, 3 = nobody served the caller; ``uniq`` makes the call the same one on amo
 Orders as leads (deals), ``leads`` configured; an order's events share the outbox subject
 ``order:<id>``, so a change waits for the creation and finds the lead's id on its row:
 
-- ``order.created``: ``GET /api/v4/leads?query=<order id>`` (a lead an unanswered attempt made is
-  reused, never a second one; 204 = none), ``GET /api/v4/contacts?query=<the caller's number>``
+- ``order.created``: on a retry ``GET /api/v4/leads?query=<order id>`` (a lead an unanswered attempt
+  made is reused, never a second one; 204 = none), ``GET /api/v4/contacts?query=<the caller's number>``
   (204 = none), ``POST /api/v4/leads`` ``[{"name": "Заказ A-1001", "price", "pipeline_id",
   "status_id", "responsible_user_id", "_embedded": {"contacts": [{"id"}], "tags": [{"name": "ivr"}]}}]``
   → ``_embedded.leads[0].id``, then ``POST /api/v4/leads/{id}/notes``
@@ -55,7 +55,7 @@ from urllib.parse import quote
 import structlog
 
 from crm_bridge.connectors.base import DeliveryContext, Refused, Retry, Throttled
-from crm_bridge.connectors.bitrix24 import ANSWERED, status_code
+from crm_bridge.connectors.bitrix24 import ANSWERED, first_attempt, status_code
 from crm_bridge.connectors.http import Answer, HttpClient
 from crm_bridge.connectors.recording_links import RecordingLinks
 from crm_bridge.connectors.secrets import Scrubber, scrub_url
@@ -165,8 +165,8 @@ class AmoCrmTarget:
             raise Refused(f"{item.kind} without order_id")
         title = f"Заказ {order_id}"
         if item.kind == EventKind.ORDER_CREATED:
-            # Looked up first: an attempt whose answer was lost may have made the lead already.
-            lead = await self._lead_named(title)
+            # Looked up on a retry: an attempt whose answer was lost may have made the lead already.
+            lead = None if first_attempt(item) else await self._lead_named(title)
             if lead is None:
                 entry: dict[str, Any] = {"name": title, "price": _whole(data.get("total")),
                                          "_embedded": {"tags": [{"name": TAG}]}}

@@ -19,8 +19,8 @@ Orders as deals (``deals`` configured; each order's events share the outbox subj
 ``order:<id>``, so a change waits for the creation and finds its deal):
 
 ==================  =====================================================================================
-order.created       ``crm.deal.list`` (filter ORIGINATOR_ID=ivr, ORIGIN_ID=<order>: a deal an earlier,
-                    unanswered attempt made is reused, never a second one), ``crm.duplicate.findbycomm``
+order.created       ``crm.deal.list`` on a retry (filter ORIGINATOR_ID=ivr, ORIGIN_ID=<order>: a deal an
+                    earlier, unanswered attempt made is reused, never a second one), ``crm.duplicate.findbycomm``
                     (the call's number → CONTACT_ID), ``crm.deal.add`` (TITLE, STAGE_ID, CATEGORY_ID,
                     OPPORTUNITY, CURRENCY_ID=RUB, CONTACT_ID, ASSIGNED_BY_ID, ORIGINATOR_ID, ORIGIN_ID;
                     ``params.REGISTER_SONET_EVENT=N``; result: the deal's id), then
@@ -184,9 +184,9 @@ class Bitrix24Target:
         if not order_id:
             raise Refused(f"{item.kind} without order_id")
         if item.kind == EventKind.ORDER_CREATED:
-            # Looked up first: an attempt whose answer was lost (or whose product rows failed) may
-            # have made the deal already, and a second deal for one order is worse than a request.
-            deal = await self._deal_of(order_id)
+            # Looked up on a retry: an attempt whose answer was lost (or whose product rows failed)
+            # may have made the deal already, and a second deal for one order is worse than a request.
+            deal = None if first_attempt(item) else await self._deal_of(order_id)
             if deal is None:
                 fields: dict[str, Any] = {
                     "TITLE": f"Заказ {order_id}", "STAGE_ID": deals.stage, "OPPORTUNITY": str(data.get("total") or "0"),
@@ -256,6 +256,12 @@ class Bitrix24Target:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def first_attempt(item: OutboxItem) -> bool:
+    """No request was ever sent for this row: claimed once, never failed, throttled or leased out by
+    a worker that died (a re-claim counts a second attempt; a failure leaves its error)."""
+    return item.attempts <= 1 and item.last_error is None
 
 
 def product_rows(lines: Sequence[Any]) -> list[dict[str, Any]]:

@@ -65,6 +65,7 @@ class FakeBitrix24:
     calls: dict[str, FakeCall] = field(default_factory=dict)
     deals: dict[int, FakeDeal] = field(default_factory=dict)
     contacts: dict[str, int] = field(default_factory=dict)  # phone -> contact id (crm.duplicate.findbycomm)
+    _lost_answers: dict[str, int] = field(default_factory=dict)  # method -> status (fail_once)
     log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # executed: (method, params)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (method, error code or HTTP status)
     port: int = 0
@@ -141,6 +142,9 @@ class FakeBitrix24:
         if isinstance(result, web.Response):
             return result
         self.log.append((method, params))
+        lost = self._lost_answers.pop(method.lower(), None)
+        if lost is not None:  # done, but the caller never hears it
+            return web.Response(status=lost, text="<html>Internal Server Error</html>")
         finish = time.time()
         return web.json_response({"result": result, "time": {"start": start, "finish": finish,
                                                              "duration": finish - start}})
@@ -212,6 +216,10 @@ class FakeBitrix24:
             "crm.deal.list": self._deal_list,
             "crm.duplicate.findbycomm": self._find_by_comm,
         }
+
+    def fail_once(self, method: str, status: int = 500) -> None:
+        """The next call of ``method`` is executed, but its answer is lost: ``status`` instead."""
+        self._lost_answers[method.lower()] = status
 
     def deal_methods(self) -> list[str]:
         return [m for m in self.methods() if m.startswith("crm.")]
