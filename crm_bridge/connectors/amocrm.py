@@ -273,7 +273,7 @@ def _problem(answer: Answer) -> str:
     for request in body.get("validation-errors") or []:
         for error in (request.get("errors") or []) if isinstance(request, dict) else []:
             if isinstance(error, dict):
-                words.append(f"{error.get('path')}: {error.get('code')}")
+                words.append(f"{error.get('path')}: {error.get('code')} ({error.get('detail') or ''})")
     return " ".join(w for w in words if w)
 
 

@@ -51,6 +51,7 @@ class FakeAmoCrm:
     log: list[str] = field(default_factory=list)  # executed "METHOD /path"
     refused: list[tuple[str, int]] = field(default_factory=list)  # ("METHOD /path", status)
     port: int = 0
+    leaky: bool = False  # errors quote the request's Authorization header (a careless proxy does)
     _status: int | None = None
     _revoked: bool = False
     _tokens: float = 0.0
@@ -102,6 +103,9 @@ class FakeAmoCrm:
         return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json")
 
     def _invalid(self, what: str, errors: list[tuple[int, str, str, str]]) -> web.Response:
+        if self.leaky:
+            errors = [(i, code, path, f"{detail} (Authorization: Bearer {self.token})")
+                      for i, code, path, detail in errors]
         by_request: dict[str, list[dict[str, str]]] = {}
         for index, code, path, detail in errors:
             by_request.setdefault(str(index), []).append({"code": code, "path": path, "detail": detail})

@@ -17,8 +17,10 @@ from crm_bridge.contract.crm import OutboxState
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
 from crm_bridge.models import Call
+from crm_bridge.outbox.store import OutboxStore
 from ivr.app import Seams, start_service
 from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
+from tests.console.conftest import PASSWORD, add_role_users, login, make_console_app, start_client
 from tests.crm.fake_amocrm import FakeAmoCrm
 from tests.crm.rig import Clock, drain, enqueue, make_worker, start_of
 from tests.crm.test_bitrix24_calls import LINK_SECRET, all_delivered, free_port
@@ -186,3 +188,27 @@ async def test_three_targets_one_of_them_down_the_call_goes_on_and_the_others_ge
         assert amocrm.token not in repr(logs) + repr(amo_rows)
     finally:
         await harness.stop()
+
+
+async def test_the_token_quoted_back_by_the_crm_never_reaches_the_console(store, amocrm) -> None:
+    amocrm.leaky = True
+    target = amo_target(amocrm)
+    await one_call(store, target)
+    async with store.sessions() as session:  # no number: a 400 whose detail quotes our header
+        await session.execute(update(Call).where(Call.call_id == "c1").values(normalized_number=None,
+                                                                              caller_number=None))
+        await session.commit()
+    worker = make_worker(store, [target], Clock())
+    await worker.run_once("amocrm")
+    await worker.stop()
+    [dead] = await worker.store.dead_letters()
+    assert "Bearer ***" in (dead.last_error or "") and amocrm.token not in (dead.last_error or "")
+    app = make_console_app(store, outbox=OutboxStore(store.sessions))
+    await add_role_users(app)
+    client = await start_client(app)
+    try:
+        await login(client, "adm1", PASSWORD)
+        page = await (await client.get("/admin/crm")).text()
+        assert "amocrm" in page and "HTTP 400" in page and amocrm.token not in page
+    finally:
+        await client.close()

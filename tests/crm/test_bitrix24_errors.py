@@ -106,6 +106,8 @@ async def test_a_deal_whose_answer_was_lost_is_found_again_never_made_twice(stor
     [deal] = bitrix.deals.values()
     assert deal.fields["ORIGIN_ID"] == "A-7" and deal.fields["TITLE"] == "Заказ A-7"
     assert deal.rows == [{"PRODUCT_NAME": "бутылка воды 19 л", "PRICE": "350.00", "QUANTITY": 3}]
-    assert bitrix.deal_methods() == ["crm.deal.add", "crm.deal.list", "crm.deal.productrows.set"]
+    methods = bitrix.deal_methods()  # (the portal's 2/s may turn a lookup away: it is asked again)
+    assert methods[0] == "crm.deal.add" and methods.count("crm.deal.add") == 1
+    assert methods[-1] == "crm.deal.productrows.set" and "crm.deal.list" in methods
     [row] = await worker.store.items()
     assert (row.state, row.remote_ref) == (OutboxState.DELIVERED, str(deal.id))
