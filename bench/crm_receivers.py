@@ -1,6 +1,7 @@
 """CRM receivers for bench/agi_load.py ``--crm``: a webhook that takes everything (204), a Bitrix24
-portal that answers register/finish/attachRecord at once, and a port where nothing listens (the
-target that is down). They run on a thread of their own, with their own event loop, so the load
+portal that answers register/finish/attachRecord and the deal methods (orders as deals) at once, and
+a port where nothing listens: the amoCRM account that is down (the real amoCRM connector, calls and
+leads). They run on a thread of their own, with their own event loop, so the load
 generator's loop measures the server and nothing else.
 
 The server under test builds its targets from ``IVR_BENCH_CRM_TARGETS`` (JSON, ``targets_json``).
@@ -62,21 +63,30 @@ class Receivers:
     async def _bitrix(self, request: web.Request) -> web.Response:
         await request.read()
         self.hits["bitrix24"] += 1
-        return web.json_response({"result": {"CALL_ID": f"externalCall.{uuid.uuid4().hex}"}, "time": {}})
+        method = request.match_info["method"].removesuffix(".json").lower()
+        result: Any = {"CALL_ID": f"externalCall.{uuid.uuid4().hex}"}
+        if method == "crm.deal.add":
+            result = self.hits["bitrix24"]
+        elif method in ("crm.deal.list", "crm.duplicate.findbycomm"):
+            result = []
+        elif method.startswith("crm."):
+            result = True
+        return web.json_response({"result": result, "time": {}})
 
     def targets_json(self) -> str:
-        """Three targets: the webhook and Bitrix24 up, a second webhook down (connection refused)."""
+        """Three targets: the webhook and Bitrix24 (calls and deals) up, amoCRM down (connection refused)."""
         base = f"http://127.0.0.1:{self.port}"
         return json.dumps([
             {"kind": "webhook", "name": "webhook", "url": f"{base}/hook"},
             {"kind": "bitrix24", "name": "bitrix24", "url": f"{base}/rest/1/benchtoken/"},
-            {"kind": "webhook", "name": "webhook-down", "url": f"http://127.0.0.1:{self.down_port}/hook"},
+            {"kind": "amocrm", "name": "amocrm", "url": f"http://127.0.0.1:{self.down_port}"},
         ])
 
 
 def build_targets(spec: str) -> tuple[Any, ...]:
     """The server side: the targets ``targets_json`` describes (the real connector classes)."""
-    from crm_bridge.connectors.bitrix24 import Bitrix24Target
+    from crm_bridge.connectors.amocrm import AmoCrmTarget, LeadSettings
+    from crm_bridge.connectors.bitrix24 import Bitrix24Target, DealSettings
     from crm_bridge.connectors.webhook import WebhookTarget
     from crm_bridge.contract.crm import EXPORTED
 
@@ -85,8 +95,12 @@ def build_targets(spec: str) -> tuple[Any, ...]:
     for t in json.loads(spec):
         if t["kind"] == "webhook":
             out.append(WebhookTarget(t["name"], t["url"], SECRET, kinds=every, rate=1000, burst=100, timeout=5))
+        elif t["kind"] == "amocrm":
+            out.append(AmoCrmTarget(t["name"], t["url"], SECRET, source="bench", default_user=0, users={},
+                                    finish_on="call.ended", links=None, leads=LeadSettings(), rate=1000, burst=100,
+                                    timeout=5))
         else:
             out.append(Bitrix24Target(t["name"], t["url"], default_user=1, users={}, crm_create=True,
                                       line_number="", finish_on="call.ended", links=None, rate=1000, burst=100,
-                                      timeout=5))
+                                      timeout=5, deals=DealSettings()))
     return tuple(out)

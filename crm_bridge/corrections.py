@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
+from crm_bridge.call_log import TimelineRecord
 from crm_bridge.contract.events import EventKind
 from crm_bridge.delivery import DeliveryRules, change_deadline
 from crm_bridge.dto import CallbackTaskView, CustomerView, OrderLineView, OrderView
@@ -39,7 +40,7 @@ from crm_bridge.models import Customer, Order, Phone, TimelineEvent, as_utc
 from crm_bridge.money import money, vat_split
 from crm_bridge.phones import normalize_phone
 from crm_bridge.pricing import positive_lines, priced
-from crm_bridge.views import callback_task_view, customer_view, line_view, order_view
+from crm_bridge.views import callback_task_view, customer_view, line_payload, line_view, order_view
 
 log = structlog.get_logger(__name__)
 
@@ -67,8 +68,8 @@ def _event(kind: EventKind, at: datetime, customer_id: str | None, data: dict[st
     return TimelineEvent(at=at, call_id=call_id, customer_id=customer_id, kind=kind.value, data=data)
 
 
-def _line_dicts(lines: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"sku": line.sku, "quantity": line.quantity} for line in lines]
+def _line_dicts(lines: Sequence[OrderLineView]) -> list[dict[str, Any]]:
+    return [line_payload(line) for line in lines]
 
 
 class Corrections:
@@ -78,6 +79,16 @@ class Corrections:
     _tz: ZoneInfo
     if TYPE_CHECKING:
         def _unit(self, *, write: bool = False) -> AbstractAsyncContextManager[AsyncSession]: ...
+        async def _enqueue(self, conn: Any, record: TimelineRecord) -> None: ...
+
+    async def _order_event(self, session: AsyncSession, kind: EventKind, at: datetime, customer_id: str,
+                           data: dict[str, Any]) -> None:
+        """The order's timeline event and, with CRM targets, its outbox rows: one transaction."""
+        record = TimelineRecord(at=at, call_id=None, customer_id=customer_id, kind=kind.value, data=data)
+        repo.add_event(session, TimelineEvent(at=at, call_id=None, customer_id=customer_id, kind=kind.value,
+                                              data=data, event_uid=record.uid))
+        await session.flush()
+        await self._enqueue(session, record)
 
     # --- deadlines ------------------------------------------------------------------------------
 
@@ -249,12 +260,11 @@ class Corrections:
             order.changed_at, order.changed_by, order.change_reason = at, by, why
             if invoice is not None:
                 invoice.status = "cancelled"
-            repo.add_event(session, _event(EventKind.ORDER_CANCELLED, at, customer_id, {
+            await self._order_event(session, EventKind.ORDER_CANCELLED, at, customer_id, {
                 "order_id": order.order_id, "by": by, "reason": why, "total": str(order.total),
                 "invoice": invoice.number if invoice is not None else None,
                 "delivery_date": order.delivery_date.isoformat() if order.delivery_date else None,
-            }, call_id=None))
-            await session.flush()
+            })
             lines = (await repo.lines_of_orders(session, [order.id])).get(order.id, [])
             view = order_view(order, customer_id, [line_view(line) for line in lines], invoice,
                               self.change_deadline(order.delivery_date))
@@ -305,13 +315,12 @@ class Corrections:
                 invoice.subtotal, invoice.vat_amount, invoice.total = subtotal, vat, payable
                 invoice.revision = order.revision
                 invoice.issued_at = at
-            repo.add_event(session, _event(EventKind.ORDER_CHANGED, at, customer_id, {
+            await self._order_event(session, EventKind.ORDER_CHANGED, at, customer_id, {
                 "order_id": order.order_id, "by": by, "reason": why, "revision": order.revision,
                 "previous_total": str(previous_total), "total": str(total),
                 "invoice": invoice.number if invoice is not None else None,
                 "lines": _line_dicts(new_lines), "previous_lines": _line_dicts(before),
-            }))
-            await session.flush()
+            })
             view = order_view(order, customer_id, new_lines, invoice, self.change_deadline(order.delivery_date))
             await session.commit()
         log.info("order_changed", order_id=order_id, by=by, reason=why, revision=view.revision, total=str(total))

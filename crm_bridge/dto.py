@@ -226,3 +226,4 @@ class OutboxItem:
     remote_ref: str | None
     created_at: datetime
     delivered_at: datetime | None
+    subject: str | None = None  # "order:<id>" for an order's events (crm_bridge.outbox.routing.subject_of)

@@ -345,6 +345,7 @@ class OutboxRow(Base):
         UniqueConstraint("event_id", "target"),
         Index(None, "state", "next_attempt_at"),  # the worker's "what is due"
         Index(None, "call_id", "target"),  # "is an earlier event of this call still pending?"
+        Index(None, "subject", "target"),  # the same for the call's subject (an order), and its remote ref
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -352,6 +353,9 @@ class OutboxRow(Base):
     target: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(50))
     call_id: Mapped[str | None] = mapped_column(String(64))  # the ordering key
+    # What the event is about beyond its call (``order:<id>``, migration 0012): the second ordering
+    # key (an order's change waits for its creation), and where its remote ref (the deal) is found.
+    subject: Mapped[str | None] = mapped_column(String(80))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(10))  # crm_bridge.contract.crm.OutboxState

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy import insert, literal, select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -48,8 +49,9 @@ from crm_bridge.errors import (
     StoreUnavailable,
     UnknownCustomer,
 )
-from crm_bridge.models import CallbackTask, Customer, as_utc
+from crm_bridge.models import CallbackTask, Customer, OutboxRow, as_utc
 from crm_bridge.money import RUSSIAN_VAT_RATES, money, vat_rate_on, vat_split
+from crm_bridge.outbox.routing import OutboxRouting
 from crm_bridge.phones import normalize_phone
 from crm_bridge.pricing import positive_lines as _positive_lines
 from crm_bridge.pricing import priced as _priced
@@ -57,6 +59,7 @@ from crm_bridge.views import (
     call_view,
     callback_task_view,
     customer_view,
+    line_payload,
     line_view,
     order_view,
     product_view,
@@ -111,6 +114,48 @@ class CrmStore(Corrections):
         self._reads = engine if self._sqlite else autocommit(engine)
         self._writer_lock = sqlite_writer_lock(engine)
         self._call_log = CallLog(sessions)  # call ends, AMI updates, timeline rows (batch semantics)
+        # CRM targets (crm_bridge.outbox): an order placed or corrected outside a call's records
+        # (console, API) enqueues its event in its own transaction. None: nothing to enqueue.
+        self.outbox: OutboxRouting | None = None
+
+    def route_outbox(self, outbox: OutboxRouting | None) -> None:
+        """Enqueue the events the store writes itself (operators' orders, corrections) for these targets."""
+        self.outbox = outbox if outbox is not None and outbox.targets else None
+        self._call_log = CallLog(self.sessions, outbox=self.outbox)
+
+    def _wants(self, kind: EventKind) -> bool:
+        return self.outbox is not None and kind.value in self.outbox.kinds
+
+    async def _enqueue(self, conn: Any, record: TimelineRecord) -> None:
+        """The record's outbox rows, on the caller's connection or session: they commit with the change."""
+        if self.outbox is None:
+            return
+        rows = self.outbox.rows_for([record], datetime.now(UTC))
+        if rows:
+            await conn.execute(insert(OutboxRow.__table__), rows)
+
+    def _order_created_record(self, placed: PlacedOrder, call_id: str | None) -> TimelineRecord:
+        """``order.created`` of an order placed outside the robot (the robot's goes with its call's
+        records): an outbox row only, not a timeline row (the customer's timeline shows the order
+        itself, and the call statistics count the robot's orders)."""
+        order, invoice = placed.order, placed.invoice
+        return TimelineRecord(at=order.ordered_at, call_id=call_id, customer_id=order.customer_id,
+                              kind=EventKind.ORDER_CREATED.value, data={
+            "order_id": order.order_id, "invoice": invoice.number, "total": str(invoice.total), "replayed": False,
+            "delivery_date": order.delivery_date.isoformat() if order.delivery_date else None,
+            "lines": [line_payload(line) for line in order.lines]})
+
+    @asynccontextmanager
+    async def _order_connection(self, enqueue: bool) -> AsyncIterator[AsyncConnection]:
+        """The PostgreSQL order path's connection: autocommit, or one transaction when the order's
+        outbox row must commit with it (an operator's order with CRM targets)."""
+        if not enqueue:
+            async with self._connect() as conn:
+                yield conn
+            return
+        async with _store_errors(), self._engine.connect() as conn, conn.begin():
+            await conn.execute(select(literal(1)))  # BEGIN now: the direct statements run inside it
+            yield conn
 
     @asynccontextmanager
     async def _unit(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
@@ -234,9 +279,11 @@ class CrmStore(Corrections):
             raise EmptyOrder()
         ordered_at = as_utc(now) if now is not None else datetime.now(UTC)
         place = self._place_sqlite if self._sqlite else self._place_pg
+        # The robot's orders reach the CRM with their call's records; everyone else's from here.
+        enqueue = source != "ivr" and self._wants(EventKind.ORDER_CREATED)
 
         async def work() -> PlacedOrder:
-            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at)
+            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at, enqueue)
 
         placed = await self._retry_once("place_order", work)
         if placed.created:
@@ -290,16 +337,20 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None,
         ordered_at: datetime,
+        enqueue: bool = False,
     ) -> PlacedOrder:
         for _ in range(NUMBER_ATTEMPTS):
-            async with self._connect() as conn:
+            async with self._order_connection(enqueue) as conn:
                 known = await self._replay_or_draft(conn, key, customer_id, wanted, source, ordered_at)
                 if isinstance(known, PlacedOrder):
                     return known
                 customer_pk, draft = known
                 numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
                 if numbers is not None:
-                    return draft.placed(*numbers, call_id=call_id)
+                    placed = draft.placed(*numbers, call_id=call_id)
+                    if enqueue:
+                        await self._enqueue(conn, self._order_created_record(placed, call_id))
+                    return placed
                 # Nothing inserted: a concurrent duplicate of the key committed first (replay it,
                 # or refuse it when it asked for another order), or an import had taken the
                 # generated number (move the sequence on, try again).
@@ -318,6 +369,7 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None,
         ordered_at: datetime,
+        enqueue: bool = False,
     ) -> PlacedOrder:
         async with self._sqlite_write() as conn:
             known = await self._replay_or_draft(conn, key, customer_id, wanted, source, ordered_at)
@@ -331,7 +383,10 @@ class CrmStore(Corrections):
                 log.warning("order_number_taken_by_import", order_id=order_id)
             invoice_number = f"{draft.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
             await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
-        return draft.placed(order_id, invoice_number, call_id=call_id)
+            placed = draft.placed(order_id, invoice_number, call_id=call_id)
+            if enqueue:
+                await self._enqueue(conn, self._order_created_record(placed, call_id))
+        return placed
 
     async def _replay_or_draft(
         self, conn: AsyncConnection, key: str, customer_id: str, wanted: list[tuple[str, int]], source: str,

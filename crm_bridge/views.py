@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from crm_bridge import models as m
 from crm_bridge.contract.outcomes import CallFacts, facts_implying
@@ -43,6 +44,13 @@ def product_view(product: m.Product) -> ProductView:
         unit_en=product.unit_en,
         name_en=product.name_en,
     )
+
+
+def line_payload(line: OrderLineView) -> dict[str, Any]:
+    """An order line as the order events carry it (``order.created`` / ``order.changed`` ``lines``):
+    what a CRM's deal needs without reading our store (product rows: name, price, quantity)."""
+    return {"sku": line.sku, "quantity": line.quantity, "unit": line.unit, "name": line.name,
+            "price": str(line.unit_price)}
 
 
 def line_view(line: m.OrderLine, current: m.Product | None = None) -> OrderLineView:

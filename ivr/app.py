@@ -18,8 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.call_log import CallLog
+from crm_bridge.connectors.amocrm import AmoCrmTarget, LeadSettings
 from crm_bridge.connectors.base import Target
-from crm_bridge.connectors.bitrix24 import Bitrix24Target
+from crm_bridge.connectors.bitrix24 import Bitrix24Target, DealSettings
 from crm_bridge.connectors.recording_links import RecordingLinks
 from crm_bridge.connectors.webhook import WebhookTarget
 from crm_bridge.contract.crm import EXPORTED, TargetKind
@@ -132,6 +133,16 @@ def build_targets(settings: Settings) -> list[Target]:
                 name, b.webhook_url, default_user=b.default_user, users=b.users, crm_create=b.crm_create,
                 line_number=b.line_number, finish_on=finish_on.value, links=recording_links(settings),
                 rate=b.rate, burst=b.burst, timeout=c.request_timeout,
+                deals=DealSettings(b.deal_stage, b.deal_lost_stage, b.deal_category) if b.deals else None,
+            ))
+        elif name == TargetKind.AMOCRM:
+            a = settings.crm_amocrm
+            finish_on = EventKind.CALL_HUNGUP if settings.ami.enabled else EventKind.CALL_ENDED
+            targets.append(AmoCrmTarget(
+                name, a.base_url, a.token, source=a.source, default_user=a.default_user, users=a.users,
+                finish_on=finish_on.value, links=recording_links(settings),
+                leads=LeadSettings(a.pipeline_id, a.status_id, a.lost_status_id) if a.leads else None,
+                rate=a.rate, burst=a.burst, timeout=c.request_timeout,
             ))
         else:
             raise StartupError(f"crm.targets: unknown target {name!r} (known: {', '.join(TargetKind)})")
@@ -326,7 +337,9 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         targets = list(seams.crm_targets) if seams.crm_targets is not None else build_targets(settings)
     except ValueError as exc:  # a target's URL or secret is malformed (the message holds no secret)
         raise StartupError(f"crm: {exc}") from exc
-    records = build_record_writer(settings, store, outbox_routing(targets))
+    routing = outbox_routing(targets)
+    store.route_outbox(routing)  # operators' orders and corrections enqueue with their own change
+    records = build_record_writer(settings, store, routing)
     records.start()  # replays a spool a previous run left behind
     # Written, or spooled for the next start; after every producer below has stopped.
     resources.push_async_callback(records.drain, settings.call_records.write_timeout)

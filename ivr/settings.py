@@ -295,12 +295,26 @@ class CrmBitrix24Settings:
     line_number: str  # LINE_NUMBER of the register, empty: none
     rate: float  # Bitrix24 allows about 2 requests per second per webhook
     burst: int
+    # Orders as deals (crm.deal.add + product rows; changes and cancellations follow).
+    deals: bool
+    deal_stage: str  # STAGE_ID of a new deal ("NEW"; in another pipeline "C<id>:NEW")
+    deal_lost_stage: str  # STAGE_ID of a cancelled order's deal ("LOSE")
+    deal_category: int  # CATEGORY_ID, the pipeline; 0 = the main one
 
 
 @dataclass(frozen=True)
 class CrmAmocrmSettings:
-    base_url: str  # https://<account>.amocrm.ru (or .kommo.com)
-    token: str  # a long-lived token of a private integration (never logged or shown)
+    base_url: str  # https://<subdomain>.amocrm.ru (or .kommo.com)
+    token: str  # the private integration's long-lived token (a secret: scrubbed from every text)
+    source: str  # "source" of a call in amoCRM's call log
+    default_user: int  # amoCRM user id of a call without an operator (created_by / responsible); 0: none
+    users: dict[str, str]  # queue member interface -> amoCRM user id
+    leads: bool  # orders as leads (deals) with a note of their lines
+    pipeline_id: int  # 0: the account's main pipeline
+    status_id: int  # stage of a new lead; 0: the pipeline's first
+    lost_status_id: int  # stage of a cancelled order's lead (143 "Закрыто и не реализовано")
+    rate: float  # amoCRM allows 7 requests per second per integration
+    burst: int
 
 
 @dataclass(frozen=True)

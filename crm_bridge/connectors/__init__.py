@@ -5,8 +5,11 @@
 - ``secrets``: scrubbing a target's secrets out of every text that may be logged or shown;
 - ``recording_links``: the signed, expiring ``/r/<token>`` links a CRM fetches a recording from;
 - ``webhook``: a signed JSON POST per event (``webhook.schema.json`` is its contract);
-- ``bitrix24``: telephony.externalcall.register / finish / attachRecord through an incoming webhook.
+- ``bitrix24``: telephony.externalcall.register / finish / attachRecord through an incoming webhook,
+  and orders as deals (crm.deal.add / update, crm.deal.productrows.set);
+- ``amocrm``: amoCRM / Kommo with a long-lived token: the call log (POST /api/v4/calls) and orders
+  as leads with notes.
 
-A new target (amoCRM, deal events) is one more module that implements ``Target``, one more
-``TargetKind`` and one more branch in ``ivr.app.build_targets``.
+A new target is one more module that implements ``Target``, one more ``TargetKind`` and one more
+branch in ``ivr.app.build_targets``.
 """

@@ -36,6 +36,14 @@ class Refused(DeliveryError):
     pass
 
 
+async def _nothing(_key: str) -> str | None:
+    return None
+
+
+async def _go() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class DeliveryContext:
     """What a target may look up while delivering (read-only, from our store)."""
@@ -43,6 +51,10 @@ class DeliveryContext:
     call: Callable[[str], Awaitable[CallView | None]]  # the call row as it stands now
     # What this target answered to an earlier event of the call: (call_id, kind) -> remote ref.
     remote_ref: Callable[[str, str], Awaitable[str | None]]
+    # What it answered to the first event of a subject ("order:<id>" -> the deal's id), if any.
+    subject_ref: Callable[[str], Awaitable[str | None]] = _nothing
+    # Wait for the target's rate limit; called before every request the delivery makes.
+    pace: Callable[[], Awaitable[None]] = _go
 
 
 class Target(Protocol):
@@ -56,7 +68,8 @@ class Target(Protocol):
 
     async def deliver(self, item: OutboxItem, context: DeliveryContext) -> str | None:
         """Deliver one row; returns what later events of the call need (a remote id) or None.
-        Raises a ``DeliveryError`` (scrubbed) when it did not."""
+        Raises a ``DeliveryError`` (scrubbed) when it did not. Awaits ``context.pace()`` before
+        each request it sends (the target's rate limit)."""
         ...
 
     async def close(self) -> None: ...

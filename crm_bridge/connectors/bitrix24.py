@@ -15,6 +15,27 @@ recording.ready     ``telephony.externalCall.attachRecord``     CALL_ID, FILENAM
                                                                 expiring ``/r/<token>`` link of ours)
 ==================  ==========================================  =========================================
 
+Orders as deals (``deals`` configured; each order's events share the outbox subject
+``order:<id>``, so a change waits for the creation and finds its deal):
+
+==================  =====================================================================================
+order.created       ``crm.deal.list`` on a retry (filter ORIGINATOR_ID=ivr, ORIGIN_ID=<order>: a deal an
+                    earlier, unanswered attempt made is reused, never a second one), ``crm.duplicate.findbycomm``
+                    (the call's number → CONTACT_ID), ``crm.deal.add`` (TITLE, STAGE_ID, CATEGORY_ID,
+                    OPPORTUNITY, CURRENCY_ID=RUB, CONTACT_ID, ASSIGNED_BY_ID, ORIGINATOR_ID, ORIGIN_ID;
+                    ``params.REGISTER_SONET_EVENT=N``; result: the deal's id), then
+                    ``crm.deal.productrows.set`` (``id``, ``rows``: PRODUCT_NAME, PRICE, QUANTITY; the
+                    rows replace the deal's, and the portal recomputes OPPORTUNITY from them)
+order.changed       ``crm.deal.update`` (``id``, ``fields``: OPPORTUNITY, CURRENCY_ID) + productrows.set
+order.cancelled     ``crm.deal.update`` (``id``, ``fields``: STAGE_ID = the lost stage)
+==================  =====================================================================================
+
+Docs: https://dev.1c-bitrix.ru/rest_help/crm/cdeals/crm_deal_add.php, …/crm_deal_update.php,
+…/crm_deal_productrows_set.php, …/crm/auxiliary/duplicates/crm_duplicate_findbycomm.php (the incoming
+webhook needs the ``crm`` scope besides ``telephony``). The deal's id is the order.created row's
+``remote_ref``; a change of an order whose creation never reached the portal (placed before the
+target was configured) finds the deal by ORIGIN_ID, or is refused (dead letter) when there is none.
+
 The register's ``result.CALL_ID`` is kept on its outbox row (``remote_ref``) for the later two.
 The call end is ``call.hungup`` (the AMI tracker saw the last channel go: operator and talk time
 known) when AMI is on, else ``call.ended`` (the robot's part is over).
@@ -30,7 +51,8 @@ yet (a sidecar file only); it is a branch here once transcripts are events.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,10 +63,17 @@ from crm_bridge.connectors.secrets import Scrubber, scrub_url
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import Outcome
 from crm_bridge.dto import CallView, OutboxItem
+from crm_bridge.outbox.routing import ORDER_KINDS
 
 REGISTER = "telephony.externalcall.register"
 FINISH = "telephony.externalcall.finish"
 ATTACH_RECORD = "telephony.externalCall.attachRecord"
+DEAL_ADD = "crm.deal.add"
+DEAL_UPDATE = "crm.deal.update"
+DEAL_LIST = "crm.deal.list"
+DEAL_ROWS = "crm.deal.productrows.set"
+FIND_BY_COMM = "crm.duplicate.findbycomm"
+ORIGINATOR = "ivr"  # ORIGINATOR_ID of our deals: with ORIGIN_ID = the order's id, the deal's key
 INBOUND = 2
 # Bitrix24's call status codes (SIP-like): 200 answered, 304 missed, 486 busy, 603 declined.
 ANSWERED, MISSED = "200", "304"
@@ -52,6 +81,17 @@ _ANSWERED = frozenset({Outcome.ORDER_PLACED, Outcome.OPERATOR_ANSWERED, Outcome.
                        Outcome.AFTER_HOURS})
 _RETRY_ERRORS = frozenset({"QUERY_LIMIT_EXCEEDED", "expired_token", "INVALID_CREDENTIALS", "insufficient_scope",
                            "NO_AUTH_FOUND", "INTERNAL_SERVER_ERROR", "OVERLOAD_LIMIT"})
+
+
+@dataclass(frozen=True)
+class DealSettings:
+    """Where orders land as deals: the stage a new deal takes, the stage of a cancelled one, the
+    pipeline (CATEGORY_ID; 0 = the main one, whose stages are NEW, WON, LOSE…; another pipeline's
+    are ``C<id>:NEW``…)."""
+
+    stage: str = "NEW"
+    lost_stage: str = "LOSE"
+    category_id: int = 0
 
 
 def status_code(outcome: str | None) -> str:
@@ -62,7 +102,7 @@ def status_code(outcome: str | None) -> str:
 class Bitrix24Target:
     def __init__(self, name: str, webhook_url: str, *, default_user: int, users: Mapping[str, str],
                  crm_create: bool, line_number: str, finish_on: str, links: RecordingLinks | None,
-                 rate: float, burst: int, timeout: float) -> None:
+                 rate: float, burst: int, timeout: float, deals: DealSettings | None = None) -> None:
         if not webhook_url.startswith(("http://", "https://")) or "/rest/" not in webhook_url:
             raise ValueError(f"{name}: webhook_url must look like https://<portal>/rest/<user>/<token>/, "
                              f"got {scrub_url(webhook_url)!r}")
@@ -76,11 +116,18 @@ class Bitrix24Target:
         kinds = {EventKind.CALL_STARTED.value, finish_on}
         if links is not None:  # without a public link there is no way for the portal to fetch a file
             kinds.add(EventKind.RECORDING_READY.value)
+        self._deals = deals
+        if deals is not None:
+            kinds |= ORDER_KINDS
         self.kinds = frozenset(kinds)
         self._scrub = Scrubber([webhook_url, self._base, webhook_url.rstrip("/").rsplit("/", 1)[-1]])
         self._http = HttpClient(timeout, self._scrub)
+        self._pace: Callable[[], Awaitable[None]] = DeliveryContext.pace
 
     async def deliver(self, item: OutboxItem, context: DeliveryContext) -> str | None:
+        self._pace = context.pace  # the worker delivers one row at a time per target
+        if item.kind in ORDER_KINDS and self._deals is not None:
+            return await self._order(item, context, self._deals)
         if item.call_id is None:
             raise Refused("an event without a call")
         call = await context.call(item.call_id)
@@ -129,7 +176,65 @@ class Bitrix24Target:
         return {"CALL_ID": remote, "USER_ID": user, "DURATION": duration, "STATUS_CODE": status_code(outcome),
                 "ADD_TO_CHAT": 0}
 
+    # --- orders as deals ---------------------------------------------------------------------------
+
+    async def _order(self, item: OutboxItem, context: DeliveryContext, deals: DealSettings) -> str | None:
+        data = item.payload.get("data") or {}
+        order_id = str(data.get("order_id") or "")
+        if not order_id:
+            raise Refused(f"{item.kind} without order_id")
+        if item.kind == EventKind.ORDER_CREATED:
+            # Looked up on a retry: an attempt whose answer was lost (or whose product rows failed)
+            # may have made the deal already, and a second deal for one order is worse than a request.
+            deal = None if first_attempt(item) else await self._deal_of(order_id)
+            if deal is None:
+                fields: dict[str, Any] = {
+                    "TITLE": f"Заказ {order_id}", "STAGE_ID": deals.stage, "OPPORTUNITY": str(data.get("total") or "0"),
+                    "CURRENCY_ID": "RUB", "ASSIGNED_BY_ID": self._default_user, "ORIGINATOR_ID": ORIGINATOR,
+                    "ORIGIN_ID": order_id,
+                }
+                if deals.category_id:
+                    fields["CATEGORY_ID"] = deals.category_id
+                contact = await self._contact(item, context)
+                if contact is not None:
+                    fields["CONTACT_ID"] = contact
+                result = await self._call(DEAL_ADD, {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
+                if not result:
+                    raise Retry("crm.deal.add answered without an id")
+                deal = str(result)
+            await self._call(DEAL_ROWS, {"id": deal, "rows": product_rows(data.get("lines") or [])})
+            return deal
+        deal = await context.subject_ref(item.subject) if item.subject else None
+        deal = deal or await self._deal_of(order_id)
+        if deal is None:
+            raise Refused(f"order {order_id} has no deal in Bitrix24")
+        if item.kind == EventKind.ORDER_CHANGED:
+            await self._call(DEAL_UPDATE, {"id": deal, "fields": {
+                "OPPORTUNITY": str(data.get("total") or "0"), "CURRENCY_ID": "RUB"}})
+            await self._call(DEAL_ROWS, {"id": deal, "rows": product_rows(data.get("lines") or [])})
+        else:
+            await self._call(DEAL_UPDATE, {"id": deal, "fields": {"STAGE_ID": deals.lost_stage}})
+        return None
+
+    async def _deal_of(self, order_id: str) -> str | None:
+        found = await self._call(DEAL_LIST, {"filter": {"ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": order_id},
+                                             "select": ["ID"]})
+        if isinstance(found, list) and found and isinstance(found[0], Mapping) and found[0].get("ID"):
+            return str(found[0]["ID"])
+        return None
+
+    async def _contact(self, item: OutboxItem, context: DeliveryContext) -> int | None:
+        """The portal's contact with the caller's number (an order from a call), if there is one."""
+        call = await context.call(item.call_id) if item.call_id else None
+        phone = (call.normalized_number or call.caller_number) if call is not None else None
+        if not phone:
+            return None
+        found = await self._call(FIND_BY_COMM, {"entity_type": "CONTACT", "type": "PHONE", "values": [phone]})
+        ids = found.get("CONTACT") if isinstance(found, Mapping) else None  # [] when none: a list, not a dict
+        return int(ids[0]) if ids else None
+
     async def _call(self, method: str, params: Mapping[str, Any]) -> Any:
+        await self._pace()
         answer = await self._http.post(f"{self._base}{method}.json", json.dumps(params).encode(),
                                        {"Content-Type": "application/json"})
         try:
@@ -151,6 +256,25 @@ class Bitrix24Target:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def first_attempt(item: OutboxItem) -> bool:
+    """No request was ever sent for this row: claimed once, never failed, throttled or leased out by
+    a worker that died (a re-claim counts a second attempt; a failure leaves its error)."""
+    return item.attempts <= 1 and item.last_error is None
+
+
+def product_rows(lines: Sequence[Any]) -> list[dict[str, Any]]:
+    """The order's lines as a deal's product rows (names, not catalogue ids: the portal's products
+    need not match ours). Prices as decimal text, exact, as the portal takes form values."""
+    rows = []
+    for line in lines:
+        if not isinstance(line, Mapping):
+            continue
+        name = " ".join(str(line.get(k) or "") for k in ("unit", "name")).strip() or str(line.get("sku") or "")
+        rows.append({"PRODUCT_NAME": name, "PRICE": str(line.get("price") or "0"),
+                     "QUANTITY": int(line.get("quantity") or 0)})
+    return rows
 
 
 def _filename(call_id: str, payload: Mapping[str, Any]) -> str:

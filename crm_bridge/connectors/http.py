@@ -30,10 +30,14 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        return await self.request("POST", url, body, headers)
+
+    async def request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> Answer:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.post(url, data=body, headers=dict(headers), allow_redirects=False) as resp:
+            async with self._session.request(method, url, data=body, headers=dict(headers),
+                                             allow_redirects=False) as resp:
                 return Answer(resp.status, dict(resp.headers), await resp.read())
         except TimeoutError as exc:
             raise Retry("timeout") from exc

@@ -64,6 +64,7 @@ class WebhookTarget:
 
     async def deliver(self, item: OutboxItem, context: DeliveryContext) -> str | None:
         body = json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        await context.pace()
         timestamp = str(int(self._clock()))
         answer = await self._http.post(self._url, body, {
             "Content-Type": "application/json", EVENT_ID: item.event_id, EVENT: item.kind,

@@ -24,6 +24,7 @@ class TargetKind(StrEnum):
 
     WEBHOOK = "webhook"
     BITRIX24 = "bitrix24"
+    AMOCRM = "amocrm"
 
 
 # The call events a target may receive, in the order a call produces them.
@@ -34,4 +35,7 @@ EXPORTED: tuple[EventKind, ...] = (
     EventKind.CALL_ENDED,
     EventKind.CALL_HUNGUP,
     EventKind.RECORDING_READY,
+    # An order's later life, from the console (no call): its deal in the CRM follows it.
+    EventKind.ORDER_CHANGED,
+    EventKind.ORDER_CANCELLED,
 )

@@ -95,7 +95,9 @@ class OrderCreated(TypedDict, total=False):
     total: str  # decimal as text
     replayed: bool  # the idempotency key returned an order placed before
     delivery_date: str | None
-    lines: list[dict[str, Any]]  # {"sku", "quantity"}
+    # {"sku", "quantity", "unit", "name", "price"} (crm_bridge.views.line_payload: what a CRM's deal
+    # needs); events written before issue 11's deals carry sku and quantity only.
+    lines: list[dict[str, Any]]
     after_hangup: bool  # the write finished after the caller hung up
     after_handover: bool  # known only after the caller went to an operator (order_outcome_unknown)
 
@@ -251,8 +253,8 @@ class OrderChanged(TypedDict, total=False):
     previous_total: str
     total: str
     invoice: str | None  # recomputed under the same number with the same revision
-    lines: list[dict[str, Any]]  # {"sku", "quantity"}: the order now
-    previous_lines: list[dict[str, Any]]  # {"sku", "quantity"}: before the edit
+    lines: list[dict[str, Any]]  # line_payload's fields (as order.created's): the order now
+    previous_lines: list[dict[str, Any]]  # the same: before the edit
 
 
 class CustomerCreated(TypedDict, total=False):

@@ -32,9 +32,22 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
+        self.ceiling = rate  # the configured rate: recover() never goes above it
         self.burst = max(1, burst)
         self._tokens = float(self.burst)
         self._at = now
+
+    def slow_down(self) -> None:
+        """The target said "too fast" although we kept to ``rate``: it counts differently (another
+        client on the same webhook, a clock of its own, a rate set too high). Halve the rate and
+        start from an empty bucket; a delivery with several requests (an order's deal) would
+        otherwise meet the limit at the same request of every attempt, for ever."""
+        self.rate = max(0.05, self.rate / 2)
+        self._tokens = 0.0
+
+    def recover(self) -> None:
+        """A delivery went through: creep back towards the configured rate."""
+        self.rate = min(self.ceiling, self.rate * 1.1)
 
     def wait_time(self, now: float) -> float:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from crm_bridge.contract.crm import EXPORTED, OutboxState
+from crm_bridge.contract.events import EventKind
 
 
 class EventRecord(Protocol):
@@ -56,10 +57,27 @@ class OutboxRouting:
                 if r.kind in kinds:
                     rows.append({
                         "event_id": r.uid, "target": target, "kind": r.kind, "call_id": r.call_id,
+                        "subject": subject_of(r.kind, r.data),
                         "occurred_at": r.at, "payload": payload, "state": OutboxState.PENDING.value,
                         "attempts": 0, "next_attempt_at": now, "created_at": now,
                     })
         return rows
+
+
+ORDER_KINDS = frozenset({EventKind.ORDER_CREATED.value, EventKind.ORDER_CHANGED.value,
+                         EventKind.ORDER_CANCELLED.value})
+
+
+ORDER_SUBJECT = "order:"
+
+
+def subject_of(kind: str, data: Mapping[str, Any]) -> str | None:
+    """``order:<id>`` for an order's events: they are delivered in order per order (a change waits
+    for the creation, whichever call or console user made them), and a target finds the remote id
+    it answered to the order's first event (a Bitrix24 deal, an amoCRM lead) by it."""
+    if kind in ORDER_KINDS and data.get("order_id"):
+        return f"{ORDER_SUBJECT}{data['order_id']}"
+    return None
 
 
 def event_payload(r: EventRecord) -> dict[str, Any]:

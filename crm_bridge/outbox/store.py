@@ -7,8 +7,9 @@ commits, so no other worker takes them while the delivery runs; a worker that di
 leaves its rows to be taken again when the lease runs out (at least once; see the README).
 
 Order per call: a row is due only when no *earlier* row (occurred_at, then id) of the same call
-and target is still pending, leased or not. A dead row does not hold the call back (else one
-refused event would block its call for ever); an admin's retry puts it back in line.
+(or the same subject, ``order:<id>``) and target is still pending, leased or not. A dead row does
+not hold the call back (else one refused event would block its call for ever); an admin's retry
+puts it back in line.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
 from crm_bridge.dto import CallView, OutboxBacklog, OutboxItem
-from crm_bridge.models import Call, Customer, OutboxRow
+from crm_bridge.contract.events import EventKind
+from crm_bridge.models import Call, Customer, ExternalRef, OutboxRow
+from crm_bridge.outbox.routing import ORDER_SUBJECT
+from crm_bridge.sync.records import Entity
 from crm_bridge.views import call_view
 
 OUTBOX = OutboxRow.__table__
 _EARLIER = OUTBOX.alias("earlier")
 PENDING, DELIVERED, DEAD = OutboxState.PENDING.value, OutboxState.DELIVERED.value, OutboxState.DEAD.value
 MAX_ERROR = 500
+DEAL_ENTITY = Entity.DEAL.value  # external_refs.entity of a CRM deal (lead) made from one of our orders
 
 
 def _item(row: Any) -> OutboxItem:
@@ -39,14 +44,16 @@ def _item(row: Any) -> OutboxItem:
         id=row.id, event_id=row.event_id, target=row.target, kind=row.kind, call_id=row.call_id,
         occurred_at=row.occurred_at, payload=dict(row.payload or {}), state=row.state, attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, last_error=row.last_error, remote_ref=row.remote_ref,
-        created_at=row.created_at, delivered_at=row.delivered_at,
+        created_at=row.created_at, delivered_at=row.delivered_at, subject=row.subject,
     )
 
 
 def _due(target: str, now: datetime) -> Any:
     o, e = OUTBOX.c, _EARLIER.c
+    # The same call, or the same subject (an order's change waits for its creation, made in a call
+    # or in the console); NULL equals nothing, so rows without either are never held back.
     earlier_pending = exists().where(
-        e.target == o.target, e.call_id == o.call_id, e.state == PENDING,
+        e.target == o.target, or_(e.call_id == o.call_id, e.subject == o.subject), e.state == PENDING,
         or_(e.occurred_at < o.occurred_at, and_(e.occurred_at == o.occurred_at, e.id < o.id)),
     )
     return and_(o.target == target, o.state == PENDING, o.next_attempt_at <= now, ~earlier_pending)
@@ -90,9 +97,15 @@ class OutboxStore:
         return [_claimed(r) for r in rows]
 
     async def delivered(self, done: Sequence[tuple[int, str | None]], now: datetime) -> None:
-        """Rows the target took, ``(id, remote_ref)`` each: one transaction, one executemany."""
+        """Rows the target took, ``(id, remote_ref)`` each: one transaction, one executemany.
+
+        An order's creation that a CRM answered with its deal (lead) id is also remembered in
+        ``external_refs`` as (target, deal, id) -> the order, in the same transaction: the pull from
+        that CRM (crm_bridge/sync) then knows the deal is our order and leaves it alone, instead of
+        importing it as a second order."""
         if not done:
             return
+        refs = {item_id: ref for item_id, ref in done if ref}
         async with self._write() as session:
             await session.execute(
                 update(OUTBOX).where(OUTBOX.c.id == bindparam("item_id"))
@@ -100,6 +113,8 @@ class OutboxStore:
                 .execution_options(synchronize_session=False),
                 [{"item_id": item_id, "ref": ref} for item_id, ref in done],
             )
+            if refs:
+                await _remember_deals(session, refs, now)
 
     async def failed(self, item_id: int, error: str, next_attempt_at: datetime, *, dead: bool,
                      count_attempt: bool = True) -> None:
@@ -144,6 +159,20 @@ class OutboxStore:
             )).all()
         return ({call.call_id: call_view(call, customer) for call, customer in rows},
                 {(call_id, kind): ref for call_id, kind, ref in refs})
+
+    async def subject_refs(self, target: str, subjects: Sequence[str]) -> dict[str, str]:
+        """What ``target`` answered to the first delivered event of each subject that answered
+        anything (an order's deal id), in one read for a claimed batch."""
+        if not subjects:
+            return {}
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(OUTBOX.c.subject, OUTBOX.c.remote_ref).where(
+                    OUTBOX.c.target == target, OUTBOX.c.subject.in_(sorted(set(subjects))),
+                    OUTBOX.c.state == DELIVERED, OUTBOX.c.remote_ref.is_not(None),
+                ).order_by(OUTBOX.c.id.desc())  # the first delivered wins below
+            )).all()
+        return {subject: ref for subject, ref in rows}
 
     async def dead_letters(self, limit: int = 200) -> list[OutboxItem]:
         async with self.sessions() as session:
@@ -200,6 +229,21 @@ class OutboxStore:
                 oldest_pending_seconds=None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3),
             )
         return out
+
+
+async def _remember_deals(session: AsyncSession, refs: dict[int, str], now: datetime) -> None:
+    created = (await session.execute(
+        select(OUTBOX.c.id, OUTBOX.c.target, OUTBOX.c.subject).where(
+            OUTBOX.c.id.in_(list(refs)), OUTBOX.c.kind == EventKind.ORDER_CREATED.value,
+            OUTBOX.c.subject.like(f"{ORDER_SUBJECT}%"))
+    )).all()
+    for item_id, target, subject in created:
+        external_id = refs[item_id][:64]
+        known = await session.scalar(select(ExternalRef.id).where(
+            ExternalRef.source == target, ExternalRef.entity == DEAL_ENTITY, ExternalRef.external_id == external_id))
+        if known is None:
+            session.add(ExternalRef(source=target, entity=DEAL_ENTITY, external_id=external_id,
+                                    local_key=subject[len(ORDER_SUBJECT):], synced_at=now))
 
 
 def _claimed(row: Any) -> OutboxItem:

@@ -1,7 +1,10 @@
 """The delivery worker: one task per target takes due outbox rows and delivers them, never a call's.
 
 Per target, in a loop: claim up to ``batch`` due rows (``OutboxStore.claim``: per-call order, leased),
-deliver them one at a time through the target's token bucket, settle each:
+deliver them one at a time, settle each. The target's token bucket is taken per HTTP request (the
+target calls ``context.pace()`` before each): an order's deal is several requests, and a limit
+counted per row let those bursts past the CRM's own limit (Bitrix24 then refused the third request
+of every attempt, for ever).
 
 - delivered → ``delivered`` (with what the target answered, e.g. Bitrix24's CALL_ID), marked for the
   whole batch in one transaction at its end, or before a failure is settled;
@@ -75,6 +78,7 @@ class DeliveryWorker:
     async def context(self, target: str, items: Sequence[OutboxItem]) -> DeliveryContext:
         """What the batch's deliveries may look up, read once for the whole batch."""
         calls, refs = await self.store.batch_context(target, [i.call_id for i in items if i.call_id])
+        subjects = await self.store.subject_refs(target, [i.subject for i in items if i.subject])
 
         async def call(call_id: str) -> CallView | None:
             return calls.get(call_id)
@@ -82,7 +86,13 @@ class DeliveryWorker:
         async def remote_ref(call_id: str, kind: str) -> str | None:
             return refs.get((call_id, kind))
 
-        return DeliveryContext(call=call, remote_ref=remote_ref)
+        async def subject_ref(subject: str) -> str | None:
+            return subjects.get(subject)
+
+        async def pace() -> None:
+            await self._take_token(target)
+
+        return DeliveryContext(call=call, remote_ref=remote_ref, subject_ref=subject_ref, pace=pace)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -128,7 +138,6 @@ class DeliveryWorker:
         settled = 0  # items[:settled] are delivered (in done) or settled as failures
         try:
             for i, item in enumerate(items):
-                await self._take_token(name)
                 held_back = await self._deliver(target, item, context, done)
                 settled = i + 1
                 if held_back is not None:  # the target is failing: the rest of the batch waits as long
@@ -171,12 +180,14 @@ class DeliveryWorker:
             done.clear()
             return await self._failed(item, exc, bound)
         done.append((item.id, remote))
+        self._buckets[target.name].recover()
         self.delivered += 1
         bound.debug("crm.delivered")
         return None
 
     async def _failed(self, item: OutboxItem, exc: Exception, bound: Any) -> datetime | None:
         if isinstance(exc, Throttled):
+            self._buckets[item.target].slow_down()
             later = self._clock() + timedelta(seconds=exc.after)
             await self.store.failed(item.id, str(exc), later, dead=False, count_attempt=False)
             bound.info("crm.delivery_throttled", after=exc.after)

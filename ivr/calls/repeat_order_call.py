@@ -26,6 +26,7 @@ from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, Reason, decide_outcome, hangup_at
 from crm_bridge.dto import CallbackTaskView, CallerLookup, OrderLineView, OrderView, PlacedOrder
 from crm_bridge.errors import CrmError, IdempotencyConflict, StoreUnavailable
+from crm_bridge.views import line_payload
 from ivr.agi.channel import AgiChannel
 from ivr.agi.errors import AgiError, AgiHangup, AgiPlaybackFailed, AgiProtocolError
 from ivr.agi.shutdown import CallCut, Shutdown
@@ -542,7 +543,7 @@ class RepeatOrderRun:
             self.events, EventKind.ORDER_CREATED, order_id=order.order_id, invoice=invoice.number,
             total=str(invoice.total), replayed=not placed.created,
             delivery_date=order.delivery_date.isoformat() if order.delivery_date else None,
-            lines=[{"sku": line.sku, "quantity": line.quantity} for line in order.lines], after_hangup=after_hangup,
+            lines=[line_payload(line) for line in order.lines], after_hangup=after_hangup,
             **({"after_handover": True} if after_handover else {}),
         )
 

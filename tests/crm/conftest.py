@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.crm.fake_amocrm import FakeAmoCrm
 from tests.crm.fake_bitrix24 import FakeBitrix24
 from tests.crm.fake_webhook import FakeWebhook
 
@@ -21,6 +22,14 @@ async def webhook() -> AsyncIterator[FakeWebhook]:
 @pytest.fixture
 async def bitrix() -> AsyncIterator[FakeBitrix24]:
     fake = FakeBitrix24()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def amocrm() -> AsyncIterator[FakeAmoCrm]:
+    fake = FakeAmoCrm()
     await fake.start()
     yield fake
     await fake.stop()

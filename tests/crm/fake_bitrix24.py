@@ -11,6 +11,13 @@ HTTP statuses:
 - ``fail_with(500)``: every request answers that status; ``await stop()`` / ``await start()``: the
   portal is unreachable (connection refused) and back on the same port.
 
+Deals (``crm`` scope): ``crm.deal.add`` (``fields``; result: the new id), ``crm.deal.update``
+(``id``, ``fields``; result ``true``; an unknown id: 400 "Not found"), ``crm.deal.productrows.set``
+(``id``, ``rows`` each with PRODUCT_ID or PRODUCT_NAME, PRICE, QUANTITY; the rows replace the deal's
+and OPPORTUNITY becomes their sum, as the portal recomputes it), ``crm.deal.list`` (``filter`` on
+ORIGINATOR_ID / ORIGIN_ID, ``select``), ``crm.duplicate.findbycomm`` (``type`` PHONE, ``values``;
+result ``{"CONTACT": [ids]}`` or ``[]`` when none, as the portal answers an empty PHP array).
+
 Methods: ``telephony.externalcall.register`` (result ``CALL_ID``, ``CRM_CREATED_LEAD``,
 ``CRM_ENTITY_TYPE``, ``CRM_ENTITY_ID``), ``telephony.externalcall.finish`` (result: the call's
 statistics record), ``telephony.externalCall.attachRecord`` (with ``RECORD_URL``: one download
@@ -49,12 +56,23 @@ class FakeCall:
 
 
 @dataclass
+class FakeDeal:
+    id: int
+    fields: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)  # each crm.deal.update's fields
+
+
+@dataclass
 class FakeBitrix24:
     rate: float = 2.0
     burst: int = 2
     user: str = USER
     token: str = TOKEN
     calls: dict[str, FakeCall] = field(default_factory=dict)
+    deals: dict[int, FakeDeal] = field(default_factory=dict)
+    contacts: dict[str, int] = field(default_factory=dict)  # phone -> contact id (crm.duplicate.findbycomm)
+    _lost_answers: dict[str, int] = field(default_factory=dict)  # method -> status (fail_once)
     log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # executed: (method, params)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (method, error code or HTTP status)
     port: int = 0
@@ -124,6 +142,7 @@ class FakeBitrix24:
             "telephony.externalcall.register": self._register,
             "telephony.externalcall.finish": self._finish,
             "telephony.externalcall.attachrecord": self._attach_record,
+            **self._deal_methods(),
         }.get(method.lower())
         if handler is None:
             return self._error(method, 404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -132,6 +151,9 @@ class FakeBitrix24:
         if isinstance(result, web.Response):
             return result
         self.log.append((method, params))
+        lost = self._lost_answers.pop(method.lower(), None)
+        if lost is not None:  # done, but the caller never hears it
+            return web.Response(status=lost, text="<html>Internal Server Error</html>")
         finish = time.time()
         return web.json_response({"result": result, "time": {"start": start, "finish": finish,
                                                              "duration": finish - start}})
@@ -191,6 +213,76 @@ class FakeBitrix24:
             return {"FILE_ID": len(self.calls)}
         call.record_name = name
         return {"FILE_ID": len(self.calls), "uploadUrl": f"http://127.0.0.1:{self.port}/upload/{call.call_id}"}
+
+
+    # --- deals (crm scope); kept apart from the telephony methods above -------------------------
+
+    def _deal_methods(self) -> dict[str, Any]:
+        return {
+            "crm.deal.add": self._deal_add,
+            "crm.deal.update": self._deal_update,
+            "crm.deal.productrows.set": self._deal_rows,
+            "crm.deal.list": self._deal_list,
+            "crm.duplicate.findbycomm": self._find_by_comm,
+        }
+
+    def fail_once(self, method: str, status: int = 500) -> None:
+        """The next call of ``method`` is executed, but its answer is lost: ``status`` instead."""
+        self._lost_answers[method.lower()] = status
+
+    def deal_methods(self) -> list[str]:
+        return [m for m in self.methods() if m.startswith("crm.")]
+
+    async def _deal_add(self, p: dict[str, Any]) -> Any:
+        fields = p.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            return self._error("crm.deal.add", 400, "", "Parameter 'fields' must be array.")
+        deal = FakeDeal(len(self.deals) + 1, dict(fields))
+        self.deals[deal.id] = deal
+        return deal.id
+
+    def _deal(self, method: str, p: dict[str, Any]) -> FakeDeal | web.Response:
+        try:
+            deal = self.deals.get(int(p.get("id") or 0))
+        except (TypeError, ValueError):
+            deal = None
+        return deal if deal is not None else self._error(method, 400, "", "Not found")
+
+    async def _deal_update(self, p: dict[str, Any]) -> Any:
+        deal = self._deal("crm.deal.update", p)
+        if isinstance(deal, web.Response):
+            return deal
+        fields = p.get("fields")
+        if not isinstance(fields, dict):
+            return self._error("crm.deal.update", 400, "", "Parameter 'fields' must be array.")
+        deal.fields.update(fields)
+        deal.updates.append(dict(fields))
+        return True
+
+    async def _deal_rows(self, p: dict[str, Any]) -> Any:
+        deal = self._deal("crm.deal.productrows.set", p)
+        if isinstance(deal, web.Response):
+            return deal
+        rows = p.get("rows")
+        if not isinstance(rows, list) or any(
+                not isinstance(r, dict) or not (r.get("PRODUCT_ID") or r.get("PRODUCT_NAME")) for r in rows):
+            return self._error("crm.deal.productrows.set", 400, "", "Product rows are invalid.")
+        deal.rows = [dict(r) for r in rows]
+        total = sum(float(r.get("PRICE") or 0) * float(r.get("QUANTITY") or 0) for r in rows)
+        deal.fields["OPPORTUNITY"] = f"{total:.2f}"
+        return True
+
+    async def _deal_list(self, p: dict[str, Any]) -> Any:
+        wanted = p.get("filter") or {}
+        found = [d for d in self.deals.values()
+                 if all(str(d.fields.get(k)) == str(v) for k, v in wanted.items())]
+        return [{"ID": str(d.id)} for d in found]
+
+    async def _find_by_comm(self, p: dict[str, Any]) -> Any:
+        if p.get("type") not in ("PHONE", "EMAIL") or not isinstance(p.get("values"), list):
+            return self._error("crm.duplicate.findbycomm", 400, "", "Parameter 'type' is not defined")
+        ids = [self.contacts[v] for v in p["values"] if v in self.contacts]
+        return {"CONTACT": ids} if ids else []
 
 
 def as_json(value: Any) -> str:

@@ -79,4 +79,6 @@ async def drain(worker: DeliveryWorker, clock: Clock, *, rounds: int = 200) -> N
         later = [i.next_attempt_at for i in pending if i.next_attempt_at > clock.now]
         if claimed == 0 and later:  # what is pending waits for a backoff (or behind a row that does)
             clock.now = min(later)
-    raise AssertionError("the outbox did not drain")
+    stuck = [(i.target, i.kind, i.state, i.attempts, i.last_error) for i in await worker.store.items()
+             if i.state == OutboxState.PENDING]
+    raise AssertionError(f"the outbox did not drain: {stuck}")

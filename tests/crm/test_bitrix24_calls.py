@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from crm_bridge.call_log import CallUpdate, TimelineRecord
 from crm_bridge.demo import load_demo_data
+from crm_bridge.sync.store import SyncStore
 from ivr.app import Seams, start_service
 from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
 from tests.crm.fake_bitrix24 import FakeBitrix24
@@ -63,10 +64,27 @@ async def test_a_call_is_registered_then_finished_then_its_recording_attached(st
                                                                               recordings) -> None:
     harness = await start_bridge(store, prompts_dir, bitrix, recordings)
     try:
+        bitrix.contacts["+79161234567"] = 77  # the caller is a contact of the portal
         fake = await harness.call("+79161234567", ["1"])
         call_id = fake.channel_vars["CHANNEL(linkedid)"]
-        await wait_for(lambda: bitrix.methods() == ["telephony.externalcall.register",
-                                                    "telephony.externalcall.finish"], timeout=20)
+        await wait_for(lambda: all_delivered(harness, 3), timeout=30)
+        # The register, then the order as a deal (a retry looks it up first: never two), then the finish.
+        # (a request the portal's 2/s limit turned away is asked again: the lookups may repeat)
+        methods = bitrix.methods()
+        assert methods[0] == "telephony.externalcall.register" and methods[-1] == "telephony.externalcall.finish"
+        deal_calls = [methods.index(m) for m in ("crm.duplicate.findbycomm", "crm.deal.add",
+                                                 "crm.deal.productrows.set")]
+        assert deal_calls == sorted(deal_calls)
+        assert methods.count("crm.deal.add") == 1
+        [deal] = bitrix.deals.values()
+        order_id = deal.fields["ORIGIN_ID"]
+        assert deal.fields["TITLE"] == f"Заказ {order_id}" and deal.fields["ORIGINATOR_ID"] == "ivr"
+        assert (deal.fields["STAGE_ID"], deal.fields["CURRENCY_ID"], deal.fields["CONTACT_ID"]) == ("NEW", "RUB", 77)
+        assert deal.rows == [{"PRODUCT_NAME": "бутылка воды «Жемчужная роса» 19 л", "PRICE": "350.00", "QUANTITY": 4}]
+        assert deal.fields["OPPORTUNITY"] == "1400.00"  # the portal's sum of the rows, as our total
+        # The pull from this portal will know the deal is this order (crm_bridge/sync): never a second one.
+        [deal_id] = [k for k, v in bitrix.deals.items() if v is deal]
+        assert await SyncStore(store.sessions).refs("bitrix24", "deal") == {str(deal_id): order_id}
         [(remote, call)] = bitrix.calls.items()
         assert call.register["PHONE_NUMBER"] == "+79161234567"
         assert (call.register["TYPE"], call.register["SHOW"], call.register["CRM_CREATE"]) == (2, 0, 1)
@@ -109,8 +127,9 @@ async def test_portal_down_then_back_every_call_arrives_once_in_order(store, pro
             await bitrix.start()
             await wait_for(lambda: len(bitrix.refused) >= 1, timeout=20)
             bitrix.fail_with(None)
-            await wait_for(lambda: all_delivered(harness, 6), timeout=40)
+            await wait_for(lambda: all_delivered(harness, 8), timeout=60)  # + the two orders
         assert len(bitrix.calls) == 3  # one register per call, however many attempts
+        assert len(bitrix.deals) == 2 and all(d.rows for d in bitrix.deals.values())  # one deal per order
         assert sorted(c.register["PHONE_NUMBER"] for c in bitrix.calls.values()) == sorted(numbers)
         for remote in bitrix.calls:
             order = [m for m, p in bitrix.log if p.get("CALL_ID") == remote]
@@ -126,16 +145,18 @@ async def test_the_portals_rate_limit_slows_delivery_and_loses_nothing(store, pr
                                                                        recordings) -> None:
     # Our bucket above the portal's: the portal answers QUERY_LIMIT_EXCEEDED and we wait, uncounted.
     harness = await start_bridge(store, prompts_dir, bitrix, recordings)
-    harness.service.outbox._buckets["bitrix24"].rate = 50.0  # type: ignore[union-attr]
-    harness.service.outbox._buckets["bitrix24"].burst = 50  # type: ignore[union-attr]
+    bucket = harness.service.outbox._buckets["bitrix24"]  # type: ignore[union-attr]
+    bucket.rate = bucket.ceiling = 50.0  # as if configured above the portal's limit
+    bucket.burst = 50
     try:
         for number in ["+79161234567", "+79031112233", "+79990000000", "+79161234567"]:
             await harness.call(number, ["1"])
-        await wait_for(lambda: all_delivered(harness, 8), timeout=40)
-        assert len(bitrix.calls) == 4
+        await wait_for(lambda: all_delivered(harness, 11), timeout=60)  # 4 calls × 2 + 3 orders
+        assert len(bitrix.calls) == 4 and len(bitrix.deals) == 3
+        assert bitrix.methods().count("crm.deal.add") == 3  # an order's deal is made once, whatever was refused
+        assert bucket.rate < 50.0  # the portal's refusals slowed us down
         items = await harness.service.outbox.store.items()  # type: ignore[union-attr]
-        if ("telephony.externalcall.register", "QUERY_LIMIT_EXCEEDED") in bitrix.refused or \
-                ("telephony.externalcall.finish", "QUERY_LIMIT_EXCEEDED") in bitrix.refused:
+        if any(code == "QUERY_LIMIT_EXCEEDED" for _, code in bitrix.refused):
             assert max(i.attempts for i in items) <= 2  # a throttled try is not counted as a failure
     finally:
         await harness.stop()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crm_bridge.call_log import CallEnd, TimelineRecord
-from crm_bridge.connectors.bitrix24 import Bitrix24Target
+from crm_bridge.connectors.bitrix24 import Bitrix24Target, DealSettings
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.contract.outcomes import facts_implying
 from ivr.app import build_targets
@@ -86,3 +86,28 @@ def test_an_unknown_webhook_event_stops_the_start_up() -> None:
         "url": "https://hook.example.com/x", "secret": "0123456789abcdef0", "events": ["call.startd"]})
     with pytest.raises(OSError, match="call.startd"):
         build_targets(settings)
+
+
+async def test_a_deal_whose_answer_was_lost_is_found_again_never_made_twice(store, bitrix) -> None:
+    target = Bitrix24Target("bitrix24", bitrix.webhook_url, default_user=3, users={}, crm_create=False,
+                            line_number="", finish_on="call.ended", links=None, rate=1000.0, burst=1000,
+                            timeout=2.0, deals=DealSettings())
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    line = {"sku": "W19", "quantity": 3, "unit": "бутылка", "name": "воды 19 л", "price": "350.00"}
+    await enqueue(store, [target], [TimelineRecord(at=t0, call_id=None, customer_id="C1", kind="order.created",
+                                                   data={"order_id": "A-7", "total": "1050.00", "lines": [line]})])
+    bitrix.fail_once("crm.deal.add")  # the deal is made, the answer lost
+    clock = Clock()
+    worker = make_worker(store, [target], clock)
+    await worker.run_once("bitrix24")
+    [row] = await worker.store.items()
+    assert row.state == OutboxState.PENDING and "HTTP 500" in (row.last_error or "")
+    await drain(worker, clock)
+    [deal] = bitrix.deals.values()
+    assert deal.fields["ORIGIN_ID"] == "A-7" and deal.fields["TITLE"] == "Заказ A-7"
+    assert deal.rows == [{"PRODUCT_NAME": "бутылка воды 19 л", "PRICE": "350.00", "QUANTITY": 3}]
+    methods = bitrix.deal_methods()  # (the portal's 2/s may turn a lookup away: it is asked again)
+    assert methods[0] == "crm.deal.add" and methods.count("crm.deal.add") == 1
+    assert methods[-1] == "crm.deal.productrows.set" and "crm.deal.list" in methods
+    [row] = await worker.store.items()
+    assert (row.state, row.remote_ref) == (OutboxState.DELIVERED, str(deal.id))

@@ -157,7 +157,11 @@ async def test_an_edited_order_keeps_sold_prices_and_recomputes_its_invoice(stor
     assert [(line.sku, line.quantity) for line in stored.lines] == [("W19", 3), ("W5", 1)]
     [event] = await _events(store, "C1")
     assert event.kind == EventKind.ORDER_CHANGED and event.data["revision"] == 2
-    assert event.data["previous_lines"] == [{"sku": "W19", "quantity": 2}, {"sku": "CUPS", "quantity": 1}]
+    assert [(x["sku"], x["quantity"]) for x in event.data["previous_lines"]] == [("W19", 2), ("CUPS", 1)]
+    # The lines as sold (the new 5 l at today's price, the 19 l at its old one): what a CRM's deal needs.
+    assert [(x["sku"], x["quantity"], x["price"]) for x in event.data["lines"]] == [
+        ("W19", 3, "350.00"), ("W5", 1, "150.00")]
+    assert all(x["unit"] and x["name"] for x in event.data["lines"])
     assert event.data["previous_total"] == "799.99" and event.data["total"] == "1200.00"
     assert unexpected_fields(event.kind, event.data) is None
     with pytest.raises(OrderNotChangeable) as same:
