@@ -33,6 +33,7 @@ from crm_bridge.outbox.routing import OutboxRouting
 from crm_bridge.outbox.store import OutboxStore
 from crm_bridge.outbox.worker import DeliveryWorker
 from crm_bridge.services import CrmStore, StoreConfig
+from crm_bridge.transcripts import TranscriptStore
 from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
@@ -56,6 +57,7 @@ from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
+from ivr.speech.transcriber import Transcriber, model_source
 from ivr.speech.tts import TtsEngine, engine_by_name
 from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
@@ -152,7 +154,8 @@ def build_record_writer(settings: Settings, store: CrmStore, outbox: OutboxRouti
     CRM targets, each batch enqueues their events in its own transaction."""
     r = settings.call_records
     return RecordWriter(
-        CallLog(store.sessions, outbox=outbox), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
+        CallLog(store.sessions, outbox=outbox, transcripts=settings.speech.transcripts), RecordSpool(Path(r.spool_dir)),
+        max_backlog=r.max_backlog,
         max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
         linger=r.linger,
     )
@@ -252,6 +255,8 @@ class Service:
     outbox: DeliveryWorker | None = None
     outbox_ownership: AmiOwnership | None = None
     fanout: EventFanout | None = None
+    # Transcripts of recordings (speech.transcripts; None: off).
+    transcriber: Transcriber | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
 
@@ -374,6 +379,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         service.outbox = build_outbox_worker(settings, store, targets)
         if settings.crm.deliver:
             service.outbox_ownership = await start_outbox(resources, settings, service.outbox)
+    if settings.speech.transcripts:
+        service.transcriber = start_transcriber(resources, settings, store, outbox_routing(targets), notifier)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -559,6 +566,36 @@ async def _start_ami(
     await ownership.start()
     resources.push_async_callback(ownership.stop)  # stops AMI first if we own it, then frees the lock
     return ownership, fanout
+
+
+def build_transcriber(settings: Settings, store: CrmStore, outbox: OutboxRouting | None) -> Transcriber:
+    """The transcription worker; its transcript.ready events go straight to the store (with the CRM
+    targets' outbox rows) before each row is settled, not through the record writer's memory queue."""
+    sp = settings.speech
+    return Transcriber(
+        TranscriptStore(store.sessions), CallLog(store.sessions, outbox=outbox).write,
+        model_source(sp.model_ru, sp.model_en, sp.model_transcripts, sp.transcripts_language),
+        RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
+        workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds,
+    )
+
+
+def start_transcriber(resources: contextlib.AsyncExitStack, settings: Settings, store: CrmStore,
+                      outbox: OutboxRouting | None, notifier: CallNotifier) -> Transcriber:
+    """Every process runs one (rows are claimed with SKIP LOCKED / the SQLite writer lock, so several
+    never take the same file); a recording announced here is looked at a moment later, once the record
+    writer has committed its pending row, instead of at the next poll."""
+    transcriber = build_transcriber(settings, store, outbox)
+    transcriber.start()
+    resources.push_async_callback(transcriber.stop)
+    loop = asyncio.get_running_loop()
+
+    def announced(event: Any) -> None:
+        if event.kind == EventKind.RECORDING_READY:
+            loop.call_later(settings.call_records.linger + 1.0, transcriber.wake)
+
+    notifier.subscribe(announced)
+    return transcriber
 
 
 # Fixed, like the AMI lock: every `ivr` process on the database competes for it. ("ivr-out" in ASCII.)

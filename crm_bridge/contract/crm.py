@@ -34,4 +34,5 @@ EXPORTED: tuple[EventKind, ...] = (
     EventKind.CALL_ENDED,
     EventKind.CALL_HUNGUP,
     EventKind.RECORDING_READY,
+    EventKind.TRANSCRIPT_READY,
 )

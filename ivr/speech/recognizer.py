@@ -160,8 +160,16 @@ _MODELS: dict[str, vosk.Model] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-class _ModelMissing(Exception):
+class ModelMissing(Exception):
     """No model files where the settings point (vosk would say only "Failed to create a model")."""
+
+
+_ModelMissing = ModelMissing
+
+
+def load_model(path: str) -> vosk.Model:
+    """The vosk model in directory ``path``, loaded once per process (blocking: call it in a thread)."""
+    return _load_model(path)
 
 
 def _load_model(path: str) -> vosk.Model:
