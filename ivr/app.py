@@ -44,6 +44,7 @@ from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
+from ivr.calls.recording_mp3 import RecordingMp3
 from ivr.calls.recordings import RecordingLocator
 from ivr.calls.refused_call import RefusedCalls
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
@@ -660,6 +661,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         seller=settings.seller,
         outbox=service.outbox.store if service.outbox is not None else None,
         recording_links=recording_links(settings),
+        recording_mp3=RecordingMp3(Path(settings.recordings.mp3_cache_dir), settings.recordings.mp3_cache_mb),
     )
     try:
         web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,

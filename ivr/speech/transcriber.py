@@ -194,6 +194,7 @@ class Transcriber:
         self.running = 0  # files being transcribed right now (never above ``workers``)
         self.most_running = 0
         self.finished = 0
+        self.progress = asyncio.Event()  # set whenever a file is finished (tests wait on it)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="transcriber")
@@ -290,6 +291,7 @@ class Transcriber:
                  words=len(result.words), audio_seconds=result.audio_seconds, work_seconds=round(work, 2),
                  cpu_seconds=round(result.cpu_seconds, 2), settled=ours)
         self.finished += 1
+        self.progress.set()
         return True
 
     async def _failed(self, job: TranscriptJob, error: str, language: str, model: str) -> bool:
@@ -299,6 +301,7 @@ class Transcriber:
         await self._store.finish(job, self._clock(), state=TranscriptState.FAILED, language=language, model=model,
                                  error=error)
         self.finished += 1
+        self.progress.set()
         return True
 
     async def _event(self, job: TranscriptJob, **data: object) -> None:

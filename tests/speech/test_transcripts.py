@@ -209,7 +209,8 @@ async def test_at_most_the_configured_number_of_files_at_once(rig) -> None:
     try:
         async with asyncio.timeout(90):
             while worker.finished < 5:
-                await asyncio.sleep(0.05)
+                await worker.progress.wait()
+                worker.progress.clear()
     finally:
         await worker.stop()
     assert worker.most_running == 2  # two side by side, never more

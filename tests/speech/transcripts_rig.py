@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydub import AudioSegment
 
-from crm_bridge.call_log import CallLog, CallStart, TimelineRecord
+from crm_bridge.call_log import CallLog, CallStart, CallUpdate, TimelineRecord
 from crm_bridge.contract.events import EventKind
 from crm_bridge.transcripts import TranscriptStore
 from ivr.calls.recordings import RecordingLocator
@@ -52,6 +52,7 @@ async def recorded_call(call_log: CallLog, call_id: str, path: Path, *, customer
     """What the runner and the AMI tracker write for a call whose recording is ready."""
     await call_log.write([
         CallStart(call_id=call_id, started_at=at, caller_number="+79161234567", customer_id=customer_id),
+        CallUpdate(call_id=call_id, fields={"recording_path": str(path), "recording_seconds": 6.8}, started_at=at),
         TimelineRecord(at=at, call_id=call_id, customer_id=customer_id, kind=EventKind.CALL_STARTED.value,
                        data={"language": language}),
         TimelineRecord(at=at + timedelta(seconds=30), call_id=call_id, customer_id=customer_id,

@@ -31,3 +31,4 @@ class ConsoleDeps:
     seller: SellerSettings = field(default_factory=lambda: default_settings().seller)  # on every invoice
     outbox: Any = None  # crm_bridge.outbox.store.OutboxStore, when CRM targets are configured
     recording_links: Any = None  # crm_bridge.connectors.recording_links.RecordingLinks: GET /r/<token>
+    recording_mp3: Any = None  # ivr.calls.recording_mp3.RecordingMp3: ?format=mp3 (None: not offered)
