@@ -197,6 +197,15 @@ class TranscriptStore:
             ).values(**values))
             return bool(result.rowcount)
 
+    async def extend(self, job: TranscriptJob, until: datetime) -> bool:
+        """Keep holding a row still being transcribed; False when it is no longer ours."""
+        t = TRANSCRIPTS.c
+        async with self._write() as session:
+            result = await session.execute(update(TRANSCRIPTS).where(
+                t.id == job.id, t.state == TranscriptState.PENDING.value, t.attempts == job.attempts,
+            ).values(lease_until=until))
+            return bool(result.rowcount)
+
     async def release(self, job: TranscriptJob) -> None:
         """The worker is stopping before it finished ``job``: back in line at once, its attempt given back."""
         t = TRANSCRIPTS.c

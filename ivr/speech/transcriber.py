@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,16 +174,17 @@ class Transcriber:
 
     def __init__(self, store: TranscriptStore, write_timeline: TimelineWrite, model_for: ModelSource,
                  locator: RecordingLocator, *, workers: int = 1, max_seconds: float = 1800.0,
-                 poll_interval: float = 5.0, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 poll_interval: float = 5.0, lease: float = 120.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._write_timeline = write_timeline
         self._model_for = model_for
         self._locator = locator
         self.workers = max(1, workers)
         self._max_seconds = max_seconds
-        # A claim holds its row this long: beyond any file this worker accepts (vosk runs well above
-        # real time, so twice the longest recording plus a margin), then a restart may take it again.
-        self._lease = 2 * max_seconds + 120
+        # A claim holds its row this long and is renewed every third of it while the file is decoded,
+        # so a worker that died leaves its row to the next start within one lease, however long the file.
+        self._lease = lease
         self._poll = poll_interval
         self._clock = clock
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe", initializer=_lower_priority)
@@ -261,9 +262,10 @@ class Transcriber:
         try:
             if local is None:
                 raise TranscriptionFailed("recording path outside speech recordings directory")
-            result = await asyncio.get_running_loop().run_in_executor(
+            work = asyncio.get_running_loop().run_in_executor(
                 self._pool, lambda: transcribe_file(model, model_dir, local, max_seconds=self._max_seconds,
                                                     stop=self._stop))
+            result = await self._holding(job, work)
         except TranscriptionFailed as exc:
             return await self._failed(job, str(exc), language, Path(model_dir).name)
         except TranscriptionStopped:
@@ -293,6 +295,17 @@ class Transcriber:
         self.finished += 1
         self.progress.set()
         return True
+
+    async def _holding(self, job: TranscriptJob, work: asyncio.Future[Transcription]) -> Transcription:
+        """``work``'s result, renewing the row's lease while it runs."""
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=self._lease / 3)
+            if done:
+                return work.result()
+            try:
+                await self._store.extend(job, self._clock() + timedelta(seconds=self._lease))
+            except Exception as exc:  # the database away for a moment: the lease still has two thirds left
+                log.warning("transcripts.lease_not_renewed", call_id=job.call_id, error=repr(exc)[:200])
 
     async def _failed(self, job: TranscriptJob, error: str, language: str, model: str) -> bool:
         log.warning("transcripts.failed", call_id=job.call_id, transcript_id=job.id, error=error)

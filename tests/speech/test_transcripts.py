@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from crm_bridge.call_search import CallFilters, search_calls
 from crm_bridge.contract.events import EventKind
 from crm_bridge.services import CrmStore
 from crm_bridge.transcripts import MAX_ATTEMPTS, TranscriptState, TranscriptStore, event_uid
+from ivr.calls.recordings import RecordingLocator
+from ivr.speech.transcriber import Transcriber, model_source
 from tests.db.seed import seed
 from tests.speech.transcripts_rig import (
     T0,
@@ -27,6 +30,7 @@ from tests.speech.transcripts_rig import (
     trace_copy,
     transcriber,
 )
+from tests.speech.vosk_support import KO_MODEL
 
 
 @pytest.fixture
@@ -254,3 +258,49 @@ async def test_two_workers_never_take_the_same_row(rig) -> None:
     claims = await asyncio.gather(*(transcripts.claim(T0, limit=2, lease=60) for _ in range(4)))
     taken = [j.id for batch in claims for j in batch]
     assert len(taken) == len(set(taken)) == 6
+
+
+class _WatchedStore(TranscriptStore):
+    """Records the claims' and renewals' times, and says when a renewal happened."""
+
+    def __init__(self, sessions) -> None:
+        super().__init__(sessions)
+        self.claimed_until: list = []
+        self.renewed = asyncio.Event()
+
+    async def claim(self, now, *, limit, lease):
+        jobs = await super().claim(now, limit=limit, lease=lease)
+        if jobs:
+            self.claimed_until.append(now + timedelta(seconds=lease))
+        return jobs
+
+    async def extend(self, job, until):
+        ours = await super().extend(job, until)
+        self.renewed.set()
+        return ours
+
+
+async def test_a_file_being_decoded_keeps_its_row_past_the_first_lease(rig) -> None:
+    store, call_log, recordings = rig
+    await recorded_call(call_log, "c1", trace_copy(recordings))
+    started = time.monotonic()
+
+    def clock():
+        return T0 + timedelta(seconds=time.monotonic() - started)
+
+    watched = _WatchedStore(store.sessions)
+    worker = Transcriber(watched, CallLog(store.sessions).write, model_source("", "", KO_MODEL, "ko"),
+                         RecordingLocator(recordings), lease=0.3, clock=clock)
+    try:
+        running = asyncio.create_task(worker.run_once())
+        for _ in range(3):  # three renewals: well past the first lease
+            await watched.renewed.wait()
+            watched.renewed.clear()
+        other = await TranscriptStore(store.sessions).claim(watched.claimed_until[0] + timedelta(seconds=0.05),
+                                                           limit=1, lease=60)
+        assert other == []  # renewed: nobody else takes it
+        assert await running == 1
+    finally:
+        await worker.stop()
+    (row,) = await TranscriptStore(store.sessions).items()
+    assert row.state == "done" and row.attempts == 1
