@@ -261,7 +261,7 @@ class Transcriber:
         started = time.perf_counter()
         try:
             if local is None:
-                raise TranscriptionFailed("recording path outside speech recordings directory")
+                raise TranscriptionFailed("recording path outside recordings.dir")
             work = asyncio.get_running_loop().run_in_executor(
                 self._pool, lambda: transcribe_file(model, model_dir, local, max_seconds=self._max_seconds,
                                                     stop=self._stop))

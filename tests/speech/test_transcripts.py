@@ -193,7 +193,7 @@ async def test_bad_recordings_fail_with_one_clear_line_and_the_worker_goes_on(ri
     assert rows["corrupt"].error.startswith("recording unreadable (corrupt.wav)")
     assert rows["missing"].error == "recording file missing: gone.wav"
     assert rows["long"].error == "recording too long: 600 s > speech.transcribe_max_seconds 300 s"
-    assert rows["outside"].error == "recording path outside speech recordings directory"
+    assert rows["outside"].error == "recording path outside recordings.dir"
     assert all("\n" not in r.error for r in rows.values() if r.error)
     failed = [e for e in await store.call_timeline("long") if e.kind == EventKind.TRANSCRIPT_READY]
     assert failed[0].data["state"] == "failed" and "too long" in failed[0].data["error"]
