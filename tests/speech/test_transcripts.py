@@ -16,6 +16,8 @@ from pydub import AudioSegment
 from crm_bridge.call_log import CallLog, CallStart, TimelineRecord
 from crm_bridge.call_search import CallFilters, search_calls
 from crm_bridge.contract.events import EventKind
+from crm_bridge.outbox.routing import OutboxRouting
+from crm_bridge.outbox.store import OutboxStore
 from crm_bridge.services import CrmStore
 from crm_bridge.transcripts import MAX_ATTEMPTS, TranscriptState, TranscriptStore, event_uid
 from ivr.calls.recordings import RecordingLocator
@@ -304,3 +306,20 @@ async def test_a_file_being_decoded_keeps_its_row_past_the_first_lease(rig) -> N
         await worker.stop()
     (row,) = await TranscriptStore(store.sessions).items()
     assert row.state == "done" and row.attempts == 1
+
+
+async def test_a_crm_target_that_takes_transcripts_gets_one_event_per_recording(rig) -> None:
+    store, call_log, recordings = rig
+    await recorded_call(call_log, "c1", trace_copy(recordings))
+    routing = OutboxRouting({"hook": frozenset({EventKind.TRANSCRIPT_READY.value})})
+    worker = Transcriber(TranscriptStore(store.sessions), CallLog(store.sessions, outbox=routing).write,
+                         model_source("", "", KO_MODEL, "ko"), RecordingLocator(recordings), clock=Clock())
+    try:
+        assert await worker.run_once() == 1
+    finally:
+        await worker.stop()
+    done = await TranscriptStore(store.sessions).of_call("c1")
+    (item,) = await OutboxStore(store.sessions).items(target="hook")
+    assert item.kind == "transcript.ready" and item.call_id == "c1" and item.event_id == event_uid(done.id)
+    assert item.payload["customer_id"] == "C1"
+    assert item.payload["data"]["text"] == done.text and item.payload["data"]["state"] == "done"
