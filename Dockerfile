@@ -1,5 +1,5 @@
 FROM python:3.11-slim-bookworm
-RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng sox festival festvox-ru fonts-dejavu-core \
+RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng sox ffmpeg festival festvox-ru fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app

@@ -1,8 +1,9 @@
 # The two commands of the README:  `make run`  and  `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Speech (espeak-ng, festival + Russian voice, sox) and the invoice PDF font; tests add a browser.
-RUN_PACKAGES := espeak-ng sox festival festvox-ru fonts-dejavu-core
+# Speech (espeak-ng, festival + Russian voice, sox), ffmpeg (pydub: MP3 of recordings) and the invoice PDF
+# font; tests add a browser.
+RUN_PACKAGES := espeak-ng sox ffmpeg festival festvox-ru fonts-dejavu-core
 TEST_PACKAGES := $(RUN_PACKAGES) chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -17,7 +17,10 @@ writing but before forgetting it) changes nothing, so a batch may be written *at
 - an outbox row (the CRM bridge, ``crm_bridge.outbox``) is keyed by (record uid, target):
   ``ON CONFLICT (event_id, target) DO NOTHING``. Rows are made only for the kinds a configured
   target wants, in the same transaction as the timeline row they copy; with no target configured,
-  no statement at all.
+  no statement at all;
+- a pending transcript (``crm_bridge.transcripts``, with ``transcripts=True``) is made beside every
+  ``recording.ready`` row, keyed by (call, recording path): ``ON CONFLICT DO NOTHING``, so neither a
+  replayed batch nor the same file announced twice queues a second transcription.
 
 Semantics kept from the one-call-per-transaction store methods (``CrmStore.record_call_start``,
 ``record_call_end``, ``update_call``): a call end or update without a start still creates the row;
@@ -55,13 +58,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, decide_outcome, facts_implying
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import RecordRejected, StoreUnavailable
-from crm_bridge.models import Call, Customer, OutboxRow, TimelineEvent, UtcDateTime, as_utc
+from crm_bridge.models import Call, Customer, OutboxRow, TimelineEvent, Transcript, UtcDateTime, as_utc
 from crm_bridge.outbox.routing import OutboxRouting
 from crm_bridge.pg_direct import DirectStatement, driver, settle_lost_connection
+from crm_bridge.transcripts import pending_row
 from crm_bridge.views import row_facts
 
 log = structlog.get_logger(__name__)
@@ -197,8 +202,11 @@ def record_from_json(data: Mapping[str, Any]) -> CallRecord:
 class CallLog:
     """Writes batches of call records; one transaction per ``write``. Never commits anything else."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, outbox: OutboxRouting | None = None) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, outbox: OutboxRouting | None = None,
+                 transcripts: bool = False) -> None:
         self.sessions = sessions
+        # speech.transcripts: every recording.ready queues its transcription in the same transaction.
+        self._transcripts = transcripts
         # The CRM targets' share of each batch (crm_bridge.outbox); None or no target: nothing to do.
         self._outbox = outbox if outbox is not None and outbox.targets else None
         engine = sessions.kw["bind"]
@@ -252,7 +260,8 @@ class CallLog:
                 # No FOR UPDATE on SQLite: the batch already holds the database's write lock.
                 return (await conn.execute(_call_rows_query(CALLS.c.call_id.in_(call_ids)))).all()
 
-            await _write(records, _statements(conn.dialect.name), execute, customer_pks, call_rows, self._outbox)
+            await _write(records, _statements(conn.dialect.name), execute, customer_pks, call_rows, self._outbox,
+                         self._transcripts)
             await session.commit()
 
     async def _write_once_pg(self, records: Sequence[CallRecord]) -> None:
@@ -273,7 +282,7 @@ class CallLog:
             try:
                 async with raw.transaction():
                     await _write(records, _statements("postgresql"), execute, customer_pks, call_rows,
-                                 self._outbox)
+                                 self._outbox, self._transcripts)
             except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
                 await settle_lost_connection(conn)  # the pool learns the connection is gone
                 raise
@@ -344,7 +353,8 @@ CallRows = Callable[[list[str]], Awaitable[Sequence[tuple[Any, ...]]]]
 
 
 async def _write(records: Sequence[CallRecord], statements: _Statements, execute: Execute,
-                 customer_pks: CustomerPks, call_rows: CallRows, outbox: OutboxRouting | None = None) -> None:
+                 customer_pks: CustomerPks, call_rows: CallRows, outbox: OutboxRouting | None = None,
+                 transcripts: bool = False) -> None:
     # Core statements on the tables (not the ORM classes): an ORM-enabled insert with a list of
     # rows takes SQLAlchemy's ORM bulk path, measured 3x slower here.
     waves, timeline = _waves(records)
@@ -370,11 +380,17 @@ async def _write(records: Sequence[CallRecord], statements: _Statements, execute
             rows = outbox.rows_for(timeline, datetime.now(UTC))
             if rows:  # one executemany for the whole batch, whatever the number of targets
                 await execute(statements.outbox, rows)
+        if transcripts:
+            queued = [pending_row(r.call_id, str(r.data["path"]), as_utc(r.at)) for r in timeline
+                      if r.kind == EventKind.RECORDING_READY and r.call_id and r.data.get("path")]
+            if queued:
+                await execute(statements.transcripts, queued)
 
 
 CALLS = Call.__table__
 TIMELINE = TimelineEvent.__table__
 OUTBOX = OutboxRow.__table__
+TRANSCRIPTS = Transcript.__table__
 
 
 class _Statements:
@@ -386,6 +402,8 @@ class _Statements:
         self.end = _end_statement(self.insert)
         self.timeline = self.insert(TIMELINE).on_conflict_do_nothing(index_elements=["event_uid"])
         self.outbox = self.insert(OUTBOX).on_conflict_do_nothing(index_elements=["event_id", "target"])
+        self.transcripts = self.insert(TRANSCRIPTS).on_conflict_do_nothing(
+            index_elements=["call_id", "recording_path"])
         self._updates: dict[tuple[str, ...], Any] = {}
 
     def update(self, names: tuple[str, ...]) -> Any:

@@ -9,7 +9,10 @@ session and returns frozen DTOs. The filters are ANDed; each one narrows:
 - ``customer``: an external customer id (exact) or words of the name (each word must start one of
   last name / first name / patronymic, case-insensitive also for Cyrillic on SQLite);
 - ``outcome``: exact;
-- ``operator``: the queue-member interface (``PJSIP/101``) or its short form (``101``).
+- ``operator``: the queue-member interface (``PJSIP/101``) or its short form (``101``);
+- ``words``: words of the call's transcript (crm_bridge.transcripts), each one matched as the start
+  of a word ("заказ" finds "заказать"), case-insensitive for Cyrillic too, ``ё`` = ``е``: LIKE on the
+  lowercased ``search_text`` on both backends (migration 0011 says why not a tsvector).
 
 Sorting is by a whitelisted key (``SORT_KEYS``: ``started``, ``caller``, ``customer``, ``outcome``,
 ``reason``, ``wait``, ``talk``, ``operator``, ``order``), ``-key`` for descending; anything else is the
@@ -28,12 +31,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.dto import CallView
-from crm_bridge.models import Call, Customer, Order
+from crm_bridge.models import Call, Customer, Order, Transcript
 from crm_bridge.phones import normalize_phone
+from crm_bridge.transcripts import search_text
 from crm_bridge.views import call_view
 
 MAX_PAGE = 200
@@ -61,6 +65,7 @@ class CallFilters:
     customer: str | None = None
     outcome: str | None = None
     operator: str | None = None
+    words: str | None = None  # words of the transcript
     timezone: str = "Europe/Moscow"
 
 
@@ -163,6 +168,21 @@ def _operator_condition(raw: str) -> ColumnElement[bool] | None:
     )
 
 
+MAX_SEARCH_WORDS = 8
+
+
+def _words_condition(raw: str) -> ColumnElement[bool] | None:
+    """Calls whose transcript holds every word (as the start of a word; see the module doc)."""
+    words = search_text(raw).split()[:MAX_SEARCH_WORDS]
+    if not words:
+        return None
+    # search_text has a space before every word: " слово" matches a word's start, never its middle.
+    return exists().where(
+        Transcript.call_id == Call.call_id,
+        *(Transcript.search_text.like(f"% {_like_escape(w)}%", escape="\\") for w in words),
+    )
+
+
 def _conditions(filters: CallFilters, dialect: str) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.date_from is not None:
@@ -173,6 +193,7 @@ def _conditions(filters: CallFilters, dialect: str) -> list[ColumnElement[bool]]
         _caller_condition(filters.caller or ""),
         _customer_condition(filters.customer or "", dialect),
         _operator_condition(filters.operator or ""),
+        _words_condition(filters.words or ""),
     ):
         if condition is not None:
             conditions.append(condition)

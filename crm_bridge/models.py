@@ -406,6 +406,44 @@ class SyncCursor(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))  # scrubbed of the CRM's secrets
 
 
+class Transcript(Base):
+    """The words of one call recording (issue 12), written by the transcription worker (ivr.speech.transcriber).
+
+    A pending row is inserted in the same transaction as the call's ``recording.ready`` timeline row
+    (crm_bridge.call_log); ``(call_id, recording_path)`` is unique, so a replayed batch or a second
+    announcement of the same file never queues it twice. The worker claims rows by leasing them
+    (``lease_until``), like the outbox: a worker that dies mid-file leaves the row to be claimed again.
+    ``search_text`` is ``text`` lowercased in Python (SQLite's lower() folds ASCII only): the calls
+    search matches words with LIKE on both backends (crm_bridge.call_search).
+    """
+
+    __tablename__ = "transcripts"
+    __table_args__ = (
+        UniqueConstraint("call_id", "recording_path"),
+        Index(None, "state", "lease_until"),  # the worker's "what is due"
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(64), index=True)
+    recording_path: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(10))  # crm_bridge.transcripts.TranscriptState
+    language: Mapped[str | None] = mapped_column(String(8))
+    model: Mapped[str | None] = mapped_column(String(200))  # the model directory's name
+    # Before ``text``: the column of that name hides sqlalchemy.text in the rest of the class body.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    text: Mapped[str | None] = mapped_column(Text)
+    search_text: Mapped[str | None] = mapped_column(Text)
+    # [{"word", "start", "end", "conf", "channel", "speaker"}] in time order (crm_bridge.transcripts).
+    words: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    channels: Mapped[int | None] = mapped_column(Integer)
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
+    work_seconds: Mapped[float | None] = mapped_column(Float)  # wall time of the transcription
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 __all__ = [
     "INVOICE_NUMBER_SEQUENCE",
     "ORDER_NUMBER_SEQUENCE",
@@ -423,6 +461,7 @@ __all__ = [
     "SequenceCounter",
     "SyncCursor",
     "TimelineEvent",
+    "Transcript",
     "User",
     "WebSession",
     "func",

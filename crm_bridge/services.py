@@ -55,6 +55,7 @@ from crm_bridge.outbox.routing import OutboxRouting
 from crm_bridge.phones import normalize_phone
 from crm_bridge.pricing import positive_lines as _positive_lines
 from crm_bridge.pricing import priced as _priced
+from crm_bridge.transcripts import TranscriptStore, TranscriptView
 from crm_bridge.views import (
     call_view,
     callback_task_view,
@@ -499,6 +500,10 @@ class CrmStore(Corrections):
         async with self._unit() as session:
             row = await repo.call_by_id(session, call_id)
         return None if row is None else call_view(*row)
+
+    async def call_transcript(self, call_id: str) -> TranscriptView | None:
+        """The call's transcript (crm_bridge.transcripts), whatever its state; None before any."""
+        return await TranscriptStore(self.sessions).of_call(call_id)
 
     async def call_timeline(self, call_id: str) -> list[TimelineEventView]:
         async with self._unit() as session:

@@ -37,6 +37,7 @@ from crm_bridge.services import CrmStore, StoreConfig
 from crm_bridge.sync import AmoCrmSource, Bitrix24Source, Retrying, SyncRunner, SyncSchedule, SyncStore
 from crm_bridge.sync.report import SyncReport
 from crm_bridge.sync.source import CrmSource
+from crm_bridge.transcripts import TranscriptStore
 from ivr import event_loop
 from ivr.agi.admission import Admission, AdmissionLimits
 from ivr.agi.server import FastAgiServer
@@ -47,6 +48,7 @@ from ivr.calls.hours import BusinessHours
 from ivr.calls.notifier import CallNotifier
 from ivr.calls.record_spool import RecordSpool
 from ivr.calls.record_writer import RecordWriter
+from ivr.calls.recording_mp3 import RecordingMp3
 from ivr.calls.recordings import RecordingLocator
 from ivr.calls.refused_call import RefusedCalls
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
@@ -60,6 +62,7 @@ from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
+from ivr.speech.transcriber import Transcriber, model_source
 from ivr.speech.tts import TtsEngine, engine_by_name
 from ivr.speech.warmup import warm_dialplan_prompts, warm_prompts
 from ivr.web.api import build_web_app
@@ -166,7 +169,8 @@ def build_record_writer(settings: Settings, store: CrmStore, outbox: OutboxRouti
     CRM targets, each batch enqueues their events in its own transaction."""
     r = settings.call_records
     return RecordWriter(
-        CallLog(store.sessions, outbox=outbox), RecordSpool(Path(r.spool_dir)), max_backlog=r.max_backlog,
+        CallLog(store.sessions, outbox=outbox, transcripts=settings.speech.transcripts), RecordSpool(Path(r.spool_dir)),
+        max_backlog=r.max_backlog,
         max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
         linger=r.linger,
     )
@@ -270,6 +274,8 @@ class Service:
     sync: SyncSchedule | None = None
     sync_ownership: AmiOwnership | None = None
     fanout: EventFanout | None = None
+    # Transcripts of recordings (speech.transcripts; None: off).
+    transcriber: Transcriber | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
 
@@ -405,6 +411,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         service.sync = SyncSchedule(SyncRunner(SyncStore(store.sessions), build_sync_source(settings)),
                                     settings.sync.interval_minutes * 60)
         service.sync_ownership = await start_sync(resources, settings, service.sync)
+    if settings.speech.transcripts:
+        service.transcriber = start_transcriber(resources, settings, store, outbox_routing(targets), notifier)
     if settings.web.enabled:
         await _start_web(resources, service, metrics)
     # The last calls' rows and timelines, once no call runs any more (pushed before the server's stop,
@@ -592,6 +600,36 @@ async def _start_ami(
     return ownership, fanout
 
 
+def build_transcriber(settings: Settings, store: CrmStore, outbox: OutboxRouting | None) -> Transcriber:
+    """The transcription worker; its transcript.ready events go straight to the store (with the CRM
+    targets' outbox rows) before each row is settled, not through the record writer's memory queue."""
+    sp = settings.speech
+    return Transcriber(
+        TranscriptStore(store.sessions), CallLog(store.sessions, outbox=outbox).write,
+        model_source(sp.model_ru, sp.model_en, sp.model_transcripts, sp.transcripts_language),
+        RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
+        workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds,
+    )
+
+
+def start_transcriber(resources: contextlib.AsyncExitStack, settings: Settings, store: CrmStore,
+                      outbox: OutboxRouting | None, notifier: CallNotifier) -> Transcriber:
+    """Every process runs one (rows are claimed with SKIP LOCKED / the SQLite writer lock, so several
+    never take the same file); a recording announced here is looked at a moment later, once the record
+    writer has committed its pending row, instead of at the next poll."""
+    transcriber = build_transcriber(settings, store, outbox)
+    transcriber.start()
+    resources.push_async_callback(transcriber.stop)
+    loop = asyncio.get_running_loop()
+
+    def announced(event: Any) -> None:
+        if event.kind == EventKind.RECORDING_READY:
+            loop.call_later(settings.call_records.linger + 1.0, transcriber.wake)
+
+    notifier.subscribe(announced)
+    return transcriber
+
+
 # Fixed, like the AMI lock: every `ivr` process on the database competes for it. ("ivr-out" in ASCII.)
 OUTBOX_LOCK_KEY = 0x6976_722D_6F75_74
 
@@ -724,6 +762,7 @@ async def _start_web(resources: contextlib.AsyncExitStack, service: Service, met
         outbox=service.outbox.store if service.outbox is not None else None,
         outbox_targets=tuple(service.outbox.targets) if service.outbox is not None else (),
         recording_links=recording_links(settings),
+        recording_mp3=RecordingMp3(Path(settings.recordings.mp3_cache_dir), settings.recordings.mp3_cache_mb),
     )
     try:
         web_app = build_web_app(service.store, api_token=settings.web.api_token, board=service.board,

@@ -211,6 +211,10 @@ class RecordingSettings:
     dir: str
     # The same directory as Asterisk sees it, when the two differ (containers).
     asterisk_dir: str
+    # MP3 copies served to browsers and CRMs that ask for them (?format=mp3), made once with ffmpeg;
+    # the oldest are removed above mp3_cache_mb.
+    mp3_cache_dir: str
+    mp3_cache_mb: int
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,14 @@ class SpeechSettings:
     audiosocket_port: int
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
+    # Transcripts of recordings (ivr/speech/transcriber.py): on/off, the model (a big one; "" = the
+    # call's language's model_ru / model_en) and its language, files transcribed at once (each one
+    # thread, at a lower CPU priority than the calls), the longest recording accepted (seconds).
+    transcripts: bool
+    model_transcripts: str
+    transcripts_language: str
+    transcribe_workers: int
+    transcribe_max_seconds: float
 
 
 @dataclass(frozen=True)

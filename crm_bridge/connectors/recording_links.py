@@ -40,8 +40,11 @@ class RecordingLinks:
         body = f"{_b64(call_id.encode())}.{expires}"
         return f"{body}.{self._mac(body)}"
 
-    def url(self, call_id: str, now: float | None = None) -> str:
-        return f"{self.base_url.rstrip('/')}/r/{self.token(call_id, now)}"
+    def url(self, call_id: str, now: float | None = None, fmt: str | None = None) -> str:
+        """The link; ``fmt="mp3"`` asks for an MP3 copy (the format is not signed: the token opens the
+        call's recording, in whichever form)."""
+        query = f"?format={fmt}" if fmt else ""
+        return f"{self.base_url.rstrip('/')}/r/{self.token(call_id, now)}{query}"
 
     def call_id(self, token: str, now: float | None = None) -> str | None:
         """The call a valid, unexpired token names; None for anything else (no reason given out)."""

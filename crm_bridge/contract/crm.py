@@ -38,4 +38,5 @@ EXPORTED: tuple[EventKind, ...] = (
     # An order's later life, from the console (no call): its deal in the CRM follows it.
     EventKind.ORDER_CHANGED,
     EventKind.ORDER_CANCELLED,
+    EventKind.TRANSCRIPT_READY,
 )

@@ -47,6 +47,8 @@ class EventKind(StrEnum):
     RECORDING_READY = "recording.ready"
     RECORDING_MISSING = "recording.missing"
     RECORDING_REFUSED = "recording.refused"
+    # The transcription worker (ivr/speech/transcriber.py), once a recording was transcribed or failed.
+    TRANSCRIPT_READY = "transcript.ready"
     # The console (an operator correcting the store, issue 10): no call, the customer's timeline.
     ORDER_CANCELLED = "order.cancelled"
     ORDER_CHANGED = "order.changed"
@@ -227,6 +229,18 @@ class RecordingPath(TypedDict, total=False):
     path: str
 
 
+class TranscriptReady(TypedDict, total=False):
+    transcript_id: int
+    state: str  # crm_bridge.transcripts.TranscriptState: done | empty | failed
+    language: str | None
+    model: str | None  # the model directory's name
+    seconds: float | None  # length of the recording
+    words: int  # number of words recognized
+    speakers: list[str]  # "caller", "robot" (a stereo recording) or [] (mono: one track)
+    text: str  # the words, cut at TRANSCRIPT_EVENT_TEXT characters (the whole is on the call)
+    error: str  # failed: why, one line
+
+
 class OrderPlacedEntry(TypedDict, total=False):
     order_id: str
     total: str
@@ -288,6 +302,9 @@ class CallRecordedEntry(TypedDict, total=False):
     operator: str | None
 
 
+# A transcript.ready event carries at most this much of the text (timelines and CRM payloads stay small).
+TRANSCRIPT_EVENT_TEXT = 2000
+
 PAYLOADS: dict[EventKind, type] = {
     EventKind.CALL_STARTED: CallStarted,
     EventKind.CALL_AFTER_HOURS: CallAfterHours,
@@ -314,6 +331,7 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.RECORDING_READY: RecordingReady,
     EventKind.RECORDING_MISSING: RecordingPath,
     EventKind.RECORDING_REFUSED: RecordingPath,
+    EventKind.TRANSCRIPT_READY: TranscriptReady,
     EventKind.ORDER_CANCELLED: OrderCancelled,
     EventKind.ORDER_CHANGED: OrderChanged,
     EventKind.CUSTOMER_CREATED: CustomerCreated,

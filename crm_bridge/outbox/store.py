@@ -24,9 +24,9 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.contract.crm import OutboxState
+from crm_bridge.contract.events import EventKind
 from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
 from crm_bridge.dto import CallView, OutboxBacklog, OutboxItem
-from crm_bridge.contract.events import EventKind
 from crm_bridge.models import Call, Customer, ExternalRef, OutboxRow
 from crm_bridge.outbox.routing import ORDER_SUBJECT
 from crm_bridge.sync.records import Entity

@@ -10,6 +10,10 @@ pointing out. The values come from channel variables, so treat them as untrusted
 the file; a crashed or still-running MixMonitor leaves zeros (or garbage) there, so the duration
 is then computed from the file size. A file with a header and no audio is ``empty``: the tracker
 never announces it as a recording.
+
+Not pydub (which the rest of the audio code uses): this needs the length of a file that may be an
+hour long and still being written, from its first 4 KB and its size; pydub would read and decode
+all of it, and takes the header's sizes at their word.
 """
 
 from __future__ import annotations

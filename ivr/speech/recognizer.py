@@ -121,7 +121,7 @@ class SpeechModels:
         started = time.perf_counter()
         try:
             model = await asyncio.get_running_loop().run_in_executor(self._executor, _load_model, path)
-        except _ModelMissing:
+        except ModelMissing:
             log.error("speech model missing: callers answer with keys", language=language, path=path)
             return None
         except Exception as exc:  # vosk says only "Failed to create a model"; Kaldi's reason went to stderr
@@ -160,15 +160,20 @@ _MODELS: dict[str, vosk.Model] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-class _ModelMissing(Exception):
+class ModelMissing(Exception):
     """No model files where the settings point (vosk would say only "Failed to create a model")."""
+
+
+def load_model(path: str) -> vosk.Model:
+    """The vosk model in directory ``path``, loaded once per process (blocking: call it in a thread)."""
+    return _load_model(path)
 
 
 def _load_model(path: str) -> vosk.Model:
     import vosk  # a native library of ~30 MB: imported when speech is used, not by every `ivr` command
 
     if not Path(path, "am").is_dir() and not Path(path, "final.mdl").exists():
-        raise _ModelMissing(path)
+        raise ModelMissing(path)
     key = str(Path(path).resolve())
     with _MODELS_LOCK:
         if key not in _MODELS:

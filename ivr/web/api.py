@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from crm_bridge.dto import CallView, CustomerCard, TimelineEventView
+from crm_bridge.transcripts import TranscriptView
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.web.client_address import TRUSTED_PROXIES_KEY, parse_networks
 from ivr.web.common import MAX_DB_INT, STORE_KEY, TOKEN_KEY, api_error, errors_and_auth, to_json
@@ -34,6 +35,8 @@ class ReadStore(Protocol):
     async def get_call(self, call_id: str) -> CallView | None: ...
 
     async def call_timeline(self, call_id: str) -> list[TimelineEventView]: ...
+
+    async def call_transcript(self, call_id: str) -> TranscriptView | None: ...
 
 
 def _page(request: web.Request) -> tuple[int, int]:
@@ -73,7 +76,10 @@ async def call_timeline(request: web.Request) -> web.Response:
     call = await store.get_call(call_id)
     if call is None:
         return api_error(404, "call_not_found", "no call with this id")
-    return to_json({"call": call, "events": await store.call_timeline(call_id)})
+    # The transcript: its state, text and words ({word, start, end, conf, channel, speaker}); null
+    # before the recording was queued for transcription (or with speech.transcripts off).
+    return to_json({"call": call, "events": await store.call_timeline(call_id),
+                    "transcript": await store.call_transcript(call_id)})
 
 
 def build_web_app(

@@ -145,6 +145,9 @@ SAMPLES: dict[str, dict] = {
                                 "bytes": 960000},
     EventKind.RECORDING_MISSING: {"path": "/var/spool/asterisk/monitor/ivr/1700000000.1.wav"},
     EventKind.RECORDING_REFUSED: {"path": "/etc/passwd"},
+    EventKind.TRANSCRIPT_READY: {"transcript_id": 7, "state": "done", "language": "ru", "model": "vosk-model-ru-0.42",
+                                 "seconds": 95.5, "words": 4, "speakers": ["caller", "robot"],
+                                 "text": "да повторить прошлый заказ"},
     EventKind.ORDER_PLACED: {"order_id": "A-7", "total": "1400.00", "source": "operator", "invoice": "СЧ-7",
                              "delivery_date": "2026-11-29", "lines": 1},
     EventKind.CALL_RECORDED: {"outcome": "operator_answered", "reason": "caller_request",
@@ -227,3 +230,13 @@ def test_every_api_error_id_has_a_russian_sentence():
 def test_roles_and_steps_in_russian():
     assert ROLE_LABELS == {"operator": "Оператор", "supervisor": "Старший смены", "admin": "Администратор"}
     assert reason_text("hangup_at_quantity:W19") == "положил трубку (количество товара W19)"
+
+
+def test_a_transcript_event_reads_its_words_or_why_there_are_none():
+    done = event_text(EventKind.TRANSCRIPT_READY, SAMPLES[EventKind.TRANSCRIPT_READY], MSK)
+    assert done == "«да повторить прошлый заказ»"
+    assert event_text(EventKind.TRANSCRIPT_READY, {"state": "empty", "words": 0}, MSK) == "слов в записи не распознано"
+    failed = event_text(EventKind.TRANSCRIPT_READY, {"state": "failed", "error": "recording file missing: a.wav"}, MSK)
+    assert failed == "не удалась: recording file missing: a.wav"
+    long = event_text(EventKind.TRANSCRIPT_READY, {"state": "done", "text": "слово " * 100}, MSK)
+    assert len(long) < 210 and long.endswith("…»")

@@ -16,9 +16,9 @@ from crm_bridge.connectors.recording_links import RecordingLinks
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
-from crm_bridge.sync.store import SyncStore
 from crm_bridge.models import Call
 from crm_bridge.outbox.store import OutboxStore
+from crm_bridge.sync.store import SyncStore
 from ivr.app import Seams, start_service
 from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
 from tests.console.conftest import PASSWORD, add_role_users, login, make_console_app, start_client

@@ -136,7 +136,14 @@ def shots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIterator[Console]:
+def console_overrides() -> dict[str, dict[str, Any]]:
+    """Settings sections a test module changes for its service (override this fixture in the module)."""
+    return {}
+
+
+@pytest.fixture
+async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path,
+                  console_overrides: dict[str, dict[str, Any]]) -> AsyncIterator[Console]:
     fake_ami = await FakeAmi().start()
     recordings = tmp_path / "recordings"
     recordings.mkdir()
@@ -154,7 +161,7 @@ async def console(tmp_path: Path, prompts_dir: Path, shots_dir: Path) -> AsyncIt
         operators={"names": {OPERATOR_INTERFACE: OPERATOR_NAME}},
         # max_silence: a loaded machine's first syntheses must not send the caller to an operator
         flow={"menu_timeout": 2.0, "quantity_timeout": 2.0, "max_silence": 10.0},
-    )
+    ).replace(**console_overrides)
     service = await start_service(settings)
     try:
         assert service.web_app is not None and service.web_port

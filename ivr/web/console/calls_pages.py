@@ -2,7 +2,8 @@
 
 - ``GET /calls`` — any signed-in role. Filters (query string): ``from`` / ``to`` (local days,
   inclusive), ``caller`` (any Russian format or a few digits), ``customer`` (id or name),
-  ``outcome``, ``operator`` (``PJSIP/101`` or ``101``), ``page``, ``sort`` (a column key, ``-key``
+  ``outcome``, ``operator`` (``PJSIP/101`` or ``101``), ``words`` (words of the transcript:
+  supervisors and admins only, like the transcript itself), ``page``, ``sort`` (a column key, ``-key``
   descending: ``crm_bridge.call_search.SORT_KEYS``; the column headers are the links). Newest first
   by default, 50 a page.
 - ``GET /calls.csv`` / ``GET /calls.xlsx`` — supervisors and admins: the current filter and sort as a
@@ -12,7 +13,8 @@
   with ``.txt`` / ``.json`` instead of its extension), and the player
   ``<audio controls preload="metadata">``. Player and transcript are for supervisors and admins
   only: operators see every call and its timeline, never the recording nor its words.
-- ``GET /calls/{call_id}/recording`` — supervisors and admins: the file itself, confined to
+- ``GET /calls/{call_id}/recording`` (``?format=mp3``: an MP3 copy, ``ivr.calls.recording_mp3``)
+  — supervisors and admins: the file itself, confined to
   ``deps.recordings_dir`` by ``RecordingLocator`` (no ``..``, no other absolute path, symlinks
   resolved; any refusal is a plain 404), served by aiohttp's FileResponse, so HTTP Range works
   (206 + Content-Range, 416 when unsatisfiable) and the browser can seek.
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from datetime import date, datetime
@@ -43,6 +46,7 @@ from crm_bridge.call_search import (
     parse_sort,
     search_calls,
 )
+from crm_bridge.transcripts import TranscriptState, TranscriptStore
 from ivr.calls.recordings import RecordingLocator
 from ivr.web.common import ROLE_RANK
 from ivr.web.console import formats
@@ -80,7 +84,7 @@ def query_filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str
     """Filters from the query string, the values to show back in the form, and the problems."""
     form = {
         k: "".join(ch for ch in str(query.get(k, "")) if ch.isprintable()).strip()[:100]
-        for k in ("from", "to", "caller", "customer", "outcome", "operator")
+        for k in ("from", "to", "caller", "customer", "outcome", "operator", "words")
     }
     errors = []
     days: dict[str, date | None] = {}
@@ -91,7 +95,8 @@ def query_filters(query: Any, timezone: str) -> tuple[CallFilters, dict[str, str
             form[key] = ""
     filters = CallFilters(
         date_from=days["from"], date_to=days["to"], caller=form["caller"] or None, customer=form["customer"] or None,
-        outcome=form["outcome"] or None, operator=form["operator"] or None, timezone=timezone,
+        outcome=form["outcome"] or None, operator=form["operator"] or None, words=form["words"] or None,
+        timezone=timezone,
     )
     return filters, form, errors
 
@@ -135,6 +140,9 @@ async def calls_list(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
     zone = ZoneInfo(deps.timezone)
     filters, form, errors = query_filters(request.query, deps.timezone)
+    listen = can_listen(current_user(request))
+    if not listen:  # the transcript is the recording's words: no search in what one may not hear
+        filters, form["words"] = dataclasses.replace(filters, words=None), ""
     page_no = _page_number(request.query)
     sort = parse_sort(request.query.get("sort"))
     sessions = deps.store.sessions
@@ -148,8 +156,6 @@ async def calls_list(request: web.Request) -> web.Response:
 
     def page_url(number: int) -> str:
         return "/calls?" + urlencode({**kept, "page": str(number)})
-
-    listen = can_listen(current_user(request))
 
     return render(
         request,
@@ -267,6 +273,25 @@ def load_transcript(recording_path: str | None, recordings_dir: Path) -> list[di
     return None
 
 
+SPEAKER_LABELS = {"caller": "Клиент", "robot": "Робот / оператор"}
+LINE_PAUSE = 1.5  # seconds of silence that start a new line of the transcript
+
+
+def transcript_lines(words: Any) -> list[dict[str, Any]]:
+    """The stored words as lines: a new line when the speaker changes or after a pause; every word
+    keeps its times so the player can light it up while it is said."""
+    lines: list[dict[str, Any]] = []
+    last_end, last_speaker = None, None
+    for w in words:
+        if not lines or w.speaker != last_speaker or (last_end is not None and w.start - last_end > LINE_PAUSE):
+            lines.append({"who": SPEAKER_LABELS.get(w.speaker, ""), "at": duration(w.start),
+                          "start": f"{w.start:.2f}", "words": [], "text": ""})
+        lines[-1]["words"].append({"word": w.word, "start": f"{w.start:.2f}", "end": f"{w.end:.2f}"})
+        lines[-1]["text"] = (lines[-1]["text"] + " " + w.word).strip()
+        last_end, last_speaker = w.end, w.speaker
+    return lines
+
+
 async def call_page(request: web.Request) -> web.Response:
     deps: ConsoleDeps = request.app[DEPS_KEY]
     zone = ZoneInfo(deps.timezone)
@@ -274,12 +299,20 @@ async def call_page(request: web.Request) -> web.Response:
     row = await call_with_customer(deps.store.sessions, call_id) if _valid_call_id(call_id) else None
     if row is None:
         return render(request, "call.html", status=404, call=None, call_id=call_id, fields=[], events=[],
-                      transcript=None, player=False, info=None, orders=[])
+                      transcript=None, transcript_state=None, player=False, info=None, orders=[])
     call = row.call
     events = await deps.store.call_timeline(call_id)
     listen = can_listen(current_user(request))
-    # The transcript is the recording's words: shown to those who may hear the recording.
-    transcript = load_transcript(call.recording_path, deps.recordings_dir) if listen else None
+    # The transcript is the recording's words: shown to those who may hear the recording. The worker's
+    # (crm_bridge.transcripts) first; a sidecar file beside the recording otherwise.
+    stored = await TranscriptStore(deps.store.sessions).of_call(call_id) if listen else None
+    transcript_state = None
+    if stored is not None and stored.state == TranscriptState.DONE:
+        transcript: list[dict[str, Any]] | None = transcript_lines(stored.words)
+    else:
+        transcript = load_transcript(call.recording_path, deps.recordings_dir) if listen else None
+        if stored is not None and not transcript:
+            transcript_state = {"state": stored.state, "error": stored.error}
     info = _row(row, zone)
     fields = [
         ("Начало", _local(call.started_at, zone)),
@@ -316,7 +349,8 @@ async def call_page(request: web.Request) -> web.Response:
         for o in await orders_of_call(deps.store.sessions, call_id)
     ]
     return render(request, "call.html", call=call, call_id=call_id, info=info, fields=fields, events=timeline,
-                  transcript=transcript, player=listen and bool(call.recording_path), orders=orders)
+                  transcript=transcript, transcript_state=transcript_state,
+                  player=listen and bool(call.recording_path), orders=orders)
 
 
 async def call_recording_peaks(request: web.Request) -> web.Response:
@@ -343,9 +377,24 @@ async def _recording_file(request: web.Request) -> Path:
     return local
 
 
+async def served_file(request: web.Request, local: Path) -> Path:
+    """``local``, or its MP3 copy when the query asks ``format=mp3`` (404 when none can be had);
+    any other format is a 400 (the recording is served as it is, or as MP3)."""
+    wanted = request.query.get("format", "").lower()
+    if not wanted or wanted == local.suffix.lower().lstrip("."):
+        return local
+    if wanted != "mp3":
+        raise web.HTTPBadRequest(reason="format: mp3 or nothing")
+    deps: ConsoleDeps = request.app[DEPS_KEY]
+    copy = await deps.recording_mp3.copy_of(local) if deps.recording_mp3 is not None else None
+    if copy is None:
+        raise web.HTTPNotFound(reason="no MP3 of this recording")
+    return copy
+
+
 async def call_recording(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
-    local = await _recording_file(request)
+    local = await served_file(request, await _recording_file(request))
     headers = {
         "Content-Type": AUDIO_TYPES.get(local.suffix.lower(), "application/octet-stream"),
         "Cache-Control": "private, max-age=300",

@@ -4,8 +4,9 @@
   target refused, or that failed ``crm.max_attempts`` times) with their scrubbed last error;
 - ``POST /admin/crm/{item_id}/retry`` — admins: a dead letter back in line (attempts start again);
 - ``GET /r/{token}`` — no session, no bearer token: the recording of the one call a signed,
-  unexpired token names (crm_bridge.connectors.recording_links), for the CRM to fetch. Anything
-  else is a bare 404 that says nothing about why.
+  unexpired token names (crm_bridge.connectors.recording_links), for the CRM to fetch; with
+  ``?format=mp3`` as MP3 (the link's ``url(call_id, fmt="mp3")``). Anything else is a bare 404 that
+  says nothing about why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 from crm_bridge.contract.crm import OutboxState
 from ivr.calls.recordings import RecordingLocator
 from ivr.web.console.auth import current_user, require
-from ivr.web.console.calls_pages import AUDIO_TYPES
+from ivr.web.console.calls_pages import AUDIO_TYPES, served_file
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.render import render
 
@@ -54,7 +55,9 @@ async def signed_recording(request: web.Request) -> web.StreamResponse:
         if call is not None and call.recording_path else None
     if local is None or not local.is_file():
         raise web.HTTPNotFound()
-    log.info("recording_link_served", call_id=call_id)  # never the token: it is the key to the file
+    local = await served_file(request, local)
+    # Never the token: it is the key to the file.
+    log.info("recording_link_served", call_id=call_id, format=local.suffix.lower().lstrip("."))
     return web.FileResponse(local, headers={
         "Content-Type": AUDIO_TYPES.get(local.suffix.lower(), "application/octet-stream"),
         "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",

@@ -32,3 +32,4 @@ class ConsoleDeps:
     outbox: Any = None  # crm_bridge.outbox.store.OutboxStore, when CRM targets are configured
     outbox_targets: tuple[str, ...] = ()  # the configured targets' names: each is reported, even with no row
     recording_links: Any = None  # crm_bridge.connectors.recording_links.RecordingLinks: GET /r/<token>
+    recording_mp3: Any = None  # ivr.calls.recording_mp3.RecordingMp3: ?format=mp3 (None: not offered)

@@ -102,6 +102,7 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.RECORDING_READY: "Запись готова",
     EventKind.RECORDING_MISSING: "Записи нет",
     EventKind.RECORDING_REFUSED: "Путь записи отклонён",
+    EventKind.TRANSCRIPT_READY: "Расшифровка",
     EventKind.ORDER_CANCELLED: "Заказ отменён",
     EventKind.ORDER_CHANGED: "Заказ изменён",
     EventKind.CUSTOMER_CREATED: "Клиент создан",

@@ -12,6 +12,10 @@ sizes are not trusted: a MixMonitor that did not close its file leaves zeros the
 whatever follows the ``data`` chunk header, up to the end of the file (as ``recordings.describe``).
 
 Cached by (path, size, mtime): a file that grows (a call still recording) is read again.
+
+Not pydub: numpy on the file's bytes is the whole job (one copy of the samples); pydub would copy
+them into an AudioSegment, then into an array, trust the header's sizes, and hand 32-bit float
+WAV to ffmpeg.
 """
 
 from __future__ import annotations

@@ -81,6 +81,13 @@ def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> st
             return f"файл {Path(str(data.get('path') or '')).name} не найден"
         case EventKind.RECORDING_REFUSED:
             return "путь к записи вне каталога записей, файл не показан"
+        case EventKind.TRANSCRIPT_READY:
+            if data.get("state") == "failed":
+                return f"не удалась: {data.get('error') or 'причина в журнале'}"
+            if data.get("state") == "empty":
+                return "слов в записи не распознано"
+            text = str(data.get("text") or "")
+            return f"«{text[:200]}{'…' if len(text) > 200 else ''}»"
         case EventKind.CALL_ENDED:
             return _sentence(outcome_label(data.get("outcome")), reason_text(data.get("reason")))
         case EventKind.CALL_HUNGUP:

@@ -8,7 +8,8 @@
 //
 // Keyboard on the waveform (role="slider"): ←/→ 5 s, Home/End, Space or Enter play/pause.
 // Transcript hook: lines rendered with data-start (seconds) seek on click and are highlighted while
-// they play; a page without such lines (no transcript yet) simply has none.
+// they play; words with data-start/data-end (the transcription worker's) are highlighted one by one
+// (class "now"; the root's data-word names the word lit). A page without them simply has none.
 "use strict";
 (() => {
   const SPEEDS = [1, 1.5, 2];
@@ -113,21 +114,51 @@
       speeds.forEach((b) => b.setAttribute("aria-pressed", String(Number(b.value) === rate)));
     }
 
-    // Transcript lines with a start time: click to hear, highlighted while said.
+    // Transcript lines with a start time: click to hear, highlighted while said. Words with their own
+    // times (the transcription worker's) light up one by one; a click on a word plays from it.
     const lines = root.dataset.transcript
       ? [...document.querySelectorAll(".transcript-line[data-start]")].map((node) => ({ node, start: Number(node.dataset.start) }))
       : [];
     lines.sort((a, b) => a.start - b.start);
+    const words = root.dataset.transcript
+      ? [...document.querySelectorAll(".transcript .word[data-start]")].map((node) => ({
+        node, start: Number(node.dataset.start), end: Number(node.dataset.end),
+      }))
+      : [];
+    words.sort((a, b) => a.start - b.start);
+    let currentWord = null;
     function highlight() {
+      const t = audio.currentTime;
       let current = null;
-      for (const line of lines) if (line.start <= audio.currentTime) current = line;
+      for (const line of lines) if (line.start <= t) current = line;
       for (const line of lines) line.node.classList.toggle("now", line === current);
+      // The word being said: started and not yet over (a pause between words lights none).
+      let word = null;
+      for (const w of words) {
+        if (w.start > t) break;
+        if (t < w.end) word = w;
+      }
+      if (word !== currentWord) {
+        if (currentWord) currentWord.node.classList.remove("now");
+        if (word) word.node.classList.add("now");
+        currentWord = word;
+        root.dataset.word = word ? word.node.textContent : "";
+      }
     }
     for (const line of lines) {
       line.node.tabIndex = 0;
       line.node.addEventListener("click", () => { seek(line.start); audio.play(); });
       line.node.addEventListener("keydown", (e) => { if (e.key === "Enter") { seek(line.start); audio.play(); } });
     }
+    for (const w of words) {
+      w.node.addEventListener("click", (e) => { e.stopPropagation(); seek(w.start); audio.play(); });
+    }
+    // timeupdate comes 4 times a second: too coarse for words, so a frame loop runs while playing.
+    function follow() {
+      highlight();
+      if (!audio.paused && !audio.ended) window.requestAnimationFrame(follow);
+    }
+    if (words.length) audio.addEventListener("play", () => window.requestAnimationFrame(follow));
 
     play.addEventListener("click", () => (audio.paused ? audio.play() : audio.pause()));
     speeds.forEach((b) => b.addEventListener("click", () => setSpeed(Number(b.value))));
