@@ -25,6 +25,7 @@ from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts
 from crm_bridge.corrections import Corrections
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
+from crm_bridge.deals import CURRENCY, Deals, Pipeline, order_deal_title
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
     CallbackTaskView,
@@ -89,9 +90,10 @@ class StoreConfig:
     customer_prefix: str = "C-"  # customers made in the console (crm_bridge.corrections)
     delivery: DeliveryRules = field(default_factory=DeliveryRules)
     timezone: str = "Europe/Moscow"
+    deals: Pipeline = field(default_factory=Pipeline)  # [deals]: stages, closed ones, leads
 
 
-class CrmStore(Corrections):
+class CrmStore(Corrections, Deals):
     """The store's services. The call's hot path (``lookup_caller``, ``place_order``) is Core over a
     pooled connection, one statement per step; the console's calls use ORM sessions (``_unit``).
 
@@ -110,7 +112,8 @@ class CrmStore(Corrections):
         # PostgreSQL hot path: autocommit, one statement is one transaction (no BEGIN/ROLLBACK trips).
         self._reads = engine if self._sqlite else autocommit(engine)
         self._writer_lock = sqlite_writer_lock(engine)
-        self._call_log = CallLog(sessions)  # call ends, AMI updates, timeline rows (batch semantics)
+        # call ends, AMI updates, timeline rows (batch semantics); calls linked to their deals
+        self._call_log = CallLog(sessions, deals=self.config.deals)
 
     @asynccontextmanager
     async def _unit(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
@@ -211,8 +214,10 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None = None,
         now: datetime | None = None,
+        owner: str | None = None,
     ) -> PlacedOrder:
-        """Create order + lines + invoice atomically, once per ``idempotency_key``.
+        """Create order + lines + invoice + its deal (``owner``: the console user placing it, None
+        for the robot) atomically, once per ``idempotency_key``.
 
         A replay (retry, AGI reconnect, a concurrent duplicate) of the same request (customer,
         lines as a multiset of (sku, quantity), source) returns the first order with
@@ -236,7 +241,7 @@ class CrmStore(Corrections):
         place = self._place_sqlite if self._sqlite else self._place_pg
 
         async def work() -> PlacedOrder:
-            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at)
+            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at, owner)
 
         placed = await self._retry_once("place_order", work)
         if placed.created:
@@ -290,6 +295,7 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None,
         ordered_at: datetime,
+        owner: str | None,
     ) -> PlacedOrder:
         for _ in range(NUMBER_ATTEMPTS):
             async with self._connect() as conn:
@@ -297,9 +303,11 @@ class CrmStore(Corrections):
                 if isinstance(known, PlacedOrder):
                     return known
                 customer_pk, draft = known
-                numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
+                params = draft.pg_params(customer_pk, key, call_id, self.config, owner)
+                numbers = await repo.insert_order_pg(conn, params)
                 if numbers is not None:
-                    return draft.placed(*numbers, call_id=call_id)
+                    order_id, invoice_number, deal_id = numbers
+                    return draft.placed(order_id, invoice_number, call_id=call_id, deal_id=deal_id)
                 # Nothing inserted: a concurrent duplicate of the key committed first (replay it,
                 # or refuse it when it asked for another order), or an import had taken the
                 # generated number (move the sequence on, try again).
@@ -318,6 +326,7 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None,
         ordered_at: datetime,
+        owner: str | None,
     ) -> PlacedOrder:
         async with self._sqlite_write() as conn:
             known = await self._replay_or_draft(conn, key, customer_id, wanted, source, ordered_at)
@@ -330,8 +339,10 @@ class CrmStore(Corrections):
                     break
                 log.warning("order_number_taken_by_import", order_id=order_id)
             invoice_number = f"{draft.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
-            await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
-        return draft.placed(order_id, invoice_number, call_id=call_id)
+            deal_id = await repo.insert_order_rows(
+                conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number),
+                *draft.deal_rows(customer_pk, call_id, order_id, self.config.deals.initial, owner))
+        return draft.placed(order_id, invoice_number, call_id=call_id, deal_id=deal_id)
 
     async def _replay_or_draft(
         self, conn: AsyncConnection, key: str, customer_id: str, wanted: list[tuple[str, int]], source: str,
@@ -807,9 +818,13 @@ class _OrderDraft:
     payable: Decimal
     invoice_prefix: str  # the configured prefix and the year: "СЧ-2026-"
 
-    def pg_params(self, customer_pk: int, key: str, call_id: str | None, config: StoreConfig) -> dict[str, Any]:
+    def pg_params(self, customer_pk: int, key: str, call_id: str | None, config: StoreConfig,
+                  owner: str | None = None) -> dict[str, Any]:
         """Parameters of ``repositories.PLACE_ORDER_PG`` (the lines as parallel arrays)."""
         return {
+            "customer_id": self.customer_id,
+            "deal_stage": config.deals.initial,
+            "owner": owner,
             "order_prefix": config.order_prefix,
             "invoice_prefix": self.invoice_prefix,
             "customer_pk": customer_pk,
@@ -858,7 +873,25 @@ class _OrderDraft:
         }
         return order, lines, invoice
 
-    def placed(self, order_id: str, invoice_number: str, *, call_id: str | None) -> PlacedOrder:
+    def deal_rows(self, customer_pk: int, call_id: str | None, order_id: str, stage: str,
+                  owner: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(deal, its deal.created event) column values for ``repositories.insert_order_rows``; the
+        same values as ``PLACE_ORDER_PG``'s deal CTEs."""
+        deal = {
+            "customer_id": customer_pk, "title": order_deal_title(order_id), "stage": stage, "owner": owner,
+            "amount": self.payable, "currency": CURRENCY, "created_at": self.ordered_at,
+            "updated_at": self.ordered_at,
+        }
+        event = {
+            "at": self.ordered_at, "call_id": call_id, "customer_id": self.customer_id,
+            "kind": EventKind.DEAL_CREATED.value,
+            "data": {"order_id": order_id, "stage": stage, "amount": str(self.payable), "source": self.source,
+                     "by": owner},
+        }
+        return deal, event
+
+    def placed(self, order_id: str, invoice_number: str, *, call_id: str | None,
+               deal_id: int | None = None) -> PlacedOrder:
         invoice = InvoiceView(
             number=invoice_number,
             issued_at=self.ordered_at,
@@ -878,7 +911,7 @@ class _OrderDraft:
             invoice=invoice,
             call_id=call_id,
         )
-        return PlacedOrder(order=order, invoice=invoice, created=True)
+        return PlacedOrder(order=order, invoice=invoice, created=True, deal_id=deal_id)
 
 
 _PUNCT = ",;.:!?\"«»()"
