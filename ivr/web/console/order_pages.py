@@ -35,7 +35,7 @@ from crm_bridge.errors import (
     UnknownProduct,
 )
 from ivr.settings import default_settings
-from ivr.web.console.auth import require
+from ivr.web.console.auth import current_user, require
 from ivr.web.console.customer_edit_pages import call_param, customer_url, who
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.render import render
@@ -98,6 +98,12 @@ async def order_form(request: web.Request) -> web.Response:
     return await _order_form(request, request.match_info["customer_id"], call=call_param(request.query.get("call")))
 
 
+def _owner(request: web.Request) -> str | None:
+    """The deal's owner: the signed-in console account that placed the order."""
+    user = current_user(request)
+    return user.username if user is not None else None
+
+
 @require(*ROLES)
 async def place_order(request: web.Request) -> web.StreamResponse:
     deps: ConsoleDeps = request.app[DEPS_KEY]
@@ -123,7 +129,7 @@ async def place_order(request: web.Request) -> web.StreamResponse:
                                      duplicate=earlier)
     try:
         placed = await deps.store.place_order(idempotency_key=store_key, customer_id=customer_id, lines=lines,
-                                              source="operator", call_id=call or None)
+                                              source="operator", call_id=call or None, owner=_owner(request))
     except UnknownCustomer:
         return _missing(request, customer_id)
     except IdempotencyConflict as exc:
