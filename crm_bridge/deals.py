@@ -30,10 +30,10 @@ from sqlalchemy import Integer, and_, bindparam, func, literal_column, or_, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge.contract.events import EventKind
-from crm_bridge.dto import DealView, TimelineEventView
+from crm_bridge.dto import CallView, DealView, TimelineEventView
 from crm_bridge.errors import InvalidStage, UnknownDeal
 from crm_bridge.models import Call, Customer, Deal, Order, TimelineEvent, UtcDateTime, as_utc
-from crm_bridge.views import timeline_view
+from crm_bridge.views import call_view, timeline_view
 
 log = structlog.get_logger(__name__)
 
@@ -243,11 +243,15 @@ class Deals:
             events = list((await session.execute(stmt)).scalars())
         return [timeline_view(e) for e in events]
 
-    async def deal_calls(self, deal_id: int) -> list[str]:
-        """Ids of the deal's calls, newest first (the deal page's recordings)."""
-        stmt = select(Call.call_id).where(Call.deal_id == deal_id).order_by(Call.started_at.desc())
+    async def deal_calls(self, deal_id: int, limit: int = 100) -> list[CallView]:
+        """The deal's calls, newest first (the deal page's list and recordings)."""
+        stmt = (
+            select(Call, Customer.customer_id).outerjoin(Customer, Customer.id == Call.customer_id)
+            .where(Call.deal_id == deal_id).order_by(Call.started_at.desc(), Call.call_id.desc()).limit(limit)
+        )
         async with self._unit() as session:
-            return list((await session.execute(stmt)).scalars())
+            rows = (await session.execute(stmt)).all()
+        return [call_view(call, cid) for call, cid in rows]
 
     async def change_stage(self, deal_id: int, stage: str, who: str, *, now: datetime | None = None) -> DealView:
         """Move a deal to ``stage`` (an operator, from the console or the API), with a

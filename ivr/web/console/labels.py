@@ -108,6 +108,8 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.CUSTOMER_CHANGED: "Адрес изменён",
     EventKind.PHONE_ATTACHED: "Номер привязан",
     EventKind.CALLBACK_NOTE: "Заметка к задаче",
+    EventKind.DEAL_CREATED: "Сделка создана",
+    EventKind.DEAL_STAGE_CHANGED: "Стадия сделки",
     EventKind.ORDER_PLACED: "Заказ",
     EventKind.CALL_RECORDED: "Звонок",
 }

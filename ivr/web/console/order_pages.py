@@ -160,9 +160,10 @@ async def _order_page(request: web.Request, *, status: int = 200, error: str | N
     shown = quantities if quantities is not None else {line.sku: line.quantity for line in order.lines}
     deadline = order.change_deadline
     changeable = not order.cancelled and deadline is not None and datetime.now(UTC) < deadline
+    deal = await deps.store.deal_of_order(order.order_id)
     return render(request, "order.html", status=status, order=order, customer_id=customer_id, rows=rows,
                   quantities=shown, error=error, reason=reason, changeable=changeable,
-                  max_quantity=_limits(request).max_quantity)
+                  max_quantity=_limits(request).max_quantity, deal=deal)
 
 
 @require(*ROLES)
