@@ -391,8 +391,8 @@ WITH new_order AS (
     FROM new_order
     RETURNING id
 ), deal_created AS (
-    INSERT INTO timeline_events (at, call_id, customer_id, kind, data, deal_id)
-    SELECT CAST(:ordered_at AS timestamptz), CAST(:call_id AS text), CAST(:customer_id AS text),
+    INSERT INTO timeline_events (at, customer_id, kind, data, deal_id)
+    SELECT CAST(:ordered_at AS timestamptz), CAST(:customer_id AS text),
            '{EventKind.DEAL_CREATED.value}',
            json_build_object('deal_id', new_deal.id, 'order_id', new_order.order_id,
                              'stage', CAST(:deal_stage AS text), 'amount', CAST(CAST(:payable AS numeric) AS text),

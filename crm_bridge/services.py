@@ -882,8 +882,10 @@ class _OrderDraft:
             "amount": self.payable, "currency": CURRENCY, "created_at": self.ordered_at,
             "updated_at": self.ordered_at,
         }
+        # No call id: a call's timeline is its own writer's rows in their order (the call log's
+        # batch comes later); the deal's timeline shows the call anyway, through calls.deal_id.
         event = {
-            "at": self.ordered_at, "call_id": call_id, "customer_id": self.customer_id,
+            "at": self.ordered_at, "call_id": None, "customer_id": self.customer_id,
             "kind": EventKind.DEAL_CREATED.value,
             "data": {"order_id": order_id, "stage": stage, "amount": str(self.payable), "source": self.source,
                      "by": owner},
