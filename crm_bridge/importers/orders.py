@@ -59,6 +59,7 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
     products = await repo.products_by_sku(session, [ln.sku for o in orders.values() for ln in o.lines])
     existing = await repo.orders_by_external_ids(session, list(orders))
     stored_lines = await repo.lines_of_orders(session, [o.id for o in existing.values()])
+    deals = await _deals_of(session, [o.id for o in existing.values()])  # one query per 500, not per order
 
     for order in orders.values():
         for ln in order.lines:
@@ -78,7 +79,7 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
         customer_pk = customers[order.customer_id].id
         stored = stored_lines.get(row.id, []) if row is not None else []
         if row is not None and _same(row, stored, order, customer_pk):
-            if await _deal_for(session, row, order, pipeline):
+            if await _deal_for(session, row, order, pipeline, deals.get(row.id)):
                 report.updated += 1
             else:
                 report.unchanged += 1
@@ -94,7 +95,7 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
         else:
             await _replace(session, row, order, customer_pk, lines)
             report.updated += 1
-        await _deal_for(session, row, order, pipeline)
+        await _deal_for(session, row, order, pipeline, deals.get(row.id))
     await session.flush()
 
 
@@ -225,13 +226,21 @@ def _stage(cell: str, pipeline: Pipeline) -> str | None:
     return None
 
 
-async def _deal_for(session: AsyncSession, row: Order, order: _Order, pipeline: Pipeline) -> bool:
+async def _deals_of(session: AsyncSession, order_pks: list[int]) -> dict[int, Deal]:
+    out: dict[int, Deal] = {}
+    for part in repo.chunks(sorted(set(order_pks))):
+        for deal in (await session.execute(select(Deal).where(Deal.order_id.in_(part)))).scalars():
+            if deal.order_id is not None:
+                out[deal.order_id] = deal
+    return out
+
+
+async def _deal_for(session: AsyncSession, row: Order, order: _Order, pipeline: Pipeline, deal: Deal | None) -> bool:
     """The order's deal made (with its deal.created event) or brought up to date: amount, and the
     stage when the file gives one. True when an existing deal changed."""
     await session.flush()
-    customer = await session.get(Customer, row.customer_id)
+    customer = await session.get(Customer, row.customer_id)  # loaded with the file's customers: no query
     customer_id = customer.customer_id if customer is not None else None
-    deal = (await session.execute(select(Deal).where(Deal.order_id == row.id))).scalar()
     now = utcnow()
     if deal is None:
         stage = order.stage or pipeline.initial
