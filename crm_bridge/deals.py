@@ -285,10 +285,39 @@ class Deals:
             return {cid: did for cid, did in (await session.execute(stmt)).all()}
 
 
+async def upsert_order_deal(session: AsyncSession, order: Order, customer_id: str | None, pipeline: Pipeline, *,
+                            deal: Deal | None, stage: str | None, by: str, now: datetime) -> bool:
+    """For writers of orders in bulk (imports; a CRM pull should call it too): make the order's deal
+    when ``deal`` is None (at ``stage`` or the pipeline's first, with its ``deal.created`` event, the
+    order's source as its source), else bring it up to date: its amount, and ``stage`` when given
+    (a ``deal.stage_changed`` event by ``by``). ``order`` must be flushed (its id known); no commit.
+    Returns True when an existing deal changed."""
+    if deal is None:
+        start = stage or pipeline.initial
+        deal = Deal(customer_id=order.customer_id, title=order_deal_title(order.order_id), stage=start,
+                    amount=order.total, currency=CURRENCY, order_id=order.id, created_at=order.ordered_at,
+                    updated_at=now, closed_at=now if pipeline.is_closed(start) else None)
+        session.add(deal)
+        await session.flush()
+        session.add(deal_event(EventKind.DEAL_CREATED, order.ordered_at, deal, customer_id, {
+            "order_id": order.order_id, "stage": start, "amount": str(order.total), "source": order.source,
+            "by": None}))
+        return False
+    changed = False
+    if deal.amount != order.total:
+        deal.amount, deal.updated_at, changed = order.total, now, True
+    if stage is not None and stage != deal.stage:
+        previous = move(deal, stage, pipeline, now)
+        session.add(deal_event(EventKind.DEAL_STAGE_CHANGED, now, deal, customer_id, {
+            "by": by, "stage": stage, "previous_stage": previous, "order_id": order.order_id}))
+        changed = True
+    return changed
+
+
 async def deal_for_order_pk(session: AsyncSession, order_pk: int) -> Deal | None:
     """The order's deal, locked for update on PostgreSQL (the order's change holds the unit)."""
     stmt = select(Deal).where(Deal.order_id == order_pk).with_for_update()
     return (await session.execute(stmt)).scalar()
 
 
-__all__ = ["DEFAULT_STAGES", "Deals", "OPEN_LEAD", "Pipeline", "deal_of_call"]
+__all__ = ["DEFAULT_STAGES", "Deals", "OPEN_LEAD", "Pipeline", "deal_of_call", "upsert_order_deal"]

@@ -22,8 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
-from crm_bridge.contract.events import EventKind
-from crm_bridge.deals import CURRENCY, Pipeline, deal_event, move, order_deal_title
+from crm_bridge.deals import Pipeline, upsert_order_deal
 from crm_bridge.importers import cells
 from crm_bridge.importers.bounds import fit, fit_money
 from crm_bridge.importers.report import ImportReport
@@ -236,28 +235,8 @@ async def _deals_of(session: AsyncSession, order_pks: list[int]) -> dict[int, De
 
 
 async def _deal_for(session: AsyncSession, row: Order, order: _Order, pipeline: Pipeline, deal: Deal | None) -> bool:
-    """The order's deal made (with its deal.created event) or brought up to date: amount, and the
-    stage when the file gives one. True when an existing deal changed."""
-    await session.flush()
+    """The order's deal made or brought up to date (``deals.upsert_order_deal``); True when an
+    existing deal changed."""
     customer = await session.get(Customer, row.customer_id)  # loaded with the file's customers: no query
-    customer_id = customer.customer_id if customer is not None else None
-    now = utcnow()
-    if deal is None:
-        stage = order.stage or pipeline.initial
-        deal = Deal(customer_id=row.customer_id, title=order_deal_title(row.order_id), stage=stage, amount=row.total,
-                    currency=CURRENCY, order_id=row.id, created_at=row.ordered_at, updated_at=now,
-                    closed_at=now if pipeline.is_closed(stage) else None)
-        session.add(deal)
-        await session.flush()
-        session.add(deal_event(EventKind.DEAL_CREATED, row.ordered_at, deal, customer_id, {
-            "order_id": row.order_id, "stage": stage, "amount": str(row.total), "source": "import", "by": None}))
-        return False
-    changed = False
-    if deal.amount != row.total:
-        deal.amount, deal.updated_at, changed = row.total, now, True
-    if order.stage is not None and order.stage != deal.stage:
-        previous = move(deal, order.stage, pipeline, now)
-        session.add(deal_event(EventKind.DEAL_STAGE_CHANGED, now, deal, customer_id, {
-            "by": "import", "stage": order.stage, "previous_stage": previous, "order_id": row.order_id}))
-        changed = True
-    return changed
+    return await upsert_order_deal(session, row, customer.customer_id if customer is not None else None, pipeline,
+                                   deal=deal, stage=order.stage, by="import", now=utcnow())
