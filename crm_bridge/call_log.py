@@ -61,6 +61,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts, decide_outcome, facts_implying
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
+from crm_bridge.deals import OPEN_LEAD, Pipeline, deal_of_call
 from crm_bridge.dto import TimelineEventIn
 from crm_bridge.errors import RecordRejected, StoreUnavailable
 from crm_bridge.models import Call, Customer, OutboxRow, TimelineEvent, Transcript, UtcDateTime, as_utc
@@ -73,7 +74,8 @@ log = structlog.get_logger(__name__)
 
 # Columns a CallUpdate may set; customer_id is the EXTERNAL id (mapped to the FK). The outcome and
 # the facts it is decided from are the store's to write (``facts=`` on the record).
-CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id", "outcome", "facts"}
+# deal_id is the store's to decide too (crm_bridge.deals.deal_of_call), at each end and update.
+CALL_FIELDS = frozenset(c.name for c in Call.__table__.columns) - {"call_id", "outcome", "facts", "deal_id"}
 
 
 def new_uid() -> str:
@@ -203,10 +205,13 @@ class CallLog:
     """Writes batches of call records; one transaction per ``write``. Never commits anything else."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, outbox: OutboxRouting | None = None,
-                 transcripts: bool = False) -> None:
+                 transcripts: bool = False, deals: Pipeline | None = None) -> None:
         self.sessions = sessions
         # speech.transcripts: every recording.ready queues its transcription in the same transaction.
         self._transcripts = transcripts
+        # Lead-like deals for unknown numbers' calls (deals.create_for_unknown): the stage they open
+        # in; None: no statement for it at all.
+        self._lead_stage = deals.initial if deals is not None and deals.create_for_unknown else None
         # The CRM targets' share of each batch (crm_bridge.outbox); None or no target: nothing to do.
         self._outbox = outbox if outbox is not None and outbox.targets else None
         engine = sessions.kw["bind"]
@@ -261,7 +266,7 @@ class CallLog:
                 return (await conn.execute(_call_rows_query(CALLS.c.call_id.in_(call_ids)))).all()
 
             await _write(records, _statements(conn.dialect.name), execute, customer_pks, call_rows, self._outbox,
-                         self._transcripts)
+                         self._transcripts, self._lead_stage)
             await session.commit()
 
     async def _write_once_pg(self, records: Sequence[CallRecord]) -> None:
@@ -282,7 +287,7 @@ class CallLog:
             try:
                 async with raw.transaction():
                     await _write(records, _statements("postgresql"), execute, customer_pks, call_rows,
-                                 self._outbox, self._transcripts)
+                                 self._outbox, self._transcripts, self._lead_stage)
             except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
                 await settle_lost_connection(conn)  # the pool learns the connection is gone
                 raise
@@ -354,7 +359,7 @@ CallRows = Callable[[list[str]], Awaitable[Sequence[tuple[Any, ...]]]]
 
 async def _write(records: Sequence[CallRecord], statements: _Statements, execute: Execute,
                  customer_pks: CustomerPks, call_rows: CallRows, outbox: OutboxRouting | None = None,
-                 transcripts: bool = False) -> None:
+                 transcripts: bool = False, lead_stage: str | None = None) -> None:
     # Core statements on the tables (not the ORM classes): an ORM-enabled insert with a list of
     # rows takes SQLAlchemy's ORM bulk path, measured 3x slower here.
     waves, timeline = _waves(records)
@@ -371,6 +376,11 @@ async def _write(records: Sequence[CallRecord], statements: _Statements, execute
         if starts:
             await execute(statements.start, [_start_row(r, customers) for r in starts])
         if ends:
+            unknown = [r for r in ends if not customers.get(r.customer_id or "")]
+            if lead_stage is not None and unknown:  # before the end: its upsert links the call to the lead
+                at = datetime.now(UTC)
+                await execute(statements.open_lead,
+                              [{"call_id": r.call_id, "stage": lead_stage, "at": at} for r in unknown])
             await execute(statements.end, [_end_row(r, customers, verdicts[r.uid]) for r in ends])
         for names, group in updates.items():
             await execute(statements.update(names), [_update_row(r, customers, verdicts) for r in group])
@@ -404,6 +414,7 @@ class _Statements:
         self.outbox = self.insert(OUTBOX).on_conflict_do_nothing(index_elements=["event_id", "target"])
         self.transcripts = self.insert(TRANSCRIPTS).on_conflict_do_nothing(
             index_elements=["call_id", "recording_path"])
+        self.open_lead = OPEN_LEAD[dialect]
         self._updates: dict[tuple[str, ...], Any] = {}
 
     def update(self, names: tuple[str, ...]) -> Any:
@@ -501,6 +512,8 @@ def _end_statement(insert: Any) -> Any:
             "reason": new.reason,
             "order_id": func.coalesce(new.order_id, old.order_id),
             "customer_id": func.coalesce(new.customer_id, old.customer_id),
+            # The deal the call is about, decided in this same statement (crm_bridge.deals).
+            "deal_id": deal_of_call(sets_customer=True),
         },
     )
 
@@ -519,6 +532,10 @@ def _update_statement(insert: Any, names: tuple[str, ...]) -> Any:
     set_: dict[str, Any] = {n: new[n] for n in names if n != "customer_id"}
     if "customer_id" in names:
         set_["customer_id"] = func.coalesce(new.customer_id, CALLS.c.customer_id)
+    if "customer_id" in names or "ended_at" in names:
+        # The call's customer became known, or its last channel went (an operator may have placed
+        # an order in it): the deal it is about, in the same statement (crm_bridge.deals).
+        set_["deal_id"] = deal_of_call(sets_customer="customer_id" in names)
     if not set_:
         return stmt.on_conflict_do_nothing(index_elements=["call_id"])
     return stmt.on_conflict_do_update(index_elements=["call_id"], set_=set_)

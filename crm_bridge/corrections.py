@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_bridge import repositories as repo
 from crm_bridge.call_log import TimelineRecord
 from crm_bridge.contract.events import EventKind
+from crm_bridge.deals import deal_event, deal_for_order_pk, move
 from crm_bridge.delivery import DeliveryRules, change_deadline
 from crm_bridge.dto import CallbackTaskView, CustomerView, OrderLineView, OrderView
 from crm_bridge.errors import (
@@ -260,6 +261,12 @@ class Corrections:
             order.changed_at, order.changed_by, order.change_reason = at, by, why
             if invoice is not None:
                 invoice.status = "cancelled"
+            deal = await deal_for_order_pk(session, order.id)
+            if deal is not None and deal.stage != self.config.deals.cancelled:
+                previous = move(deal, self.config.deals.cancelled, self.config.deals, at)
+                repo.add_event(session, deal_event(EventKind.DEAL_STAGE_CHANGED, at, deal, customer_id, {
+                    "by": by, "stage": deal.stage, "previous_stage": previous, "reason": why,
+                    "order_id": order.order_id}))
             await self._order_event(session, EventKind.ORDER_CANCELLED, at, customer_id, {
                 "order_id": order.order_id, "by": by, "reason": why, "total": str(order.total),
                 "invoice": invoice.number if invoice is not None else None,
@@ -315,6 +322,10 @@ class Corrections:
                 invoice.subtotal, invoice.vat_amount, invoice.total = subtotal, vat, payable
                 invoice.revision = order.revision
                 invoice.issued_at = at
+            deal = await deal_for_order_pk(session, order.id)
+            if deal is not None:  # the deal's amount is what the customer pays now
+                deal.amount = invoice.total if invoice is not None else total
+                deal.updated_at = at
             await self._order_event(session, EventKind.ORDER_CHANGED, at, customer_id, {
                 "order_id": order.order_id, "by": by, "reason": why, "revision": order.revision,
                 "previous_total": str(previous_total), "total": str(total),

@@ -122,6 +122,7 @@ class PlacedOrder:
     order: OrderView
     invoice: InvoiceView
     created: bool  # False when the same call key had already placed it (idempotent replay)
+    deal_id: int | None = None  # the deal made with it (None on a replay)
 
 
 @dataclass(frozen=True)
@@ -227,3 +228,23 @@ class OutboxItem:
     created_at: datetime
     delivered_at: datetime | None
     subject: str | None = None  # "order:<id>" for an order's events (crm_bridge.outbox.routing.subject_of)
+
+
+@dataclass(frozen=True)
+class DealView:
+    """A deal (сделка): the commercial thread of an order, or a lead-like deal of an unknown caller."""
+
+    deal_id: int
+    title: str
+    stage: str  # a code of the configured pipeline (crm_bridge.deals.Pipeline)
+    stage_name: str  # its display name ("Новая"); the raw code when the pipeline no longer has it
+    closed: bool  # the stage is a closed one (closed_at set)
+    owner: str | None  # console username; None: the robot or an import
+    amount: Decimal  # what the customer pays for its order
+    currency: str
+    customer_id: str | None  # external id; None for a lead-like deal
+    phone: str | None  # E.164 of a lead-like deal's caller
+    order_id: str | None  # the order's number; None for a lead-like deal
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None

@@ -123,3 +123,18 @@ class UnknownTask(CrmError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"unknown callback task: {task_id}")
         self.task_id = task_id
+
+
+class UnknownDeal(CrmError):
+    def __init__(self, deal_id: int) -> None:
+        super().__init__(f"unknown deal {deal_id}")
+        self.deal_id = deal_id
+
+
+class InvalidStage(CrmError):
+    """A stage code the configured pipeline (``[deals] stages``) does not have."""
+
+    def __init__(self, stage: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown deal stage {stage!r} (one of {', '.join(known)})")
+        self.stage = stage
+        self.known = known

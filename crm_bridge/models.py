@@ -247,6 +247,9 @@ class Call(Base):
     recording_seconds: Mapped[float | None] = mapped_column(Float)
     recording_bytes: Mapped[int | None] = mapped_column(Integer)
     transfers: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The deal the call is about (migration 0010): the deal its order created, else the caller's
+    # open deal, else their last one; decided by the call log's upsert (crm_bridge.deals.DEAL_OF_CALL).
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="SET NULL"), index=True)
 
 
 class TimelineEvent(Base):
@@ -263,6 +266,42 @@ class TimelineEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Id of the record that wrote the row (crm_bridge.call_log): a replayed batch lands once.
     event_uid: Mapped[str | None] = mapped_column(String(32), index=True, unique=True)
+    # The deal an event is about when it is not a call's (deal.created, deal.stage_changed): a
+    # deal's timeline is these plus every event of its calls (migration 0010).
+    deal_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class Deal(Base):
+    """The commercial thread of an order (сделка, migration 0010): a stage of the configured
+    pipeline (crm_bridge.deals.Pipeline), an owner, an amount, and a timeline.
+
+    One deal per order through ``deals.order_id`` (unique), not ``orders.deal_id``: the deal is
+    inserted after its order in the robot's one-statement write (a CTE reads the new order's id),
+    and a lead-like deal of an unknown caller has no order at all. ``closed_at`` is set while the
+    stage is a closed one: "the caller's open deal" is ``closed_at IS NULL``, whatever the pipeline.
+    """
+
+    __tablename__ = "deals"
+    __table_args__ = (
+        Index(None, "customer_id", "created_at"),  # the caller's newest (open) deal, at every call end
+        Index(None, "stage", "updated_at"),  # the console's list by stage
+        Index(None, "phone"),  # an unknown caller's open lead-like deal
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164 of a lead-like deal's caller
+    title: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(64))  # console username, or None (the robot, an import)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3), default="RUB", server_default=text("'RUB'"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), unique=True)
+    # The call that opened a lead-like deal (unique: a replayed call-log batch opens it once).
+    call_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class CallbackTask(Base):
@@ -452,6 +491,7 @@ __all__ = [
     "CallbackTask",
     "Customer",
     "ExternalRef",
+    "Deal",
     "Invoice",
     "Order",
     "OrderLine",

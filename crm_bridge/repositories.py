@@ -17,12 +17,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
+from crm_bridge.contract.events import EventKind
+from crm_bridge.deals import CURRENCY
 from crm_bridge.models import (
     INVOICE_NUMBER_SEQUENCE,
     ORDER_NUMBER_SEQUENCE,
     Call,
     CallbackTask,
     Customer,
+    Deal,
     Invoice,
     Order,
     OrderLine,
@@ -168,6 +171,8 @@ _lines = OrderLine.__table__
 _invoices = Invoice.__table__
 _products = Product.__table__
 _counters = SequenceCounter.__table__
+_deals = Deal.__table__
+_timeline = TimelineEvent.__table__
 
 
 def _order_invoice_line_columns() -> tuple[Any, ...]:
@@ -344,8 +349,9 @@ async def placed_order_rows(conn: AsyncConnection, key: str) -> Sequence[Row[Any
     return (await conn.execute(PLACED_ORDER_BY_KEY, {"key": key})).all()
 
 
-# PostgreSQL: order, lines and invoice in ONE autocommit statement (one round trip, one implicit
-# transaction, no lock held across an event-loop wait). Numbers come from sequences, taken only when
+# PostgreSQL: order, lines, invoice, its deal and the deal's deal.created event in ONE autocommit
+# statement (one round trip, one implicit transaction, no lock held across an event-loop wait; the
+# deal is two more CTEs, no more round trips). Numbers come from sequences, taken only when
 # the order row is really inserted: the NOT EXISTS guard skips nextval for a key already committed,
 # and the invoice's nextval runs only for the inserted order. ON CONFLICT DO NOTHING (no target)
 # settles both a concurrent duplicate key (it waits for the other insert, then inserts nothing) and a
@@ -377,8 +383,24 @@ WITH new_order AS (
            CAST(:vat_amount AS numeric), CAST(:payable AS numeric)
     FROM new_order
     RETURNING number
+), new_deal AS (
+    INSERT INTO deals (customer_id, title, stage, owner, amount, currency, order_id, created_at, updated_at)
+    SELECT CAST(:customer_pk AS integer), 'Заказ ' || new_order.order_id, CAST(:deal_stage AS text),
+           CAST(:owner AS text), CAST(:payable AS numeric), '{CURRENCY}', new_order.id,
+           CAST(:ordered_at AS timestamptz), CAST(:ordered_at AS timestamptz)
+    FROM new_order
+    RETURNING id
+), deal_created AS (
+    INSERT INTO timeline_events (at, customer_id, kind, data, deal_id)
+    SELECT CAST(:ordered_at AS timestamptz), CAST(:customer_id AS text),
+           '{EventKind.DEAL_CREATED.value}',
+           json_build_object('deal_id', new_deal.id, 'order_id', new_order.order_id,
+                             'stage', CAST(:deal_stage AS text), 'amount', CAST(CAST(:payable AS numeric) AS text),
+                             'source', CAST(:source AS text), 'by', CAST(:owner AS text)),
+           new_deal.id
+    FROM new_order, new_deal
 )
-SELECT new_order.order_id, new_invoice.number FROM new_order, new_invoice
+SELECT new_order.order_id, new_invoice.number, new_deal.id FROM new_order, new_invoice, new_deal
 """
 ).bindparams(bindparam("ordered_at", type_=UtcDateTime))
 
@@ -386,10 +408,10 @@ SELECT new_order.order_id, new_invoice.number FROM new_order, new_invoice
 _PLACE_ORDER_PG_DIRECT = DirectStatement(PLACE_ORDER_PG)
 
 
-async def insert_order_pg(conn: AsyncConnection, params: dict[str, Any]) -> tuple[str, str] | None:
-    """Run ``PLACE_ORDER_PG``; (order number, invoice number), or None when nothing was inserted."""
+async def insert_order_pg(conn: AsyncConnection, params: dict[str, Any]) -> tuple[str, str, int] | None:
+    """Run ``PLACE_ORDER_PG``; (order number, invoice number, deal id), or None when nothing was inserted."""
     rows = await _PLACE_ORDER_PG_DIRECT.fetch(conn, params)
-    return (rows[0][0], rows[0][1]) if rows else None
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
 # After an import took a generated number: move the order sequence past every number of the form
@@ -439,13 +461,22 @@ async def order_number_taken(conn: AsyncConnection, order_id: str) -> bool:
     return (await conn.execute(_ORDER_NUMBER_TAKEN, {"order_id": order_id})).first() is not None
 
 
+_INSERT_DEAL = insert(_deals).returning(_deals.c.id)
+
+
 async def insert_order_rows(
-    conn: AsyncConnection, order: dict[str, Any], lines: list[dict[str, Any]], invoice: dict[str, Any]
-) -> None:
-    """Insert an order, its lines and its invoice (the lines' and invoice's ``order_id`` are filled in)."""
+    conn: AsyncConnection, order: dict[str, Any], lines: list[dict[str, Any]], invoice: dict[str, Any],
+    deal: dict[str, Any], deal_event: dict[str, Any],
+) -> int:
+    """Insert an order, its lines, its invoice, its deal and the deal's event (the ``order_id`` and
+    ``deal_id`` keys are filled in); returns the deal's id."""
     order_pk = (await conn.execute(_INSERT_ORDER, order)).scalar_one()
     await conn.execute(insert(_lines), [{**line, "order_id": order_pk} for line in lines])
     await conn.execute(insert(_invoices), {**invoice, "order_id": order_pk})
+    deal_pk = int((await conn.execute(_INSERT_DEAL, {**deal, "order_id": order_pk})).scalar_one())
+    event = {**deal_event, "deal_id": deal_pk, "data": {"deal_id": deal_pk, **deal_event["data"]}}
+    await conn.execute(insert(_timeline), event)
+    return deal_pk
 
 # --- calls and timeline ------------------------------------------------------------------------
 

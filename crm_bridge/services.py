@@ -26,6 +26,7 @@ from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import CallFacts
 from crm_bridge.corrections import Corrections
 from crm_bridge.db import SQLITE_BEGIN, autocommit, is_sqlite, sqlite_writer_lock
+from crm_bridge.deals import CURRENCY, Deals, Pipeline, order_deal_title
 from crm_bridge.delivery import DeliveryRules, delivery_date
 from crm_bridge.dto import (
     CallbackTaskView,
@@ -93,9 +94,10 @@ class StoreConfig:
     customer_prefix: str = "C-"  # customers made in the console (crm_bridge.corrections)
     delivery: DeliveryRules = field(default_factory=DeliveryRules)
     timezone: str = "Europe/Moscow"
+    deals: Pipeline = field(default_factory=Pipeline)  # [deals]: stages, closed ones, leads
 
 
-class CrmStore(Corrections):
+class CrmStore(Corrections, Deals):
     """The store's services. The call's hot path (``lookup_caller``, ``place_order``) is Core over a
     pooled connection, one statement per step; the console's calls use ORM sessions (``_unit``).
 
@@ -114,7 +116,8 @@ class CrmStore(Corrections):
         # PostgreSQL hot path: autocommit, one statement is one transaction (no BEGIN/ROLLBACK trips).
         self._reads = engine if self._sqlite else autocommit(engine)
         self._writer_lock = sqlite_writer_lock(engine)
-        self._call_log = CallLog(sessions)  # call ends, AMI updates, timeline rows (batch semantics)
+        # call ends, AMI updates, timeline rows (batch semantics); calls linked to their deals
+        self._call_log = CallLog(sessions, deals=self.config.deals)
         # CRM targets (crm_bridge.outbox): an order placed or corrected outside a call's records
         # (console, API) enqueues its event in its own transaction. None: nothing to enqueue.
         self.outbox: OutboxRouting | None = None
@@ -122,7 +125,7 @@ class CrmStore(Corrections):
     def route_outbox(self, outbox: OutboxRouting | None) -> None:
         """Enqueue the events the store writes itself (operators' orders, corrections) for these targets."""
         self.outbox = outbox if outbox is not None and outbox.targets else None
-        self._call_log = CallLog(self.sessions, outbox=self.outbox)
+        self._call_log = CallLog(self.sessions, outbox=self.outbox, deals=self.config.deals)
 
     def _wants(self, kind: EventKind) -> bool:
         return self.outbox is not None and kind.value in self.outbox.kinds
@@ -257,8 +260,10 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None = None,
         now: datetime | None = None,
+        owner: str | None = None,
     ) -> PlacedOrder:
-        """Create order + lines + invoice atomically, once per ``idempotency_key``.
+        """Create order + lines + invoice + its deal (``owner``: the console user placing it, None
+        for the robot) atomically, once per ``idempotency_key``.
 
         A replay (retry, AGI reconnect, a concurrent duplicate) of the same request (customer,
         lines as a multiset of (sku, quantity), source) returns the first order with
@@ -284,7 +289,7 @@ class CrmStore(Corrections):
         enqueue = source != "ivr" and self._wants(EventKind.ORDER_CREATED)
 
         async def work() -> PlacedOrder:
-            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at, enqueue)
+            return await place(idempotency_key, customer_id, wanted, source, call_id, ordered_at, owner, enqueue)
 
         placed = await self._retry_once("place_order", work)
         if placed.created:
@@ -338,6 +343,7 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None,
         ordered_at: datetime,
+        owner: str | None,
         enqueue: bool = False,
     ) -> PlacedOrder:
         for _ in range(NUMBER_ATTEMPTS):
@@ -346,9 +352,11 @@ class CrmStore(Corrections):
                 if isinstance(known, PlacedOrder):
                     return known
                 customer_pk, draft = known
-                numbers = await repo.insert_order_pg(conn, draft.pg_params(customer_pk, key, call_id, self.config))
+                params = draft.pg_params(customer_pk, key, call_id, self.config, owner)
+                numbers = await repo.insert_order_pg(conn, params)
                 if numbers is not None:
-                    placed = draft.placed(*numbers, call_id=call_id)
+                    order_id, invoice_number, deal_id = numbers
+                    placed = draft.placed(order_id, invoice_number, call_id=call_id, deal_id=deal_id)
                     if enqueue:
                         await self._enqueue(conn, self._order_created_record(placed, call_id))
                     return placed
@@ -370,6 +378,7 @@ class CrmStore(Corrections):
         source: str,
         call_id: str | None,
         ordered_at: datetime,
+        owner: str | None,
         enqueue: bool = False,
     ) -> PlacedOrder:
         async with self._sqlite_write() as conn:
@@ -383,8 +392,10 @@ class CrmStore(Corrections):
                     break
                 log.warning("order_number_taken_by_import", order_id=order_id)
             invoice_number = f"{draft.invoice_prefix}{await repo.next_counter_value(conn, INVOICE_SEQUENCE)}"
-            await repo.insert_order_rows(conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number))
-            placed = draft.placed(order_id, invoice_number, call_id=call_id)
+            deal_id = await repo.insert_order_rows(
+                conn, *draft.rows(customer_pk, key, call_id, order_id, invoice_number),
+                *draft.deal_rows(customer_pk, call_id, order_id, self.config.deals.initial, owner))
+            placed = draft.placed(order_id, invoice_number, call_id=call_id, deal_id=deal_id)
             if enqueue:
                 await self._enqueue(conn, self._order_created_record(placed, call_id))
         return placed
@@ -867,9 +878,13 @@ class _OrderDraft:
     payable: Decimal
     invoice_prefix: str  # the configured prefix and the year: "СЧ-2026-"
 
-    def pg_params(self, customer_pk: int, key: str, call_id: str | None, config: StoreConfig) -> dict[str, Any]:
+    def pg_params(self, customer_pk: int, key: str, call_id: str | None, config: StoreConfig,
+                  owner: str | None = None) -> dict[str, Any]:
         """Parameters of ``repositories.PLACE_ORDER_PG`` (the lines as parallel arrays)."""
         return {
+            "customer_id": self.customer_id,
+            "deal_stage": config.deals.initial,
+            "owner": owner,
             "order_prefix": config.order_prefix,
             "invoice_prefix": self.invoice_prefix,
             "customer_pk": customer_pk,
@@ -918,7 +933,27 @@ class _OrderDraft:
         }
         return order, lines, invoice
 
-    def placed(self, order_id: str, invoice_number: str, *, call_id: str | None) -> PlacedOrder:
+    def deal_rows(self, customer_pk: int, call_id: str | None, order_id: str, stage: str,
+                  owner: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(deal, its deal.created event) column values for ``repositories.insert_order_rows``; the
+        same values as ``PLACE_ORDER_PG``'s deal CTEs."""
+        deal = {
+            "customer_id": customer_pk, "title": order_deal_title(order_id), "stage": stage, "owner": owner,
+            "amount": self.payable, "currency": CURRENCY, "created_at": self.ordered_at,
+            "updated_at": self.ordered_at,
+        }
+        # No call id: a call's timeline is its own writer's rows in their order (the call log's
+        # batch comes later); the deal's timeline shows the call anyway, through calls.deal_id.
+        event = {
+            "at": self.ordered_at, "call_id": None, "customer_id": self.customer_id,
+            "kind": EventKind.DEAL_CREATED.value,
+            "data": {"order_id": order_id, "stage": stage, "amount": str(self.payable), "source": self.source,
+                     "by": owner},
+        }
+        return deal, event
+
+    def placed(self, order_id: str, invoice_number: str, *, call_id: str | None,
+               deal_id: int | None = None) -> PlacedOrder:
         invoice = InvoiceView(
             number=invoice_number,
             issued_at=self.ordered_at,
@@ -938,7 +973,7 @@ class _OrderDraft:
             invoice=invoice,
             call_id=call_id,
         )
-        return PlacedOrder(order=order, invoice=invoice, created=True)
+        return PlacedOrder(order=order, invoice=invoice, created=True, deal_id=deal_id)
 
 
 _PUNCT = ",;.:!?\"«»()"

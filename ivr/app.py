@@ -90,6 +90,7 @@ def store_config(settings: Settings) -> StoreConfig:
             cutoff=d.cutoff, days=d.days, holidays=d.holidays, window_start=d.window_start, window_end=d.window_end
         ),
         timezone=d.timezone,
+        deals=settings.deals.pipeline(),
     )
 
 
@@ -169,7 +170,8 @@ def build_record_writer(settings: Settings, store: CrmStore, outbox: OutboxRouti
     CRM targets, each batch enqueues their events in its own transaction."""
     r = settings.call_records
     return RecordWriter(
-        CallLog(store.sessions, outbox=outbox, transcripts=settings.speech.transcripts), RecordSpool(Path(r.spool_dir)),
+        CallLog(store.sessions, outbox=outbox, transcripts=settings.speech.transcripts, deals=store.config.deals),
+        RecordSpool(Path(r.spool_dir)),
         max_backlog=r.max_backlog,
         max_batch=r.max_batch, write_timeout=r.write_timeout, retry_min=r.retry_min, retry_max=r.retry_max,
         linger=r.linger,

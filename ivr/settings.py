@@ -26,6 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from crm_bridge.deals import Pipeline
+
 DEFAULTS_RESOURCE = "defaults.toml"  # in the ivr package: see the module docstring
 
 
@@ -334,6 +336,29 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class DealSettings:
+    """Deals (сделки): the pipeline of stages a deal moves through (crm_bridge.deals.Pipeline)."""
+
+    # Stage code -> display name, in pipeline order; the first is where every deal starts. Codes:
+    # a-z, 0-9, _ (they are stored, in URLs and the API); names are what the console shows.
+    stages: dict[str, str]
+    closed: tuple[str, ...]  # stages that end a deal (then no longer "the caller's open deal")
+    cancelled: str  # the (closed) stage an order's cancel moves its deal to
+    # A call from a number nobody owns opens a lead-like deal (no customer, the number kept).
+    create_for_unknown: bool
+
+    def __post_init__(self) -> None:
+        try:
+            self.pipeline()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(stages=tuple(self.stages.items()), closed=frozenset(self.closed), cancelled=self.cancelled,
+                        create_for_unknown=self.create_for_unknown)
+
+
+@dataclass(frozen=True)
 class SpeechSettings:
     """Voice answers (issue 12, in progress): vosk models and the AudioSocket listener."""
 
@@ -385,6 +410,7 @@ class Settings:
     crm_bitrix24: CrmBitrix24Settings
     crm_amocrm: CrmAmocrmSettings
     sync: SyncSettings
+    deals: DealSettings
     speech: SpeechSettings
     log: LogSettings
 

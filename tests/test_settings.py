@@ -280,3 +280,16 @@ def test_a_named_config_file_that_does_not_exist_is_an_error(tmp_path, variable)
         load_settings(config_file=missing, environ={})
     with pytest.raises(SettingsError):
         load_settings(local_file=missing, environ={})
+
+
+def test_a_bad_deal_pipeline_stops_the_start_with_one_line_naming_the_key(tmp_path):
+    path = tmp_path / "ivr.toml"
+    path.write_text('[deals]\nclosed = ["paid", "archived"]\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"^deals.closed: 'archived' is not one of deals.stages"):
+        load_settings(config_file=path, environ={})
+    renamed = load_settings(environ={"IVR_DEALS__STAGES": "new=Заявка,won=Успех,lost=Провал",
+                                     "IVR_DEALS__CLOSED": "won,lost", "IVR_DEALS__CANCELLED": "lost"})
+    pipeline = renamed.deals.pipeline()
+    assert (pipeline.codes, pipeline.initial, pipeline.name("won")) == (("new", "won", "lost"), "new", "Успех")
+    with pytest.raises(SettingsError, match="deals.cancelled: 'cancelled' is not one of deals.stages"):
+        load_settings(environ={"IVR_DEALS__STAGES": "new=Заявка,won=Успех", "IVR_DEALS__CLOSED": "won"})

@@ -56,6 +56,10 @@ class EventKind(StrEnum):
     CUSTOMER_CHANGED = "customer.changed"
     PHONE_ATTACHED = "phone.attached"
     CALLBACK_NOTE = "callback.note"
+    # Deals (issue 11): written with the order that makes the deal (robot, operator, import) or by
+    # an operator's stage change / an order's cancel; timeline_events.deal_id names the deal.
+    DEAL_CREATED = "deal.created"
+    DEAL_STAGE_CHANGED = "deal.stage_changed"
     # Not stored: built by the store for a customer's timeline (CrmStore.customer_timeline).
     ORDER_PLACED = "order.placed"
     CALL_RECORDED = "call.recorded"
@@ -295,6 +299,25 @@ class CallbackNote(TypedDict, total=False):
     note: str
 
 
+class DealCreated(TypedDict, total=False):
+    deal_id: int
+    order_id: str | None  # the order it is the thread of; None for a lead-like deal
+    stage: str  # a pipeline stage code ([deals] stages)
+    amount: str  # decimal as text
+    source: str  # the order's source (ivr | operator | import), or "call" for a lead-like deal
+    by: str | None  # the console user (operator orders); None: the robot or an import
+    number: str | None  # E.164 of a lead-like deal's caller
+
+
+class DealStageChanged(TypedDict, total=False):
+    deal_id: int
+    by: str  # the console user who moved it ("import" when an orders file set the stage)
+    stage: str
+    previous_stage: str
+    reason: str  # why, when a change made it (the order's cancel reason)
+    order_id: str | None
+
+
 class CallRecordedEntry(TypedDict, total=False):
     outcome: str | None
     reason: str | None
@@ -338,6 +361,8 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.CUSTOMER_CHANGED: CustomerChanged,
     EventKind.PHONE_ATTACHED: PhoneAttached,
     EventKind.CALLBACK_NOTE: CallbackNote,
+    EventKind.DEAL_CREATED: DealCreated,
+    EventKind.DEAL_STAGE_CHANGED: DealStageChanged,
     EventKind.ORDER_PLACED: OrderPlacedEntry,
     EventKind.CALL_RECORDED: CallRecordedEntry,
 }

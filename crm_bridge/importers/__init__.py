@@ -17,6 +17,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.db import SQLITE_BEGIN
+from crm_bridge.deals import Pipeline
 from crm_bridge.errors import ImportFileError
 from crm_bridge.importers import customers, orders, products
 from crm_bridge.importers.columns import LAYOUTS
@@ -44,6 +45,8 @@ async def import_file(
     async_sessionmaker. Naive dates in order files are wall-clock time in ``timezone``.
     """
     sessions, zone_name = _unpack(store_or_sessions)
+    config = getattr(store_or_sessions, "config", None)
+    pipeline = getattr(config, "deals", None) or Pipeline()
     layout = LAYOUTS.get(kind)
     if layout is None:
         raise ImportFileError(f"unknown import kind {kind!r} (customers, products or orders)")
@@ -58,7 +61,7 @@ async def import_file(
             elif kind == "products":
                 await products.load(session, table, report)
             else:
-                await orders.load(session, table, report, zone)
+                await orders.load(session, table, report, zone, pipeline)
             await session.commit()
         except (DataError, IntegrityError) as exc:
             # Every cell is checked against the columns first (importers.bounds); reaching here means

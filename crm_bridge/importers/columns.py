@@ -75,6 +75,8 @@ ORDERS = Layout(
         "sku": ("артикул", "код товара"),
         "quantity": ("количество", "кол во", "колво", "qty"),
         "price": ("цена", "unit_price", "цена за единицу"),
+        # The order's deal stage: a code of [deals] stages or its display name (optional).
+        "stage": ("deal_stage", "стадия", "этап", "стадия сделки", "этап сделки", "сделка"),
     },
     required=(("order_id",), ("customer_id",), ("ordered_at",), ("sku",), ("quantity",)),
 )

@@ -3,6 +3,12 @@
 History orders get no invoice and no delivery date; their lines snapshot the catalogue wording at
 import time. An order is loaded whole or not at all: a bad line would make the IVR read back a
 wrong "last order".
+
+Every order gets its deal (crm_bridge.deals) in the file's transaction: at the optional ``stage``
+column's stage (a code or a display name of ``[deals] stages``), else the pipeline's first. A stage
+the pipeline lacks is a row error, and the order still loads (its deal keeps or gets the first
+stage): the stage is not what the robot reads back. A re-import moving a deal to another stage
+writes a ``deal.stage_changed`` event by "import".
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
+from crm_bridge.deals import Pipeline, upsert_order_deal
 from crm_bridge.importers import cells
 from crm_bridge.importers.bounds import fit, fit_money
 from crm_bridge.importers.report import ImportReport
 from crm_bridge.importers.tabular import Table
-from crm_bridge.models import Customer, Order, OrderLine, Product
+from crm_bridge.models import Customer, Deal, Order, OrderLine, Product, utcnow
 from crm_bridge.money import money
 
 
@@ -40,14 +47,18 @@ class _Order:
     first_line: int
     lines: list[_Line] = field(default_factory=list)
     broken: bool = False
+    stage: str | None = None  # a pipeline code; None: not given (or not understood)
 
 
-async def load(session: AsyncSession, table: Table, report: ImportReport, zone: ZoneInfo) -> None:
-    orders = _group(table, report, zone)
+async def load(session: AsyncSession, table: Table, report: ImportReport, zone: ZoneInfo,
+               pipeline: Pipeline | None = None) -> None:
+    pipeline = pipeline or Pipeline()
+    orders = _group(table, report, zone, pipeline)
     customers = await repo.customers_by_external_ids(session, [o.customer_id for o in orders.values()])
     products = await repo.products_by_sku(session, [ln.sku for o in orders.values() for ln in o.lines])
     existing = await repo.orders_by_external_ids(session, list(orders))
     stored_lines = await repo.lines_of_orders(session, [o.id for o in existing.values()])
+    deals = await _deals_of(session, [o.id for o in existing.values()])  # one query per 500, not per order
 
     for order in orders.values():
         for ln in order.lines:
@@ -67,7 +78,10 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
         customer_pk = customers[order.customer_id].id
         stored = stored_lines.get(row.id, []) if row is not None else []
         if row is not None and _same(row, stored, order, customer_pk):
-            report.unchanged += 1
+            if await _deal_for(session, row, order, pipeline, deals.get(row.id)):
+                report.updated += 1
+            else:
+                report.unchanged += 1
             continue
         # Re-importing after a price change must not rewrite history: an unchanged (sku, quantity)
         # without a price in the file keeps the price already stored.
@@ -75,11 +89,12 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
         if not _amounts_fit(table.file, order, lines, report):
             continue
         if row is None:
-            await _create(session, order, customer_pk, lines)
+            row = await _create(session, order, customer_pk, lines)
             report.created += 1
         else:
             await _replace(session, row, order, customer_pk, lines)
             report.updated += 1
+        await _deal_for(session, row, order, pipeline, deals.get(row.id))
     await session.flush()
 
 
@@ -101,7 +116,7 @@ def _amounts_fit(file: str, order: _Order, lines: list[OrderLine], report: Impor
     return fits
 
 
-def _group(table: Table, report: ImportReport, zone: ZoneInfo) -> dict[str, _Order]:
+def _group(table: Table, report: ImportReport, zone: ZoneInfo, pipeline: Pipeline) -> dict[str, _Order]:
     orders: dict[str, _Order] = {}
     bad_lines: dict[str, list[int]] = {}
     for row in table.rows:
@@ -137,6 +152,18 @@ def _group(table: Table, report: ImportReport, zone: ZoneInfo) -> dict[str, _Ord
             order.broken = True
             continue
         order.lines.append(_Line(row.line, sku, qty, line_price))
+        stage_cell = cells.text(v.get("stage"))
+        if stage_cell:
+            stage = _stage(stage_cell, pipeline)
+            if stage is None:
+                report.error(table.file, row.line, f"order {order_id!r}: unknown deal stage {stage_cell!r} "
+                             f"(one of {', '.join(pipeline.codes)}); the order is loaded, "
+                             "its deal's stage not taken from the file")
+            elif order.stage is not None and order.stage != stage:
+                report.error(table.file, row.line, f"order {order_id!r}: deal stage {stage_cell!r} differs from "
+                             f"an earlier line's {order.stage!r}; the first is kept")
+            else:
+                order.stage = stage
     for order_id, lines in bad_lines.items():
         order = orders.get(order_id)
         if order is not None and not order.broken:
@@ -155,7 +182,7 @@ def _same(row: Order, stored: list[OrderLine], order: _Order, customer_pk: int) 
     )
 
 
-async def _create(session: AsyncSession, order: _Order, customer_pk: int, lines: list[OrderLine]) -> None:
+async def _create(session: AsyncSession, order: _Order, customer_pk: int, lines: list[OrderLine]) -> Order:
     row = Order(order_id=order.order_id, customer_id=customer_pk, ordered_at=order.ordered_at, source="import",
                 total=sum((ln.amount for ln in lines), Decimal(0)))
     session.add(row)
@@ -163,6 +190,7 @@ async def _create(session: AsyncSession, order: _Order, customer_pk: int, lines:
     for ln in lines:
         ln.order_id = row.id
     session.add_all(lines)
+    return row
 
 
 async def _replace(session: AsyncSession, row: Order, order: _Order, customer_pk: int,
@@ -186,3 +214,29 @@ def _build_lines(order: _Order, products: dict[str, Product],
                              amount=money(unit_price * ln.quantity), unit=product.unit, name=product.name,
                              unit_en=product.unit_en, name_en=product.name_en))
     return out
+
+
+def _stage(cell: str, pipeline: Pipeline) -> str | None:
+    """A stage code from a cell holding the code or the display name (any case, ё as е)."""
+    wanted = cell.strip().casefold().replace("ё", "е")
+    for code, name in pipeline.stages:
+        if wanted in (code, name.casefold().replace("ё", "е")):
+            return code
+    return None
+
+
+async def _deals_of(session: AsyncSession, order_pks: list[int]) -> dict[int, Deal]:
+    out: dict[int, Deal] = {}
+    for part in repo.chunks(sorted(set(order_pks))):
+        for deal in (await session.execute(select(Deal).where(Deal.order_id.in_(part)))).scalars():
+            if deal.order_id is not None:
+                out[deal.order_id] = deal
+    return out
+
+
+async def _deal_for(session: AsyncSession, row: Order, order: _Order, pipeline: Pipeline, deal: Deal | None) -> bool:
+    """The order's deal made or brought up to date (``deals.upsert_order_deal``); True when an
+    existing deal changed."""
+    customer = await session.get(Customer, row.customer_id)  # loaded with the file's customers: no query
+    return await upsert_order_deal(session, row, customer.customer_id if customer is not None else None, pipeline,
+                                   deal=deal, stage=order.stage, by="import", now=utcnow())

@@ -18,6 +18,7 @@ from ivr.web.client_address import TRUSTED_PROXIES_KEY, parse_networks
 from ivr.web.common import MAX_DB_INT, STORE_KEY, TOKEN_KEY, api_error, errors_and_auth, to_json
 from ivr.web.console.app import add_console
 from ivr.web.console.deps import ConsoleDeps
+from ivr.web.deals_api import add_deal_routes
 from ivr.web.hardening import security_headers
 from ivr.web.operator_api import add_operator_routes
 from ivr.web.order_input import OrderLimits
@@ -100,6 +101,7 @@ def build_web_app(
     app.router.add_get("/api/v1/calls", list_calls)
     app.router.add_get("/api/v1/calls/{call_id}/timeline", call_timeline)
     add_operator_routes(app, board, order_limits)
+    add_deal_routes(app)
     if console is not None:
         add_console(app, console)
     app.middlewares.insert(0, security_headers)  # outermost: it sees every response, the console's too

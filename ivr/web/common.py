@@ -107,6 +107,9 @@ SESSION_API_POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/tasks"): ANY_ROLE,
     ("POST", "/api/v1/tasks/{task_id}"): ANY_ROLE,
     ("POST", "/api/v1/customers/{customer_id}/orders"): ANY_ROLE,
+    ("GET", "/api/v1/deals"): ANY_ROLE,
+    ("GET", "/api/v1/deals/{deal_id}"): ANY_ROLE,
+    ("POST", "/api/v1/deals/{deal_id}/stage"): ANY_ROLE,  # operators move deals
     ("GET", "/api/v1/operators/{operator}/current"): own_operator_only,
     ("GET", "/api/v1/operators/{operator}/feed"): own_operator_only,
     ("GET", "/api/v1/stats*"): SUPERVISOR,

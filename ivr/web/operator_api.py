@@ -206,8 +206,8 @@ async def place_operator_order(request: web.Request) -> web.Response:
                 return api_error(status, error_id, str(exc), _sku_fields(exc, order.lines))
         raise
     log.info("operator_order", order_id=placed.order.order_id, created=placed.created, call_id=call_id)
-    return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created},
-                   status=201 if placed.created else 200)
+    return to_json({"order": placed.order, "invoice": placed.invoice, "created": placed.created,
+                    "deal_id": placed.deal_id}, status=201 if placed.created else 200)
 
 
 async def possible_duplicate(store: Any, key: str, customer_id: str, lines: list[tuple[str, int]],

@@ -163,7 +163,21 @@ SAMPLES: dict[str, dict] = {
     EventKind.CUSTOMER_CHANGED: {"by": "Анна (op1)", "address": "ул. Новая, 1", "previous_address": "ул. Старая, 2"},
     EventKind.PHONE_ATTACHED: {"by": "Анна (op1)", "number": "+79260001122", "shared_with": ["C001"]},
     EventKind.CALLBACK_NOTE: {"by": "Анна (op1)", "task_id": 7, "note": "после 18"},
+    EventKind.DEAL_CREATED: {"deal_id": 3, "order_id": "A-7", "stage": "new", "amount": "1400.00", "source": "ivr",
+                             "by": None},
+    EventKind.DEAL_STAGE_CHANGED: {"deal_id": 3, "by": "Анна (op1)", "stage": "in_delivery",
+                                   "previous_stage": "confirmed", "order_id": "A-7"},
 }
+
+
+def test_deal_events_name_the_stages_by_the_pipeline():
+    created = event_text(EventKind.DEAL_CREATED, SAMPLES[EventKind.DEAL_CREATED], MSK)
+    assert created == f"сделка по заказу A-7, стадия «Новая», 1{NBSP}400,00{NBSP}₽"
+    moved = event_text(EventKind.DEAL_STAGE_CHANGED, SAMPLES[EventKind.DEAL_STAGE_CHANGED], MSK)
+    assert moved == "Сотрудник Анна (op1): «Подтверждена» → «В доставке»"
+    renamed = event_text(EventKind.DEAL_STAGE_CHANGED, SAMPLES[EventKind.DEAL_STAGE_CHANGED], MSK,
+                         stages={"confirmed": "Согласована", "in_delivery": "Везём"})
+    assert renamed == "Сотрудник Анна (op1): «Согласована» → «Везём»"
 
 
 def test_every_kind_has_a_sample():

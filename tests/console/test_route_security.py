@@ -123,6 +123,10 @@ ACCESS: dict[tuple[str, str], list[Probe]] = {
     ("POST", "/customers/{customer_id}/orders/{order_id}/cancel"): [
         page("/customers/C001/orders/NO-SUCH/cancel", 302, 404, 404, 404, body={"reason": "x"})],
     ("POST", "/tasks/{task_id}/note"): [page("/tasks/999999/note", 302, 404, 404, 404, body={"note": "x"})],
+    # issue 11: deals (an unknown deal is a 404 for everyone who may look; an unknown stage too)
+    ("GET", "/deals"): [page("/deals?stage=new", 302, *ANY), page("/deals?stage=nonsense", 302, 404, 404, 404)],
+    ("GET", "/deals/{deal_id}"): [page("/deals/999999", 302, 404, 404, 404)],
+    ("POST", "/deals/{deal_id}/stage"): [page("/deals/999999/stage", 302, 404, 404, 404, body={"stage": "paid"})],
     ("GET", "/calls"): [page("/calls", 302, *ANY)],
     ("GET", "/calls/{call_id}"): [page("/calls/{call}", 302, *ANY)],
     ("GET", "/calls/{call_id}/recording"): [page("/calls/{call}/recording", 302, *SUPERVISOR)],
@@ -154,6 +158,10 @@ ACCESS: dict[tuple[str, str], list[Probe]] = {
     ("GET", "/api/v1/calls"): [page("/api/v1/calls", 401, *ANY)],
     ("GET", "/api/v1/calls/{call_id}/timeline"): [page("/api/v1/calls/{call}/timeline", 401, *ANY)],
     ("GET", "/api/v1/tasks"): [page("/api/v1/tasks", 401, *ANY)],
+    ("GET", "/api/v1/deals"): [page("/api/v1/deals?stage=new", 401, *ANY)],
+    ("GET", "/api/v1/deals/{deal_id}"): [page("/api/v1/deals/999999", 401, 404, 404, 404)],
+    ("POST", "/api/v1/deals/{deal_id}/stage"): [page("/api/v1/deals/999999/stage", 401, 404, 404, 404,
+                                                     body={"stage": "paid"})],
     ("POST", "/api/v1/tasks/{task_id}"): [page("/api/v1/tasks/999999", 401, 404, 404, 404,
                                                body={"status": "done"})],
     ("POST", "/api/v1/customers/{customer_id}/orders"): [  # no Idempotency-Key: 400, nothing placed

@@ -46,9 +46,9 @@ REAL_WAV = TRACES / "recordings" / "mixmonitor-sip-call.wav"
 # The home page of each role and the navigation it must show, in order.
 HOMES = {"op1": "/operator", "sup1": "/calls", "adm1": "/calls"}
 NAV = {
-    "op1": ["Оператор", "Звонки", "Клиенты"],
-    "sup1": ["Оператор", "Звонки", "Клиенты", "Статистика", "Табло"],
-    "adm1": ["Оператор", "Звонки", "Клиенты", "Статистика", "Табло", "Пользователи", "CRM"],
+    "op1": ["Оператор", "Звонки", "Клиенты", "Сделки"],
+    "sup1": ["Оператор", "Звонки", "Клиенты", "Сделки", "Статистика", "Табло"],
+    "adm1": ["Оператор", "Звонки", "Клиенты", "Сделки", "Статистика", "Табло", "Пользователи", "CRM"],
 }
 PAGE_TIMEOUT_MS = 10_000  # fail in seconds, not after Playwright's default 30 s
 

@@ -9,7 +9,7 @@ table that holds one row per recorded call; a trigram index can be added by the 
 changing a query (``CREATE INDEX … USING gin (search_text gin_trgm_ops)`` serves the same LIKE).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-28 17:30:00
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

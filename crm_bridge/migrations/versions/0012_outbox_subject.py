@@ -2,7 +2,7 @@
 order's later events find what the CRM answered to its first (the deal's id) and wait for it.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-11-28 17:30:00
 """
 

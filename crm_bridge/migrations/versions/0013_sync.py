@@ -1,7 +1,7 @@
 """The pull from a CRM (crm_bridge/sync): where each run stands, and which local row a CRM record is.
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 Create Date: 2026-11-28 17:30:00
 """
 

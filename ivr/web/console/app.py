@@ -10,6 +10,7 @@ from ivr.web.console import (
     crm_pages,
     customer_edit_pages,
     customer_pages,
+    deal_pages,
     monitoring,
     operator_pages,
     order_pages,
@@ -24,5 +25,5 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_static("/static/", STATIC, append_version=False)
     # customer_edit_pages before customer_pages: /customers/new is not /customers/{customer_id}.
     for module in (auth, operator_pages, customer_edit_pages, order_pages, customer_pages, calls_pages, stats_pages,
-                   monitoring, crm_pages):
+                   monitoring, crm_pages, deal_pages):
         module.setup(app, deps)

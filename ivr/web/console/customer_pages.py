@@ -36,6 +36,7 @@ log = structlog.get_logger("ivr.console")
 ROLES = ("operator", "supervisor", "admin")
 SEARCH_LIMIT = 50
 TIMELINE_LIMIT = 200
+DEALS_LIMIT = 200
 
 SOURCES = ORDER_SOURCES
 LANGUAGES = {"ru": "русский", "en": "английский"}
@@ -63,12 +64,15 @@ async def customer_page(request: web.Request) -> web.Response:
         return render(request, "customers.html", status=404, query="", results=[], limit=SEARCH_LIMIT,
                       missing=customer_id, full_name=_full_name)
     timeline = await deps.store.customer_timeline(customer_id, limit=TIMELINE_LIMIT)
+    deals = await deps.store.list_deals(customer_id=customer_id, limit=DEALS_LIMIT)
     return render(
         request,
         "customer.html",
         customer=card.customer,
         full_name=_full_name(card.customer),
         orders=card.orders,
+        deals=deals,
+        deal_of_order={d.order_id: d for d in deals if d.order_id},
         timeline=timeline,
         timeline_limit=TIMELINE_LIMIT,
         sources=SOURCES,

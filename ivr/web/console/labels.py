@@ -109,6 +109,8 @@ EVENT_LABELS: dict[str, str] = {
     EventKind.CUSTOMER_CHANGED: "Адрес изменён",
     EventKind.PHONE_ATTACHED: "Номер привязан",
     EventKind.CALLBACK_NOTE: "Заметка к задаче",
+    EventKind.DEAL_CREATED: "Сделка создана",
+    EventKind.DEAL_STAGE_CHANGED: "Стадия сделки",
     EventKind.ORDER_PLACED: "Заказ",
     EventKind.CALL_RECORDED: "Звонок",
 }
@@ -218,6 +220,9 @@ API_ERROR_LABELS: dict[str, str] = {
     "customer_not_found": "Клиент с таким номером не найден.",
     "call_not_found": "Звонок не найден.",
     "task_not_found": "Задача не найдена: возможно, её уже закрыли.",
+    "deal_not_found": "Сделка не найдена.",
+    "invalid_stage": "Нет такой стадии сделки.",
+    "invalid_by": "Не указано, кто перевёл сделку.",
     "invalid_status": "Неизвестный итог задачи.",
     "invalid_note": "Заметка должна быть текстом.",
     "bad_query": "Неверные параметры запроса.",

@@ -35,7 +35,7 @@ from crm_bridge.errors import (
     UnknownProduct,
 )
 from ivr.settings import default_settings
-from ivr.web.console.auth import require
+from ivr.web.console.auth import current_user, require
 from ivr.web.console.customer_edit_pages import call_param, customer_url, who
 from ivr.web.console.deps import DEPS_KEY, ConsoleDeps
 from ivr.web.console.render import render
@@ -98,6 +98,12 @@ async def order_form(request: web.Request) -> web.Response:
     return await _order_form(request, request.match_info["customer_id"], call=call_param(request.query.get("call")))
 
 
+def _owner(request: web.Request) -> str | None:
+    """The deal's owner: the signed-in console account that placed the order."""
+    user = current_user(request)
+    return user.username if user is not None else None
+
+
 @require(*ROLES)
 async def place_order(request: web.Request) -> web.StreamResponse:
     deps: ConsoleDeps = request.app[DEPS_KEY]
@@ -123,7 +129,7 @@ async def place_order(request: web.Request) -> web.StreamResponse:
                                      duplicate=earlier)
     try:
         placed = await deps.store.place_order(idempotency_key=store_key, customer_id=customer_id, lines=lines,
-                                              source="operator", call_id=call or None)
+                                              source="operator", call_id=call or None, owner=_owner(request))
     except UnknownCustomer:
         return _missing(request, customer_id)
     except IdempotencyConflict as exc:
@@ -154,9 +160,10 @@ async def _order_page(request: web.Request, *, status: int = 200, error: str | N
     shown = quantities if quantities is not None else {line.sku: line.quantity for line in order.lines}
     deadline = order.change_deadline
     changeable = not order.cancelled and deadline is not None and datetime.now(UTC) < deadline
+    deal = await deps.store.deal_of_order(order.order_id)
     return render(request, "order.html", status=status, order=order, customer_id=customer_id, rows=rows,
                   quantities=shown, error=error, reason=reason, changeable=changeable,
-                  max_quantity=_limits(request).max_quantity)
+                  max_quantity=_limits(request).max_quantity, deal=deal)
 
 
 @require(*ROLES)

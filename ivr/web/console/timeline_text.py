@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_bridge.contract.events import EventKind
+from crm_bridge.deals import DEFAULT_STAGES
 from ivr.web.console import formats
 from ivr.web.console.labels import (
     HANGUP_LABELS,
@@ -43,10 +44,12 @@ def _sentence(*bits: Any) -> str:
     return "; ".join(str(b) for b in bits if b)
 
 
-def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> str:
+def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike,
+               stages: Mapping[str, str] | None = None) -> str:
     """The interesting part of an event's data, in words (``zone``: the business time zone, for the
     moments an event names). A kind without its own sentence (one added to the contract but not yet
-    here) reads as a plain "no details", never as its raw fields."""
+    here) reads as a plain "no details", never as its raw fields. ``stages``: the pipeline's stage
+    names (``[deals] stages``), else the default pipeline's."""
     match kind:
         case EventKind.CALL_STARTED:
             caller = data.get("caller")
@@ -154,12 +157,27 @@ def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike) -> st
             return f"{_by(data)} привязал(а) номер {data.get('number') or ''}{shared}."
         case EventKind.CALLBACK_NOTE:
             return f"{_by(data)} к задаче перезвонить №{data.get('task_id')}: «{data.get('note') or ''}»"
+        case EventKind.DEAL_CREATED:
+            name = _stage_name(data.get("stage"), stages)
+            who = f", {data['by']}" if data.get("by") else ""
+            subject = (f"по заказу {data['order_id']}" if data.get("order_id")
+                       else f"по звонку с {data.get('number') or '—'}")
+            return f"сделка {subject}, стадия «{name}», {formats.money_text(data.get('amount'))}{who}"
+        case EventKind.DEAL_STAGE_CHANGED:
+            moved = (f"{_by(data)}: «{_stage_name(data.get('previous_stage'), stages)}» → "
+                     f"«{_stage_name(data.get('stage'), stages)}»")
+            return moved + (f" ({data['reason']})" if data.get("reason") else "")
         case EventKind.CALL_RECORDED:
             bits = [outcome_label(data.get("outcome")), reason_text(data.get("reason"))]
             if data.get("operator"):
                 bits.append(f"оператор {data['operator']}")
             return _sentence(*bits)
     return "подробностей нет"
+
+
+def _stage_name(code: Any, stages: Mapping[str, str] | None) -> str:
+    names = stages if stages is not None else dict(DEFAULT_STAGES)
+    return names.get(str(code), str(code or "—"))
 
 
 def _by(data: Mapping[str, Any]) -> str:
