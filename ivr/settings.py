@@ -299,8 +299,10 @@ class CrmBitrix24Settings:
 
 @dataclass(frozen=True)
 class SpeechSettings:
-    """Voice answers (issue 12, in progress): vosk models and the AudioSocket listener."""
+    """Voice answers (issue 12): vosk models and the AudioSocket listener."""
 
+    # The default of every line (a line's IVR_SPEECH=1/0 overrides it). The models load and the
+    # AudioSocket listener starts when this is on or a model is configured.
     enabled: bool
     # vosk model directories (the one holding am/, conf/, graph/); "" = no model for that language:
     # its callers stay on keys. A missing or unreadable model is one log line, not a failed start.
@@ -313,6 +315,9 @@ class SpeechSettings:
     audiosocket_port: int
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
+    # Seconds of silence after the last word before the answer is decided (Kaldi's endpoint rule 2);
+    # 0 = the model's own conf/model.conf (0.5 in the small models). See README "Speech".
+    endpoint_silence: float
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The AudioSocket listener: one question of a call, asked and answered over Asterisk's AudioSocket().
 
-How a question goes (the AGI side will do its part in ivr/calls, not yet wired): the call picks a
+How a question goes (the AGI side is ivr/calls/voice.py): the call picks a
 UUID, registers what it asks with :meth:`AudioSocketServer.expect`, then runs
 ``EXEC AudioSocket <uuid>,<host>:<port>``. Asterisk connects here and sends the UUID first; the
 exchange plays the prompt as 20 ms frames paced in real time, streams what the caller says to a
@@ -79,6 +79,9 @@ class Pending:
     question: Question
     language: str
     outcome: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # Asterisk connected with this UUID: from here on the outcome comes from the exchange, whatever
+    # AudioSocket() returns over AGI (a hang-up's EOF may reach us after the AGI reply).
+    connected: bool = False
 
     def settle(self, outcome: Outcome) -> None:
         if not self.outcome.done():
@@ -162,6 +165,7 @@ class AudioSocketServer:
             writer.write(HANGUP_MESSAGE)
             await writer.drain()
             return
+        pending.connected = True
         exchange = _Exchange(pending, reader, writer, self._models)
         try:
             pending.settle(await exchange.run())

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -78,6 +81,11 @@ class SpeechModels:
 
     def __init__(self, settings: SpeechSettings, executor: ThreadPoolExecutor | None = None) -> None:
         self._paths = {"ru": settings.model_ru, "en": settings.model_en}
+        self._endpoint_silence = settings.endpoint_silence
+        # Per language: "not configured", "loading", "loaded", or why it is missing (for /healthz).
+        self.state: dict[str, str] = {
+            language: ("not configured" if not path else "not loaded") for language, path in self._paths.items()
+        }
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
             max(1, settings.recognizer_threads), thread_name_prefix="vosk"
@@ -113,24 +121,37 @@ class SpeechModels:
                 raise
         return await asyncio.shield(future)
 
+    async def load_configured(self) -> None:
+        """At start, in the background: every configured model (the first caller must not wait ~2 s)."""
+        await asyncio.gather(*(self.model(language) for language, path in self._paths.items() if path))
+
+    def health(self) -> dict[str, str]:
+        """Per language: loaded / loading / not configured / missing: … / unreadable: …"""
+        return dict(self.state)
+
     async def _load(self, language: str) -> vosk.Model | None:
         path = self._paths.get(language, "")
         if not path:
             log.info("speech model not configured: callers answer with keys", language=language)
             return None
         started = time.perf_counter()
+        self.state[language] = "loading"
         try:
-            model = await asyncio.get_running_loop().run_in_executor(self._executor, _load_model, path)
+            model = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _load_model, path, self._endpoint_silence)
         except _ModelMissing:
+            self.state[language] = f"missing: no vosk model (am/ or final.mdl) in {path}"
             log.error("speech model missing: callers answer with keys", language=language, path=path)
             return None
         except Exception as exc:  # vosk says only "Failed to create a model"; Kaldi's reason went to stderr
+            self.state[language] = f"unreadable: {exc}"
             log.error("speech model unreadable: callers answer with keys", language=language, path=path,
                       error=str(exc))
             return None
         self.load_seconds[language] = time.perf_counter() - started
+        self.state[language] = "loaded"
         log.info("speech model loaded", language=language, path=path,
-                 seconds=round(self.load_seconds[language], 2))
+                 seconds=round(self.load_seconds[language], 2), endpoint_silence=self._endpoint_silence or None)
         return model
 
     async def recognizer(self, language: str, grammar: Sequence[str]) -> GrammarRecognizer | None:
@@ -164,17 +185,48 @@ class _ModelMissing(Exception):
     """No model files where the settings point (vosk would say only "Failed to create a model")."""
 
 
-def _load_model(path: str) -> vosk.Model:
+def _load_model(path: str, endpoint_silence: float = 0.0) -> vosk.Model:
     import vosk  # a native library of ~30 MB: imported when speech is used, not by every `ivr` command
 
     if not Path(path, "am").is_dir() and not Path(path, "final.mdl").exists():
         raise _ModelMissing(path)
-    key = str(Path(path).resolve())
+    key = f"{Path(path).resolve()}|{endpoint_silence:g}"
     with _MODELS_LOCK:
         if key not in _MODELS:
             vosk.SetLogLevel(-2)  # Kaldi's chatter and per-recognizer warnings off; errors still reach stderr
-            _MODELS[key] = vosk.Model(key)
+            if endpoint_silence > 0:
+                copy = _with_endpoint(Path(path).resolve(), endpoint_silence)
+                try:
+                    _MODELS[key] = vosk.Model(str(copy))
+                finally:  # vosk read every file while loading: the copy is not needed any more
+                    shutil.rmtree(copy, ignore_errors=True)
+            else:
+                _MODELS[key] = vosk.Model(str(Path(path).resolve()))
         return _MODELS[key]
+
+
+_RULE2 = re.compile(r"^--endpoint\.rule2\.min-trailing-silence=.*$", re.MULTILINE)
+
+
+def _with_endpoint(model: Path, seconds: float) -> Path:
+    """A copy of the model directory whose ``conf/model.conf`` ends an utterance after ``seconds`` of
+    trailing silence (Kaldi's endpoint rule 2: words were decoded, then this much silence).
+
+    vosk 0.3.45's Python API has no setter for it (the model's own file decides), and the model
+    directory may be read-only (a package, a shared volume): every entry is a symlink to the
+    original except ``conf/``, whose files are copied and model.conf rewritten.
+    """
+    copy = Path(tempfile.mkdtemp(prefix="ivr-vosk-"))
+    for entry in model.iterdir():
+        if entry.name != "conf":
+            (copy / entry.name).symlink_to(entry)
+    conf = copy / "conf"
+    shutil.copytree(model / "conf", conf)
+    text = (conf / "model.conf").read_text() if (conf / "model.conf").exists() else ""
+    rule = f"--endpoint.rule2.min-trailing-silence={seconds:g}"
+    text = _RULE2.sub(rule, text) if _RULE2.search(text) else text.rstrip("\n") + "\n" + rule + "\n"
+    (conf / "model.conf").write_text(text)
+    return copy
 
 
 def _new_recognizer(model: vosk.Model, grammar: Sequence[str]) -> vosk.KaldiRecognizer:
@@ -201,6 +253,7 @@ class GrammarRecognizer:
         self._drain: asyncio.Task[None] | None = None
         self._results: asyncio.Queue[Partial | Final] = asyncio.Queue()
         self._last_partial = ""
+        self._finished = False
         self.cpu_seconds = 0.0  # CPU time the decoding threads spent on this recognizer
 
     @property
@@ -211,6 +264,8 @@ class GrammarRecognizer:
         """Queue audio (slin16, 8 kHz); never blocks. Decoding happens in the thread pool."""
         if self._kaldi is None:
             raise RecognizerClosed("audio pushed to a closed recognizer")
+        if self._finished:
+            return  # the utterance was ended (finish): vosk refuses audio after its final result
         self._pending += audio
         if self._drain is None or self._drain.done():
             self._drain = asyncio.get_running_loop().create_task(self._decode_pending())
@@ -253,6 +308,7 @@ class GrammarRecognizer:
 
     async def finish(self) -> Final:
         """Decode what is queued and end the utterance (the audio ended or the question timed out)."""
+        self._finished = True
         await self.decoded()
         if self._kaldi is None:
             raise RecognizerClosed("finish on a closed recognizer")
