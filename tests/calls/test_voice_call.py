@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
@@ -42,13 +43,14 @@ def say(text: str, **kw) -> Say:
     return Say(spoken(text) + silence(0.8), **kw)
 
 
-async def _harness(store, prompts_dir: Path, **speech) -> CallHarness:
+async def _harness(store, prompts_dir: Path, web: dict | None = None, **speech) -> CallHarness:
     await load_demo_data(store.sessions)
     settings = harness_settings(
         database_url(store), prompts_dir,
         speech={"enabled": True, "model_ru": KO_MODEL, "audiosocket_host": "127.0.0.1", "audiosocket_port": 0,
                 "min_confidence": 0.5, **speech},
         flow={"menu_timeout": 2.0, "quantity_timeout": 2.0},
+        **({"web": web} if web else {}),
     )
     service = await start_service(settings, migrate=False, seams=Seams(strict_events=True, speech_words=ko_words))
     if service.speech_loading is not None:
@@ -185,5 +187,20 @@ async def test_a_corrupt_model_starts_on_keys(store, prompts_dir, tmp_path):
         assert harness.service.health()["speech"]["models"]["ru"].startswith("unreadable:")
         fake = await harness.call("+79161234567", ["1"])
         assert fake.variables["IVR_RESULT"] == "done"
+    finally:
+        await harness.stop()
+
+
+async def test_healthz_says_which_models_are_loaded_and_why_one_is_missing(store, prompts_dir, tmp_path):
+    harness = await _harness(store, prompts_dir, web={"enabled": True, "host": "127.0.0.1", "port": 0},
+                             model_en=str(tmp_path / "absent"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.get(f"http://127.0.0.1:{harness.service.web_port}/healthz")
+            body = await resp.json()
+        speech = body["speech"]
+        assert speech["models"]["ru"] == "loaded"
+        assert speech["models"]["en"].startswith("missing:") and "absent" in speech["models"]["en"]
+        assert speech["default"] == "on" and speech["audiosocket"].startswith("127.0.0.1:")
     finally:
         await harness.stop()

@@ -22,6 +22,9 @@
   With several processes on one PostgreSQL (ivr/cluster) only one owns AMI: the others say
   ``"standby"``, which is healthy. ``worker`` names the process that answered: ``pid`` and ``ami``
   (``owner`` | ``standby`` | ``local``, the last for a single process that needs no lock).
+  ``speech`` (issue 12) does not change the status (without a model callers use keys): ``{"status":
+  "disabled"}``, or the lines' default, the AudioSocket address and per language ``loaded`` /
+  ``loading`` / ``not configured`` / ``missing: …`` / ``unreadable: …``.
 - ``GET /metrics`` — Prometheus text format from ``deps.metrics`` (ivr.web.console.metrics, its
   own registry). Allowed with the API bearer token (``Authorization: Bearer …``) or from the
   loopback address (127.0.0.1 / ::1) — the local Prometheus agent needs no secret; anyone else
@@ -296,6 +299,9 @@ async def healthz(request: web.Request) -> web.Response:
         },
         "ami": {"ok": ami_ok, "status": ami_status, "last_error": (ami or {}).get("last_error")},
         "worker": health.get("worker"),
+        # Not part of "status": without a model the calls go on with keys (issue 12). "disabled", or
+        # per language "loaded" / "loading" / "not configured" / "missing: …" / "unreadable: …".
+        "speech": health.get("speech") or {"status": "disabled"},
     }
     response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
     response.headers["Cache-Control"] = "no-store"
