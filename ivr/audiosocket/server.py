@@ -188,9 +188,18 @@ class _Exchange:
 
     async def run(self) -> Outcome:
         recognizer: GrammarRecognizer | None = None
-        if self._models is not None and self._q.words is not None:
-            recognizer = await self._models.recognizer(self._pending.language, self._q.words.grammar())
-        tasks = [asyncio.create_task(self._read(recognizer)), asyncio.create_task(self._play())]
+        # The prompt first: making the recognizer waits for a decoding thread (busy with other
+        # callers' audio), and the caller must not hear that wait as silence. Their audio and keys
+        # wait in the socket meanwhile.
+        tasks = [asyncio.create_task(self._play())]
+        try:
+            if self._models is not None and self._q.words is not None:
+                recognizer = await self._models.recognizer(self._pending.language, self._q.words.grammar())
+        except BaseException:
+            tasks[0].cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        tasks.insert(0, asyncio.create_task(self._read(recognizer)))
         if recognizer is not None:
             tasks.append(asyncio.create_task(self._results(recognizer)))
         try:
