@@ -314,8 +314,8 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
         lag.start()
         load_before = load_avg()
         for _ in range(rounds):
-            pendings = [server.expect(uuid.uuid4(), Question(b"", 1, 5.0, words, min_confidence=0.5), "ru")
-                        for _ in range(callers)]
+            question = Question(b"", 1, 5.0, words, min_confidence=0.5, endpoint_silence=endpoint)
+            pendings = [server.expect(uuid.uuid4(), question, "ru") for _ in range(callers)]
             got = await child.ask(cmd="endpoint", port=server.port, uuids=[str(p.call_uuid) for p in pendings])
             latencies += got["latencies"]
             for p in pendings:

@@ -493,7 +493,7 @@ async def _start_speech(resources: contextlib.AsyncExitStack, settings: Settings
     host = f"[{host}]" if ":" in host else host
     return CallSpeech(server, models, default_on=s.enabled, asterisk_target=f"{host}:{server.port}",
                       min_confidence=s.min_confidence, max_quantity=settings.flow.max_quantity,
-                      words=seams.speech_words)
+                      endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words)
 
 
 async def _load_speech(speech: CallSpeech) -> None:

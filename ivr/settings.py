@@ -315,9 +315,12 @@ class SpeechSettings:
     audiosocket_port: int
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
-    # Seconds of silence after the last word before the answer is decided (Kaldi's endpoint rule 2);
-    # 0 = the model's own conf/model.conf (0.5 in the small models). See README "Speech".
+    # Seconds of quiet after the caller spoke before the answer is decided (our own end of speech,
+    # plus the model's endpoint rules 2/3 set to it and twice it); 0 = the model's own
+    # conf/model.conf alone (0.5 s, ~0.8 s after the word here). See README "Speech".
     endpoint_silence: float
+    # Frame RMS (of 32768) under which the caller counts as quiet, for endpoint_silence.
+    silence_level: int
 
 
 @dataclass(frozen=True)

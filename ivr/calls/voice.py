@@ -76,7 +76,7 @@ class CallSpeech:
 
     def __init__(self, server: AudioSocketServer, models: SpeechModels, *, default_on: bool,
                  asterisk_target: str, min_confidence: float, max_quantity: int,
-                 words: WordsFor | None = None) -> None:
+                 endpoint_silence: float = 0.0, silence_level: int = 300, words: WordsFor | None = None) -> None:
         """``asterisk_target``: the ``host:port`` Asterisk connects to. ``words``: the phrases of a
         question in a language (tests give the Korean test model's words here)."""
         self.server = server
@@ -84,6 +84,8 @@ class CallSpeech:
         self.default_on = default_on
         self.asterisk_target = asterisk_target
         self.min_confidence = min_confidence
+        self.endpoint_silence = endpoint_silence
+        self.silence_level = silence_level
         self._words: WordsFor = words or (lambda q, lang: question_words(q, lang, max_quantity))
 
     def usable(self, language: str) -> bool:
@@ -107,7 +109,8 @@ class CallSpeech:
             return None
         seconds = len(prompt) / 16000
         question = Question(prompt, max_digits=max_digits, timeout=answer_timeout, words=words,
-                            max_seconds=seconds + answer_timeout + _MONOLOGUE, min_confidence=self.min_confidence)
+                            max_seconds=seconds + answer_timeout + _MONOLOGUE, min_confidence=self.min_confidence,
+                            endpoint_silence=self.endpoint_silence, silence_level=self.silence_level)
         call_uuid = uuid.uuid4()
         pending = self.server.expect(call_uuid, question, language)
         try:

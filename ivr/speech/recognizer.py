@@ -205,14 +205,20 @@ def _load_model(path: str, endpoint_silence: float = 0.0) -> vosk.Model:
         return _MODELS[key]
 
 
-_RULE2 = re.compile(r"^--endpoint\.rule2\.min-trailing-silence=.*$", re.MULTILINE)
+def _rule(number: int) -> re.Pattern[str]:
+    return re.compile(rf"^--endpoint\.rule{number}\.min-trailing-silence=.*$", re.MULTILINE)
 
 
 def _with_endpoint(model: Path, seconds: float) -> Path:
-    """A copy of the model directory whose ``conf/model.conf`` ends an utterance after ``seconds`` of
-    trailing silence (Kaldi's endpoint rule 2: words were decoded, then this much silence).
+    """A copy of the model directory whose ``conf/model.conf`` ends an utterance ``seconds`` after
+    the last word.
 
-    vosk 0.3.45's Python API has no setter for it (the model's own file decides), and the model
+    Kaldi's endpoint rules: rule 2 ends it after that much trailing silence when the decoder is at a
+    good final state (relative cost ≤ 2), rule 3 after twice as much when it is less sure (cost ≤ 8:
+    measured here, a one-word grammar answer often ends by rule 3, so rule 2 alone moves little),
+    rule 4 (2 s whatever the cost) stays as the model has it. The small models ship 0.5 / 1.0 / 2.0.
+
+    vosk 0.3.45's Python API has no setter for these (the model's own file decides), and the model
     directory may be read-only (a package, a shared volume): every entry is a symlink to the
     original except ``conf/``, whose files are copied and model.conf rewritten.
     """
@@ -223,8 +229,10 @@ def _with_endpoint(model: Path, seconds: float) -> Path:
     conf = copy / "conf"
     shutil.copytree(model / "conf", conf)
     text = (conf / "model.conf").read_text() if (conf / "model.conf").exists() else ""
-    rule = f"--endpoint.rule2.min-trailing-silence={seconds:g}"
-    text = _RULE2.sub(rule, text) if _RULE2.search(text) else text.rstrip("\n") + "\n" + rule + "\n"
+    for number, value in ((2, seconds), (3, 2 * seconds)):
+        rule = f"--endpoint.rule{number}.min-trailing-silence={value:g}"
+        pattern = _rule(number)
+        text = pattern.sub(rule, text) if pattern.search(text) else text.rstrip("\n") + "\n" + rule + "\n"
     (conf / "model.conf").write_text(text)
     return copy
 

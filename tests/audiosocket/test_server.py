@@ -315,3 +315,31 @@ async def test_the_prompt_starts_before_the_recognizer_is_ready():
     finally:
         await srv.close()
         models.close()
+
+
+async def test_our_end_of_speech_decides_without_waiting_for_vosks_own(speech_server):
+    """With endpoint_silence, 0.2 s of quiet audio after the word decides the answer: the caller
+    sends nothing more, and the question's 30 s would otherwise run out first (vosk alone needs
+    ~0.8 s of trailing audio here)."""
+    from tests.speech.vosk_support import silence, spoken
+
+    question = _question(b"", words=KO_CONFIRM, min_confidence=0.5, timeout=30, endpoint_silence=0.2)
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(silence(0.2) + spoken("아니요") + silence(0.25))  # then the caller sends nothing
+    outcome = await asyncio.wait_for(pending.outcome, 10)
+    assert (outcome.status, outcome.digits, outcome.text) == ("answered", "0", "아니요")
+    await client.aclose()
+
+
+async def test_without_our_end_of_speech_a_short_pause_is_not_the_end(speech_server):
+    from tests.speech.vosk_support import silence, spoken
+
+    question = _question(b"", words=KO_CONFIRM, min_confidence=0.5, timeout=1.5)
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(silence(0.2) + spoken("아니요") + silence(0.25))
+    # vosk never reached its endpoint: the answer comes from finishing the utterance at the timeout
+    outcome = await asyncio.wait_for(pending.outcome, 10)
+    assert (outcome.status, outcome.digits) == ("answered", "0")
+    await client.aclose()
