@@ -198,7 +198,7 @@ async def agi_call(port: int, args: tuple[str, ...], n: int) -> dict[str, Any]:
 async def child_main() -> None:
     """Commands from the parent, one JSON line each; one JSON line back per command."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=2**24)  # the speakers' UUIDs come as one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     word = await asyncio.to_thread(word_pcm)
     speakers: list[asyncio.Task[None]] = []

@@ -315,6 +315,8 @@ class SpeechSettings:
     audiosocket_port: int
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
+    # How far below the event loop the decoding threads run (Linux nice, 0..19): the calls' AGI first.
+    recognizer_nice: int
     # Seconds of quiet after the caller spoke before the answer is decided (our own end of speech,
     # plus the model's endpoint rules 2/3 set to it and twice it); 0 = the model's own
     # conf/model.conf alone (0.5 s, ~0.8 s after the word here). See README "Speech".

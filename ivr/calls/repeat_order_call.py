@@ -54,7 +54,7 @@ from ivr.flows.model import (
     StepFailed,
 )
 from ivr.flows.repeat_order import RepeatOrderFlow, State
-from ivr.speech.speaker import Speaker, SpeechError
+from ivr.speech.speaker import Speaker, SpeechError, Utterance
 
 log = structlog.get_logger("ivr.calls")
 T = TypeVar("T")
@@ -352,24 +352,13 @@ class RepeatOrderRun:
         deadline = utterance.seconds + ask.timeout + self.s.config.media_slack
         fallback = False
         try:
-            speech = self.s.speech
-            if self.voice and speech is not None and speech.usable(self.language):
-                spoken = await speech.ask(
-                    self.channel, ask.step, self.language, utterance.local_path.with_name(utterance.local_path.name
-                                                                                           + ".wav"),
-                    max_digits=ask.max_digits, answer_timeout=ask.timeout, command_timeout=self.s.config.media_slack)
+            if self.voice and self.s.speech is not None and self.s.speech.usable(self.language):
+                spoken = await self._ask_by_voice(self.s.speech, ask, utterance)
                 if spoken is not None:
-                    self.quiet.heard()  # the answer is decided (or the question timed out)
-                    o = spoken.outcome
-                    self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=spoken.digits,
-                                         timed_out=spoken.timed_out, source="voice" if o.spoken else "key",
-                                         **({"text": o.text} if o.text else {}),
-                                         **({"status": o.status} if o.status != "answered" else {}))
-                    return Digits(spoken.digits, spoken.timed_out)
+                    return spoken
                 # Asterisk did not connect: this question by keys at once (the prompt is the next
                 # sound the caller hears), and the rest of the call too.
-                self.voice = False
-                fallback = True
+                self.voice, fallback = False, True
             got = await self.channel.get_data(
                 utterance.asterisk_path, int(ask.timeout * 1000), ask.max_digits, timeout=deadline
             )
@@ -382,6 +371,22 @@ class RepeatOrderRun:
                              timed_out=got.timed_out, source="key",
                              **({"fallback": "audiosocket_failed"} if fallback else {}))
         return Digits(got.digits, got.timed_out)
+
+    async def _ask_by_voice(self, speech: CallSpeech, ask: Ask, utterance: Utterance) -> Event | None:
+        """The question over AudioSocket (ivr/calls/voice.py): the answer as the keys it stands for;
+        None when Asterisk did not connect (the caller is then asked by GET DATA)."""
+        prompt = utterance.local_path.with_name(utterance.local_path.name + ".wav")
+        spoken = await speech.ask(self.channel, ask.step, self.language, prompt, max_digits=ask.max_digits,
+                                  answer_timeout=ask.timeout, command_timeout=self.s.config.media_slack)
+        if spoken is None:
+            return None
+        self.quiet.heard()  # the answer is decided (or the question timed out): the next silence starts now
+        o = spoken.outcome
+        self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=spoken.digits,
+                             timed_out=spoken.timed_out, source="voice" if o.spoken else "key",
+                             **({"text": o.text} if o.text else {}),
+                             **({"status": o.status} if o.status != "answered" else {}))
+        return Digits(spoken.digits, spoken.timed_out)
 
     async def _place(self, action: PlaceOrder) -> Event:
         # Shielded from the caller's hang-up: once they pressed 1 the order goes through (run()
