@@ -294,7 +294,8 @@ class LagProbe:
         return list(self.samples)
 
 
-async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: list[float]) -> list[dict[str, Any]]:
+async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: list[float],
+                         nice: int = 10) -> list[dict[str, Any]]:
     from ivr.audiosocket.server import AudioSocketServer, Question
     from ivr.settings import default_settings
     from ivr.speech import recognizer
@@ -302,7 +303,8 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
 
     rows = []
     for endpoint in endpoints:
-        settings = default_settings().replace(speech={"model_ru": ko_model(), "endpoint_silence": endpoint})
+        settings = default_settings().replace(speech={"model_ru": ko_model(), "endpoint_silence": endpoint,
+                                                      "recognizer_nice": nice})
         models = SpeechModels(settings.speech)
         await models.model("ru")
         server = AudioSocketServer(HOST, 0, models)
@@ -327,7 +329,7 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
         models.close()
         recognizer._MODELS.clear()  # the next endpoint value loads its own copy; free this one
         rows.append({
-            "endpoint_silence": endpoint or "model (0.5)", "callers": callers, "legs": callers * rounds,
+            "endpoint_silence": endpoint or "model (0.5)", "nice": nice, "callers": callers, "legs": callers * rounds,
             "p50": pct(latencies, 50), "p95": pct(latencies, 95), "max": max(latencies, default=None),
             "answers": answers, "lag_p95": pct(lags, 95), "lag_max": max(lags, default=None),
             "load": f"{load_before} → {load_avg()}",
@@ -354,7 +356,7 @@ async def echo_server() -> asyncio.Server:
     return await asyncio.start_server(on_connection, HOST, 0)
 
 
-async def bench_agi(child: Child, callers: int, calls: int) -> dict[str, Any]:
+async def bench_agi(child: Child, callers: int, calls: int, nice: int = 10) -> dict[str, Any]:
     from crm_bridge.demo import load_demo_data
     from ivr.app import Seams, start_service
     from ivr.audiosocket.server import Question
@@ -368,7 +370,7 @@ async def bench_agi(child: Child, callers: int, calls: int) -> dict[str, Any]:
         call_records={"spool_dir": str(work / "spool")},
         hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
         speech={"enabled": True, "model_ru": ko_model(), "audiosocket_host": HOST, "audiosocket_port": 0,
-                "min_confidence": 0.5},
+                "min_confidence": 0.5, "recognizer_nice": nice},
         log={"level": "WARNING"},
     )
     service = await start_service(settings, seams=Seams(speech_words=ko_words))
@@ -410,7 +412,7 @@ async def bench_agi(child: Child, callers: int, calls: int) -> dict[str, Any]:
             }
             print(f"agi {phase}: ivr p50 {ms(phases[phase]['ivr_p50'])} ms p95 {ms(phases[phase]['ivr_p95'])} ms, "
                   f"echo p50 {ms(phases[phase]['echo_p50'])} ms", file=sys.stderr)
-        return {"callers": callers, "calls": calls, **phases}
+        return {"callers": callers, "calls": calls, "nice": nice, **phases}
     finally:
         echo.close()
         await service.stop()
@@ -419,12 +421,13 @@ async def bench_agi(child: Child, callers: int, calls: int) -> dict[str, Any]:
 def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> str:
     out = [f"machine: {os.cpu_count()} cores, load average at the end {load_avg()}", ""]
     if endpoint_rows:
-        out += ["| endpoint_silence | callers at once | legs | end of word → answer p50 / p95 / max ms | answers "
-                "| loop lag p95 / max ms | load avg (1/5/15) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        out += ["| endpoint_silence | nice | callers at once | legs | end of word → answer p50 / p95 / max ms "
+                "| answers | loop lag p95 / max ms | load avg (1/5/15) |", "|" + " --- |" * 8]
         for r in endpoint_rows:
             answers = ", ".join(f"{k} {v}" for k, v in sorted(r["answers"].items()))
-            out.append(f"| {r['endpoint_silence']} | {r['callers']} | {r['legs']} | {ms(r['p50'])} / {ms(r['p95'])} / "
-                       f"{ms(r['max'])} | {answers} | {ms(r['lag_p95'])} / {ms(r['lag_max'])} | {r['load']} |")
+            out.append(f"| {r['endpoint_silence']} | {r['nice']} | {r['callers']} | {r['legs']} | "
+                       f"{ms(r['p50'])} / {ms(r['p95'])} / {ms(r['max'])} | {answers} | "
+                       f"{ms(r['lag_p95'])} / {ms(r['lag_max'])} | {r['load']} |")
         out.append("")
     if agi:
         q, s = agi["quiet"], agi["speaking"]
@@ -435,7 +438,8 @@ def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> s
                        f"{ms(p['echo_p50'])} / {ms(p['echo_p95'])} / {ms(p['echo_mean'])} | {ms(p['lag_p95'])} | "
                        f"{p['load']} |")
         out.append("")
-        out.append(f"ivr turnaround speaking / quiet: p50 ×{s['ivr_p50'] / q['ivr_p50']:.2f}, "
+        out.append(f"speech.recognizer_nice {agi['nice']}; ivr turnaround speaking / quiet: "
+                   f"p50 ×{s['ivr_p50'] / q['ivr_p50']:.2f}, "
                    f"mean ×{s['ivr_mean'] / q['ivr_mean']:.2f}; echo floor: p50 ×{s['echo_p50'] / q['echo_p50']:.2f}; "
                    f"ivr above the floor: quiet {ms(q['ivr_p50'] - q['echo_p50'])} ms, speaking "
                    f"{ms(s['ivr_p50'] - s['echo_p50'])} ms (p50); speakers' answers decided: "
@@ -451,9 +455,9 @@ async def main(args: argparse.Namespace) -> int:
     agi = None
     try:
         if args.mode in ("endpoint", "all"):
-            endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint)
+            endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice)
         if args.mode in ("agi", "all"):
-            agi = await bench_agi(child, args.callers, args.calls)
+            agi = await bench_agi(child, args.callers, args.calls, args.nice)
     finally:
         await child.stop()
     text = report(endpoint_rows, agi)
@@ -471,6 +475,7 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--endpoint", type=float, nargs="+", default=[0.0, 0.3, 0.15])
     parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--nice", type=int, default=10, help="speech.recognizer_nice of the server")
     parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
