@@ -154,11 +154,11 @@ async def place_call(
             command = line.decode("utf-8", "replace").rstrip("\r\n")
             words = split_agi_args(command)
             if len(words) >= 3 and [w.upper() for w in words[:2]] == ["EXEC", "AUDIOSOCKET"]:
-                reply = await _audiosocket(words[2], pending, saying, out)
-                writer.write((reply + "\n").encode())
+                reply, hung_up = await _audiosocket(words[2], pending, saying, out)
+                # A caller who hung up: result=-1, then Asterisk's separate HANGUP line; a connect
+                # that failed is result=-1 alone (the channel lives on, the AGI goes on).
+                writer.write((reply + "\n" + ("HANGUP\n" if hung_up else "")).encode())
                 await writer.drain()
-                if reply.endswith("-1"):
-                    writer.write(b"HANGUP\n")
                 continue
             reply = _reply(line.decode("utf-8", "replace").rstrip("\r\n"), result, pending, uniqueid, caller_id,
                            play, out)
@@ -179,8 +179,9 @@ async def place_call(
     return result
 
 
-async def _audiosocket(data: str, keys: list[str], voice: list[Spoken], out: TextIO) -> str:
-    """One question over AudioSocket: the caller listens to the prompt, then answers."""
+async def _audiosocket(data: str, keys: list[str], voice: list[Spoken], out: TextIO) -> tuple[str, bool]:
+    """One question over AudioSocket: the caller listens to the prompt, then answers. Returns the
+    EXEC reply and whether the caller hung up."""
     if voice:
         answer = voice.pop(0)
         turn, said = CallerTurn(speech=answer.pcm, after_prompt=True, max_seconds=120), f"says {answer.label}"
@@ -193,10 +194,12 @@ async def _audiosocket(data: str, keys: list[str], voice: list[Spoken], out: Tex
     leg = await audiosocket_leg(data, turn)
     if not leg.connected:
         print(f"  !! Asterisk could not connect to the AudioSocket at {data.partition(',')[2]}", file=out)
-        return leg.reply
+        return leg.reply, False
     print(f"  robot: ({leg.prompt_frames * 0.02:.1f} s of prompt heard)", file=out)
     print(f"  caller: {said}", file=out)
-    return leg.reply
+    if not leg.server_hung_up:
+        print("  caller: hangs up (the robot never ended the question)", file=out)
+    return leg.reply, not leg.server_hung_up
 
 
 def _reply(
