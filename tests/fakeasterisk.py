@@ -250,6 +250,7 @@ class FakeAsterisk:
         self.legs: list[LegResult] = []  # every AudioSocket() run, in order
         self.commands: list[str] = []
         self.parsed: list[FakeCommand] = []
+        self.arrived: list[float] = []  # the loop's clock when each command arrived (same order as parsed)
         self.played: list[str] = []  # paths of STREAM FILE / GET DATA / GET OPTION, in order
         self.sent: list[str] = []  # every line we sent after the env block
         self.dead = False
@@ -443,6 +444,7 @@ class FakeAsterisk:
         cmd = FakeCommand(line=line, name=name, args=args, nth=count, index=len(self.commands), known=known)
         self.commands.append(line)
         self.parsed.append(cmd)
+        self.arrived.append(asyncio.get_running_loop().time())
         try:
             await self._flush_hangup_line()  # "sometimes just before the next reply"
             reply = await self._decide(cmd)

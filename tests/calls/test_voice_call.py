@@ -141,9 +141,23 @@ async def test_asterisk_failing_to_connect_falls_back_to_keys_at_once(voice):
     fake = await voice.call("+79161234567", [REFUSE, "1"], timeout=60)
     assert fake.variables["IVR_RESULT"] == "done"
     exec_at = fake.parsed.index(_audiosockets(fake)[0])
-    assert fake.parsed[exec_at + 1].name == "GET DATA"  # the same question, by keys, next
+    assert fake.parsed[exec_at + 1].name == "GET DATA"
+    # AudioSocket() answered -1 at once: the question by keys follows well within the silence budget
+    assert fake.arrived[exec_at + 1] - fake.arrived[exec_at] < 1.5  # the same question, by keys, next
     answer = _answers(voice.live_events)[0]
     assert answer["fallback"] == "audiosocket_failed" and answer["source"] == "key"
+
+
+async def test_words_never_confident_enough_are_failed_inputs_then_an_operator(store, prompts_dir):
+    harness = await _harness(store, prompts_dir, min_confidence=1.01)  # no word is ever that sure
+    try:
+        fake = await harness.call("+79161234567", [say("네"), say("네")], timeout=60)
+        assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("operator", "no_input")
+        answers = _answers(harness.live_events)
+        assert [(a["source"], a["status"], a["timed_out"], a["text"]) for a in answers] == [
+            ("voice", "not_understood", True, "네")] * 2  # heard, but never taken as an answer
+    finally:
+        await harness.stop()
 
 
 async def test_a_line_with_speech_off_asks_by_keys(voice):
