@@ -488,10 +488,12 @@ async def _start_speech(resources: contextlib.AsyncExitStack, settings: Settings
                   address=f"{s.audiosocket_host}:{s.audiosocket_port}", error=str(exc))
         return None
     resources.push_async_callback(server.close)
-    # Asterisk connects to the address we listen on; a wildcard listener is reached on loopback.
+    # Asterisk connects to the address we listen on unless told otherwise (Asterisk on another host,
+    # a listener on every interface); a wildcard listener is reached on loopback.
     host = s.audiosocket_host if s.audiosocket_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
-    return CallSpeech(server, models, default_on=s.enabled, asterisk_target=f"{host}:{server.port}",
+    target = s.audiosocket_address or f"{host}:{server.port}"
+    return CallSpeech(server, models, default_on=s.enabled, asterisk_target=target,
                       min_confidence=s.min_confidence, max_quantity=settings.flow.max_quantity,
                       endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words)
 

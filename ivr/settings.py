@@ -313,6 +313,8 @@ class SpeechSettings:
     # Where Asterisk's AudioSocket() connects; loopback unless Asterisk runs on another host.
     audiosocket_host: str
     audiosocket_port: int
+    # "host:port" Asterisk is told to connect to; "" = audiosocket_host:port (a wildcard host: 127.0.0.1).
+    audiosocket_address: str
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
     # How far below the event loop the decoding threads run (Linux nice, 0..19): the calls' AGI first.

@@ -160,6 +160,19 @@ async def test_words_never_confident_enough_are_failed_inputs_then_an_operator(s
         await harness.stop()
 
 
+async def test_asterisk_is_told_the_configured_address(store, prompts_dir):
+    # Asterisk on another host reaches us at another address than the one we listen on; here that
+    # address has nobody listening, so AudioSocket() fails to connect and the caller gets keys.
+    harness = await _harness(store, prompts_dir, audiosocket_address="127.0.0.1:9")
+    try:
+        fake = await harness.call("+79161234567", [say("네"), "1"], timeout=60)
+        (socket,) = _audiosockets(fake)
+        assert socket.args[1].endswith(",127.0.0.1:9")
+        assert fake.variables["IVR_RESULT"] == "done"  # by key, after the failed connect
+    finally:
+        await harness.stop()
+
+
 async def test_a_line_with_speech_off_asks_by_keys(voice):
     fake = await voice.call("+79161234567", ["1"], args=["speech=0"], timeout=30)
     assert fake.variables["IVR_RESULT"] == "done"
