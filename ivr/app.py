@@ -54,6 +54,7 @@ from ivr.calls.refused_call import RefusedCalls
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.calls.tracker import CallTracker
+from ivr.calls.voice import CallSpeech, WordsFor
 from ivr.cluster import asyncpg_dsn, is_postgres
 from ivr.cluster.fanout import EventFanout
 from ivr.cluster.leader import AmiOwnership
@@ -229,6 +230,9 @@ class Seams:
     strict_events: bool = False
     # CRM targets in place of those of ``[crm] targets`` (the bench runs three, one of them down).
     crm_targets: tuple[Target, ...] | None = None
+    # The spoken phrases of a question in a language (ivr.speech.answers.question_words): the tests
+    # give the words of the Korean test model, the only vosk model installable here.
+    speech_words: WordsFor | None = None
 
 
 async def _warm_dialplan_prompts(cache: PromptCache, settings: Settings) -> None:
@@ -280,6 +284,10 @@ class Service:
     transcriber: Transcriber | None = None
     # The background synthesis of everything a call may play (ivr.speech.warmup); done = steady state.
     prompts_warm: asyncio.Task[None] | None = None
+    # Voice answers (speech.enabled or a model configured); None: every question by keys.
+    speech: CallSpeech | None = None
+    # Loading the vosk models at start, in a thread (callers use keys until a language's is loaded).
+    speech_loading: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Drain the calls (``agi.drain_seconds``, then cut), write the last records, close the rest."""
@@ -297,6 +305,7 @@ class Service:
             "worker": {"pid": os.getpid(), "ami": role, "ami_lock": self.ami_ownership is not None},
             "database": self.database.health(),
             "sync": self._sync_health(),
+            "speech": self.speech.health() if self.speech is not None else {"status": "disabled"},
         }
 
     def _sync_health(self) -> dict[str, object] | None:
@@ -381,7 +390,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     link.ownership = ownership
     board.watch_ami(link.status)
     shutdown = Shutdown()
-    calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams)
+    speech = await _start_speech(resources, settings, seams)
+    calls, routes = build_calls(settings, store, records, notifier, prompt_cache, hours, shutdown, seams, speech)
     refused = RefusedCalls(records)
     # Until the database has answered once (and migrations ran), every call goes to an operator.
     routes = {script: database.guard(handler, lambda channel: refused(
@@ -403,7 +413,10 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
     service = Service(settings=settings, engine=engine, store=store, records=records, notifier=notifier, agi=agi,
                       board=board, tracker=tracker, ami=ami, calls=calls, prompt_cache=prompt_cache,
                       shutdown=shutdown, refused=refused, database=database, ami_ownership=ownership,
-                      fanout=fanout, _resources=resources)
+                      fanout=fanout, speech=speech, _resources=resources)
+    if speech is not None:
+        service.speech_loading = asyncio.get_running_loop().create_task(_load_speech(speech), name="speech-load")
+        resources.push_async_callback(_cancel, service.speech_loading)
     if targets:
         # Always enqueue; deliver here unless a dedicated `ivr crm deliver` process does (crm.deliver).
         service.outbox = build_outbox_worker(settings, store, targets)
@@ -489,9 +502,52 @@ async def _open_database(database: DatabaseGate, prepare: Callable[[], Any], set
     database.mark_ready()
 
 
+def speech_wanted(settings: Settings) -> bool:
+    """The speech parts run when lines default to voice or a model is configured (a line may then
+    turn voice on with IVR_SPEECH=1)."""
+    s = settings.speech
+    return s.enabled or bool(s.model_ru or s.model_en)
+
+
+async def _start_speech(resources: contextlib.AsyncExitStack, settings: Settings, seams: Seams) -> CallSpeech | None:
+    """The AudioSocket listener and the models (loaded later, in the background). A port that cannot
+    be had is one error line: the calls go on with keys, the service starts."""
+    from ivr.audiosocket.server import AudioSocketServer
+    from ivr.speech.recognizer import SpeechModels
+
+    s = settings.speech
+    if not speech_wanted(settings):
+        log.info("speech.disabled", reason="speech.enabled is false and no model is configured")
+        return None
+    models = SpeechModels(s)
+    resources.callback(models.close)
+    server = AudioSocketServer(s.audiosocket_host, s.audiosocket_port, models)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("speech.audiosocket_unavailable: callers answer with keys",
+                  address=f"{s.audiosocket_host}:{s.audiosocket_port}", error=str(exc))
+        return None
+    resources.push_async_callback(server.close)
+    # Asterisk connects to the address we listen on unless told otherwise (Asterisk on another host,
+    # a listener on every interface); a wildcard listener is reached on loopback.
+    host = s.audiosocket_host if s.audiosocket_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    target = s.audiosocket_address or f"{host}:{server.port}"
+    return CallSpeech(server, models, default_on=s.enabled, asterisk_target=target,
+                      min_confidence=s.min_confidence, max_quantity=settings.flow.max_quantity,
+                      endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words)
+
+
+async def _load_speech(speech: CallSpeech) -> None:
+    await speech.models.load_configured()
+    log.info("speech.ready", default="on" if speech.default_on else "off", audiosocket=speech.asterisk_target,
+             **{f"model_{language}": state for language, state in speech.models.health().items()})
+
+
 def build_calls(
     settings: Settings, store: CrmStore, records: RecordWriter, notifier: CallNotifier, prompt_cache: PromptCache,
-    hours: BusinessHours, shutdown: Shutdown, seams: Seams = Seams(),
+    hours: BusinessHours, shutdown: Shutdown, seams: Seams = Seams(), speech: CallSpeech | None = None,
 ) -> tuple[RepeatOrderCall, dict[str, Any]]:
     """The FastAGI handlers and their routes (script name -> handler)."""
     call_store = seams.call_store(store) if seams.call_store is not None else store
@@ -532,6 +588,7 @@ def build_calls(
         ),
         clock=clock,
         shutdown=shutdown,
+        speech=speech,
     )
     callback = CallbackRequestCall(
         store=call_store,
@@ -608,7 +665,7 @@ def build_transcriber(settings: Settings, store: CrmStore, outbox: OutboxRouting
     sp = settings.speech
     return Transcriber(
         TranscriptStore(store.sessions), CallLog(store.sessions, outbox=outbox).write,
-        model_source(sp.model_ru, sp.model_en, sp.model_transcripts, sp.transcripts_language),
+        model_source(sp.model_ru, sp.model_en, sp.model_transcripts, sp.transcripts_language, sp.endpoint_silence),
         RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
         workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds,
     )

@@ -14,6 +14,14 @@ from ivr import event_loop
 from ivr.settings import Settings, SettingsError, load_settings
 
 
+class _VoiceAnswer(argparse.Action):
+    """--say and --say-wav into one ordered list: [("say", "да"), ("wav", "answer.wav"), …]."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        kind = "wav" if option_string == "--say-wav" else "say"
+        getattr(namespace, self.dest).append((kind, values))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="Repeat-order phone robot beside Asterisk")
     parser.add_argument(
@@ -51,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--port", type=int, help="FastAGI port (default: agi.port)")
     call.add_argument("--script", default="repeat-order", help="script name, may carry options: repeat-order?lang=en")
     call.add_argument("--play", action="store_true", help="play each prompt if aplay/play is installed")
+    call.add_argument(
+        "--say", dest="voice", action=_VoiceAnswer, default=[], metavar="PHRASE",
+        help="a spoken answer to the next question asked over AudioSocket (espeak-ng); repeat for the next ones",
+    )
+    call.add_argument(
+        "--say-wav", dest="voice", action=_VoiceAnswer, default=[], metavar="FILE",
+        help="a WAV file (any rate) as the spoken answer to the next AudioSocket question; mixes with --say in order",
+    )
+    call.add_argument(
+        "--speech", choices=["on", "off", "line"], default=None,
+        help="the line's IVR_SPEECH (default: on with --say/--say-wav, else the service's speech.enabled)",
+    )
 
     crm = sub.add_parser("crm", help="the CRM bridge")
     crm.add_argument("action", choices=["deliver"],
@@ -305,14 +325,25 @@ async def _prompts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _call(settings: Settings, args: argparse.Namespace) -> int:
-    from ivr.agi.softphone import place_call
+    from ivr.agi.softphone import place_call, spoken_answers
 
+    language = "en" if "lang=en" in args.script else settings.flow.default_language
+    try:
+        voice = await spoken_answers(list(args.voice), language)
+    except (OSError, ValueError) as exc:  # espeak-ng missing, a WAV that is not one
+        print(f"ivr call: cannot make the spoken answers: {exc}", file=sys.stderr)
+        return 2
+    speech = args.speech or ("on" if voice else "line")
+    # What the dialplan passes: AGI(…/repeat-order,speech=${IVR_SPEECH}).
+    line = {"on": "speech=1", "off": "speech=0", "line": "speech="}[speech]
     result = await place_call(
         host=args.host or settings.agi.host,
         port=args.port or settings.agi.port,
         script=args.script,
         caller_id=args.number,
         answers=[a for a in args.keys.split(",")] if args.keys else [],
+        voice=voice,
+        args=(line,),
         play=args.play,
         out=sys.stdout,
     )

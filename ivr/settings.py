@@ -360,8 +360,10 @@ class DealSettings:
 
 @dataclass(frozen=True)
 class SpeechSettings:
-    """Voice answers (issue 12, in progress): vosk models and the AudioSocket listener."""
+    """Voice answers (issue 12): vosk models and the AudioSocket listener."""
 
+    # The default of every line (a line's IVR_SPEECH=1/0 overrides it). The models load and the
+    # AudioSocket listener starts when this is on or a model is configured.
     enabled: bool
     # vosk model directories (the one holding am/, conf/, graph/); "" = no model for that language:
     # its callers stay on keys. A missing or unreadable model is one log line, not a failed start.
@@ -372,6 +374,8 @@ class SpeechSettings:
     # Where Asterisk's AudioSocket() connects; loopback unless Asterisk runs on another host.
     audiosocket_host: str
     audiosocket_port: int
+    # "host:port" Asterisk is told to connect to; "" = audiosocket_host:port (a wildcard host: 127.0.0.1).
+    audiosocket_address: str
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
     # Transcripts of recordings (ivr/speech/transcriber.py): on/off, the model (a big one; "" = the
@@ -382,6 +386,14 @@ class SpeechSettings:
     transcripts_language: str
     transcribe_workers: int
     transcribe_max_seconds: float
+    # How far below the event loop the decoding threads run (Linux nice, 0..19): the calls' AGI first.
+    recognizer_nice: int
+    # Seconds of quiet after the caller spoke before the answer is decided (our own end of speech,
+    # plus the model's endpoint rules 2/3 set to it and twice it); 0 = the model's own
+    # conf/model.conf alone (0.5 s, ~0.8 s after the word here). See README "Speech".
+    endpoint_silence: float
+    # Frame RMS (of 32768) under which the caller counts as quiet, for endpoint_silence.
+    silence_level: int
 
 
 @dataclass(frozen=True)

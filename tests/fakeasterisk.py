@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.agi.wire import split_agi_args
+from ivr.audiosocket.caller import CallerTurn, LegResult, audiosocket_leg
 
 
 class _Marker:
@@ -57,6 +58,20 @@ NO_REPLY = _Marker("NO_REPLY")  # never answer this command (the server's deadli
 CLOSE = _Marker("CLOSE")  # close the socket instead of answering (connection lost mid-command)
 HANGUP = _Marker("HANGUP")  # the caller hangs up during this command
 TIMEOUT = _Marker("TIMEOUT")  # nothing pressed
+
+
+@dataclass(frozen=True)
+class Say:
+    """An input for a question asked over AudioSocket: the caller's audio (slin16 8 kHz), keys as
+    DTMF frames after it, and optionally hanging up after ``hang_up_after`` seconds of their audio."""
+
+    speech: bytes = b""
+    keys: str = ""
+    after_prompt: bool = False
+    hang_up_after: float | None = None
+
+
+REFUSE = _Marker("REFUSE")  # EXEC AudioSocket: Asterisk cannot connect (nothing listens): result=-1
 
 R510 = "510 Invalid or unknown command"
 R511 = "511 Command Not Permitted on a dead channel or intercept routine"
@@ -232,8 +247,10 @@ class FakeAsterisk:
         self.sounds_dir = Path(sounds_dir)
         self.hangup_line_delay = hangup_line_delay
         self.status = channel_status
+        self.legs: list[LegResult] = []  # every AudioSocket() run, in order
         self.commands: list[str] = []
         self.parsed: list[FakeCommand] = []
+        self.arrived: list[float] = []  # the loop's clock when each command arrived (same order as parsed)
         self.played: list[str] = []  # paths of STREAM FILE / GET DATA / GET OPTION, in order
         self.sent: list[str] = []  # every line we sent after the env block
         self.dead = False
@@ -427,6 +444,7 @@ class FakeAsterisk:
         cmd = FakeCommand(line=line, name=name, args=args, nth=count, index=len(self.commands), known=known)
         self.commands.append(line)
         self.parsed.append(cmd)
+        self.arrived.append(asyncio.get_running_loop().time())
         try:
             await self._flush_hangup_line()  # "sometimes just before the next reply"
             reply = await self._decide(cmd)
@@ -485,12 +503,34 @@ class FakeAsterisk:
                 return self._emulate(cmd, force_input=TIMEOUT)
             if value is not None:
                 return value
+        if not self.dead and cmd.name == "EXEC" and cmd.args[:1] and cmd.args[0].lower() == "audiosocket":
+            return await self._audiosocket(cmd)
         if not self.dead and cmd.name in DIGIT_INPUT and self._takes_input(cmd):
             item = self.inputs.pop(0) if self.inputs else TIMEOUT
             if item is HANGUP:
                 return await self._hangup_during(cmd)
             return self._emulate(cmd, force_input=item)
         return self._emulate(cmd)
+
+    async def _audiosocket(self, cmd: FakeCommand) -> Any:
+        """AudioSocket(uuid,host:port) as app_audiosocket.c runs it: the next input is what the
+        caller does meanwhile (``Say``, keys, ``TIMEOUT``, ``HANGUP`` at once, ``REFUSE``)."""
+        item = self.inputs.pop(0) if self.inputs else TIMEOUT
+        if item is REFUSE:
+            return "200 result=-1"
+        if isinstance(item, Say):
+            turn = CallerTurn(item.speech, item.keys, item.after_prompt, item.hang_up_after, max_seconds=30)
+        elif item is HANGUP:
+            turn = CallerTurn(hang_up_after=0.1)
+        elif item is TIMEOUT:
+            turn = CallerTurn(max_seconds=30)
+        else:
+            turn = CallerTurn(keys=str(item), max_seconds=30)
+        leg = await audiosocket_leg(cmd.args[1] if len(cmd.args) > 1 else "", turn)
+        self.legs.append(leg)
+        if leg.reply.endswith("-1") and leg.connected:  # the caller hung up during the question
+            self._schedule_hangup_line()
+        return leg.reply
 
     def _rule_for(self, cmd: FakeCommand) -> Reply:
         best: tuple[int, Reply] | None = None

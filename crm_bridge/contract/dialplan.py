@@ -33,6 +33,8 @@ class Var(StrEnum):
     OPERATOR_QUEUE = "IVR_OPERATOR_QUEUE"
     QUEUE_TIMEOUT = "IVR_QUEUE_TIMEOUT"
     DEFAULT_LANGUAGE = "IVR_DEFAULT_LANGUAGE"
+    # Per line (issue 12): callers may answer by voice. Set before Goto(ivr-inbound,start,1).
+    SPEECH = "IVR_SPEECH"
 
 
 class Side(StrEnum):
@@ -72,6 +74,8 @@ VARIABLES: dict[Var, VarUse] = {
     Var.OPERATOR_QUEUE: _use({D}, {D}, "the operators' queue"),
     Var.QUEUE_TIMEOUT: _use({D}, {D}, "seconds a caller waits in the queue before Queue() gives up"),
     Var.DEFAULT_LANGUAGE: _use({D}, {D}, "the channel language when the service said none (flow.default_language)"),
+    Var.SPEECH: _use({D}, {D}, "1: this line's callers may answer by voice (AudioSocket + vosk), 0: keys only, "
+                     "empty: speech.enabled; passed to the robot as its AGI argument speech=…"),
 }
 
 # The AMI tracker follows these (VarSet of any other variable is dropped, see ivr.ami.events).

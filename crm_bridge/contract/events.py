@@ -90,9 +90,15 @@ class PromptPlayed(TypedDict, total=False):
 
 
 class DtmfReceived(TypedDict, total=False):
+    """A question's answer, by key or by voice (issue 12): the keys it stands for either way."""
+
     step: str
-    digits: str
-    timed_out: bool
+    digits: str  # the keys pressed, or those a spoken answer stands for ("" with timed_out=False: keep)
+    timed_out: bool  # True: no answer the flow can take (silence, or words not understood)
+    source: str  # "key" or "voice"
+    text: str  # the recognized words (voice; absent when nothing was heard)
+    status: str  # voice only, when no answer: "no_input" or "not_understood"
+    fallback: str  # "audiosocket_failed": asked by keys because Asterisk's AudioSocket() did not connect
 
 
 class OrderCreated(TypedDict, total=False):

@@ -3,6 +3,11 @@
 Connects to the running FastAGI server and plays Asterisk's part byte for byte (env block, one reply
 per command, ``HANGUP`` lines), so a newcomer can watch a whole call in the terminal: each prompt's
 text, the keys "pressed" and the result handed back to the dialplan.
+
+A question asked over AudioSocket (the line speaks: ``EXEC AudioSocket <uuid>,<host>:<port>``) is
+answered as Asterisk's AudioSocket() does it (ivr/audiosocket/caller.py): the caller waits for the
+end of the prompt, then says the next ``--say`` phrase (espeak-ng, 8 kHz through soxr) or the next
+``--say-wav`` file, or presses the next ``--keys`` answer as DTMF frames.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TextIO
 
 from crm_bridge.contract.dialplan import VARIABLES, IvrResult, Var
 from ivr.agi.wire import split_agi_args
+from ivr.audiosocket.caller import CallerTurn, audiosocket_leg, speech_pcm, wav_file_pcm
 
 # What Asterisk answers to commands a FastAGI script may send outside the media path.
 _SIMPLE_REPLIES = {
@@ -51,7 +57,27 @@ def _play(path: str) -> None:
         subprocess.run([player, "-q", path + ".wav"], check=False, capture_output=True)
 
 
-def _env_block(script: str, host: str, port: int, caller_id: str, uniqueid: str) -> bytes:
+@dataclass(frozen=True)
+class Spoken:
+    """A voice answer: what the caller says (for the terminal) and its audio (slin16, 8 kHz)."""
+
+    label: str
+    pcm: bytes
+
+
+async def spoken_answers(voice: list[tuple[str, str]], language: str) -> list[Spoken]:
+    """``[("say", "да"), ("wav", "answer.wav")]`` made into audio before the call (off the call's clock)."""
+    out: list[Spoken] = []
+    for kind, value in voice:
+        if kind == "wav":
+            out.append(Spoken(f"<{value}>", await asyncio.to_thread(wav_file_pcm, Path(value))))
+        else:
+            out.append(Spoken(f'"{value}"', await asyncio.to_thread(speech_pcm, value, language)))
+    return out
+
+
+def _env_block(script: str, host: str, port: int, caller_id: str, uniqueid: str,
+               args: tuple[str, ...] = ()) -> bytes:
     env = {
         "network": "yes",
         "network_script": script,
@@ -76,6 +102,7 @@ def _env_block(script: str, host: str, port: int, caller_id: str, uniqueid: str)
         "accountcode": "",
         "threadid": "1",
     }
+    env.update({f"arg_{i}": value for i, value in enumerate(args, start=1)})
     return "".join(f"agi_{k}: {v}\n" for k, v in env.items()).encode() + b"\n"
 
 
@@ -96,23 +123,27 @@ async def place_call(
     script: str,
     caller_id: str,
     answers: list[str],
+    voice: list[Spoken] | None = None,
+    args: tuple[str, ...] = (),
     play: bool = False,
     out: TextIO,
     idle_limit: float = 60.0,
 ) -> CallResult:
+    """``args``: the AGI arguments the dialplan passes (``speech=1`` for a line that takes voice)."""
     # Asterisk's form "<epoch>.<sequence>"; it becomes the linkedid, i.e. the call id and the order's
     # idempotency key, so two calls must never share it (cutting it to whole seconds made a second
     # call within the same second a "reconnect" of the first that replayed its order).
     uniqueid = f"{time.time():.6f}"
     result = CallResult(completed=False)
     pending = list(answers)
+    saying = list(voice or [])
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
     except (OSError, TimeoutError) as exc:
         print(f"cannot reach the FastAGI server at {host}:{port}: {exc}", file=out)
         print("the dialplan would now continue with AGISTATUS=FAILURE and queue the caller", file=out)
         return result
-    writer.write(_env_block(script, host, port, caller_id, uniqueid))
+    writer.write(_env_block(script, host, port, caller_id, uniqueid, args))
     await writer.drain()
     print(f"calling {host}:{port}/{script} as {caller_id or 'withheld number'}", file=out)
     try:
@@ -120,6 +151,15 @@ async def place_call(
             line = await asyncio.wait_for(reader.readline(), idle_limit)
             if not line:
                 break  # the server closed the socket: the dialplan continues
+            command = line.decode("utf-8", "replace").rstrip("\r\n")
+            words = split_agi_args(command)
+            if len(words) >= 3 and [w.upper() for w in words[:2]] == ["EXEC", "AUDIOSOCKET"]:
+                reply, hung_up = await _audiosocket(words[2], pending, saying, out)
+                # A caller who hung up: result=-1, then Asterisk's separate HANGUP line; a connect
+                # that failed is result=-1 alone (the channel lives on, the AGI goes on).
+                writer.write((reply + "\n" + ("HANGUP\n" if hung_up else "")).encode())
+                await writer.drain()
+                continue
             reply = _reply(line.decode("utf-8", "replace").rstrip("\r\n"), result, pending, uniqueid, caller_id,
                            play, out)
             writer.write((reply + "\n").encode())
@@ -137,6 +177,29 @@ async def place_call(
     summary = " ".join(f"{k}={v}" for k, v in sorted(result.variables.items()) if k in VARIABLES)
     print(f"result: {summary or f'{Var.RESULT} unset'} -> dialplan: {route}", file=out)
     return result
+
+
+async def _audiosocket(data: str, keys: list[str], voice: list[Spoken], out: TextIO) -> tuple[str, bool]:
+    """One question over AudioSocket: the caller listens to the prompt, then answers. Returns the
+    EXEC reply and whether the caller hung up."""
+    if voice:
+        answer = voice.pop(0)
+        turn, said = CallerTurn(speech=answer.pcm, after_prompt=True, max_seconds=120), f"says {answer.label}"
+    elif keys:
+        typed = keys.pop(0)
+        turn, said = CallerTurn(keys=typed, after_prompt=True, max_seconds=120), f"presses {typed or '(nothing)'}"
+    else:
+        turn, said = CallerTurn(max_seconds=120), "(says nothing)"
+    print("  robot: asks over AudioSocket (voice or keys)", file=out)
+    leg = await audiosocket_leg(data, turn)
+    if not leg.connected:
+        print(f"  !! Asterisk could not connect to the AudioSocket at {data.partition(',')[2]}", file=out)
+        return leg.reply, False
+    print(f"  robot: ({leg.prompt_frames * 0.02:.1f} s of prompt heard)", file=out)
+    print(f"  caller: {said}", file=out)
+    if not leg.server_hung_up:
+        print("  caller: hangs up (the robot never ended the question)", file=out)
+    return leg.reply, not leg.server_hung_up
 
 
 def _reply(

@@ -1,6 +1,6 @@
 """The AudioSocket listener: one question of a call, asked and answered over Asterisk's AudioSocket().
 
-How a question goes (the AGI side will do its part in ivr/calls, not yet wired): the call picks a
+How a question goes (the AGI side is ivr/calls/voice.py): the call picks a
 UUID, registers what it asks with :meth:`AudioSocketServer.expect`, then runs
 ``EXEC AudioSocket <uuid>,<host>:<port>``. Asterisk connects here and sends the UUID first; the
 exchange plays the prompt as 20 ms frames paced in real time, streams what the caller says to a
@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import structlog
 
 from ivr.audiosocket.protocol import (
@@ -46,6 +47,9 @@ UUID_DEADLINE = 5.0
 # After our hang-up message Asterisk closes its side within a millisecond (capture); we do not
 # wait longer than this for it.
 CLOSE_DEADLINE = 2.0
+# Pushed to the recognizer at our end of speech: more than the decoder's lag (~0.45 s) plus the
+# model's own trailing silence (0.5 s in the small models), so vosk's endpoint fires at once.
+FLUSH_SILENCE = b"\0" * (16000 * 1)
 
 Status = Literal["answered", "no_input", "not_understood", "hangup", "failed"]
 
@@ -60,6 +64,10 @@ class Question:
     words: QuestionWords | None  # None: keys only
     max_seconds: float = 60.0  # the whole exchange at most: a monologue or a stuck peer ends here
     min_confidence: float = 0.6
+    # Our own end of speech (0 = vosk's alone): this many seconds of quiet frames (RMS under
+    # ``silence_level``) after loud ones end the utterance (see :meth:`_Exchange._read`).
+    endpoint_silence: float = 0.0
+    silence_level: int = 300
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class Pending:
     question: Question
     language: str
     outcome: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # Asterisk connected with this UUID: from here on the outcome comes from the exchange, whatever
+    # AudioSocket() returns over AGI (a hang-up's EOF may reach us after the AGI reply).
+    connected: bool = False
 
     def settle(self, outcome: Outcome) -> None:
         if not self.outcome.done():
@@ -162,6 +173,7 @@ class AudioSocketServer:
             writer.write(HANGUP_MESSAGE)
             await writer.drain()
             return
+        pending.connected = True
         exchange = _Exchange(pending, reader, writer, self._models)
         try:
             pending.settle(await exchange.run())
@@ -181,12 +193,23 @@ class _Exchange:
         self._events: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self._prompt_done = asyncio.Event()
         self._stop_prompt = asyncio.Event()
+        self._loud = False  # the caller made sound since the last end of speech
+        self._quiet_frames = 0
 
     async def run(self) -> Outcome:
         recognizer: GrammarRecognizer | None = None
-        if self._models is not None and self._q.words is not None:
-            recognizer = await self._models.recognizer(self._pending.language, self._q.words.grammar())
-        tasks = [asyncio.create_task(self._read(recognizer)), asyncio.create_task(self._play())]
+        # The prompt first: making the recognizer waits for a decoding thread (busy with other
+        # callers' audio), and the caller must not hear that wait as silence. Their audio and keys
+        # wait in the socket meanwhile.
+        tasks = [asyncio.create_task(self._play())]
+        try:
+            if self._models is not None and self._q.words is not None:
+                recognizer = await self._models.recognizer(self._pending.language, self._q.words.grammar())
+        except BaseException:
+            tasks[0].cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        tasks.insert(0, asyncio.create_task(self._read(recognizer)))
         if recognizer is not None:
             tasks.append(asyncio.create_task(self._results(recognizer)))
         try:
@@ -222,6 +245,8 @@ class _Exchange:
             if message.kind is Kind.AUDIO:
                 if recognizer is not None:
                     recognizer.push(message.payload)
+                    if self._q.endpoint_silence > 0:
+                        self._watch_end_of_speech(recognizer, message.payload)
             elif message.kind is Kind.DTMF:
                 self._events.put_nowait(("dtmf", message.digit))
             elif message.kind is Kind.ERROR:
@@ -230,6 +255,29 @@ class _Exchange:
             else:
                 self._events.put_nowait(("error", ProtocolError(f"{message.kind.name} after the UUID")))
                 return
+
+    def _watch_end_of_speech(self, recognizer: GrammarRecognizer, frame: bytes) -> None:
+        """End the utterance ``endpoint_silence`` after the caller went quiet, without vosk's lag.
+
+        vosk decides the end of an utterance from its decoder's best path, which runs ~0.45 s behind
+        the audio (the acoustic model's right context: measured with the Korean model, a word's end
+        to vosk's endpoint is 0.58 s at the shortest trailing-silence setting). Loudness needs no
+        context: after loud frames, ``endpoint_silence`` of quiet ones (counted in audio, 20 ms a
+        frame, not on the clock) means the caller stopped. The recognizer is then given a second of
+        digital silence at once, so its own endpoint fires now and it hands over its final result
+        with confidences, decoded as always. Noise that never goes quiet leaves vosk's endpoint
+        (model.conf) to decide, as without this.
+        """
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        if float(np.sqrt(np.mean(samples * samples))) >= self._q.silence_level:
+            self._loud, self._quiet_frames = True, 0
+            return
+        if not self._loud:
+            return
+        self._quiet_frames += 1
+        if self._quiet_frames * FRAME_SECONDS >= self._q.endpoint_silence:
+            self._loud, self._quiet_frames = False, 0
+            recognizer.push(FLUSH_SILENCE)
 
     async def _results(self, recognizer: GrammarRecognizer) -> None:
         while True:

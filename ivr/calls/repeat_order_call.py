@@ -35,6 +35,7 @@ from ivr.calls.hours import BusinessHours
 from ivr.calls.identity import CallIdentity
 from ivr.calls.notifier import CallEvents, CallNotifier
 from ivr.calls.silence import SilenceBudget, within
+from ivr.calls.voice import CallSpeech, line_wants_speech
 from ivr.flows.model import (
     Action,
     Ask,
@@ -54,7 +55,7 @@ from ivr.flows.model import (
     StepFailed,
 )
 from ivr.flows.repeat_order import RepeatOrderFlow, State
-from ivr.speech.speaker import Speaker, SpeechError
+from ivr.speech.speaker import Speaker, SpeechError, Utterance
 
 log = structlog.get_logger("ivr.calls")
 T = TypeVar("T")
@@ -113,6 +114,7 @@ class CallServices:
     clock: Callable[[], datetime]
     keep_books: Callable[[Coroutine[None, None, None]], None]
     shutdown: Shutdown | None  # the service's stop: at its cut a call hands over at once
+    speech: CallSpeech | None = None  # voice answers over AudioSocket (None: every question by GET DATA)
 
 
 class RepeatOrderCall:
@@ -129,11 +131,13 @@ class RepeatOrderCall:
         config: CallConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         shutdown: Shutdown | None = None,
+        speech: CallSpeech | None = None,
     ) -> None:
-        """``shutdown``: the service's stop (ivr.agi.shutdown); at its cut a call hands over at once."""
+        """``shutdown``: the service's stop (ivr.agi.shutdown); at its cut a call hands over at once.
+        ``speech``: voice answers (ivr/calls/voice.py), None = keys only."""
         self._services = CallServices(
             flow=flow, store=store, records=records, speaker=speaker, notifier=notifier, config=config,
-            clock=clock, keep_books=self.keep_books, shutdown=shutdown,
+            clock=clock, keep_books=self.keep_books, shutdown=shutdown, speech=speech,
         )
         self._bookkeeping: set[asyncio.Task[None]] = set()
 
@@ -174,6 +178,9 @@ class RepeatOrderRun:
         self.order_pending = False
         self.quiet = SilenceBudget(services.config.max_silence)
         self.events: CallEvents = services.notifier.open(self.env.uniqueid or "unknown")
+        # Voice answers on this line (its IVR_SPEECH, else speech.enabled); off for the rest of the
+        # call once AudioSocket failed (Asterisk could not connect): each question then by GET DATA.
+        self.voice = services.speech is not None and line_wants_speech(self.env, services.speech.default_on)
         self.log = log.bind(uniqueid=self.env.uniqueid, script=self.env.script)
 
     # --- the call -------------------------------------------------------------------------------
@@ -344,7 +351,15 @@ class RepeatOrderRun:
         self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=ask.step, text=utterance.text,
                              prompts=[p.prompt_id for p in ask.prompts])
         deadline = utterance.seconds + ask.timeout + self.s.config.media_slack
+        fallback = False
         try:
+            if self.voice and self.s.speech is not None and self.s.speech.usable(self.language):
+                spoken = await self._ask_by_voice(self.s.speech, ask, utterance)
+                if spoken is not None:
+                    return spoken
+                # Asterisk did not connect: this question by keys at once (the prompt is the next
+                # sound the caller hears), and the rest of the call too.
+                self.voice, fallback = False, True
             got = await self.channel.get_data(
                 utterance.asterisk_path, int(ask.timeout * 1000), ask.max_digits, timeout=deadline
             )
@@ -354,8 +369,25 @@ class RepeatOrderRun:
             self.s.speaker.release(utterance)
         self.quiet.heard()  # a key, or the question's own timeout: the next silence starts now
         self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=got.digits,
-                             timed_out=got.timed_out)
+                             timed_out=got.timed_out, source="key",
+                             **({"fallback": "audiosocket_failed"} if fallback else {}))
         return Digits(got.digits, got.timed_out)
+
+    async def _ask_by_voice(self, speech: CallSpeech, ask: Ask, utterance: Utterance) -> Event | None:
+        """The question over AudioSocket (ivr/calls/voice.py): the answer as the keys it stands for;
+        None when Asterisk did not connect (the caller is then asked by GET DATA)."""
+        prompt = utterance.local_path.with_name(utterance.local_path.name + ".wav")
+        spoken = await speech.ask(self.channel, ask.step, self.language, prompt, max_digits=ask.max_digits,
+                                  answer_timeout=ask.timeout, command_timeout=self.s.config.media_slack)
+        if spoken is None:
+            return None
+        self.quiet.heard()  # the answer is decided (or the question timed out): the next silence starts now
+        o = spoken.outcome
+        self.s.notifier.emit(self.events, EventKind.DTMF_RECEIVED, step=ask.step, digits=spoken.digits,
+                             timed_out=spoken.timed_out, source="voice" if o.spoken else "key",
+                             **({"text": o.text} if o.text else {}),
+                             **({"status": o.status} if o.status != "answered" else {}))
+        return Digits(spoken.digits, spoken.timed_out)
 
     async def _place(self, action: PlaceOrder) -> Event:
         # Shielded from the caller's hang-up: once they pressed 1 the order goes through (run()

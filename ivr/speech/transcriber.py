@@ -326,11 +326,14 @@ class Transcriber:
         )])
 
 
-def model_source(model_ru: str, model_en: str, model_transcripts: str, transcripts_language: str) -> ModelSource:
+def model_source(model_ru: str, model_en: str, model_transcripts: str, transcripts_language: str,
+                 endpoint_silence: float = 0.0) -> ModelSource:
     """``model_for`` of the worker from the ``[speech]`` settings: ``model_transcripts`` (a big model,
     in ``transcripts_language``) for every call when set, else the call's language's own model
     (``model_en`` for English calls, ``model_ru`` otherwise). Each directory is loaded once per process
-    (``ivr.speech.recognizer.load_model``: the calls' grammar recognizers share the same object)."""
+    (``ivr.speech.recognizer.load_model``: the calls' grammar recognizers share the same object, which
+    is why the calls' ``speech.endpoint_silence`` is passed too: the model is cached per directory and
+    endpoint; a file's transcript only splits its utterances by it)."""
     from ivr.speech.recognizer import ModelMissing, load_model
 
     loads: dict[str, asyncio.Future[vosk.Model | None]] = {}
@@ -344,7 +347,7 @@ def model_source(model_ru: str, model_en: str, model_transcripts: str, transcrip
 
     async def load(path: str) -> vosk.Model | None:
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, load_model, path)
+            return await asyncio.get_running_loop().run_in_executor(None, load_model, path, endpoint_silence)
         except ModelMissing:
             log.error("transcripts.model_missing", path=path)
         except Exception as exc:

@@ -195,6 +195,7 @@ async def speech_server():
     from tests.speech.vosk_support import KO_MODEL
 
     models = SpeechModels(default_settings().replace(speech={"model_ru": KO_MODEL}).speech)
+    await models.load_configured()  # as `ivr serve` does at start: the prompt plays while a model loads
     srv = AudioSocketServer("127.0.0.1", 0, models=models)
     await srv.start()
     yield srv
@@ -280,4 +281,65 @@ async def test_the_captured_asterisk_stream_replayed_answers_with_its_key(server
     await client.send_raw(bytes(stream))
     assert await _outcome(pending) == Outcome("answered", "5", prompt_stopped=True)
     await asyncio.wait_for(client.hung_up.wait(), 5)
+    await client.aclose()
+
+
+async def test_the_prompt_starts_before_the_recognizer_is_ready():
+    """Making a recognizer may wait (a model still loading, decoding threads busy with other callers):
+    the caller hears the prompt meanwhile, and their answer is still heard once it is ready."""
+    from tests.speech.vosk_support import KO_MODEL, silence, spoken
+
+    models = SpeechModels(default_settings().replace(speech={"model_ru": KO_MODEL}).speech)
+    loading = asyncio.Event()
+    release = asyncio.Event()
+    real_model = models.model
+
+    async def slow_model(language):
+        loading.set()
+        await release.wait()
+        return await real_model(language)
+
+    models.model = slow_model  # the seam: when the model becomes available is the test's to say
+    srv = AudioSocketServer("127.0.0.1", 0, models=models)
+    await srv.start()
+    try:
+        pending = srv.expect(call := uuid.uuid4(), _question(words=KO_CONFIRM, min_confidence=0.5), "ru")
+        client = await FakeAudioSocket.connect(srv.port, call)
+        await asyncio.wait_for(loading.wait(), 5)
+        await client.wait_frames(5)  # the prompt plays while the recognizer waits
+        await client.send_audio(spoken("네") + silence(1.2))
+        release.set()
+        outcome = await _outcome(pending)
+        assert (outcome.status, outcome.digits, outcome.spoken) == ("answered", "1", True)
+        await client.aclose()
+    finally:
+        await srv.close()
+        models.close()
+
+
+async def test_our_end_of_speech_decides_without_waiting_for_vosks_own(speech_server):
+    """With endpoint_silence, 0.2 s of quiet audio after the word decides the answer: the caller
+    sends nothing more, and the question's 30 s would otherwise run out first (vosk alone needs
+    ~0.8 s of trailing audio here)."""
+    from tests.speech.vosk_support import silence, spoken
+
+    question = _question(b"", words=KO_CONFIRM, min_confidence=0.5, timeout=30, endpoint_silence=0.2)
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(silence(0.2) + spoken("아니요") + silence(0.25))  # then the caller sends nothing
+    outcome = await asyncio.wait_for(pending.outcome, 10)
+    assert (outcome.status, outcome.digits, outcome.text) == ("answered", "0", "아니요")
+    await client.aclose()
+
+
+async def test_without_our_end_of_speech_a_short_pause_is_not_the_end(speech_server):
+    from tests.speech.vosk_support import silence, spoken
+
+    question = _question(b"", words=KO_CONFIRM, min_confidence=0.5, timeout=1.5)
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(silence(0.2) + spoken("아니요") + silence(0.25))
+    # vosk never reached its endpoint: the answer comes from finishing the utterance at the timeout
+    outcome = await asyncio.wait_for(pending.outcome, 10)
+    assert (outcome.status, outcome.digits) == ("answered", "0")
     await client.aclose()

@@ -195,6 +195,20 @@ def test_every_event_reads_as_russian_words(kind):
     assert re.search(r"[а-яё]", text, re.IGNORECASE) or kind in (EventKind.PROMPT_PLAYED, EventKind.DTMF_RECEIVED)
 
 
+def test_a_spoken_answer_reads_as_the_words_and_what_they_meant():
+    said = {"step": "menu", "digits": "1", "timed_out": False, "source": "voice", "text": "да"}
+    assert event_text(EventKind.DTMF_RECEIVED, said, MSK) == "сказал «да» = «1»"
+    keep = {"step": "quantity:W", "digits": "", "timed_out": False, "source": "voice", "text": "оставить"}
+    assert event_text(EventKind.DTMF_RECEIVED, keep, MSK) == "сказал «оставить» = «#»"
+    unclear = {"step": "menu", "digits": "", "timed_out": True, "source": "voice", "text": "да нет",
+               "status": "not_understood"}
+    assert event_text(EventKind.DTMF_RECEIVED, unclear, MSK) == "сказал «да нет», не понято"
+    silent = {"step": "menu", "digits": "", "timed_out": True, "source": "key", "status": "no_input"}
+    assert event_text(EventKind.DTMF_RECEIVED, silent, MSK) == "ничего не нажато и не сказано"
+    pressed = {"step": "menu", "digits": "2", "timed_out": False, "source": "key"}
+    assert event_text(EventKind.DTMF_RECEIVED, pressed, MSK) == "«2»"
+
+
 def test_event_sentences_use_the_business_zone_and_money_format():
     assert event_text(EventKind.CALLBACK_CREATED, SAMPLES[EventKind.CALLBACK_CREATED], MSK).startswith(
         "перезвонить до 28 ноября 2026, 23:30")

@@ -196,3 +196,47 @@ async def test_a_closed_recognizer_takes_no_audio():
             await recognizer.finish()
     finally:
         models.close()
+
+
+async def test_endpoint_silence_loads_a_copy_with_the_rules_rewritten_and_leaves_the_model_alone(tmp_path):
+    from ivr.speech.recognizer import _with_endpoint
+
+    original = (Path(KO_MODEL) / "conf" / "model.conf").read_text()
+    copy = _with_endpoint(Path(KO_MODEL), 0.15)
+    try:
+        conf = (copy / "conf" / "model.conf").read_text()
+        assert "--endpoint.rule2.min-trailing-silence=0.15" in conf
+        assert "--endpoint.rule3.min-trailing-silence=0.3" in conf
+        assert "--endpoint.rule4.min-trailing-silence=2.0" in conf  # the hard stop stays the model's
+        assert (copy / "am").is_symlink() and (copy / "am").resolve() == (Path(KO_MODEL) / "am").resolve()
+    finally:
+        import shutil
+
+        shutil.rmtree(copy)
+    assert (Path(KO_MODEL) / "conf" / "model.conf").read_text() == original
+    models = _models(endpoint_silence=0.15)
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)  # loaded from a copy, removed after loading
+        assert recognizer is not None and models.health()["ru"] == "loaded"
+        for frame in frames(spoken("네") + silence(1.0)):
+            recognizer.push(frame)
+        _, final = await _until_final(recognizer)
+        assert final.endpoint and [w.word for w in final.words] == ["네"]
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def test_decoding_threads_run_below_the_event_loop():
+    import os
+    import threading
+
+    models = _models(recognizer_nice=7)
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        seen = await asyncio.get_running_loop().run_in_executor(
+            models.executor, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert seen == min(19, own + 7)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the loop's thread untouched
+    finally:
+        models.close()

@@ -26,6 +26,9 @@
   age of the oldest pending event. It never changes the status: a CRM that is down delays its
   events, it does not stop a call (the readiness probe must not take calls away for it); alert on
   ``oldest_pending_seconds`` and ``dead`` instead.
+  ``speech`` (issue 12) does not change the status (without a model callers use keys): ``{"status":
+  "disabled"}``, or the lines' default, the AudioSocket address and per language ``loaded`` /
+  ``loading`` / ``not configured`` / ``missing: …`` / ``unreadable: …``.
 - ``GET /metrics`` — Prometheus text format from ``deps.metrics`` (ivr.web.console.metrics, its
   own registry). Allowed with the API bearer token (``Authorization: Bearer …``) or from the
   loopback address (127.0.0.1 / ::1) — the local Prometheus agent needs no secret; anyone else
@@ -325,6 +328,9 @@ async def healthz(request: web.Request) -> web.Response:
         "crm": await _crm_backlog(deps) if db_ok else None,
         # The pull from a CRM: last run, its failure line, each entity's cursor (null: not configured).
         "sync": health.get("sync"),
+        # Not part of "status": without a model the calls go on with keys (issue 12). "disabled", or
+        # per language "loaded" / "loading" / "not configured" / "missing: …" / "unreadable: …".
+        "speech": health.get("speech") or {"status": "disabled"},
     }
     response = to_json(body, status=200 if status in ("ok", "degraded") else 503)
     response.headers["Cache-Control"] = "no-store"

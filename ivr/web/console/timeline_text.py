@@ -59,8 +59,13 @@ def event_text(kind: str, data: Mapping[str, Any], zone: formats.ZoneLike,
         case EventKind.PROMPT_PLAYED:
             return str(data.get("text") or data.get("step") or "")
         case EventKind.DTMF_RECEIVED:
+            if data.get("source") == "voice":  # issue 12: said, not pressed; the words and what they meant
+                said = f"сказал «{data.get('text') or ''}»"
+                if data.get("status") == "not_understood":
+                    return f"{said}, не понято"
+                return f"{said} = «{data.get('digits') or '#'}»"
             if data.get("timed_out") and not data.get("digits"):
-                return "ничего не нажато"
+                return "ничего не нажато и не сказано" if data.get("status") else "ничего не нажато"
             return f"«{data.get('digits') or ''}»" + (" (время вышло)" if data.get("timed_out") else "")
         case EventKind.CALLER_IDENTIFIED:
             return LOOKUP_STATUSES.get(str(data.get("status")), "номер не удалось проверить")
