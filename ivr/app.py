@@ -423,8 +423,8 @@ async def _start(resources: contextlib.AsyncExitStack, settings: Settings, migra
         if settings.crm.deliver:
             service.outbox_ownership = await start_outbox(resources, settings, service.outbox)
     if settings.sync.source != "none":
-        service.sync = SyncSchedule(SyncRunner(SyncStore(store.sessions), build_sync_source(settings)),
-                                    settings.sync.interval_minutes * 60)
+        pulls = SyncStore(store.sessions, store.config.deals)  # pulled orders get their deals in this pipeline
+        service.sync = SyncSchedule(SyncRunner(pulls, build_sync_source(settings)), settings.sync.interval_minutes * 60)
         service.sync_ownership = await start_sync(resources, settings, service.sync)
     if settings.speech.transcripts:
         service.transcriber = start_transcriber(resources, settings, store, outbox_routing(targets), notifier)
@@ -773,7 +773,7 @@ async def sync_once(settings: Settings, name: str, *, full: bool) -> SyncReport:
             if not await lock.fetchval("SELECT pg_try_advisory_lock($1::bigint)", SYNC_LOCK_KEY):
                 raise StartupError("sync: another ivr process is pulling from the CRM now (it holds the sync "
                                    "lock); try again when it is done")
-        return await SyncRunner(SyncStore(store.sessions), source).run(full=full)
+        return await SyncRunner(SyncStore(store.sessions, store.config.deals), source).run(full=full)
     finally:
         if lock is not None:
             await lock.close()  # the session's end frees the lock

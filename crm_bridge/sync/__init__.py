@@ -3,7 +3,7 @@ mapped into our store on a schedule, so the robot greets and reads back what the
 without ever asking the CRM during a call.
 
     source = Bitrix24Source(webhook_url)            # or AmoCrmSource(base_url, token)
-    report = await SyncRunner(SyncStore(sessions), source).run(full=False)
+    report = await SyncRunner(SyncStore(sessions, pipeline), source).run(full=False)  # [deals]: their deals
     print("\\n".join(report.summary()))
 
 ``records.py`` the mapped shapes, ``bitrix24.py``/``amocrm.py`` a CRM's pages and pure mapping,

@@ -17,6 +17,12 @@ Rules of the mapping into the store (crm_bridge/README.md, "Pull from a CRM"):
   A deal is taken whole or not at all (an unknown product in one row refuses it: the robot must not
   read back part of an order). A lost deal is a cancelled order. An order of ours a CRM deal points
   to (pushed by the outbox: source ``ivr``/``operator``) is ours, left as it is.
+- **Each pulled order has its deal** in our store (``crm_bridge.deals.upsert_order_deal``, as imports
+  do), in the page's transaction: a new one at the pipeline's first stage (where imports put an
+  order), or its ``cancelled`` stage for a lost CRM deal. A later change brings the deal's amount up
+  to date, moves it to ``cancelled`` when the CRM deal is lost, and back to the first stage when a
+  manager reopens it; otherwise an operator's stage moves here stay (the CRM's own stages are not
+  ours: the pipelines need not match). Those moves are ``deal.stage_changed`` events by the source.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge import repositories as repo
 from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
+from crm_bridge.deals import Pipeline, upsert_order_deal
 from crm_bridge.importers.bounds import fit, fit_money, fit_quantity
-from crm_bridge.models import Customer, ExternalRef, Order, OrderLine, Phone, Product, SyncCursor
+from crm_bridge.models import Customer, Deal, ExternalRef, Order, OrderLine, Phone, Product, SyncCursor
 from crm_bridge.money import money
 from crm_bridge.sync.records import Entity, Mapped, MappedCustomer, MappedOrder, MappedProduct, Refusal
 from crm_bridge.sync.report import SyncReport
@@ -81,8 +88,9 @@ def _view(row: SyncCursor | None, source: str, entity: str) -> CursorView:
 class SyncStore:
     """Owns its transactions (one per method), returns DTOs."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], pipeline: Pipeline | None = None) -> None:
         self.sessions = sessions
+        self.pipeline = pipeline or Pipeline()  # the store's ``[deals]`` (CrmStore.config.deals)
         self._writer_lock = sqlite_writer_lock(sessions.kw["bind"])
 
     @asynccontextmanager
@@ -145,7 +153,8 @@ class SyncStore:
                 await _products(session, source, prefix, [m for m in mapped if isinstance(m, MappedProduct)],
                                 page, now)
             else:
-                await _orders(session, source, prefix, [m for m in mapped if isinstance(m, MappedOrder)], page, now)
+                await _orders(session, source, prefix, [m for m in mapped if isinstance(m, MappedOrder)], page, now,
+                              self.pipeline)
             row = await _cursor_row(session, source, entity.value)
             if at.next_page is None:
                 row.since = at.run_mark or at.run_since or row.since
@@ -317,8 +326,26 @@ async def _products(session: AsyncSession, source: str, prefix: str, items: list
     await session.flush()
 
 
+async def _deals_of(session: AsyncSession, order_pks: list[int]) -> dict[int, Deal]:
+    out: dict[int, Deal] = {}
+    for part in repo.chunks(sorted(set(order_pks))):
+        for deal in (await session.execute(select(Deal).where(Deal.order_id.in_(part)))).scalars():
+            if deal.order_id is not None:
+                out[deal.order_id] = deal
+    return out
+
+
+def _deal_stage(cancelled: bool, deal: Deal | None, pipeline: Pipeline) -> str | None:
+    """Where a pulled order's deal goes (None: where it is, or the first stage for a new one)."""
+    if cancelled:
+        return pipeline.cancelled
+    if deal is not None and deal.stage == pipeline.cancelled:
+        return pipeline.initial  # reopened in the CRM
+    return None
+
+
 async def _orders(session: AsyncSession, source: str, prefix: str, items: list[MappedOrder],
-                  report: SyncReport, now: datetime) -> None:
+                  report: SyncReport, now: datetime, pipeline: Pipeline) -> None:
     entity = Entity.DEAL.value
     refs = await _refs(session, source, entity, [m.external_id for m in items])
     contact_keys = await _refs(session, source, Entity.CONTACT.value, [m.contact_external_id for m in items])
@@ -329,6 +356,7 @@ async def _orders(session: AsyncSession, source: str, prefix: str, items: list[M
     keys = {m.external_id: refs.get(m.external_id, f"{prefix}D{m.external_id}") for m in items}
     existing = await repo.orders_by_external_ids(session, list(keys.values()))
     stored = await repo.lines_of_orders(session, [o.id for o in existing.values()])
+    deals = await _deals_of(session, [o.id for o in existing.values()])  # one query per 500, not per order
     for m in items:
         key = keys[m.external_id]
         customer = customers.get(contact_keys.get(m.contact_external_id, ""))
@@ -372,6 +400,9 @@ async def _orders(session: AsyncSession, source: str, prefix: str, items: list[M
                 (ln.sku, ln.quantity, ln.unit_price) for ln in lines]:
             counts.unchanged += 1
             _remember(session, refs, source, entity, m.external_id, key, now)
+            if row.id not in deals:  # pulled before orders had deals: it gets its own now
+                await upsert_order_deal(session, row, customer.customer_id, pipeline, deal=None,
+                                        stage=_deal_stage(m.cancelled, None, pipeline), by=source, now=now)
             continue
         if row is None:
             row = Order(order_id=key, customer_id=customer.id, ordered_at=ordered_at, source=source, total=total,
@@ -386,5 +417,8 @@ async def _orders(session: AsyncSession, source: str, prefix: str, items: list[M
         for ln in lines:
             ln.order_id = row.id
         session.add_all(lines)
+        deal = deals.get(row.id)
+        await upsert_order_deal(session, row, customer.customer_id, pipeline, deal=deal,
+                                stage=_deal_stage(m.cancelled, deal, pipeline), by=source, now=now)
         _remember(session, refs, source, entity, m.external_id, key, now)
     await session.flush()

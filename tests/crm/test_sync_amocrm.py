@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import func, select
 
 from crm_bridge.db import create_engine, session_factory, upgrade
-from crm_bridge.models import Customer, Order
+from crm_bridge.models import Customer, Deal, Order
 from crm_bridge.services import CrmStore
 from crm_bridge.sync import AmoCrmSource, SyncReport, SyncRunner, SyncStore
 from crm_bridge.sync.client import CrmBadAnswer
 from crm_bridge.sync.records import Entity
 from tests.calls.harness import start_harness
-from tests.crm.fake_amocrm_reads import TOKEN, FakeAmoReads
+from tests.crm.fake_amocrm_reads import LOST, PRODUCTS_CATALOG, TOKEN, FakeAmoReads
 from tests.crm.sync_rig import (
     LAST_ORDER_GREETING,
     DiesAt,
@@ -186,3 +186,34 @@ async def test_a_refused_parameter_is_a_400_with_its_validation_errors(amo: Fake
         await src.close()
     assert str(refused.value).startswith("GET /api/v4/contacts: HTTP 400 Request validation failed")
     assert "InvalidType" in str(refused.value)
+
+
+async def test_each_pulled_lead_is_one_deal_in_our_store_following_the_accounts_amount_and_loss(
+        store: CrmStore, amo: FakeAmoReads) -> None:
+    await our_catalogue(store)
+    assert (await sync(store, amo)).ok
+
+    async def deals() -> dict[str, tuple[str, str, str | None]]:
+        out = {}
+        for order_id in ("AMO-D100", "AMO-D101", "AMO-D105"):
+            deal = await store.deal_of_order(order_id)
+            assert deal is not None, order_id
+            out[order_id] = (deal.stage, str(deal.amount), deal.customer_id)
+        return out
+
+    assert await deals() == {"AMO-D100": ("new", "1050.00", "AMO-1"), "AMO-D101": ("new", "1400.00", "AMO-1"),
+                             "AMO-D105": ("cancelled", "5900.00", "AMO-1")}
+    assert await count(store, Deal) == 3
+    assert (await sync(store, amo, full=True)).ok
+    assert await count(store, Deal) == 3  # a second run makes no second deal
+
+    amo.state.tick(60)
+    amo.state.touch(amo.state.leads, 101, _elements=[{"id": 10, "metadata": {
+        "quantity": 5, "catalog_id": PRODUCTS_CATALOG, "price_id": 81}}])
+    amo.state.touch(amo.state.leads, 100, status_id=LOST)
+    amo.state.tick(60)
+    report = await sync(store, amo)
+    assert report.ok and report.of("deal").updated == 2
+    assert await deals() == {"AMO-D100": ("cancelled", "1050.00", "AMO-1"), "AMO-D101": ("new", "1750.00", "AMO-1"),
+                             "AMO-D105": ("cancelled", "5900.00", "AMO-1")}
+    assert await count(store, Deal) == 3

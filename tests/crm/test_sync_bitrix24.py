@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crm_bridge.db import create_engine, session_factory, upgrade
-from crm_bridge.models import Customer, ExternalRef, Order
+from crm_bridge.models import Customer, Deal, ExternalRef, Order
 from crm_bridge.services import CrmStore
 from crm_bridge.sync import Bitrix24Source, SyncReport, SyncRunner, SyncStore
 from crm_bridge.sync.records import Entity
@@ -265,3 +265,44 @@ async def test_a_deal_pushed_from_one_of_our_orders_stays_our_order(store: CrmSt
     ours = next(o for o in card.orders if o.order_id == placed.order.order_id)
     assert (ours.source, [(ln.sku, ln.quantity) for ln in ours.lines]) == ("ivr", [("WATER-19", 2)])
     assert "B24-D101" not in {o.order_id for o in card.orders}
+
+
+async def _deals(store: CrmStore, *order_ids: str) -> dict[str, tuple[str, str, str | None]]:
+    out = {}
+    for order_id in order_ids:
+        deal = await store.deal_of_order(order_id)
+        assert deal is not None, order_id
+        out[order_id] = (deal.stage, str(deal.amount), deal.customer_id)
+    return out
+
+
+async def test_each_pulled_deal_is_one_deal_in_our_store_following_the_portals_amount_and_loss(
+        store: CrmStore, bitrix: FakeBitrix24, portal: Portal) -> None:
+    await our_catalogue(store)
+    assert (await sync(store, bitrix)).ok
+    assert await _deals(store, "B24-D100", "B24-D101", "B24-D105") == {
+        "B24-D100": ("new", "1050.00", "B24-1"),  # won in the portal: an accepted order, where imports start it
+        "B24-D101": ("new", "1400.00", "B24-1"),
+        "B24-D105": ("cancelled", "5900.00", "B24-1"),  # lost
+    }
+    assert await count(store, Deal) == 3
+    assert (await sync(store, bitrix, full=True)).ok
+    assert await count(store, Deal) == 3  # a second run makes no second deal
+
+    portal.tick(60)
+    portal.rows[101][0]["QUANTITY"] = "5.00"
+    portal.touch(portal.deals, 101)
+    portal.touch(portal.deals, 100, STAGE_ID="LOSE", STAGE_SEMANTIC_ID="F")
+    portal.touch(portal.deals, 105, STAGE_ID="NEW", STAGE_SEMANTIC_ID="P")  # reopened by a manager
+    portal.tick(60)
+    report = await sync(store, bitrix, entities=(Entity.DEAL,))
+    assert report.ok and report.of("deal").updated == 3
+    assert await _deals(store, "B24-D100", "B24-D101", "B24-D105") == {
+        "B24-D100": ("cancelled", "1050.00", "B24-1"),
+        "B24-D101": ("new", "1750.00", "B24-1"),
+        "B24-D105": ("new", "5900.00", "B24-1"),
+    }
+    assert await count(store, Deal) == 3
+    lost = await store.deal_of_order("B24-D100")
+    moves = [e.data for e in await store.deal_timeline(lost.deal_id) if e.kind == "deal.stage_changed"]
+    assert [(m["by"], m["previous_stage"], m["stage"]) for m in moves] == [("bitrix24", "new", "cancelled")]
