@@ -106,7 +106,7 @@ def pending_row(call_id: str, recording_path: str, now: datetime) -> dict[str, A
             "attempts": 0, "created_at": now}
 
 
-def _view(row: Any) -> TranscriptView:
+def transcript_view(row: Any) -> TranscriptView:
     return TranscriptView(
         id=row.id, call_id=row.call_id, recording_path=row.recording_path, state=row.state, language=row.language,
         model=row.model, text=row.text, words=tuple(TranscriptWord.from_json(w) for w in row.words or ()),
@@ -220,12 +220,13 @@ class TranscriptStore:
             row = (await session.execute(
                 select(TRANSCRIPTS).where(TRANSCRIPTS.c.call_id == call_id).order_by(TRANSCRIPTS.c.id.desc()).limit(1)
             )).first()
-        return _view(row) if row is not None else None
+        return transcript_view(row) if row is not None else None
 
     async def items(self) -> list[TranscriptView]:
         """Every row in id order (tests, diagnostics)."""
         async with self.sessions() as session:
-            return [_view(r) for r in (await session.execute(select(TRANSCRIPTS).order_by(TRANSCRIPTS.c.id))).all()]
+            rows = (await session.execute(select(TRANSCRIPTS).order_by(TRANSCRIPTS.c.id))).all()
+        return [transcript_view(r) for r in rows]
 
     async def counts(self) -> dict[str, int]:
         async with self.sessions() as session:

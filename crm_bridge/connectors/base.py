@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from crm_bridge.dto import CallView, OutboxItem
+from crm_bridge.transcripts import TranscriptView
 
 
 class DeliveryError(Exception):
@@ -44,6 +45,10 @@ async def _go() -> None:
     return None
 
 
+async def _no_transcript(_transcript_id: int) -> TranscriptView | None:
+    return None
+
+
 @dataclass(frozen=True)
 class DeliveryContext:
     """What a target may look up while delivering (read-only, from our store)."""
@@ -55,6 +60,8 @@ class DeliveryContext:
     subject_ref: Callable[[str], Awaitable[str | None]] = _nothing
     # Wait for the target's rate limit; called before every request the delivery makes.
     pace: Callable[[], Awaitable[None]] = _go
+    # A transcript with its words (a ``transcript.ready`` row's ``transcript_id``), as stored now.
+    transcript: Callable[[int], Awaitable[TranscriptView | None]] = _no_transcript
 
 
 class Target(Protocol):

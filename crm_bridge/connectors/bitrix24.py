@@ -13,6 +13,8 @@ call end            ``telephony.externalcall.finish``           CALL_ID (registe
                                                                 default), DURATION, STATUS_CODE, ADD_TO_CHAT=0
 recording.ready     ``telephony.externalCall.attachRecord``     CALL_ID, FILENAME, RECORD_URL (a signed,
                                                                 expiring ``/r/<token>`` link of ours)
+transcript.ready    ``telephony.call.attachTranscription``      CALL_ID, COST=0, COST_CURRENCY=RUB (vosk
+(state ``done``)                                                runs here: it costs nothing), MESSAGES
 ==================  ==========================================  =========================================
 
 Orders as deals (``deals`` configured; each order's events share the outbox subject
@@ -44,13 +46,22 @@ Errors, as Bitrix24 answers them (``{"error": "...", "error_description": "..."}
 ``QUERY_LIMIT_EXCEEDED`` (HTTP 503, about 2 requests/s per webhook) → ``Throttled``; HTTP 5xx, no
 answer, ``expired_token``/``INVALID_CREDENTIALS``/``insufficient_scope``/401 (a webhook being fixed
 by an admin) → ``Retry``; any other error (a refused parameter) → ``Refused``.
-``telephony.call.attachTranscription`` is not sent: we keep no transcript as a list of messages
-yet (a sidecar file only); it is a branch here once transcripts are events.
+
+Transcripts (https://dev.1c-bitrix.ru/rest_help/scope_telephony/telephony/telephony_call_attachtranscription.php):
+MESSAGES is a list of phrases ``{SIDE, START_TIME, STOP_TIME, MESSAGE}``, SIDE ``User`` (the portal's
+user) or ``Client`` (the outside party), times in whole seconds from the call's start. The event
+carries only the text cut short; the words with their timings and speaker are read from our store
+(``DeliveryContext.transcript``, one read per batch). A phrase is the run of one speaker's words
+without a pause over ``PHRASE_GAP``. Stereo: the caller's track is ``Client``, the robot's or
+operator's ``User``. Mono (one mixed track, our dialplan's default): every phrase is ``Client``:
+the robot's own prompts are on the timeline already, and ``User`` would put the caller's words in
+the mouth of the portal user the finish named. An ``empty``/``failed`` transcript sends nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,10 +75,12 @@ from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import Outcome
 from crm_bridge.dto import CallView, OutboxItem
 from crm_bridge.outbox.routing import ORDER_KINDS
+from crm_bridge.transcripts import TranscriptState, TranscriptWord
 
 REGISTER = "telephony.externalcall.register"
 FINISH = "telephony.externalcall.finish"
 ATTACH_RECORD = "telephony.externalCall.attachRecord"
+ATTACH_TRANSCRIPTION = "telephony.call.attachTranscription"
 DEAL_ADD = "crm.deal.add"
 DEAL_UPDATE = "crm.deal.update"
 DEAL_LIST = "crm.deal.list"
@@ -75,6 +88,8 @@ DEAL_ROWS = "crm.deal.productrows.set"
 FIND_BY_COMM = "crm.duplicate.findbycomm"
 ORIGINATOR = "ivr"  # ORIGINATOR_ID of our deals: with ORIGIN_ID = the order's id, the deal's key
 INBOUND = 2
+PHRASE_GAP = 1.5  # seconds of silence that end a phrase of one speaker (a mono track has only pauses)
+SIDES = {"caller": "Client", "robot": "User"}  # crm_bridge.transcripts speakers -> the portal's SIDE
 # Bitrix24's call status codes (SIP-like): 200 answered, 304 missed, 486 busy, 603 declined.
 ANSWERED, MISSED = "200", "304"
 _ANSWERED = frozenset({Outcome.ORDER_PLACED, Outcome.OPERATOR_ANSWERED, Outcome.CALLBACK_REQUESTED,
@@ -116,6 +131,9 @@ class Bitrix24Target:
         kinds = {EventKind.CALL_STARTED.value, finish_on}
         if links is not None:  # without a public link there is no way for the portal to fetch a file
             kinds.add(EventKind.RECORDING_READY.value)
+        # Wanted always: with speech.transcripts off none is written; an empty or failed one is
+        # delivered without a request (there is nothing to attach).
+        kinds.add(EventKind.TRANSCRIPT_READY.value)
         self._deals = deals
         if deals is not None:
             kinds |= ORDER_KINDS
@@ -147,6 +165,11 @@ class Bitrix24Target:
                 "CALL_ID": remote, "FILENAME": _filename(item.call_id, item.payload),
                 "RECORD_URL": self._links.url(item.call_id),
             })
+        elif item.kind == EventKind.TRANSCRIPT_READY:
+            messages = await self._messages(item, context)
+            if messages:
+                await self._call(ATTACH_TRANSCRIPTION, {"CALL_ID": remote, "COST": 0, "COST_CURRENCY": "RUB",
+                                                        "MESSAGES": messages})
         else:
             raise Refused(f"{item.kind} is not sent to Bitrix24")
         return None
@@ -162,6 +185,19 @@ class Bitrix24Target:
         if self._line:
             params["LINE_NUMBER"] = self._line
         return params
+
+    async def _messages(self, item: OutboxItem, context: DeliveryContext) -> list[dict[str, Any]]:
+        """The transcript's phrases; [] when there is nothing to send (not ``done``, no words)."""
+        data = item.payload.get("data") or {}
+        transcript_id = data.get("transcript_id")
+        if data.get("state") != TranscriptState.DONE or not isinstance(transcript_id, int):
+            return []
+        transcript = await context.transcript(transcript_id)
+        if transcript is None:
+            raise Refused(f"transcript {transcript_id} is not in the store")
+        if transcript.state != TranscriptState.DONE:
+            return []
+        return transcript_messages(transcript.words)
 
     def _finish(self, remote: str, item: OutboxItem, call: CallView | None) -> dict[str, Any]:
         user = self._default_user
@@ -275,6 +311,25 @@ def product_rows(lines: Sequence[Any]) -> list[dict[str, Any]]:
         rows.append({"PRODUCT_NAME": name, "PRICE": str(line.get("price") or "0"),
                      "QUANTITY": int(line.get("quantity") or 0)})
     return rows
+
+
+def transcript_messages(words: Sequence[TranscriptWord], gap: float = PHRASE_GAP) -> list[dict[str, Any]]:
+    """Words (any order, both tracks) as Bitrix24's TranscriptMessage list: phrases in time order,
+    each one speaker's words with no pause over ``gap``; START_TIME floored, STOP_TIME rounded up
+    (whole seconds, as the method takes them, so a phrase never looks shorter than it was)."""
+    phrases: list[tuple[str, float, float, list[str]]] = []
+    for word in sorted(words, key=lambda w: (w.start, w.channel)):
+        if not word.word.strip():
+            continue
+        side = SIDES.get(word.speaker, "Client")
+        last = phrases[-1] if phrases else None
+        if last is not None and last[0] == side and word.start - last[2] <= gap:
+            phrases[-1] = (side, last[1], max(last[2], word.end), [*last[3], word.word])
+        else:
+            phrases.append((side, word.start, word.end, [word.word]))
+    return [{"SIDE": side, "START_TIME": max(0, math.floor(start)),
+             "STOP_TIME": max(math.floor(start), math.ceil(end)), "MESSAGE": " ".join(text)}
+            for side, start, end, text in phrases]
 
 
 def _filename(call_id: str, payload: Mapping[str, Any]) -> str:

@@ -30,6 +30,7 @@ from crm_bridge.dto import CallView, OutboxBacklog, OutboxItem
 from crm_bridge.models import Call, Customer, ExternalRef, OutboxRow
 from crm_bridge.outbox.routing import ORDER_SUBJECT
 from crm_bridge.sync.records import Entity
+from crm_bridge.transcripts import TRANSCRIPTS, TranscriptView, transcript_view
 from crm_bridge.views import call_view
 
 OUTBOX = OutboxRow.__table__
@@ -159,6 +160,16 @@ class OutboxStore:
             )).all()
         return ({call.call_id: call_view(call, customer) for call, customer in rows},
                 {(call_id, kind): ref for call_id, kind, ref in refs})
+
+    async def transcripts(self, transcript_ids: Sequence[int]) -> dict[int, TranscriptView]:
+        """The transcripts a claimed batch's ``transcript.ready`` rows name, with their words, in one
+        read (the event carries the text cut short, never the words and their timings)."""
+        if not transcript_ids:
+            return {}
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(TRANSCRIPTS).where(TRANSCRIPTS.c.id.in_(sorted(set(transcript_ids)))))).all()
+        return {row.id: transcript_view(row) for row in rows}
 
     async def subject_refs(self, target: str, subjects: Sequence[str]) -> dict[str, str]:
         """What ``target`` answered to the first delivered event of each subject that answered

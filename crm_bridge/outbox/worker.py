@@ -37,9 +37,11 @@ from typing import Any
 import structlog
 
 from crm_bridge.connectors.base import DeliveryContext, DeliveryError, Refused, Target, Throttled
+from crm_bridge.contract.events import EventKind
 from crm_bridge.dto import CallView, OutboxItem
 from crm_bridge.outbox.backoff import Backoff, TokenBucket
 from crm_bridge.outbox.store import OutboxStore
+from crm_bridge.transcripts import TranscriptView
 
 log = structlog.get_logger("crm_bridge.outbox")
 
@@ -79,6 +81,9 @@ class DeliveryWorker:
         """What the batch's deliveries may look up, read once for the whole batch."""
         calls, refs = await self.store.batch_context(target, [i.call_id for i in items if i.call_id])
         subjects = await self.store.subject_refs(target, [i.subject for i in items if i.subject])
+        transcripts = await self.store.transcripts([
+            tid for i in items if i.kind == EventKind.TRANSCRIPT_READY
+            and isinstance(tid := (i.payload.get("data") or {}).get("transcript_id"), int)])
 
         async def call(call_id: str) -> CallView | None:
             return calls.get(call_id)
@@ -92,7 +97,11 @@ class DeliveryWorker:
         async def pace() -> None:
             await self._take_token(target)
 
-        return DeliveryContext(call=call, remote_ref=remote_ref, subject_ref=subject_ref, pace=pace)
+        async def transcript(transcript_id: int) -> TranscriptView | None:
+            return transcripts.get(transcript_id)
+
+        return DeliveryContext(call=call, remote_ref=remote_ref, subject_ref=subject_ref, pace=pace,
+                               transcript=transcript)
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -21,8 +21,11 @@ result ``{"CONTACT": [ids]}`` or ``[]`` when none, as the portal answers an empt
 Methods: ``telephony.externalcall.register`` (result ``CALL_ID``, ``CRM_CREATED_LEAD``,
 ``CRM_ENTITY_TYPE``, ``CRM_ENTITY_ID``), ``telephony.externalcall.finish`` (result: the call's
 statistics record), ``telephony.externalCall.attachRecord`` (with ``RECORD_URL``: one download
-attempt, as the portal makes, and an error if it fails; result ``FILE_ID``). Names are
-case-insensitive, as on a real portal.
+attempt, as the portal makes, and an error if it fails; result ``FILE_ID``),
+``telephony.call.attachTranscription`` (CALL_ID, optional COST/COST_CURRENCY, MESSAGES: a list of
+``{SIDE: User|Client, START_TIME, STOP_TIME: whole seconds from the call's start, MESSAGE}``, as
+https://dev.1c-bitrix.ru/rest_help/scope_telephony/telephony/telephony_call_attachtranscription.php
+lists them; result ``true``). Names are case-insensitive, as on a real portal.
 
 The read side (the pull, crm_bridge/sync): ``add_reads(fake, Portal())`` serves a seeded portal's
 ``crm.contact.list``, ``crm.product.list``, ``crm.deal.list``, ``crm.deal.productrows.get`` and
@@ -53,6 +56,7 @@ class FakeCall:
     finish: dict[str, Any] | None = None
     record_name: str | None = None
     record: bytes | None = None
+    transcription: dict[str, Any] | None = None  # attachTranscription's parameters
 
 
 @dataclass
@@ -142,6 +146,7 @@ class FakeBitrix24:
             "telephony.externalcall.register": self._register,
             "telephony.externalcall.finish": self._finish,
             "telephony.externalcall.attachrecord": self._attach_record,
+            "telephony.call.attachtranscription": self._attach_transcription,
             **self._deal_methods(),
         }.get(method.lower())
         if handler is None:
@@ -214,6 +219,31 @@ class FakeBitrix24:
         call.record_name = name
         return {"FILE_ID": len(self.calls), "uploadUrl": f"http://127.0.0.1:{self.port}/upload/{call.call_id}"}
 
+    async def _attach_transcription(self, p: dict[str, Any]) -> Any:
+        method = "telephony.call.attachTranscription"
+        call = self.calls.get(str(p.get("CALL_ID", "")))
+        if call is None:
+            return self._error(method, 400, "ERROR_NOT_FOUND", "Call is not found")
+        messages = p.get("MESSAGES")
+        if not isinstance(messages, list) or not messages:
+            return self._error(method, 400, "ERROR_ARGUMENT", "MESSAGES should be a non-empty array")
+        for n, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("SIDE") not in ("User", "Client"):
+                return self._error(method, 400, "ERROR_ARGUMENT", f"MESSAGES[{n}][SIDE] should be User or Client")
+            times = [m.get("START_TIME"), m.get("STOP_TIME")]
+            if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in times) \
+                    or times[0] > times[1]:
+                return self._error(method, 400, "ERROR_ARGUMENT",
+                                   f"MESSAGES[{n}]: START_TIME and STOP_TIME should be seconds, start <= stop")
+            if not isinstance(m.get("MESSAGE"), str) or not m["MESSAGE"].strip():
+                return self._error(method, 400, "ERROR_ARGUMENT", f"MESSAGES[{n}][MESSAGE] is empty")
+        cost = p.get("COST")
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float)):
+            return self._error(method, 400, "ERROR_ARGUMENT", "COST should be a number")
+        if cost is not None and not isinstance(p.get("COST_CURRENCY"), str):
+            return self._error(method, 400, "ERROR_ARGUMENT", "COST_CURRENCY should be set with COST")
+        call.transcription = dict(p)
+        return True
 
     # --- deals (crm scope); kept apart from the telephony methods above -------------------------
 

@@ -1,6 +1,7 @@
 """Whole calls through the fake Asterisk reach the fake Bitrix24 portal as its telephony integrations
-do: register → finish (→ attachRecord, whose link the portal fetches from our web server), once and
-in order, also across an outage and the portal's own rate limit; its token never shows."""
+do: register → finish (→ attachRecord, whose link the portal fetches from our web server →
+attachTranscription, the transcript's phrases per side), once and in order, also across an outage
+and the portal's own rate limit; its token never shows."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from crm_bridge.call_log import CallUpdate, TimelineRecord
+from crm_bridge.connectors.bitrix24 import transcript_messages
+from crm_bridge.contract.events import EventKind
 from crm_bridge.demo import load_demo_data
+from crm_bridge.models import Transcript
 from crm_bridge.sync.store import SyncStore
+from crm_bridge.transcripts import TranscriptState, TranscriptStore, TranscriptWord, event_uid, pending_row
 from ivr.app import Seams, start_service
 from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
 from tests.crm.fake_bitrix24 import FakeBitrix24
@@ -105,6 +110,100 @@ async def test_a_call_is_registered_then_finished_then_its_recording_attached(st
         assert bitrix.methods()[-1] == "telephony.externalCall.attachRecord"
     finally:
         await harness.stop()
+
+
+# A stereo recording's words as the transcriber stores them (left: the caller, right: the robot), out
+# of time order as the two tracks come out of the recognizer one after the other.
+ROBOT = [("здравствуйте", 0.2, 0.9), ("алексей", 1.0, 1.6), ("сергеевич", 1.6, 2.4), ("заказ", 5.0, 5.5),
+         ("принят", 5.5, 6.1), ("до", 8.0, 8.4), ("свидания", 8.4, 8.9)]
+CALLER = [("да", 3.1, 3.4), ("повторить", 3.5, 4.2), ("спасибо", 9.3, 9.9)]
+WORDS = [TranscriptWord(w, a, b, 0.9, 0, "caller") for w, a, b in CALLER] + \
+        [TranscriptWord(w, a, b, 0.9, 1, "robot") for w, a, b in ROBOT]
+
+
+async def write_transcript(harness: CallHarness, call_id: str, path: str, words: list[TranscriptWord],
+                           state: TranscriptState = TranscriptState.DONE) -> None:
+    """What ivr.speech.transcriber does once vosk is done: the row settled, then transcript.ready."""
+    async with harness.store.sessions() as session:
+        session.add(Transcript(**pending_row(call_id, path, datetime.now(UTC))))
+        await session.commit()
+    transcripts = TranscriptStore(harness.store.sessions)
+    [job] = await transcripts.claim(datetime.now(UTC), limit=1, lease=60)
+    text = " ".join(w.word for w in sorted(words, key=lambda w: w.start))
+    assert await transcripts.finish(job, datetime.now(UTC), state=state, text=text, words=words, language="ru",
+                                    model="vosk-model-ru", channels=2, audio_seconds=10.0, work_seconds=1.0)
+    await harness.records.submit([TimelineRecord(
+        at=datetime.now(UTC), call_id=call_id, customer_id=None, kind=EventKind.TRANSCRIPT_READY.value,
+        data={"transcript_id": job.id, "state": state.value, "language": "ru", "model": "vosk-model-ru",
+              "seconds": 10.0, "words": len(words), "speakers": ["caller", "robot"], "text": text},
+        uid=event_uid(job.id))])
+
+
+async def test_a_calls_transcript_follows_its_recording_as_phrases_per_side(store, prompts_dir, bitrix,
+                                                                           recordings) -> None:
+    harness = await start_bridge(store, prompts_dir, bitrix, recordings)
+    try:
+        fake = await harness.call("+79161234567", ["1"])
+        call_id = fake.channel_vars["CHANNEL(linkedid)"]
+        # The robot's end is written when the record writer flushes; the tracker's recording comes later.
+        await wait_for(lambda: all_delivered(harness, 3), timeout=30)
+        path = str(recordings / f"{call_id}.wav")
+        shutil.copyfile(WAV, path)
+        now = datetime.now(UTC)
+        await harness.records.submit([
+            CallUpdate(call_id=call_id, fields={"recording_path": path}, started_at=now),
+            TimelineRecord(at=now, call_id=call_id, customer_id=None, kind="recording.ready",
+                           data={"path": path, "seconds": 6.8, "bytes": 1}),
+        ])
+        await write_transcript(harness, call_id, path, WORDS)
+        await wait_for(lambda: all_delivered(harness, 5), timeout=30)  # + the order's deal
+        [(remote, call)] = bitrix.calls.items()
+        telephony = [m for m, p in bitrix.log if m.startswith("telephony.")]
+        assert telephony == ["telephony.externalcall.register", "telephony.externalcall.finish",
+                             "telephony.externalCall.attachRecord", "telephony.call.attachTranscription"]
+        assert call.record == WAV.read_bytes() and call.transcription is not None
+        assert (call.transcription["CALL_ID"], call.transcription["COST"], call.transcription["COST_CURRENCY"]) == (
+            remote, 0, "RUB")
+        assert call.transcription["MESSAGES"] == [
+            {"SIDE": "User", "START_TIME": 0, "STOP_TIME": 3, "MESSAGE": "здравствуйте алексей сергеевич"},
+            {"SIDE": "Client", "START_TIME": 3, "STOP_TIME": 5, "MESSAGE": "да повторить"},
+            {"SIDE": "User", "START_TIME": 5, "STOP_TIME": 7, "MESSAGE": "заказ принят"},
+            {"SIDE": "User", "START_TIME": 8, "STOP_TIME": 9, "MESSAGE": "до свидания"},  # after a 1.9 s pause
+            {"SIDE": "Client", "START_TIME": 9, "STOP_TIME": 10, "MESSAGE": "спасибо"},
+        ]
+    finally:
+        await harness.stop()
+
+
+async def test_a_transcript_with_nothing_in_it_reaches_the_portal_as_nothing(store, prompts_dir, bitrix,
+                                                                            recordings) -> None:
+    harness = await start_bridge(store, prompts_dir, bitrix, recordings)
+    try:
+        fake = await harness.call("+79990000000", ["1"])  # an unknown number: no order, two rows
+        call_id = fake.channel_vars["CHANNEL(linkedid)"]
+        await wait_for(lambda: all_delivered(harness, 2), timeout=30)
+        await write_transcript(harness, call_id, str(recordings / "none.wav"), [], TranscriptState.EMPTY)
+        await wait_for(lambda: all_delivered(harness, 3), timeout=30)  # + transcript.ready
+        assert [m for m in bitrix.methods() if m.startswith("telephony.")] == [
+            "telephony.externalcall.register", "telephony.externalcall.finish"]
+    finally:
+        await harness.stop()
+
+
+@pytest.mark.parametrize(("words", "messages"), [
+    ([], []),
+    # Mono (one mixed track, no speaker): all Client; a pause over 1.5 s starts a new phrase.
+    ([TranscriptWord("алло", 0.4, 0.8, 1.0, 0, ""), TranscriptWord("да", 1.0, 1.2, 1.0, 0, ""),
+      TranscriptWord("три", 4.0, 4.3, 1.0, 0, "")],
+     [{"SIDE": "Client", "START_TIME": 0, "STOP_TIME": 2, "MESSAGE": "алло да"},
+      {"SIDE": "Client", "START_TIME": 4, "STOP_TIME": 5, "MESSAGE": "три"}]),
+    # The two tracks talking over each other: each word joins its own side's phrase in time order.
+    ([TranscriptWord("нет", 2.0, 2.5, 1.0, 0, "caller"), TranscriptWord("скажите", 1.0, 2.2, 1.0, 1, "robot")],
+     [{"SIDE": "User", "START_TIME": 1, "STOP_TIME": 3, "MESSAGE": "скажите"},
+      {"SIDE": "Client", "START_TIME": 2, "STOP_TIME": 3, "MESSAGE": "нет"}]),
+])
+def test_transcript_messages(words: list[TranscriptWord], messages: list[dict]) -> None:
+    assert transcript_messages(words) == messages
 
 
 async def test_portal_down_then_back_every_call_arrives_once_in_order(store, prompts_dir, bitrix,
