@@ -25,6 +25,12 @@ Orders as leads (deals), ``leads`` configured; an order's events share the outbo
 - ``order.changed``: ``PATCH /api/v4/leads/{id}`` ``{"price"}`` + a note with the new lines and why;
 - ``order.cancelled``: ``PATCH /api/v4/leads/{id}`` ``{"status_id": lost_status_id}`` + a note.
 
+Transcripts (``transcript.ready``, state ``done``): a ``common`` note on the card the call was filed
+in (the call's answer: ``entity_type``/``entity_id``, kept as its row's ``remote_ref``),
+``POST /api/v4/{entity_type}/{entity_id}/notes``, one line per phrase (``[m:ss] side: words``; the
+phrases of ``bitrix24.transcript_messages``; no side on a mono recording, which cannot tell). A
+call filed nowhere (no card owns the number) has nowhere to put it: delivered without a request.
+
 Errors (``application/problem+json``: ``{"title", "type", "status", "detail"}``): 401 (the token
 expired or is being replaced by an admin) → ``Retry``; 429 (more than 7 requests/s per integration)
 → ``Throttled``; 400 with ``validation-errors`` (``[{"request_id", "errors": [{"code", "path",
@@ -55,19 +61,22 @@ from urllib.parse import quote
 import structlog
 
 from crm_bridge.connectors.base import DeliveryContext, Refused, Retry, Throttled
-from crm_bridge.connectors.bitrix24 import ANSWERED, first_attempt, status_code
+from crm_bridge.connectors.bitrix24 import ANSWERED, first_attempt, status_code, transcript_messages
 from crm_bridge.connectors.http import Answer, HttpClient
 from crm_bridge.connectors.recording_links import RecordingLinks
 from crm_bridge.connectors.secrets import Scrubber, scrub_url
 from crm_bridge.contract.events import EventKind
 from crm_bridge.dto import CallView, OutboxItem
 from crm_bridge.outbox.routing import ORDER_KINDS
+from crm_bridge.transcripts import TranscriptState
 
 log = structlog.get_logger("crm_bridge.connectors.amocrm")
 
 CALLS = "/api/v4/calls"
 LEADS = "/api/v4/leads"
 CONTACTS = "/api/v4/contacts"
+NOTE_ENTITIES = frozenset({"contacts", "companies", "leads", "customers"})  # /api/v4/{entity_type}/{id}/notes
+SIDE_NAMES = {"Client": "Клиент", "User": "Робот/оператор"}
 TALKED, NOT_SERVED = 4, 3  # amoCRM call_status: 4 "разговор состоялся", 3 "нет на месте"
 TAG = "ivr"
 
@@ -99,7 +108,7 @@ class AmoCrmTarget:
         self._default_user = default_user
         self._users = {k: int(v) for k, v in users.items()}
         self._finish_on, self._links, self._leads = finish_on, links, leads
-        kinds = {finish_on}
+        kinds = {finish_on, EventKind.TRANSCRIPT_READY.value}  # none is written with speech.transcripts off
         if leads is not None:
             kinds |= ORDER_KINDS
         self.kinds = frozenset(kinds)
@@ -113,6 +122,9 @@ class AmoCrmTarget:
             return await self._order(item, context, self._leads)
         if item.kind == self._finish_on and item.call_id is not None:
             return await self._log_call(item, await context.call(item.call_id))
+        if item.kind == EventKind.TRANSCRIPT_READY and item.call_id is not None:
+            await self._transcript_note(item, context)
+            return None
         raise Refused(f"{item.kind} is not sent to amoCRM")
 
     # --- calls ------------------------------------------------------------------------------------
@@ -128,6 +140,28 @@ class AmoCrmTarget:
         # No card owns the number: amoCRM files the call nowhere (nothing to retry).
         log.info("crm.amocrm_call_unmatched", call_id=item.call_id, target=self.name)
         return None
+
+    async def _transcript_note(self, item: OutboxItem, context: DeliveryContext) -> None:
+        assert item.call_id is not None
+        data = item.payload.get("data") or {}
+        transcript_id = data.get("transcript_id")
+        if data.get("state") != TranscriptState.DONE or not isinstance(transcript_id, int):
+            return
+        card = await context.remote_ref(item.call_id, self._finish_on)  # "contacts:17", as the call was filed
+        entity, _, entity_id = (card or "").partition(":")
+        if entity not in NOTE_ENTITIES or not entity_id.isdigit():
+            log.info("crm.amocrm_transcript_unfiled", call_id=item.call_id, target=self.name)
+            return
+        transcript = await context.transcript(transcript_id)
+        if transcript is None:
+            raise Refused(f"transcript {transcript_id} is not in the store")
+        stereo = any(w.speaker for w in transcript.words)
+        lines = [f"[{m['START_TIME'] // 60}:{m['START_TIME'] % 60:02d}] "
+                 + (f"{SIDE_NAMES[m['SIDE']]}: " if stereo else "") + m["MESSAGE"]
+                 for m in transcript_messages(transcript.words)]
+        if lines:
+            await self._request("POST", f"/api/v4/{entity}/{entity_id}/notes", [
+                {"note_type": "common", "params": {"text": "Расшифровка звонка\n" + "\n".join(lines)}}])
 
     def call_entry(self, item: OutboxItem, call: CallView | None) -> dict[str, Any]:
         data = item.payload.get("data") or {}

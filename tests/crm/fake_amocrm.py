@@ -16,7 +16,8 @@ Methods: ``POST /api/v4/calls`` (a batch; each call is filed in the card of the 
 ``GET /api/v4/contacts?query=`` and ``GET /api/v4/leads?query=`` (200 with ``_embedded`` or 204 No
 Content when nothing matches), ``POST /api/v4/leads`` (a batch; ``name`` required, ``price`` an
 integer; ``_embedded.leads[].id``), ``PATCH /api/v4/leads/{id}`` (404 for an unknown lead),
-``POST /api/v4/leads/{id}/notes`` (``note_type`` ``common`` with ``params.text``).
+``POST /api/v4/leads/{id}/notes`` and ``POST /api/v4/contacts/{id}/notes`` (``note_type`` ``common``
+with ``params.text``; an unknown id: 404).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FakeAmoCrm:
     calls: list[dict[str, Any]] = field(default_factory=list)  # filed calls, in order
     unmatched: list[dict[str, Any]] = field(default_factory=list)  # calls with no card for their number
     leads: dict[int, FakeLead] = field(default_factory=dict)
+    contact_notes: dict[int, list[str]] = field(default_factory=dict)  # contact id -> its notes' texts
     log: list[str] = field(default_factory=list)  # executed "METHOD /path"
     refused: list[tuple[str, int]] = field(default_factory=list)  # ("METHOD /path", status)
     port: int = 0
@@ -147,6 +149,8 @@ class FakeAmoCrm:
             answer = self._patch_lead(what, parts[1], body)
         elif len(parts) == 3 and parts[0] == "leads" and parts[2] == "notes" and request.method == "POST":
             answer = self._add_notes(what, parts[1], body)
+        elif len(parts) == 3 and parts[0] == "contacts" and parts[2] == "notes" and request.method == "POST":
+            answer = self._add_contact_notes(what, parts[1], body)
         else:
             answer = self._problem(what, 404, "Not Found", "Not found")
         if answer.status < 300:
@@ -218,6 +222,19 @@ class FakeAmoCrm:
         lead.fields.update(body)
         lead.patches.append(dict(body))
         return web.json_response({"id": lead.id, "updated_at": int(time.time())}, content_type="application/hal+json")
+
+    def _add_contact_notes(self, what: str, raw: str, body: Any) -> web.Response:
+        if not raw.isdigit() or int(raw) not in self.contacts.values():
+            return self._problem(what, 404, "Not Found", "Contact not found")
+        if not isinstance(body, list) or any(n.get("note_type") != "common" or not (n.get("params") or {}).get("text")
+                                             for n in body):
+            return self._invalid(what, [(0, "NotBlank", "params.text", "This value should not be blank.")])
+        notes = self.contact_notes.setdefault(int(raw), [])
+        made = []
+        for i, note in enumerate(body):
+            notes.append(note["params"]["text"])
+            made.append({"id": len(notes), "entity_id": int(raw), "request_id": str(i)})
+        return web.json_response({"_embedded": {"notes": made}}, content_type="application/hal+json")
 
     def _add_notes(self, what: str, raw: str, body: Any) -> web.Response:
         lead = self._lead(raw)

@@ -16,15 +16,16 @@ from crm_bridge.connectors.recording_links import RecordingLinks
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.demo import load_demo_data
-from crm_bridge.models import Call
+from crm_bridge.models import Call, Transcript
 from crm_bridge.outbox.store import OutboxStore
 from crm_bridge.sync.store import SyncStore
+from crm_bridge.transcripts import TranscriptState, TranscriptStore, event_uid, pending_row
 from ivr.app import Seams, start_service
 from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
 from tests.console.conftest import PASSWORD, add_role_users, login, make_console_app, start_client
 from tests.crm.fake_amocrm import FakeAmoCrm
 from tests.crm.rig import Clock, drain, enqueue, make_worker, start_of
-from tests.crm.test_bitrix24_calls import LINK_SECRET, all_delivered, free_port
+from tests.crm.test_bitrix24_calls import LINK_SECRET, WORDS, all_delivered, free_port
 
 LINKS = RecordingLinks(LINK_SECRET, "http://ivr.example", 3600)
 
@@ -87,6 +88,31 @@ async def test_a_whole_call_is_logged_on_the_contact_and_its_order_is_a_lead_wit
         assert amocrm.log.index("POST /api/v4/leads") < amocrm.log.index("POST /api/v4/calls")
     finally:
         await harness.stop()
+
+
+async def test_a_calls_transcript_is_a_note_on_the_contact_the_call_was_filed_in(store, amocrm) -> None:
+    contact = amocrm.add_contact("+79161234567")
+    target = amo_target(amocrm)
+    await one_call(store, target)
+    async with store.sessions() as session:  # what the transcriber leaves (crm_bridge.transcripts)
+        session.add(Transcript(**pending_row("c1", "/rec/c1.wav", datetime.now(UTC))))
+        await session.commit()
+    transcripts = TranscriptStore(store.sessions)
+    [job] = await transcripts.claim(datetime.now(UTC), limit=1, lease=60)
+    assert await transcripts.finish(job, datetime.now(UTC), state=TranscriptState.DONE, text="…", words=WORDS,
+                                    channels=2)
+    await enqueue(store, [target], [TimelineRecord(
+        at=datetime.now(UTC), call_id="c1", customer_id=None, kind="transcript.ready",
+        data={"transcript_id": job.id, "state": "done", "words": len(WORDS), "text": "…"}, uid=event_uid(job.id))])
+    clock = Clock()
+    await drain(make_worker(store, [target], clock), clock)
+    assert amocrm.contact_notes == {contact: ["Расшифровка звонка\n"
+                                              "[0:00] Робот/оператор: здравствуйте алексей сергеевич\n"
+                                              "[0:03] Клиент: да повторить\n"
+                                              "[0:05] Робот/оператор: заказ принят\n"
+                                              "[0:08] Робот/оператор: до свидания\n"
+                                              "[0:09] Клиент: спасибо"]}
+    assert amocrm.log == ["POST /api/v4/calls", f"POST /api/v4/contacts/{contact}/notes"]
 
 
 async def test_an_expired_token_is_retried_and_its_value_never_shows(store, amocrm) -> None:
