@@ -3,7 +3,7 @@
 An outbox row is one event for one target. The events are timeline kinds
 (``crm_bridge.contract.events.EventKind``): a target names the kinds it wants, and only those are
 enqueued for it. ``EXPORTED`` is every kind any target may ask for; the generic webhook sends them
-all by default, Bitrix24 takes the call's start, its end and its recording.
+all by default, Bitrix24 takes the call's start, its end, its recording and its transcript.
 """
 
 from __future__ import annotations
