@@ -30,6 +30,7 @@ from prompts import english, russian
 # The contract with the flow engine: every prompt id and the parameters it is rendered with.
 PROMPT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "greeting_menu": ("customer", "order"),
+    "greeting_menu_nameless": ("order",),
     "menu": (),
     "no_input": (),
     "invalid_input": (),
@@ -48,6 +49,12 @@ PROMPT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "callback_impossible": (),
     "queue_callback_offer": (),
 }
+
+# A prompt that says the caller's name, and the same words without it. A name is synthesized the
+# first time its customer calls (every other unit is shared and warmed at start); when that takes
+# longer than the caller may wait in silence, the call says the nameless variant instead of handing
+# the caller to an operator (ivr.calls.repeat_order_call).
+NAMELESS: Mapping[str, str] = {"greeting_menu": "greeting_menu_nameless"}
 
 LANGUAGES = ("ru", "en")
 

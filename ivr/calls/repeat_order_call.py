@@ -56,10 +56,14 @@ from ivr.flows.model import (
 )
 from ivr.flows.repeat_order import RepeatOrderFlow, State
 from ivr.speech.speaker import Speaker, SpeechError, Utterance
+from prompts.phrasebook import NAMELESS, PROMPT_PARAMS
 
 log = structlog.get_logger("ivr.calls")
 T = TypeVar("T")
 _LAST_WORDS_MINIMUM = 0.1  # seconds a closing prompt may take to prepare when the budget is spent
+# Of the silence budget, what a greeting keeps back for its nameless variant when the name is slow:
+# the variant is made of shared units (numbers, products, literals) already in memory, a millisecond.
+_NAMELESS_RESERVE = 0.3
 
 
 class CallRecords(Protocol):
@@ -344,12 +348,12 @@ class RepeatOrderRun:
 
     async def _ask(self, ask: Ask) -> Event:
         try:
-            utterance = await self.s.speaker.prepare(ask.prompts, self.language, deadline=self.quiet.left())
+            utterance, prompts = await self._prepare_question(ask.prompts)
         except SpeechError as exc:
             self.log.error("prompt_failed", error=str(exc))
             return self._failed(Reason.TTS_ERROR, ask.step)
         self.s.notifier.emit(self.events, EventKind.PROMPT_PLAYED, step=ask.step, text=utterance.text,
-                             prompts=[p.prompt_id for p in ask.prompts])
+                             prompts=[p.prompt_id for p in prompts])
         deadline = utterance.seconds + ask.timeout + self.s.config.media_slack
         fallback = False
         try:
@@ -372,6 +376,23 @@ class RepeatOrderRun:
                              timed_out=got.timed_out, source="key",
                              **({"fallback": "audiosocket_failed"} if fallback else {}))
         return Digits(got.digits, got.timed_out)
+
+    async def _prepare_question(self, prompts: tuple[PromptRef, ...]) -> tuple[Utterance, tuple[PromptRef, ...]]:
+        """The question's audio within the silence budget. A greeting whose name cannot be said in
+        time (a first call: the name is synthesized now, slowly on a loaded machine; a name the TTS
+        refuses) is said without the name rather than handing the caller over: the name's synthesis
+        goes on in the background for the next call (the caches shield it)."""
+        nameless = tuple(replace(p, prompt_id=NAMELESS[p.prompt_id], params={
+            k: v for k, v in p.params.items() if k in PROMPT_PARAMS[NAMELESS[p.prompt_id]]})
+            if p.prompt_id in NAMELESS else p for p in prompts)
+        if nameless == prompts:
+            return await self.s.speaker.prepare(prompts, self.language, deadline=self.quiet.left()), prompts
+        try:
+            named_deadline = max(0.0, self.quiet.left() - _NAMELESS_RESERVE)
+            return await self.s.speaker.prepare(prompts, self.language, deadline=named_deadline), prompts
+        except SpeechError as exc:
+            self.log.warning("greeting_without_name", error=str(exc))
+        return await self.s.speaker.prepare(nameless, self.language, deadline=self.quiet.left()), nameless
 
     async def _ask_by_voice(self, speech: CallSpeech, ask: Ask, utterance: Utterance) -> Event | None:
         """The question over AudioSocket (ivr/calls/voice.py): the answer as the keys it stands for;

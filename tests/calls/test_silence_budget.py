@@ -146,3 +146,39 @@ async def test_a_tts_that_hangs_puts_the_caller_through_and_is_killed(store, pro
         assert started.exists()  # the hung program did run
     finally:
         await harness.stop()
+
+
+async def test_a_name_the_tts_cannot_say_in_time_is_left_out_of_the_greeting(store, tmp_path):
+    """A first-time caller on a loaded machine: the name's synthesis takes longer than the caller may
+    wait in silence. The greeting is said without the name (its other words are shared units already
+    made) and the caller orders as usual, instead of being handed over with tts_error."""
+    from ivr.calls.repeat_order_call import _item
+    from ivr.flows.model import PromptRef
+    from ivr.speech.speaker import Speaker
+
+    started = tmp_path / "name-started"
+    slow_on_name = tmp_path / "tts-slow-on-names"
+    slow_on_name.write_text(
+        "#!/bin/sh\ntext=$(cat)\n"
+        f'case "$text" in *Алексей*) echo $$ > {started}; exec sleep 600;; esac\n'
+        'printf "%s" "$text" | exec espeak-ng "$@"\n'
+    )
+    slow_on_name.chmod(0o755)
+    await load_demo_data(store.sessions)
+    harness = await start_harness(store, tmp_path / "prompts", engine=EspeakEngine(binary=str(slow_on_name)),
+                                  max_silence=1.0)
+    try:
+        last = (await store.lookup_caller(ALEXEY)).last_order
+        assert last is not None
+        # The shared words are made (as the start-up warm-up and earlier calls make them); the name is not.
+        nameless = PromptRef("greeting_menu_nameless", {"order": tuple(_item(line) for line in last.lines)})
+        await Speaker(harness.service.prompt_cache).prepare((nameless,), "ru")  # its units land on disk
+        fake = await harness.call(ALEXEY, ["1"], timeout=20)
+        assert (fake.variables["IVR_RESULT"], fake.variables["IVR_REASON"]) == ("done", "order_placed")
+        assert started.exists()  # the name's synthesis was asked for, and never answered
+        greeting = next(e.data for e in harness.live_events if e.kind == "prompt.played" and e.data["step"] == "menu")
+        assert greeting["prompts"] == ["greeting_menu_nameless"]
+        assert greeting["text"].startswith("Здравствуйте! Ваш прошлый заказ: четыре бутылки")
+        assert "Алексей" not in greeting["text"]
+    finally:
+        await harness.stop()
