@@ -509,6 +509,10 @@ async def run_kind(kind: Kind, args: argparse.Namespace, workdir: Path, prompts_
     server = ServerProcess("ivr", workdir, db_url=server_url, prompts_dir=str(prompts), calls_dir="")
     server.env["IVR_CALL_RECORDS__SPOOL_DIR"] = str(workdir / f"spool-{kind.name}")  # never the checkout's var/
     server.env["IVR_AGI__MAX_CALL_RATE"] = "0"
+    # Operators on duty around the clock: a fault must reach the queue whatever the hour the bench
+    # runs (after hours the robot offers a callback instead, and the results would depend on the clock).
+    server.env.update({"IVR_HOURS__OPEN": "00:00", "IVR_HOURS__CLOSE": "23:59:59.999999",
+                       "IVR_HOURS__DAYS": "1,2,3,4,5,6,7", "IVR_HOURS__HOLIDAYS": ""})
     if kind.tts_hang:
         server.env["PATH"] = f"{hanging_tts(workdir / 'fakebin', flag)}{os.pathsep}{server.env.get('PATH', '')}"
         server.env["IVR_PROMPTS__WARM_AT_START"] = "false"  # the new customers' names stay out of the cache
