@@ -299,8 +299,11 @@ class _Exchange:
                 await self._writer.drain()
                 delay = start + (index + 1) * FRAME_SECONDS - loop.time()
                 if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop_prompt.wait(), delay)
+                    # A plain sleep, the stop looked at before each frame: a barge-in silences the
+                    # prompt within one frame (20 ms). wait_for on the stop event made a task per
+                    # frame per caller: 20 µs of CPU a frame against 9 µs (measured, 50 callers x 100
+                    # frames), ~3 % of a core at 50 callers.
+                    await asyncio.sleep(delay)
         finally:
             self._prompt_done.set()
             self._events.put_nowait(("prompt_done", None))
