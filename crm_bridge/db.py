@@ -20,6 +20,8 @@ import asyncio
 import json
 import os
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,23 @@ def sqlite_writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     if lock is None:
         lock = _WRITER_LOCKS[key] = asyncio.Lock()
     return lock
+
+
+@asynccontextmanager
+async def write_session(sessions: async_sessionmaker[AsyncSession],
+                        writer_lock: asyncio.Lock | None) -> AsyncIterator[AsyncSession]:
+    """One writing unit of work, committed when the block ends: on SQLite under the engine's writer
+    lock (``sqlite_writer_lock``) with the write lock taken up front (BEGIN IMMEDIATE, so it never
+    fails half-way on a busy file); on PostgreSQL (``writer_lock`` None) a plain session."""
+    if writer_lock is not None:
+        async with writer_lock, sessions() as session:
+            await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+            yield session
+            await session.commit()
+    else:
+        async with sessions() as session:
+            yield session
+            await session.commit()
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

@@ -17,8 +17,8 @@ that is finished is never claimed again. ``finish`` only settles a row the calle
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
+from crm_bridge.db import sqlite_writer_lock, write_session
 from crm_bridge.models import Call, Customer, TimelineEvent, Transcript
 
 TRANSCRIPTS = Transcript.__table__
@@ -128,17 +128,8 @@ class TranscriptStore:
         self.sessions = sessions
         self._writer_lock = sqlite_writer_lock(sessions.kw["bind"])
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        if self._writer_lock is not None:
-            async with self._writer_lock, self.sessions() as session:
-                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-                yield session
-                await session.commit()
-        else:
-            async with self.sessions() as session:
-                yield session
-                await session.commit()
+    def _write(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return write_session(self.sessions, self._writer_lock)
 
     async def claim(self, now: datetime, *, limit: int, lease: float) -> list[TranscriptJob]:
         """Up to ``limit`` pending rows, oldest first, leased for ``lease`` seconds. Rows claimed

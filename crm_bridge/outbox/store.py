@@ -14,8 +14,8 @@ puts it back in line.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge.contract.crm import OutboxState
 from crm_bridge.contract.events import EventKind
-from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
+from crm_bridge.db import sqlite_writer_lock, write_session
 from crm_bridge.dto import CallView, OutboxBacklog, OutboxItem
 from crm_bridge.models import Call, Customer, ExternalRef, OutboxRow
 from crm_bridge.outbox.routing import ORDER_SUBJECT
@@ -67,17 +67,8 @@ class OutboxStore:
         self.sessions = sessions
         self._writer_lock = sqlite_writer_lock(sessions.kw["bind"])
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        if self._writer_lock is not None:
-            async with self._writer_lock, self.sessions() as session:
-                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-                yield session
-                await session.commit()
-        else:
-            async with self.sessions() as session:
-                yield session
-                await session.commit()
+    def _write(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return write_session(self.sessions, self._writer_lock)
 
     async def claim(self, target: str, now: datetime, *, limit: int, lease: float) -> list[OutboxItem]:
         """Up to ``limit`` due rows of ``target`` in order, each counted as one more attempt and

@@ -27,8 +27,8 @@ Rules of the mapping into the store (crm_bridge/README.md, "Pull from a CRM"):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,7 +38,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge import repositories as repo
-from crm_bridge.db import SQLITE_BEGIN, sqlite_writer_lock
+from crm_bridge.db import sqlite_writer_lock, write_session
 from crm_bridge.deals import Pipeline, upsert_order_deal
 from crm_bridge.importers.bounds import fit, fit_money, fit_quantity
 from crm_bridge.models import Customer, Deal, ExternalRef, Order, OrderLine, Phone, Product, SyncCursor
@@ -93,17 +93,8 @@ class SyncStore:
         self.pipeline = pipeline or Pipeline()  # the store's ``[deals]`` (CrmStore.config.deals)
         self._writer_lock = sqlite_writer_lock(sessions.kw["bind"])
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        if self._writer_lock is not None:
-            async with self._writer_lock, self.sessions() as session:
-                await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
-                yield session
-                await session.commit()
-        else:
-            async with self.sessions() as session:
-                yield session
-                await session.commit()
+    def _write(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return write_session(self.sessions, self._writer_lock)
 
     async def cursor(self, source: str, entity: str) -> CursorView:
         async with self.sessions() as session:
