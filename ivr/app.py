@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -689,27 +689,42 @@ def start_transcriber(resources: contextlib.AsyncExitStack, settings: Settings, 
     return transcriber
 
 
+class Singleton(Protocol):
+    """A background job one process of a deployment runs (the outbox's deliveries, the CRM pull)."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 # Fixed, like the AMI lock: every `ivr` process on the database competes for it. ("ivr-out" in ASCII.)
 OUTBOX_LOCK_KEY = 0x6976_722D_6F75_74
+
+
+async def start_in_one_process(resources: contextlib.AsyncExitStack, settings: Settings, job: Singleton, *,
+                               key: int, lock: str) -> AmiOwnership | None:
+    """``job`` started here on SQLite (one process), or on PostgreSQL in whichever process of the
+    deployment holds the advisory lock ``key`` (started when this one gets it, stopped if it loses it)."""
+    if not is_postgres(settings.database.url):
+        job.start()
+        resources.push_async_callback(job.stop)
+        return None
+
+    async def acquired() -> None:
+        job.start()
+
+    ownership = AmiOwnership(asyncpg_dsn(settings.database.url), on_acquired=acquired, on_lost=job.stop,
+                             key=key, logger=structlog.get_logger("ivr.cluster").bind(lock=lock))
+    await ownership.start()
+    resources.push_async_callback(ownership.stop)
+    return ownership
 
 
 async def start_outbox(resources: contextlib.AsyncExitStack, settings: Settings,
                        worker: DeliveryWorker) -> AmiOwnership | None:
     """The delivery worker: alone on SQLite, or in the one process holding the outbox lock on PostgreSQL
     (the rows are claimed with SKIP LOCKED anyway, so a hand-over never delivers a row twice)."""
-    if not is_postgres(settings.database.url):
-        worker.start()
-        resources.push_async_callback(worker.stop)
-        return None
-
-    async def acquired() -> None:
-        worker.start()
-
-    ownership = AmiOwnership(asyncpg_dsn(settings.database.url), on_acquired=acquired, on_lost=worker.stop,
-                             key=OUTBOX_LOCK_KEY, logger=structlog.get_logger("ivr.cluster").bind(lock="outbox"))
-    await ownership.start()
-    resources.push_async_callback(ownership.stop)
-    return ownership
+    return await start_in_one_process(resources, settings, worker, key=OUTBOX_LOCK_KEY, lock="outbox")
 
 
 def build_sync_source(settings: Settings, name: str | None = None) -> CrmSource:
@@ -743,19 +758,9 @@ async def start_sync(resources: contextlib.AsyncExitStack, settings: Settings,
                      schedule: SyncSchedule) -> AmiOwnership | None:
     """The schedule alone on SQLite, or in the one process holding the sync lock on PostgreSQL (two
     processes pulling at once would race on the same external refs and double the CRM's load)."""
-    if not is_postgres(settings.database.url):
-        schedule.start()
-        resources.push_async_callback(schedule.stop)
-        return None
-
-    async def acquired() -> None:
-        schedule.start()
-
-    ownership = AmiOwnership(asyncpg_dsn(settings.database.url), on_acquired=acquired, on_lost=schedule.stop,
-                             key=SYNC_LOCK_KEY, logger=structlog.get_logger("ivr.cluster").bind(lock="sync"))
-    await ownership.start()
-    resources.push_async_callback(ownership.stop)
-    resources.push_async_callback(schedule.runner.source.close)  # a standby never started it
+    ownership = await start_in_one_process(resources, settings, schedule, key=SYNC_LOCK_KEY, lock="sync")
+    if ownership is not None:
+        resources.push_async_callback(schedule.runner.source.close)  # a standby never started it
     return ownership
 
 
