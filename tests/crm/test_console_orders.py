@@ -5,6 +5,8 @@ event in its own transaction, and an order's events go in order whatever the CRM
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select
 
@@ -29,6 +31,11 @@ def targets(bitrix: FakeBitrix24, amocrm: FakeAmoCrm) -> list:
                      finish_on="call.ended", links=None, leads=LeadSettings(lost_status_id=143), rate=7.0,
                      burst=7, timeout=2.0),
     ]
+
+
+def collapsed(seq: list[Any]) -> list[Any]:
+    """``seq`` with repeats in a row taken once."""
+    return [x for i, x in enumerate(seq) if i == 0 or x != seq[i - 1]]
 
 
 async def outbox_rows(store) -> int:
@@ -72,12 +79,15 @@ async def test_an_operators_order_its_edit_and_its_cancellation_reach_both_crms(
     assert (deal.fields["ORIGIN_ID"], deal.fields["CATEGORY_ID"]) == (order_id, 2)
     assert "CONTACT_ID" not in deal.fields  # no call, no number to find the contact by
     assert deal.rows == [{"PRODUCT_NAME": "бутылка воды «Жемчужная роса» 19 л", "PRICE": "350.00", "QUANTITY": 5}]
-    assert deal.updates == [{"OPPORTUNITY": "1750.00", "CURRENCY_ID": "RUB"}, {"STAGE_ID": "C2:LOSE"}]
-    assert [m for m in bitrix.deal_methods() if m != "crm.deal.list"] == [
+    # A request the portal's 2/s limit turns away (a loaded machine) makes the worker deliver the whole
+    # event again: its update may be repeated, with the same values, so repeats in a row are one.
+    assert collapsed(deal.updates) == [{"OPPORTUNITY": "1750.00", "CURRENCY_ID": "RUB"}, {"STAGE_ID": "C2:LOSE"}]
+    assert collapsed([m for m in bitrix.deal_methods() if m != "crm.deal.list"]) == [
         "crm.deal.add", "crm.deal.productrows.set", "crm.deal.update", "crm.deal.productrows.set", "crm.deal.update"]
 
     [lead] = amocrm.leads.values()
-    assert lead.fields["name"] == f"Заказ {order_id}" and lead.patches == [{"price": 1750}, {"status_id": 143}]
+    assert lead.fields["name"] == f"Заказ {order_id}"
+    assert collapsed(lead.patches) == [{"price": 1750}, {"status_id": 143}]
     assert lead.fields["price"] == 1750 and lead.fields["status_id"] == 143
     created, changed, gone = lead.notes
     assert "бутылка воды «Жемчужная роса» 19 л: 2 × 350.00 ₽" in created and "упаковка одноразовых" in created
