@@ -18,6 +18,7 @@ import csv
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ class PromptCache:
         self._inflight: dict[str, asyncio.Task[Path]] = {}
         self._written_since_sweep = 0
         self._sweeping: asyncio.Task[SweepReport] | None = None
+        # One sweep at a time (the start-up, hourly and size-triggered ones run in threads): two at
+        # once would race to delete the same files and both count them.
+        self._sweep_lock = threading.Lock()
         # Keys the segment library holds in memory: in use even if their files look old.
         self.in_use: Callable[[], set[str]] = set
 
@@ -192,7 +196,10 @@ class PromptCache:
         data does not pile up however large the limit). ``named/`` is the dialplan's: never touched.
         Blocking: run it in a thread.
         """
-        now = time.time() if now is None else now
+        with self._sweep_lock:
+            return self._sweep(time.time() if now is None else now)
+
+    def _sweep(self, now: float) -> SweepReport:
         in_use = self.in_use()
         removed = removed_bytes = 0
         entries: list[tuple[float, int, list[Path]]] = []

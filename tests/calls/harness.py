@@ -71,7 +71,10 @@ def harness_settings(database_url: str, prompts_dir: Path, **sections: dict[str,
     """``ivr serve``'s defaults with what a call-through test needs: an ephemeral FastAGI port, no web
     console, no AMI, no background synthesis, short questions, operators always on duty."""
     base = {
-        "agi": {"host": "127.0.0.1", "port": 0, "env_timeout": 2.0, "command_timeout": 5.0, "drain_seconds": 1.0},
+        # No refusal for a late event loop: on a loaded machine it refused a test's call ("overloaded");
+        # admission control has its own tests (tests/agi/test_admission.py, tests/agi/test_server.py).
+        "agi": {"host": "127.0.0.1", "port": 0, "env_timeout": 2.0, "command_timeout": 5.0, "drain_seconds": 1.0,
+                "max_loop_lag": 0.0},
         "web": {"enabled": False},
         "ami": {"username": ""},
         "database": {"url": database_url},

@@ -183,8 +183,9 @@ async def test_eviction_keeps_the_directory_under_its_limit(built_dir, tmp_path)
     named = directory / "named" / "x.wav"
     named.parent.mkdir()
     named.write_bytes(b"RIFF")
+    # (the speaker's writes may have started a sweep of their own already: either one evicts)
     report = await asyncio.to_thread(cache.sweep)
-    assert report.files_removed > 0 and report.bytes_kept <= 0.9 * 2_000_000
+    assert report.bytes_kept <= 0.9 * 2_000_000
     assert _tree_bytes(directory) - named.stat().st_size <= 2_000_000
     assert named.exists() and utterance.local_path.with_suffix(".wav").exists()  # never evicted by size
     for key in cache.in_use():
