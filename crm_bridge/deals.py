@@ -314,10 +314,22 @@ async def upsert_order_deal(session: AsyncSession, order: Order, customer_id: st
     return changed
 
 
+async def deals_of_orders(session: AsyncSession, order_pks: list[int]) -> dict[int, Deal]:
+    """{order pk: its deal} for bulk writers (imports, the CRM pull): one query per 500 orders."""
+    from crm_bridge.repositories import chunks  # repositories imports this module's statements
+
+    out: dict[int, Deal] = {}
+    for part in chunks(sorted(set(order_pks))):
+        for deal in (await session.execute(select(Deal).where(Deal.order_id.in_(part)))).scalars():
+            if deal.order_id is not None:
+                out[deal.order_id] = deal
+    return out
+
+
 async def deal_for_order_pk(session: AsyncSession, order_pk: int) -> Deal | None:
     """The order's deal, locked for update on PostgreSQL (the order's change holds the unit)."""
     stmt = select(Deal).where(Deal.order_id == order_pk).with_for_update()
     return (await session.execute(stmt)).scalar()
 
 
-__all__ = ["DEFAULT_STAGES", "Deals", "OPEN_LEAD", "Pipeline", "deal_of_call", "upsert_order_deal"]
+__all__ = ["DEFAULT_STAGES", "Deals", "OPEN_LEAD", "Pipeline", "deal_of_call", "deals_of_orders", "upsert_order_deal"]

@@ -18,11 +18,11 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_bridge import repositories as repo
-from crm_bridge.deals import Pipeline, upsert_order_deal
+from crm_bridge.deals import Pipeline, deals_of_orders, upsert_order_deal
 from crm_bridge.importers import cells
 from crm_bridge.importers.bounds import fit, fit_money
 from crm_bridge.importers.report import ImportReport
@@ -58,7 +58,7 @@ async def load(session: AsyncSession, table: Table, report: ImportReport, zone: 
     products = await repo.products_by_sku(session, [ln.sku for o in orders.values() for ln in o.lines])
     existing = await repo.orders_by_external_ids(session, list(orders))
     stored_lines = await repo.lines_of_orders(session, [o.id for o in existing.values()])
-    deals = await _deals_of(session, [o.id for o in existing.values()])  # one query per 500, not per order
+    deals = await deals_of_orders(session, [o.id for o in existing.values()])  # one query per 500, not per order
 
     for order in orders.values():
         for ln in order.lines:
@@ -223,15 +223,6 @@ def _stage(cell: str, pipeline: Pipeline) -> str | None:
         if wanted in (code, name.casefold().replace("ё", "е")):
             return code
     return None
-
-
-async def _deals_of(session: AsyncSession, order_pks: list[int]) -> dict[int, Deal]:
-    out: dict[int, Deal] = {}
-    for part in repo.chunks(sorted(set(order_pks))):
-        for deal in (await session.execute(select(Deal).where(Deal.order_id.in_(part)))).scalars():
-            if deal.order_id is not None:
-                out[deal.order_id] = deal
-    return out
 
 
 async def _deal_for(session: AsyncSession, row: Order, order: _Order, pipeline: Pipeline, deal: Deal | None) -> bool:

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_bridge import repositories as repo
 from crm_bridge.db import sqlite_writer_lock, write_session
-from crm_bridge.deals import Pipeline, upsert_order_deal
+from crm_bridge.deals import Pipeline, deals_of_orders, upsert_order_deal
 from crm_bridge.importers.bounds import fit, fit_money, fit_quantity
 from crm_bridge.models import Customer, Deal, ExternalRef, Order, OrderLine, Phone, Product, SyncCursor
 from crm_bridge.money import money
@@ -317,15 +317,6 @@ async def _products(session: AsyncSession, source: str, prefix: str, items: list
     await session.flush()
 
 
-async def _deals_of(session: AsyncSession, order_pks: list[int]) -> dict[int, Deal]:
-    out: dict[int, Deal] = {}
-    for part in repo.chunks(sorted(set(order_pks))):
-        for deal in (await session.execute(select(Deal).where(Deal.order_id.in_(part)))).scalars():
-            if deal.order_id is not None:
-                out[deal.order_id] = deal
-    return out
-
-
 def _deal_stage(cancelled: bool, deal: Deal | None, pipeline: Pipeline) -> str | None:
     """Where a pulled order's deal goes (None: where it is, or the first stage for a new one)."""
     if cancelled:
@@ -347,7 +338,7 @@ async def _orders(session: AsyncSession, source: str, prefix: str, items: list[M
     keys = {m.external_id: refs.get(m.external_id, f"{prefix}D{m.external_id}") for m in items}
     existing = await repo.orders_by_external_ids(session, list(keys.values()))
     stored = await repo.lines_of_orders(session, [o.id for o in existing.values()])
-    deals = await _deals_of(session, [o.id for o in existing.values()])  # one query per 500, not per order
+    deals = await deals_of_orders(session, [o.id for o in existing.values()])  # one query per 500, not per order
     for m in items:
         key = keys[m.external_id]
         customer = customers.get(contact_keys.get(m.contact_external_id, ""))
