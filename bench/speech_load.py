@@ -356,7 +356,10 @@ async def echo_server() -> asyncio.Server:
     return await asyncio.start_server(on_connection, HOST, 0)
 
 
-async def bench_agi(child: Child, callers: int, calls: int, nice: int = 10) -> dict[str, Any]:
+async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 10) -> dict[str, Any]:
+    """``child`` plays the speaking callers' AudioSocket legs, ``caller`` the measured FastAGI calls: in
+    Asterisk these are separate C threads, and one Python loop carrying both measured its own lateness
+    (the echo floor went ×2.7 with 50 legs in the measuring process)."""
     from crm_bridge.demo import load_demo_data
     from ivr.app import Seams, start_service
     from ivr.audiosocket.server import Question
@@ -380,7 +383,7 @@ async def bench_agi(child: Child, callers: int, calls: int, nice: int = 10) -> d
         await load_demo_data(service.store)
         assert service.speech is not None and service.speech_loading is not None
         await service.speech_loading
-        await child.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # prompts synthesized once
+        await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # prompts synthesized once
         phases: dict[str, Any] = {}
         for phase in ("quiet", "speaking"):
             if phase == "speaking":
@@ -394,8 +397,8 @@ async def bench_agi(child: Child, callers: int, calls: int, nice: int = 10) -> d
             load_before = load_avg()
             lag = LagProbe()
             lag.start()
-            ivr = await child.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=calls)
-            floor = await child.ask(cmd="calls", port=echo_port, n=calls)
+            ivr = await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=calls)
+            floor = await caller.ask(cmd="calls", port=echo_port, n=calls)
             lags = await lag.stop()
             if phase == "speaking":
                 await child.ask(cmd="silence")
@@ -449,17 +452,19 @@ def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> s
 
 
 async def main(args: argparse.Namespace) -> int:
-    child = Child()
+    child, caller = Child(), Child()
     await child.start()
+    await caller.start()
     endpoint_rows: list[dict[str, Any]] = []
     agi = None
     try:
         if args.mode in ("endpoint", "all"):
             endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice)
         if args.mode in ("agi", "all"):
-            agi = await bench_agi(child, args.callers, args.calls, args.nice)
+            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice)
     finally:
         await child.stop()
+        await caller.stop()
     text = report(endpoint_rows, agi)
     print(text)
     if args.json:
