@@ -295,7 +295,7 @@ class LagProbe:
 
 
 async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: list[float],
-                         nice: int = 10) -> list[dict[str, Any]]:
+                         nice: int = 19) -> list[dict[str, Any]]:
     from ivr.audiosocket.server import AudioSocketServer, Question
     from ivr.settings import default_settings
     from ivr.speech import recognizer
@@ -356,7 +356,8 @@ async def echo_server() -> asyncio.Server:
     return await asyncio.start_server(on_connection, HOST, 0)
 
 
-async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 10) -> dict[str, Any]:
+async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 19,
+                    own_process: bool = True) -> dict[str, Any]:
     """``child`` plays the speaking callers' AudioSocket legs, ``caller`` the measured FastAGI calls: in
     Asterisk these are separate C threads, and one Python loop carrying both measured its own lateness
     (the echo floor went ×2.7 with 50 legs in the measuring process)."""
@@ -373,7 +374,7 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         call_records={"spool_dir": str(work / "spool")},
         hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
         speech={"enabled": True, "model_ru": ko_model(), "audiosocket_host": HOST, "audiosocket_port": 0,
-                "min_confidence": 0.5, "recognizer_nice": nice},
+                "min_confidence": 0.5, "recognizer_nice": nice, "own_process": own_process},
         log={"level": "WARNING"},
     )
     service = await start_service(settings, seams=Seams(speech_words=ko_words))
@@ -388,9 +389,9 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         for phase in ("quiet", "speaking"):
             if phase == "speaking":
                 words = ko_words("confirm", "ru")
-                pendings = [service.speech.server.expect(uuid.uuid4(), Question(b"", 1, 5.0, words,
-                                                                                 min_confidence=0.5), "ru")
-                            for _ in range(callers * 120)]
+                question = Question(b"", 1, 5.0, words, min_confidence=0.5,
+                                    endpoint_silence=settings.speech.endpoint_silence)
+                pendings = [service.speech.server.expect(uuid.uuid4(), question, "ru") for _ in range(callers * 120)]
                 await child.ask(cmd="speak", port=service.speech.server.port, callers=callers,
                                 uuids=[str(p.call_uuid) for p in pendings])
                 await asyncio.sleep(3)  # every speaker on its first leg
@@ -415,7 +416,7 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
             }
             print(f"agi {phase}: ivr p50 {ms(phases[phase]['ivr_p50'])} ms p95 {ms(phases[phase]['ivr_p95'])} ms, "
                   f"echo p50 {ms(phases[phase]['echo_p50'])} ms", file=sys.stderr)
-        return {"callers": callers, "calls": calls, "nice": nice, **phases}
+        return {"callers": callers, "calls": calls, "nice": nice, "own_process": own_process, **phases}
     finally:
         echo.close()
         await service.stop()
@@ -441,7 +442,8 @@ def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> s
                        f"{ms(p['echo_p50'])} / {ms(p['echo_p95'])} / {ms(p['echo_mean'])} | {ms(p['lag_p95'])} | "
                        f"{p['load']} |")
         out.append("")
-        out.append(f"speech.recognizer_nice {agi['nice']}; ivr turnaround speaking / quiet: "
+        where = "own process" if agi["own_process"] else "the calls' process"
+        out.append(f"speech in {where}, speech.recognizer_nice {agi['nice']}; ivr turnaround speaking / quiet: "
                    f"p50 ×{s['ivr_p50'] / q['ivr_p50']:.2f}, "
                    f"mean ×{s['ivr_mean'] / q['ivr_mean']:.2f}; echo floor: p50 ×{s['echo_p50'] / q['echo_p50']:.2f}; "
                    f"ivr above the floor: quiet {ms(q['ivr_p50'] - q['echo_p50'])} ms, speaking "
@@ -461,7 +463,7 @@ async def main(args: argparse.Namespace) -> int:
         if args.mode in ("endpoint", "all"):
             endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice)
         if args.mode in ("agi", "all"):
-            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice)
+            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, not args.inline)
     finally:
         await child.stop()
         await caller.stop()
@@ -478,9 +480,11 @@ def cli() -> None:
     parser.add_argument("--all", action="store_const", const="all", dest="mode")
     parser.add_argument("--callers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--endpoint", type=float, nargs="+", default=[0.0, 0.3, 0.15])
+    parser.add_argument("--endpoint", type=float, nargs="+", default=[0.0, 0.3, 0.2, 0.15])
     parser.add_argument("--calls", type=int, default=40)
-    parser.add_argument("--nice", type=int, default=10, help="speech.recognizer_nice of the server")
+    parser.add_argument("--nice", type=int, default=19, help="speech.recognizer_nice of the server")
+    parser.add_argument("--inline", action="store_true",
+                        help="agi: speech in the calls' process (speech.own_process = false)")
     parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -54,13 +54,13 @@ from ivr.calls.refused_call import RefusedCalls
 from ivr.calls.repeat_order_call import CallConfig, RepeatOrderCall
 from ivr.calls.screen_pop import OperatorBoard
 from ivr.calls.tracker import CallTracker
-from ivr.calls.voice import CallSpeech, WordsFor
+from ivr.calls.voice import CallSpeech, QuestionServer, WordsFor
 from ivr.cluster import asyncpg_dsn, is_postgres
 from ivr.cluster.fanout import EventFanout
 from ivr.cluster.leader import AmiOwnership
 from ivr.database_gate import DatabaseGate, may_come_back, never_reachable, one_line, retry_until_ready
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
-from ivr.settings import Settings
+from ivr.settings import Settings, SpeechSettings
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
 from ivr.speech.transcriber import Transcriber, model_source
@@ -510,15 +510,43 @@ def speech_wanted(settings: Settings) -> bool:
 
 
 async def _start_speech(resources: contextlib.AsyncExitStack, settings: Settings, seams: Seams) -> CallSpeech | None:
-    """The AudioSocket listener and the models (loaded later, in the background). A port that cannot
-    be had is one error line: the calls go on with keys, the service starts."""
-    from ivr.audiosocket.server import AudioSocketServer
-    from ivr.speech.recognizer import SpeechModels
-
+    """The AudioSocket listener and the models (loaded later, in the background), in the speech
+    process (``speech.own_process``) or in this one. A port that cannot be had is one error line:
+    the calls go on with keys, the service starts."""
     s = settings.speech
     if not speech_wanted(settings):
         log.info("speech.disabled", reason="speech.enabled is false and no model is configured")
         return None
+    server = await (_speech_process(resources, settings) if s.own_process else _speech_inline(resources, s))
+    if server is None:
+        return None
+    # Asterisk connects to the address we listen on unless told otherwise (Asterisk on another host,
+    # a listener on every interface); a wildcard listener is reached on loopback.
+    host = s.audiosocket_host if s.audiosocket_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    target = s.audiosocket_address or f"{host}:{server.port}"
+    return CallSpeech(server, default_on=s.enabled, asterisk_target=target,
+                      min_confidence=s.min_confidence, max_quantity=settings.flow.max_quantity,
+                      endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words)
+
+
+async def _speech_process(resources: contextlib.AsyncExitStack, settings: Settings) -> QuestionServer | None:
+    from ivr.audiosocket.process import SpeechProcess, SpeechProcessUnavailable
+
+    process = SpeechProcess(settings.speech, log_level=settings.log.level, log_json=settings.log.json)
+    try:
+        await process.start()
+    except (SpeechProcessUnavailable, OSError) as exc:
+        log.error("speech.process_unavailable: callers answer with keys", error=str(exc))
+        return None
+    resources.push_async_callback(process.close)
+    return process
+
+
+async def _speech_inline(resources: contextlib.AsyncExitStack, s: SpeechSettings) -> QuestionServer | None:
+    from ivr.audiosocket.server import AudioSocketServer
+    from ivr.speech.recognizer import SpeechModels
+
     models = SpeechModels(s)
     resources.callback(models.close)
     server = AudioSocketServer(s.audiosocket_host, s.audiosocket_port, models)
@@ -529,20 +557,13 @@ async def _start_speech(resources: contextlib.AsyncExitStack, settings: Settings
                   address=f"{s.audiosocket_host}:{s.audiosocket_port}", error=str(exc))
         return None
     resources.push_async_callback(server.close)
-    # Asterisk connects to the address we listen on unless told otherwise (Asterisk on another host,
-    # a listener on every interface); a wildcard listener is reached on loopback.
-    host = s.audiosocket_host if s.audiosocket_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    target = s.audiosocket_address or f"{host}:{server.port}"
-    return CallSpeech(server, models, default_on=s.enabled, asterisk_target=target,
-                      min_confidence=s.min_confidence, max_quantity=settings.flow.max_quantity,
-                      endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words)
+    return server
 
 
 async def _load_speech(speech: CallSpeech) -> None:
-    await speech.models.load_configured()
+    await speech.server.load_models()
     log.info("speech.ready", default="on" if speech.default_on else "off", audiosocket=speech.asterisk_target,
-             **{f"model_{language}": state for language, state in speech.models.health().items()})
+             **{f"model_{language}": state for language, state in speech.server.models_health().items()})
 
 
 def build_calls(

@@ -376,6 +376,10 @@ class SpeechSettings:
     audiosocket_port: int
     # "host:port" Asterisk is told to connect to; "" = audiosocket_host:port (a wildcard host: 127.0.0.1).
     audiosocket_address: str
+    # The AudioSocket listener and the recognizers in a process of their own (ivr/audiosocket/worker.py),
+    # started and restarted by the service; false: in the calls' process (a call's AGI then slows
+    # while others speak: README "Speech").
+    own_process: bool
     # Threads that run vosk (it releases the GIL while decoding); one per core is plenty.
     recognizer_threads: int
     # Transcripts of recordings (ivr/speech/transcriber.py): on/off, the model (a big one; "" = the

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -99,9 +100,17 @@ class Pending:
 
 
 class AudioSocketServer:
-    def __init__(self, host: str, port: int, models: SpeechModels | None) -> None:
+    def __init__(self, host: str, port: int, models: SpeechModels | None,
+                 on_connect: Callable[[Pending], None] | None = None, expect_grace: float = 0.0) -> None:
+        """``on_connect``: told when Asterisk connects for a question (the speech process reports it to
+        the calls' process, ivr/audiosocket/worker.py). ``expect_grace``: how long a UUID nobody
+        waits for yet may wait for its question (in the speech process the question comes over the
+        channel and may arrive after Asterisk connected: the AGI's EXEC raced it)."""
         self._host, self._port = host, port
         self._models = models
+        self._on_connect = on_connect
+        self._expect_grace = expect_grace
+        self._arrived_early: dict[uuid.UUID, asyncio.Future[None]] = {}
         self._pending: dict[uuid.UUID, Pending] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -135,6 +144,9 @@ class AudioSocketServer:
         pending = Pending(call_uuid, question, language)
         self._pending[call_uuid] = pending
         pending.outcome.add_done_callback(lambda _: self._pending.pop(call_uuid, None))
+        early = self._arrived_early.pop(call_uuid, None)
+        if early is not None and not early.done():
+            early.set_result(None)
         return pending
 
     def forget(self, call_uuid: uuid.UUID) -> None:
@@ -142,6 +154,23 @@ class AudioSocketServer:
         pending = self._pending.pop(call_uuid, None)
         if pending is not None:
             pending.settle(Outcome("failed"))
+
+    async def was_connected(self, pending: Pending) -> bool:
+        """After AudioSocket() returned: whether Asterisk connected for ``pending`` (its outcome then
+        comes from the exchange); a question it never connected for is forgotten."""
+        if not pending.connected:
+            self.forget(pending.call_uuid)
+        return pending.connected
+
+    def available(self, language: str) -> bool | None:
+        return None if self._models is None else self._models.available(language)
+
+    def models_health(self) -> dict[str, str]:
+        return {} if self._models is None else self._models.health()
+
+    async def load_models(self) -> None:
+        if self._models is not None:
+            await self._models.load_configured()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -169,6 +198,14 @@ class AudioSocketServer:
             raise ProtocolError("closed before sending its UUID")
         if first.kind is not Kind.UUID:
             raise ProtocolError(f"first message is {first.kind.name}, not UUID")
+        if first.uuid not in self._pending and self._expect_grace > 0:
+            early = self._arrived_early[first.uuid] = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(early, self._expect_grace)
+            except TimeoutError:
+                pass
+            finally:
+                self._arrived_early.pop(first.uuid, None)
         pending = self._pending.pop(first.uuid, None)
         if pending is None:
             log.warning("audiosocket UUID nobody waits for: hung up", peer=peer, uuid=str(first.uuid))
@@ -176,6 +213,8 @@ class AudioSocketServer:
             await writer.drain()
             return
         pending.connected = True
+        if self._on_connect is not None:
+            self._on_connect(pending)
         exchange = _Exchange(pending, reader, writer, self._models)
         try:
             pending.settle(await exchange.run())

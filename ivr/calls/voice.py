@@ -2,10 +2,11 @@
 
 The AGI side of :mod:`ivr.audiosocket.server`: for one question of a call, pick a UUID, register
 the question (the prompt's audio, the keys it takes, the words it understands) with
-:meth:`AudioSocketServer.expect`, and run ``EXEC AudioSocket <uuid>,<host>:<port>`` (Asterisk 22:
-apps/app_audiosocket.c takes exactly these two arguments, comma-separated, as one AGI argument;
-res_agi.c answers ``200 result=<the application's return>``: 0 when our hang-up message ended it,
--1 when it could not connect or the caller hung up, and the AGI session goes on either way).
+:meth:`AudioSocketServer.expect` (in the speech process, ivr/audiosocket/worker.py, or in this
+one), and run ``EXEC AudioSocket <uuid>,<host>:<port>`` (Asterisk 22: apps/app_audiosocket.c takes
+exactly these two arguments, comma-separated, as one AGI argument; res_agi.c answers ``200
+result=<the application's return>``: 0 when our hang-up message ended it, -1 when it could not
+connect or the caller hung up, and the AGI session goes on either way).
 
 What comes back, for the flow (which stays pure: it only ever sees :class:`ivr.flows.model.Digits`):
 
@@ -17,7 +18,7 @@ What comes back, for the flow (which stays pure: it only ever sees :class:`ivr.f
 
 When a call uses voice: the line's ``IVR_SPEECH`` (passed by the dialplan as the AGI argument
 ``speech=…``: 1 on, 0 off, empty = ``speech.enabled``), and a model of the caller's language
-loaded (:meth:`SpeechModels.available`; a model still loading or missing: keys).
+loaded (:meth:`QuestionServer.available`; a model still loading or missing: keys).
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from ivr.agi.channel import AgiChannel
 from ivr.agi.env import AgiEnv
 from ivr.agi.errors import AgiHangup
-from ivr.audiosocket.server import CLOSE_DEADLINE, AudioSocketServer, Outcome, Question
+from ivr.audiosocket.server import CLOSE_DEADLINE, Outcome, Pending, Question
 from ivr.speech.answers import Question as QuestionKind
 from ivr.speech.answers import QuestionWords, question_of, question_words
-from ivr.speech.recognizer import SpeechModels
 
 log = structlog.get_logger("ivr.calls")
 
@@ -71,16 +72,35 @@ def line_wants_speech(env: AgiEnv, default: bool) -> bool:
     return default
 
 
+class QuestionServer(Protocol):
+    """Where questions are asked: the listener in this process (:class:`AudioSocketServer`) or in
+    the speech process (:class:`ivr.audiosocket.process.SpeechProcess`)."""
+
+    @property
+    def port(self) -> int: ...
+
+    def expect(self, call_uuid: uuid.UUID, question: Question, language: str) -> Pending: ...
+
+    async def was_connected(self, pending: Pending) -> bool: ...
+
+    def forget(self, call_uuid: uuid.UUID) -> None: ...
+
+    def available(self, language: str) -> bool | None: ...
+
+    def models_health(self) -> dict[str, str]: ...
+
+    async def load_models(self) -> None: ...
+
+
 class CallSpeech:
     """The process's speech parts as the calls use them: one instance shared by every call."""
 
-    def __init__(self, server: AudioSocketServer, models: SpeechModels, *, default_on: bool,
+    def __init__(self, server: QuestionServer, *, default_on: bool,
                  asterisk_target: str, min_confidence: float, max_quantity: int,
                  endpoint_silence: float = 0.0, silence_level: int = 300, words: WordsFor | None = None) -> None:
         """``asterisk_target``: the ``host:port`` Asterisk connects to. ``words``: the phrases of a
         question in a language (tests give the Korean test model's words here)."""
         self.server = server
-        self.models = models
         self.default_on = default_on
         self.asterisk_target = asterisk_target
         self.min_confidence = min_confidence
@@ -89,11 +109,11 @@ class CallSpeech:
         self._words: WordsFor = words or (lambda q, lang: question_words(q, lang, max_quantity))
 
     def usable(self, language: str) -> bool:
-        return self.models.available(language) is True
+        return self.server.available(language) is True
 
     def health(self) -> dict[str, object]:
         return {"default": "on" if self.default_on else "off", "audiosocket": self.asterisk_target,
-                "models": self.models.health()}
+                "models": self.server.models_health()}
 
     async def ask(self, channel: AgiChannel, step: str, language: str, prompt_wav: Path, *, max_digits: int,
                   answer_timeout: float, command_timeout: float) -> VoiceAnswer | None:
@@ -119,8 +139,7 @@ class CallSpeech:
         except BaseException:
             self.server.forget(call_uuid)
             raise
-        if not pending.connected:
-            self.server.forget(call_uuid)
+        if not await self.server.was_connected(pending):
             log.warning("speech.audiosocket_not_connected", step=step, result=reply.result,
                         target=self.asterisk_target)
             return None
