@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
 from ivr.audiosocket.protocol import FRAME_BYTES, HANGUP_MESSAGE, audio_message
-from ivr.audiosocket.server import AudioSocketServer, Outcome, Question
+from ivr.audiosocket.server import PREROLL_SECONDS, AudioSocketServer, Outcome, Question
 from ivr.settings import default_settings
 from ivr.speech.answers import QuestionWords
-from ivr.speech.recognizer import SpeechModels
+from ivr.speech.recognizer import GrammarRecognizer, SpeechModels
 from tests.audiosocket.fake_asterisk import FakeAudioSocket, captured_uuid
 
 PROMPT_3S = b"\x10\x00" * 8000 * 3  # 3 s of a quiet tone-ish signal; what it says does not matter
@@ -191,16 +192,38 @@ def test_hangup_is_the_three_zero_bytes():
 # --- voice, through the real vosk path (tests/speech/vosk_support.py: the Korean PyPI model) ---
 
 @pytest.fixture
-async def speech_server():
+async def speech_models():
     from tests.speech.vosk_support import KO_MODEL
 
     models = SpeechModels(default_settings().replace(speech={"model_ru": KO_MODEL}).speech)
     await models.load_configured()  # as `ivr serve` does at start: the prompt plays while a model loads
-    srv = AudioSocketServer("127.0.0.1", 0, models=models)
+    yield models
+    models.close()
+
+
+@pytest.fixture
+async def speech_server(speech_models):
+    srv = AudioSocketServer("127.0.0.1", 0, models=speech_models)
     await srv.start()
     yield srv
     await srv.close()
-    models.close()
+
+
+@pytest.fixture
+def recognizers_made(speech_models) -> list[GrammarRecognizer]:
+    """The recognizers speech_server's exchanges get, in order: how much audio each decoded
+    (``audio_seconds``) is the test's to see. The seam: the real SpeechModels.recognizer, wrapped."""
+    made: list[GrammarRecognizer] = []
+    real_recognizer = speech_models.recognizer
+
+    async def recording(language, grammar):
+        recognizer = await real_recognizer(language, grammar)
+        assert recognizer is not None
+        made.append(recognizer)
+        return recognizer
+
+    speech_models.recognizer = recording
+    return made
 
 
 # The Korean words of the test model stand in for "да" / "нет": the mapping is the same code.
@@ -342,4 +365,74 @@ async def test_without_our_end_of_speech_a_short_pause_is_not_the_end(speech_ser
     # vosk never reached its endpoint: the answer comes from finishing the utterance at the timeout
     outcome = await asyncio.wait_for(pending.outcome, 10)
     assert (outcome.status, outcome.digits) == ("answered", "0")
+    await client.aclose()
+
+
+# --- what is decoded: with our end of speech, quiet frames outside an utterance are not ---
+
+def _loud_span(audio: bytes, level: int) -> float:
+    """Seconds from the first to the end of the last 20 ms frame at or over ``level`` (RMS)."""
+    from tests.speech.vosk_support import frames
+
+    loud = [i for i, f in enumerate(frames(audio)) if np.sqrt(np.mean(np.frombuffer(f, "<i2") ** 2.0)) >= level]
+    return (loud[-1] - loud[0] + 1) * 0.02
+
+
+async def test_with_our_end_of_speech_the_silence_before_a_word_is_not_decoded(speech_server, recognizers_made):
+    """3 s of silence (a caller listening to the prompt), the word, silence: the recognizer decodes
+    the pre-roll, the word and the end-of-speech silence, not the 3 s before."""
+    from tests.speech.vosk_support import silence, spoken
+
+    word = spoken("네")
+    question = _question(b"", words=KO_CONFIRM, min_confidence=0.5, timeout=30, endpoint_silence=0.2)
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(silence(3.0) + word + silence(0.25))
+    outcome = await asyncio.wait_for(pending.outcome, 10)  # our end of speech decided, not the 30 s
+    assert (outcome.status, outcome.digits, outcome.text) == ("answered", "1", "네")
+    (recognizer,) = recognizers_made
+    expected = PREROLL_SECONDS + _loud_span(word, question.silence_level) + question.endpoint_silence
+    assert recognizer.audio_seconds == pytest.approx(expected, abs=0.021)  # a frame either way
+    assert recognizer.audio_seconds < 1.5, "the 3 s of silence before the word was not decoded"
+    await client.aclose()
+
+
+async def test_without_our_end_of_speech_every_frame_is_decoded(speech_server, recognizers_made):
+    """endpoint_silence 0: vosk's endpoint decides, and it needs every frame, the silence too. The
+    answer comes when the question times out (a 0.25 s pause is no endpoint for vosk): all the audio
+    sent was decoded by then."""
+    from tests.speech.vosk_support import frames, silence, spoken
+
+    sent = frames(silence(3.0) + spoken("네") + silence(0.25))
+    question = _question(b"", words=KO_CONFIRM, min_confidence=0.5, timeout=2.0)
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(b"".join(sent))
+    outcome = await asyncio.wait_for(pending.outcome, 10)
+    assert (outcome.status, outcome.digits, outcome.text) == ("answered", "1", "네")
+    (recognizer,) = recognizers_made
+    assert recognizer.audio_seconds == pytest.approx(len(sent) * 0.02)
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("endpoint_silence", "decoded_seconds"),
+    [
+        (0.2, 0.0),  # under silence_level from start to end: never an utterance, nothing decoded
+        (0.0, 1.0),  # the same noise without our end of speech: every frame decoded (the frames did arrive)
+    ],
+)
+async def test_noise_under_the_silence_level_is_no_input(speech_server, recognizers_made, endpoint_silence,
+                                                          decoded_seconds):
+    from tests.speech.vosk_support import noise
+
+    quiet_noise = noise(1.0, level=400)  # uniform: RMS ~230, under the question's silence_level of 300
+    question = _question(b"", words=KO_CONFIRM, timeout=1.0, endpoint_silence=endpoint_silence)
+    assert question.silence_level == 300
+    pending = speech_server.expect(call := uuid.uuid4(), question, "ru")
+    client = await FakeAudioSocket.connect(speech_server.port, call)
+    await client.send_audio(quiet_noise)
+    assert await _outcome(pending) == Outcome("no_input")
+    (recognizer,) = recognizers_made
+    assert recognizer.audio_seconds == pytest.approx(decoded_seconds)
     await client.aclose()

@@ -240,3 +240,110 @@ async def test_decoding_threads_run_below_the_event_loop():
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the loop's thread untouched
     finally:
         models.close()
+
+
+# --- our own end of speech (GrammarRecognizer.end_utterance), as the AudioSocket exchange asks it ---
+
+async def _say(recognizer, text: str) -> float:
+    """Push ``text`` with a little silence either side (0.2 s: far from vosk's own endpoint) and wait
+    until it is decoded; returns the audio seconds pushed so far."""
+    for frame in frames(silence(0.2) + spoken(text) + silence(0.2)):
+        recognizer.push(frame)
+    await recognizer.decoded()
+    return recognizer.audio_seconds
+
+
+def _queued_finals(recognizer) -> list[Final]:
+    """Take every result queued so far (partials too); the finals among them."""
+    queued = []
+    while not recognizer._results.empty():
+        queued.append(recognizer._results.get_nowait())
+    return [r for r in queued if isinstance(r, Final)]
+
+
+async def test_end_utterance_gives_the_final_at_once_without_more_audio():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        pushed = await _say(recognizer, "네")
+        assert _queued_finals(recognizer) == [], "0.2 s of silence is too little for vosk's own endpoint"
+        recognizer.end_utterance()
+        _, final = await _until_final(recognizer)
+        assert final.endpoint and [w.word for w in final.words] == ["네"] and final.text == "네"
+        assert final.audio_seconds == pytest.approx(pushed), "decided on the audio pushed, none added"
+        assert recognizer.audio_seconds == pytest.approx(pushed)
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def test_after_end_utterance_the_next_utterance_is_heard_later_in_time():
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        finals: list[Final] = []
+        for text in ("네", "아니요"):
+            await _say(recognizer, text)
+            recognizer.end_utterance()
+            finals.append((await _until_final(recognizer))[1])
+        assert [[w.word for w in f.words] for f in finals] == [["네"], ["아니요"]]
+        assert all(f.endpoint for f in finals)
+        (first,), (second,) = finals[0].words, finals[1].words
+        # Word times go on from the audio fed so far: the second word is after the first utterance.
+        assert second.start >= finals[0].audio_seconds > first.end
+        assert finals[1].audio_seconds > finals[0].audio_seconds
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+async def _finish_hearing_the_word(recognizer) -> None:
+    assert [w.word for w in (await recognizer.finish()).words] == ["네"]
+
+
+async def _close(recognizer) -> None:
+    await recognizer.aclose()
+
+
+@pytest.mark.parametrize("end", [_finish_hearing_the_word, _close], ids=["finished", "closed"])
+async def test_end_utterance_on_a_finished_or_closed_recognizer_does_nothing(end):
+    models = _models()
+    try:
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None
+        pushed = await _say(recognizer, "네")
+        await end(recognizer)
+        _queued_finals(recognizer)  # the word's partials, out of the way
+        recognizer.end_utterance()  # neither raises (as push on a closed one does) nor decodes
+        await recognizer.decoded()
+        assert recognizer._results.empty(), "no result after the end"
+        assert recognizer.audio_seconds == pytest.approx(pushed)
+        await recognizer.aclose()
+    finally:
+        models.close()
+
+
+@pytest.mark.parametrize("wait_for_final", [True, False], ids=["after-its-final", "while-decoding"])
+async def test_aclose_after_end_utterance_leaks_no_recognizer(wait_for_final):
+    from ivr.speech.recognizer import GrammarRecognizer
+
+    models = _models()
+    try:
+        before = GrammarRecognizer.open_count
+        recognizer = await models.recognizer("ru", KO_GRAMMAR)
+        assert recognizer is not None and GrammarRecognizer.open_count == before + 1
+        for frame in frames(spoken("네") + silence(0.2)):
+            recognizer.push(frame)
+        recognizer.end_utterance()
+        if wait_for_final:
+            _, final = await _until_final(recognizer)
+            assert final.endpoint
+        await recognizer.aclose()  # while the decoding job may run: it ends first, then vosk frees
+        assert GrammarRecognizer.open_count == before
+        assert recognizer._drain is None or recognizer._drain.done()
+        await recognizer.aclose()  # twice: still counted once
+        assert GrammarRecognizer.open_count == before
+    finally:
+        models.close()
