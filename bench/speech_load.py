@@ -357,7 +357,7 @@ async def echo_server() -> asyncio.Server:
 
 
 async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 19,
-                    own_process: bool = True) -> dict[str, Any]:
+                    own_process: bool = True, blocks: int = 3) -> dict[str, Any]:
     """``child`` plays the speaking callers' AudioSocket legs, ``caller`` the measured FastAGI calls: in
     Asterisk these are separate C threads, and one Python loop carrying both measured its own lateness
     (the echo floor went ×2.7 with 50 legs in the measuring process)."""
@@ -385,38 +385,54 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         assert service.speech is not None and service.speech_loading is not None
         await service.speech_loading
         await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # prompts synthesized once
+        # The phases alternate, ``blocks`` times each, and their calls are pooled: a drift of the
+        # machine (another process, the page cache, the CPU's clock) then weighs on both alike.
+        pooled: dict[str, dict[str, list[float]]] = {
+            phase: {"ivr": [], "echo": [], "lag": []} for phase in ("quiet", "speaking")}
+        done = {"quiet": 0, "speaking": 0}
+        loads = {"quiet": [], "speaking": []}
+        answered = 0
+        for _ in range(blocks):
+            for phase in ("quiet", "speaking"):
+                if phase == "speaking":
+                    words = ko_words("confirm", "ru")
+                    question = Question(b"", 1, 5.0, words, min_confidence=0.5,
+                                        endpoint_silence=settings.speech.endpoint_silence)
+                    pendings = [service.speech.server.expect(uuid.uuid4(), question, "ru")
+                                for _ in range(callers * 60)]
+                    await child.ask(cmd="speak", port=service.speech.server.port, callers=callers,
+                                    uuids=[str(p.call_uuid) for p in pendings])
+                    await asyncio.sleep(3)  # every speaker on its first leg
+                loads[phase].append(load_avg())
+                lag = LagProbe()
+                lag.start()
+                ivr = await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=calls)
+                floor = await caller.ask(cmd="calls", port=echo_port, n=calls)
+                pooled[phase]["lag"] += await lag.stop()
+                pooled[phase]["ivr"] += ivr["think"]
+                pooled[phase]["echo"] += floor["think"]
+                done[phase] += ivr["done"]
+                if phase == "speaking":
+                    await child.ask(cmd="silence")
+                    answered += sum(1 for p in pendings
+                                    if p.outcome.done() and p.outcome.result().status == "answered")
+                    for p in pendings:
+                        service.speech.server.forget(p.call_uuid)
         phases: dict[str, Any] = {}
-        for phase in ("quiet", "speaking"):
-            if phase == "speaking":
-                words = ko_words("confirm", "ru")
-                question = Question(b"", 1, 5.0, words, min_confidence=0.5,
-                                    endpoint_silence=settings.speech.endpoint_silence)
-                pendings = [service.speech.server.expect(uuid.uuid4(), question, "ru") for _ in range(callers * 120)]
-                await child.ask(cmd="speak", port=service.speech.server.port, callers=callers,
-                                uuids=[str(p.call_uuid) for p in pendings])
-                await asyncio.sleep(3)  # every speaker on its first leg
-            load_before = load_avg()
-            lag = LagProbe()
-            lag.start()
-            ivr = await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=calls)
-            floor = await caller.ask(cmd="calls", port=echo_port, n=calls)
-            lags = await lag.stop()
-            if phase == "speaking":
-                await child.ask(cmd="silence")
-                answered = sum(1 for p in pendings if p.outcome.done() and p.outcome.result().status == "answered")
-                for p in pendings:
-                    service.speech.server.forget(p.call_uuid)
+        for phase, got in pooled.items():
             phases[phase] = {
-                "ivr_p50": pct(ivr["think"], 50), "ivr_p95": pct(ivr["think"], 95),
-                "ivr_mean": statistics.fmean(ivr["think"]), "ivr_done": ivr["done"],
-                "echo_p50": pct(floor["think"], 50), "echo_p95": pct(floor["think"], 95),
-                "echo_mean": statistics.fmean(floor["think"]), "lag_p95": pct(lags, 95),
-                "load": f"{load_before} → {load_avg()}",
+                "ivr_p50": pct(got["ivr"], 50), "ivr_p95": pct(got["ivr"], 95),
+                "ivr_mean": statistics.fmean(got["ivr"]), "ivr_done": done[phase],
+                "echo_p50": pct(got["echo"], 50), "echo_p95": pct(got["echo"], 95),
+                "echo_mean": statistics.fmean(got["echo"]), "lag_p95": pct(got["lag"], 95),
+                "load": f"{loads[phase][0]} … {loads[phase][-1]}",
                 **({"speaker_answers": answered} if phase == "speaking" else {}),
             }
             print(f"agi {phase}: ivr p50 {ms(phases[phase]['ivr_p50'])} ms p95 {ms(phases[phase]['ivr_p95'])} ms, "
                   f"echo p50 {ms(phases[phase]['echo_p50'])} ms", file=sys.stderr)
-        return {"callers": callers, "calls": calls, "nice": nice, "own_process": own_process, **phases}
+        calls *= blocks
+        return {"callers": callers, "calls": calls, "blocks": blocks, "nice": nice, "own_process": own_process,
+                **phases}
     finally:
         echo.close()
         await service.stop()
@@ -448,7 +464,7 @@ def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> s
                    f"mean ×{s['ivr_mean'] / q['ivr_mean']:.2f}; echo floor: p50 ×{s['echo_p50'] / q['echo_p50']:.2f}; "
                    f"ivr above the floor: quiet {ms(q['ivr_p50'] - q['echo_p50'])} ms, speaking "
                    f"{ms(s['ivr_p50'] - s['echo_p50'])} ms (p50); speakers' answers decided: "
-                   f"{s.get('speaker_answers')}; {agi['calls']} calls per phase, all placed: "
+                   f"{s.get('speaker_answers')}; {agi['calls']} calls per phase ({agi['blocks']} blocks), all placed: "
                    f"{q['ivr_done'] == agi['calls'] and s['ivr_done'] == agi['calls']}")
     return "\n".join(out)
 
@@ -463,7 +479,7 @@ async def main(args: argparse.Namespace) -> int:
         if args.mode in ("endpoint", "all"):
             endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice)
         if args.mode in ("agi", "all"):
-            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, not args.inline)
+            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, not args.inline, args.blocks)
     finally:
         await child.stop()
         await caller.stop()
@@ -481,7 +497,8 @@ def cli() -> None:
     parser.add_argument("--callers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--endpoint", type=float, nargs="+", default=[0.0, 0.3, 0.2, 0.15])
-    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--calls", type=int, default=40, help="agi: calls per phase and block")
+    parser.add_argument("--blocks", type=int, default=3, help="agi: quiet and speaking phases, alternated")
     parser.add_argument("--nice", type=int, default=19, help="speech.recognizer_nice of the server")
     parser.add_argument("--inline", action="store_true",
                         help="agi: speech in the calls' process (speech.own_process = false)")

@@ -157,6 +157,12 @@ class SpeechProcess:
     def models_health(self) -> dict[str, str]:
         return dict(self._models) if self._writer is not None else {k: "speech process down" for k in self._models}
 
+    def process_health(self) -> dict[str, object]:
+        """For /healthz: the child's pid, whether it is up, how often it was restarted."""
+        up = self._writer is not None
+        return {"mode": "own", "up": up, "pid": self._proc.pid if up and self._proc else None,
+                "restarts": self.restarts}
+
     async def load_models(self) -> None:
         """Until the child reported its models' state (it loads them on its own at start)."""
         await self._models_reported.wait()

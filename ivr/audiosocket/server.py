@@ -168,6 +168,9 @@ class AudioSocketServer:
     def models_health(self) -> dict[str, str]:
         return {} if self._models is None else self._models.health()
 
+    def process_health(self) -> dict[str, object]:
+        return {"mode": "inline"}
+
     async def load_models(self) -> None:
         if self._models is not None:
             await self._models.load_configured()

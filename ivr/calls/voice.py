@@ -89,6 +89,8 @@ class QuestionServer(Protocol):
 
     def models_health(self) -> dict[str, str]: ...
 
+    def process_health(self) -> dict[str, object]: ...
+
     async def load_models(self) -> None: ...
 
 
@@ -113,7 +115,7 @@ class CallSpeech:
 
     def health(self) -> dict[str, object]:
         return {"default": "on" if self.default_on else "off", "audiosocket": self.asterisk_target,
-                "models": self.server.models_health()}
+                "models": self.server.models_health(), "process": self.server.process_health()}
 
     async def ask(self, channel: AgiChannel, step: str, language: str, prompt_wav: Path, *, max_digits: int,
                   answer_timeout: float, command_timeout: float) -> VoiceAnswer | None:

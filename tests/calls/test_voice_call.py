@@ -12,6 +12,7 @@ The Russian and English phrase tables are tested with text in tests/speech/test_
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import aiohttp
@@ -236,5 +237,8 @@ async def test_healthz_says_which_models_are_loaded_and_why_one_is_missing(store
         assert speech["models"]["ru"] == "loaded"
         assert speech["models"]["en"].startswith("missing:") and "absent" in speech["models"]["en"]
         assert speech["default"] == "on" and speech["audiosocket"].startswith("127.0.0.1:")
+        process = speech["process"]  # the listener and the recognizers run in the speech process
+        assert (process["mode"], process["up"], process["restarts"]) == ("own", True, 0)
+        assert isinstance(process["pid"], int) and process["pid"] != os.getpid()
     finally:
         await harness.stop()
