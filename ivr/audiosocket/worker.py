@@ -12,14 +12,14 @@ GIL with every call's AGI, and a call's AGI turnaround went ×2.3 while 50 other
 (bench/speech_load.py); here they cost the calls only what the machine's CPUs share.
 
 The process ends when its channel closes (the calls' process ended or was killed): an orphan never
-keeps the AudioSocket port.
+keeps the AudioSocket port. It ignores SIGTERM and SIGINT: the calls' process ends it after its drain.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import signal
 import socket
 import uuid
 from typing import Any
@@ -112,9 +112,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="ivr's speech process (started by ivr serve)")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
+    # The calls' process decides when this one ends (it closes the channel after its drain): a stop
+    # signal sent to the whole group (systemd's stop, Ctrl-C in a terminal) must not take the voice
+    # answers away from the calls still draining. If the calls' process dies, the channel closes.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=args.fd)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(channel))
+    asyncio.run(serve(channel))
 
 
 if __name__ == "__main__":

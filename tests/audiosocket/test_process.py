@@ -157,3 +157,16 @@ async def test_asterisk_connecting_before_the_question_arrived_waits_for_it():
         assert stray.hung_up.is_set()
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_to_the_group_leaves_the_child_to_the_calls_process(process, stop_signal):
+    """systemd's stop and Ctrl-C reach every process of the service; the calls still draining keep
+    their voice answers until the calls' process closes the channel."""
+    assert process._proc is not None
+    os.kill(process._proc.pid, stop_signal)
+    pending = process.expect(call := uuid.uuid4(), KEYS_ONLY, "ru")
+    client = await FakeAudioSocket.connect(process.port, call)
+    await client.send_dtmf("4")
+    assert (await _outcome(pending)).digits == "4"
+    assert process._proc.returncode is None and process.restarts == 0
