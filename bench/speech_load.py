@@ -1,18 +1,22 @@
 """Speech benchmarks (issue 12): how fast an answer is decided, and what speaking callers cost a call.
 
     .venv/bin/python bench/speech_load.py --all                        # both, numbers for bench/README.md
-    .venv/bin/python bench/speech_load.py endpoint --callers 50 --rounds 4 --endpoint 0 0.3 0.15
-    .venv/bin/python bench/speech_load.py agi --callers 50 --calls 40
+    .venv/bin/python bench/speech_load.py endpoint --callers 50 --rounds 4 --endpoint 0 0.3 0.2 0.15
+    .venv/bin/python bench/speech_load.py agi --callers 50 --calls 40 --blocks 3 [--inline]
 
 What runs where
 ---------------
-* This process is the server side: the AudioSocket listener and the vosk models (``endpoint``), or the
-  whole service of ``ivr serve`` (``ivr.app.start_service``: SQLite, demo data, speech on with the
-  Korean test model from PyPI, web off) plus an echo FastAGI server (``agi``).
-* A child process (``--child asterisk``) plays Asterisk: AudioSocket() legs exactly as
+* This process is the server side: the AudioSocket listener and the vosk models (``endpoint``: what
+  the speech process runs), or the whole service of ``ivr serve`` (``ivr.app.start_service``:
+  SQLite, demo data, speech on with the Korean test model from PyPI, web off; the listener and the
+  recognizers in its speech process, or in this process with ``--inline``) plus an echo FastAGI
+  server (``agi``).
+* Child processes (``--child asterisk``) play Asterisk: one the AudioSocket() legs exactly as
   app_audiosocket.c runs them (UUID, a 20 ms slin frame every 20 ms, silence too, until our hang-up
-  message) and FastAGI calls byte for byte. It speaks "네" (espeak-ng, 8 kHz through soxr), the word
-  the Korean model knows; the questions' grammar is the test one (네 = 1, 아니요 = 0).
+  message), another the measured FastAGI calls byte for byte (in Asterisk these are separate C
+  threads; one Python loop carrying both measured its own lateness). The legs speak "네" (espeak-ng,
+  8 kHz through soxr), the word the Korean model knows; the questions' grammar is the test one
+  (네 = 1, 아니요 = 0).
 
 ``endpoint``: ``--callers`` legs at once, each speaking after a random 0–1.5 s of silence; per leg
 the time from the end of the word (the last frame holding its audio, on the child's clock) to our
@@ -21,11 +25,11 @@ model's own conf/model.conf: 0.5 s): p50/p95/max, answers right, and the event-l
 server (a 10 ms ticker).
 
 ``agi``: a repeat-order call (menu "1" by key, on a line with ``speech=0``) measured ``--calls``
-times in a row, first with nobody speaking, then while ``--callers`` other callers speak without a
-pause over AudioSocket to the same process (each leg: "네", the answer, the next leg at once).
-The call's AGI turnaround is the sum, over its commands, of the time from our reply (or the env
-block) to the server's next command. The echo FastAGI server (5 commands, same shape) is measured
-in the same phases: the floor.
+times in a row with nobody speaking, then ``--calls`` times while ``--callers`` other callers speak
+without a pause over AudioSocket (each leg: "네", the answer, the next leg at once), the two phases
+alternated ``--blocks`` times and their calls pooled. The call's AGI turnaround is the sum, over its
+commands, of the time from our reply (or the env block) to the server's next command. The echo
+FastAGI server (5 commands, same shape) is measured in the same phases: the floor.
 """
 
 from __future__ import annotations
