@@ -77,6 +77,9 @@ class SpeechProcess:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ivr.audiosocket.worker", "--fd", str(child_end.fileno()),
                 pass_fds=(child_end.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
