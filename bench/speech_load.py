@@ -43,6 +43,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -343,6 +344,49 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
     return rows
 
 
+class Transcriptions:
+    """The other load of ``agi --transcribing``: recordings transcribed in this process, in the threads
+    the service's transcript worker uses (``speech.transcribe_workers``, its nice, its
+    ``transcribe_file``), one two-minute recording after another until stopped."""
+
+    def __init__(self, work: Path, workers: int) -> None:
+        self._work, self._workers = work, max(1, workers)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.files = 0
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)  # the model and the recording are made off the loop
+
+    def _start(self) -> None:
+        from bench.transcribe import make_recording
+        from ivr.speech.recognizer import load_model
+        from ivr.speech.transcriber import _lower_priority, transcribe_file
+
+        recording = self._work / "recording.wav"
+        if not recording.exists():
+            make_recording(recording, 2.0)
+        model = load_model(ko_model())
+        self._stop.clear()
+
+        def run() -> None:
+            _lower_priority()
+            while not self._stop.is_set():
+                with contextlib.suppress(Exception):  # TranscriptionStopped at the stop
+                    transcribe_file(model, ko_model(), recording, max_seconds=600, stop=self._stop)
+                    self.files += 1
+
+        self._threads = [threading.Thread(target=run, daemon=True) for _ in range(self._workers)]
+        for thread in self._threads:
+            thread.start()
+
+    async def stop(self) -> int:
+        self._stop.set()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
+        return self.files
+
+
 async def echo_server() -> asyncio.Server:
     """The floor: a FastAGI server that sends the same 5 commands and thinks about nothing."""
 
@@ -361,7 +405,7 @@ async def echo_server() -> asyncio.Server:
 
 
 async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 19,
-                    own_process: bool = True, blocks: int = 3) -> dict[str, Any]:
+                    own_process: bool = True, blocks: int = 3, transcribing: bool = False) -> dict[str, Any]:
     """``child`` plays the speaking callers' AudioSocket legs, ``caller`` the measured FastAGI calls: in
     Asterisk these are separate C threads, and one Python loop carrying both measured its own lateness
     (the echo floor went ×2.7 with 50 legs in the measuring process)."""
@@ -389,16 +433,20 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         assert service.speech is not None and service.speech_loading is not None
         await service.speech_loading
         await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # prompts synthesized once
-        # The phases alternate, ``blocks`` times each, and their calls are pooled: a drift of the
-        # machine (another process, the page cache, the CPU's clock) then weighs on both alike.
+        transcriptions = Transcriptions(work, settings.speech.transcribe_workers)
+        # The phases alternate, ``blocks`` times each (ABBA…), and their calls are pooled: a drift of
+        # the machine (another process, the page cache, the CPU's clock) then weighs on both alike.
         pooled: dict[str, dict[str, list[float]]] = {
             phase: {"ivr": [], "echo": [], "lag": []} for phase in ("quiet", "speaking")}
         done = {"quiet": 0, "speaking": 0}
         loads = {"quiet": [], "speaking": []}
         answered = 0
-        for _ in range(blocks):
-            for phase in ("quiet", "speaking"):
-                if phase == "speaking":
+        for block in range(blocks):
+            # quiet first in even blocks, last in odd ones: whatever warms up over a run favours neither
+            for phase in ("quiet", "speaking") if block % 2 == 0 else ("speaking", "quiet"):
+                if phase == "speaking" and transcribing:
+                    await transcriptions.start()
+                elif phase == "speaking":
                     words = ko_words("confirm", "ru")
                     question = Question(b"", 1, 5.0, words, min_confidence=0.5,
                                         endpoint_silence=settings.speech.endpoint_silence)
@@ -416,7 +464,9 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
                 pooled[phase]["ivr"] += ivr["think"]
                 pooled[phase]["echo"] += floor["think"]
                 done[phase] += ivr["done"]
-                if phase == "speaking":
+                if phase == "speaking" and transcribing:
+                    answered += await transcriptions.stop()
+                elif phase == "speaking":
                     await child.ask(cmd="silence")
                     answered += sum(1 for p in pendings
                                     if p.outcome.done() and p.outcome.result().status == "answered")
@@ -436,7 +486,7 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
                   f"echo p50 {ms(phases[phase]['echo_p50'])} ms", file=sys.stderr)
         calls *= blocks
         return {"callers": callers, "calls": calls, "blocks": blocks, "nice": nice, "own_process": own_process,
-                **phases}
+                "load": "transcribing" if transcribing else "speaking", **phases}
     finally:
         echo.close()
         await service.stop()
@@ -457,7 +507,8 @@ def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> s
         q, s = agi["quiet"], agi["speaking"]
         out += ["| phase | ivr call turnaround p50 / p95 / mean ms | echo floor p50 / p95 / mean ms | loop lag p95 ms "
                 "| load avg |", "| --- | --- | --- | --- | --- |"]
-        for name, p in (("nobody speaking", q), (f"{agi['callers']} callers speaking", s)):
+        busy = "transcribing" if agi["load"] == "transcribing" else f"{agi['callers']} callers speaking"
+        for name, p in (("nobody speaking", q), (busy, s)):
             out.append(f"| {name} | {ms(p['ivr_p50'])} / {ms(p['ivr_p95'])} / {ms(p['ivr_mean'])} | "
                        f"{ms(p['echo_p50'])} / {ms(p['echo_p95'])} / {ms(p['echo_mean'])} | {ms(p['lag_p95'])} | "
                        f"{p['load']} |")
@@ -483,7 +534,8 @@ async def main(args: argparse.Namespace) -> int:
         if args.mode in ("endpoint", "all"):
             endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice)
         if args.mode in ("agi", "all"):
-            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, not args.inline, args.blocks)
+            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, not args.inline, args.blocks,
+                                  args.transcribing)
     finally:
         await child.stop()
         await caller.stop()
@@ -504,6 +556,8 @@ def cli() -> None:
     parser.add_argument("--calls", type=int, default=40, help="agi: calls per phase and block")
     parser.add_argument("--blocks", type=int, default=3, help="agi: quiet and speaking phases, alternated")
     parser.add_argument("--nice", type=int, default=19, help="speech.recognizer_nice of the server")
+    parser.add_argument("--transcribing", action="store_true",
+                        help="agi: the other load is recordings transcribed in the service's process, not speakers")
     parser.add_argument("--inline", action="store_true",
                         help="agi: speech in the calls' process (speech.own_process = false)")
     parser.add_argument("--json")
