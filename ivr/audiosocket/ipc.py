@@ -8,7 +8,8 @@ reader is the strict :mod:`ivr.audiosocket.protocol`).
 Kinds, calls' process → speech process:
 
 - ``("expect", uuid, Question, language)``: a question is about to be asked over AudioSocket;
-- ``("was_connected", uuid)``: AudioSocket() returned; answered by ``("connected_answer", uuid, bool)``;
+- ``("check", uuid)``: AudioSocket() returned: forget the question if Asterisk never connected for
+  it; answered by ``("checked", uuid)``, after any ``connected`` for it (messages are in order);
 - ``("forget", uuid)``: the call gave up on the question;
 - ``("stop",)``: end (the exchanges still running are settled as failed).
 

@@ -24,6 +24,7 @@ import structlog
 
 from ivr.audiosocket import ipc
 from ivr.audiosocket.server import Outcome, Pending, Question
+from ivr.speech.recognizer import initial_states
 
 if TYPE_CHECKING:
     from ivr.settings import SpeechSettings
@@ -53,11 +54,8 @@ class SpeechProcess:
         self._log = (log_level, log_json)
         self._port = settings.audiosocket_port
         self._pending: dict[uuid.UUID, Pending] = {}
-        self._answers: dict[uuid.UUID, asyncio.Future[bool]] = {}
-        self._models: dict[str, str] = {
-            language: ("not configured" if not path else "not loaded")
-            for language, path in (("ru", settings.model_ru), ("en", settings.model_en))
-        }
+        self._answers: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._models = initial_states(settings)
         self._models_reported = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -126,15 +124,15 @@ class SpeechProcess:
         return pending
 
     async def was_connected(self, pending: Pending) -> bool:
-        """Asked across: messages are in order, so once the child answers, a ``connected`` it sent
-        before has been read here."""
+        """Asked across: the child forgets the question if Asterisk never connected for it, then
+        answers; messages are in order, so a ``connected`` it sent before has been read here by then."""
         if pending.connected:
             return True
         if self._writer is None:
             pending.settle(Outcome("failed"))
             return False
         answer = self._answers[pending.call_uuid] = asyncio.get_running_loop().create_future()
-        self._send("was_connected", pending.call_uuid)
+        self._send("check", pending.call_uuid)
         try:
             await asyncio.wait_for(answer, ANSWER_DEADLINE)
         except TimeoutError:
@@ -203,10 +201,10 @@ class SpeechProcess:
             pending = self._pending.get(message[1])
             if pending is not None:
                 pending.settle(message[2])
-        elif kind == "connected_answer":
+        elif kind == "checked":
             answer = self._answers.get(message[1])
             if answer is not None and not answer.done():
-                answer.set_result(bool(message[2]))
+                answer.set_result(None)
         elif kind == "models":
             self._models.update(message[1])
             self._models_reported.set()
@@ -219,13 +217,13 @@ class SpeechProcess:
         self._pending.clear()
         for answer in self._answers.values():
             if not answer.done():
-                answer.set_result(False)
+                answer.set_result(None)
 
     async def _restart(self) -> None:
         while not self._closing:
             await asyncio.sleep(self._pause)
             self._pause = min(self._pause * 2, RESTART_MAX)  # a child that dies again soon waits longer
-            self._models = {k: ("not loaded" if v != "not configured" else v) for k, v in self._models.items()}
+            self._models = initial_states(self._settings)
             self._models_reported.clear()
             try:
                 await self.start()

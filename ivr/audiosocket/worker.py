@@ -21,7 +21,7 @@ import argparse
 import asyncio
 import signal
 import socket
-import uuid
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -37,6 +37,8 @@ log = structlog.get_logger("ivr.speech")
 # the question (a prompt's audio, up to hundreds of KB) was read off the channel: seen in the
 # voice-call tests on a loaded machine. A real stray UUID is hung up after this.
 EXPECT_GRACE = 1.0
+
+Send = Callable[..., None]  # one message to the calls' process (ivr/audiosocket/ipc.py)
 
 
 async def serve(channel: socket.socket) -> None:
@@ -77,11 +79,8 @@ async def serve(channel: socket.socket) -> None:
         writer.close()
 
 
-async def _commands(reader: asyncio.StreamReader, server: AudioSocketServer, send: Any) -> None:
-    pendings: dict[uuid.UUID, Pending] = {}
-
+async def _commands(reader: asyncio.StreamReader, server: AudioSocketServer, send: Send) -> None:
     def report(pending: Pending) -> None:
-        pendings.pop(pending.call_uuid, None)
         send("outcome", pending.call_uuid, pending.outcome.result())
 
     while True:
@@ -93,13 +92,11 @@ async def _commands(reader: asyncio.StreamReader, server: AudioSocketServer, sen
         if kind == "expect":
             _, call_uuid, question, language = message
             pending = server.expect(call_uuid, question, language)
-            pendings[call_uuid] = pending
             pending.outcome.add_done_callback(lambda _, p=pending: report(p))
-        elif kind == "was_connected":
-            _, call_uuid = message
-            pending = pendings.get(call_uuid)
-            connected = pending is not None and await server.was_connected(pending)
-            send("connected_answer", call_uuid, connected)
+        elif kind == "check":
+            # Forgotten only if Asterisk never connected for it (a connected one is no longer waiting).
+            server.forget(message[1])
+            send("checked", message[1])
         elif kind == "forget":
             server.forget(message[1])
         elif kind == "stop":

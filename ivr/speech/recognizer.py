@@ -85,6 +85,12 @@ def _final(payload: str, audio_seconds: float, endpoint: bool) -> Final:
     return Final(words, str(result.get("text", "")), audio_seconds, endpoint)
 
 
+def initial_states(settings: SpeechSettings) -> dict[str, str]:
+    """Per language, the models' state before any load: "not configured" or "not loaded"."""
+    return {language: ("not configured" if not path else "not loaded")
+            for language, path in (("ru", settings.model_ru), ("en", settings.model_en))}
+
+
 class SpeechModels:
     """The vosk models of the configured languages, each loaded once on first use (see the module doc)."""
 
@@ -92,9 +98,7 @@ class SpeechModels:
         self._paths = {"ru": settings.model_ru, "en": settings.model_en}
         self._endpoint_silence = settings.endpoint_silence
         # Per language: "not configured", "loading", "loaded", or why it is missing (for /healthz).
-        self.state: dict[str, str] = {
-            language: ("not configured" if not path else "not loaded") for language, path in self._paths.items()
-        }
+        self.state = initial_states(settings)
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
             max(1, settings.recognizer_threads), thread_name_prefix="vosk",

@@ -103,6 +103,21 @@ async def test_the_child_ends_when_the_calls_process_closes_the_channel():
     assert child.returncode == 0  # it stopped on its own: no kill was needed, no orphan keeps the port
 
 
+async def test_the_child_ends_when_its_channel_closes_without_a_word():
+    """The calls' process killed: no stop message, only the channel's end closing. The child must
+    not outlive it holding the AudioSocket port."""
+    proc = SpeechProcess(_settings(), log_level="WARNING")
+    await proc.start()
+    child = proc._proc
+    assert child is not None and proc._writer is not None
+    proc._closing = True  # this test plays the dead parent: no restart
+    proc._writer.close()  # what the kernel does to a dead process's end of the socketpair
+    assert await asyncio.wait_for(child.wait(), 15) == 0
+    free = await asyncio.start_server(lambda r, w: None, "127.0.0.1", proc.port)  # its port is free again
+    free.close()
+    await proc.close()
+
+
 async def test_the_models_load_in_the_child_and_a_spoken_answer_comes_across():
     from tests.calls.test_voice_call import ko_words
 
