@@ -300,16 +300,17 @@ class LagProbe:
 
 
 async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: list[float],
-                         nice: int = 19) -> list[dict[str, Any]]:
+                         nice: int = 19, cpus: str = "auto") -> list[dict[str, Any]]:
     from ivr.audiosocket.server import AudioSocketServer, Question
     from ivr.settings import default_settings
     from ivr.speech import recognizer
+    from ivr.speech.cpus import format_cpus
     from ivr.speech.recognizer import SpeechModels
 
     rows = []
     for endpoint in endpoints:
         settings = default_settings().replace(speech={"model_ru": ko_model(), "endpoint_silence": endpoint,
-                                                      "recognizer_nice": nice})
+                                                      "recognizer_nice": nice, "recognizer_cpus": cpus})
         models = SpeechModels(settings.speech)
         await models.model("ru")
         server = AudioSocketServer(HOST, 0, models)
@@ -334,7 +335,8 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
         models.close()
         recognizer._MODELS.clear()  # the next endpoint value loads its own copy; free this one
         rows.append({
-            "endpoint_silence": endpoint or "model (0.5)", "nice": nice, "callers": callers, "legs": callers * rounds,
+            "endpoint_silence": endpoint or "model (0.5)", "nice": nice, "cpus": format_cpus(models.cpus),
+            "callers": callers, "legs": callers * rounds,
             "p50": pct(latencies, 50), "p95": pct(latencies, 95), "max": max(latencies, default=None),
             "answers": answers, "lag_p95": pct(lags, 95), "lag_max": max(lags, default=None),
             "load": f"{load_before} → {load_avg()}",
@@ -346,11 +348,11 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
 
 class Transcriptions:
     """The other load of ``agi --transcribing``: recordings transcribed in this process, in the threads
-    the service's transcript worker uses (``speech.transcribe_workers``, its nice, its
+    the service's transcript worker uses (``speech.transcribe_workers``, its nice and CPUs, its
     ``transcribe_file``), one two-minute recording after another until stopped."""
 
-    def __init__(self, work: Path, workers: int) -> None:
-        self._work, self._workers = work, max(1, workers)
+    def __init__(self, work: Path, workers: int, cpus: str) -> None:
+        self._work, self._workers, self._cpus = work, max(1, workers), cpus
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.files = 0
@@ -360,17 +362,19 @@ class Transcriptions:
 
     def _start(self) -> None:
         from bench.transcribe import make_recording
+        from ivr.speech.cpus import decoding_cpus
         from ivr.speech.recognizer import load_model
-        from ivr.speech.transcriber import _lower_priority, transcribe_file
+        from ivr.speech.transcriber import transcribe_file, transcribing_thread
 
         recording = self._work / "recording.wav"
         if not recording.exists():
             make_recording(recording, 2.0)
         model = load_model(ko_model())
+        cpus = decoding_cpus(self._cpus)
         self._stop.clear()
 
         def run() -> None:
-            _lower_priority()
+            transcribing_thread(cpus)
             while not self._stop.is_set():
                 with contextlib.suppress(Exception):  # TranscriptionStopped at the stop
                     transcribe_file(model, ko_model(), recording, max_seconds=600, stop=self._stop)
@@ -404,7 +408,7 @@ async def echo_server() -> asyncio.Server:
     return await asyncio.start_server(on_connection, HOST, 0)
 
 
-async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 19,
+async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 19, cpus: str = "auto",
                     own_process: bool = True, blocks: int = 3, transcribing: bool = False) -> dict[str, Any]:
     """``child`` plays the speaking callers' AudioSocket legs, ``caller`` the measured FastAGI calls: in
     Asterisk these are separate C threads, and one Python loop carrying both measured its own lateness
@@ -418,11 +422,13 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
     settings = default_settings().replace(
         agi={"host": HOST, "port": 0}, web={"enabled": False}, ami={"username": ""},
         database={"url": f"sqlite+aiosqlite:///{work}/ivr.sqlite3"},
-        prompts={"dir": str(work / "prompts"), "warm_at_start": False},
+        # Every unit a call may say synthesized before measuring, as ``ivr serve`` does at start: an
+        # order number with new words (1044 after 1043) would otherwise run espeak-ng in the call.
+        prompts={"dir": str(work / "prompts"), "warm_at_start": True},
         call_records={"spool_dir": str(work / "spool")},
         hours={"open": "00:00", "close": "23:59:59.999999", "days": "1,2,3,4,5,6,7", "holidays": ""},
         speech={"enabled": True, "model_ru": ko_model(), "audiosocket_host": HOST, "audiosocket_port": 0,
-                "min_confidence": 0.5, "recognizer_nice": nice, "own_process": own_process},
+                "min_confidence": 0.5, "recognizer_nice": nice, "recognizer_cpus": cpus, "own_process": own_process},
         log={"level": "WARNING"},
     )
     service = await start_service(settings, seams=Seams(speech_words=ko_words))
@@ -432,12 +438,16 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         await load_demo_data(service.store)
         assert service.speech is not None and service.speech_loading is not None
         await service.speech_loading
-        await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # prompts synthesized once
-        transcriptions = Transcriptions(work, settings.speech.transcribe_workers)
+        started = time.monotonic()
+        assert service.prompts_warm is not None
+        await service.prompts_warm
+        print(f"prompts warmed in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # the greeting composed once
+        transcriptions = Transcriptions(work, settings.speech.transcribe_workers, cpus)
         # The phases alternate, ``blocks`` times each (ABBA…), and their calls are pooled: a drift of
         # the machine (another process, the page cache, the CPU's clock) then weighs on both alike.
         pooled: dict[str, dict[str, list[float]]] = {
-            phase: {"ivr": [], "echo": [], "lag": []} for phase in ("quiet", "speaking")}
+            phase: {"ivr": [], "echo": [], "lag": [], "cpu": []} for phase in ("quiet", "speaking")}
         done = {"quiet": 0, "speaking": 0}
         loads = {"quiet": [], "speaking": []}
         answered = 0
@@ -458,7 +468,9 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
                 loads[phase].append(load_avg())
                 lag = LagProbe()
                 lag.start()
+                cpu_before = time.process_time()
                 ivr = await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=calls)
+                pooled[phase]["cpu"].append((time.process_time() - cpu_before) / calls)
                 floor = await caller.ask(cmd="calls", port=echo_port, n=calls)
                 pooled[phase]["lag"] += await lag.stop()
                 pooled[phase]["ivr"] += ivr["think"]
@@ -479,6 +491,7 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
                 "ivr_mean": statistics.fmean(got["ivr"]), "ivr_done": done[phase],
                 "echo_p50": pct(got["echo"], 50), "echo_p95": pct(got["echo"], 95),
                 "echo_mean": statistics.fmean(got["echo"]), "lag_p95": pct(got["lag"], 95),
+                "cpu_per_call": statistics.fmean(got["cpu"]),
                 "load": f"{loads[phase][0]} … {loads[phase][-1]}",
                 **({"speaker_answers": answered} if phase == "speaking" else {}),
             }
@@ -486,6 +499,7 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
                   f"echo p50 {ms(phases[phase]['echo_p50'])} ms", file=sys.stderr)
         calls *= blocks
         return {"callers": callers, "calls": calls, "blocks": blocks, "nice": nice, "own_process": own_process,
+                "cpus": service.speech.decoding_cpus,
                 "load": "transcribing" if transcribing else "speaking", **phases}
     finally:
         echo.close()
@@ -495,26 +509,29 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
 def report(endpoint_rows: list[dict[str, Any]], agi: dict[str, Any] | None) -> str:
     out = [f"machine: {os.cpu_count()} cores, load average at the end {load_avg()}", ""]
     if endpoint_rows:
-        out += ["| endpoint_silence | nice | callers at once | legs | end of word → answer p50 / p95 / max ms "
-                "| answers | loop lag p95 / max ms | load avg (1/5/15) |", "|" + " --- |" * 8]
+        out += ["| endpoint_silence | nice | decoding CPUs | callers at once | legs "
+                "| end of word → answer p50 / p95 / max ms "
+                "| answers | loop lag p95 / max ms | load avg (1/5/15) |", "|" + " --- |" * 9]
         for r in endpoint_rows:
             answers = ", ".join(f"{k} {v}" for k, v in sorted(r["answers"].items()))
-            out.append(f"| {r['endpoint_silence']} | {r['nice']} | {r['callers']} | {r['legs']} | "
+            out.append(f"| {r['endpoint_silence']} | {r['nice']} | {r['cpus']} | {r['callers']} | {r['legs']} | "
                        f"{ms(r['p50'])} / {ms(r['p95'])} / {ms(r['max'])} | {answers} | "
                        f"{ms(r['lag_p95'])} / {ms(r['lag_max'])} | {r['load']} |")
         out.append("")
     if agi:
         q, s = agi["quiet"], agi["speaking"]
-        out += ["| phase | ivr call turnaround p50 / p95 / mean ms | echo floor p50 / p95 / mean ms | loop lag p95 ms "
-                "| load avg |", "| --- | --- | --- | --- | --- |"]
+        out += ["| phase | ivr call turnaround p50 / p95 / mean ms | CPU per call ms | echo floor p50 / p95 / mean ms "
+                "| loop lag p95 ms | load avg |", "| --- | --- | --- | --- | --- | --- |"]
         busy = "transcribing" if agi["load"] == "transcribing" else f"{agi['callers']} callers speaking"
         for name, p in (("nobody speaking", q), (busy, s)):
             out.append(f"| {name} | {ms(p['ivr_p50'])} / {ms(p['ivr_p95'])} / {ms(p['ivr_mean'])} | "
+                       f"{p['cpu_per_call'] * 1000:.1f} | "
                        f"{ms(p['echo_p50'])} / {ms(p['echo_p95'])} / {ms(p['echo_mean'])} | {ms(p['lag_p95'])} | "
                        f"{p['load']} |")
         out.append("")
         where = "own process" if agi["own_process"] else "the calls' process"
-        out.append(f"speech in {where}, speech.recognizer_nice {agi['nice']}; ivr turnaround speaking / quiet: "
+        out.append(f"speech in {where}, speech.recognizer_nice {agi['nice']}, decoding CPUs {agi['cpus']}; "
+                   "ivr turnaround speaking / quiet: "
                    f"p50 ×{s['ivr_p50'] / q['ivr_p50']:.2f}, "
                    f"mean ×{s['ivr_mean'] / q['ivr_mean']:.2f}; echo floor: p50 ×{s['echo_p50'] / q['echo_p50']:.2f}; "
                    f"ivr above the floor: quiet {ms(q['ivr_p50'] - q['echo_p50'])} ms, speaking "
@@ -532,9 +549,10 @@ async def main(args: argparse.Namespace) -> int:
     agi = None
     try:
         if args.mode in ("endpoint", "all"):
-            endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice)
+            endpoint_rows = await bench_endpoint(child, args.callers, args.rounds, args.endpoint, args.nice, args.cpus)
         if args.mode in ("agi", "all"):
-            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, not args.inline, args.blocks,
+            agi = await bench_agi(child, caller, args.callers, args.calls, args.nice, args.cpus, not args.inline,
+                                  args.blocks,
                                   args.transcribing)
     finally:
         await child.stop()
@@ -556,6 +574,7 @@ def cli() -> None:
     parser.add_argument("--calls", type=int, default=40, help="agi: calls per phase and block")
     parser.add_argument("--blocks", type=int, default=3, help="agi: quiet and speaking phases, alternated")
     parser.add_argument("--nice", type=int, default=19, help="speech.recognizer_nice of the server")
+    parser.add_argument("--cpus", default="auto", help="speech.recognizer_cpus of the server: auto, all, 1-3")
     parser.add_argument("--transcribing", action="store_true",
                         help="agi: the other load is recordings transcribed in the service's process, not speakers")
     parser.add_argument("--inline", action="store_true",

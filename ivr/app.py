@@ -61,6 +61,7 @@ from ivr.cluster.leader import AmiOwnership
 from ivr.database_gate import DatabaseGate, may_come_back, never_reachable, one_line, retry_until_ready
 from ivr.flows.repeat_order import FlowConfig, RepeatOrderFlow
 from ivr.settings import Settings, SpeechSettings
+from ivr.speech.cpus import decoding_cpus, format_cpus, is_cpu_list
 from ivr.speech.prompt_cache import PromptCache
 from ivr.speech.speaker import Speaker
 from ivr.speech.transcriber import Transcriber, model_source
@@ -525,9 +526,14 @@ async def _start_speech(resources: contextlib.AsyncExitStack, settings: Settings
     host = s.audiosocket_host if s.audiosocket_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     target = s.audiosocket_address or f"{host}:{server.port}"
+    cpus = decoding_cpus(s.recognizer_cpus)
+    if cpus is None and is_cpu_list(s.recognizer_cpus):
+        log.warning("speech.recognizer_cpus_unusable: decoding runs on every CPU", recognizer_cpus=s.recognizer_cpus,
+                    usable=format_cpus(os.sched_getaffinity(0)))
     return CallSpeech(server, default_on=s.enabled, asterisk_target=target,
                       min_confidence=s.min_confidence, max_quantity=settings.flow.max_quantity,
-                      endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words)
+                      endpoint_silence=s.endpoint_silence, silence_level=s.silence_level, words=seams.speech_words,
+                      decoding_cpus=format_cpus(cpus))
 
 
 async def _speech_process(resources: contextlib.AsyncExitStack, settings: Settings) -> QuestionServer | None:
@@ -563,6 +569,7 @@ async def _speech_inline(resources: contextlib.AsyncExitStack, s: SpeechSettings
 async def _load_speech(speech: CallSpeech) -> None:
     await speech.server.load_models()
     log.info("speech.ready", default="on" if speech.default_on else "off", audiosocket=speech.asterisk_target,
+             decoding_cpus=speech.decoding_cpus,
              **{f"model_{language}": state for language, state in speech.server.models_health().items()})
 
 
@@ -688,7 +695,7 @@ def build_transcriber(settings: Settings, store: CrmStore, outbox: OutboxRouting
         TranscriptStore(store.sessions), CallLog(store.sessions, outbox=outbox).write,
         model_source(sp.model_ru, sp.model_en, sp.model_transcripts, sp.transcripts_language, sp.endpoint_silence),
         RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
-        workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds,
+        workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds, cpus=decoding_cpus(sp.recognizer_cpus),
     )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from crm_bridge.deals import Pipeline
+from ivr.speech.cpus import check_spec
 
 DEFAULTS_RESOURCE = "defaults.toml"  # in the ivr package: see the module docstring
 
@@ -392,12 +393,21 @@ class SpeechSettings:
     transcribe_max_seconds: float
     # How far below the event loop the decoding threads run (Linux nice, 0..19): the calls' AGI first.
     recognizer_nice: int
+    # The CPUs the decoding threads (answers and transcripts) run on: "auto" = all but the first, so
+    # the calls keep a core with warm caches (measured: ivr/speech/cpus.py), "all", or a list "1-3".
+    recognizer_cpus: str
     # Seconds of quiet after the caller spoke before the answer is decided (our own end of speech,
     # plus the model's endpoint rules 2/3 set to it and twice it); 0 = the model's own
     # conf/model.conf alone (0.5 s, ~0.8 s after the word here). See README "Speech".
     endpoint_silence: float
     # Frame RMS (of 32768) under which the caller counts as quiet, for endpoint_silence.
     silence_level: int
+
+    def __post_init__(self) -> None:
+        try:
+            check_spec(self.recognizer_cpus)
+        except ValueError as exc:
+            raise SettingsError(f"speech.recognizer_cpus: {exc}") from None
 
 
 @dataclass(frozen=True)

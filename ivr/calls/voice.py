@@ -99,10 +99,13 @@ class CallSpeech:
 
     def __init__(self, server: QuestionServer, *, default_on: bool,
                  asterisk_target: str, min_confidence: float, max_quantity: int,
-                 endpoint_silence: float = 0.0, silence_level: int = 300, words: WordsFor | None = None) -> None:
+                 endpoint_silence: float = 0.0, silence_level: int = 300, words: WordsFor | None = None,
+                 decoding_cpus: str = "all") -> None:
         """``asterisk_target``: the ``host:port`` Asterisk connects to. ``words``: the phrases of a
-        question in a language (tests give the Korean test model's words here)."""
+        question in a language (tests give the Korean test model's words here). ``decoding_cpus``:
+        where the recognizers decode, as /healthz shows it ("1-3", "all")."""
         self.server = server
+        self.decoding_cpus = decoding_cpus
         self.default_on = default_on
         self.asterisk_target = asterisk_target
         self.min_confidence = min_confidence
@@ -115,7 +118,8 @@ class CallSpeech:
 
     def health(self) -> dict[str, object]:
         return {"default": "on" if self.default_on else "off", "audiosocket": self.asterisk_target,
-                "models": self.server.models_health(), "process": self.server.process_health()}
+                "models": self.server.models_health(), "process": self.server.process_health(),
+                "decoding_cpus": self.decoding_cpus}
 
     async def ask(self, channel: AgiChannel, step: str, language: str, prompt_wav: Path, *, max_digits: int,
                   answer_timeout: float, command_timeout: float) -> VoiceAnswer | None:

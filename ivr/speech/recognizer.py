@@ -18,9 +18,7 @@ endpoint: the caller stopped speaking), words with confidences and times.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ivr.speech.answers import UNK, Word
+from ivr.speech.cpus import confine_this_thread, decoding_cpus, lower_this_thread
 
 if TYPE_CHECKING:
     import vosk
@@ -100,9 +99,10 @@ class SpeechModels:
         # Per language: "not configured", "loading", "loaded", or why it is missing (for /healthz).
         self.state = initial_states(settings)
         self._own_executor = executor is None
+        self.cpus = decoding_cpus(settings.recognizer_cpus)
         self._executor = executor or ThreadPoolExecutor(
             max(1, settings.recognizer_threads), thread_name_prefix="vosk",
-            initializer=_lower_priority, initargs=(settings.recognizer_nice,),
+            initializer=_decoding_thread, initargs=(settings.recognizer_nice, self.cpus),
         )
         self._loads: dict[str, asyncio.Future[vosk.Model | None]] = {}
         self.load_seconds: dict[str, float] = {}
@@ -189,14 +189,14 @@ class SpeechModels:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _lower_priority(nice: int) -> None:
+def _decoding_thread(nice: int, cpus: frozenset[int] | None) -> None:
     """Run this decoding thread ``nice`` steps below the event loop's (Linux: a thread's own nice
-    value, set through its thread id). On a busy machine the loop (the AGI of every call, the prompts'
-    frames) then gets the CPU first, and speech absorbs the wait: an answer decided a little later,
-    never a call's AGI turnaround stretched by other callers' decoding."""
-    if nice > 0:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    value, set through its thread id) and on ``cpus`` only. On a busy machine the loop (the AGI of
+    every call, the prompts' frames) then gets the CPU first, and a core with its caches (see
+    ivr/speech/cpus.py), and speech absorbs the wait: an answer decided a little later, never a
+    call's AGI turnaround stretched by other callers' decoding."""
+    lower_this_thread(nice)
+    confine_this_thread(cpus)
 
 
 # Loaded models by directory, for the whole process: a second SpeechModels (tests, a reload of the

@@ -18,7 +18,8 @@ derived from the row: written again after a crash, it still lands once.
 
 Bounds: at most ``speech.transcribe_workers`` files at once (default 1), each in its own thread of a
 pool of that size whose threads run at a lower CPU priority (nice 10) than the event loop and the
-calls' grammar recognizers; rows wait in the database, not in memory, so a backlog costs no RAM.
+calls' grammar recognizers, on the decoding CPUs (``speech.recognizer_cpus``: by default not the
+core the calls keep, see ivr/speech/cpus.py); rows wait in the database, not in memory, so a backlog costs no RAM.
 The event loop only awaits: reading, resampling and decoding all happen in the pool.
 
 Bad input is a ``failed`` row with one clear line (missing file, undecodable, too long) and a log
@@ -50,6 +51,7 @@ from crm_bridge.call_log import TimelineRecord
 from crm_bridge.contract.events import TRANSCRIPT_EVENT_TEXT, EventKind
 from crm_bridge.transcripts import TranscriptJob, TranscriptState, TranscriptStore, TranscriptWord, event_uid
 from ivr.calls.recordings import RecordingLocator
+from ivr.speech.cpus import confine_this_thread, lower_this_thread
 
 if TYPE_CHECKING:
     import vosk
@@ -155,10 +157,11 @@ def transcribe_file(model: vosk.Model, model_dir: str, path: Path, *, max_second
                          time.thread_time() - started)
 
 
-def _lower_priority() -> None:
-    # Linux: a thread's nice value is its own, so only the transcription threads yield to the calls.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+def transcribing_thread(cpus: frozenset[int] | None) -> None:
+    """A transcription thread's setup: nice NICE and the decoding CPUs. Linux: a thread's nice value
+    and affinity are its own, so only the transcription threads yield to the calls."""
+    lower_this_thread(NICE)
+    confine_this_thread(cpus)
 
 
 ModelSource = Callable[[str], Awaitable["tuple[vosk.Model, str, str] | None"]]
@@ -174,7 +177,7 @@ class Transcriber:
 
     def __init__(self, store: TranscriptStore, write_timeline: TimelineWrite, model_for: ModelSource,
                  locator: RecordingLocator, *, workers: int = 1, max_seconds: float = 1800.0,
-                 poll_interval: float = 5.0, lease: float = 120.0,
+                 poll_interval: float = 5.0, lease: float = 120.0, cpus: frozenset[int] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._write_timeline = write_timeline
@@ -187,7 +190,8 @@ class Transcriber:
         self._lease = lease
         self._poll = poll_interval
         self._clock = clock
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe", initializer=_lower_priority)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe", initializer=transcribing_thread,
+                                        initargs=(cpus,))
         self._stop = threading.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -21,6 +21,7 @@ import pytest
 from crm_bridge.demo import load_demo_data
 from ivr.app import Seams, start_service
 from ivr.speech.answers import QuestionWords
+from ivr.speech.cpus import format_cpus
 from ivr.speech.recognizer import GrammarRecognizer
 from tests.calls.harness import CallHarness, database_url, harness_settings, wait_for
 from tests.fakeasterisk import REFUSE, TIMEOUT, FakeAsterisk, Say
@@ -240,5 +241,7 @@ async def test_healthz_says_which_models_are_loaded_and_why_one_is_missing(store
         process = speech["process"]  # the listener and the recognizers run in the speech process
         assert (process["mode"], process["up"], process["restarts"]) == ("own", True, 0)
         assert isinstance(process["pid"], int) and process["pid"] != os.getpid()
+        usable = sorted(os.sched_getaffinity(0))  # decoding on every CPU but the first (speech.recognizer_cpus auto)
+        assert speech["decoding_cpus"] == (format_cpus(usable[1:]) if len(usable) > 1 else "all")
     finally:
         await harness.stop()

@@ -227,17 +227,22 @@ async def test_endpoint_silence_loads_a_copy_with_the_rules_rewritten_and_leaves
         models.close()
 
 
-async def test_decoding_threads_run_below_the_event_loop():
+async def test_decoding_threads_run_below_the_event_loop_and_off_its_cpu():
     import os
     import threading
 
-    models = _models(recognizer_nice=7)
+    usable = sorted(os.sched_getaffinity(0))
+    models = _models(recognizer_nice=7, recognizer_cpus="auto")
     try:
         own = os.getpriority(os.PRIO_PROCESS, 0)
-        seen = await asyncio.get_running_loop().run_in_executor(
-            models.executor, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        assert seen == min(19, own + 7)
+        nice, cpus = await asyncio.get_running_loop().run_in_executor(
+            models.executor, lambda: (os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                                      os.sched_getaffinity(threading.get_native_id())))
+        assert nice == min(19, own + 7)
+        # every CPU but the first (ivr/speech/cpus.py); a one-CPU machine has nothing to leave
+        assert cpus == (set(usable[1:]) if len(usable) > 1 else set(usable))
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the loop's thread untouched
+        assert os.sched_getaffinity(threading.get_native_id()) == set(usable)
     finally:
         models.close()
 
