@@ -351,8 +351,8 @@ class Transcriptions:
     the service's transcript worker uses (``speech.transcribe_workers``, its nice and CPUs, its
     ``transcribe_file``), one two-minute recording after another until stopped."""
 
-    def __init__(self, work: Path, workers: int, cpus: str) -> None:
-        self._work, self._workers, self._cpus = work, max(1, workers), cpus
+    def __init__(self, work: Path, workers: int, priority: str, cpus: str) -> None:
+        self._work, self._workers, self._priority, self._cpus = work, max(1, workers), priority, cpus
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.files = 0
@@ -374,7 +374,7 @@ class Transcriptions:
         self._stop.clear()
 
         def run() -> None:
-            transcribing_thread(cpus)
+            transcribing_thread(self._priority, cpus)
             while not self._stop.is_set():
                 with contextlib.suppress(Exception):  # TranscriptionStopped at the stop
                     transcribe_file(model, ko_model(), recording, max_seconds=600, stop=self._stop)
@@ -383,6 +383,11 @@ class Transcriptions:
         self._threads = [threading.Thread(target=run, daemon=True) for _ in range(self._workers)]
         for thread in self._threads:
             thread.start()
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the transcription threads so far (kept out of the calls' CPU per call)."""
+        return sum(time.clock_gettime(time.pthread_getcpuclockid(t.ident)) for t in self._threads
+                   if t.ident is not None and t.is_alive())
 
     async def stop(self) -> int:
         self._stop.set()
@@ -443,7 +448,8 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         await service.prompts_warm
         print(f"prompts warmed in {time.monotonic() - started:.0f} s", file=sys.stderr)
         await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # the greeting composed once
-        transcriptions = Transcriptions(work, settings.speech.transcribe_workers, cpus)
+        transcriptions = Transcriptions(work, settings.speech.transcribe_workers, settings.speech.transcribe_priority,
+                                        cpus)
         # The phases alternate, ``blocks`` times each (ABBA…), and their calls are pooled: a drift of
         # the machine (another process, the page cache, the CPU's clock) then weighs on both alike.
         pooled: dict[str, dict[str, list[float]]] = {
@@ -468,9 +474,11 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
                 loads[phase].append(load_avg())
                 lag = LagProbe()
                 lag.start()
-                cpu_before = time.process_time()
+                transcribing_now = phase == "speaking" and transcribing
+                cpu_before = time.process_time() - (transcriptions.cpu_seconds() if transcribing_now else 0.0)
                 ivr = await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=calls)
-                pooled[phase]["cpu"].append((time.process_time() - cpu_before) / calls)
+                cpu_after = time.process_time() - (transcriptions.cpu_seconds() if transcribing_now else 0.0)
+                pooled[phase]["cpu"].append((cpu_after - cpu_before) / calls)
                 floor = await caller.ask(cmd="calls", port=echo_port, n=calls)
                 pooled[phase]["lag"] += await lag.stop()
                 pooled[phase]["ivr"] += ivr["think"]
