@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/speech_load.py --all                        # both, numbers for bench/README.md
     .venv/bin/python bench/speech_load.py endpoint --callers 50 --rounds 4 --endpoint 0 0.3 0.2 0.15
-    .venv/bin/python bench/speech_load.py agi --callers 50 --calls 40 --blocks 3 [--inline]
+    .venv/bin/python bench/speech_load.py agi --callers 50 --calls 40 --blocks 6 [--inline] [--cpus all]
 
 What runs where
 ---------------
@@ -28,8 +28,12 @@ server (a 10 ms ticker).
 times in a row with nobody speaking, then ``--calls`` times while ``--callers`` other callers speak
 without a pause over AudioSocket (each leg: "네", the answer, the next leg at once), the two phases
 alternated ``--blocks`` times and their calls pooled. The call's AGI turnaround is the sum, over its
-commands, of the time from our reply (or the env block) to the server's next command. The echo
-FastAGI server (5 commands, same shape) is measured in the same phases: the floor.
+commands, of the time from our reply (or the env block) to the server's next command; its CPU per
+call is this process's CPU time over the phase's calls (the calls' process; transcription threads
+of ``--transcribing`` left out). The echo FastAGI server (5 commands, same shape) is measured in the
+same phases: the floor. Every prompt unit is synthesized before the first phase, as ``ivr serve``
+does at start: a new order number's words would otherwise run espeak-ng inside measured calls.
+``--cpus`` is ``speech.recognizer_cpus`` (auto: decoding on every CPU but the first; all).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ if str(ROOT) not in sys.path:
 
 HOST = "127.0.0.1"
 FRAME = 320
+SILENT = b"\0" * FRAME
 WORD = "네"
 
 
@@ -102,6 +107,31 @@ def word_pcm() -> bytes:
     return raw + b"\0" * (-len(raw) % FRAME)
 
 
+class Pacer:
+    """Writes every open leg's next 20 ms frame on one shared tick, as Asterisk's channel threads
+    each write one per 20 ms. One timer for all legs: a timer and a drain per leg and frame (the
+    first version) made this stand-in for Asterisk's C cost ~15 % of a core with 50 legs, and
+    that load at nice 0 counted against the measured calls."""
+
+    def __init__(self) -> None:
+        self.legs: set[Leg] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, leg: Leg) -> None:
+        self.legs.add(leg)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start, tick = loop.time(), 0
+        while self.legs:
+            for leg in list(self.legs):
+                leg.send_frame()
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * 0.02 - loop.time()))
+
+
 class Leg:
     """One AudioSocket() leg: silence, the word, silence until our hang-up message."""
 
@@ -109,52 +139,42 @@ class Leg:
         self.port, self.call, self.word, self.lead = port, call, word, lead
         self.word_end: float | None = None
         self.hangup_at: float | None = None
+        self._frames = [word[i : i + FRAME] for i in range(0, len(word), FRAME)]
+        self._lead = int(lead / 0.02)
+        self._index = 0
+        self._writer: asyncio.StreamWriter | None = None
 
-    async def run(self, limit: float = 20.0) -> None:
-        from ivr.audiosocket.protocol import Kind, audio_message, read_message, uuid_message
+    def send_frame(self) -> None:
+        from ivr.audiosocket.protocol import audio_message
+
+        assert self._writer is not None
+        spoken = self._index - self._lead
+        frame = self._frames[spoken] if 0 <= spoken < len(self._frames) else SILENT
+        if self._writer.transport.is_closing():
+            return
+        self._writer.write(audio_message(frame))
+        if spoken == len(self._frames) - 1:
+            self.word_end = asyncio.get_running_loop().time()  # the last frame of the word left for the server
+        self._index += 1
+
+    async def run(self, pacer: Pacer, limit: float = 20.0) -> None:
+        from ivr.audiosocket.protocol import Kind, read_message, uuid_message
 
         reader, writer = await asyncio.open_connection(HOST, self.port)
+        self._writer = writer
         loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-
-        async def listen() -> None:
-            with contextlib.suppress(Exception):
+        writer.write(uuid_message(uuid.UUID(self.call)))
+        pacer.add(self)
+        try:
+            async with asyncio.timeout(limit):
                 while (message := await read_message(reader)) is not None:
                     if message.kind is Kind.HANGUP:
                         self.hangup_at = loop.time()
                         break
-            done.set()
-
-        listener = asyncio.create_task(listen())
-        writer.write(uuid_message(uuid.UUID(self.call)))
-        silent = b"\0" * FRAME
-        lead_frames = int(self.lead / 0.02)
-        word_frames = [self.word[i : i + FRAME] for i in range(0, len(self.word), FRAME)]
-        start = loop.time()
-        index = 0
-        try:
-            while not done.is_set() and loop.time() - start < limit:
-                if index < lead_frames:
-                    frame = silent
-                elif index - lead_frames < len(word_frames):
-                    frame = word_frames[index - lead_frames]
-                else:
-                    frame = silent
-                writer.write(audio_message(frame))
-                await writer.drain()
-                if index - lead_frames == len(word_frames) - 1:
-                    self.word_end = loop.time()  # the last frame of the word left for the server
-                index += 1
-                delay = start + index * 0.02 - loop.time()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(done.wait(), delay)
-        except ConnectionError:
+        except (TimeoutError, ConnectionError, ValueError):
             pass
         finally:
-            listener.cancel()
-            with contextlib.suppress(BaseException):
-                await listener
+            pacer.legs.discard(self)
             writer.close()
 
 
@@ -207,6 +227,7 @@ async def child_main() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     word = await asyncio.to_thread(word_pcm)
     speakers: list[asyncio.Task[None]] = []
+    pacer = Pacer()
     stop = asyncio.Event()
 
     async def speaker(port: int, calls: list[str]) -> None:
@@ -214,7 +235,7 @@ async def child_main() -> None:
             if stop.is_set():
                 return
             with contextlib.suppress(Exception):
-                await Leg(port, call, word, lead=random.uniform(0.1, 0.5)).run()
+                await Leg(port, call, word, lead=random.uniform(0.1, 0.5)).run(pacer)
 
     def answer(data: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(data) + "\n")
@@ -224,7 +245,7 @@ async def child_main() -> None:
         cmd = json.loads(line)
         if cmd["cmd"] == "endpoint":
             legs = [Leg(cmd["port"], call, word, random.uniform(0.0, 1.5)) for call in cmd["uuids"]]
-            await asyncio.gather(*(leg.run() for leg in legs))
+            await asyncio.gather(*(leg.run(pacer) for leg in legs))
             answer({"latencies": [leg.hangup_at - leg.word_end for leg in legs
                                   if leg.hangup_at is not None and leg.word_end is not None],
                     "no_hangup": sum(leg.hangup_at is None for leg in legs)})
@@ -580,7 +601,7 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--endpoint", type=float, nargs="+", default=[0.0, 0.3, 0.2, 0.15])
     parser.add_argument("--calls", type=int, default=40, help="agi: calls per phase and block")
-    parser.add_argument("--blocks", type=int, default=3, help="agi: quiet and speaking phases, alternated")
+    parser.add_argument("--blocks", type=int, default=6, help="agi: quiet and speaking phases, alternated")
     parser.add_argument("--nice", type=int, default=19, help="speech.recognizer_nice of the server")
     parser.add_argument("--cpus", default="auto", help="speech.recognizer_cpus of the server: auto, all, 1-3")
     parser.add_argument("--transcribing", action="store_true",
