@@ -369,11 +369,11 @@ async def bench_endpoint(child: Child, callers: int, rounds: int, endpoints: lis
 
 class Transcriptions:
     """The other load of ``agi --transcribing``: recordings transcribed in this process, in the threads
-    the service's transcript worker uses (``speech.transcribe_workers``, its nice and CPUs, its
+    the service's transcript worker uses (``speech.transcribe_workers``, its nice, its
     ``transcribe_file``), one two-minute recording after another until stopped."""
 
-    def __init__(self, work: Path, workers: int, priority: str, cpus: str) -> None:
-        self._work, self._workers, self._priority, self._cpus = work, max(1, workers), priority, cpus
+    def __init__(self, work: Path, workers: int) -> None:
+        self._work, self._workers = work, max(1, workers)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.files = 0
@@ -383,7 +383,6 @@ class Transcriptions:
 
     def _start(self) -> None:
         from bench.transcribe import make_recording
-        from ivr.speech.cpus import decoding_cpus
         from ivr.speech.recognizer import load_model
         from ivr.speech.transcriber import transcribe_file, transcribing_thread
 
@@ -391,11 +390,10 @@ class Transcriptions:
         if not recording.exists():
             make_recording(recording, 2.0)
         model = load_model(ko_model())
-        cpus = decoding_cpus(self._cpus)
         self._stop.clear()
 
         def run() -> None:
-            transcribing_thread(self._priority, cpus)
+            transcribing_thread()
             while not self._stop.is_set():
                 with contextlib.suppress(Exception):  # TranscriptionStopped at the stop
                     transcribe_file(model, ko_model(), recording, max_seconds=600, stop=self._stop)
@@ -469,8 +467,7 @@ async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice:
         await service.prompts_warm
         print(f"prompts warmed in {time.monotonic() - started:.0f} s", file=sys.stderr)
         await caller.ask(cmd="calls", port=service.agi.port, args=["speech=0"], n=3)  # the greeting composed once
-        transcriptions = Transcriptions(work, settings.speech.transcribe_workers, settings.speech.transcribe_priority,
-                                        cpus)
+        transcriptions = Transcriptions(work, settings.speech.transcribe_workers)
         # The phases alternate, ``blocks`` times each (ABBA…), and their calls are pooled: a drift of
         # the machine (another process, the page cache, the CPU's clock) then weighs on both alike.
         pooled: dict[str, dict[str, list[float]]] = {

@@ -695,8 +695,7 @@ def build_transcriber(settings: Settings, store: CrmStore, outbox: OutboxRouting
         TranscriptStore(store.sessions), CallLog(store.sessions, outbox=outbox).write,
         model_source(sp.model_ru, sp.model_en, sp.model_transcripts, sp.transcripts_language, sp.endpoint_silence),
         RecordingLocator(Path(settings.recordings.dir), settings.recordings.asterisk_dir or None),
-        workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds, priority=sp.transcribe_priority,
-        cpus=decoding_cpus(sp.recognizer_cpus),
+        workers=sp.transcribe_workers, max_seconds=sp.transcribe_max_seconds,
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from crm_bridge.deals import Pipeline
-from ivr.speech.cpus import check_priority, check_spec
+from ivr.speech.cpus import check_spec
 
 DEFAULTS_RESOURCE = "defaults.toml"  # in the ivr package: see the module docstring
 
@@ -391,12 +391,9 @@ class SpeechSettings:
     transcripts_language: str
     transcribe_workers: int
     transcribe_max_seconds: float
-    # How the transcription threads yield: "idle" (Linux SCHED_IDLE: only CPU time nobody else
-    # wants; a busy machine transcribes later) or a nice step 0..19 (a box that only transcribes).
-    transcribe_priority: str
     # How far below the event loop the decoding threads run (Linux nice, 0..19): the calls' AGI first.
     recognizer_nice: int
-    # The CPUs the decoding threads (answers and transcripts) run on: "auto" = all but the first, so
+    # The CPUs the answers' decoding threads run on: "auto" = all but the first, so
     # the calls keep a core with warm caches (measured: ivr/speech/cpus.py), "all", or a list "1-3".
     recognizer_cpus: str
     # Seconds of quiet after the caller spoke before the answer is decided (our own end of speech,
@@ -407,11 +404,10 @@ class SpeechSettings:
     silence_level: int
 
     def __post_init__(self) -> None:
-        for key, check in (("recognizer_cpus", check_spec), ("transcribe_priority", check_priority)):
-            try:
-                check(getattr(self, key))
-            except ValueError as exc:
-                raise SettingsError(f"speech.{key}: {exc}") from None
+        try:
+            check_spec(self.recognizer_cpus)
+        except ValueError as exc:
+            raise SettingsError(f"speech.recognizer_cpus: {exc}") from None
 
 
 @dataclass(frozen=True)

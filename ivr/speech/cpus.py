@@ -31,7 +31,6 @@ from collections.abc import Iterable
 
 AUTO = "auto"
 ALL = "all"
-IDLE = "idle"  # a thread priority: SCHED_IDLE (see idle_this_thread)
 
 
 def parse_cpu_list(spec: str) -> frozenset[int]:
@@ -92,30 +91,6 @@ def confine_this_thread(cpus: frozenset[int] | None) -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setaffinity(threading.get_native_id(), cpus)
-
-
-def check_priority(spec: str) -> None:
-    """Raises ValueError unless ``spec`` is "idle" or a nice step 0..19 (the settings' check)."""
-    if spec != IDLE and not (spec.strip().isdigit() and 0 <= int(spec) <= 19):
-        raise ValueError(f"{spec!r} is neither {IDLE!r} nor a nice step from 0 to 19")
-
-
-def set_this_thread_priority(spec: str) -> None:
-    """"idle" (:func:`idle_this_thread`) or ``spec`` nice steps below the creating thread."""
-    if spec == IDLE:
-        idle_this_thread()
-    else:
-        lower_this_thread(int(spec))
-
-
-def idle_this_thread() -> None:
-    """Run the calling thread only on CPU time no other thread wants (Linux SCHED_IDLE; elsewhere, or
-    refused, nice 19). For work nobody waits for: measured, a transcription at nice 10 on the
-    decoding CPU stretched 50 callers' answers from p95 235 ms to 2,260 ms; at SCHED_IDLE, 242 ms."""
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-    except (OSError, AttributeError):
-        lower_this_thread(19)
 
 
 def lower_this_thread(steps: int) -> None:

@@ -17,11 +17,8 @@ event to the call's and the customer's timeline (and the CRM targets that want i
 derived from the row: written again after a crash, it still lands once.
 
 Bounds: at most ``speech.transcribe_workers`` files at once (default 1), each in its own thread of a
-pool of that size whose threads run only on CPU time nobody else wants (``speech.transcribe_priority``
-"idle", SCHED_IDLE: the event loops and the callers' answers first; nobody waits for a transcript,
-and a machine busy all hour transcribes after it), on the decoding CPUs
-(``speech.recognizer_cpus``: by default not the core the calls keep, see ivr/speech/cpus.py); rows
-wait in the database, not in memory, so a backlog costs no RAM.
+pool of that size whose threads run at a lower CPU priority (nice 10) than the event loop and the
+calls' grammar recognizers; rows wait in the database, not in memory, so a backlog costs no RAM.
 The event loop only awaits: reading, resampling and decoding all happen in the pool.
 
 Bad input is a ``failed`` row with one clear line (missing file, undecodable, too long) and a log
@@ -53,7 +50,7 @@ from crm_bridge.call_log import TimelineRecord
 from crm_bridge.contract.events import TRANSCRIPT_EVENT_TEXT, EventKind
 from crm_bridge.transcripts import TranscriptJob, TranscriptState, TranscriptStore, TranscriptWord, event_uid
 from ivr.calls.recordings import RecordingLocator
-from ivr.speech.cpus import IDLE, confine_this_thread, set_this_thread_priority
+from ivr.speech.cpus import lower_this_thread
 
 if TYPE_CHECKING:
     import vosk
@@ -65,6 +62,7 @@ DEFAULT_MODEL_RATE = 16000
 # nothing, short enough that a stop request is noticed within a fraction of a second.
 CHUNK_SECONDS = 2.0
 STEREO_SPEAKERS = ("caller", "robot")  # MixMonitor's left (read: what the caller says) and right
+NICE = 10
 
 
 class TranscriptionFailed(Exception):
@@ -158,12 +156,16 @@ def transcribe_file(model: vosk.Model, model_dir: str, path: Path, *, max_second
                          time.thread_time() - started)
 
 
-def transcribing_thread(priority: str, cpus: frozenset[int] | None) -> None:
-    """A transcription thread's setup: its priority (``speech.transcribe_priority``, by default idle)
-    and the decoding CPUs. Linux: a thread's policy, nice and affinity are its own, so only the
-    transcription threads yield to the calls and the answers."""
-    set_this_thread_priority(priority)
-    confine_this_thread(cpus)
+def transcribing_thread() -> None:
+    """A transcription thread's setup: NICE steps below the event loop (Linux: a thread's nice value
+    is its own, so only the transcription threads yield to the calls).
+
+    Not idle priority, and not confined to the decoding CPUs (``speech.recognizer_cpus``) like the
+    answers' recognizers: these threads share the calls' GIL. Measured with a busy nice-0 process
+    on the decoding CPU, a transcription thread at SCHED_IDLE confined there was preempted while it
+    held the GIL and stalled the calls' event loop (turnaround mean ×3.1, loop lag p95 22 ms, calls
+    lost); at nice 10 ×1.17. Transcripts in a process of their own would be free of that."""
+    lower_this_thread(NICE)
 
 
 ModelSource = Callable[[str], Awaitable["tuple[vosk.Model, str, str] | None"]]
@@ -179,8 +181,7 @@ class Transcriber:
 
     def __init__(self, store: TranscriptStore, write_timeline: TimelineWrite, model_for: ModelSource,
                  locator: RecordingLocator, *, workers: int = 1, max_seconds: float = 1800.0,
-                 poll_interval: float = 5.0, lease: float = 120.0, priority: str = IDLE,
-                 cpus: frozenset[int] | None = None,
+                 poll_interval: float = 5.0, lease: float = 120.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._write_timeline = write_timeline
@@ -193,8 +194,7 @@ class Transcriber:
         self._lease = lease
         self._poll = poll_interval
         self._clock = clock
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe", initializer=transcribing_thread,
-                                        initargs=(priority, cpus))
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe", initializer=transcribing_thread)
         self._stop = threading.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

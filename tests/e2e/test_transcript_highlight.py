@@ -15,7 +15,6 @@ from crm_bridge.contract.events import EventKind
 from crm_bridge.contract.outcomes import facts_implying
 from crm_bridge.transcripts import TranscriptStore
 from tests.e2e.conftest import copy_recording, e2e, needs_chromium, new_page, screenshot, sign_in, wait_for
-from tests.speech.transcripts_rig import TEST_PRIORITY
 from tests.speech.vosk_support import KO_MODEL
 
 pytestmark = [e2e, needs_chromium]
@@ -25,8 +24,7 @@ CALL_ID = "1795751090.40"
 
 @pytest.fixture
 def console_overrides(tmp_path) -> dict[str, dict[str, Any]]:
-    return {"speech": {"transcripts": True, "model_transcripts": KO_MODEL, "transcripts_language": "ko",
-                       "transcribe_priority": TEST_PRIORITY},
+    return {"speech": {"transcripts": True, "model_transcripts": KO_MODEL, "transcripts_language": "ko"},
             "recordings": {"mp3_cache_dir": str(tmp_path / "mp3")}}
 
 

@@ -9,15 +9,14 @@ import pytest
 
 from ivr.settings import SettingsError, load_settings
 from ivr.speech.cpus import (
-    check_priority,
     check_spec,
     confine_this_thread,
     decoding_cpus,
     format_cpus,
+    lower_this_thread,
     parse_cpu_list,
-    set_this_thread_priority,
 )
-from ivr.speech.transcriber import transcribing_thread
+from ivr.speech.transcriber import NICE, transcribing_thread
 
 USABLE = sorted(os.sched_getaffinity(0))
 several_cpus = pytest.mark.skipif(len(USABLE) < 2, reason="confinement needs a machine with two CPUs or more")
@@ -65,23 +64,11 @@ def test_the_cpus_are_shown_as_a_cpu_list(cpus, text):
         assert parse_cpu_list(text) == cpus
 
 
-@pytest.mark.parametrize(("key", "good", "bad"), [
-    ("RECOGNIZER_CPUS", "1-3", "the fast ones"),
-    ("TRANSCRIBE_PRIORITY", "10", "20"),
-    ("TRANSCRIBE_PRIORITY", "0", "-5"),
-    ("TRANSCRIBE_PRIORITY", "idle", "low"),
-])
-def test_a_bad_setting_is_a_settings_error_naming_the_key(key, good, bad):
-    defaults = load_settings(environ={}).speech
-    assert (defaults.recognizer_cpus, defaults.transcribe_priority) == ("auto", "idle")
-    assert getattr(load_settings(environ={f"IVR_SPEECH__{key}": good}).speech, key.lower()) == good
-    with pytest.raises(SettingsError, match=f"speech.{key.lower()}"):
-        load_settings(environ={f"IVR_SPEECH__{key}": bad})
-
-
-@pytest.mark.parametrize("spec", ["idle", "0", "10", "19"])
-def test_priorities_are_idle_or_a_nice_step(spec):
-    check_priority(spec)
+def test_a_bad_setting_is_a_settings_error_naming_the_key():
+    assert load_settings(environ={}).speech.recognizer_cpus == "auto"
+    assert load_settings(environ={"IVR_SPEECH__RECOGNIZER_CPUS": "1-3"}).speech.recognizer_cpus == "1-3"
+    with pytest.raises(SettingsError, match="speech.recognizer_cpus"):
+        load_settings(environ={"IVR_SPEECH__RECOGNIZER_CPUS": "the fast ones"})
 
 
 def _in_a_thread(setup, *args) -> tuple[set[int], int, int]:
@@ -108,16 +95,15 @@ def test_a_confined_thread_runs_on_its_cpus_and_the_others_are_untouched():
 
 
 @several_cpus
-def test_transcription_threads_run_at_idle_priority_on_the_decoding_cpus():
-    own = os.sched_getscheduler(0)
-    cpus, policy, _ = _in_a_thread(transcribing_thread, "idle", decoding_cpus("auto"))
-    assert cpus == set(USABLE[1:])
-    assert policy == os.SCHED_IDLE  # only CPU time the calls and the answers leave
-    assert os.sched_getscheduler(0) == own and os.sched_getaffinity(0) == set(USABLE)
+def test_transcription_threads_run_nicer_on_every_cpu():
+    # Not confined nor idle like the answers' recognizers: they share the calls' GIL (transcriber.py).
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    cpus, policy, nice = _in_a_thread(transcribing_thread)
+    assert (cpus, policy, nice) == (set(USABLE), os.sched_getscheduler(0), min(19, own + NICE))
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own
 
 
 def test_a_nice_step_is_counted_from_the_thread_that_starts_the_pool():
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    _, policy, nice = _in_a_thread(set_this_thread_priority, "7")
-    assert (policy, nice) == (os.sched_getscheduler(0), min(19, own + 7))
-    assert _in_a_thread(set_this_thread_priority, "0")[2] == own
+    assert _in_a_thread(lower_this_thread, 7)[2] == min(19, own + 7)
+    assert _in_a_thread(lower_this_thread, 0)[2] == own

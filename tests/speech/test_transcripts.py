@@ -25,7 +25,6 @@ from ivr.speech.transcriber import Transcriber, model_source
 from tests.db.seed import seed
 from tests.speech.transcripts_rig import (
     T0,
-    TEST_PRIORITY,
     Clock,
     korean_mono,
     korean_stereo,
@@ -293,7 +292,7 @@ async def test_a_file_being_decoded_keeps_its_row_past_the_first_lease(rig) -> N
 
     watched = _WatchedStore(store.sessions)
     worker = Transcriber(watched, CallLog(store.sessions).write, model_source("", "", KO_MODEL, "ko"),
-                         RecordingLocator(recordings), lease=0.3, clock=clock, priority=TEST_PRIORITY)
+                         RecordingLocator(recordings), lease=0.3, clock=clock)
     try:
         running = asyncio.create_task(worker.run_once())
         for _ in range(3):  # three renewals: well past the first lease
@@ -314,8 +313,7 @@ async def test_a_crm_target_that_takes_transcripts_gets_one_event_per_recording(
     await recorded_call(call_log, "c1", trace_copy(recordings))
     routing = OutboxRouting({"hook": frozenset({EventKind.TRANSCRIPT_READY.value})})
     worker = Transcriber(TranscriptStore(store.sessions), CallLog(store.sessions, outbox=routing).write,
-                         model_source("", "", KO_MODEL, "ko"), RecordingLocator(recordings), clock=Clock(),
-                         priority=TEST_PRIORITY)
+                         model_source("", "", KO_MODEL, "ko"), RecordingLocator(recordings), clock=Clock())
     try:
         assert await worker.run_once() == 1
     finally:

@@ -68,15 +68,9 @@ class Clock:
         return self.now
 
 
-# The suite runs on loaded machines: its transcripts must not wait for CPU time nobody else wants
-# (the default, "idle", is tested in tests/speech/test_cpus.py).
-TEST_PRIORITY = "0"
-
-
 def transcriber(sessions, recordings: Path, *, workers: int = 1, max_seconds: float = 300.0,
                 clock: Clock | None = None, model: str = KO_MODEL) -> Transcriber:
     return Transcriber(
         TranscriptStore(sessions), CallLog(sessions).write, model_source("", "", model, "ko"),
         RecordingLocator(recordings), workers=workers, max_seconds=max_seconds, clock=clock or Clock(),
-        priority=TEST_PRIORITY,
     )
