@@ -1,25 +1,28 @@
-"""Where and how nicely vosk decodes: ``speech.recognizer_cpus`` (by default every core but one, so
-the calls keep a core whose caches nobody else fills) and the decoding threads' nice.
+"""Where vosk decodes the answers: ``speech.recognizer_cpus``, by default every core but one, so the
+calls keep a core whose caches nobody else fills; and the nice of decoding threads.
 
 Why, measured with ``bench/speech_load.py agi`` on this 2-core machine (a repeat-order call by keys,
-its AGI turnaround, quiet phases against phases with 50 callers speaking):
+its AGI turnaround while 50 callers speak against nobody speaking; the bench's own noise, quiet
+against quiet, is up to ×1.09 in the mean):
 
-* CPU time is not what a call loses. Two processes spinning at nice 19 on both cores left the call
-  as it was (mean ×0.96): the scheduler gives a nice-0 thread the core at once.
-* Caches are. While 50 callers spoke, the same call took 31 % more CPU time (8.9 → 11.7 ms) and its
-  turnaround mean went ×1.14–1.50. Two memory-streaming nice-19 processes did the same (+37 % CPU,
-  mean ×1.18); one of them, on one core only, did nothing (+0 %, ×0.98). A decoding thread that
-  runs on a core between two steps of a call evicts the call's working set (the interpreter, the
-  SQL layer) from that core's L1/L2, and nice cannot help: the call pays when it comes back.
-* With the decoding threads on all cores but the first, the call's turnaround while 50 callers
-  speak was ×0.96 of the quiet one (mean), and an answer's end-of-speech latency stayed well
-  within its goal (p95 240 ms for 226 ms when decoding may use both cores).
+* Not CPU time: two processes spinning at nice 19 on both cores left the call as it was (mean
+  ×0.96); the scheduler gives a nice-0 thread the core at once.
+* Caches: two memory-streaming nice-19 processes made the same call take 37 % more CPU time and its
+  mean ×1.18; one of them, on one core only, nothing (+0 %, ×0.98). A thread that runs on a core
+  between two steps of a call evicts the call's working set (the interpreter, the SQL layer) from
+  that core's L1/L2, and nice cannot help: the call pays when it comes back. vosk decoding is
+  such a thread (while 50 callers spoke a call took up to 31 % more CPU).
+* Decoding on every core but the first: mean ×0.92–1.08 (4 runs), against ×1.10–1.36 (3 runs)
+  with decoding on both cores; in one run alternating the two, ×1.07 against ×1.15. 50 callers'
+  answers still came p95 230–250 ms after their word (225 ms on both cores): one core decodes 50
+  callers with room to spare (~0.7 of it).
 
 So ``auto`` leaves the first CPU the process may use to the event loops (the calls, the AudioSocket
 frames) and confines the decoding threads to the others; with one CPU there is nothing to leave.
 "all" lifts the confinement, a list ("1-3,6") names the CPUs. CPUs of the list the process may not
 use are dropped; when none is left the threads are not confined, and the service says so in one
 warning at start. ``speech.ready`` in the log and /healthz ``speech.decoding_cpus`` give the CPUs used.
+Transcription threads are not confined (ivr/speech/transcriber.py says why).
 """
 
 from __future__ import annotations
