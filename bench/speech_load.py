@@ -433,7 +433,7 @@ async def echo_server() -> asyncio.Server:
 
 
 async def bench_agi(child: Child, caller: Child, callers: int, calls: int, nice: int = 19, cpus: str = "auto",
-                    own_process: bool = True, blocks: int = 3, transcribing: bool = False) -> dict[str, Any]:
+                    own_process: bool = True, blocks: int = 6, transcribing: bool = False) -> dict[str, Any]:
     """``child`` plays the speaking callers' AudioSocket legs, ``caller`` the measured FastAGI calls: in
     Asterisk these are separate C threads, and one Python loop carrying both measured its own lateness
     (the echo floor went ×2.7 with 50 legs in the measuring process)."""

@@ -99,8 +99,8 @@ class CallSpeech:
 
     def __init__(self, server: QuestionServer, *, default_on: bool,
                  asterisk_target: str, min_confidence: float, max_quantity: int,
-                 endpoint_silence: float = 0.0, silence_level: int = 300, words: WordsFor | None = None,
-                 decoding_cpus: str = "all") -> None:
+                 decoding_cpus: str, endpoint_silence: float = 0.0, silence_level: int = 300,
+                 words: WordsFor | None = None) -> None:
         """``asterisk_target``: the ``host:port`` Asterisk connects to. ``words``: the phrases of a
         question in a language (tests give the Korean test model's words here). ``decoding_cpus``:
         where the recognizers decode, as /healthz shows it ("1-3", "all")."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from crm_bridge.demo import load_demo_data
 from ivr.app import Seams, start_service
@@ -223,6 +224,18 @@ async def test_a_corrupt_model_starts_on_keys(store, prompts_dir, tmp_path):
         assert harness.service.health()["speech"]["models"]["ru"].startswith("unreadable:")
         fake = await harness.call("+79161234567", ["1"])
         assert fake.variables["IVR_RESULT"] == "done"
+    finally:
+        await harness.stop()
+
+
+async def test_a_cpu_list_the_process_may_not_use_is_one_warning_and_decoding_runs_everywhere(store, prompts_dir):
+    with capture_logs() as logs:
+        harness = await _harness(store, prompts_dir, model_ru="", recognizer_cpus="4096")
+    try:
+        unusable = [e for e in logs if e["event"].startswith("speech.recognizer_cpus_unusable")]
+        assert len(unusable) == 1 and unusable[0]["recognizer_cpus"] == "4096"
+        assert unusable[0]["usable"] == format_cpus(os.sched_getaffinity(0))
+        assert harness.service.health()["speech"]["decoding_cpus"] == "all"
     finally:
         await harness.stop()
 
